@@ -1,0 +1,267 @@
+//! The HTTP side of talking to a vendor API: authentication, pacing, retries, bounded bodies.
+//! What the responses mean is the providers' business (`provider/`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+
+use crate::config::ApiKey;
+use crate::error::ApiError;
+use crate::progress::Ui;
+use crate::ratelimit::RateLimiter;
+use crate::retry::{self, Backoff};
+
+/// Most bytes read from any API response; a larger body is an error, not an allocation.
+pub const MAX_API_BODY: usize = 8 * 1024 * 1024;
+/// Most 429 answers one request waits out before it gives up.
+pub const MAX_THROTTLED: u32 = 10;
+/// Per-request time limit for API calls.
+pub const API_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How the key is sent.
+#[derive(Debug, Clone, Copy)]
+pub enum AuthStyle {
+    /// `x-api-key: <key>` (Veridox).
+    XApiKey,
+    /// `Authorization: Bearer <key>` (Keelvar).
+    Bearer,
+}
+
+/// A response that is not worth retrying (any status), with its body read (bounded).
+#[derive(Debug)]
+pub struct ApiResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A client for one API host.
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: Url,
+    auth: (HeaderName, HeaderValue),
+    limiter: Arc<RateLimiter>,
+    backoff: Backoff,
+    ui: Arc<Ui>,
+}
+
+impl ApiClient {
+    pub fn new(
+        base: Url,
+        key: &ApiKey,
+        style: AuthStyle,
+        limiter: Arc<RateLimiter>,
+        backoff: Backoff,
+        ui: Arc<Ui>,
+    ) -> Result<Self, String> {
+        let (name, value) = match style {
+            AuthStyle::XApiKey => (
+                HeaderName::from_static("x-api-key"),
+                key.expose().to_string(),
+            ),
+            AuthStyle::Bearer => (
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {}", key.expose()),
+            ),
+        };
+        let mut value = HeaderValue::from_str(&value)
+            .map_err(|_| "the API key cannot be sent as an HTTP header".to_string())?;
+        value.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("fetchdocs/", env!("CARGO_PKG_VERSION")))
+            // Never follow redirects with the key: a redirect could carry it to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(15))
+            .timeout(API_TIMEOUT)
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        Ok(ApiClient {
+            http,
+            base,
+            auth: (name, value),
+            limiter,
+            backoff,
+            ui,
+        })
+    }
+
+    pub fn limiter(&self) -> &Arc<RateLimiter> {
+        &self.limiter
+    }
+
+    pub fn ui(&self) -> &Arc<Ui> {
+        &self.ui
+    }
+
+    /// The absolute URL of an API path such as `files/download`, under the base URL's path.
+    pub fn url(&self, path: &str) -> Url {
+        let mut url = self.base.clone();
+        let joined = format!("{}/{}", url.path().trim_end_matches('/'), path);
+        url.set_path(&joined);
+        url
+    }
+
+    /// Send one request, paced by the rate limiter; retry transient failures and 429s (bounded);
+    /// return the first answer that is not worth retrying. Redirects are returned as answers.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<ApiResponse, ApiError> {
+        let url = self.url(path);
+        let what = format!("{method} {}", url.path());
+        let mut failures = 0u32;
+        let mut throttled = 0u32;
+        loop {
+            self.limiter.acquire().await;
+            self.ui.debug(&what);
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .header(self.auth.0.clone(), self.auth.1.clone());
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            // Reaching the end of this match means: a transient failure, retry after a wait.
+            let (reason, server_wait): (String, Option<Duration>) = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    let (remaining, reset) = retry::rate_limit_headers(&headers);
+                    self.limiter.observe(remaining, reset);
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        throttled += 1;
+                        let wait = retry::retry_after(&headers)
+                            .or(reset)
+                            .unwrap_or_else(|| self.backoff.delay(throttled));
+                        if throttled > MAX_THROTTLED {
+                            return Err(ApiError::Request(format!(
+                                "{what}: still rate-limited (HTTP 429) after {MAX_THROTTLED} waits; \
+                                 lower --requests-per-minute"
+                            )));
+                        }
+                        self.ui.verbose(&format!(
+                            "{what}: rate-limited (HTTP 429); pausing API requests for {:.1}s",
+                            wait.as_secs_f64()
+                        ));
+                        self.limiter.pause_until(tokio::time::Instant::now() + wait);
+                        continue;
+                    }
+                    match read_capped(resp).await {
+                        Ok(body) if retry::is_transient_status(status) => (
+                            format!("{what}: HTTP {status}{}", describe_body(&body)),
+                            retry::retry_after(&headers),
+                        ),
+                        Ok(body) => {
+                            return Ok(ApiResponse {
+                                status,
+                                headers,
+                                body,
+                            });
+                        }
+                        Err(ReadError::TooLarge) => {
+                            return Err(ApiError::Request(format!(
+                                "{what}: the API sent a response larger than {} MiB",
+                                MAX_API_BODY / (1024 * 1024)
+                            )));
+                        }
+                        Err(ReadError::Http(e)) if retry::is_transient_reqwest(&e) => (
+                            format!("{what}: reading the response failed: {}", e.without_url()),
+                            None,
+                        ),
+                        Err(ReadError::Http(e)) => {
+                            return Err(ApiError::Request(format!(
+                                "{what}: reading the response failed: {}",
+                                e.without_url()
+                            )));
+                        }
+                    }
+                }
+                Err(e) if retry::is_transient_reqwest(&e) => {
+                    (format!("{what}: {}", error_chain(&e.without_url())), None)
+                }
+                Err(e) => {
+                    return Err(ApiError::Request(format!(
+                        "{what}: {}",
+                        error_chain(&e.without_url())
+                    )));
+                }
+            };
+            failures += 1;
+            if failures > self.backoff.max_retries {
+                return Err(ApiError::Request(format!(
+                    "{reason} (gave up after {failures} attempts)"
+                )));
+            }
+            let wait = server_wait
+                .unwrap_or_default()
+                .max(self.backoff.delay(failures));
+            self.ui.verbose(&format!(
+                "{reason}; retrying in {:.1}s ({failures}/{})",
+                wait.as_secs_f64(),
+                self.backoff.max_retries
+            ));
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Http(reqwest::Error),
+}
+
+async fn read_capped(resp: reqwest::Response) -> Result<Bytes, ReadError> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_API_BODY as u64)
+    {
+        return Err(ReadError::TooLarge);
+    }
+    let mut stream = resp.bytes_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ReadError::Http)?;
+        if buf.len() + chunk.len() > MAX_API_BODY {
+            return Err(ReadError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// A short, printable excerpt of an error body, for messages.
+pub fn describe_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    let text = text.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    }
+}
+
+/// An error and its sources, joined: "error sending request: connection refused".
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut current = err.source();
+    while let Some(e) = current {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        current = e.source();
+    }
+    out
+}

@@ -1,0 +1,490 @@
+//! The commands, top to bottom: IDs in → skip what is done → mint and download → record.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::api::{ApiClient, AuthStyle};
+use crate::cli::{DemoArgs, FaultArgs, SandboxArgs};
+use crate::config::{ApiKey, Config, IdSource, Verbosity};
+use crate::download::{DownloadPolicy, file_host_client};
+use crate::error::{Exit, Fatal};
+use crate::ids::{self, IdList};
+use crate::naming::NameRegistry;
+use crate::pipeline::{Item, Pipeline};
+use crate::progress::Ui;
+use crate::provider::veridox::Veridox;
+use crate::provider::{Provider, ProviderKind};
+use crate::ratelimit::RateLimiter;
+use crate::report::{FileEntry, Recorder, Status, human_bytes};
+use crate::retry::Backoff;
+use crate::sandbox::{Catalog, Faults, RateRule, Sandbox, SandboxConfig};
+use crate::state::State;
+
+/// Most bytes read from an ID list (about 2.7 million IDs).
+const MAX_ID_INPUT: u64 = 100 * 1024 * 1024;
+
+/// `fetchdocs download`: run and turn the outcome into an exit code, printing what the user
+/// needs to read.
+pub async fn download(cfg: Config) -> Exit {
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+    match download_with(&cfg, None, cancel).await {
+        Ok(exit) => exit,
+        Err(e) => {
+            eprintln!("fetchdocs: error: {e}");
+            e.exit()
+        }
+    }
+}
+
+/// Read and validate the ID list.
+pub fn read_ids(source: &IdSource, kind: ProviderKind) -> Result<IdList, Fatal> {
+    let mut data = Vec::new();
+    let read = match source {
+        IdSource::File(p) => {
+            std::fs::File::open(p).and_then(|f| f.take(MAX_ID_INPUT + 1).read_to_end(&mut data))
+        }
+        IdSource::Stdin => std::io::stdin()
+            .lock()
+            .take(MAX_ID_INPUT + 1)
+            .read_to_end(&mut data),
+    };
+    read.map_err(|e| Fatal::Usage(format!("cannot read the ID list from {source}: {e}")))?;
+    if data.len() as u64 > MAX_ID_INPUT {
+        return Err(Fatal::Usage(format!(
+            "the ID list in {source} is larger than {} MiB; split it into several runs",
+            MAX_ID_INPUT / (1024 * 1024)
+        )));
+    }
+    ids::parse_ids(&data, kind.id_rule()).map_err(|bad| {
+        let mut msg = format!(
+            "{} bad line{} in {source}; nothing was requested. Fix {} and run again:",
+            bad.total,
+            if bad.total == 1 { "" } else { "s" },
+            if bad.total == 1 { "it" } else { "them" },
+        );
+        for line in &bad.lines {
+            msg.push_str(&format!("\n  {line}"));
+        }
+        if bad.total > bad.lines.len() {
+            msg.push_str(&format!("\n  … and {} more", bad.total - bad.lines.len()));
+        }
+        Fatal::Usage(msg)
+    })
+}
+
+/// The whole `download` run. `ids` overrides `cfg.ids` (the demo passes its own list).
+pub async fn download_with(
+    cfg: &Config,
+    ids: Option<IdList>,
+    cancel: CancellationToken,
+) -> Result<Exit, Fatal> {
+    let list = match ids {
+        Some(l) => l,
+        None => read_ids(&cfg.ids, cfg.provider)?,
+    };
+    prepare_output_dir(&cfg.output_dir)?;
+    let mut state = State::open(&cfg.output_dir).map_err(|e| {
+        Fatal::Usage(format!(
+            "cannot use the output directory {}: {e}",
+            cfg.output_dir.display()
+        ))
+    })?;
+    let ui = Arc::new(Ui::new(
+        cfg.verbosity,
+        cfg.progress_bars,
+        list.ids.len() as u64,
+    ));
+    if state.skipped_lines > 0 {
+        ui.warn(&format!(
+            "ignored {} unreadable line(s) in the record of finished files (a crash mid-write?)",
+            state.skipped_lines
+        ));
+    }
+    if list.duplicates > 0 {
+        ui.verbose(&format!("{} duplicate ID(s) folded", list.duplicates));
+    }
+
+    let mut recorder = Recorder::new(cfg.provider.name(), &list.ids, cfg.json, cfg.dry_run);
+    let mut names = NameRegistry::default();
+    for rec in state.records() {
+        names.claim(&rec.path, rec.id);
+    }
+    let mut work = Vec::new();
+    let mut skipped = 0u64;
+    for id in &list.ids {
+        match state.completed(id) {
+            Some(rec) if !cfg.force => {
+                recorder.finish(FileEntry {
+                    id: *id,
+                    status: Status::Skipped,
+                    path: Some(rec.path.clone()),
+                    bytes: Some(rec.bytes),
+                    error: None,
+                });
+                skipped += 1;
+            }
+            _ => work.push(Item::new(*id, state.previous_name(id).map(str::to_string))),
+        }
+    }
+    ui.files_finished(skipped);
+    if skipped > 0 {
+        ui.verbose(&format!(
+            "{skipped} file(s) already downloaded by an earlier run; skipping them"
+        ));
+    }
+
+    let started = Instant::now();
+    let result = if work.is_empty() {
+        Ok(())
+    } else {
+        run_pipeline(
+            cfg,
+            work,
+            &mut state,
+            &mut names,
+            &mut recorder,
+            ui.clone(),
+            cancel,
+        )
+        .await
+    };
+    ui.finish();
+
+    // The report is written whatever happened.
+    if let Some(path) = &cfg.report
+        && let Err(e) = recorder.write_report(path)
+    {
+        ui.error(&format!(
+            "cannot write the report to {}: {e}",
+            path.display()
+        ));
+    }
+    if cfg.json {
+        recorder.print_json_summary();
+    }
+    print_summary(cfg, &recorder, started.elapsed(), &ui);
+    result?;
+    let s = recorder.summary();
+    Ok(if s.failed > 0 {
+        Exit::FilesFailed
+    } else {
+        Exit::Success
+    })
+}
+
+/// Create the output directory if needed, and refuse what cannot be one.
+fn prepare_output_dir(dir: &Path) -> Result<(), Fatal> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Fatal::Usage(format!(
+            "the output directory {} exists but is not a directory",
+            dir.display()
+        ))),
+        Err(_) => std::fs::create_dir_all(dir).map_err(|e| {
+            Fatal::Usage(format!(
+                "cannot create the output directory {}: {e}",
+                dir.display()
+            ))
+        }),
+    }
+}
+
+async fn run_pipeline(
+    cfg: &Config,
+    work: Vec<Item>,
+    state: &mut State,
+    names: &mut NameRegistry,
+    recorder: &mut Recorder,
+    ui: Arc<Ui>,
+    cancel: CancellationToken,
+) -> Result<(), Fatal> {
+    let limiter = Arc::new(RateLimiter::per_minute(cfg.requests_per_minute));
+    let backoff = Backoff::default();
+    let files = file_host_client()
+        .map_err(|e| Fatal::Local(format!("cannot set up the HTTP client: {e}")))?;
+    let policy = DownloadPolicy { backoff };
+    match cfg.provider {
+        ProviderKind::Veridox => {
+            let api = ApiClient::new(
+                cfg.base_url.clone(),
+                &cfg.api_key,
+                AuthStyle::XApiKey,
+                limiter,
+                backoff,
+                ui.clone(),
+            )
+            .map_err(Fatal::Usage)?;
+            let provider = Arc::new(Veridox::new(api));
+            drive(
+                cfg, provider, files, policy, work, state, names, recorder, ui, cancel,
+            )
+            .await
+        }
+        ProviderKind::Keelvar => Err(Fatal::Usage(
+            "the Keelvar provider is not available in this build yet".into(),
+        )),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive<P: Provider>(
+    cfg: &Config,
+    provider: Arc<P>,
+    files: reqwest::Client,
+    policy: DownloadPolicy,
+    work: Vec<Item>,
+    state: &mut State,
+    names: &mut NameRegistry,
+    recorder: &mut Recorder,
+    ui: Arc<Ui>,
+    cancel: CancellationToken,
+) -> Result<(), Fatal> {
+    let pipeline = Pipeline {
+        provider,
+        files,
+        policy,
+        concurrency: cfg.concurrency,
+        dry_run: cfg.dry_run,
+        output_dir: cfg.output_dir.clone(),
+        ui: ui.clone(),
+        state,
+        names,
+        recorder,
+        cancel,
+    };
+    let stats = pipeline.run(work).await?;
+    ui.verbose(&format!(
+        "{} mint request(s); {} URL(s) expired at the file host, {} re-minted before use",
+        stats.mint_calls, stats.expired_hits, stats.stale_before_start
+    ));
+    Ok(())
+}
+
+fn print_summary(cfg: &Config, recorder: &Recorder, took: std::time::Duration, ui: &Ui) {
+    let s = recorder.summary();
+    if cfg.verbosity == Verbosity::Quiet {
+        return;
+    }
+    let secs = took.as_secs_f64();
+    let rate = if secs > 0.0 {
+        format!(
+            ", {}/s",
+            human_bytes((recorder.bytes() as f64 / secs) as u64)
+        )
+    } else {
+        String::new()
+    };
+    let resolved = s
+        .resolved
+        .map(|r| format!("{r} resolved (dry run), "))
+        .unwrap_or_default();
+    ui.info(&format!(
+        "fetchdocs: {resolved}{} downloaded, {} skipped, {} failed of {} requested ({} in {:.1}s{rate})",
+        s.downloaded,
+        s.skipped,
+        s.failed,
+        s.requested,
+        human_bytes(recorder.bytes()),
+        secs,
+    ));
+    if s.failed > 0 && cfg.report.is_none() {
+        ui.info("fetchdocs: the failures are listed above; --report FILE writes them all as JSON");
+    }
+}
+
+/// Ctrl-C or SIGTERM cancels the run (partial data is kept for the next run); a second one
+/// exits at once.
+fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            if !wait_for_signal().await {
+                return;
+            }
+            count += 1;
+            if count == 1 {
+                eprintln!(
+                    "\nfetchdocs: interrupted; stopping (press Ctrl-C again to quit at once)"
+                );
+                cancel.cancel();
+            } else {
+                std::process::exit(Exit::Interrupted as i32);
+            }
+        }
+    });
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> bool {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return tokio::signal::ctrl_c().await.is_ok();
+    };
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.is_ok(),
+        r = term.recv() => r.is_some(),
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> bool {
+    tokio::signal::ctrl_c().await.is_ok()
+}
+
+/// Sandbox faults from the command line.
+pub fn faults_from_args(f: &FaultArgs) -> Faults {
+    Faults {
+        api_5xx_percent: f.api_5xx_rate.min(100),
+        file_5xx_percent: f.file_5xx_rate.min(100),
+        cut_percent: f.cut_rate.min(100),
+        max_per_item: f.max_faults_per_item,
+        url_lifetime: std::time::Duration::from_secs(f.url_lifetime),
+        rate_limit: (f.rate_limit > 0).then_some(RateRule {
+            limit: f.rate_limit,
+            window: std::time::Duration::from_secs(60),
+            headers: false,
+        }),
+        slow_body_bps: f.slow_body,
+        ..Faults::default()
+    }
+}
+
+/// `fetchdocs sandbox`: serve until interrupted.
+pub async fn sandbox(args: SandboxArgs) -> Exit {
+    let mut cfg = SandboxConfig::new(Catalog::generate(args.files, args.seed));
+    cfg.port = args.port;
+    cfg.seed = args.seed;
+    cfg.faults = faults_from_args(&args.faults);
+    if let Some(path) = &args.ids_out
+        && let Err(e) = write_ids(path, cfg.catalog.files().iter().map(|f| f.id))
+    {
+        eprintln!("fetchdocs: error: cannot write {}: {e}", path.display());
+        return Exit::Usage;
+    }
+    let sandbox = match Sandbox::start(cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fetchdocs: error: cannot start the sandbox: {e}");
+            return Exit::Usage;
+        }
+    };
+    let ids_hint = args
+        .ids_out
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "ids.txt".into());
+    println!("Veridox API:  {}", sandbox.api_url);
+    println!("file host:    {}", sandbox.files_url);
+    println!("API key:      {}", sandbox.config().veridox_key);
+    println!(
+        "files:        {} (pass --ids-out FILE to save their IDs)",
+        args.files
+    );
+    println!("stats:        {}/_sandbox/stats", sandbox.api_url);
+    println!();
+    println!(
+        "try:  FETCHDOCS_API_KEY={} fetchdocs download --provider veridox --base-url {} --ids {ids_hint} -o out",
+        sandbox.config().veridox_key,
+        sandbox.api_url
+    );
+    println!("Ctrl-C stops the sandbox.");
+    let _ = tokio::signal::ctrl_c().await;
+    Exit::Success
+}
+
+fn write_ids(path: &Path, ids: impl Iterator<Item = Uuid>) -> std::io::Result<()> {
+    let mut text = String::new();
+    for id in ids {
+        text.push_str(&id.to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text)
+}
+
+/// `fetchdocs demo`: the sandbox in-process, a few hundred files, the real pipeline.
+pub async fn demo(args: DemoArgs) -> Exit {
+    let catalog = Catalog::generate(args.files, 1);
+    let mut cfg = SandboxConfig::new(catalog);
+    cfg.faults.rate_limit = Some(RateRule {
+        limit: 20,
+        window: std::time::Duration::from_secs(60),
+        headers: false,
+    });
+    let ids: Vec<Uuid> = cfg.catalog.files().iter().map(|f| f.id).collect();
+    let key = cfg.veridox_key.clone();
+    let sandbox = match Sandbox::start(cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fetchdocs: error: cannot start the sandbox: {e}");
+            return Exit::Usage;
+        }
+    };
+    let out = args.output_dir.join("veridox");
+    let quiet_terminal = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    eprintln!(
+        "fetchdocs demo: sandbox Veridox API at {}; downloading {} files into {}",
+        sandbox.api_url,
+        ids.len(),
+        out.display()
+    );
+    let report = args.output_dir.join("veridox-report.json");
+    let cfg = Config {
+        provider: ProviderKind::Veridox,
+        base_url: match crate::config::parse_base_url(&sandbox.api_url) {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("fetchdocs: error: {e}");
+                return Exit::Usage;
+            }
+        },
+        api_key: match ApiKey::new(&key) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("fetchdocs: error: {e}");
+                return Exit::Usage;
+            }
+        },
+        ids: IdSource::Stdin,
+        output_dir: out,
+        concurrency: args.concurrency as usize,
+        report: Some(report.clone()),
+        json: false,
+        verbosity: Verbosity::Normal,
+        requests_per_minute: ProviderKind::Veridox.default_requests_per_minute(),
+        dry_run: false,
+        force: false,
+        progress_bars: !quiet_terminal,
+    };
+    if let Err(e) = prepare_output_dir(&args.output_dir).and_then(|()| {
+        write_ids(&args.output_dir.join("ids.txt"), ids.iter().copied())
+            .map_err(|e| Fatal::Usage(e.to_string()))
+    }) {
+        eprintln!("fetchdocs: error: {e}");
+        return e.exit();
+    }
+    let list = IdList { ids, duplicates: 0 };
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+    let exit = match download_with(&cfg, Some(list), cancel).await {
+        Ok(exit) => exit,
+        Err(e) => {
+            eprintln!("fetchdocs: error: {e}");
+            e.exit()
+        }
+    };
+    let stats = sandbox.stats();
+    eprintln!(
+        "fetchdocs demo: the sandbox saw {} API request(s), {} file request(s), {} throttled; report in {}",
+        stats.api_requests,
+        stats.file_requests,
+        stats.api_throttled,
+        report.display()
+    );
+    exit
+}

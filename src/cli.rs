@@ -1,0 +1,166 @@
+//! Command-line definitions (clap derive). Only the shape of the arguments lives here;
+//! `config.rs` turns them into a validated [`crate::config::Config`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fetchdocs",
+    version,
+    about = "Bulk-download documents from vendor APIs that hand out short-lived signed URLs",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download the files named by a list of IDs.
+    Download(DownloadArgs),
+    /// Run a local stand-in for the vendor APIs, for trying fetchdocs and for your own CI.
+    Sandbox(SandboxArgs),
+    /// Start the sandbox in-process and download a few hundred generated files into ./fetchdocs-demo/.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderArg {
+    Veridox,
+    Keelvar,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+API key: set FETCHDOCS_API_KEY, or pass --api-key-file FILE. It is never accepted as a plain \
+command-line value, and never printed, logged or sent anywhere but the API host.
+
+Exit codes: 0 all files present; 1 some files failed (see --report); 2 usage or input error, \
+nothing requested; 3 the API refused the credentials; 4 another run holds the output directory; \
+130 interrupted.")]
+pub struct DownloadArgs {
+    /// Which vendor API to use.
+    #[arg(long, env = "FETCHDOCS_PROVIDER", value_enum)]
+    pub provider: Option<ProviderArg>,
+
+    /// API base URL [default: per provider, e.g. https://api.uk.veridox.ai].
+    #[arg(long, env = "FETCHDOCS_BASE_URL", value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// File of IDs, one per line; `-` or absent reads standard input.
+    #[arg(long, value_name = "FILE")]
+    pub ids: Option<PathBuf>,
+
+    /// Directory the files are saved in (created if missing).
+    #[arg(
+        short = 'o',
+        long,
+        env = "FETCHDOCS_OUTPUT_DIR",
+        value_name = "DIR",
+        default_value = "."
+    )]
+    pub output_dir: PathBuf,
+
+    /// Most downloads in flight at once; never exceeded.
+    #[arg(short = 'j', long, env = "FETCHDOCS_CONCURRENCY", value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+
+    /// Write a JSON report here when the run ends (also on failure).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// One JSON object per line on stdout for each finished file, then the summary.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Errors only on stderr.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// More on stderr (repeat for more detail).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Most API requests per minute, polls included [default: the vendor's limit: Veridox 20, Keelvar 30].
+    #[arg(long, env = "FETCHDOCS_REQUESTS_PER_MINUTE", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=6000))]
+    pub requests_per_minute: Option<u32>,
+
+    /// Resolve IDs to URLs, download nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Download again even what an earlier run completed.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Read the API key from this file (instead of FETCHDOCS_API_KEY).
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Port for the API (0 picks a free one). The file host listens on another free port.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+
+    /// How many files to generate.
+    #[arg(long, default_value_t = 300)]
+    pub files: usize,
+
+    /// Seed for the generated files (same seed, same IDs, names and bytes).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Write the generated IDs to this file (one per line).
+    #[arg(long, value_name = "FILE")]
+    pub ids_out: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub faults: FaultArgs,
+}
+
+/// Faults the sandbox can inject; all off by default.
+#[derive(Debug, Args, Clone, Default)]
+pub struct FaultArgs {
+    /// Percent of API requests answered 503.
+    #[arg(long, default_value_t = 0, value_name = "PERCENT")]
+    pub api_5xx_rate: u32,
+    /// Percent of file requests answered 503.
+    #[arg(long, default_value_t = 0, value_name = "PERCENT")]
+    pub file_5xx_rate: u32,
+    /// Percent of file responses cut off half-way through the body.
+    #[arg(long, default_value_t = 0, value_name = "PERCENT")]
+    pub cut_rate: u32,
+    /// Most injected faults per file or batch (0 = no limit); keeps faults survivable.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub max_faults_per_item: u32,
+    /// Signed URL lifetime in seconds.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub url_lifetime: u64,
+    /// API requests allowed per minute (0 = no limit).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub rate_limit: u32,
+    /// Throttle each file body to this many bytes per second (0 = no limit).
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    pub slow_body: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many files to generate.
+    #[arg(long, default_value_t = 300)]
+    pub files: usize,
+    /// Where to put them.
+    #[arg(short = 'o', long, default_value = "fetchdocs-demo")]
+    pub output_dir: PathBuf,
+    /// Most downloads in flight at once.
+    #[arg(short = 'j', long, default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+}

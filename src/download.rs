@@ -1,0 +1,334 @@
+//! One file: stream it to a temporary file, check its length, resume with `Range` where the
+//! file host allows, make it durable, and rename it into place. A final name never holds a
+//! partial file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::{StatusCode, Url};
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+use crate::api::{describe_body, error_chain};
+use crate::progress::FileBar;
+use crate::retry::{self, Backoff};
+use crate::state::sync_dir;
+
+/// Buffer between the network and the disk.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// How downloads behave.
+#[derive(Debug, Clone, Copy)]
+pub struct DownloadPolicy {
+    pub backoff: Backoff,
+}
+
+/// The client for file hosts: no API key, no `Authorization`, nothing but the signed URL.
+pub fn file_host_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("fetchdocs/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(15))
+        // A body that stalls this long is cut and resumed.
+        .read_timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .build()
+}
+
+/// Live numbers about one download, read by the scheduler to predict when a slot frees.
+#[derive(Debug)]
+pub struct Progress {
+    pub started: Instant,
+    done: AtomicU64,
+    /// Total length, 0 while unknown.
+    total: AtomicU64,
+    /// Bytes already on disk when this download started (not counted in its rate).
+    resumed: AtomicU64,
+}
+
+impl Progress {
+    pub fn new() -> Arc<Progress> {
+        Arc::new(Progress {
+            started: Instant::now(),
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            resumed: AtomicU64::new(0),
+        })
+    }
+
+    /// Estimated time to completion, if the length is known and bytes are flowing.
+    pub fn eta(&self, now: Instant) -> Option<Duration> {
+        let total = self.total.load(Ordering::Relaxed);
+        let done = self.done.load(Ordering::Relaxed);
+        let fresh = done.saturating_sub(self.resumed.load(Ordering::Relaxed));
+        let elapsed = now.saturating_duration_since(self.started).as_secs_f64();
+        if total == 0 || fresh == 0 || elapsed < 0.05 {
+            return None;
+        }
+        let rate = fresh as f64 / elapsed;
+        Some(Duration::from_secs_f64(
+            (total.saturating_sub(done) as f64 / rate).min(1e6),
+        ))
+    }
+}
+
+/// One file to fetch.
+pub struct FileJob {
+    pub url: Url,
+    pub part: PathBuf,
+    pub dest: PathBuf,
+    pub progress: Arc<Progress>,
+    pub bar: FileBar,
+}
+
+/// How one download ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Done {
+        bytes: u64,
+    },
+    /// The file host refused the signed URL (403): mint a new one. Bytes on disk are kept.
+    Expired {
+        requested_at: Instant,
+    },
+    Failed(String),
+}
+
+enum AttemptError {
+    Expired(Instant),
+    /// Worth retrying with the same URL, after a wait (the server's `Retry-After` if it gave one).
+    Transient(String, Option<Duration>),
+    Final(String),
+}
+
+/// Fetch one file, retrying transient failures with backoff.
+pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &DownloadPolicy) -> Outcome {
+    let mut failures = 0u32;
+    loop {
+        match attempt(client, job).await {
+            Ok(bytes) => {
+                return match finish(&job.part, &job.dest).await {
+                    Ok(()) => Outcome::Done { bytes },
+                    Err(e) => Outcome::Failed(format!(
+                        "cannot move the finished file into place at {}: {e}",
+                        job.dest.display()
+                    )),
+                };
+            }
+            Err(AttemptError::Expired(at)) => return Outcome::Expired { requested_at: at },
+            Err(AttemptError::Final(reason)) => return Outcome::Failed(reason),
+            Err(AttemptError::Transient(reason, server_wait)) => {
+                failures += 1;
+                if failures > policy.backoff.max_retries {
+                    return Outcome::Failed(format!(
+                        "{reason} (gave up after {failures} attempts)"
+                    ));
+                }
+                let wait = server_wait
+                    .unwrap_or_default()
+                    .min(retry::MAX_RETRY_AFTER)
+                    .max(policy.backoff.delay(failures));
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Make the temporary file durable, then give it its final name.
+async fn finish(part: &Path, dest: &Path) -> std::io::Result<()> {
+    tokio::fs::rename(part, dest).await?;
+    if let Some(dir) = dest.parent() {
+        let dir = dir.to_path_buf();
+        let _ = tokio::task::spawn_blocking(move || sync_dir(&dir)).await;
+    }
+    Ok(())
+}
+
+/// `Content-Range: bytes START-END/TOTAL` → (START, TOTAL if known).
+pub fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end: u64 = end.trim().parse().ok()?;
+    if end < start {
+        return None;
+    }
+    let total = match total.trim() {
+        "*" => None,
+        t => {
+            let t: u64 = t.parse().ok()?;
+            if end >= t {
+                return None;
+            }
+            Some(t)
+        }
+    };
+    Some((start, total))
+}
+
+async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<u64, AttemptError> {
+    let have = tokio::fs::metadata(&job.part)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let mut req = client.get(job.url.clone());
+    if have > 0 {
+        req = req.header(RANGE, format!("bytes={have}-"));
+    }
+    let requested_at = Instant::now();
+    let resp = req.send().await.map_err(|e| {
+        let transient = retry::is_transient_reqwest(&e);
+        let msg = format!("file host: {}", error_chain(&e.without_url()));
+        if transient {
+            AttemptError::Transient(msg, None)
+        } else {
+            AttemptError::Final(msg)
+        }
+    })?;
+    let status = resp.status();
+    let (start, total) = match status {
+        StatusCode::OK => (0, resp.content_length()),
+        StatusCode::PARTIAL_CONTENT if have > 0 => {
+            let range = resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_content_range);
+            match range {
+                Some((start, total)) if start == have => (start, total),
+                _ => {
+                    // Not the bytes we asked for: start over rather than splice wrong data.
+                    remove(&job.part).await;
+                    return Err(AttemptError::Transient(
+                        "file host answered a resume with a different range; starting over".into(),
+                        None,
+                    ));
+                }
+            }
+        }
+        StatusCode::RANGE_NOT_SATISFIABLE if have > 0 => {
+            remove(&job.part).await;
+            return Err(AttemptError::Transient(
+                "file host could not resume (HTTP 416); starting over".into(),
+                None,
+            ));
+        }
+        StatusCode::FORBIDDEN => return Err(AttemptError::Expired(requested_at)),
+        s if retry::is_transient_status(s) => {
+            let wait = retry::retry_after(resp.headers());
+            return Err(AttemptError::Transient(
+                format!("file host answered HTTP {s}"),
+                wait,
+            ));
+        }
+        s => {
+            let body = resp.bytes().await.unwrap_or_default();
+            let excerpt = describe_body(&body[..body.len().min(512)]);
+            remove(&job.part).await;
+            return Err(AttemptError::Final(match s {
+                StatusCode::NOT_FOUND | StatusCode::GONE => {
+                    format!("the file host has no such file (HTTP {s})")
+                }
+                _ => format!("file host answered HTTP {s}{excerpt}"),
+            }));
+        }
+    };
+
+    let mut file = if start == 0 {
+        tokio::fs::File::create(&job.part).await
+    } else {
+        tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(&job.part)
+            .await
+    }
+    .map_err(|e| local_error(&job.part, e))?;
+    let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, &mut file);
+    job.progress
+        .total
+        .store(total.unwrap_or(0), Ordering::Relaxed);
+    job.progress.resumed.store(start, Ordering::Relaxed);
+    job.progress.done.store(start, Ordering::Relaxed);
+    job.bar.set_length(total);
+    job.bar.set_position(start);
+
+    let mut written = start;
+    let mut stream = resp.bytes_stream();
+    let mut cut: Option<String> = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                cut = Some(format!(
+                    "file host: body cut off after {written} bytes: {}",
+                    error_chain(&e.without_url())
+                ));
+                break;
+            }
+        };
+        if let Some(t) = total
+            && written + chunk.len() as u64 > t
+        {
+            drop(out);
+            remove(&job.part).await;
+            return Err(AttemptError::Transient(
+                format!("file host sent more than the {t} bytes it announced"),
+                None,
+            ));
+        }
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| local_error(&job.part, e))?;
+        written += chunk.len() as u64;
+        job.progress.done.store(written, Ordering::Relaxed);
+        job.bar.inc(chunk.len() as u64);
+    }
+    // Keep whatever arrived, durable, so that the next attempt resumes from it.
+    out.flush().await.map_err(|e| local_error(&job.part, e))?;
+    drop(out);
+    if let Some(reason) = cut {
+        return Err(AttemptError::Transient(reason, None));
+    }
+    if let Some(t) = total
+        && written != t
+    {
+        return Err(AttemptError::Transient(
+            format!("file host: body ended after {written} of {t} bytes"),
+            None,
+        ));
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| local_error(&job.part, e))?;
+    Ok(written)
+}
+
+fn local_error(path: &Path, e: std::io::Error) -> AttemptError {
+    AttemptError::Final(format!("cannot write {}: {e}", path.display()))
+}
+
+async fn remove(path: &Path) {
+    let _ = tokio::fs::remove_file(path).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range() {
+        assert_eq!(
+            parse_content_range("bytes 100-999/1000"),
+            Some((100, Some(1000)))
+        );
+        assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, None)));
+        assert_eq!(parse_content_range("bytes 100-999/500"), None);
+        assert_eq!(parse_content_range("bytes 9-1/10"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+        assert_eq!(parse_content_range("bytes x-1/2"), None);
+    }
+}

@@ -1,0 +1,72 @@
+//! Error types, and the one place where errors meet exit codes.
+
+/// The process exit codes of the CLI contract (`shared/spec/cli.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Every requested file is present.
+    Success = 0,
+    /// The run finished but at least one file failed.
+    FilesFailed = 1,
+    /// Usage or input error, refused before any request.
+    Usage = 2,
+    /// The API refused the credentials.
+    Auth = 3,
+    /// Another run holds the output directory.
+    Locked = 4,
+    /// Interrupted by SIGINT/SIGTERM.
+    Interrupted = 130,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}
+
+/// Something that ends the run as a whole (as opposed to one file failing).
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    /// Bad flag, bad ID line, missing file, refused URL: nothing was requested.
+    #[error("{0}")]
+    Usage(String),
+    /// The API host answered 401/403.
+    #[error("{0}")]
+    Auth(String),
+    /// Another live run holds the output directory.
+    #[error("{0}")]
+    Locked(String),
+    /// Local trouble that stops the run (the output directory became unusable…).
+    #[error("{0}")]
+    Local(String),
+    /// SIGINT/SIGTERM.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Fatal {
+    pub fn exit(&self) -> Exit {
+        match self {
+            Fatal::Usage(_) => Exit::Usage,
+            Fatal::Auth(_) => Exit::Auth,
+            Fatal::Locked(_) => Exit::Locked,
+            Fatal::Local(_) => Exit::FilesFailed,
+            Fatal::Interrupted => Exit::Interrupted,
+        }
+    }
+}
+
+/// Why a single API request failed, after any retries.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// 401/403 from the API host: the run cannot go on.
+    #[error("{0}")]
+    Auth(String),
+    /// The API answered, and the answer is final for these files (400, 404, 409…).
+    #[error("{0}")]
+    Rejected(String),
+    /// No usable answer even after retries (5xx, timeouts, garbage): the files may be asked for
+    /// again later, a bounded number of times.
+    #[error("{0}")]
+    Request(String),
+}

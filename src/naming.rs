@@ -1,0 +1,260 @@
+//! Safe file names and collisions.
+//!
+//! A vendor's label is whatever someone typed when uploading: it may hold `/`, `..`, control
+//! characters, a Windows device name, or 4 KB of text. [`sanitize`] turns any label into one safe
+//! path component; [`NameRegistry`] makes sure two IDs never share a name.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use uuid::Uuid;
+
+/// Longest file name, in bytes, on the common file systems.
+pub const MAX_NAME_BYTES: usize = 255;
+/// An extension longer than this is treated as part of the stem when shortening.
+const MAX_EXT_BYTES: usize = 16;
+
+/// Turn a label into a single safe file-name component. Never empty (falls back to the ID),
+/// never `.`/`..`, never hidden, no separators or control characters, no Windows reserved device
+/// names or trailing dots/spaces, at most [`MAX_NAME_BYTES`] bytes.
+pub fn sanitize(label: &str, id: &Uuid) -> String {
+    let mut name: String = label
+        .chars()
+        .map(|c| if is_unsafe_char(c) { '_' } else { c })
+        .collect();
+    // Windows strips trailing dots and spaces; leading/trailing blanks are never intended.
+    name = name
+        .trim_matches(|c: char| c.is_whitespace())
+        .trim_end_matches(['.', ' '])
+        .to_string();
+    // No hidden files, no `.`/`..`, and nothing that could clash with the `.fetchdocs` directory.
+    if name.starts_with('.') {
+        name.replace_range(0..1, "_");
+    }
+    if name.is_empty() {
+        return id.to_string();
+    }
+    if is_windows_reserved(&name) {
+        name.insert(0, '_');
+    }
+    fit(&name, "")
+}
+
+fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '/' | '\\' | '<' | '>' | ':' | '"' | '|' | '?' | '*')
+        // Bidirectional overrides and zero-width marks that make a name display as something else.
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// `CON`, `nul.txt`, `COM1.tar.gz`… are device names on Windows whatever their extension.
+fn is_windows_reserved(name: &str) -> bool {
+    let base = name.split('.').next().unwrap_or(name).trim_end();
+    let upper = base.to_ascii_uppercase();
+    matches!(
+        upper.as_str(),
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$"
+    ) || ((upper.starts_with("COM") || upper.starts_with("LPT"))
+        && upper.len() == 4
+        && upper.as_bytes()[3].is_ascii_digit())
+        || ((upper.starts_with("COM") || upper.starts_with("LPT"))
+            && matches!(&base[3..], "¹" | "²" | "³"))
+}
+
+/// Split `name` into stem and extension (with its dot); an over-long "extension" is no extension.
+fn split_ext(name: &str) -> (&str, &str) {
+    match name.rfind('.') {
+        Some(dot) if dot > 0 && name.len() - dot <= MAX_EXT_BYTES => name.split_at(dot),
+        _ => (name, ""),
+    }
+}
+
+/// `stem + suffix + ext`, shortening the stem (at a character boundary) so that the whole fits.
+fn fit(name: &str, suffix: &str) -> String {
+    let (stem, ext) = split_ext(name);
+    let room = MAX_NAME_BYTES.saturating_sub(suffix.len() + ext.len());
+    let mut cut = stem.len().min(room);
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    // A cut can leave a trailing dot or space, which Windows would strip: trim those.
+    let stem = if cut < stem.len() {
+        stem[..cut].trim_end_matches(['.', ' '])
+    } else {
+        stem
+    };
+    let mut out = String::with_capacity(MAX_NAME_BYTES);
+    out.push_str(stem);
+    out.push_str(suffix);
+    out.push_str(ext);
+    out
+}
+
+/// The name for `id` when `name` is taken: `stem (0193a2b4).ext`, or the full ID if even that is taken.
+pub fn with_id_suffix(name: &str, id: &Uuid, full: bool) -> String {
+    let simple = id.simple().to_string();
+    let tag = if full { &simple[..] } else { &simple[..8] };
+    fit(name, &format!(" ({tag})"))
+}
+
+/// Case-insensitive key, so `Report.pdf` and `report.pdf` collide as they would on macOS and Windows.
+fn key(name: &str) -> String {
+    name.to_lowercase()
+}
+
+/// Hands out final names so that no two IDs share one, and no file that fetchdocs did not write
+/// for that ID is overwritten.
+#[derive(Debug, Default)]
+pub struct NameRegistry {
+    owner: HashMap<String, Uuid>,
+}
+
+impl NameRegistry {
+    /// Record that `name` belongs to `id` (from an earlier run's record).
+    pub fn claim(&mut self, name: &str, id: Uuid) {
+        self.owner.entry(key(name)).or_insert(id);
+    }
+
+    /// Choose the name for `id` in `dir`. `previous` is the name an earlier run saved this ID
+    /// under, reused so that re-downloads (`--force`) replace their own file.
+    pub fn assign(&mut self, dir: &Path, id: Uuid, label: &str, previous: Option<&str>) -> String {
+        if let Some(prev) = previous
+            && self.owner.get(&key(prev)) == Some(&id)
+        {
+            return prev.to_string();
+        }
+        let base = sanitize(label, &id);
+        let candidates = [
+            base.clone(),
+            with_id_suffix(&base, &id, false),
+            with_id_suffix(&base, &id, true),
+        ];
+        for name in candidates {
+            let taken = match self.owner.get(&key(&name)) {
+                Some(owner) => *owner != id,
+                // A file we did not write (the user's own, or another tool's) is never replaced.
+                None => dir.join(&name).symlink_metadata().is_ok(),
+            };
+            if !taken {
+                self.owner.insert(key(&name), id);
+                return name;
+            }
+        }
+        // The full-ID name is taken by something that is not ours: fall back to the bare ID plus
+        // a counter, which cannot loop forever because each try is a new name.
+        let mut n = 1u32;
+        loop {
+            let name = format!("{} ({n})", id.simple());
+            if !self.owner.contains_key(&key(&name)) && dir.join(&name).symlink_metadata().is_err()
+            {
+                self.owner.insert(key(&name), id);
+                return name;
+            }
+            n += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(0x0193_2c07_a5e4_7c3b_9d2f_0000_0000_0000 | n)
+    }
+
+    fn assert_safe(name: &str) {
+        assert!(!name.is_empty());
+        assert!(name.len() <= MAX_NAME_BYTES, "{} bytes", name.len());
+        assert!(!name.contains('/') && !name.contains('\\'));
+        assert!(!name.chars().any(|c| c.is_control()));
+        assert!(!name.starts_with('.'));
+        assert!(!name.ends_with('.') && !name.ends_with(' '));
+        assert!(!is_windows_reserved(name), "{name}");
+        let p = Path::new(name);
+        assert_eq!(p.components().count(), 1, "{name}");
+    }
+
+    #[test]
+    fn hostile_labels_become_one_safe_component() {
+        let cases = [
+            ("../../etc/passwd", "_._.._etc_passwd"),
+            ("..", ""),
+            (".", ""),
+            ("/abs/path.pdf", "_abs_path.pdf"),
+            ("C:\\Windows\\system32", "C__Windows_system32"),
+            ("a\u{0}b\nc\td\u{7f}.pdf", "a_b_c_d_.pdf"),
+            ("CON", "_CON"),
+            ("nul.txt", "_nul.txt"),
+            ("com1.tar.gz", "_com1.tar.gz"),
+            ("LPT9", "_LPT9"),
+            ("report. . .", "report"),
+            ("  spaced  ", "spaced"),
+            (".bashrc", "_bashrc"),
+            (".fetchdocs", "_fetchdocs"),
+            ("invoice\u{202e}fdp.exe", "invoice_fdp.exe"),
+            ("", ""),
+            ("ISO Certificate (2024).pdf", "ISO Certificate (2024).pdf"),
+        ];
+        for (label, expected) in cases {
+            let got = sanitize(label, &id(1));
+            assert_safe(&got);
+            if expected.is_empty() {
+                assert_eq!(got, id(1).to_string(), "{label:?}");
+            } else {
+                assert_eq!(got, expected, "{label:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn long_names_keep_their_extension_and_char_boundaries() {
+        let label = format!("{}.pdf", "é".repeat(300));
+        let got = sanitize(&label, &id(1));
+        assert_safe(&got);
+        assert!(got.ends_with(".pdf"));
+        let suffixed = with_id_suffix(&got, &id(1), true);
+        assert_safe(&suffixed);
+        assert!(suffixed.ends_with(&format!(" ({}).pdf", id(1).simple())));
+    }
+
+    #[test]
+    fn registry_disambiguates_collisions_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = NameRegistry::default();
+        let a = reg.assign(dir.path(), id(1), "report.pdf", None);
+        let b = reg.assign(dir.path(), id(2), "Report.PDF", None);
+        assert_eq!(a, "report.pdf");
+        assert_ne!(a.to_lowercase(), b.to_lowercase());
+        assert!(b.contains(&id(2).simple().to_string()[..8]));
+        // Same ID asks again: same name.
+        assert_eq!(
+            reg.assign(dir.path(), id(1), "report.pdf", Some("report.pdf")),
+            a
+        );
+    }
+
+    #[test]
+    fn registry_never_takes_a_file_it_did_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+        let mut reg = NameRegistry::default();
+        let name = reg.assign(dir.path(), id(3), "notes.txt", None);
+        assert_ne!(name, "notes.txt");
+        assert!(name.starts_with("notes (") && name.ends_with(").txt"));
+    }
+
+    #[test]
+    fn registry_honours_earlier_runs_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.pdf"), b"x").unwrap();
+        let mut reg = NameRegistry::default();
+        reg.claim("a.pdf", id(1));
+        // The owner gets its own file back; another ID does not.
+        assert_eq!(
+            reg.assign(dir.path(), id(1), "a.pdf", Some("a.pdf")),
+            "a.pdf"
+        );
+        assert_ne!(reg.assign(dir.path(), id(2), "a.pdf", None), "a.pdf");
+    }
+}

@@ -1,0 +1,672 @@
+//! The scheduler: when to mint URLs, how many downloads run, what to retry.
+//!
+//! # The minting policy
+//!
+//! A signed URL is asked for only when the download it feeds can start at once, or is predicted
+//! to start well within the URL's life. Each time the scheduler wakes it computes:
+//!
+//! * `free`: download slots free now (`-j` minus active downloads);
+//! * `soon`: downloads predicted to finish within `T = mint latency + horizon`, where the
+//!   horizon is a quarter of the URL lifetime, at most 30 s (Keelvar: 15 s). The prediction is
+//!   the larger of (a) active downloads whose own ETA (bytes left ÷ their rate) is within `T`,
+//!   and (b) the recent completion rate × `T`;
+//! * `supply`: URLs minted but not started, plus IDs in mint calls under way.
+//!
+//! It mints `min(free + soon − supply, max batch, pending)` IDs, and never lets `supply` pass
+//! `-j + 2 × max batch`. And it decides only when the rate limiter would let the request go
+//! *now*: while the limiter holds requests back, slots keep freeing and the batch it finally
+//! sends is larger. So:
+//!
+//! * fast, small files: completions are frequent, `soon` is large, batches are full (25/50)
+//!   and each request (and each Keelvar job, which costs a submit plus polls) buys the most files;
+//! * slow, large files: `soon` counts only the downloads about to finish, batches are small, and
+//!   no URL waits long enough to expire; the rate limit is not the bottleneck there anyway.
+//!
+//! URLs are checked before a download starts: one that expires (by the vendor's `expires_at`, or
+//! by the lifetime learned from earlier 403s) within a safety margin goes back to be re-minted
+//! rather than being tried. A 403 from the file host re-mints the URL and resumes the download
+//! from the bytes already on disk. Every ID has a bounded number of mints.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::download::{self, DownloadPolicy, FileJob, Outcome, Progress};
+use crate::error::{ApiError, Fatal};
+use crate::naming::NameRegistry;
+use crate::progress::Ui;
+use crate::provider::{MintOutcome, Provider};
+use crate::report::{FileEntry, Recorder, Status, human_bytes};
+use crate::state::{Record, State};
+
+/// Most mint calls under way at once (a Keelvar job can be polled while the next is submitted).
+pub const MAX_MINTS_IN_FLIGHT: usize = 2;
+/// Most times one ID takes part in a mint call before it fails.
+pub const MAX_MINTS_PER_FILE: u32 = 8;
+/// Most 403s (expired URLs) one file may meet before it fails.
+pub const MAX_EXPIRATIONS_PER_FILE: u32 = 5;
+/// Longest horizon for minting ahead of free slots.
+const MAX_HORIZON: Duration = Duration::from_secs(30);
+/// How often the scheduler re-evaluates when nothing else happens.
+const TICK: Duration = Duration::from_millis(200);
+
+/// The inputs of the minting decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Demand {
+    pub concurrency: usize,
+    pub max_batch: usize,
+    pub free_slots: usize,
+    pub finishing_soon: usize,
+    pub ready: usize,
+    pub minting: usize,
+    pub pending: usize,
+}
+
+/// How many IDs to mint now (see the module docs).
+pub fn batch_size(d: &Demand) -> usize {
+    let cap = d.concurrency + 2 * d.max_batch;
+    let demand = (d.free_slots + d.finishing_soon).min(cap);
+    let supply = d.ready + d.minting;
+    demand
+        .saturating_sub(supply)
+        .min(d.max_batch)
+        .min(d.pending)
+}
+
+/// How far ahead of free slots URLs may be minted, given their (estimated) lifetime.
+pub fn horizon(lifetime: Duration) -> Duration {
+    (lifetime / 4).min(MAX_HORIZON)
+}
+
+/// How close to its expiry a URL may be and still be started.
+pub fn start_margin(lifetime: Duration) -> Duration {
+    (lifetime / 5).min(Duration::from_secs(5))
+}
+
+/// One ID's journey through the run.
+#[derive(Debug)]
+pub struct Item {
+    pub id: Uuid,
+    /// The name an earlier run saved this ID under (reused on `--force`).
+    pub previous: Option<String>,
+    mints: u32,
+    expirations: u32,
+    name: Option<String>,
+}
+
+impl Item {
+    pub fn new(id: Uuid, previous: Option<String>) -> Self {
+        Item {
+            id,
+            previous,
+            mints: 0,
+            expirations: 0,
+            name: None,
+        }
+    }
+}
+
+struct Ready {
+    item: Item,
+    url: Url,
+    label: String,
+    received: Instant,
+    expires: Instant,
+}
+
+enum Done {
+    Mint {
+        items: Vec<Item>,
+        result: Result<MintOutcome, ApiError>,
+        took: Duration,
+    },
+    File {
+        item: Item,
+        name: String,
+        outcome: Outcome,
+        received: Instant,
+    },
+}
+
+/// Counters worth reporting with `-v` and in the evidence scripts.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunStats {
+    pub mint_calls: u32,
+    pub expired_hits: u32,
+    pub stale_before_start: u32,
+}
+
+/// Everything the scheduler needs besides the provider.
+pub struct Pipeline<'a, P: Provider> {
+    pub provider: Arc<P>,
+    pub files: reqwest::Client,
+    pub policy: DownloadPolicy,
+    pub concurrency: usize,
+    pub dry_run: bool,
+    pub output_dir: PathBuf,
+    pub ui: Arc<Ui>,
+    pub state: &'a mut State,
+    pub names: &'a mut NameRegistry,
+    pub recorder: &'a mut Recorder,
+    pub cancel: CancellationToken,
+}
+
+impl<P: Provider> Pipeline<'_, P> {
+    /// Run every item to an end. Returns a fatal error only for what stops the whole run
+    /// (credentials refused, interrupted); every ID is finished in the recorder either way.
+    pub async fn run(mut self, items: Vec<Item>) -> Result<RunStats, Fatal> {
+        let kind = self.provider.kind();
+        let max_batch = kind.max_batch();
+        let j = self.concurrency.max(1);
+        let mut lifetime = kind.url_lifetime();
+        let mut pending: VecDeque<Item> = items.into();
+        let total_open = pending.len();
+        let mut ready: VecDeque<Ready> = VecDeque::new();
+        let mut active: HashMap<Uuid, Arc<Progress>> = HashMap::new();
+        let mut minting = 0usize;
+        let mut mint_calls_open = 0usize;
+        let mut mint_latency = Duration::from_secs(1);
+        let mut completions: VecDeque<Instant> = VecDeque::with_capacity(64);
+        let mut tasks: JoinSet<Done> = JoinSet::new();
+        let mut stats = RunStats::default();
+        let mut finished = 0usize;
+        let mut failed = 0usize;
+        let started = Instant::now();
+
+        loop {
+            let now = Instant::now();
+            // Start what can start.
+            while active.len() < j
+                && let Some(r) = ready.pop_front()
+            {
+                let expires = r.expires.min(r.received + lifetime);
+                if now + start_margin(lifetime) >= expires {
+                    stats.stale_before_start += 1;
+                    self.ui.verbose(&format!(
+                        "{}: URL too close to expiry to start; minting a fresh one",
+                        r.item.id
+                    ));
+                    pending.push_front(r.item);
+                    continue;
+                }
+                self.spawn_download(&mut tasks, &mut active, r);
+            }
+
+            // Mint what will be needed soon, if the API would take a request now.
+            let mut wake = now + TICK;
+            if !pending.is_empty() && mint_calls_open < MAX_MINTS_IN_FLIGHT {
+                let n = if self.dry_run {
+                    batch_size(&Demand {
+                        concurrency: 0,
+                        max_batch,
+                        free_slots: max_batch,
+                        finishing_soon: 0,
+                        ready: 0,
+                        minting,
+                        pending: pending.len(),
+                    })
+                } else {
+                    let t = mint_latency + horizon(lifetime);
+                    batch_size(&Demand {
+                        concurrency: j,
+                        max_batch,
+                        free_slots: j - active.len().min(j),
+                        finishing_soon: finishing_within(&active, &completions, now, t),
+                        ready: ready.len(),
+                        minting,
+                        pending: pending.len(),
+                    })
+                };
+                if n > 0 {
+                    let delay = self.provider.next_request_delay();
+                    if delay.is_zero() {
+                        let batch: Vec<Item> = pending.drain(..n).collect();
+                        minting += batch.len();
+                        mint_calls_open += 1;
+                        stats.mint_calls += 1;
+                        let provider = self.provider.clone();
+                        tasks.spawn(async move {
+                            let start = Instant::now();
+                            let ids = batch.iter().map(|i| i.id).collect();
+                            let result = provider.mint(ids).await;
+                            Done::Mint {
+                                items: batch,
+                                result,
+                                took: start.elapsed(),
+                            }
+                        });
+                        continue;
+                    }
+                    wake = wake.min(now + delay);
+                }
+            }
+
+            if tasks.is_empty() && pending.is_empty() && ready.is_empty() {
+                break;
+            }
+
+            self.ui.plain_status(|| {
+                format!(
+                    "fetchdocs: {finished}/{total_open} files done ({failed} failed), {} in {:.0}s",
+                    human_bytes(self.recorder.bytes()),
+                    started.elapsed().as_secs_f64()
+                )
+            });
+
+            let event = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => {
+                    tasks.abort_all();
+                    self.ui.finish();
+                    self.recorder.fail_unfinished("interrupted before this file was finished");
+                    return Err(Fatal::Interrupted);
+                }
+                res = tasks.join_next(), if !tasks.is_empty() => res,
+                _ = tokio::time::sleep_until(wake) => None,
+            };
+            let Some(joined) = event else { continue };
+            let done = match joined {
+                Ok(done) => done,
+                Err(e) if e.is_cancelled() => continue,
+                Err(e) => {
+                    // A task panicked: its IDs are finished as failed at the end, never lost.
+                    self.ui.error(&format!("internal error in a worker: {e}"));
+                    continue;
+                }
+            };
+            match done {
+                Done::Mint {
+                    items,
+                    result,
+                    took,
+                } => {
+                    minting -= items.len();
+                    mint_calls_open -= 1;
+                    mint_latency = (mint_latency * 3 + took) / 4;
+                    match result {
+                        Err(ApiError::Auth(msg)) => {
+                            tasks.abort_all();
+                            self.ui.finish();
+                            self.recorder
+                                .fail_unfinished("not attempted: the API refused the credentials");
+                            return Err(Fatal::Auth(msg));
+                        }
+                        Err(ApiError::Rejected(msg)) => {
+                            for item in items {
+                                self.fail(&item, &msg, &mut finished, &mut failed);
+                            }
+                        }
+                        Err(ApiError::Request(msg)) => {
+                            self.ui.warn(&msg);
+                            for item in items {
+                                self.retry_mint(
+                                    item,
+                                    &msg,
+                                    &mut pending,
+                                    &mut finished,
+                                    &mut failed,
+                                );
+                            }
+                        }
+                        Ok(outcome) => {
+                            let received = Instant::now();
+                            let mut by_id: HashMap<Uuid, Item> =
+                                items.into_iter().map(|i| (i.id, i)).collect();
+                            for (id, reason) in outcome.errors {
+                                if let Some(item) = by_id.remove(&id) {
+                                    self.fail(&item, &reason, &mut finished, &mut failed);
+                                }
+                            }
+                            for id in outcome.missing {
+                                if let Some(item) = by_id.remove(&id) {
+                                    self.retry_mint(
+                                        item,
+                                        "the API answer left this file out",
+                                        &mut pending,
+                                        &mut finished,
+                                        &mut failed,
+                                    );
+                                }
+                            }
+                            for m in outcome.files {
+                                let Some(mut item) = by_id.remove(&m.id) else {
+                                    continue;
+                                };
+                                item.mints += 1;
+                                if self.dry_run {
+                                    let name = self.name_for(&mut item, &m.label);
+                                    self.recorder.finish(FileEntry {
+                                        id: item.id,
+                                        status: Status::Resolved,
+                                        path: Some(name),
+                                        bytes: None,
+                                        error: None,
+                                    });
+                                    finished += 1;
+                                    self.ui.file_finished();
+                                    continue;
+                                }
+                                ready.push_back(Ready {
+                                    expires: m.expires.unwrap_or(received + lifetime),
+                                    item,
+                                    url: m.url,
+                                    label: m.label,
+                                    received,
+                                });
+                            }
+                            // `reconcile` guarantees nothing is left; if it ever were, ask again.
+                            for (_, item) in by_id {
+                                self.retry_mint(
+                                    item,
+                                    "the API answer left this file out",
+                                    &mut pending,
+                                    &mut finished,
+                                    &mut failed,
+                                );
+                            }
+                        }
+                    }
+                }
+                Done::File {
+                    mut item,
+                    name,
+                    outcome,
+                    received,
+                } => {
+                    active.remove(&item.id);
+                    match outcome {
+                        Outcome::Done { bytes } => {
+                            if completions.len() == 64 {
+                                completions.pop_front();
+                            }
+                            completions.push_back(Instant::now());
+                            if let Err(e) = self.state.record(Record {
+                                id: item.id,
+                                path: name.clone(),
+                                bytes,
+                            }) {
+                                self.ui.warn(&format!(
+                                    "{name} is complete but could not be recorded as done ({e}); \
+                                     the next run will download it again"
+                                ));
+                            }
+                            self.ui
+                                .verbose(&format!("downloaded {name} ({})", human_bytes(bytes)));
+                            self.recorder.finish(FileEntry {
+                                id: item.id,
+                                status: Status::Downloaded,
+                                path: Some(name),
+                                bytes: Some(bytes),
+                                error: None,
+                            });
+                            finished += 1;
+                            self.ui.file_finished();
+                        }
+                        Outcome::Expired { requested_at } => {
+                            stats.expired_hits += 1;
+                            item.expirations += 1;
+                            // The URL lived less than this: learn, so the next ones are used sooner.
+                            let age = requested_at.saturating_duration_since(received);
+                            if age < lifetime {
+                                lifetime = (age / 2).max(Duration::from_secs(1));
+                                self.ui.verbose(&format!(
+                                    "a signed URL expired after {:.1}s; assuming URLs live {:.1}s",
+                                    age.as_secs_f64(),
+                                    lifetime.as_secs_f64()
+                                ));
+                            }
+                            if item.expirations >= MAX_EXPIRATIONS_PER_FILE {
+                                let reason = format!(
+                                    "the file host refused {} fresh signed URLs (HTTP 403)",
+                                    item.expirations
+                                );
+                                self.fail(&item, &reason, &mut finished, &mut failed);
+                            } else {
+                                self.retry_mint(
+                                    item,
+                                    "signed URL expired",
+                                    &mut pending,
+                                    &mut finished,
+                                    &mut failed,
+                                );
+                            }
+                        }
+                        Outcome::Failed(reason) => {
+                            self.fail(&item, &reason, &mut finished, &mut failed);
+                        }
+                    }
+                }
+            }
+        }
+        self.ui.finish();
+        // Safety net: nothing requested is ever missing from the report.
+        self.recorder
+            .fail_unfinished("internal error: this file was lost track of");
+        Ok(stats)
+    }
+
+    fn name_for(&mut self, item: &mut Item, label: &str) -> String {
+        if let Some(n) = &item.name {
+            return n.clone();
+        }
+        let name = self
+            .names
+            .assign(&self.output_dir, item.id, label, item.previous.as_deref());
+        item.name = Some(name.clone());
+        name
+    }
+
+    fn spawn_download(
+        &mut self,
+        tasks: &mut JoinSet<Done>,
+        active: &mut HashMap<Uuid, Arc<Progress>>,
+        r: Ready,
+    ) {
+        let Ready {
+            mut item,
+            url,
+            label,
+            received,
+            ..
+        } = r;
+        let name = self.name_for(&mut item, &label);
+        let progress = Progress::new();
+        active.insert(item.id, progress.clone());
+        let job = FileJob {
+            url,
+            part: self.state.part_path(&item.id),
+            dest: self.output_dir.join(&name),
+            progress,
+            bar: self.ui.file_bar(&name),
+        };
+        let client = self.files.clone();
+        let policy = self.policy;
+        tasks.spawn(async move {
+            let outcome = download::download(&client, &job, &policy).await;
+            Done::File {
+                item,
+                name,
+                outcome,
+                received,
+            }
+        });
+    }
+
+    fn fail(&mut self, item: &Item, reason: &str, finished: &mut usize, failed: &mut usize) {
+        if self.recorder.is_finished(&item.id) {
+            return;
+        }
+        self.ui.file_failed(&item.id, reason);
+        self.recorder.finish(FileEntry {
+            id: item.id,
+            status: Status::Failed,
+            path: None,
+            bytes: None,
+            error: Some(reason.to_string()),
+        });
+        *finished += 1;
+        *failed += 1;
+        self.ui.file_finished();
+        self.ui.set_failed(*failed);
+    }
+
+    /// Put an item back to be minted again, unless it has had its share of mints.
+    fn retry_mint(
+        &mut self,
+        mut item: Item,
+        reason: &str,
+        pending: &mut VecDeque<Item>,
+        finished: &mut usize,
+        failed: &mut usize,
+    ) {
+        item.mints += 1;
+        if item.mints >= MAX_MINTS_PER_FILE {
+            let reason = format!("{reason} (gave up after {} tries)", item.mints);
+            self.fail(&item, &reason, finished, failed);
+        } else {
+            pending.push_front(item);
+        }
+    }
+}
+
+/// Downloads predicted to finish within `t`: the larger of those whose own ETA is within `t`
+/// and the recent completion rate × `t`.
+fn finishing_within(
+    active: &HashMap<Uuid, Arc<Progress>>,
+    completions: &VecDeque<Instant>,
+    now: Instant,
+    t: Duration,
+) -> usize {
+    let by_eta = active
+        .values()
+        .filter(|p| p.eta(now).is_some_and(|eta| eta <= t))
+        .count();
+    let by_rate = match (completions.front(), completions.len()) {
+        (Some(first), n) if n >= 2 => {
+            // Rate over the recent window, counting the time since the last completion too, so
+            // that a stall lowers the estimate.
+            let span = now.saturating_duration_since(*first).as_secs_f64();
+            if span > 0.0 {
+                ((n - 1) as f64 / span * t.as_secs_f64()) as usize
+            } else {
+                0
+            }
+        }
+        _ => 0,
+    };
+    by_eta.max(by_rate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demand() -> Demand {
+        Demand {
+            concurrency: 8,
+            max_batch: 50,
+            free_slots: 0,
+            finishing_soon: 0,
+            ready: 0,
+            minting: 0,
+            pending: 10_000,
+        }
+    }
+
+    #[test]
+    fn mints_for_free_slots_only_when_nothing_is_known() {
+        let d = Demand {
+            free_slots: 8,
+            ..demand()
+        };
+        assert_eq!(batch_size(&d), 8);
+    }
+
+    #[test]
+    fn fast_small_files_get_full_batches() {
+        let d = Demand {
+            free_slots: 3,
+            finishing_soon: 400,
+            ..demand()
+        };
+        assert_eq!(batch_size(&d), 50);
+    }
+
+    #[test]
+    fn slow_large_files_mint_only_for_slots_about_to_free() {
+        let d = Demand {
+            free_slots: 0,
+            finishing_soon: 1,
+            ..demand()
+        };
+        assert_eq!(batch_size(&d), 1);
+        let busy = Demand {
+            free_slots: 0,
+            finishing_soon: 0,
+            ..demand()
+        };
+        assert_eq!(batch_size(&busy), 0);
+    }
+
+    #[test]
+    fn unstarted_urls_are_capped() {
+        // Already 66 = 8 + 2×50 − 42 minted or minting: at most 42 more, however fast.
+        let d = Demand {
+            free_slots: 8,
+            finishing_soon: 10_000,
+            ready: 40,
+            minting: 26,
+            ..demand()
+        };
+        assert_eq!(batch_size(&d), 42);
+        let full = Demand {
+            ready: 60,
+            minting: 48,
+            ..d
+        };
+        assert_eq!(batch_size(&full), 0);
+    }
+
+    #[test]
+    fn never_more_than_pending() {
+        let d = Demand {
+            free_slots: 8,
+            pending: 3,
+            ..demand()
+        };
+        assert_eq!(batch_size(&d), 3);
+    }
+
+    #[test]
+    fn horizons_follow_lifetime() {
+        assert_eq!(horizon(Duration::from_secs(60)), Duration::from_secs(15));
+        assert_eq!(horizon(Duration::from_secs(3600)), MAX_HORIZON);
+        assert_eq!(horizon(Duration::from_secs(2)), Duration::from_millis(500));
+        assert_eq!(
+            start_margin(Duration::from_secs(60)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            start_margin(Duration::from_secs(2)),
+            Duration::from_millis(400)
+        );
+    }
+
+    #[test]
+    fn completion_rate_predicts_finishes() {
+        let now = Instant::now();
+        let completions: VecDeque<Instant> = (0..11)
+            .map(|i| now - Duration::from_millis(1000 - i * 100))
+            .collect();
+        // 10 completions per second over 1 s; within 5 s: 50.
+        let n = finishing_within(&HashMap::new(), &completions, now, Duration::from_secs(5));
+        assert!((45..=50).contains(&n), "{n}");
+    }
+}

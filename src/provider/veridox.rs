@@ -1,0 +1,196 @@
+//! Veridox: synchronous `POST /files/download`, up to 25 UUIDv7 per request, `x-api-key`.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{MintOutcome, Provider, ProviderKind, RawFile, reconcile};
+use crate::api::{ApiClient, ApiResponse, describe_body};
+use crate::error::ApiError;
+
+pub struct Veridox {
+    api: ApiClient,
+}
+
+impl Veridox {
+    pub fn new(api: ApiClient) -> Self {
+        Veridox { api }
+    }
+}
+
+#[derive(Deserialize)]
+struct DownloadResponse {
+    #[serde(default)]
+    files: Vec<FileEntry>,
+    #[serde(default)]
+    errors: Vec<ErrorEntry>,
+}
+
+#[derive(Deserialize)]
+struct FileEntry {
+    #[serde(default)]
+    file_id: Option<String>,
+    #[serde(default)]
+    download_url: Option<String>,
+    #[serde(default)]
+    expires_at: Option<String>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorEntry {
+    #[serde(default)]
+    file_id: Option<String>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+/// `{"error_code", "error_message", "error_details"?}`
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    error_code: Option<String>,
+    #[serde(default)]
+    error_message: Option<String>,
+}
+
+/// The vendor's error body in words: "API key expired (request.authentication.api-key.expired)".
+pub fn vendor_message(resp: &ApiResponse) -> String {
+    match serde_json::from_slice::<ErrorBody>(&resp.body) {
+        Ok(ErrorBody {
+            error_code,
+            error_message,
+        }) if error_code.is_some() || error_message.is_some() => {
+            let msg = error_message.unwrap_or_default();
+            match error_code {
+                Some(code) if msg.is_empty() => code,
+                Some(code) => format!("{msg} ({code})"),
+                None => msg,
+            }
+        }
+        _ => format!(
+            "HTTP {}{}",
+            resp.status,
+            describe_body(&resp.body).trim_start_matches(':')
+        ),
+    }
+}
+
+impl Provider for Veridox {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Veridox
+    }
+
+    fn next_request_delay(&self) -> Duration {
+        self.api.limiter().delay()
+    }
+
+    async fn mint(&self, ids: Vec<Uuid>) -> Result<MintOutcome, ApiError> {
+        let body = serde_json::json!({ "file_ids": ids });
+        let resp = self
+            .api
+            .send(Method::POST, "files/download", Some(&body))
+            .await?;
+        match resp.status {
+            s if s.is_success() => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(ApiError::Auth(format!(
+                    "the Veridox API refused the API key: {} (HTTP {}). Put a valid key in \
+                     FETCHDOCS_API_KEY or the file given to --api-key-file",
+                    vendor_message(&resp),
+                    resp.status.as_u16()
+                )));
+            }
+            s if s.is_redirection() => {
+                return Err(ApiError::Rejected(format!(
+                    "the Veridox API answered with a redirect (HTTP {}); fetchdocs does not follow \
+                     API redirects with your key. Check --base-url",
+                    s.as_u16()
+                )));
+            }
+            _ => {
+                return Err(ApiError::Rejected(format!(
+                    "the Veridox API refused the request: {}",
+                    vendor_message(&resp)
+                )));
+            }
+        }
+        let parsed: DownloadResponse = serde_json::from_slice(&resp.body).map_err(|e| {
+            ApiError::Request(format!(
+                "the Veridox API sent a response fetchdocs cannot read ({e})"
+            ))
+        })?;
+        let server_now = resp
+            .headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .unwrap_or_else(SystemTime::now);
+        let lifetime = ProviderKind::Veridox.url_lifetime();
+        let received = Instant::now();
+        let files = parsed
+            .files
+            .into_iter()
+            .filter_map(|f| {
+                Some(RawFile {
+                    id: f.file_id?,
+                    url: f.download_url.unwrap_or_default(),
+                    label: f.label,
+                    expires: f
+                        .expires_at
+                        .as_deref()
+                        .and_then(|e| remaining(e, server_now))
+                        .map(|r| received + r.min(lifetime)),
+                })
+            })
+            .collect();
+        let errors = parsed
+            .errors
+            .into_iter()
+            .filter_map(|e| {
+                let reason = match e.error {
+                    Some(serde_json::Value::String(s)) => s,
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                Some((e.file_id?, reason))
+            })
+            .collect();
+        Ok(reconcile(&ids, files, errors, self.api.ui()))
+    }
+}
+
+/// Time left until an RFC 3339 instant, measured on the server's clock (its `Date` header), so
+/// that a skewed local clock does not make every URL look expired. `None` if unreadable or past.
+fn remaining(expires_at: &str, server_now: SystemTime) -> Option<Duration> {
+    let at =
+        time::OffsetDateTime::parse(expires_at, &time::format_description::well_known::Rfc3339)
+            .ok()?;
+    let now = time::OffsetDateTime::from(server_now);
+    let left = at - now;
+    (left.is_positive()).then(|| left.unsigned_abs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remaining_uses_the_server_clock() {
+        let now = httpdate::parse_http_date("Mon, 23 Nov 2026 10:00:00 GMT").unwrap();
+        assert_eq!(
+            remaining("2026-11-23T11:00:00Z", now),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            remaining("2026-11-23T12:30:00+01:00", now),
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(remaining("2026-11-23T09:00:00Z", now), None);
+        assert_eq!(remaining("tomorrow", now), None);
+    }
+}

@@ -1,0 +1,181 @@
+//! Client-side pacing for API requests.
+//!
+//! A sliding-window log per limit ("at most N requests in any period P"), plus a "not before"
+//! instant that a 429's `Retry-After` or an exhausted `RateLimit-Remaining` pushes forward, so
+//! that one throttle pauses every task that talks to that API (the cargo-binstall model).
+//!
+//! Why not `governor`: its GCRA allows a burst of N and then N per period, which can put N+1
+//! requests inside one window of a server that counts a sliding minute (the 21st request three
+//! seconds after a burst of 20 gets a 429). The log below is exactly "N in any window", needs N
+//! timestamps of memory, and takes the server's own signals; that is the product itself.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+#[derive(Debug)]
+struct Window {
+    limit: usize,
+    period: Duration,
+    sent: VecDeque<Instant>,
+}
+
+#[derive(Debug)]
+struct State {
+    windows: Vec<Window>,
+    not_before: Instant,
+}
+
+/// Paces requests to an API host. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct RateLimiter {
+    state: Mutex<State>,
+}
+
+impl RateLimiter {
+    /// A limiter allowing `limit` requests in any `period`, for each `(limit, period)` given.
+    /// Each period is stretched by 2% so that network latency cannot put N+1 requests into one
+    /// server-side window.
+    pub fn new(limits: &[(u32, Duration)]) -> Self {
+        let windows = limits
+            .iter()
+            .map(|&(limit, period)| Window {
+                limit: limit.max(1) as usize,
+                period: period + period / 50,
+                sent: VecDeque::with_capacity(limit.min(10_000) as usize),
+            })
+            .collect();
+        RateLimiter {
+            state: Mutex::new(State {
+                windows,
+                not_before: Instant::now(),
+            }),
+        }
+    }
+
+    /// `n` requests per minute.
+    pub fn per_minute(n: u32) -> Self {
+        Self::new(&[(n, Duration::from_secs(60))])
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means another task panicked mid-update; the data is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long until a request could be sent without breaking any limit.
+    pub fn delay(&self) -> Duration {
+        let now = Instant::now();
+        let mut state = self.lock();
+        wait_locked(&mut state, now)
+    }
+
+    /// Wait until a request may be sent, and count it as sent.
+    pub async fn acquire(&self) {
+        loop {
+            let wait = {
+                let now = Instant::now();
+                let mut state = self.lock();
+                let wait = wait_locked(&mut state, now);
+                if wait.is_zero() {
+                    for w in &mut state.windows {
+                        w.sent.push_back(now);
+                    }
+                    return;
+                }
+                wait
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Send nothing before `until` (a 429's `Retry-After`, or `RateLimit-Reset` with nothing remaining).
+    pub fn pause_until(&self, until: Instant) {
+        let mut state = self.lock();
+        if until > state.not_before {
+            state.not_before = until;
+        }
+    }
+
+    /// Take the server's `RateLimit-Remaining` / `RateLimit-Reset` into account.
+    pub fn observe(&self, remaining: Option<u64>, reset: Option<Duration>) {
+        if let (Some(0), Some(reset)) = (remaining, reset) {
+            self.pause_until(Instant::now() + reset);
+        }
+    }
+}
+
+fn wait_locked(state: &mut State, now: Instant) -> Duration {
+    let mut wait = state.not_before.saturating_duration_since(now);
+    for w in &mut state.windows {
+        while let Some(&first) = w.sent.front() {
+            if first + w.period <= now {
+                w.sent.pop_front();
+            } else {
+                break;
+            }
+        }
+        if w.sent.len() >= w.limit {
+            // The request that frees a place is the one `len - limit` from the front.
+            let freeing = w.sent[w.sent.len() - w.limit];
+            wait = wait.max((freeing + w.period).saturating_duration_since(now));
+        }
+    }
+    wait
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn never_more_than_n_in_any_window() {
+        let limiter = RateLimiter::per_minute(20);
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..65 {
+            limiter.acquire().await;
+            times.push(Instant::now() - start);
+        }
+        // A burst of 20, then each next one only when the window has room.
+        assert!(times[19] < Duration::from_millis(1));
+        for i in 20..times.len() {
+            let gap = times[i] - times[i - 20];
+            assert!(gap >= Duration::from_secs(60), "request {i}: {gap:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pause_until_holds_everyone_back() {
+        let limiter = RateLimiter::per_minute(100);
+        let start = Instant::now();
+        limiter.pause_until(start + Duration::from_secs(7));
+        limiter.acquire().await;
+        assert!(Instant::now() - start >= Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exhausted_remaining_waits_for_reset() {
+        let limiter = RateLimiter::per_minute(100);
+        let start = Instant::now();
+        limiter.observe(Some(3), Some(Duration::from_secs(5)));
+        assert_eq!(limiter.delay(), Duration::ZERO);
+        limiter.observe(Some(0), Some(Duration::from_secs(5)));
+        limiter.acquire().await;
+        assert!(Instant::now() - start >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_windows_both_hold() {
+        // Keelvar: 30 a minute in bursts, 600 an hour sustained.
+        let limiter =
+            RateLimiter::new(&[(3, Duration::from_secs(60)), (5, Duration::from_secs(3600))]);
+        let start = Instant::now();
+        for _ in 0..6 {
+            limiter.acquire().await;
+        }
+        assert!(Instant::now() - start >= Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,252 @@
+//! What happened: one entry per requested ID, the summary, `--json` lines and the report file.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+/// How one ID ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Downloaded,
+    Skipped,
+    Failed,
+    /// `--dry-run`: a URL was obtained; nothing was downloaded.
+    Resolved,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileEntry {
+    pub id: Uuid,
+    pub status: Status,
+    pub path: Option<String>,
+    pub bytes: Option<u64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub requested: usize,
+    pub downloaded: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    /// Only in `--dry-run` reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    pub provider: &'a str,
+    pub summary: Summary,
+    pub files: Vec<&'a FileEntry>,
+}
+
+/// Collects the outcome of every ID, in input order; each ID is finished exactly once.
+pub struct Recorder {
+    provider: &'static str,
+    order: Vec<Uuid>,
+    entries: HashMap<Uuid, FileEntry>,
+    json_lines: bool,
+    dry_run: bool,
+    bytes: u64,
+}
+
+impl Recorder {
+    pub fn new(provider: &'static str, ids: &[Uuid], json_lines: bool, dry_run: bool) -> Self {
+        Recorder {
+            provider,
+            order: ids.to_vec(),
+            entries: HashMap::with_capacity(ids.len()),
+            json_lines,
+            dry_run,
+            bytes: 0,
+        }
+    }
+
+    /// Record how `id` ended. A second call for the same ID is ignored (the first outcome stands).
+    pub fn finish(&mut self, entry: FileEntry) {
+        if self.entries.contains_key(&entry.id) {
+            return;
+        }
+        if entry.status == Status::Downloaded {
+            self.bytes += entry.bytes.unwrap_or(0);
+        }
+        if self.json_lines {
+            print_json_line(&entry);
+        }
+        self.entries.insert(entry.id, entry);
+    }
+
+    pub fn is_finished(&self, id: &Uuid) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    /// Fail every ID not finished yet with `reason` (the run is ending early).
+    pub fn fail_unfinished(&mut self, reason: &str) {
+        let open: Vec<Uuid> = self
+            .order
+            .iter()
+            .filter(|id| !self.entries.contains_key(*id))
+            .copied()
+            .collect();
+        for id in open {
+            self.finish(FileEntry {
+                id,
+                status: Status::Failed,
+                path: None,
+                bytes: None,
+                error: Some(reason.to_string()),
+            });
+        }
+    }
+
+    /// Bytes downloaded in this run.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary {
+            requested: self.order.len(),
+            resolved: self.dry_run.then_some(0),
+            ..Summary::default()
+        };
+        for e in self.entries.values() {
+            match e.status {
+                Status::Downloaded => s.downloaded += 1,
+                Status::Skipped => s.skipped += 1,
+                Status::Failed => s.failed += 1,
+                Status::Resolved => *s.resolved.get_or_insert(0) += 1,
+            }
+        }
+        s
+    }
+
+    /// Failed entries, in input order.
+    pub fn failures(&self) -> impl Iterator<Item = &FileEntry> {
+        self.order
+            .iter()
+            .filter_map(|id| self.entries.get(id))
+            .filter(|e| e.status == Status::Failed)
+    }
+
+    pub fn report(&self) -> Report<'_> {
+        Report {
+            provider: self.provider,
+            summary: self.summary(),
+            files: self
+                .order
+                .iter()
+                .filter_map(|id| self.entries.get(id))
+                .collect(),
+        }
+    }
+
+    /// Write the report to `path` atomically (a reader never sees half a report).
+    pub fn write_report(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(&self.report()).map_err(std::io::Error::other)?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
+        tmp.write_all(&json)?;
+        tmp.write_all(b"\n")?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// The `--json` closing line.
+    pub fn print_json_summary(&self) {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            provider: &'a str,
+            summary: Summary,
+        }
+        print_json_value(&Line {
+            provider: self.provider,
+            summary: self.summary(),
+        });
+    }
+}
+
+fn print_json_line(entry: &FileEntry) {
+    print_json_value(entry);
+}
+
+fn print_json_value<T: Serialize>(value: &T) {
+    if let Ok(line) = serde_json::to_string(value) {
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (`| head`) must not kill the run: the report still matters.
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+/// `12.3 MiB`
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_id_once_in_input_order() {
+        let ids: Vec<Uuid> = (1..=3).map(Uuid::from_u128).collect();
+        let mut r = Recorder::new("veridox", &ids, false, false);
+        r.finish(FileEntry {
+            id: ids[2],
+            status: Status::Downloaded,
+            path: Some("c".into()),
+            bytes: Some(10),
+            error: None,
+        });
+        r.finish(FileEntry {
+            id: ids[2],
+            status: Status::Failed,
+            path: None,
+            bytes: None,
+            error: Some("late".into()),
+        });
+        r.fail_unfinished("interrupted");
+        let rep = r.report();
+        let got: Vec<Uuid> = rep.files.iter().map(|e| e.id).collect();
+        assert_eq!(got, ids);
+        assert_eq!(
+            rep.summary,
+            Summary {
+                requested: 3,
+                downloaded: 1,
+                skipped: 0,
+                failed: 2,
+                resolved: None
+            }
+        );
+        assert_eq!(r.bytes(), 10);
+    }
+
+    #[test]
+    fn human() {
+        assert_eq!(human_bytes(5), "5 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+}

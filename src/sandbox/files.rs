@@ -1,0 +1,254 @@
+//! The file host that signed URLs point at: checks signature and expiry, serves `Range`,
+//! and can be slow, fail, or cut bodies off.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{CatalogFile, Counter, Shared, Stats, key_of};
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new().route("/dl/{id}", get(serve))
+}
+
+#[derive(Deserialize)]
+struct Signed {
+    iat: u64,
+    exp: u64,
+    sig: String,
+}
+
+/// Counts a request as in flight until released: before the last byte is handed over, so that
+/// a client that has its last byte can never be counted alongside its next request.
+struct InFlight {
+    shared: Arc<Shared>,
+    released: bool,
+}
+
+impl InFlight {
+    fn new(shared: Arc<Shared>) -> Self {
+        let now = shared.stats.file_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared
+            .stats
+            .file_max_in_flight
+            .fetch_max(now, Ordering::SeqCst);
+        InFlight {
+            shared,
+            released: false,
+        }
+    }
+
+    fn release(&mut self) {
+        if !self.released {
+            self.released = true;
+            self.shared
+                .stats
+                .file_in_flight
+                .fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+fn plain(status: StatusCode, msg: &'static str) -> Response {
+    (status, msg).into_response()
+}
+
+async fn serve(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): Query<Signed>,
+    headers: HeaderMap,
+) -> Response {
+    let stats = &shared.stats;
+    stats.file_requests.fetch_add(1, Ordering::SeqCst);
+    if headers.contains_key("x-api-key") || headers.contains_key(header::AUTHORIZATION) {
+        stats
+            .file_requests_with_credentials
+            .fetch_add(1, Ordering::SeqCst);
+    }
+    let mut guard = InFlight::new(shared.clone());
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return plain(StatusCode::NOT_FOUND, "no such file");
+    };
+    let valid_sig =
+        u64::from_str_radix(&q.sig, 16).is_ok_and(|sig| sig == shared.signature(&id, q.iat, q.exp));
+    if !valid_sig {
+        return plain(StatusCode::FORBIDDEN, "bad signature");
+    }
+    let now = shared.now_ms();
+    if now >= q.exp {
+        stats.expired_hits.fetch_add(1, Ordering::SeqCst);
+        return plain(StatusCode::FORBIDDEN, "Request has expired");
+    }
+    let Some(file) = shared.cfg.catalog.get(&id).cloned() else {
+        return plain(StatusCode::NOT_FOUND, "no such file");
+    };
+    let faults = &shared.cfg.faults;
+    let key = key_of(&id);
+    if shared.inject(
+        faults.file_5xx_percent,
+        Counter::FileAttempt,
+        Counter::FileFault,
+        key,
+    ) {
+        stats.file_5xx.fetch_add(1, Ordering::SeqCst);
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "try again");
+    }
+    Stats::push_sample(&stats.url_ages_ms, now.saturating_sub(q.iat));
+
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(parse_range);
+    let (status, start, end) = match range {
+        None => (StatusCode::OK, 0, file.size),
+        Some(Some((s, e))) if s < file.size => {
+            stats.range_requests.fetch_add(1, Ordering::SeqCst);
+            (
+                StatusCode::PARTIAL_CONTENT,
+                s,
+                e.map_or(file.size, |e| (e + 1).min(file.size)),
+            )
+        }
+        Some(_) => {
+            stats.range_requests.fetch_add(1, Ordering::SeqCst);
+            let mut resp = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", file.size)) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return resp;
+        }
+    };
+    // A cut happens half-way through what is being sent, once per decided attempt.
+    let cut_at = shared
+        .inject(
+            faults.cut_percent,
+            Counter::FileAttempt,
+            Counter::FileFault,
+            key ^ 0xc07,
+        )
+        .then(|| start + (end - start) / 2);
+    if cut_at.is_some() {
+        stats.file_cuts.fetch_add(1, Ordering::SeqCst);
+    }
+    let bps = faults.slow_body_bps;
+    let chunk = if bps > 0 {
+        (bps / 10).clamp(256, 64 * 1024) as usize
+    } else {
+        64 * 1024
+    };
+    if end == start {
+        guard.release();
+    }
+    let total = file.size;
+    let body = Body::from_stream(futures_util::stream::unfold(
+        BodyState {
+            file,
+            pos: start,
+            end,
+            cut_at,
+            chunk,
+            bps,
+            guard,
+            shared: shared.clone(),
+        },
+        next_chunk,
+    ));
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{total}", end - 1))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    resp
+}
+
+struct BodyState {
+    file: CatalogFile,
+    pos: u64,
+    end: u64,
+    cut_at: Option<u64>,
+    chunk: usize,
+    bps: u64,
+    guard: InFlight,
+    shared: Arc<Shared>,
+}
+
+async fn next_chunk(mut s: BodyState) -> Option<(Result<Bytes, std::io::Error>, BodyState)> {
+    if s.pos >= s.end {
+        return None;
+    }
+    if s.cut_at.is_some_and(|c| s.pos >= c) {
+        s.guard.release();
+        s.pos = s.end;
+        return Some((
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "sandbox: connection cut",
+            )),
+            s,
+        ));
+    }
+    let limit = s.cut_at.unwrap_or(s.end).min(s.end);
+    let n = (s.chunk as u64).min(limit - s.pos) as usize;
+    if s.bps > 0 {
+        tokio::time::sleep(Duration::from_secs_f64(n as f64 / s.bps as f64)).await;
+    }
+    let mut buf = vec![0; n];
+    s.file.fill(s.pos, &mut buf);
+    s.pos += n as u64;
+    s.shared
+        .stats
+        .bytes_served
+        .fetch_add(n as u64, Ordering::SeqCst);
+    if s.pos >= s.end {
+        s.guard.release();
+    }
+    Some((Ok(Bytes::from(buf)), s))
+}
+
+/// `bytes=N-` or `bytes=N-M` → `Some((N, M))`; anything else (multiple ranges, suffix ranges)
+/// → `None` (answered 416).
+fn parse_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let spec = v.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (s, e) = spec.split_once('-')?;
+    let start = s.trim().parse().ok()?;
+    let end = match e.trim() {
+        "" => None,
+        e => {
+            let e: u64 = e.parse().ok()?;
+            if e < start {
+                return None;
+            }
+            Some(e)
+        }
+    };
+    Some((start, end))
+}

@@ -1,0 +1,574 @@
+//! A local stand-in for the vendor APIs and their file host, for tests, the demo, and users' own
+//! CI. It implements the documented behaviour (keys, ID rules, batch limits, partial errors,
+//! rate limits, signed URLs that expire, `Range`) and can inject faults on demand.
+//!
+//! Two listeners: the API (`api_url`) and a separate file host (`files_url`), as with the real
+//! vendors, so that a key sent to the file host is a visible mistake (counted in [`Stats`]).
+
+mod files;
+mod veridox;
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The Veridox key the sandbox accepts unless told otherwise.
+pub const DEFAULT_VERIDOX_KEY: &str = "vdx_sandbox_key_0123456789";
+
+/// One file the sandbox knows.
+#[derive(Debug, Clone)]
+pub struct CatalogFile {
+    pub id: Uuid,
+    pub label: String,
+    pub size: u64,
+    pub seed: u64,
+    /// Known but not accessible with this key: refused per file.
+    pub denied: bool,
+}
+
+impl CatalogFile {
+    /// Fill `buf` with the file's bytes from `offset`: deterministic, so any range can be served
+    /// and checked without storing anything.
+    pub fn fill(&self, offset: u64, buf: &mut [u8]) {
+        let mut pos = offset;
+        let mut i = 0;
+        while i < buf.len() {
+            let block = splitmix64(self.seed ^ (pos / 8).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let bytes = block.to_le_bytes();
+            let within = (pos % 8) as usize;
+            let n = (8 - within).min(buf.len() - i);
+            buf[i..i + n].copy_from_slice(&bytes[within..within + n]);
+            i += n;
+            pos += n as u64;
+        }
+    }
+
+    /// The whole content (for tests; files there are small).
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut v = vec![0; self.size as usize];
+        self.fill(0, &mut v);
+        v
+    }
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The files the sandbox serves.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    files: Vec<CatalogFile>,
+    index: HashMap<Uuid, usize>,
+}
+
+impl Catalog {
+    pub fn new(files: Vec<CatalogFile>) -> Self {
+        let index = files.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
+        Catalog { files, index }
+    }
+
+    /// `n` files with realistic names (some shared, as real labels are), sizes from 1 KiB to
+    /// about 2 MiB, and UUIDv7 IDs; the same seed gives the same catalog.
+    pub fn generate(n: usize, seed: u64) -> Self {
+        const NAMES: [&str; 8] = [
+            "ISO_Certificate.pdf",
+            "Security Questionnaire {}.xlsx",
+            "ID scan {}.jpg",
+            "Insurance policy {}.pdf",
+            "SOC 2 Type II report.pdf",
+            "Bank letter {}.pdf",
+            "Modern Slavery Statement.docx",
+            "W-9 {}.pdf",
+        ];
+        let mut rng = splitmix64(seed);
+        let mut next = move || {
+            rng = splitmix64(rng);
+            rng
+        };
+        let files = (0..n)
+            .map(|i| {
+                let r = next();
+                // Unix ms in 2024–2026 for the UUIDv7 timestamp; the rest random.
+                let ms = 1_704_067_200_000u64 + (r % 80_000_000_000);
+                let id = uuid_v7(ms, next(), next());
+                let name = NAMES[(next() % NAMES.len() as u64) as usize]
+                    .replace("{}", &(i + 1).to_string());
+                // Log-uniform sizes between 1 KiB and 2 MiB.
+                let exp = (next() % 1000) as f64 / 1000.0 * 11.0;
+                let size = (1024.0 * 2f64.powf(exp)) as u64 + next() % 1024;
+                CatalogFile {
+                    id,
+                    label: name,
+                    size,
+                    seed: next(),
+                    denied: false,
+                }
+            })
+            .collect();
+        Catalog::new(files)
+    }
+
+    pub fn files(&self) -> &[CatalogFile] {
+        &self.files
+    }
+
+    pub fn get(&self, id: &Uuid) -> Option<&CatalogFile> {
+        self.index.get(id).map(|&i| &self.files[i])
+    }
+
+    /// Mark a file as not accessible with the sandbox's key.
+    pub fn deny(&mut self, id: &Uuid) {
+        if let Some(&i) = self.index.get(id) {
+            self.files[i].denied = true;
+        }
+    }
+}
+
+/// A UUIDv7 from a millisecond timestamp and random bits.
+pub fn uuid_v7(ms: u64, r1: u64, r2: u64) -> Uuid {
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    b[6..8].copy_from_slice(&r1.to_be_bytes()[..2]);
+    b[8..].copy_from_slice(&r2.to_be_bytes());
+    b[6] = 0x70 | (b[6] & 0x0f);
+    b[8] = 0x80 | (b[8] & 0x3f);
+    Uuid::from_bytes(b)
+}
+
+/// A rate limit: at most `limit` requests in any `window`.
+#[derive(Debug, Clone, Copy)]
+pub struct RateRule {
+    pub limit: u32,
+    pub window: Duration,
+    /// Send `RateLimit-Limit/Remaining/Reset` on every answer.
+    pub headers: bool,
+}
+
+/// Faults to inject. Percentages are decided per request by a seeded hash, so a run is
+/// repeatable; `max_per_item` caps the faults one file (or one batch) can meet, so that a
+/// client with enough retries always gets through.
+#[derive(Debug, Clone)]
+pub struct Faults {
+    pub api_5xx_percent: u32,
+    pub file_5xx_percent: u32,
+    pub cut_percent: u32,
+    /// 0 = no cap.
+    pub max_per_item: u32,
+    pub url_lifetime: Duration,
+    /// The first N URLs minted for each file are already expired.
+    pub expire_first_urls: u32,
+    pub rate_limit: Option<RateRule>,
+    /// The first N API requests are answered 429 with `Retry-After: retry_after_secs`.
+    pub force_429: u32,
+    pub retry_after_secs: u64,
+    /// Bytes per second per file body (0 = unthrottled).
+    pub slow_body_bps: u64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            api_5xx_percent: 0,
+            file_5xx_percent: 0,
+            cut_percent: 0,
+            max_per_item: 2,
+            url_lifetime: Duration::from_secs(3600),
+            expire_first_urls: 0,
+            rate_limit: None,
+            force_429: 0,
+            retry_after_secs: 1,
+            slow_body_bps: 0,
+        }
+    }
+}
+
+/// How the sandbox is set up.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub catalog: Catalog,
+    pub veridox_key: String,
+    pub faults: Faults,
+    /// Port for the API listener (0: any free port).
+    pub port: u16,
+    pub seed: u64,
+}
+
+impl SandboxConfig {
+    pub fn new(catalog: Catalog) -> Self {
+        SandboxConfig {
+            catalog,
+            veridox_key: DEFAULT_VERIDOX_KEY.into(),
+            faults: Faults::default(),
+            port: 0,
+            seed: 1,
+        }
+    }
+}
+
+/// Counters that tests and scripts read.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub api_requests: AtomicU64,
+    pub api_throttled: AtomicU64,
+    pub api_unauthorized: AtomicU64,
+    pub api_5xx: AtomicU64,
+    pub mint_batches: AtomicU64,
+    pub max_batch: AtomicU64,
+    pub file_requests: AtomicU64,
+    pub file_requests_with_credentials: AtomicU64,
+    pub file_in_flight: AtomicU64,
+    pub file_max_in_flight: AtomicU64,
+    pub file_5xx: AtomicU64,
+    pub file_cuts: AtomicU64,
+    pub expired_hits: AtomicU64,
+    pub range_requests: AtomicU64,
+    pub bytes_served: AtomicU64,
+    /// Age of each URL (ms since it became valid) when a download with it began.
+    url_ages_ms: Mutex<Vec<u64>>,
+    /// When each API request arrived (ms since the sandbox started).
+    api_times_ms: Mutex<Vec<u64>>,
+}
+
+/// A copy of [`Stats`] at one moment.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatsSnapshot {
+    pub api_requests: u64,
+    pub api_throttled: u64,
+    pub api_unauthorized: u64,
+    pub api_5xx: u64,
+    pub mint_batches: u64,
+    pub max_batch: u64,
+    pub file_requests: u64,
+    pub file_requests_with_credentials: u64,
+    pub file_max_in_flight: u64,
+    pub file_5xx: u64,
+    pub file_cuts: u64,
+    pub expired_hits: u64,
+    pub range_requests: u64,
+    pub bytes_served: u64,
+    pub url_ages_ms: Vec<u64>,
+    pub api_times_ms: Vec<u64>,
+}
+
+/// Keep per-request lists bounded on a long-running sandbox.
+const MAX_SAMPLES: usize = 100_000;
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::SeqCst);
+        StatsSnapshot {
+            api_requests: g(&self.api_requests),
+            api_throttled: g(&self.api_throttled),
+            api_unauthorized: g(&self.api_unauthorized),
+            api_5xx: g(&self.api_5xx),
+            mint_batches: g(&self.mint_batches),
+            max_batch: g(&self.max_batch),
+            file_requests: g(&self.file_requests),
+            file_requests_with_credentials: g(&self.file_requests_with_credentials),
+            file_max_in_flight: g(&self.file_max_in_flight),
+            file_5xx: g(&self.file_5xx),
+            file_cuts: g(&self.file_cuts),
+            expired_hits: g(&self.expired_hits),
+            range_requests: g(&self.range_requests),
+            bytes_served: g(&self.bytes_served),
+            url_ages_ms: lock(&self.url_ages_ms).clone(),
+            api_times_ms: lock(&self.api_times_ms).clone(),
+        }
+    }
+
+    fn push_sample(list: &Mutex<Vec<u64>>, v: u64) {
+        let mut l = lock(list);
+        if l.len() < MAX_SAMPLES {
+            l.push(v);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// State shared by the sandbox's handlers.
+pub(crate) struct Shared {
+    pub(crate) cfg: SandboxConfig,
+    pub(crate) stats: Stats,
+    pub(crate) files_url: String,
+    started: Instant,
+    signer: std::hash::RandomState,
+    /// Per-key counters: how often a file/batch was seen (for deterministic faults).
+    counters: Mutex<HashMap<(u8, u64), u32>>,
+    api_log: Mutex<VecDeque<Instant>>,
+}
+
+/// Kinds of counted events, for [`Shared::next_count`].
+#[derive(Clone, Copy)]
+#[repr(u8)]
+pub(crate) enum Counter {
+    ApiAttempt,
+    ApiFault,
+    FileAttempt,
+    FileFault,
+    Mint,
+    Throttle,
+}
+
+impl Shared {
+    /// Milliseconds since the sandbox started.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Increment and return the counter for `(kind, key)` (the value before incrementing).
+    pub(crate) fn next_count(&self, kind: Counter, key: u64) -> u32 {
+        let mut c = lock(&self.counters);
+        let v = c.entry((kind as u8, key)).or_insert(0);
+        let before = *v;
+        *v += 1;
+        before
+    }
+
+    /// Whether to inject a fault of `percent` for the `attempt`-th request on `key`, honouring
+    /// the per-item cap.
+    pub(crate) fn inject(
+        &self,
+        percent: u32,
+        attempt_kind: Counter,
+        fault_kind: Counter,
+        key: u64,
+    ) -> bool {
+        if percent == 0 {
+            return false;
+        }
+        let attempt = self.next_count(attempt_kind, key);
+        let roll = splitmix64(self.cfg.seed ^ key ^ (u64::from(attempt) << 48)) % 100;
+        if roll >= u64::from(percent) {
+            return false;
+        }
+        let cap = self.cfg.faults.max_per_item;
+        let so_far = self.next_count(fault_kind, key);
+        cap == 0 || so_far < cap
+    }
+
+    /// Record an API request and apply the rate limit. `Err(wait)` means: answer 429.
+    /// `Ok(remaining, reset)` gives what to put in `RateLimit-*` headers.
+    pub(crate) fn admit_api(&self) -> Result<(u64, u64), Duration> {
+        self.stats.api_requests.fetch_add(1, Ordering::SeqCst);
+        Stats::push_sample(&self.stats.api_times_ms, self.now_ms());
+        if self.next_count(Counter::Throttle, 0) < self.cfg.faults.force_429 {
+            self.stats.api_throttled.fetch_add(1, Ordering::SeqCst);
+            return Err(Duration::from_secs(self.cfg.faults.retry_after_secs));
+        }
+        let Some(rule) = self.cfg.faults.rate_limit else {
+            return Ok((u64::MAX, 0));
+        };
+        let now = Instant::now();
+        let mut log = lock(&self.api_log);
+        while log.front().is_some_and(|t| *t + rule.window <= now) {
+            log.pop_front();
+        }
+        if log.len() >= rule.limit as usize {
+            self.stats.api_throttled.fetch_add(1, Ordering::SeqCst);
+            let oldest = log.front().copied().unwrap_or(now);
+            return Err((oldest + rule.window).saturating_duration_since(now));
+        }
+        log.push_back(now);
+        let remaining = (rule.limit as usize - log.len()) as u64;
+        let reset = log
+            .front()
+            .map(|t| {
+                (*t + rule.window)
+                    .saturating_duration_since(now)
+                    .as_secs_f64()
+                    .ceil() as u64
+            })
+            .unwrap_or(0);
+        Ok((remaining, reset))
+    }
+
+    /// A signed URL for `id`, valid from `valid_from_ms` (sandbox clock) for the URL lifetime.
+    pub(crate) fn sign_url(&self, id: &Uuid, valid_from_ms: u64, expired: bool) -> String {
+        let lifetime = self.cfg.faults.url_lifetime.as_millis() as u64;
+        let exp = if expired {
+            valid_from_ms.saturating_sub(1)
+        } else {
+            valid_from_ms + lifetime
+        };
+        let sig = self.signature(id, valid_from_ms, exp);
+        format!(
+            "{}/dl/{id}?iat={valid_from_ms}&exp={exp}&sig={sig:016x}",
+            self.files_url
+        )
+    }
+
+    pub(crate) fn signature(&self, id: &Uuid, iat: u64, exp: u64) -> u64 {
+        self.signer.hash_one((id, iat, exp))
+    }
+
+    /// Wall-clock time `ms` sandbox-milliseconds from start, as RFC 3339.
+    pub(crate) fn rfc3339_at(&self, ms: u64) -> String {
+        let now_ms = self.now_ms();
+        let wall = SystemTime::now() + Duration::from_millis(ms.saturating_sub(now_ms))
+            - Duration::from_millis(now_ms.saturating_sub(ms));
+        let secs = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+        time::OffsetDateTime::from_unix_timestamp_nanos(secs.as_nanos() as i128)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A running sandbox. Dropping it stops the servers.
+pub struct Sandbox {
+    pub api_url: String,
+    pub files_url: String,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+impl Sandbox {
+    /// Start both listeners on 127.0.0.1.
+    pub async fn start(cfg: SandboxConfig) -> std::io::Result<Sandbox> {
+        let api_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], cfg.port))).await?;
+        let files_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let api_url = format!("http://{}", api_listener.local_addr()?);
+        let files_url = format!("http://{}", files_listener.local_addr()?);
+        let shared = Arc::new(Shared {
+            cfg,
+            stats: Stats::default(),
+            files_url: files_url.clone(),
+            started: Instant::now(),
+            signer: std::hash::RandomState::new(),
+            counters: Mutex::new(HashMap::new()),
+            api_log: Mutex::new(VecDeque::new()),
+        });
+        let stop = CancellationToken::new();
+        let api: Router = veridox::routes()
+            .route("/_sandbox/stats", axum::routing::get(stats_handler))
+            .with_state(shared.clone());
+        let file_host: Router = files::routes().with_state(shared.clone());
+        for (listener, router) in [(api_listener, api), (files_listener, file_host)] {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+            });
+        }
+        Ok(Sandbox {
+            api_url,
+            files_url,
+            shared,
+            stop,
+        })
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.shared.cfg
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn stats_handler(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+) -> axum::Json<StatsSnapshot> {
+    axum::Json(shared.stats.snapshot())
+}
+
+/// A sandbox on a runtime of its own, for synchronous tests that run the real binary.
+pub struct BackgroundSandbox {
+    pub api_url: String,
+    pub files_url: String,
+    sandbox: Option<Sandbox>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl BackgroundSandbox {
+    pub fn start(cfg: SandboxConfig) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let sandbox = runtime.block_on(Sandbox::start(cfg))?;
+        Ok(BackgroundSandbox {
+            api_url: sandbox.api_url.clone(),
+            files_url: sandbox.files_url.clone(),
+            sandbox: Some(sandbox),
+            runtime: Some(runtime),
+        })
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.sandbox.as_ref().map(|s| s.stats()).unwrap_or_default()
+    }
+}
+
+impl Drop for BackgroundSandbox {
+    fn drop(&mut self) {
+        drop(self.sandbox.take());
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+/// A stable 64-bit key for a value (for per-item fault counters).
+pub(crate) fn key_of<T: Hash>(v: &T) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_is_deterministic_and_range_consistent() {
+        let f = Catalog::generate(1, 7).files()[0].clone();
+        let all = f.bytes();
+        assert_eq!(all.len() as u64, f.size);
+        let mut part = vec![0; 100];
+        f.fill(13, &mut part);
+        assert_eq!(&part[..], &all[13..113]);
+        assert_eq!(Catalog::generate(1, 7).files()[0].bytes(), all);
+    }
+
+    #[test]
+    fn generated_ids_are_v7_and_unique() {
+        let c = Catalog::generate(500, 3);
+        let mut seen = std::collections::HashSet::new();
+        for f in c.files() {
+            assert_eq!(f.id.get_version_num(), 7);
+            crate::ids::parse_one(&f.id.to_string(), crate::ids::IdRule::UuidV7).unwrap();
+            assert!(seen.insert(f.id));
+            assert!(f.size >= 1024 && f.size <= 2 * 1024 * 1024 + 1024);
+        }
+    }
+}

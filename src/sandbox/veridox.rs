@@ -1,0 +1,218 @@
+//! The Veridox API, as its documentation describes it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Counter, Shared, key_of};
+use crate::ids::{IdRule, parse_one};
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/files/download", post(download))
+        .route("/files", get(list))
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error_code": code, "error_message": message})),
+    )
+        .into_response()
+}
+
+/// Rate limit, injected 5xx and key check, in that order. `Ok` carries `RateLimit-*` values.
+fn gate(shared: &Shared, headers: &HeaderMap, fault_key: u64) -> Result<(u64, u64), Box<Response>> {
+    let limits = match shared.admit_api() {
+        Ok(l) => l,
+        Err(wait) => {
+            let mut resp = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "request.rate-limit",
+                "Too many requests, slow down",
+            );
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
+            return Err(Box::new(resp));
+        }
+    };
+    let f = &shared.cfg.faults;
+    if shared.inject(
+        f.api_5xx_percent,
+        Counter::ApiAttempt,
+        Counter::ApiFault,
+        fault_key,
+    ) {
+        shared.stats.api_5xx.fetch_add(1, Ordering::SeqCst);
+        return Err(Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server.unavailable",
+            "Service temporarily unavailable",
+        )));
+    }
+    match headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        Some(k) if k == shared.cfg.veridox_key => Ok(limits),
+        Some(k) if k.starts_with("vdx_expired") => {
+            shared.stats.api_unauthorized.fetch_add(1, Ordering::SeqCst);
+            Err(Box::new(error(
+                StatusCode::UNAUTHORIZED,
+                "request.authentication.api-key.expired",
+                "API key expired",
+            )))
+        }
+        _ => {
+            shared.stats.api_unauthorized.fetch_add(1, Ordering::SeqCst);
+            Err(Box::new(error(
+                StatusCode::UNAUTHORIZED,
+                "request.authentication.api-key.invalid",
+                "Invalid API key",
+            )))
+        }
+    }
+}
+
+fn with_rate_headers(
+    shared: &Shared,
+    mut resp: Response,
+    (remaining, reset): (u64, u64),
+) -> Response {
+    if let Some(rule) = shared.cfg.faults.rate_limit
+        && rule.headers
+    {
+        let h = resp.headers_mut();
+        h.insert("ratelimit-limit", HeaderValue::from(rule.limit));
+        h.insert("ratelimit-remaining", HeaderValue::from(remaining));
+        h.insert("ratelimit-reset", HeaderValue::from(reset));
+    }
+    resp
+}
+
+async fn download(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
+    let limits = match gate(&shared, &headers, key_of(&body)) {
+        Ok(l) => l,
+        Err(resp) => return *resp,
+    };
+    let resp = mint(&shared, &body);
+    with_rate_headers(&shared, resp, limits)
+}
+
+fn mint(shared: &Shared, body: &str) -> Response {
+    let parsed: Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "request.invalid",
+                "Body is not JSON",
+            );
+        }
+    };
+    let Some(ids) = parsed.get("file_ids").and_then(Value::as_array) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "request.invalid",
+            "file_ids must be an array",
+        );
+    };
+    if ids.is_empty() || ids.len() > 25 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "request.invalid",
+            "file_ids must hold 1 to 25 IDs",
+        );
+    }
+    let mut parsed_ids = Vec::with_capacity(ids.len());
+    for v in ids {
+        match v.as_str().map(|s| parse_one(s, IdRule::UuidV7)) {
+            Some(Ok(id)) => parsed_ids.push(id),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "request.invalid",
+                    &format!("file_ids: {v} is not a UUID version 7"),
+                );
+            }
+        }
+    }
+    shared.stats.mint_batches.fetch_add(1, Ordering::SeqCst);
+    shared
+        .stats
+        .max_batch
+        .fetch_max(parsed_ids.len() as u64, Ordering::SeqCst);
+    let now = shared.now_ms();
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for id in parsed_ids {
+        match shared.cfg.catalog.get(&id) {
+            Some(f) if !f.denied => {
+                let n = shared.next_count(Counter::Mint, key_of(&id));
+                let expired = n < shared.cfg.faults.expire_first_urls;
+                let url = shared.sign_url(&id, now, expired);
+                let exp_ms = if expired {
+                    now
+                } else {
+                    now + shared.cfg.faults.url_lifetime.as_millis() as u64
+                };
+                files.push(json!({
+                    "file_id": id,
+                    "download_url": url,
+                    "expires_at": shared.rfc3339_at(exp_ms),
+                    "label": f.label,
+                }));
+            }
+            Some(_) => errors.push(json!({"file_id": id, "error": "access_denied"})),
+            None => errors.push(json!({"file_id": id, "error": "not_found"})),
+        }
+    }
+    axum::Json(json!({"files": files, "errors": errors})).into_response()
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+/// `GET /files?limit=1..100&offset=N`
+async fn list(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let limits = match gate(&shared, &headers, key_of(&"list")) {
+        Ok(l) => l,
+        Err(resp) => return *resp,
+    };
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "request.invalid",
+            "limit must be 1 to 100",
+        );
+    }
+    let all = shared.cfg.catalog.files();
+    let files: Vec<Value> = all
+        .iter()
+        .skip(q.offset.unwrap_or(0))
+        .take(limit)
+        .map(|f| {
+            json!({
+                "file_id": f.id,
+                "label": f.label,
+                "mime_type": "application/octet-stream",
+                "case_id": null,
+            })
+        })
+        .collect();
+    let resp = axum::Json(json!({"files": files, "total": all.len()})).into_response();
+    with_rate_headers(&shared, resp, limits)
+}
