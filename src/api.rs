@@ -118,7 +118,7 @@ impl ApiClient {
         let mut failures = 0u32;
         let mut throttled = 0u32;
         loop {
-            self.limiter.acquire().await;
+            let permit = self.limiter.acquire().await;
             self.ui.debug(&what);
             let mut req = self
                 .http
@@ -133,7 +133,7 @@ impl ApiClient {
                     let status = resp.status();
                     let headers = resp.headers().clone();
                     let (remaining, reset) = retry::rate_limit_headers(&headers);
-                    self.limiter.observe(remaining, reset);
+                    permit.observe(remaining, reset);
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         throttled += 1;
                         let wait = retry::retry_after(&headers)

@@ -65,7 +65,7 @@ impl Progress {
         let done = self.done.load(Ordering::Relaxed);
         let fresh = done.saturating_sub(self.resumed.load(Ordering::Relaxed));
         let elapsed = now.saturating_duration_since(self.started).as_secs_f64();
-        if total == 0 || fresh == 0 || elapsed < 0.05 {
+        if total == 0 || fresh == 0 || elapsed <= 0.0 {
             return None;
         }
         let rate = fresh as f64 / elapsed;

@@ -40,7 +40,7 @@ pub enum Fatal {
     #[error("{0}")]
     Local(String),
     /// SIGINT/SIGTERM.
-    #[error("interrupted")]
+    #[error("interrupted; partial downloads are kept and the next run resumes them")]
     Interrupted,
 }
 

@@ -74,10 +74,18 @@ pub fn batch_size(d: &Demand) -> usize {
     let cap = d.concurrency + 2 * d.max_batch;
     let demand = (d.free_slots + d.finishing_soon).min(cap);
     let supply = d.ready + d.minting;
-    demand
+    let want = demand
         .saturating_sub(supply)
         .min(d.max_batch)
-        .min(d.pending)
+        .min(d.pending);
+    // A slot would sit idle: mint now, whatever the batch. Otherwise wait until a full batch is
+    // justified, so that each request (and each job) buys as many files as it can.
+    let starving = d.free_slots > supply;
+    if starving || want == d.max_batch.min(d.pending) {
+        want
+    } else {
+        0
+    }
 }
 
 /// How far ahead of free slots URLs may be minted, given their (estimated) lifetime.
@@ -174,6 +182,7 @@ impl<P: Provider> Pipeline<'_, P> {
         let mut mint_calls_open = 0usize;
         let mut mint_latency = Duration::from_secs(1);
         let mut completions: VecDeque<Instant> = VecDeque::with_capacity(64);
+        let mut avg_duration: Option<Duration> = None;
         let mut tasks: JoinSet<Done> = JoinSet::new();
         let mut stats = RunStats::default();
         let mut finished = 0usize;
@@ -193,7 +202,13 @@ impl<P: Provider> Pipeline<'_, P> {
                         "{}: URL too close to expiry to start; minting a fresh one",
                         r.item.id
                     ));
-                    pending.push_front(r.item);
+                    self.retry_mint(
+                        r.item,
+                        "every signed URL was expired or about to expire on arrival",
+                        &mut pending,
+                        &mut finished,
+                        &mut failed,
+                    );
                     continue;
                 }
                 self.spawn_download(&mut tasks, &mut active, r);
@@ -218,7 +233,13 @@ impl<P: Provider> Pipeline<'_, P> {
                         concurrency: j,
                         max_batch,
                         free_slots: j - active.len().min(j),
-                        finishing_soon: finishing_within(&active, &completions, now, t),
+                        finishing_soon: finishing_within(
+                            &active,
+                            &completions,
+                            avg_duration,
+                            now,
+                            t,
+                        ),
                         ready: ready.len(),
                         minting,
                         pending: pending.len(),
@@ -227,7 +248,10 @@ impl<P: Provider> Pipeline<'_, P> {
                 if n > 0 {
                     let delay = self.provider.next_request_delay();
                     if delay.is_zero() {
-                        let batch: Vec<Item> = pending.drain(..n).collect();
+                        let mut batch: Vec<Item> = pending.drain(..n).collect();
+                        for item in &mut batch {
+                            item.mints += 1;
+                        }
                         minting += batch.len();
                         mint_calls_open += 1;
                         stats.mint_calls += 1;
@@ -339,7 +363,6 @@ impl<P: Provider> Pipeline<'_, P> {
                                 let Some(mut item) = by_id.remove(&m.id) else {
                                     continue;
                                 };
-                                item.mints += 1;
                                 if self.dry_run {
                                     let name = self.name_for(&mut item, &m.label);
                                     self.recorder.finish(FileEntry {
@@ -380,9 +403,14 @@ impl<P: Provider> Pipeline<'_, P> {
                     outcome,
                     received,
                 } => {
-                    active.remove(&item.id);
+                    let progress = active.remove(&item.id);
                     match outcome {
                         Outcome::Done { bytes } => {
+                            if let Some(p) = progress {
+                                let took = p.started.elapsed();
+                                avg_duration =
+                                    Some(avg_duration.map_or(took, |a| (a * 3 + took) / 4));
+                            }
                             if completions.len() == 64 {
                                 completions.pop_front();
                             }
@@ -520,13 +548,12 @@ impl<P: Provider> Pipeline<'_, P> {
     /// Put an item back to be minted again, unless it has had its share of mints.
     fn retry_mint(
         &mut self,
-        mut item: Item,
+        item: Item,
         reason: &str,
         pending: &mut VecDeque<Item>,
         finished: &mut usize,
         failed: &mut usize,
     ) {
-        item.mints += 1;
         if item.mints >= MAX_MINTS_PER_FILE {
             let reason = format!("{reason} (gave up after {} tries)", item.mints);
             self.fail(&item, &reason, finished, failed);
@@ -537,16 +564,23 @@ impl<P: Provider> Pipeline<'_, P> {
 }
 
 /// Downloads predicted to finish within `t`: the larger of those whose own ETA is within `t`
-/// and the recent completion rate × `t`.
+/// (or, before their first bytes, whose age plus the average duration is) and the recent
+/// completion rate × `t`.
 fn finishing_within(
     active: &HashMap<Uuid, Arc<Progress>>,
     completions: &VecDeque<Instant>,
+    avg_duration: Option<Duration>,
     now: Instant,
     t: Duration,
 ) -> usize {
     let by_eta = active
         .values()
-        .filter(|p| p.eta(now).is_some_and(|eta| eta <= t))
+        .filter(|p| {
+            let eta = p
+                .eta(now)
+                .or_else(|| avg_duration.map(|a| (p.started + a).saturating_duration_since(now)));
+            eta.is_some_and(|eta| eta <= t)
+        })
         .count();
     let by_rate = match (completions.front(), completions.len()) {
         (Some(first), n) if n >= 2 => {
@@ -601,12 +635,20 @@ mod tests {
 
     #[test]
     fn slow_large_files_mint_only_for_slots_about_to_free() {
+        // A slot is free and nothing is in hand: mint for it and for the one about to free.
         let d = Demand {
+            free_slots: 1,
+            finishing_soon: 1,
+            ..demand()
+        };
+        assert_eq!(batch_size(&d), 2);
+        // Nothing free, one about to free, nothing in hand: wait (the slot frees, then mint).
+        let soon = Demand {
             free_slots: 0,
             finishing_soon: 1,
             ..demand()
         };
-        assert_eq!(batch_size(&d), 1);
+        assert_eq!(batch_size(&soon), 0);
         let busy = Demand {
             free_slots: 0,
             finishing_soon: 0,
@@ -617,7 +659,8 @@ mod tests {
 
     #[test]
     fn unstarted_urls_are_capped() {
-        // Already 66 = 8 + 2×50 − 42 minted or minting: at most 42 more, however fast.
+        // 8 + 2×50 = 108 at most in hand. With 66 in hand a full batch of 50 would pass it,
+        // so nothing is minted until a full batch fits again.
         let d = Demand {
             free_slots: 8,
             finishing_soon: 10_000,
@@ -625,13 +668,28 @@ mod tests {
             minting: 26,
             ..demand()
         };
-        assert_eq!(batch_size(&d), 42);
-        let full = Demand {
-            ready: 60,
-            minting: 48,
+        assert_eq!(batch_size(&d), 0);
+        let room = Demand {
+            ready: 30,
+            minting: 20,
             ..d
         };
-        assert_eq!(batch_size(&full), 0);
+        assert_eq!(batch_size(&room), 50);
+    }
+
+    #[test]
+    fn partial_batches_wait_while_urls_are_in_hand() {
+        // 10 wanted, 5 URLs in hand and no idle slot: wait for a fuller batch.
+        let d = Demand {
+            free_slots: 2,
+            finishing_soon: 13,
+            ready: 5,
+            ..demand()
+        };
+        assert_eq!(batch_size(&d), 0);
+        // The last few pending IDs are a full batch of what is left.
+        let tail = Demand { pending: 10, ..d };
+        assert_eq!(batch_size(&tail), 10);
     }
 
     #[test]
@@ -666,7 +724,13 @@ mod tests {
             .map(|i| now - Duration::from_millis(1000 - i * 100))
             .collect();
         // 10 completions per second over 1 s; within 5 s: 50.
-        let n = finishing_within(&HashMap::new(), &completions, now, Duration::from_secs(5));
+        let n = finishing_within(
+            &HashMap::new(),
+            &completions,
+            None,
+            now,
+            Duration::from_secs(5),
+        );
         assert!((45..=50).contains(&n), "{n}");
     }
 }

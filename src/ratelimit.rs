@@ -26,6 +26,11 @@ struct Window {
 struct State {
     windows: Vec<Window>,
     not_before: Instant,
+    /// Requests sent whose answers have not arrived.
+    in_flight: usize,
+    /// What the server last said is left (`RateLimit-Remaining`, less the requests that were
+    /// still in flight then), until its `RateLimit-Reset`.
+    budget: Option<(u64, Instant)>,
 }
 
 /// Paces requests to an API host. Cheap to share behind an `Arc`.
@@ -51,6 +56,8 @@ impl RateLimiter {
             state: Mutex::new(State {
                 windows,
                 not_before: Instant::now(),
+                in_flight: 0,
+                budget: None,
             }),
         }
     }
@@ -72,8 +79,9 @@ impl RateLimiter {
         wait_locked(&mut state, now)
     }
 
-    /// Wait until a request may be sent, and count it as sent.
-    pub async fn acquire(&self) {
+    /// Wait until a request may be sent, and count it as sent. Hand the answer's rate-limit
+    /// headers to the permit ([`Permit::observe`]); dropping it says "no answer".
+    pub async fn acquire(&self) -> Permit<'_> {
         loop {
             let wait = {
                 let now = Instant::now();
@@ -83,7 +91,14 @@ impl RateLimiter {
                     for w in &mut state.windows {
                         w.sent.push_back(now);
                     }
-                    return;
+                    if let Some((left, _)) = &mut state.budget {
+                        *left = left.saturating_sub(1);
+                    }
+                    state.in_flight += 1;
+                    return Permit {
+                        limiter: self,
+                        done: false,
+                    };
                 }
                 wait
             };
@@ -99,16 +114,48 @@ impl RateLimiter {
         }
     }
 
-    /// Take the server's `RateLimit-Remaining` / `RateLimit-Reset` into account.
-    pub fn observe(&self, remaining: Option<u64>, reset: Option<Duration>) {
-        if let (Some(0), Some(reset)) = (remaining, reset) {
-            self.pause_until(Instant::now() + reset);
+    fn finish(&self, remaining: Option<u64>, reset: Option<Duration>) {
+        let mut state = self.lock();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if let (Some(remaining), Some(reset)) = (remaining, reset) {
+            // Requests still in flight were sent after the server counted this one (or at the
+            // same time): they will use up what it says is left.
+            let left = remaining.saturating_sub(state.in_flight as u64);
+            state.budget = Some((left, Instant::now() + reset));
+        }
+    }
+}
+
+/// One request's place in the rate limit.
+#[must_use = "report the answer's headers with observe(), or drop for no answer"]
+pub struct Permit<'a> {
+    limiter: &'a RateLimiter,
+    done: bool,
+}
+
+impl Permit<'_> {
+    /// The answer arrived: take its `RateLimit-Remaining` / `RateLimit-Reset` into account.
+    pub fn observe(mut self, remaining: Option<u64>, reset: Option<Duration>) {
+        self.done = true;
+        self.limiter.finish(remaining, reset);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.limiter.finish(None, None);
         }
     }
 }
 
 fn wait_locked(state: &mut State, now: Instant) -> Duration {
     let mut wait = state.not_before.saturating_duration_since(now);
+    match state.budget {
+        Some((_, reset_at)) if reset_at <= now => state.budget = None,
+        Some((0, reset_at)) => wait = wait.max(reset_at - now),
+        _ => {}
+    }
     for w in &mut state.windows {
         while let Some(&first) = w.sent.front() {
             if first + w.period <= now {
@@ -136,7 +183,7 @@ mod tests {
         let start = Instant::now();
         let mut times = Vec::new();
         for _ in 0..65 {
-            limiter.acquire().await;
+            let _ = limiter.acquire().await;
             times.push(Instant::now() - start);
         }
         // A burst of 20, then each next one only when the window has room.
@@ -152,7 +199,7 @@ mod tests {
         let limiter = RateLimiter::per_minute(100);
         let start = Instant::now();
         limiter.pause_until(start + Duration::from_secs(7));
-        limiter.acquire().await;
+        let _ = limiter.acquire().await;
         assert!(Instant::now() - start >= Duration::from_secs(7));
     }
 
@@ -160,11 +207,46 @@ mod tests {
     async fn exhausted_remaining_waits_for_reset() {
         let limiter = RateLimiter::per_minute(100);
         let start = Instant::now();
-        limiter.observe(Some(3), Some(Duration::from_secs(5)));
+        limiter
+            .acquire()
+            .await
+            .observe(Some(3), Some(Duration::from_secs(5)));
         assert_eq!(limiter.delay(), Duration::ZERO);
-        limiter.observe(Some(0), Some(Duration::from_secs(5)));
-        limiter.acquire().await;
+        limiter
+            .acquire()
+            .await
+            .observe(Some(0), Some(Duration::from_secs(5)));
+        let _ = limiter.acquire().await;
         assert!(Instant::now() - start >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_in_flight_count_against_what_is_remaining() {
+        let limiter = RateLimiter::per_minute(100);
+        let start = Instant::now();
+        let a = limiter.acquire().await;
+        let b = limiter.acquire().await;
+        // A's answer says one is left, but B is still out and will take it.
+        a.observe(Some(1), Some(Duration::from_secs(4)));
+        assert!(limiter.delay() >= Duration::from_secs(3));
+        b.observe(Some(0), Some(Duration::from_secs(4)));
+        let _ = limiter.acquire().await;
+        assert!(Instant::now() - start >= Duration::from_secs(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_is_spent_then_refreshed_at_reset() {
+        let limiter = RateLimiter::per_minute(100);
+        let start = Instant::now();
+        limiter
+            .acquire()
+            .await
+            .observe(Some(2), Some(Duration::from_secs(10)));
+        let _ = limiter.acquire().await;
+        let _ = limiter.acquire().await;
+        // Two used, none left: the next waits for the reset.
+        let _ = limiter.acquire().await;
+        assert!(Instant::now() - start >= Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]
@@ -174,7 +256,7 @@ mod tests {
             RateLimiter::new(&[(3, Duration::from_secs(60)), (5, Duration::from_secs(3600))]);
         let start = Instant::now();
         for _ in 0..6 {
-            limiter.acquire().await;
+            let _ = limiter.acquire().await;
         }
         assert!(Instant::now() - start >= Duration::from_secs(3600));
     }

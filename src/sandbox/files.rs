@@ -203,6 +203,9 @@ async fn next_chunk(mut s: BodyState) -> Option<(Result<Bytes, std::io::Error>, 
         return None;
     }
     if s.cut_at.is_some_and(|c| s.pos >= c) {
+        // Let the server flush what was sent before the cut, as a real dropped connection
+        // delivers the bytes that were already on the wire.
+        tokio::time::sleep(Duration::from_millis(20)).await;
         s.guard.release();
         s.pos = s.end;
         return Some((

@@ -1,0 +1,187 @@
+//! Shared harness: a sandbox on 127.0.0.1:0, a temporary output directory, and the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use fetchdocs::sandbox::{
+    BackgroundSandbox, Catalog, CatalogFile, DEFAULT_VERIDOX_KEY, Faults, SandboxConfig, uuid_v7,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub struct Env {
+    pub sandbox: BackgroundSandbox,
+    pub catalog: Catalog,
+    pub dir: tempfile::TempDir,
+    pub key: String,
+}
+
+impl Env {
+    pub fn new(catalog: Catalog, faults: Faults) -> Env {
+        let mut cfg = SandboxConfig::new(catalog.clone());
+        cfg.faults = faults;
+        let key = cfg.veridox_key.clone();
+        Env {
+            sandbox: BackgroundSandbox::start(cfg).expect("sandbox starts"),
+            catalog,
+            dir: tempfile::tempdir().expect("tempdir"),
+            key,
+        }
+    }
+
+    /// `n` generated files, no faults.
+    pub fn generated(n: usize) -> Env {
+        Env::new(Catalog::generate(n, 42), Faults::default())
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Write `ids` one per line; return the file's path.
+    pub fn ids_file(&self, ids: &[Uuid]) -> PathBuf {
+        let p = self.path("ids.txt");
+        let text: String = ids.iter().map(|i| format!("{i}\n")).collect();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn all_ids(&self) -> Vec<Uuid> {
+        self.catalog.files().iter().map(|f| f.id).collect()
+    }
+
+    /// `fetchdocs download` against this sandbox, with the key in the environment and a clean
+    /// environment otherwise.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("fetchdocs").unwrap();
+        for var in [
+            "FETCHDOCS_PROVIDER",
+            "FETCHDOCS_BASE_URL",
+            "FETCHDOCS_OUTPUT_DIR",
+            "FETCHDOCS_CONCURRENCY",
+            "FETCHDOCS_REQUESTS_PER_MINUTE",
+            "FETCHDOCS_API_KEY",
+        ] {
+            c.env_remove(var);
+        }
+        // The base URL through the environment, so that a test can still pass --base-url.
+        c.env("FETCHDOCS_API_KEY", &self.key)
+            .env("FETCHDOCS_BASE_URL", &self.sandbox.api_url)
+            .arg("download")
+            .arg("--provider")
+            .arg("veridox")
+            .arg("-o")
+            .arg(self.out());
+        c.timeout(std::time::Duration::from_secs(120));
+        c
+    }
+
+    /// Run with `--ids FILE --report FILE` plus `extra`; return the output and the report.
+    pub fn run(&self, ids: &[Uuid], extra: &[&str]) -> (Output, Value) {
+        let ids_file = self.ids_file(ids);
+        let report = self.path("report.json");
+        let _ = std::fs::remove_file(&report);
+        let out = self
+            .cmd()
+            .arg("--ids")
+            .arg(&ids_file)
+            .arg("--report")
+            .arg(&report)
+            .args(extra)
+            .output()
+            .unwrap();
+        let report: Value = std::fs::read(&report)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        (out, report)
+    }
+
+    /// Every downloaded file in `report` has exactly the sandbox's bytes.
+    pub fn assert_intact(&self, report: &Value) {
+        for f in report["files"].as_array().expect("files") {
+            if f["status"] != "downloaded" && f["status"] != "skipped" {
+                continue;
+            }
+            let id: Uuid = f["id"].as_str().unwrap().parse().unwrap();
+            let path = self.out().join(f["path"].as_str().unwrap());
+            let want = self.catalog.get(&id).expect("known id");
+            let got = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(got.len() as u64, want.size, "{}", path.display());
+            assert_eq!(
+                sha256(&got),
+                sha256(&want.bytes()),
+                "{} is corrupt",
+                path.display()
+            );
+            assert_eq!(f["bytes"].as_u64(), Some(want.size));
+        }
+    }
+}
+
+pub fn sha256(b: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b);
+    format!("{:x}", h.finalize())
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn summary(report: &Value) -> (u64, u64, u64, u64) {
+    let s = &report["summary"];
+    (
+        s["requested"].as_u64().unwrap(),
+        s["downloaded"].as_u64().unwrap(),
+        s["skipped"].as_u64().unwrap(),
+        s["failed"].as_u64().unwrap(),
+    )
+}
+
+/// A catalog file with a chosen label and size.
+pub fn file(n: u64, label: &str, size: u64) -> CatalogFile {
+    CatalogFile {
+        id: uuid_v7(1_730_000_000_000 + n, n * 7919, n * 104_729 + 1),
+        label: label.to_string(),
+        size,
+        seed: n,
+        denied: false,
+    }
+}
+
+/// A UUIDv7 the sandbox does not know.
+pub fn unknown_id(n: u64) -> Uuid {
+    uuid_v7(1_600_000_000_000 + n, n, n)
+}
+
+/// Regular files directly under `dir` (not the `.fetchdocs` state).
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != ".fetchdocs")
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+pub const KEY: &str = DEFAULT_VERIDOX_KEY;

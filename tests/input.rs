@@ -1,0 +1,159 @@
+//! Bad input gets a clear error, exit 2, and no request at all.
+
+mod common;
+
+use common::*;
+
+fn assert_no_request(env: &Env) {
+    let s = env.sandbox.stats();
+    assert_eq!(s.api_requests, 0, "no API request");
+    assert_eq!(s.file_requests, 0, "no download");
+}
+
+#[test]
+fn malformed_lines_are_listed_with_line_numbers() {
+    let env = Env::generated(3);
+    let ids = env.all_ids();
+    let text = format!(
+        "{}\nnot-a-uuid\n{}\n\n{}x\n",
+        ids[0],
+        ids[1],
+        &ids[2].to_string()[..35]
+    );
+    std::fs::write(env.path("ids.txt"), text).unwrap();
+    let out = env
+        .cmd()
+        .arg("--ids")
+        .arg(env.path("ids.txt"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(err.contains("line 2:"), "{err}");
+    assert!(err.contains("\"not-a-uuid\" is not a UUID"), "{err}");
+    assert!(err.contains("line 5:"), "{err}");
+    assert!(err.contains("nothing was requested"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_no_request(&env);
+}
+
+#[test]
+fn wrong_uuid_version_is_refused_for_veridox() {
+    let env = Env::generated(1);
+    let text = format!(
+        "{}\n550e8400-e29b-41d4-a716-446655440000\n",
+        env.all_ids()[0]
+    );
+    std::fs::write(env.path("ids.txt"), text).unwrap();
+    let out = env
+        .cmd()
+        .arg("--ids")
+        .arg(env.path("ids.txt"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("line 2:") && err.contains("version 4") && err.contains("version 7"),
+        "{err}"
+    );
+    assert_no_request(&env);
+}
+
+#[test]
+fn missing_id_file_exits_2() {
+    let env = Env::generated(1);
+    let out = env
+        .cmd()
+        .arg("--ids")
+        .arg(env.path("nope.txt"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("nope.txt"), "{}", stderr(&out));
+    assert_no_request(&env);
+}
+
+#[test]
+fn plain_http_to_a_remote_host_is_refused() {
+    let env = Env::generated(1);
+    let ids = env.ids_file(&env.all_ids());
+    let out = env
+        .cmd()
+        .args(["--base-url", "http://api.example.com"])
+        .arg("--ids")
+        .arg(ids)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("plain http"), "{}", stderr(&out));
+}
+
+#[test]
+fn missing_key_and_provider_say_what_to_set() {
+    let env = Env::generated(1);
+    let ids = env.ids_file(&env.all_ids());
+    let out = env
+        .cmd()
+        .env_remove("FETCHDOCS_API_KEY")
+        .arg("--ids")
+        .arg(&ids)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("FETCHDOCS_API_KEY"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut c = assert_cmd::Command::cargo_bin("fetchdocs").unwrap();
+    let out = c
+        .env_remove("FETCHDOCS_PROVIDER")
+        .env("FETCHDOCS_API_KEY", KEY)
+        .args(["download", "--ids"])
+        .arg(&ids)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("--provider"), "{}", stderr(&out));
+    assert_no_request(&env);
+}
+
+#[test]
+fn api_key_file_is_read_and_env_var_not_needed() {
+    let env = Env::generated(2);
+    std::fs::write(env.path("key"), format!("{}\n", env.key)).unwrap();
+    let ids = env.ids_file(&env.all_ids());
+    let out = env
+        .cmd()
+        .env_remove("FETCHDOCS_API_KEY")
+        .arg("--api-key-file")
+        .arg(env.path("key"))
+        .arg("--ids")
+        .arg(ids)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(listing(&env.out()).len(), 2);
+}
+
+#[test]
+fn output_dir_that_is_a_file_exits_2() {
+    let env = Env::generated(1);
+    std::fs::write(env.out(), b"not a dir").unwrap();
+    let ids = env.ids_file(&env.all_ids());
+    let out = env.cmd().arg("--ids").arg(ids).output().unwrap();
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("not a directory"), "{}", stderr(&out));
+    assert_no_request(&env);
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let env = Env::generated(1);
+    let out = env.cmd().args(["-j", "0"]).output().unwrap();
+    assert_eq!(code(&out), 2);
+    let out = env.cmd().arg("--api-key").arg("x").output().unwrap();
+    assert_eq!(code(&out), 2, "no plain --api-key flag exists");
+}

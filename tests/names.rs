@@ -1,0 +1,93 @@
+//! Hostile and colliding labels: safe names, nothing outside the output directory, nothing
+//! overwritten that belongs to someone else.
+
+mod common;
+
+use common::*;
+use fetchdocs::sandbox::{Catalog, Faults};
+
+#[test]
+fn hostile_labels_stay_inside_the_output_directory() {
+    let long = format!("{}.pdf", "ü".repeat(400));
+    let labels = [
+        "../../escape.pdf",
+        "/etc/passwd",
+        "..",
+        "",
+        "CON",
+        "a\nb\u{0}c.txt",
+        "sub/dir/file.pdf",
+        "C:\\Windows\\evil.dll",
+        long.as_str(),
+        ".fetchdocs",
+        "trailing dots...",
+    ];
+    let files: Vec<_> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| file(i as u64 + 1, l, 1000 + i as u64))
+        .collect();
+    let env = Env::new(Catalog::new(files), Faults::default());
+    let (out, report) = env.run(&env.all_ids(), &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    env.assert_intact(&report);
+
+    // Only the output directory changed: nothing escaped next to it.
+    let mut around: Vec<String> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    around.sort();
+    assert_eq!(around, vec!["ids.txt", "out", "report.json"]);
+    let names = listing(&env.out());
+    assert_eq!(names.len(), labels.len());
+    for n in &names {
+        assert!(!n.is_empty() && n.len() <= 255, "{n:?}");
+        assert!(!n.starts_with('.'), "{n:?}");
+        assert!(!n.contains('/') && !n.contains('\\'), "{n:?}");
+        assert!(!n.chars().any(char::is_control), "{n:?}");
+        assert!(!n.eq_ignore_ascii_case("con"), "{n:?}");
+        assert!(std::fs::metadata(env.out().join(n)).unwrap().is_file());
+    }
+}
+
+#[test]
+fn colliding_labels_are_told_apart_by_id() {
+    let files = vec![
+        file(1, "Certificate.pdf", 100),
+        file(2, "Certificate.pdf", 200),
+        file(3, "certificate.PDF", 300),
+    ];
+    let env = Env::new(Catalog::new(files), Faults::default());
+    let (out, report) = env.run(&env.all_ids(), &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    env.assert_intact(&report);
+    let paths: Vec<String> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_lowercase())
+        .collect();
+    let unique: std::collections::HashSet<_> = paths.iter().collect();
+    assert_eq!(unique.len(), 3, "{paths:?}");
+    for (i, f) in env.catalog.files().iter().enumerate().skip(1) {
+        let tag = &f.id.simple().to_string()[..8];
+        assert!(paths[i].contains(tag), "{} should carry {tag}", paths[i]);
+    }
+}
+
+#[test]
+fn a_file_the_user_already_has_is_never_overwritten() {
+    let files = vec![file(1, "notes.txt", 500)];
+    let env = Env::new(Catalog::new(files), Faults::default());
+    std::fs::create_dir_all(env.out()).unwrap();
+    std::fs::write(env.out().join("notes.txt"), b"my own notes").unwrap();
+    let (out, report) = env.run(&env.all_ids(), &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(env.out().join("notes.txt")).unwrap(),
+        b"my own notes"
+    );
+    assert_ne!(report["files"][0]["path"], "notes.txt");
+    env.assert_intact(&report);
+}
