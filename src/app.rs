@@ -17,12 +17,13 @@ use crate::ids::{self, IdList};
 use crate::naming::NameRegistry;
 use crate::pipeline::{Item, Pipeline};
 use crate::progress::Ui;
+use crate::provider::keelvar::{Keelvar, PollPolicy};
 use crate::provider::veridox::Veridox;
 use crate::provider::{Provider, ProviderKind};
 use crate::ratelimit::RateLimiter;
 use crate::report::{FileEntry, Recorder, Status, human_bytes};
 use crate::retry::Backoff;
-use crate::sandbox::{Catalog, Faults, RateRule, Sandbox, SandboxConfig};
+use crate::sandbox::{Catalog, Faults, KeelvarConfig, RateRule, Sandbox, SandboxConfig};
 use crate::state::State;
 
 /// Most bytes read from an ID list (about 2.7 million IDs).
@@ -204,7 +205,9 @@ async fn run_pipeline(
     ui: Arc<Ui>,
     cancel: CancellationToken,
 ) -> Result<(), Fatal> {
-    let limiter = Arc::new(RateLimiter::per_minute(cfg.requests_per_minute));
+    let limiter = Arc::new(RateLimiter::new(
+        &cfg.provider.rate_limits(cfg.requests_per_minute),
+    ));
     let backoff = Backoff::default();
     let files = file_host_client()
         .map_err(|e| Fatal::Local(format!("cannot set up the HTTP client: {e}")))?;
@@ -226,9 +229,22 @@ async fn run_pipeline(
             )
             .await
         }
-        ProviderKind::Keelvar => Err(Fatal::Usage(
-            "the Keelvar provider is not available in this build yet".into(),
-        )),
+        ProviderKind::Keelvar => {
+            let api = ApiClient::new(
+                cfg.base_url.clone(),
+                &cfg.api_key,
+                AuthStyle::Bearer,
+                limiter,
+                backoff,
+                ui.clone(),
+            )
+            .map_err(Fatal::Usage)?;
+            let provider = Arc::new(Keelvar::new(api, cfg.job_timeout, PollPolicy::default()));
+            drive(
+                cfg, provider, files, policy, work, state, names, recorder, ui, cancel,
+            )
+            .await
+        }
     }
 }
 
@@ -355,12 +371,28 @@ pub fn faults_from_args(f: &FaultArgs) -> Faults {
     }
 }
 
+/// Keelvar's sandbox settings from the command line.
+pub fn keelvar_from_args(f: &FaultArgs) -> KeelvarConfig {
+    KeelvarConfig {
+        polls_to_complete: f.job_polls,
+        fail_first_jobs: f.fail_first_jobs,
+        url_lifetime: std::time::Duration::from_secs(f.keelvar_url_lifetime),
+        rate_limit: (f.keelvar_rate_limit > 0).then_some(RateRule {
+            limit: f.keelvar_rate_limit,
+            window: std::time::Duration::from_secs(60),
+            headers: true,
+        }),
+        ..KeelvarConfig::default()
+    }
+}
+
 /// `fetchdocs sandbox`: serve until interrupted.
 pub async fn sandbox(args: SandboxArgs) -> Exit {
     let mut cfg = SandboxConfig::new(Catalog::generate(args.files, args.seed));
     cfg.port = args.port;
     cfg.seed = args.seed;
     cfg.faults = faults_from_args(&args.faults);
+    cfg.keelvar = keelvar_from_args(&args.faults);
     if let Some(path) = &args.ids_out
         && let Err(e) = write_ids(path, cfg.catalog.files().iter().map(|f| f.id))
     {
@@ -379,20 +411,24 @@ pub async fn sandbox(args: SandboxArgs) -> Exit {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "ids.txt".into());
-    println!("Veridox API:  {}", sandbox.api_url);
-    println!("file host:    {}", sandbox.files_url);
-    println!("API key:      {}", sandbox.config().veridox_key);
+    let cfg = sandbox.config();
+    println!("API (both vendors): {}", sandbox.api_url);
+    println!("file host:          {}", sandbox.files_url);
+    println!("Veridox API key:    {}", cfg.veridox_key);
+    println!("Keelvar API key:    {}", cfg.keelvar.key);
     println!(
-        "files:        {} (pass --ids-out FILE to save their IDs)",
+        "files:              {} (pass --ids-out FILE to save their IDs)",
         args.files
     );
-    println!("stats:        {}/_sandbox/stats", sandbox.api_url);
+    println!("stats:              {}/_sandbox/stats", sandbox.api_url);
     println!();
-    println!(
-        "try:  FETCHDOCS_API_KEY={} fetchdocs download --provider veridox --base-url {} --ids {ids_hint} -o out",
-        sandbox.config().veridox_key,
-        sandbox.api_url
-    );
+    for (provider, key) in [("veridox", &cfg.veridox_key), ("keelvar", &cfg.keelvar.key)] {
+        println!(
+            "try:  FETCHDOCS_API_KEY={key} fetchdocs download --provider {provider} \\
+        --base-url {} --ids {ids_hint} -o out-{provider}",
+            sandbox.api_url
+        );
+    }
     println!("Ctrl-C stops the sandbox.");
     let _ = tokio::signal::ctrl_c().await;
     Exit::Success
@@ -407,17 +443,26 @@ fn write_ids(path: &Path, ids: impl Iterator<Item = Uuid>) -> std::io::Result<()
     std::fs::write(path, text)
 }
 
-/// `fetchdocs demo`: the sandbox in-process, a few hundred files, the real pipeline.
+/// `fetchdocs demo`: the sandbox in-process, a few hundred files, the real pipeline, through
+/// both vendors' APIs.
 pub async fn demo(args: DemoArgs) -> Exit {
-    let catalog = Catalog::generate(args.files, 1);
-    let mut cfg = SandboxConfig::new(catalog);
+    let mut cfg = SandboxConfig::new(Catalog::generate(args.files, 1));
+    // The vendors' documented limits, so the demo shows real pacing.
     cfg.faults.rate_limit = Some(RateRule {
         limit: 20,
         window: std::time::Duration::from_secs(60),
         headers: false,
     });
+    cfg.keelvar.rate_limit = Some(RateRule {
+        limit: 30,
+        window: std::time::Duration::from_secs(60),
+        headers: true,
+    });
     let ids: Vec<Uuid> = cfg.catalog.files().iter().map(|f| f.id).collect();
-    let key = cfg.veridox_key.clone();
+    let keys = [
+        (ProviderKind::Veridox, cfg.veridox_key.clone()),
+        (ProviderKind::Keelvar, cfg.keelvar.key.clone()),
+    ];
     let sandbox = match Sandbox::start(cfg).await {
         Ok(s) => s,
         Err(e) => {
@@ -425,66 +470,84 @@ pub async fn demo(args: DemoArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    let out = args.output_dir.join("veridox");
-    let quiet_terminal = !std::io::IsTerminal::is_terminal(&std::io::stderr());
-    eprintln!(
-        "fetchdocs demo: sandbox Veridox API at {}; downloading {} files into {}",
-        sandbox.api_url,
-        ids.len(),
-        out.display()
-    );
-    let report = args.output_dir.join("veridox-report.json");
-    let cfg = Config {
-        provider: ProviderKind::Veridox,
-        base_url: match crate::config::parse_base_url(&sandbox.api_url) {
-            Ok(u) => u,
-            Err(e) => {
-                eprintln!("fetchdocs: error: {e}");
-                return Exit::Usage;
-            }
-        },
-        api_key: match ApiKey::new(&key) {
-            Ok(k) => k,
-            Err(e) => {
-                eprintln!("fetchdocs: error: {e}");
-                return Exit::Usage;
-            }
-        },
-        ids: IdSource::Stdin,
-        output_dir: out,
-        concurrency: args.concurrency as usize,
-        report: Some(report.clone()),
-        json: false,
-        verbosity: Verbosity::Normal,
-        requests_per_minute: ProviderKind::Veridox.default_requests_per_minute(),
-        dry_run: false,
-        force: false,
-        progress_bars: !quiet_terminal,
-    };
     if let Err(e) = prepare_output_dir(&args.output_dir).and_then(|()| {
         write_ids(&args.output_dir.join("ids.txt"), ids.iter().copied())
-            .map_err(|e| Fatal::Usage(e.to_string()))
+            .map_err(|e| Fatal::Usage(format!("cannot write the demo's ID list: {e}")))
     }) {
         eprintln!("fetchdocs: error: {e}");
         return e.exit();
     }
-    let list = IdList { ids, duplicates: 0 };
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
-    let exit = match download_with(&cfg, Some(list), cancel).await {
-        Ok(exit) => exit,
-        Err(e) => {
-            eprintln!("fetchdocs: error: {e}");
-            e.exit()
+    let mut worst = Exit::Success;
+    for (provider, key) in keys {
+        let name = provider.name();
+        let out = args.output_dir.join(name);
+        eprintln!(
+            "\nfetchdocs demo: {} files from the sandbox's {name} API ({}) into {}",
+            ids.len(),
+            sandbox.api_url,
+            out.display()
+        );
+        let cfg = match demo_config(&args, provider, &sandbox.api_url, &key, out) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("fetchdocs: error: {e}");
+                return e.exit();
+            }
+        };
+        let list = IdList {
+            ids: ids.clone(),
+            duplicates: 0,
+        };
+        let exit = match download_with(&cfg, Some(list), cancel.clone()).await {
+            Ok(exit) => exit,
+            Err(e) => {
+                eprintln!("fetchdocs: error: {e}");
+                e.exit()
+            }
+        };
+        if exit != Exit::Success {
+            worst = exit;
+            break;
         }
-    };
+    }
     let stats = sandbox.stats();
     eprintln!(
-        "fetchdocs demo: the sandbox saw {} API request(s), {} file request(s), {} throttled; report in {}",
+        "\nfetchdocs demo: the sandbox saw {} API request(s) ({} Keelvar job(s)), {} file request(s), {} throttled; reports in {}",
         stats.api_requests,
+        stats.jobs_submitted,
         stats.file_requests,
         stats.api_throttled,
-        report.display()
+        args.output_dir.display()
     );
-    exit
+    worst
+}
+
+fn demo_config(
+    args: &DemoArgs,
+    provider: ProviderKind,
+    api_url: &str,
+    key: &str,
+    out: std::path::PathBuf,
+) -> Result<Config, Fatal> {
+    Ok(Config {
+        provider,
+        base_url: crate::config::parse_base_url(api_url)?,
+        api_key: ApiKey::new(key).map_err(Fatal::Usage)?,
+        ids: IdSource::Stdin,
+        report: Some(
+            args.output_dir
+                .join(format!("{}-report.json", provider.name())),
+        ),
+        output_dir: out,
+        concurrency: args.concurrency as usize,
+        json: false,
+        verbosity: Verbosity::Normal,
+        requests_per_minute: provider.default_requests_per_minute(),
+        dry_run: false,
+        force: false,
+        job_timeout: std::time::Duration::from_secs(600),
+        progress_bars: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    })
 }

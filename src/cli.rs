@@ -23,7 +23,8 @@ pub enum Command {
     Download(DownloadArgs),
     /// Run a local stand-in for the vendor APIs, for trying fetchdocs and for your own CI.
     Sandbox(SandboxArgs),
-    /// Start the sandbox in-process and download a few hundred generated files into ./fetchdocs-demo/.
+    /// Start the sandbox in-process and download a few hundred generated files through both
+    /// vendors' APIs into ./fetchdocs-demo/.
     Demo(DemoArgs),
 }
 
@@ -101,6 +102,11 @@ pub struct DownloadArgs {
     /// Read the API key from this file (instead of FETCHDOCS_API_KEY).
     #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
+
+    /// Keelvar: how long one job may take before its files fail.
+    #[arg(long, env = "FETCHDOCS_JOB_TIMEOUT", value_name = "SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub job_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +155,18 @@ pub struct FaultArgs {
     /// Throttle each file body to this many bytes per second (0 = no limit).
     #[arg(long, default_value_t = 0, value_name = "BYTES")]
     pub slow_body: u64,
+    /// Keelvar: seconds a URL lives after its job completes.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub keelvar_url_lifetime: u64,
+    /// Keelvar: API requests allowed per minute (0 = no limit).
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    pub keelvar_rate_limit: u32,
+    /// Keelvar: polls before a job completes.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub job_polls: u32,
+    /// Keelvar: the first N jobs end FAILED.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub fail_first_jobs: u32,
 }
 
 #[derive(Debug, Args)]

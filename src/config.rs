@@ -87,6 +87,8 @@ pub struct Config {
     pub requests_per_minute: u32,
     pub dry_run: bool,
     pub force: bool,
+    /// Keelvar: the longest one job may take.
+    pub job_timeout: std::time::Duration,
     /// Show progress bars (stderr is a terminal and not quiet).
     pub progress_bars: bool,
 }
@@ -144,6 +146,7 @@ impl Config {
                 .unwrap_or(provider.default_requests_per_minute()),
             dry_run: args.dry_run,
             force: args.force,
+            job_timeout: std::time::Duration::from_secs(args.job_timeout),
             progress_bars: verbosity != Verbosity::Quiet && std::io::stderr().is_terminal(),
         })
     }

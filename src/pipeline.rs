@@ -24,7 +24,10 @@
 //!
 //! URLs are checked before a download starts: one that expires (by the vendor's `expires_at`, or
 //! by the lifetime learned from earlier 403s) within a safety margin goes back to be re-minted
-//! rather than being tried. A 403 from the file host re-mints the URL and resumes the download
+//! rather than being tried. Learning: a 403 for a URL of age `a` (counted from the earliest
+//! moment it can have been issued) proves the lifetime is under `a`; the scheduler then assumes
+//! `a / 4`, so that one or two expired URLs are enough to adapt to a host whose URLs live far
+//! shorter than documented. A 403 from the file host re-mints the URL and resumes the download
 //! from the bytes already on disk. Every ID has a bounded number of mints.
 
 use std::collections::{HashMap, VecDeque};
@@ -54,6 +57,8 @@ pub const MAX_MINTS_PER_FILE: u32 = 8;
 pub const MAX_EXPIRATIONS_PER_FILE: u32 = 5;
 /// Longest horizon for minting ahead of free slots.
 const MAX_HORIZON: Duration = Duration::from_secs(30);
+/// The shortest URL lifetime the scheduler will assume after seeing URLs expire.
+const MIN_LIFETIME: Duration = Duration::from_millis(500);
 /// How often the scheduler re-evaluates when nothing else happens.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -125,7 +130,8 @@ struct Ready {
     item: Item,
     url: Url,
     label: String,
-    received: Instant,
+    issued: Instant,
+    /// What the vendor said, or the documented lifetime from `issued`.
     expires: Instant,
 }
 
@@ -139,7 +145,7 @@ enum Done {
         item: Item,
         name: String,
         outcome: Outcome,
-        received: Instant,
+        issued: Instant,
     },
 }
 
@@ -195,7 +201,7 @@ impl<P: Provider> Pipeline<'_, P> {
             while active.len() < j
                 && let Some(r) = ready.pop_front()
             {
-                let expires = r.expires.min(r.received + lifetime);
+                let expires = r.expires.min(r.issued + lifetime);
                 if now + start_margin(lifetime) >= expires {
                     stats.stale_before_start += 1;
                     self.ui.verbose(&format!(
@@ -340,7 +346,6 @@ impl<P: Provider> Pipeline<'_, P> {
                             }
                         }
                         Ok(outcome) => {
-                            let received = Instant::now();
                             let mut by_id: HashMap<Uuid, Item> =
                                 items.into_iter().map(|i| (i.id, i)).collect();
                             for (id, reason) in outcome.errors {
@@ -377,11 +382,11 @@ impl<P: Provider> Pipeline<'_, P> {
                                     continue;
                                 }
                                 ready.push_back(Ready {
-                                    expires: m.expires.unwrap_or(received + lifetime),
+                                    expires: m.expires.unwrap_or(m.issued + kind.url_lifetime()),
                                     item,
                                     url: m.url,
                                     label: m.label,
-                                    received,
+                                    issued: m.issued,
                                 });
                             }
                             // `reconcile` guarantees nothing is left; if it ever were, ask again.
@@ -401,7 +406,7 @@ impl<P: Provider> Pipeline<'_, P> {
                     mut item,
                     name,
                     outcome,
-                    received,
+                    issued,
                 } => {
                     let progress = active.remove(&item.id);
                     match outcome {
@@ -441,9 +446,9 @@ impl<P: Provider> Pipeline<'_, P> {
                             stats.expired_hits += 1;
                             item.expirations += 1;
                             // The URL lived less than this: learn, so the next ones are used sooner.
-                            let age = requested_at.saturating_duration_since(received);
-                            if age < lifetime {
-                                lifetime = (age / 2).max(Duration::from_secs(1));
+                            let age = requested_at.saturating_duration_since(issued);
+                            if age < lifetime * 4 {
+                                lifetime = lifetime.min(age / 4).max(MIN_LIFETIME);
                                 self.ui.verbose(&format!(
                                     "a signed URL expired after {:.1}s; assuming URLs live {:.1}s",
                                     age.as_secs_f64(),
@@ -501,7 +506,7 @@ impl<P: Provider> Pipeline<'_, P> {
             mut item,
             url,
             label,
-            received,
+            issued,
             ..
         } = r;
         let name = self.name_for(&mut item, &label);
@@ -522,7 +527,7 @@ impl<P: Provider> Pipeline<'_, P> {
                 item,
                 name,
                 outcome,
-                received,
+                issued,
             }
         });
     }

@@ -1,6 +1,7 @@
 //! Everything that differs between vendors, behind one small trait: how many IDs a batch may
 //! hold, how long URLs live, and how a batch of IDs becomes signed URLs.
 
+pub mod keelvar;
 pub mod veridox;
 
 use std::collections::HashSet;
@@ -44,6 +45,16 @@ impl ProviderKind {
         }
     }
 
+    /// The rate limits to keep to: `(requests, period)` pairs. `--requests-per-minute` replaces
+    /// the per-minute figure; Keelvar's documented 600 an hour applies as well.
+    pub fn rate_limits(self, per_minute: u32) -> Vec<(u32, Duration)> {
+        let mut limits = vec![(per_minute, Duration::from_secs(60))];
+        if self == ProviderKind::Keelvar {
+            limits.push((600, Duration::from_secs(3600)));
+        }
+        limits
+    }
+
     pub fn id_rule(self) -> IdRule {
         match self {
             ProviderKind::Veridox => IdRule::UuidV7,
@@ -75,6 +86,10 @@ pub struct Minted {
     pub url: Url,
     /// The vendor's name for the file, unsanitised.
     pub label: String,
+    /// The earliest moment the URL's life may have started (a Veridox answer's arrival; for
+    /// Keelvar the poll before the one that saw the job completed). Ages count from here, so they
+    /// are never underestimated.
+    pub issued: Instant,
     /// When the URL stops working, if the vendor says.
     pub expires: Option<Instant>,
 }
@@ -106,6 +121,7 @@ pub struct RawFile {
     pub id: String,
     pub url: String,
     pub label: Option<String>,
+    pub issued: Instant,
     pub expires: Option<Instant>,
 }
 
@@ -131,6 +147,7 @@ pub fn reconcile(
                     id,
                     url,
                     label: f.label.unwrap_or_default(),
+                    issued: f.issued,
                     expires: f.expires,
                 });
             }

@@ -140,6 +140,7 @@ impl Provider for Veridox {
                     id: f.file_id?,
                     url: f.download_url.unwrap_or_default(),
                     label: f.label,
+                    issued: received,
                     expires: f
                         .expires_at
                         .as_deref()

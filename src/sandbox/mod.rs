@@ -6,6 +6,7 @@
 //! vendors, so that a key sent to the file host is a visible mistake (counted in [`Stats`]).
 
 mod files;
+mod keelvar;
 mod veridox;
 
 use std::collections::{HashMap, VecDeque};
@@ -24,6 +25,8 @@ use uuid::Uuid;
 
 /// The Veridox key the sandbox accepts unless told otherwise.
 pub const DEFAULT_VERIDOX_KEY: &str = "vdx_sandbox_key_0123456789";
+/// The Keelvar key the sandbox accepts unless told otherwise.
+pub const DEFAULT_KEELVAR_KEY: &str = "klv_sandbox_key_0123456789";
 
 /// One file the sandbox knows.
 #[derive(Debug, Clone)]
@@ -196,11 +199,53 @@ impl Default for Faults {
     }
 }
 
+/// How the Keelvar jobs behave.
+#[derive(Debug, Clone)]
+pub struct KeelvarConfig {
+    pub key: String,
+    /// A job completes at the poll that is at least this many polls after submission (0: the
+    /// submission answer is already COMPLETED)…
+    pub polls_to_complete: u32,
+    /// …and at least this long after submission.
+    pub min_job_time: Duration,
+    /// The first N jobs end FAILED.
+    pub fail_first_jobs: u32,
+    /// Jobs never leave RUNNING.
+    pub never_complete: bool,
+    /// URLs die this long after their job completes.
+    pub url_lifetime: Duration,
+    /// Documented: 30 a minute, with `RateLimit-*` headers.
+    pub rate_limit: Option<RateRule>,
+    /// Act as if a proxy stripped `Authorization` (so every request is "no key": 401).
+    pub strip_auth: bool,
+    /// The first N API requests are answered 429 with `Retry-After: retry_after_secs`.
+    pub force_429: u32,
+}
+
+impl Default for KeelvarConfig {
+    fn default() -> Self {
+        KeelvarConfig {
+            key: DEFAULT_KEELVAR_KEY.into(),
+            polls_to_complete: 2,
+            min_job_time: Duration::ZERO,
+            fail_first_jobs: 0,
+            never_complete: false,
+            url_lifetime: Duration::from_secs(60),
+            rate_limit: None,
+            strip_auth: false,
+            force_429: 0,
+        }
+    }
+}
+
 /// How the sandbox is set up.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
     pub catalog: Catalog,
     pub veridox_key: String,
+    pub keelvar: KeelvarConfig,
+    /// Faults for both vendors' file host and APIs; `rate_limit` and `url_lifetime` here are
+    /// Veridox's (Keelvar's are in [`KeelvarConfig`]).
     pub faults: Faults,
     /// Port for the API listener (0: any free port).
     pub port: u16,
@@ -212,6 +257,7 @@ impl SandboxConfig {
         SandboxConfig {
             catalog,
             veridox_key: DEFAULT_VERIDOX_KEY.into(),
+            keelvar: KeelvarConfig::default(),
             faults: Faults::default(),
             port: 0,
             seed: 1,
@@ -237,6 +283,9 @@ pub struct Stats {
     pub expired_hits: AtomicU64,
     pub range_requests: AtomicU64,
     pub bytes_served: AtomicU64,
+    pub jobs_submitted: AtomicU64,
+    pub jobs_failed: AtomicU64,
+    pub job_polls: AtomicU64,
     /// Age of each URL (ms since it became valid) when a download with it began.
     url_ages_ms: Mutex<Vec<u64>>,
     /// When each API request arrived (ms since the sandbox started).
@@ -260,6 +309,9 @@ pub struct StatsSnapshot {
     pub expired_hits: u64,
     pub range_requests: u64,
     pub bytes_served: u64,
+    pub jobs_submitted: u64,
+    pub jobs_failed: u64,
+    pub job_polls: u64,
     pub url_ages_ms: Vec<u64>,
     pub api_times_ms: Vec<u64>,
 }
@@ -285,6 +337,9 @@ impl Stats {
             expired_hits: g(&self.expired_hits),
             range_requests: g(&self.range_requests),
             bytes_served: g(&self.bytes_served),
+            jobs_submitted: g(&self.jobs_submitted),
+            jobs_failed: g(&self.jobs_failed),
+            job_polls: g(&self.job_polls),
             url_ages_ms: lock(&self.url_ages_ms).clone(),
             api_times_ms: lock(&self.api_times_ms).clone(),
         }
@@ -298,7 +353,7 @@ impl Stats {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -311,7 +366,16 @@ pub(crate) struct Shared {
     signer: std::hash::RandomState,
     /// Per-key counters: how often a file/batch was seen (for deterministic faults).
     counters: Mutex<HashMap<(u8, u64), u32>>,
-    api_log: Mutex<VecDeque<Instant>>,
+    veridox_log: Mutex<VecDeque<Instant>>,
+    keelvar_log: Mutex<VecDeque<Instant>>,
+    pub(crate) jobs: Mutex<keelvar::Jobs>,
+}
+
+/// Which vendor API a request is for (each has its own rate limit).
+#[derive(Clone, Copy)]
+pub(crate) enum Vendor {
+    Veridox,
+    Keelvar,
 }
 
 /// Kinds of counted events, for [`Shared::next_count`].
@@ -363,20 +427,34 @@ impl Shared {
         cap == 0 || so_far < cap
     }
 
-    /// Record an API request and apply the rate limit. `Err(wait)` means: answer 429.
+    pub(crate) fn rate_rule(&self, vendor: Vendor) -> Option<RateRule> {
+        match vendor {
+            Vendor::Veridox => self.cfg.faults.rate_limit,
+            Vendor::Keelvar => self.cfg.keelvar.rate_limit,
+        }
+    }
+
+    /// Record an API request and apply the vendor's rate limit. `Err(wait)` means: answer 429.
     /// `Ok(remaining, reset)` gives what to put in `RateLimit-*` headers.
-    pub(crate) fn admit_api(&self) -> Result<(u64, u64), Duration> {
+    pub(crate) fn admit_api(&self, vendor: Vendor) -> Result<(u64, u64), Duration> {
         self.stats.api_requests.fetch_add(1, Ordering::SeqCst);
         Stats::push_sample(&self.stats.api_times_ms, self.now_ms());
-        if self.next_count(Counter::Throttle, 0) < self.cfg.faults.force_429 {
+        let forced = match vendor {
+            Vendor::Veridox => self.cfg.faults.force_429,
+            Vendor::Keelvar => self.cfg.keelvar.force_429,
+        };
+        if self.next_count(Counter::Throttle, vendor as u64) < forced {
             self.stats.api_throttled.fetch_add(1, Ordering::SeqCst);
             return Err(Duration::from_secs(self.cfg.faults.retry_after_secs));
         }
-        let Some(rule) = self.cfg.faults.rate_limit else {
+        let Some(rule) = self.rate_rule(vendor) else {
             return Ok((u64::MAX, 0));
         };
         let now = Instant::now();
-        let mut log = lock(&self.api_log);
+        let mut log = lock(match vendor {
+            Vendor::Veridox => &self.veridox_log,
+            Vendor::Keelvar => &self.keelvar_log,
+        });
         while log.front().is_some_and(|t| *t + rule.window <= now) {
             log.pop_front();
         }
@@ -399,9 +477,34 @@ impl Shared {
         Ok((remaining, reset))
     }
 
-    /// A signed URL for `id`, valid from `valid_from_ms` (sandbox clock) for the URL lifetime.
-    pub(crate) fn sign_url(&self, id: &Uuid, valid_from_ms: u64, expired: bool) -> String {
-        let lifetime = self.cfg.faults.url_lifetime.as_millis() as u64;
+    /// Add `RateLimit-Limit/Remaining/Reset` to an answer, where the vendor's rule says so.
+    pub(crate) fn with_rate_headers(
+        &self,
+        vendor: Vendor,
+        mut resp: axum::response::Response,
+        (remaining, reset): (u64, u64),
+    ) -> axum::response::Response {
+        if let Some(rule) = self.rate_rule(vendor)
+            && rule.headers
+        {
+            use axum::http::HeaderValue;
+            let h = resp.headers_mut();
+            h.insert("ratelimit-limit", HeaderValue::from(rule.limit));
+            h.insert("ratelimit-remaining", HeaderValue::from(remaining));
+            h.insert("ratelimit-reset", HeaderValue::from(reset));
+        }
+        resp
+    }
+
+    /// A signed URL for `id`, valid from `valid_from_ms` (sandbox clock) for `lifetime`.
+    pub(crate) fn sign_url(
+        &self,
+        id: &Uuid,
+        valid_from_ms: u64,
+        lifetime: Duration,
+        expired: bool,
+    ) -> String {
+        let lifetime = lifetime.as_millis() as u64;
         let exp = if expired {
             valid_from_ms.saturating_sub(1)
         } else {
@@ -456,10 +559,13 @@ impl Sandbox {
             started: Instant::now(),
             signer: std::hash::RandomState::new(),
             counters: Mutex::new(HashMap::new()),
-            api_log: Mutex::new(VecDeque::new()),
+            veridox_log: Mutex::new(VecDeque::new()),
+            keelvar_log: Mutex::new(VecDeque::new()),
+            jobs: Mutex::new(keelvar::Jobs::default()),
         });
         let stop = CancellationToken::new();
         let api: Router = veridox::routes()
+            .merge(keelvar::routes())
             .route("/_sandbox/stats", axum::routing::get(stats_handler))
             .with_state(shared.clone());
         let file_host: Router = files::routes().with_state(shared.clone());

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Counter, Shared, key_of};
+use super::{Counter, Shared, Vendor, key_of};
 use crate::ids::{IdRule, parse_one};
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -30,7 +30,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 
 /// Rate limit, injected 5xx and key check, in that order. `Ok` carries `RateLimit-*` values.
 fn gate(shared: &Shared, headers: &HeaderMap, fault_key: u64) -> Result<(u64, u64), Box<Response>> {
-    let limits = match shared.admit_api() {
+    let limits = match shared.admit_api(Vendor::Veridox) {
         Ok(l) => l,
         Err(wait) => {
             let mut resp = error(
@@ -79,29 +79,13 @@ fn gate(shared: &Shared, headers: &HeaderMap, fault_key: u64) -> Result<(u64, u6
     }
 }
 
-fn with_rate_headers(
-    shared: &Shared,
-    mut resp: Response,
-    (remaining, reset): (u64, u64),
-) -> Response {
-    if let Some(rule) = shared.cfg.faults.rate_limit
-        && rule.headers
-    {
-        let h = resp.headers_mut();
-        h.insert("ratelimit-limit", HeaderValue::from(rule.limit));
-        h.insert("ratelimit-remaining", HeaderValue::from(remaining));
-        h.insert("ratelimit-reset", HeaderValue::from(reset));
-    }
-    resp
-}
-
 async fn download(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
     let limits = match gate(&shared, &headers, key_of(&body)) {
         Ok(l) => l,
         Err(resp) => return *resp,
     };
     let resp = mint(&shared, &body);
-    with_rate_headers(&shared, resp, limits)
+    shared.with_rate_headers(Vendor::Veridox, resp, limits)
 }
 
 fn mint(shared: &Shared, body: &str) -> Response {
@@ -155,7 +139,7 @@ fn mint(shared: &Shared, body: &str) -> Response {
             Some(f) if !f.denied => {
                 let n = shared.next_count(Counter::Mint, key_of(&id));
                 let expired = n < shared.cfg.faults.expire_first_urls;
-                let url = shared.sign_url(&id, now, expired);
+                let url = shared.sign_url(&id, now, shared.cfg.faults.url_lifetime, expired);
                 let exp_ms = if expired {
                     now
                 } else {
@@ -214,5 +198,5 @@ async fn list(
         })
         .collect();
     let resp = axum::Json(json!({"files": files, "total": all.len()})).into_response();
-    with_rate_headers(&shared, resp, limits)
+    shared.with_rate_headers(Vendor::Veridox, resp, limits)
 }

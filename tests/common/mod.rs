@@ -6,7 +6,8 @@ use std::process::Output;
 
 use assert_cmd::Command;
 use fetchdocs::sandbox::{
-    BackgroundSandbox, Catalog, CatalogFile, DEFAULT_VERIDOX_KEY, Faults, SandboxConfig, uuid_v7,
+    BackgroundSandbox, Catalog, CatalogFile, DEFAULT_VERIDOX_KEY, Faults, KeelvarConfig,
+    SandboxConfig, uuid_v7,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -17,18 +18,37 @@ pub struct Env {
     pub catalog: Catalog,
     pub dir: tempfile::TempDir,
     pub key: String,
+    pub provider: &'static str,
 }
 
 impl Env {
+    /// A Veridox sandbox.
     pub fn new(catalog: Catalog, faults: Faults) -> Env {
-        let mut cfg = SandboxConfig::new(catalog.clone());
+        let mut cfg = SandboxConfig::new(catalog);
         cfg.faults = faults;
-        let key = cfg.veridox_key.clone();
+        Env::start(cfg, "veridox")
+    }
+
+    /// A Keelvar sandbox.
+    pub fn keelvar(catalog: Catalog, faults: Faults, keelvar: KeelvarConfig) -> Env {
+        let mut cfg = SandboxConfig::new(catalog);
+        cfg.faults = faults;
+        cfg.keelvar = keelvar;
+        Env::start(cfg, "keelvar")
+    }
+
+    pub fn start(cfg: SandboxConfig, provider: &'static str) -> Env {
+        let key = match provider {
+            "keelvar" => cfg.keelvar.key.clone(),
+            _ => cfg.veridox_key.clone(),
+        };
+        let catalog = cfg.catalog.clone();
         Env {
             sandbox: BackgroundSandbox::start(cfg).expect("sandbox starts"),
             catalog,
             dir: tempfile::tempdir().expect("tempdir"),
             key,
+            provider,
         }
     }
 
@@ -68,6 +88,7 @@ impl Env {
             "FETCHDOCS_CONCURRENCY",
             "FETCHDOCS_REQUESTS_PER_MINUTE",
             "FETCHDOCS_API_KEY",
+            "FETCHDOCS_JOB_TIMEOUT",
         ] {
             c.env_remove(var);
         }
@@ -76,7 +97,7 @@ impl Env {
             .env("FETCHDOCS_BASE_URL", &self.sandbox.api_url)
             .arg("download")
             .arg("--provider")
-            .arg("veridox")
+            .arg(self.provider)
             .arg("-o")
             .arg(self.out());
         c.timeout(std::time::Duration::from_secs(120));

@@ -1,0 +1,429 @@
+//! Keelvar: an asynchronous job per batch of up to 50 UUIDs, polled until it completes.
+//! `Authorization: Bearer`. The URLs a job mints die 60 s after it completes, so the scheduler
+//! submits a job only when its downloads can start at once (see `pipeline.rs`).
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{MintOutcome, Provider, ProviderKind, RawFile, reconcile};
+use crate::api::{ApiClient, ApiResponse, describe_body};
+use crate::error::ApiError;
+
+/// How often to poll a job: fast at first, backing off to a cap.
+#[derive(Debug, Clone, Copy)]
+pub struct PollPolicy {
+    pub first: Duration,
+    pub factor: f64,
+    pub cap: Duration,
+}
+
+impl Default for PollPolicy {
+    fn default() -> Self {
+        PollPolicy {
+            first: Duration::from_millis(250),
+            factor: 1.5,
+            cap: Duration::from_secs(5),
+        }
+    }
+}
+
+impl PollPolicy {
+    /// The wait before poll number `n` (0-based).
+    pub fn delay(&self, n: u32) -> Duration {
+        self.first
+            .mul_f64(self.factor.powi(n.min(60) as i32))
+            .min(self.cap)
+    }
+}
+
+/// Most times one batch is submitted when its jobs keep failing.
+pub const MAX_SUBMISSIONS: u32 = 3;
+
+pub struct Keelvar {
+    api: ApiClient,
+    job_timeout: Duration,
+    poll: PollPolicy,
+}
+
+impl Keelvar {
+    pub fn new(api: ApiClient, job_timeout: Duration, poll: PollPolicy) -> Self {
+        Keelvar {
+            api,
+            job_timeout,
+            poll,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Job {
+    #[serde(default)]
+    id: Value,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    detail: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Detail {
+    #[serde(default)]
+    data: Vec<DataEntry>,
+    #[serde(default)]
+    errors: Vec<ErrorEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DataEntry {
+    #[serde(default)]
+    file_uuid: Option<String>,
+    #[serde(default)]
+    file_name: Option<String>,
+    #[serde(default)]
+    download_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorEntry {
+    #[serde(default)]
+    file_uuid: Option<String>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// How a job's status reads.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JobState {
+    Completed,
+    /// Terminal, unsuccessful: the batch may be submitted again.
+    Failed(String),
+    Running,
+}
+
+/// `COMPLETED` is success; `FAILED` and other clearly terminal words are failure; anything else
+/// (including `PENDING`, `RUNNING`, or nothing) is still running.
+pub fn job_state(status: Option<&str>) -> JobState {
+    let s = status.unwrap_or("").trim().to_ascii_uppercase();
+    match s.as_str() {
+        "COMPLETED" => JobState::Completed,
+        "FAILED" | "CANCELLED" | "CANCELED" | "ERROR" | "ERRORED" | "ABORTED" | "EXPIRED"
+        | "REJECTED" | "TIMED_OUT" => JobState::Failed(s),
+        _ => JobState::Running,
+    }
+}
+
+/// A Keelvar 400 in words: `file_uuids: must not be empty; request too large`.
+pub fn describe_400(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Body {
+        #[serde(default)]
+        field_errors: serde_json::Map<String, Value>,
+        #[serde(default)]
+        errors: Vec<Value>,
+    }
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match serde_json::from_slice::<Body>(body) {
+        Ok(b) if !b.field_errors.is_empty() || !b.errors.is_empty() => {
+            let mut parts = Vec::new();
+            for (field, msgs) in &b.field_errors {
+                let msgs = match msgs {
+                    Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(", "),
+                    other => text(other),
+                };
+                parts.push(format!("{field}: {msgs}"));
+            }
+            parts.extend(b.errors.iter().map(text));
+            parts.join("; ")
+        }
+        _ => format!("HTTP 400{}", describe_body(body)),
+    }
+}
+
+fn auth_error(resp: &ApiResponse) -> ApiError {
+    let why = if resp.status == StatusCode::UNAUTHORIZED {
+        "no API key reached it (HTTP 401)"
+    } else {
+        "it does not accept this API key (HTTP 403)"
+    };
+    ApiError::Auth(format!(
+        "the Keelvar API refused the credentials: {why}. Put a valid, unexpired key in \
+         FETCHDOCS_API_KEY or the file given to --api-key-file"
+    ))
+}
+
+fn job_id(v: &Value) -> Option<String> {
+    let id = match v {
+        Value::String(s) => s.trim().to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    // The ID goes into a URL path: refuse anything that could step outside `/api/jobs/`.
+    (!id.is_empty()
+        && id.len() <= 200
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && id != "."
+        && id != "..")
+        .then_some(id)
+}
+
+enum JobEnd {
+    Completed(Detail, Instant),
+    Failed(String),
+}
+
+impl Keelvar {
+    async fn submit(&self, ids: &[Uuid]) -> Result<(String, Job), ApiError> {
+        let body = serde_json::json!({ "file_uuids": ids });
+        let resp = self
+            .api
+            .send(
+                Method::POST,
+                "api/jobs/generate-file-download-links",
+                Some(&body),
+            )
+            .await?;
+        match resp.status {
+            s if s.is_success() => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err(auth_error(&resp)),
+            StatusCode::BAD_REQUEST => {
+                return Err(ApiError::Rejected(format!(
+                    "the Keelvar API refused the job: {}",
+                    describe_400(&resp.body)
+                )));
+            }
+            s => {
+                return Err(ApiError::Rejected(format!(
+                    "the Keelvar API refused the job: HTTP {s}{}",
+                    describe_body(&resp.body)
+                )));
+            }
+        }
+        let job: Job = serde_json::from_slice(&resp.body).map_err(|e| {
+            ApiError::Request(format!(
+                "the Keelvar API answered the job submission with something unreadable ({e})"
+            ))
+        })?;
+        let id = job_id(&job.id).ok_or_else(|| {
+            ApiError::Request(
+                "the Keelvar API answered the job submission without a usable job id".into(),
+            )
+        })?;
+        Ok((id, job))
+    }
+
+    /// Poll until the job ends or the deadline passes.
+    async fn wait(
+        &self,
+        id: &str,
+        first: Job,
+        submitted: Instant,
+        deadline: Instant,
+    ) -> Result<JobEnd, ApiError> {
+        let path = format!("api/jobs/{id}");
+        // The job can have completed at any moment after the server last saw it unfinished:
+        // that moment starts the URLs' 60 seconds.
+        let mut last_unfinished = submitted;
+        let mut job = first;
+        let mut n = 0u32;
+        loop {
+            match job_state(job.status.as_deref()) {
+                JobState::Completed => {
+                    let detail = match job.detail.take() {
+                        Some(d) => serde_json::from_value::<Detail>(d).map_err(|e| {
+                            ApiError::Request(format!(
+                                "the completed Keelvar job {id} has an unreadable detail ({e})"
+                            ))
+                        })?,
+                        None => Detail::default(),
+                    };
+                    return Ok(JobEnd::Completed(detail, last_unfinished));
+                }
+                JobState::Failed(status) => {
+                    let why = job
+                        .detail
+                        .as_ref()
+                        .map(|d| match d {
+                            Value::String(s) => format!(": {s}"),
+                            Value::Null => String::new(),
+                            other => format!(
+                                ": {}",
+                                other.to_string().chars().take(200).collect::<String>()
+                            ),
+                        })
+                        .unwrap_or_default();
+                    return Ok(JobEnd::Failed(format!("job {id} ended {status}{why}")));
+                }
+                JobState::Running => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ApiError::Rejected(format!(
+                    "the Keelvar job {id} did not complete within {}s (--job-timeout)",
+                    self.job_timeout.as_secs()
+                )));
+            }
+            // The last poll lands on the deadline itself, not short of it.
+            let wait = self.poll.delay(n).min(deadline - now);
+            n += 1;
+            tokio::time::sleep(wait).await;
+            let sent = Instant::now();
+            let resp = self.api.send(Method::GET, &path, None).await?;
+            match resp.status {
+                s if s.is_success() => {}
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err(auth_error(&resp)),
+                StatusCode::NOT_FOUND | StatusCode::GONE => {
+                    return Ok(JobEnd::Failed(format!(
+                        "job {id} vanished (HTTP {})",
+                        resp.status.as_u16()
+                    )));
+                }
+                s => {
+                    return Err(ApiError::Request(format!(
+                        "polling Keelvar job {id}: HTTP {s}{}",
+                        describe_body(&resp.body)
+                    )));
+                }
+            }
+            let next: Job = serde_json::from_slice(&resp.body).map_err(|e| {
+                ApiError::Request(format!("polling Keelvar job {id}: unreadable answer ({e})"))
+            })?;
+            if job_state(next.status.as_deref()) == JobState::Running {
+                last_unfinished = sent;
+            }
+            job = next;
+        }
+    }
+}
+
+impl Provider for Keelvar {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Keelvar
+    }
+
+    fn next_request_delay(&self) -> Duration {
+        self.api.limiter().delay()
+    }
+
+    async fn mint(&self, ids: Vec<Uuid>) -> Result<MintOutcome, ApiError> {
+        let mut last_failure = String::new();
+        for attempt in 1..=MAX_SUBMISSIONS {
+            let submitted = Instant::now();
+            let deadline = submitted + self.job_timeout;
+            let (id, job) = self.submit(&ids).await?;
+            self.api.ui().debug(&format!(
+                "Keelvar job {id} submitted for {} file(s)",
+                ids.len()
+            ));
+            match self.wait(&id, job, submitted, deadline).await? {
+                JobEnd::Completed(detail, issued) => {
+                    let lifetime = ProviderKind::Keelvar.url_lifetime();
+                    let files = detail
+                        .data
+                        .into_iter()
+                        .filter_map(|d| {
+                            Some(RawFile {
+                                id: d.file_uuid?,
+                                url: d.download_url.unwrap_or_default(),
+                                label: d.file_name,
+                                issued,
+                                expires: Some(issued + lifetime),
+                            })
+                        })
+                        .collect();
+                    let errors = detail
+                        .errors
+                        .into_iter()
+                        .filter_map(|e| {
+                            let reason = match e.error {
+                                Some(Value::String(s)) => s,
+                                Some(other) => other.to_string(),
+                                None => String::new(),
+                            };
+                            Some((e.file_uuid?, reason))
+                        })
+                        .collect();
+                    return Ok(reconcile(&ids, files, errors, self.api.ui()));
+                }
+                JobEnd::Failed(why) => {
+                    self.api.ui().verbose(&format!(
+                        "{why}; {}",
+                        if attempt < MAX_SUBMISSIONS {
+                            "submitting the batch again"
+                        } else {
+                            "giving up on it"
+                        }
+                    ));
+                    last_failure = why;
+                }
+            }
+        }
+        Err(ApiError::Rejected(format!(
+            "the Keelvar job failed {MAX_SUBMISSIONS} times (last: {last_failure})"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(job_state(Some("COMPLETED")), JobState::Completed);
+        assert_eq!(job_state(Some("completed")), JobState::Completed);
+        assert!(matches!(job_state(Some("FAILED")), JobState::Failed(_)));
+        assert!(matches!(job_state(Some("Cancelled")), JobState::Failed(_)));
+        for running in [
+            Some("PENDING"),
+            Some("RUNNING"),
+            Some("QUEUED"),
+            None,
+            Some(""),
+        ] {
+            assert_eq!(job_state(running), JobState::Running, "{running:?}");
+        }
+    }
+
+    #[test]
+    fn poll_backs_off_to_a_cap() {
+        let p = PollPolicy::default();
+        assert_eq!(p.delay(0), Duration::from_millis(250));
+        assert!(p.delay(1) > p.delay(0));
+        assert_eq!(p.delay(30), Duration::from_secs(5));
+        assert_eq!(p.delay(u32::MAX), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_request_in_words() {
+        let body = br#"{"field_errors": {"file_uuids": ["must hold 1 to 50 items"]}, "errors": ["try again"]}"#;
+        assert_eq!(
+            describe_400(body),
+            "file_uuids: must hold 1 to 50 items; try again"
+        );
+        assert_eq!(describe_400(br#"{"errors": ["nope"]}"#), "nope");
+        assert_eq!(describe_400(b"<html>"), "HTTP 400: <html>");
+    }
+
+    #[test]
+    fn job_ids_cannot_escape_the_jobs_path() {
+        assert_eq!(
+            job_id(&serde_json::json!("abc-123")),
+            Some("abc-123".into())
+        );
+        assert_eq!(job_id(&serde_json::json!(42)), Some("42".into()));
+        assert_eq!(job_id(&serde_json::json!("../files")), None);
+        assert_eq!(job_id(&serde_json::json!("a/b")), None);
+        assert_eq!(job_id(&serde_json::json!("..")), None);
+        assert_eq!(job_id(&serde_json::json!(null)), None);
+    }
+}

@@ -1,0 +1,226 @@
+//! Keelvar: jobs, polling, URLs that die soon after their job completes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use fetchdocs::sandbox::{Catalog, Faults, KeelvarConfig, RateRule};
+
+fn keelvar(polls: u32) -> KeelvarConfig {
+    KeelvarConfig {
+        polls_to_complete: polls,
+        ..KeelvarConfig::default()
+    }
+}
+
+#[test]
+fn downloads_every_file_through_jobs_of_at_most_50() {
+    let env = Env::keelvar(Catalog::generate(130, 21), Faults::default(), keelvar(2));
+    let (out, report) = env.run(&env.all_ids(), &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (130, 130, 0, 0));
+    assert_eq!(report["provider"], "keelvar");
+    env.assert_intact(&report);
+    let s = env.sandbox.stats();
+    assert!(s.max_batch <= 50, "{s:?}");
+    assert!(s.jobs_submitted >= 3, "{s:?}");
+    assert!(
+        s.job_polls >= 2 * s.jobs_submitted,
+        "every job was polled: {s:?}"
+    );
+    assert_eq!(s.file_requests_with_credentials, 0, "{s:?}");
+    assert_eq!(s.expired_hits, 0, "{s:?}");
+}
+
+#[test]
+fn any_uuid_version_is_accepted() {
+    let env = Env::keelvar(Catalog::generate(1, 1), Faults::default(), keelvar(1));
+    let ids_file = env.path("ids.txt");
+    std::fs::write(
+        &ids_file,
+        format!(
+            "{}\n550e8400-e29b-41d4-a716-446655440000\n",
+            env.all_ids()[0]
+        ),
+    )
+    .unwrap();
+    let out = env.cmd().arg("--ids").arg(&ids_file).output().unwrap();
+    // The v4 UUID is valid input for Keelvar, and unknown to the sandbox: a per-file failure.
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("not_found"), "{}", stderr(&out));
+}
+
+/// The scenario this tool exists for: URLs that die 2 s after their job completes, downloads
+/// that take about a second each, and only 2 at a time. Every file must arrive, -j must hold,
+/// and expired URLs must stay few: the scheduler mints only for slots about to free, and learns
+/// the real lifetime from the first 403 rather than from the documentation.
+#[test]
+fn short_lived_urls_with_slow_downloads_and_small_concurrency() {
+    let faults = Faults {
+        slow_body_bps: 100_000,
+        ..Faults::default()
+    };
+    let kcfg = KeelvarConfig {
+        url_lifetime: Duration::from_secs(2),
+        ..keelvar(1)
+    };
+    let files = (0..16)
+        .map(|i| file(i + 1, &format!("scan{i}.jpg"), 60_000 + i * 5_000))
+        .collect();
+    let env = Env::keelvar(Catalog::new(files), faults, kcfg);
+    let (out, report) = env.run(&env.all_ids(), &["-j", "2", "-v"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (16, 16, 0, 0));
+    env.assert_intact(&report);
+    let s = env.sandbox.stats();
+    assert!(s.file_max_in_flight <= 2, "{s:?}");
+    // The stated bound: at most 2 × -j URLs ever die before use.
+    assert!(
+        s.expired_hits <= 4,
+        "{} expired hits: {s:?}",
+        s.expired_hits
+    );
+}
+
+#[test]
+fn a_failed_job_is_submitted_again() {
+    let kcfg = KeelvarConfig {
+        fail_first_jobs: 1,
+        ..keelvar(1)
+    };
+    let env = Env::keelvar(Catalog::generate(10, 4), Faults::default(), kcfg);
+    let (out, report) = env.run(&env.all_ids(), &["-j", "10"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (10, 10, 0, 0));
+    env.assert_intact(&report);
+    let s = env.sandbox.stats();
+    assert_eq!(s.jobs_failed, 1, "{s:?}");
+    assert_eq!(s.jobs_submitted, 2, "{s:?}");
+}
+
+#[test]
+fn jobs_that_keep_failing_end_in_per_file_failures() {
+    let kcfg = KeelvarConfig {
+        fail_first_jobs: 1000,
+        ..keelvar(1)
+    };
+    let env = Env::keelvar(Catalog::generate(3, 4), Faults::default(), kcfg);
+    let (out, report) = env.run(&env.all_ids(), &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(summary(&report), (3, 0, 0, 3));
+    let e = report["files"][0]["error"].as_str().unwrap();
+    assert!(e.contains("failed 3 times") && e.contains("FAILED"), "{e}");
+    assert_eq!(
+        env.sandbox.stats().jobs_submitted,
+        3,
+        "bounded resubmission"
+    );
+}
+
+#[test]
+fn a_job_that_never_completes_times_out_into_per_file_failures() {
+    let kcfg = KeelvarConfig {
+        never_complete: true,
+        ..keelvar(1)
+    };
+    let env = Env::keelvar(Catalog::generate(4, 4), Faults::default(), kcfg);
+    let (out, report) = env.run(&env.all_ids(), &["--job-timeout", "2"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(summary(&report), (4, 0, 0, 4));
+    let e = report["files"][0]["error"].as_str().unwrap();
+    assert!(e.contains("did not complete within 2s"), "{e}");
+}
+
+#[test]
+fn partial_errors_carry_the_vendors_reason() {
+    let mut catalog = Catalog::generate(6, 4);
+    let denied = catalog.files()[1].id;
+    catalog.deny(&denied);
+    let env = Env::keelvar(catalog, Faults::default(), keelvar(1));
+    let mut ids = env.all_ids();
+    let ghost = unknown_id(7);
+    ids.push(ghost);
+    let (out, report) = env.run(&ids, &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(summary(&report), (7, 5, 0, 2));
+    env.assert_intact(&report);
+    let files = report["files"].as_array().unwrap();
+    assert_eq!(files[1]["error"], "permission_denied");
+    assert_eq!(files[6]["error"], "not_found");
+}
+
+#[test]
+fn wrong_key_is_a_403_with_an_empty_body_and_exits_3() {
+    let env = Env::keelvar(Catalog::generate(3, 4), Faults::default(), keelvar(1));
+    let ids = env.ids_file(&env.all_ids());
+    let out = env
+        .cmd()
+        .env("FETCHDOCS_API_KEY", "klv_not_the_key")
+        .arg("--ids")
+        .arg(ids)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("HTTP 403") && err.contains("FETCHDOCS_API_KEY"),
+        "{err}"
+    );
+    assert!(!err.contains("klv_not_the_key"));
+}
+
+#[test]
+fn no_key_reaching_the_api_is_a_401_and_exits_3() {
+    let kcfg = KeelvarConfig {
+        strip_auth: true,
+        ..keelvar(1)
+    };
+    let env = Env::keelvar(Catalog::generate(3, 4), Faults::default(), kcfg);
+    let ids = env.ids_file(&env.all_ids());
+    let out = env.cmd().arg("--ids").arg(ids).output().unwrap();
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("HTTP 401"), "{}", stderr(&out));
+}
+
+#[test]
+fn retry_after_on_429_is_honoured_by_submissions_and_polls() {
+    let faults = Faults {
+        retry_after_secs: 2,
+        ..Faults::default()
+    };
+    let kcfg = KeelvarConfig {
+        force_429: 1,
+        ..keelvar(1)
+    };
+    let env = Env::keelvar(Catalog::generate(5, 4), faults, kcfg);
+    let (out, report) = env.run(&env.all_ids(), &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    env.assert_intact(&report);
+    let s = env.sandbox.stats();
+    assert_eq!(s.api_throttled, 1, "{s:?}");
+    let gap = s.api_times_ms[1] - s.api_times_ms[0];
+    assert!(gap >= 2000, "waited only {gap} ms");
+}
+
+#[test]
+fn ratelimit_headers_keep_jobs_and_polls_free_of_429s() {
+    let kcfg = KeelvarConfig {
+        rate_limit: Some(RateRule {
+            limit: 4,
+            window: Duration::from_secs(2),
+            headers: true,
+        }),
+        ..keelvar(2)
+    };
+    let env = Env::keelvar(Catalog::generate(120, 4), Faults::default(), kcfg);
+    let (out, report) = env.run(
+        &env.all_ids(),
+        &["--requests-per-minute", "600", "-j", "50"],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    env.assert_intact(&report);
+    let s = env.sandbox.stats();
+    assert_eq!(s.api_throttled, 0, "{s:?}");
+    assert!(s.api_requests > 4, "{s:?}");
+}
