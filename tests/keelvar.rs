@@ -224,3 +224,33 @@ fn ratelimit_headers_keep_jobs_and_polls_free_of_429s() {
     assert_eq!(s.api_throttled, 0, "{s:?}");
     assert!(s.api_requests > 4, "{s:?}");
 }
+
+/// A cut mid-file, and by the time of the retry the job's URL has died: a new job for just that
+/// ID, and the download resumes from the bytes on disk instead of starting over.
+#[test]
+fn a_url_that_dies_mid_file_costs_only_the_rest_of_the_file() {
+    let faults = Faults {
+        slow_body_bps: 100_000,
+        cut_percent: 100,
+        max_per_item: 1,
+        ..Faults::default()
+    };
+    let kcfg = KeelvarConfig {
+        url_lifetime: Duration::from_secs(1),
+        ..keelvar(1)
+    };
+    let files = vec![file(1, "big-a.pdf", 300_000), file(2, "big-b.pdf", 300_000)];
+    let env = Env::keelvar(Catalog::new(files), faults, kcfg);
+    let (out, report) = env.run(&env.all_ids(), &["-j", "2"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    env.assert_intact(&report);
+    let s = env.sandbox.stats();
+    assert_eq!(s.file_cuts, 2, "{s:?}");
+    assert!(s.expired_hits >= 1, "the URLs died before the retry: {s:?}");
+    assert!(s.jobs_submitted >= 2, "re-minted by a new job: {s:?}");
+    assert!(s.range_requests >= 2, "resumed with Range: {s:?}");
+    assert!(
+        s.bytes_served <= 600_000 + 20_000,
+        "only the rest was fetched: {s:?}"
+    );
+}

@@ -1,0 +1,83 @@
+//! The API key goes to the API host only: never to the file host, never into output.
+
+mod common;
+
+use common::*;
+use fetchdocs::sandbox::{Catalog, Faults, KeelvarConfig};
+
+fn assert_nowhere(env: &Env, secret: &str, out: &std::process::Output) {
+    assert!(!stderr(out).contains(secret), "key on stderr");
+    assert!(!stdout(out).contains(secret), "key on stdout");
+    if let Ok(report) = std::fs::read_to_string(env.path("report.json")) {
+        assert!(!report.contains(secret), "key in the report");
+    }
+    for entry in walk(&env.out()) {
+        if let Ok(text) = std::fs::read(&entry) {
+            let text = String::from_utf8_lossy(&text);
+            assert!(!text.contains(secret), "key in {}", entry.display());
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn veridox_key_stays_secret_even_at_debug_verbosity() {
+    let faults = Faults {
+        api_5xx_percent: 100,
+        file_5xx_percent: 100,
+        max_per_item: 1,
+        ..Faults::default()
+    };
+    let env = Env::new(Catalog::generate(8, 2), faults);
+    let (out, report) = env.run(&env.all_ids(), &["-vv", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    env.assert_intact(&report);
+    assert_nowhere(&env, &env.key, &out);
+    assert_eq!(env.sandbox.stats().file_requests_with_credentials, 0);
+}
+
+#[test]
+fn keelvar_key_stays_secret_even_at_debug_verbosity() {
+    let env = Env::keelvar(
+        Catalog::generate(8, 2),
+        Faults::default(),
+        KeelvarConfig::default(),
+    );
+    let (out, report) = env.run(&env.all_ids(), &["-vv", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    env.assert_intact(&report);
+    assert_nowhere(&env, &env.key, &out);
+    assert_eq!(env.sandbox.stats().file_requests_with_credentials, 0);
+}
+
+#[test]
+fn a_refused_key_is_not_echoed() {
+    let env = Env::generated(2);
+    let ids = env.ids_file(&env.all_ids());
+    let secret = "vdx_THIS_IS_SECRET_42";
+    let out = env
+        .cmd()
+        .env("FETCHDOCS_API_KEY", secret)
+        .arg("--ids")
+        .arg(ids)
+        .args(["-vv", "--report"])
+        .arg(env.path("report.json"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3);
+    assert_nowhere(&env, secret, &out);
+}
