@@ -56,6 +56,7 @@ impl ApiClient {
         style: AuthStyle,
         limiter: Arc<RateLimiter>,
         backoff: Backoff,
+        read_timeout: Duration,
         ui: Arc<Ui>,
     ) -> Result<Self, String> {
         let (name, value) = match style {
@@ -76,6 +77,7 @@ impl ApiClient {
             // Never follow redirects with the key: a redirect could carry it to another host.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(15))
+            .read_timeout(read_timeout)
             .timeout(API_TIMEOUT)
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;

@@ -14,6 +14,7 @@ use crate::config::{ApiKey, Config, IdSource, Verbosity};
 use crate::download::{DownloadPolicy, file_host_client};
 use crate::error::{Exit, Fatal};
 use crate::ids::{self, IdList};
+use crate::lock::{DirLock, LockError};
 use crate::naming::NameRegistry;
 use crate::pipeline::{Item, Pipeline};
 use crate::progress::Ui;
@@ -90,6 +91,18 @@ pub async fn download_with(
         None => read_ids(&cfg.ids, cfg.provider)?,
     };
     prepare_output_dir(&cfg.output_dir)?;
+    let _lock = DirLock::acquire(&cfg.output_dir).map_err(|e| match e {
+        LockError::Held(pid) => Fatal::Locked(format!(
+            "another fetchdocs run ({}) is using {}; nothing was done. Wait for it to finish, \
+             or stop it",
+            pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}")),
+            cfg.output_dir.display()
+        )),
+        LockError::Io(e) => Fatal::Usage(format!(
+            "cannot use the output directory {}: {e}",
+            cfg.output_dir.display()
+        )),
+    })?;
     let mut state = State::open(&cfg.output_dir).map_err(|e| {
         Fatal::Usage(format!(
             "cannot use the output directory {}: {e}",
@@ -113,8 +126,8 @@ pub async fn download_with(
 
     let mut recorder = Recorder::new(cfg.provider.name(), &list.ids, cfg.json, cfg.dry_run);
     let mut names = NameRegistry::default();
-    for rec in state.records() {
-        names.claim(&rec.path, rec.id);
+    for (id, name) in state.names() {
+        names.claim(name, *id);
     }
     let mut work = Vec::new();
     let mut skipped = 0u64;
@@ -209,7 +222,7 @@ async fn run_pipeline(
         &cfg.provider.rate_limits(cfg.requests_per_minute),
     ));
     let backoff = Backoff::default();
-    let files = file_host_client()
+    let files = file_host_client(cfg.read_timeout)
         .map_err(|e| Fatal::Local(format!("cannot set up the HTTP client: {e}")))?;
     let policy = DownloadPolicy { backoff };
     match cfg.provider {
@@ -220,6 +233,7 @@ async fn run_pipeline(
                 AuthStyle::XApiKey,
                 limiter,
                 backoff,
+                cfg.read_timeout,
                 ui.clone(),
             )
             .map_err(Fatal::Usage)?;
@@ -236,6 +250,7 @@ async fn run_pipeline(
                 AuthStyle::Bearer,
                 limiter,
                 backoff,
+                cfg.read_timeout,
                 ui.clone(),
             )
             .map_err(Fatal::Usage)?;
@@ -548,6 +563,7 @@ fn demo_config(
         dry_run: false,
         force: false,
         job_timeout: std::time::Duration::from_secs(600),
+        read_timeout: std::time::Duration::from_secs(30),
         progress_bars: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     })
 }

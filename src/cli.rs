@@ -103,6 +103,11 @@ pub struct DownloadArgs {
     #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
 
+    /// A download (or API answer) that sends nothing for this long is cut and retried.
+    #[arg(long, env = "FETCHDOCS_READ_TIMEOUT", value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub read_timeout: u64,
+
     /// Keelvar: how long one job may take before its files fail.
     #[arg(long, env = "FETCHDOCS_JOB_TIMEOUT", value_name = "SECONDS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]

@@ -89,6 +89,8 @@ pub struct Config {
     pub force: bool,
     /// Keelvar: the longest one job may take.
     pub job_timeout: std::time::Duration,
+    /// The longest a body may stall before it is cut and retried.
+    pub read_timeout: std::time::Duration,
     /// Show progress bars (stderr is a terminal and not quiet).
     pub progress_bars: bool,
 }
@@ -147,6 +149,7 @@ impl Config {
             dry_run: args.dry_run,
             force: args.force,
             job_timeout: std::time::Duration::from_secs(args.job_timeout),
+            read_timeout: std::time::Duration::from_secs(args.read_timeout),
             progress_bars: verbosity != Verbosity::Quiet && std::io::stderr().is_terminal(),
         })
     }

@@ -12,6 +12,7 @@ use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{describe_body, error_chain};
 use crate::progress::FileBar;
@@ -28,12 +29,12 @@ pub struct DownloadPolicy {
 }
 
 /// The client for file hosts: no API key, no `Authorization`, nothing but the signed URL.
-pub fn file_host_client() -> reqwest::Result<reqwest::Client> {
+/// A body that sends nothing for `read_timeout` is cut (and resumed by the retry).
+pub fn file_host_client(read_timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(concat!("fetchdocs/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))
-        // A body that stalls this long is cut and resumed.
-        .read_timeout(Duration::from_secs(30))
+        .read_timeout(read_timeout)
         .redirect(reqwest::redirect::Policy::limited(5))
         .build()
 }
@@ -82,6 +83,8 @@ pub struct FileJob {
     pub dest: PathBuf,
     pub progress: Arc<Progress>,
     pub bar: FileBar,
+    /// Cancelled on Ctrl-C: stop, flush what arrived, and return [`Outcome::Cancelled`].
+    pub cancel: CancellationToken,
 }
 
 /// How one download ended.
@@ -95,6 +98,11 @@ pub enum Outcome {
         requested_at: Instant,
     },
     Failed(String),
+    /// The local disk refused the data in a way that will fail every other file too (full,
+    /// read-only, over quota). The temporary file is removed.
+    StorageFailed(String),
+    /// Stopped by Ctrl-C; what arrived is on disk for the next run.
+    Cancelled,
 }
 
 enum AttemptError {
@@ -102,6 +110,14 @@ enum AttemptError {
     /// Worth retrying with the same URL, after a wait (the server's `Retry-After` if it gave one).
     Transient(String, Option<Duration>),
     Final(String),
+    Storage(String),
+    Cancelled,
+}
+
+/// Errors that will fail every file written to this disk, not just this one.
+pub fn is_storage_wide(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(kind, StorageFull | ReadOnlyFilesystem | QuotaExceeded)
 }
 
 /// Fetch one file, retrying transient failures with backoff.
@@ -120,6 +136,11 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
             }
             Err(AttemptError::Expired(at)) => return Outcome::Expired { requested_at: at },
             Err(AttemptError::Final(reason)) => return Outcome::Failed(reason),
+            Err(AttemptError::Storage(reason)) => {
+                remove(&job.part).await;
+                return Outcome::StorageFailed(reason);
+            }
+            Err(AttemptError::Cancelled) => return Outcome::Cancelled,
             Err(AttemptError::Transient(reason, server_wait)) => {
                 failures += 1;
                 if failures > policy.backoff.max_retries {
@@ -131,7 +152,10 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
                     .unwrap_or_default()
                     .min(retry::MAX_RETRY_AFTER)
                     .max(policy.backoff.delay(failures));
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = job.cancel.cancelled() => return Outcome::Cancelled,
+                    _ = tokio::time::sleep(wait) => {}
+                }
             }
         }
     }
@@ -171,16 +195,28 @@ pub fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
 }
 
 async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<u64, AttemptError> {
-    let have = tokio::fs::metadata(&job.part)
-        .await
-        .map(|m| m.len())
-        .unwrap_or(0);
+    // Never write through a link planted where the temporary file goes: it could point outside
+    // the output directory.
+    let have = match tokio::fs::symlink_metadata(&job.part).await {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(_) => {
+            tokio::fs::remove_file(&job.part)
+                .await
+                .map_err(|e| local_error(&job.part, e))?;
+            0
+        }
+        Err(_) => 0,
+    };
     let mut req = client.get(job.url.clone());
     if have > 0 {
         req = req.header(RANGE, format!("bytes={have}-"));
     }
     let requested_at = Instant::now();
-    let resp = req.send().await.map_err(|e| {
+    let resp = tokio::select! {
+        _ = job.cancel.cancelled() => return Err(AttemptError::Cancelled),
+        r = req.send() => r,
+    };
+    let resp = resp.map_err(|e| {
         let transient = retry::is_transient_reqwest(&e);
         let msg = format!("file host: {}", error_chain(&e.without_url()));
         if transient {
@@ -259,7 +295,17 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<u64, Attempt
     let mut written = start;
     let mut stream = resp.bytes_stream();
     let mut cut: Option<String> = None;
-    while let Some(chunk) = stream.next().await {
+    let mut cancelled = false;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = job.cancel.cancelled() => {
+                cancelled = true;
+                break;
+            }
+            next = stream.next() => next,
+        };
+        let Some(chunk) = next else { break };
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
@@ -290,6 +336,10 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<u64, Attempt
     // Keep whatever arrived, durable, so that the next attempt resumes from it.
     out.flush().await.map_err(|e| local_error(&job.part, e))?;
     drop(out);
+    if cancelled {
+        let _ = file.sync_data().await;
+        return Err(AttemptError::Cancelled);
+    }
     if let Some(reason) = cut {
         return Err(AttemptError::Transient(reason, None));
     }
@@ -308,7 +358,12 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<u64, Attempt
 }
 
 fn local_error(path: &Path, e: std::io::Error) -> AttemptError {
-    AttemptError::Final(format!("cannot write {}: {e}", path.display()))
+    let msg = format!("cannot write {}: {e}", path.display());
+    if is_storage_wide(e.kind()) {
+        AttemptError::Storage(msg)
+    } else {
+        AttemptError::Final(msg)
+    }
 }
 
 async fn remove(path: &Path) {

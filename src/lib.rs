@@ -12,6 +12,7 @@ pub mod config;
 pub mod download;
 pub mod error;
 pub mod ids;
+pub mod lock;
 pub mod naming;
 pub mod pipeline;
 pub mod progress;

@@ -57,6 +57,8 @@ pub const MAX_MINTS_PER_FILE: u32 = 8;
 pub const MAX_EXPIRATIONS_PER_FILE: u32 = 5;
 /// Longest horizon for minting ahead of free slots.
 const MAX_HORIZON: Duration = Duration::from_secs(30);
+/// How long in-flight downloads get to flush their data after Ctrl-C before they are aborted.
+const WIND_DOWN: Duration = Duration::from_millis(1500);
 /// The shortest URL lifetime the scheduler will assume after seeing URLs expire.
 const MIN_LIFETIME: Duration = Duration::from_millis(500);
 /// How often the scheduler re-evaluates when nothing else happens.
@@ -293,7 +295,7 @@ impl<P: Provider> Pipeline<'_, P> {
             let event = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => {
-                    tasks.abort_all();
+                    self.wind_down(&mut tasks, &mut finished).await;
                     self.ui.finish();
                     self.recorder.fail_unfinished("interrupted before this file was finished");
                     return Err(Fatal::Interrupted);
@@ -420,27 +422,7 @@ impl<P: Provider> Pipeline<'_, P> {
                                 completions.pop_front();
                             }
                             completions.push_back(Instant::now());
-                            if let Err(e) = self.state.record(Record {
-                                id: item.id,
-                                path: name.clone(),
-                                bytes,
-                            }) {
-                                self.ui.warn(&format!(
-                                    "{name} is complete but could not be recorded as done ({e}); \
-                                     the next run will download it again"
-                                ));
-                            }
-                            self.ui
-                                .verbose(&format!("downloaded {name} ({})", human_bytes(bytes)));
-                            self.recorder.finish(FileEntry {
-                                id: item.id,
-                                status: Status::Downloaded,
-                                path: Some(name),
-                                bytes: Some(bytes),
-                                error: None,
-                            });
-                            finished += 1;
-                            self.ui.file_finished();
+                            self.complete(&item, name, bytes, &mut finished);
                         }
                         Outcome::Expired { requested_at } => {
                             stats.expired_hits += 1;
@@ -474,6 +456,21 @@ impl<P: Provider> Pipeline<'_, P> {
                         Outcome::Failed(reason) => {
                             self.fail(&item, &reason, &mut finished, &mut failed);
                         }
+                        // Only after a cancel, which the select above handles first.
+                        Outcome::Cancelled => {}
+                        Outcome::StorageFailed(reason) => {
+                            // Every other file would fail the same way: stop here, cleanly.
+                            self.fail(&item, &reason, &mut finished, &mut failed);
+                            tasks.abort_all();
+                            self.ui.finish();
+                            self.recorder.fail_unfinished(
+                                "not attempted: the run stopped because the disk refused data",
+                            );
+                            return Err(Fatal::Local(format!(
+                                "{reason}; stopping the run (free space or fix the output \
+                                 directory, then run again: finished files are kept)"
+                            )));
+                        }
                     }
                 }
             }
@@ -483,6 +480,53 @@ impl<P: Provider> Pipeline<'_, P> {
         self.recorder
             .fail_unfinished("internal error: this file was lost track of");
         Ok(stats)
+    }
+
+    /// After a cancel: give in-flight downloads up to [`WIND_DOWN`] to flush their partial data
+    /// (and record any that finished), then abort whatever is left.
+    async fn wind_down(&mut self, tasks: &mut JoinSet<Done>, finished: &mut usize) {
+        let deadline = Instant::now() + WIND_DOWN;
+        while !tasks.is_empty() {
+            let joined = tokio::select! {
+                j = tasks.join_next() => j,
+                _ = tokio::time::sleep_until(deadline) => break,
+            };
+            if let Some(Ok(Done::File {
+                item,
+                name,
+                outcome: Outcome::Done { bytes },
+                ..
+            })) = joined
+            {
+                self.complete(&item, name, bytes, finished);
+            }
+        }
+        tasks.abort_all();
+    }
+
+    /// A file is durable under its final name: record it and report it.
+    fn complete(&mut self, item: &Item, name: String, bytes: u64, finished: &mut usize) {
+        if let Err(e) = self.state.record(Record {
+            id: item.id,
+            path: name.clone(),
+            bytes,
+        }) {
+            self.ui.warn(&format!(
+                "{name} is complete but could not be recorded as done ({e}); \
+                 the next run will download it again"
+            ));
+        }
+        self.ui
+            .verbose(&format!("downloaded {name} ({})", human_bytes(bytes)));
+        self.recorder.finish(FileEntry {
+            id: item.id,
+            status: Status::Downloaded,
+            path: Some(name),
+            bytes: Some(bytes),
+            error: None,
+        });
+        *finished += 1;
+        self.ui.file_finished();
     }
 
     fn name_for(&mut self, item: &mut Item, label: &str) -> String {
@@ -510,6 +554,13 @@ impl<P: Provider> Pipeline<'_, P> {
             ..
         } = r;
         let name = self.name_for(&mut item, &label);
+        // The name is this ID's from now on, durably, before a byte is written under it.
+        if let Err(e) = self.state.claim(item.id, &name) {
+            self.ui.warn(&format!(
+                "cannot record the name {name} for {} ({e}); a crash now could leave a duplicate",
+                item.id
+            ));
+        }
         let progress = Progress::new();
         active.insert(item.id, progress.clone());
         let job = FileJob {
@@ -518,6 +569,7 @@ impl<P: Provider> Pipeline<'_, P> {
             dest: self.output_dir.join(&name),
             progress,
             bar: self.ui.file_bar(&name),
+            cancel: self.cancel.child_token(),
         };
         let client = self.files.clone();
         let policy = self.policy;

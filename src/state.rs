@@ -1,9 +1,17 @@
 //! What earlier runs completed, so that re-runs skip them without a request.
 //!
 //! The record lives in the output directory (`.fetchdocs/completed.jsonl`), one JSON object per
-//! line, appended and synced after the file itself is durable. A line torn by a crash is ignored
-//! on reading; the file is compacted (written aside, synced, renamed) when it has grown well past
-//! what it describes. Partial downloads live in `.fetchdocs/partial/<id>.part`.
+//! line, of two kinds:
+//!
+//! * a *claim* `{"id", "path"}`, appended and synced before the download of `id` starts: the
+//!   name belongs to that ID from then on, so that a crash between renaming a file into place and
+//!   recording it cannot make the next run choose another name and leave a duplicate;
+//! * a *completion* `{"id", "path", "bytes"}`, appended and synced after the file is durable
+//!   under its final name.
+//!
+//! A line torn by a crash is ignored on reading; the file is compacted (written aside, synced,
+//! renamed) when it has grown well past what it describes. Partial downloads live in
+//! `.fetchdocs/partial/<id>.part`.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -19,7 +27,7 @@ const COMPLETED: &str = "completed.jsonl";
 const PARTIAL: &str = "partial";
 
 /// One completed file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub id: Uuid,
     /// Relative to the output directory.
@@ -27,11 +35,22 @@ pub struct Record {
     pub bytes: u64,
 }
 
+/// A line of the record file: a claim (no `bytes`) or a completion.
+#[derive(Debug, Serialize, Deserialize)]
+struct Line {
+    id: Uuid,
+    path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+}
+
 /// The state of one output directory.
 pub struct State {
     output_dir: PathBuf,
     dir: PathBuf,
     completed: HashMap<Uuid, Record>,
+    /// The name each ID owns (claimed or completed).
+    names: HashMap<Uuid, String>,
     log: File,
     /// Torn or unreadable lines found when loading.
     pub skipped_lines: usize,
@@ -44,6 +63,7 @@ impl State {
         fs::create_dir_all(dir.join(PARTIAL))?;
         let path = dir.join(COMPLETED);
         let mut completed = HashMap::new();
+        let mut names = HashMap::new();
         let mut lines = 0usize;
         let mut skipped_lines = 0usize;
         let mut torn_tail = false;
@@ -55,9 +75,23 @@ impl State {
                         continue;
                     }
                     lines += 1;
-                    match serde_json::from_slice::<Record>(line) {
-                        Ok(rec) if is_plain_name(&rec.path) => {
-                            completed.insert(rec.id, rec);
+                    match serde_json::from_slice::<Line>(line) {
+                        Ok(l) if is_plain_name(&l.path) => {
+                            if names.get(&l.id) != Some(&l.path) {
+                                // A new name for this ID: an older completion is void.
+                                completed.remove(&l.id);
+                            }
+                            names.insert(l.id, l.path.clone());
+                            if let Some(bytes) = l.bytes {
+                                completed.insert(
+                                    l.id,
+                                    Record {
+                                        id: l.id,
+                                        path: l.path,
+                                        bytes,
+                                    },
+                                );
+                            }
                         }
                         _ => skipped_lines += 1,
                     }
@@ -67,14 +101,15 @@ impl State {
             Err(e) => return Err(e),
         }
         // Appending after a torn tail would glue two records together: rewrite first.
-        if torn_tail || skipped_lines > 0 || lines > 2 * completed.len() + 1000 {
-            rewrite(&path, completed.values())?;
+        if torn_tail || skipped_lines > 0 || lines > 2 * names.len() + 1000 {
+            rewrite(&path, &names, &completed)?;
         }
         let log = OpenOptions::new().create(true).append(true).open(&path)?;
         Ok(State {
             output_dir: output_dir.to_path_buf(),
             dir,
             completed,
+            names,
             log,
             skipped_lines,
         })
@@ -87,14 +122,31 @@ impl State {
         (meta.is_file() && meta.len() == rec.bytes).then_some(rec)
     }
 
-    /// The name an earlier run saved `id` under, whether or not the file is still there.
+    /// The name `id` owns from an earlier run (claimed or completed), whether or not the file is
+    /// still there.
     pub fn previous_name(&self, id: &Uuid) -> Option<&str> {
-        self.completed.get(id).map(|r| r.path.as_str())
+        self.names.get(id).map(String::as_str)
     }
 
-    /// Every recorded (id, name), for reserving names.
-    pub fn records(&self) -> impl Iterator<Item = &Record> {
-        self.completed.values()
+    /// Every (id, name) owned, for reserving names.
+    pub fn names(&self) -> impl Iterator<Item = (&Uuid, &str)> {
+        self.names.iter().map(|(id, n)| (id, n.as_str()))
+    }
+
+    /// Claim `name` for `id`, durably, before anything is written under it.
+    pub fn claim(&mut self, id: Uuid, name: &str) -> io::Result<()> {
+        if self.names.get(&id).map(String::as_str) == Some(name) {
+            return Ok(());
+        }
+        self.append(&Line {
+            id,
+            path: name.to_string(),
+            bytes: None,
+        })?;
+        if self.names.insert(id, name.to_string()).is_some() {
+            self.completed.remove(&id);
+        }
+        Ok(())
     }
 
     /// Where the partial data of `id` lives.
@@ -104,12 +156,21 @@ impl State {
 
     /// Record a completed file. Call only once the file is durable under its final name.
     pub fn record(&mut self, rec: Record) -> io::Result<()> {
-        let mut line = serde_json::to_vec(&rec).map_err(io::Error::other)?;
-        line.push(b'\n');
-        self.log.write_all(&line)?;
-        self.log.sync_data()?;
+        self.append(&Line {
+            id: rec.id,
+            path: rec.path.clone(),
+            bytes: Some(rec.bytes),
+        })?;
+        self.names.insert(rec.id, rec.path.clone());
         self.completed.insert(rec.id, rec);
         Ok(())
+    }
+
+    fn append(&mut self, line: &Line) -> io::Result<()> {
+        let mut buf = serde_json::to_vec(line).map_err(io::Error::other)?;
+        buf.push(b'\n');
+        self.log.write_all(&buf)?;
+        self.log.sync_data()
     }
 }
 
@@ -122,14 +183,23 @@ fn is_plain_name(name: &str) -> bool {
         && matches!(p.components().next(), Some(std::path::Component::Normal(_)))
 }
 
-/// Replace the record file atomically with just `records`.
-fn rewrite<'a>(path: &Path, records: impl Iterator<Item = &'a Record>) -> io::Result<()> {
+/// Replace the record file atomically with one line per ID.
+fn rewrite(
+    path: &Path,
+    names: &HashMap<Uuid, String>,
+    completed: &HashMap<Uuid, Record>,
+) -> io::Result<()> {
     let tmp = path.with_extension("jsonl.tmp");
     {
         let mut f = File::create(&tmp)?;
         let mut buf = Vec::new();
-        for rec in records {
-            serde_json::to_writer(&mut buf, rec).map_err(io::Error::other)?;
+        for (id, name) in names {
+            let line = Line {
+                id: *id,
+                path: name.clone(),
+                bytes: completed.get(id).map(|r| r.bytes),
+            };
+            serde_json::to_writer(&mut buf, &line).map_err(io::Error::other)?;
             buf.push(b'\n');
         }
         f.write_all(&buf)?;
@@ -186,8 +256,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a.pdf"), b"12345").unwrap();
         fs::create_dir_all(dir.path().join(STATE_DIR)).unwrap();
-        let good = serde_json::to_string(&rec(1, "a.pdf", 5)).unwrap();
-        let evil = serde_json::to_string(&rec(2, "../../etc/passwd", 5)).unwrap();
+        let line = |r: Record| {
+            serde_json::to_string(&Line {
+                id: r.id,
+                path: r.path,
+                bytes: Some(r.bytes),
+            })
+            .unwrap()
+        };
+        let good = line(rec(1, "a.pdf", 5));
+        let evil = line(rec(2, "../../etc/passwd", 5));
         fs::write(
             dir.path().join(STATE_DIR).join(COMPLETED),
             format!("{good}\n{evil}\n{{\"id\":\"0000"),
@@ -203,5 +281,36 @@ mod tests {
         let st = State::open(dir.path()).unwrap();
         assert_eq!(st.skipped_lines, 0);
         assert_eq!(st.previous_name(&Uuid::from_u128(3)), Some("c.pdf"));
+    }
+
+    #[test]
+    fn a_claim_owns_the_name_before_completion() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::from_u128(7);
+        {
+            let mut st = State::open(dir.path()).unwrap();
+            st.claim(id, "report.pdf").unwrap();
+            // Crash here: the file may even be in place, but was never recorded.
+            fs::write(dir.path().join("report.pdf"), b"whole").unwrap();
+        }
+        let st = State::open(dir.path()).unwrap();
+        assert_eq!(st.previous_name(&id), Some("report.pdf"));
+        assert!(st.completed(&id).is_none(), "not complete until recorded");
+        assert_eq!(st.names().count(), 1);
+    }
+
+    #[test]
+    fn a_new_claim_voids_an_old_completion() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.pdf"), b"12345").unwrap();
+        let id = Uuid::from_u128(1);
+        let mut st = State::open(dir.path()).unwrap();
+        st.record(rec(1, "a.pdf", 5)).unwrap();
+        st.claim(id, "b.pdf").unwrap();
+        assert!(st.completed(&id).is_none());
+        drop(st);
+        let st = State::open(dir.path()).unwrap();
+        assert!(st.completed(&id).is_none());
+        assert_eq!(st.previous_name(&id), Some("b.pdf"));
     }
 }

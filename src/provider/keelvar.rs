@@ -43,6 +43,8 @@ impl PollPolicy {
 
 /// Most times one batch is submitted when its jobs keep failing.
 pub const MAX_SUBMISSIONS: u32 = 3;
+/// Most unreadable poll answers in a row before a job is given up.
+pub const MAX_BAD_POLLS: u32 = 3;
 
 pub struct Keelvar {
     api: ApiClient,
@@ -235,6 +237,7 @@ impl Keelvar {
         let mut last_unfinished = submitted;
         let mut job = first;
         let mut n = 0u32;
+        let mut bad_polls = 0u32;
         loop {
             match job_state(job.status.as_deref()) {
                 JobState::Completed => {
@@ -294,9 +297,20 @@ impl Keelvar {
                     )));
                 }
             }
-            let next: Job = serde_json::from_slice(&resp.body).map_err(|e| {
-                ApiError::Request(format!("polling Keelvar job {id}: unreadable answer ({e})"))
-            })?;
+            let next: Job = match serde_json::from_slice(&resp.body) {
+                Ok(j) => j,
+                Err(e) => {
+                    // One garbled answer does not lose the job: poll it again, a few times.
+                    bad_polls += 1;
+                    let msg = format!("polling Keelvar job {id}: unreadable answer ({e})");
+                    if bad_polls >= MAX_BAD_POLLS {
+                        return Err(ApiError::Request(msg));
+                    }
+                    self.api.ui().verbose(&format!("{msg}; polling again"));
+                    continue;
+                }
+            };
+            bad_polls = 0;
             if job_state(next.status.as_deref()) == JobState::Running {
                 last_unfinished = sent;
             }

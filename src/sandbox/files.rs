@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{CatalogFile, Counter, Shared, Stats, key_of};
+use super::{CatalogFile, FaultKind, Shared, Stats, key_of};
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new().route("/dl/{id}", get(serve))
@@ -26,6 +26,9 @@ struct Signed {
     iat: u64,
     exp: u64,
     sig: String,
+    /// Set on the target of an injected redirect (so it is not redirected again).
+    #[serde(default)]
+    hop: Option<u8>,
 }
 
 /// Counts a request as in flight until released: before the last byte is handed over, so that
@@ -99,14 +102,17 @@ async fn serve(
     let Some(file) = shared.cfg.catalog.get(&id).cloned() else {
         return plain(StatusCode::NOT_FOUND, "no such file");
     };
-    let faults = &shared.cfg.faults;
+    let f = &shared.cfg.faults;
     let key = key_of(&id);
-    if shared.inject(
-        faults.file_5xx_percent,
-        Counter::FileAttempt,
-        Counter::FileFault,
-        key,
-    ) {
+    if q.hop.is_none() && shared.fault(FaultKind::Redirect, f.redirect_percent, key) {
+        let to = format!("/dl/{id}?iat={}&exp={}&sig={}&hop=1", q.iat, q.exp, q.sig);
+        let mut resp = plain(StatusCode::FOUND, "moved");
+        if let Ok(v) = HeaderValue::from_str(&to) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        return resp;
+    }
+    if shared.fault(FaultKind::File5xx, f.file_5xx_percent, key) {
         stats.file_5xx.fetch_add(1, Ordering::SeqCst);
         return plain(StatusCode::SERVICE_UNAVAILABLE, "try again");
     }
@@ -116,18 +122,21 @@ async fn serve(
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(parse_range);
+    if range.is_some() {
+        stats.range_requests.fetch_add(1, Ordering::SeqCst);
+    }
+    let range = match range {
+        Some(_) if shared.fault(FaultKind::IgnoreRange, f.ignore_range_percent, key) => None,
+        r => r,
+    };
     let (status, start, end) = match range {
         None => (StatusCode::OK, 0, file.size),
-        Some(Some((s, e))) if s < file.size => {
-            stats.range_requests.fetch_add(1, Ordering::SeqCst);
-            (
-                StatusCode::PARTIAL_CONTENT,
-                s,
-                e.map_or(file.size, |e| (e + 1).min(file.size)),
-            )
-        }
+        Some(Some((s, e))) if s < file.size => (
+            StatusCode::PARTIAL_CONTENT,
+            s,
+            e.map_or(file.size, |e| (e + 1).min(file.size)),
+        ),
         Some(_) => {
-            stats.range_requests.fetch_add(1, Ordering::SeqCst);
             let mut resp = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", file.size)) {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -135,19 +144,19 @@ async fn serve(
             return resp;
         }
     };
-    // A cut happens half-way through what is being sent, once per decided attempt.
-    let cut_at = shared
-        .inject(
-            faults.cut_percent,
-            Counter::FileAttempt,
-            Counter::FileFault,
-            key ^ 0xc07,
-        )
-        .then(|| start + (end - start) / 2);
-    if cut_at.is_some() {
+    // Faults that end the body half-way through what is being sent.
+    let half = start + (end - start) / 2;
+    let ending = if shared.fault(FaultKind::Cut, f.cut_percent, key) {
         stats.file_cuts.fetch_add(1, Ordering::SeqCst);
-    }
-    let bps = faults.slow_body_bps;
+        Some((half, Ending::Cut))
+    } else if shared.fault(FaultKind::Stall, f.stall_percent, key) {
+        Some((half, Ending::Stall))
+    } else if shared.fault(FaultKind::Short, f.short_body_percent, key) {
+        Some((half, Ending::Short))
+    } else {
+        None
+    };
+    let bps = f.slow_body_bps;
     let chunk = if bps > 0 {
         (bps / 10).clamp(256, 64 * 1024) as usize
     } else {
@@ -162,7 +171,7 @@ async fn serve(
             file,
             pos: start,
             end,
-            cut_at,
+            ending,
             chunk,
             bps,
             guard,
@@ -173,25 +182,44 @@ async fn serve(
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    if !shared.fault(FaultKind::NoLength, f.no_length_percent, key) {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    if status == StatusCode::PARTIAL_CONTENT
-        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{total}", end - 1))
-    {
-        h.insert(header::CONTENT_RANGE, v);
+    if status == StatusCode::PARTIAL_CONTENT {
+        // A wrong Content-Range claims the body starts a byte later than it does.
+        let shown = if shared.fault(FaultKind::BadRange, f.bad_range_percent, key) {
+            start + 1
+        } else {
+            start
+        };
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {shown}-{}/{total}", end - 1)) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
     }
     resp
+}
+
+/// How a body that does not run to its end stops.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// The connection is reset.
+    Cut,
+    /// Nothing more is ever sent.
+    Stall,
+    /// The body ends cleanly, short of its length.
+    Short,
 }
 
 struct BodyState {
     file: CatalogFile,
     pos: u64,
     end: u64,
-    cut_at: Option<u64>,
+    ending: Option<(u64, Ending)>,
     chunk: usize,
     bps: u64,
     guard: InFlight,
@@ -202,21 +230,30 @@ async fn next_chunk(mut s: BodyState) -> Option<(Result<Bytes, std::io::Error>, 
     if s.pos >= s.end {
         return None;
     }
-    if s.cut_at.is_some_and(|c| s.pos >= c) {
-        // Let the server flush what was sent before the cut, as a real dropped connection
-        // delivers the bytes that were already on the wire.
+    if let Some((at, how)) = s.ending
+        && s.pos >= at
+    {
+        // Let the server flush what was sent first, as a real connection delivers the bytes
+        // that were already on the wire.
         tokio::time::sleep(Duration::from_millis(20)).await;
         s.guard.release();
         s.pos = s.end;
-        return Some((
-            Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "sandbox: connection cut",
+        return match how {
+            Ending::Cut => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "sandbox: connection cut",
+                )),
+                s,
             )),
-            s,
-        ));
+            Ending::Short => None,
+            Ending::Stall => {
+                std::future::pending::<()>().await;
+                None
+            }
+        };
     }
-    let limit = s.cut_at.unwrap_or(s.end).min(s.end);
+    let limit = s.ending.map_or(s.end, |(at, _)| at.min(s.end));
     let n = (s.chunk as u64).min(limit - s.pos) as usize;
     if s.bps > 0 {
         tokio::time::sleep(Duration::from_secs_f64(n as f64 / s.bps as f64)).await;

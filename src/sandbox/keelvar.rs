@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{Counter, Shared, Vendor, key_of, lock};
+use super::{FaultKind, Shared, Vendor, key_of, lock};
 
 /// Most jobs remembered; the oldest are forgotten first (a long-running sandbox stays bounded).
 const MAX_JOBS: usize = 50_000;
@@ -57,12 +57,7 @@ fn gate(shared: &Shared, headers: &HeaderMap, fault_key: u64) -> Result<(u64, u6
         }
     };
     let f = &shared.cfg.faults;
-    if shared.inject(
-        f.api_5xx_percent,
-        Counter::ApiAttempt,
-        Counter::ApiFault,
-        fault_key,
-    ) {
+    if shared.fault(FaultKind::Api5xx, f.api_5xx_percent, fault_key) {
         shared.stats.api_5xx.fetch_add(1, Ordering::SeqCst);
         return Err(Box::new(
             (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response(),
@@ -210,6 +205,13 @@ async fn poll(
         Err(resp) => return *resp,
     };
     shared.stats.job_polls.fetch_add(1, Ordering::SeqCst);
+    if shared.fault(
+        FaultKind::Garbage,
+        shared.cfg.faults.api_garbage_percent,
+        key_of(&id),
+    ) {
+        return ([("content-type", "application/json")], r#"{"id": "#).into_response();
+    }
     let mut jobs = lock(&shared.jobs);
     let Some(job) = jobs.by_id.get_mut(&id) else {
         return (

@@ -180,6 +180,28 @@ pub struct Faults {
     pub retry_after_secs: u64,
     /// Bytes per second per file body (0 = unthrottled).
     pub slow_body_bps: u64,
+    /// File bodies that stop sending half-way and never finish (percent).
+    pub stall_percent: u32,
+    /// File bodies that end cleanly half-way, short of their `Content-Length` (percent).
+    pub short_body_percent: u32,
+    /// File responses without `Content-Length` (percent).
+    pub no_length_percent: u32,
+    /// Range requests answered `200` with the whole file (percent).
+    pub ignore_range_percent: u32,
+    /// Range requests answered `206` with a `Content-Range` that does not match (percent).
+    pub bad_range_percent: u32,
+    /// File requests answered with a redirect to the same file (percent).
+    pub redirect_percent: u32,
+    /// API answers that are truncated JSON (percent).
+    pub api_garbage_percent: u32,
+    /// API answers padded past 8 MiB (percent).
+    pub api_huge_percent: u32,
+    /// API answers also list unrequested IDs, duplicates, and entries missing fields.
+    pub api_noise: bool,
+    /// The Veridox endpoint answers with a redirect to another host.
+    pub api_redirect: bool,
+    /// These IDs get `ftp://` download URLs.
+    pub bad_scheme_ids: Vec<Uuid>,
 }
 
 impl Default for Faults {
@@ -195,6 +217,17 @@ impl Default for Faults {
             force_429: 0,
             retry_after_secs: 1,
             slow_body_bps: 0,
+            stall_percent: 0,
+            short_body_percent: 0,
+            no_length_percent: 0,
+            ignore_range_percent: 0,
+            bad_range_percent: 0,
+            redirect_percent: 0,
+            api_garbage_percent: 0,
+            api_huge_percent: 0,
+            api_noise: false,
+            api_redirect: false,
+            bad_scheme_ids: Vec::new(),
         }
     }
 }
@@ -382,12 +415,26 @@ pub(crate) enum Vendor {
 #[derive(Clone, Copy)]
 #[repr(u8)]
 pub(crate) enum Counter {
-    ApiAttempt,
-    ApiFault,
-    FileAttempt,
-    FileFault,
+    Attempt,
+    Fault,
     Mint,
     Throttle,
+}
+
+/// Kinds of injected faults: each has its own attempt counter and cap per item.
+#[derive(Clone, Copy)]
+pub(crate) enum FaultKind {
+    Api5xx = 1,
+    File5xx,
+    Cut,
+    Stall,
+    Short,
+    NoLength,
+    IgnoreRange,
+    BadRange,
+    Redirect,
+    Garbage,
+    Huge,
 }
 
 impl Shared {
@@ -403,6 +450,13 @@ impl Shared {
         let before = *v;
         *v += 1;
         before
+    }
+
+    /// Whether to inject a fault of kind `kind` at `percent` on `key` (a file, a batch), honouring
+    /// the per-item cap. Each kind counts its own attempts and faults.
+    pub(crate) fn fault(&self, kind: FaultKind, percent: u32, key: u64) -> bool {
+        let salt = (kind as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.inject(percent, Counter::Attempt, Counter::Fault, key ^ salt)
     }
 
     /// Whether to inject a fault of `percent` for the `attempt`-th request on `key`, honouring

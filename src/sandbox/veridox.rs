@@ -11,8 +11,9 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Counter, Shared, Vendor, key_of};
+use super::{Counter, FaultKind, Shared, Vendor, key_of};
 use crate::ids::{IdRule, parse_one};
+use uuid::Uuid;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -45,12 +46,7 @@ fn gate(shared: &Shared, headers: &HeaderMap, fault_key: u64) -> Result<(u64, u6
         }
     };
     let f = &shared.cfg.faults;
-    if shared.inject(
-        f.api_5xx_percent,
-        Counter::ApiAttempt,
-        Counter::ApiFault,
-        fault_key,
-    ) {
+    if shared.fault(FaultKind::Api5xx, f.api_5xx_percent, fault_key) {
         shared.stats.api_5xx.fetch_add(1, Ordering::SeqCst);
         return Err(Box::new(error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -80,10 +76,31 @@ fn gate(shared: &Shared, headers: &HeaderMap, fault_key: u64) -> Result<(u64, u6
 }
 
 async fn download(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
-    let limits = match gate(&shared, &headers, key_of(&body)) {
+    let key = key_of(&body);
+    let limits = match gate(&shared, &headers, key) {
         Ok(l) => l,
         Err(resp) => return *resp,
     };
+    let f = &shared.cfg.faults;
+    if f.api_redirect {
+        let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+        resp.headers_mut().insert(
+            "location",
+            HeaderValue::from_static("http://collector.invalid/files/download"),
+        );
+        return resp;
+    }
+    if shared.fault(FaultKind::Garbage, f.api_garbage_percent, key) {
+        return (
+            [("content-type", "application/json")],
+            r#"{"files": [{"file_id": "01"#,
+        )
+            .into_response();
+    }
+    if shared.fault(FaultKind::Huge, f.api_huge_percent, key) {
+        let pad = "x".repeat(9 * 1024 * 1024);
+        return axum::Json(json!({"files": [], "errors": [], "padding": pad})).into_response();
+    }
     let resp = mint(&shared, &body);
     shared.with_rate_headers(Vendor::Veridox, resp, limits)
 }
@@ -139,7 +156,10 @@ fn mint(shared: &Shared, body: &str) -> Response {
             Some(f) if !f.denied => {
                 let n = shared.next_count(Counter::Mint, key_of(&id));
                 let expired = n < shared.cfg.faults.expire_first_urls;
-                let url = shared.sign_url(&id, now, shared.cfg.faults.url_lifetime, expired);
+                let mut url = shared.sign_url(&id, now, shared.cfg.faults.url_lifetime, expired);
+                if shared.cfg.faults.bad_scheme_ids.contains(&id) {
+                    url = format!("ftp://files.invalid/{id}");
+                }
                 let exp_ms = if expired {
                     now
                 } else {
@@ -155,6 +175,20 @@ fn mint(shared: &Shared, body: &str) -> Response {
             Some(_) => errors.push(json!({"file_id": id, "error": "access_denied"})),
             None => errors.push(json!({"file_id": id, "error": "not_found"})),
         }
+    }
+    if shared.cfg.faults.api_noise
+        && let Some(first) = files.first().cloned()
+    {
+        // A duplicate whose URL goes nowhere, an ID nobody asked for, entries missing fields.
+        let mut dup = first;
+        dup["download_url"] = json!(format!("{}/dl/nowhere", shared.files_url));
+        files.push(dup);
+        let stranger = Uuid::new_v4();
+        files.push(json!({"file_id": stranger, "download_url": format!("{}/dl/{stranger}", shared.files_url), "label": "x"}));
+        files.push(json!({"label": "no id"}));
+        files.push(json!({"file_id": "not-a-uuid", "download_url": "http://x.invalid/"}));
+        errors.push(json!({"file_id": Uuid::new_v4(), "error": "not_found"}));
+        errors.push(json!({"error": "no id"}));
     }
     axum::Json(json!({"files": files, "errors": errors})).into_response()
 }

@@ -77,19 +77,72 @@ impl Env {
         self.catalog.files().iter().map(|f| f.id).collect()
     }
 
+    /// The same command as [`Env::cmd`], as a std `Command` that can be spawned in the background
+    /// (`--ids ids.txt --report report.json` plus `extra`).
+    pub fn spawn(&self, ids: &[Uuid], extra: &[&str]) -> std::process::Child {
+        let ids_file = self.ids_file(ids);
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("fetchdocs"));
+        for var in ENV_VARS {
+            c.env_remove(var);
+        }
+        c.env("FETCHDOCS_API_KEY", &self.key)
+            .env("FETCHDOCS_BASE_URL", &self.sandbox.api_url)
+            .args(["download", "--provider", self.provider, "-o"])
+            .arg(self.out())
+            .arg("--ids")
+            .arg(ids_file)
+            .arg("--report")
+            .arg(self.path("report.json"))
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().expect("spawn fetchdocs")
+    }
+
+    /// Wait (polling the sandbox, bounded) until `cond` holds for its stats.
+    pub fn wait_for(&self, what: &str, cond: impl Fn(&fetchdocs::sandbox::StatsSnapshot) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !cond(&self.sandbox.stats()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Every regular file under the output directory (not the state) is byte-for-byte one of
+    /// the sandbox's files: no partial or corrupt file under a final name.
+    pub fn assert_no_partial_under_final_names(&self) {
+        let good: std::collections::HashSet<String> = self
+            .catalog
+            .files()
+            .iter()
+            .map(|f| sha256(&f.bytes()))
+            .collect();
+        for name in listing(&self.out()) {
+            let bytes = std::fs::read(self.out().join(&name)).unwrap();
+            assert!(
+                good.contains(&sha256(&bytes)),
+                "{name} ({} bytes) is not a complete file",
+                bytes.len()
+            );
+        }
+    }
+
+    /// Temporary files left in the state directory.
+    pub fn partial_files(&self) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(self.out().join(".fetchdocs/partial"))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
     /// `fetchdocs download` against this sandbox, with the key in the environment and a clean
     /// environment otherwise.
     pub fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("fetchdocs").unwrap();
-        for var in [
-            "FETCHDOCS_PROVIDER",
-            "FETCHDOCS_BASE_URL",
-            "FETCHDOCS_OUTPUT_DIR",
-            "FETCHDOCS_CONCURRENCY",
-            "FETCHDOCS_REQUESTS_PER_MINUTE",
-            "FETCHDOCS_API_KEY",
-            "FETCHDOCS_JOB_TIMEOUT",
-        ] {
+        for var in ENV_VARS {
             c.env_remove(var);
         }
         // The base URL through the environment, so that a test can still pass --base-url.
@@ -146,6 +199,18 @@ impl Env {
         }
     }
 }
+
+/// Variables from the caller's environment that must not leak into a test run.
+const ENV_VARS: [&str; 8] = [
+    "FETCHDOCS_PROVIDER",
+    "FETCHDOCS_BASE_URL",
+    "FETCHDOCS_OUTPUT_DIR",
+    "FETCHDOCS_CONCURRENCY",
+    "FETCHDOCS_REQUESTS_PER_MINUTE",
+    "FETCHDOCS_API_KEY",
+    "FETCHDOCS_JOB_TIMEOUT",
+    "FETCHDOCS_READ_TIMEOUT",
+];
 
 pub fn sha256(b: &[u8]) -> String {
     let mut h = Sha256::new();

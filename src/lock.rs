@@ -1,0 +1,80 @@
+//! One run per output directory: an OS file lock on `DIR/.fetchdocs/lock`.
+//!
+//! The operating system releases the lock when the process ends, however it ends (`kill -9`
+//! included), so a lock left by a dead run never blocks the next one. The holder writes its PID
+//! into the file so that a second run can say who holds the directory.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use crate::state::STATE_DIR;
+
+/// Held for the whole run; dropping it releases the directory.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+/// Why the directory could not be locked.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another live process holds it (its PID, if it could be read).
+    Held(Option<u32>),
+    Io(std::io::Error),
+}
+
+impl DirLock {
+    /// Take the lock of `output_dir` (which must exist), or say who holds it.
+    pub fn acquire(output_dir: &Path) -> Result<DirLock, LockError> {
+        let dir = output_dir.join(STATE_DIR);
+        std::fs::create_dir_all(&dir).map_err(LockError::Io)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("lock"))
+            .map_err(LockError::Io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(LockError::Held(text.trim().parse().ok()));
+            }
+            Err(TryLockError::Error(e)) => return Err(LockError::Io(e)),
+        }
+        // Ours now: say who we are (best effort; the lock itself is what counts).
+        let _ = file.set_len(0);
+        let _ = file.seek(SeekFrom::Start(0));
+        let _ = writeln!(file, "{}", std::process::id());
+        let _ = file.flush();
+        Ok(DirLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_refused_and_told_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DirLock::acquire(dir.path()).unwrap();
+        match DirLock::acquire(dir.path()) {
+            Err(LockError::Held(pid)) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("expected Held, got {other:?}"),
+        }
+        drop(first);
+        assert!(DirLock::acquire(dir.path()).is_ok(), "released on drop");
+    }
+
+    #[test]
+    fn a_stale_lock_file_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(STATE_DIR)).unwrap();
+        std::fs::write(dir.path().join(STATE_DIR).join("lock"), "999999\n").unwrap();
+        assert!(DirLock::acquire(dir.path()).is_ok());
+    }
+}
