@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::api::{ApiClient, AuthStyle};
+use crate::api::ApiClient;
 use crate::cli::{DemoArgs, FaultArgs, SandboxArgs};
 use crate::config::{ApiKey, Config, IdSource, Verbosity};
 use crate::download::{DownloadPolicy, file_host_client};
@@ -157,16 +157,15 @@ pub async fn download_with(
     let result = if work.is_empty() {
         Ok(())
     } else {
-        run_pipeline(
-            cfg,
+        let parts = RunParts {
             work,
-            &mut state,
-            &mut names,
-            &mut recorder,
-            ui.clone(),
+            state: &mut state,
+            names: &mut names,
+            recorder: &mut recorder,
+            ui: ui.clone(),
             cancel,
-        )
-        .await
+        };
+        run_pipeline(cfg, parts).await
     };
     ui.finish();
 
@@ -209,87 +208,63 @@ fn prepare_output_dir(dir: &Path) -> Result<(), Fatal> {
     }
 }
 
-async fn run_pipeline(
-    cfg: &Config,
+/// What a run needs besides its provider.
+struct RunParts<'a> {
     work: Vec<Item>,
-    state: &mut State,
-    names: &mut NameRegistry,
-    recorder: &mut Recorder,
+    state: &'a mut State,
+    names: &'a mut NameRegistry,
+    recorder: &'a mut Recorder,
     ui: Arc<Ui>,
     cancel: CancellationToken,
-) -> Result<(), Fatal> {
+}
+
+async fn run_pipeline(cfg: &Config, parts: RunParts<'_>) -> Result<(), Fatal> {
     let limiter = Arc::new(RateLimiter::new(
         &cfg.provider.rate_limits(cfg.requests_per_minute),
     ));
     let backoff = Backoff::default();
-    let files = file_host_client(cfg.read_timeout)
-        .map_err(|e| Fatal::Local(format!("cannot set up the HTTP client: {e}")))?;
-    let policy = DownloadPolicy { backoff };
+    let api = ApiClient::new(
+        cfg.base_url.clone(),
+        &cfg.api_key,
+        cfg.provider.auth_style(),
+        limiter,
+        backoff,
+        cfg.read_timeout,
+        parts.ui.clone(),
+    )
+    .map_err(Fatal::Usage)?;
     match cfg.provider {
-        ProviderKind::Veridox => {
-            let api = ApiClient::new(
-                cfg.base_url.clone(),
-                &cfg.api_key,
-                AuthStyle::XApiKey,
-                limiter,
-                backoff,
-                cfg.read_timeout,
-                ui.clone(),
-            )
-            .map_err(Fatal::Usage)?;
-            let provider = Arc::new(Veridox::new(api));
-            drive(
-                cfg, provider, files, policy, work, state, names, recorder, ui, cancel,
-            )
-            .await
-        }
+        ProviderKind::Veridox => drive(cfg, Veridox::new(api), backoff, parts).await,
         ProviderKind::Keelvar => {
-            let api = ApiClient::new(
-                cfg.base_url.clone(),
-                &cfg.api_key,
-                AuthStyle::Bearer,
-                limiter,
-                backoff,
-                cfg.read_timeout,
-                ui.clone(),
-            )
-            .map_err(Fatal::Usage)?;
-            let provider = Arc::new(Keelvar::new(api, cfg.job_timeout, PollPolicy::default()));
-            drive(
-                cfg, provider, files, policy, work, state, names, recorder, ui, cancel,
-            )
-            .await
+            let keelvar = Keelvar::new(api, cfg.job_timeout, PollPolicy::default());
+            drive(cfg, keelvar, backoff, parts).await
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn drive<P: Provider>(
     cfg: &Config,
-    provider: Arc<P>,
-    files: reqwest::Client,
-    policy: DownloadPolicy,
-    work: Vec<Item>,
-    state: &mut State,
-    names: &mut NameRegistry,
-    recorder: &mut Recorder,
-    ui: Arc<Ui>,
-    cancel: CancellationToken,
+    provider: P,
+    backoff: Backoff,
+    parts: RunParts<'_>,
 ) -> Result<(), Fatal> {
+    let files = file_host_client(cfg.read_timeout)
+        .map_err(|e| Fatal::Local(format!("cannot set up the HTTP client: {e}")))?;
+    let ui = parts.ui.clone();
     let pipeline = Pipeline {
-        provider,
+        provider: Arc::new(provider),
         files,
-        policy,
+        policy: DownloadPolicy { backoff },
         concurrency: cfg.concurrency,
         dry_run: cfg.dry_run,
         output_dir: cfg.output_dir.clone(),
-        ui: ui.clone(),
-        state,
-        names,
-        recorder,
-        cancel,
+        ui: parts.ui,
+        state: parts.state,
+        names: parts.names,
+        recorder: parts.recorder,
+        cancel: parts.cancel,
     };
-    let stats = pipeline.run(work).await?;
+    let stats = pipeline.run(parts.work).await?;
     ui.verbose(&format!(
         "{} mint request(s); {} URL(s) expired at the file host, {} re-minted before use",
         stats.mint_calls, stats.expired_hits, stats.stale_before_start

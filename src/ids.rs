@@ -129,14 +129,21 @@ pub fn parse_one(text: &str, rule: IdRule) -> Result<Uuid, String> {
     Ok(id)
 }
 
-/// Quote a piece of user input for an error message, cut short and with control characters escaped.
+/// Quote a piece of user input for an error message: control characters escaped, and the
+/// escaped text (not the raw one, which can grow eightfold) cut to about 60 characters.
 fn shorten(text: &str) -> String {
     const MAX: usize = 60;
-    let mut out: String = text.chars().take(MAX).collect();
-    if text.chars().count() > MAX {
-        out.push('…');
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        let escaped: String = c.escape_debug().collect();
+        if out.len() + escaped.len() > MAX {
+            out.push('…');
+            break;
+        }
+        out.push_str(&escaped);
     }
-    format!("{out:?}")
+    out.push('"');
+    out
 }
 
 #[cfg(test)]
@@ -228,6 +235,11 @@ mod tests {
         let junk = "x".repeat(10_000);
         let err = parse_one(&junk, IdRule::AnyUuid).unwrap_err();
         assert!(err.len() < 300);
+        // Found by fuzzing: control characters escape to 6+ bytes each.
+        let controls = "\u{1e}".repeat(60);
+        let err = parse_one(&controls, IdRule::AnyUuid).unwrap_err();
+        assert!(err.len() < 300, "{} bytes", err.len());
+        assert!(err.starts_with("\"\\u{1e}"), "{err}");
     }
 
     #[test]

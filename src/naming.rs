@@ -23,10 +23,7 @@ pub fn sanitize(label: &str, id: &Uuid) -> String {
         .map(|c| if is_unsafe_char(c) { '_' } else { c })
         .collect();
     // Windows strips trailing dots and spaces; leading/trailing blanks are never intended.
-    name = name
-        .trim_matches(|c: char| c.is_whitespace())
-        .trim_end_matches(['.', ' '])
-        .to_string();
+    name = trim_tail(name.trim_start_matches(char::is_whitespace)).to_string();
     // No hidden files, no `.`/`..`, and nothing that could clash with the `.fetchdocs` directory.
     if name.starts_with('.') {
         name.replace_range(0..1, "_");
@@ -34,14 +31,23 @@ pub fn sanitize(label: &str, id: &Uuid) -> String {
     if name.is_empty() {
         return id.to_string();
     }
+    // Shorten first: a long label can shorten to a device name (`CONOUT$      …`).
+    let name = fit(&name, "");
     if is_windows_reserved(&name) {
-        name.insert(0, '_');
+        return fit(&format!("_{name}"), "");
     }
-    fit(&name, "")
+    name
+}
+
+/// Without trailing dots and white space (in any order: `a. .\u{3000}.`).
+fn trim_tail(s: &str) -> &str {
+    s.trim_end_matches(|c: char| c == '.' || c.is_whitespace())
 }
 
 fn is_unsafe_char(c: char) -> bool {
     c.is_control()
+        // Line and paragraph separators break listings and log lines like a newline would.
+        || matches!(c, '\u{2028}' | '\u{2029}')
         || matches!(c, '/' | '\\' | '<' | '>' | ':' | '"' | '|' | '?' | '*')
         // Bidirectional overrides and zero-width marks that make a name display as something else.
         || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
@@ -79,7 +85,7 @@ fn fit(name: &str, suffix: &str) -> String {
     }
     // A cut can leave a trailing dot or space, which Windows would strip: trim those.
     let stem = if cut < stem.len() {
-        stem[..cut].trim_end_matches(['.', ' '])
+        trim_tail(&stem[..cut])
     } else {
         stem
     };
@@ -177,6 +183,7 @@ mod tests {
 
     #[test]
     fn hostile_labels_become_one_safe_component() {
+        let long_device = format!("CONOUT${}x", " ".repeat(300));
         let cases = [
             ("../../etc/passwd", "_._.._etc_passwd"),
             ("..", ""),
@@ -193,12 +200,18 @@ mod tests {
             (".bashrc", "_bashrc"),
             (".fetchdocs", "_fetchdocs"),
             ("invoice\u{202e}fdp.exe", "invoice_fdp.exe"),
+            // Found by fuzzing: white space hidden between trailing dots.
+            ("a @..\u{2029}....", "a @.._"),
+            ("report. \u{3000}.", "report"),
+            // Found by fuzzing: shortening a long label down to a device name.
+            (long_device.as_str(), "_CONOUT$"),
             ("", ""),
             ("ISO Certificate (2024).pdf", "ISO Certificate (2024).pdf"),
         ];
         for (label, expected) in cases {
             let got = sanitize(label, &id(1));
             assert_safe(&got);
+            assert_eq!(sanitize(&got, &id(1)), got, "idempotent for {label:?}");
             if expected.is_empty() {
                 assert_eq!(got, id(1).to_string(), "{label:?}");
             } else {

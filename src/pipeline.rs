@@ -308,9 +308,11 @@ impl<P: Provider> Pipeline<'_, P> {
                 Ok(done) => done,
                 Err(e) if e.is_cancelled() => continue,
                 Err(e) => {
-                    // A task panicked: its IDs are finished as failed at the end, never lost.
+                    // A worker panicked (a bug): the scheduler can no longer account for its
+                    // IDs, so end the run with every ID reported rather than risk a hang.
                     self.ui.error(&format!("internal error in a worker: {e}"));
-                    continue;
+                    tasks.abort_all();
+                    break;
                 }
             };
             match done {

@@ -121,7 +121,16 @@ impl RateLimiter {
             // Requests still in flight were sent after the server counted this one (or at the
             // same time): they will use up what it says is left.
             let left = remaining.saturating_sub(state.in_flight as u64);
-            state.budget = Some((left, Instant::now() + reset));
+            let now = Instant::now();
+            let until = now + reset;
+            // Answers can arrive out of order: within a window, an older answer must never
+            // raise what is believed left. Only a passed reset clears the budget.
+            state.budget = match state.budget {
+                Some((old_left, old_until)) if old_until > now => {
+                    Some((old_left.min(left), old_until.max(until)))
+                }
+                _ => Some((left, until)),
+            };
         }
     }
 }
@@ -230,6 +239,19 @@ mod tests {
         a.observe(Some(1), Some(Duration::from_secs(4)));
         assert!(limiter.delay() >= Duration::from_secs(3));
         b.observe(Some(0), Some(Duration::from_secs(4)));
+        let _ = limiter.acquire().await;
+        assert!(Instant::now() - start >= Duration::from_secs(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_older_answer_arriving_late_does_not_raise_the_budget() {
+        let limiter = RateLimiter::per_minute(100);
+        let start = Instant::now();
+        let a = limiter.acquire().await;
+        let b = limiter.acquire().await;
+        // The server counted A then B, but B's answer (nothing left) arrives first.
+        b.observe(Some(0), Some(Duration::from_secs(4)));
+        a.observe(Some(1), Some(Duration::from_secs(4)));
         let _ = limiter.acquire().await;
         assert!(Instant::now() - start >= Duration::from_secs(4));
     }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{MintOutcome, Provider, ProviderKind, RawFile, reconcile};
+use super::{MintOutcome, Provider, ProviderKind, RawFile, reason_text, reconcile};
 use crate::api::{ApiClient, ApiResponse, describe_body};
 use crate::error::ApiError;
 
@@ -183,6 +183,53 @@ enum JobEnd {
     Failed(String),
 }
 
+/// Read a job object (a submission's or a poll's answer): its usable id, if any, and state.
+/// Never panics, whatever the bytes (fuzzed: `fuzz/fuzz_targets/keelvar_response.rs`).
+pub fn decode_job(body: &[u8]) -> Result<(Option<String>, JobState), String> {
+    let job: Job = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    Ok((job_id(&job.id), job_state(job.status.as_deref())))
+}
+
+/// Read a completed job's `detail` for the `requested` IDs; `issued` is the earliest moment the
+/// job can have completed. Never panics, whatever the value.
+pub fn decode_completed(
+    requested: &[Uuid],
+    detail: Value,
+    issued: Instant,
+    ui: &crate::progress::Ui,
+) -> Result<MintOutcome, String> {
+    let detail: Detail = serde_json::from_value(detail).map_err(|e| e.to_string())?;
+    Ok(decode_detail(requested, detail, issued, ui))
+}
+
+fn decode_detail(
+    requested: &[Uuid],
+    detail: Detail,
+    issued: Instant,
+    ui: &crate::progress::Ui,
+) -> MintOutcome {
+    let lifetime = ProviderKind::Keelvar.url_lifetime();
+    let files = detail
+        .data
+        .into_iter()
+        .filter_map(|d| {
+            Some(RawFile {
+                id: d.file_uuid?,
+                url: d.download_url.unwrap_or_default(),
+                label: d.file_name,
+                issued,
+                expires: Some(issued + lifetime),
+            })
+        })
+        .collect();
+    let errors = detail
+        .errors
+        .into_iter()
+        .filter_map(|e| Some((e.file_uuid?, reason_text(e.error))))
+        .collect();
+    reconcile(requested, files, errors, ui)
+}
+
 impl Keelvar {
     async fn submit(&self, ids: &[Uuid]) -> Result<(String, Job), ApiError> {
         let body = serde_json::json!({ "file_uuids": ids });
@@ -324,8 +371,8 @@ impl Provider for Keelvar {
         ProviderKind::Keelvar
     }
 
-    fn next_request_delay(&self) -> Duration {
-        self.api.limiter().delay()
+    fn api(&self) -> &ApiClient {
+        &self.api
     }
 
     async fn mint(&self, ids: Vec<Uuid>) -> Result<MintOutcome, ApiError> {
@@ -340,33 +387,7 @@ impl Provider for Keelvar {
             ));
             match self.wait(&id, job, submitted, deadline).await? {
                 JobEnd::Completed(detail, issued) => {
-                    let lifetime = ProviderKind::Keelvar.url_lifetime();
-                    let files = detail
-                        .data
-                        .into_iter()
-                        .filter_map(|d| {
-                            Some(RawFile {
-                                id: d.file_uuid?,
-                                url: d.download_url.unwrap_or_default(),
-                                label: d.file_name,
-                                issued,
-                                expires: Some(issued + lifetime),
-                            })
-                        })
-                        .collect();
-                    let errors = detail
-                        .errors
-                        .into_iter()
-                        .filter_map(|e| {
-                            let reason = match e.error {
-                                Some(Value::String(s)) => s,
-                                Some(other) => other.to_string(),
-                                None => String::new(),
-                            };
-                            Some((e.file_uuid?, reason))
-                        })
-                        .collect();
-                    return Ok(reconcile(&ids, files, errors, self.api.ui()));
+                    return Ok(decode_detail(&ids, detail, issued, self.api.ui()));
                 }
                 JobEnd::Failed(why) => {
                     self.api.ui().verbose(&format!(

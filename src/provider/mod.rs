@@ -55,6 +55,14 @@ impl ProviderKind {
         limits
     }
 
+    /// How the API key is sent.
+    pub fn auth_style(self) -> crate::api::AuthStyle {
+        match self {
+            ProviderKind::Veridox => crate::api::AuthStyle::XApiKey,
+            ProviderKind::Keelvar => crate::api::AuthStyle::Bearer,
+        }
+    }
+
     pub fn id_rule(self) -> IdRule {
         match self {
             ProviderKind::Veridox => IdRule::UuidV7,
@@ -108,9 +116,14 @@ pub struct MintOutcome {
 pub trait Provider: Send + Sync + 'static {
     fn kind(&self) -> ProviderKind;
 
+    /// The client for the vendor's API host.
+    fn api(&self) -> &crate::api::ApiClient;
+
     /// How long until the next API request may be sent (so the scheduler can decide what to
     /// ask for at the last moment).
-    fn next_request_delay(&self) -> Duration;
+    fn next_request_delay(&self) -> Duration {
+        self.api().limiter().delay()
+    }
 
     /// Turn a batch of at most `kind().max_batch()` IDs into signed URLs.
     fn mint(&self, ids: Vec<Uuid>) -> impl Future<Output = Result<MintOutcome, ApiError>> + Send;
@@ -207,6 +220,15 @@ fn parse_wanted(
         return None;
     }
     Some(id)
+}
+
+/// A vendor's per-file error value as text (a string as is, anything else as JSON).
+pub fn reason_text(v: Option<serde_json::Value>) -> String {
+    match v {
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
 }
 
 /// The URL without its query and fragment, for messages: the signature is a secret.

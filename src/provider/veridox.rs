@@ -7,7 +7,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{MintOutcome, Provider, ProviderKind, RawFile, reconcile};
+use super::{MintOutcome, Provider, ProviderKind, RawFile, reason_text, reconcile};
 use crate::api::{ApiClient, ApiResponse, describe_body};
 use crate::error::ApiError;
 
@@ -85,8 +85,8 @@ impl Provider for Veridox {
         ProviderKind::Veridox
     }
 
-    fn next_request_delay(&self) -> Duration {
-        self.api.limiter().delay()
+    fn api(&self) -> &ApiClient {
+        &self.api
     }
 
     async fn mint(&self, ids: Vec<Uuid>) -> Result<MintOutcome, ApiError> {
@@ -119,50 +119,55 @@ impl Provider for Veridox {
                 )));
             }
         }
-        let parsed: DownloadResponse = serde_json::from_slice(&resp.body).map_err(|e| {
-            ApiError::Request(format!(
-                "the Veridox API sent a response fetchdocs cannot read ({e})"
-            ))
-        })?;
         let server_now = resp
             .headers
             .get(reqwest::header::DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok())
             .unwrap_or_else(SystemTime::now);
-        let lifetime = ProviderKind::Veridox.url_lifetime();
-        let received = Instant::now();
-        let files = parsed
-            .files
-            .into_iter()
-            .filter_map(|f| {
-                Some(RawFile {
-                    id: f.file_id?,
-                    url: f.download_url.unwrap_or_default(),
-                    label: f.label,
-                    issued: received,
-                    expires: f
-                        .expires_at
-                        .as_deref()
-                        .and_then(|e| remaining(e, server_now))
-                        .map(|r| received + r.min(lifetime)),
-                })
-            })
-            .collect();
-        let errors = parsed
-            .errors
-            .into_iter()
-            .filter_map(|e| {
-                let reason = match e.error {
-                    Some(serde_json::Value::String(s)) => s,
-                    Some(other) => other.to_string(),
-                    None => String::new(),
-                };
-                Some((e.file_id?, reason))
-            })
-            .collect();
-        Ok(reconcile(&ids, files, errors, self.api.ui()))
+        decode(&ids, &resp.body, server_now, Instant::now(), self.api.ui())
     }
+}
+
+/// Read a 200 answer of `POST /files/download` for the `requested` IDs. `server_now` is the
+/// answer's `Date` (expiries are read on the server's clock), `received` when it arrived.
+/// Never panics, whatever the bytes (fuzzed: `fuzz/fuzz_targets/veridox_response.rs`).
+pub fn decode(
+    requested: &[Uuid],
+    body: &[u8],
+    server_now: SystemTime,
+    received: Instant,
+    ui: &crate::progress::Ui,
+) -> Result<MintOutcome, ApiError> {
+    let parsed: DownloadResponse = serde_json::from_slice(body).map_err(|e| {
+        ApiError::Request(format!(
+            "the Veridox API sent a response fetchdocs cannot read ({e})"
+        ))
+    })?;
+    let lifetime = ProviderKind::Veridox.url_lifetime();
+    let files = parsed
+        .files
+        .into_iter()
+        .filter_map(|f| {
+            Some(RawFile {
+                id: f.file_id?,
+                url: f.download_url.unwrap_or_default(),
+                label: f.label,
+                issued: received,
+                expires: f
+                    .expires_at
+                    .as_deref()
+                    .and_then(|e| remaining(e, server_now))
+                    .map(|r| received + r.min(lifetime)),
+            })
+        })
+        .collect();
+    let errors = parsed
+        .errors
+        .into_iter()
+        .filter_map(|e| Some((e.file_id?, reason_text(e.error))))
+        .collect();
+    Ok(reconcile(requested, files, errors, ui))
 }
 
 /// Time left until an RFC 3339 instant, measured on the server's clock (its `Date` header), so
