@@ -2,10 +2,10 @@
 //!
 //! The operating system releases the lock when the process ends, however it ends (`kill -9`
 //! included), so a lock left by a dead run never blocks the next one. The holder writes its PID
-//! into the file so that a second run can say who holds the directory.
+//! to `lock.pid` beside it (a separate file: on Windows a locked file cannot be read) so that a
+//! second run can say who holds the directory.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::state::STATE_DIR;
@@ -29,27 +29,26 @@ impl DirLock {
     pub fn acquire(output_dir: &Path) -> Result<DirLock, LockError> {
         let dir = output_dir.join(STATE_DIR);
         std::fs::create_dir_all(&dir).map_err(LockError::Io)?;
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(dir.join("lock"))
             .map_err(LockError::Io)?;
+        let pid_file = dir.join("lock.pid");
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                return Err(LockError::Held(text.trim().parse().ok()));
+                let pid = std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
+                return Err(LockError::Held(pid));
             }
             Err(TryLockError::Error(e)) => return Err(LockError::Io(e)),
         }
         // Ours now: say who we are (best effort; the lock itself is what counts).
-        let _ = file.set_len(0);
-        let _ = file.seek(SeekFrom::Start(0));
-        let _ = writeln!(file, "{}", std::process::id());
-        let _ = file.flush();
+        let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
         Ok(DirLock { _file: file })
     }
 }
@@ -74,7 +73,8 @@ mod tests {
     fn a_stale_lock_file_does_not_block() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join(STATE_DIR)).unwrap();
-        std::fs::write(dir.path().join(STATE_DIR).join("lock"), "999999\n").unwrap();
+        std::fs::write(dir.path().join(STATE_DIR).join("lock"), "").unwrap();
+        std::fs::write(dir.path().join(STATE_DIR).join("lock.pid"), "999999\n").unwrap();
         assert!(DirLock::acquire(dir.path()).is_ok());
     }
 }

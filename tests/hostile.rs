@@ -141,9 +141,31 @@ fn garbage_job_polls_are_retried() {
     env.assert_intact(&report);
 }
 
+/// Mount a tmpfs with `options` at `dir` for the life of the guard. Only root can; CI runs as
+/// root. Where it cannot, the test says it did not run.
+#[cfg(target_os = "linux")]
+fn tmpfs(dir: &std::path::Path, options: &str) -> Option<Unmount> {
+    std::fs::create_dir_all(dir).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| Unmount(dir.to_path_buf()))
+}
+
+#[cfg(target_os = "linux")]
+struct Unmount(std::path::PathBuf);
+
+#[cfg(target_os = "linux")]
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// A disk that fills up mid-run: a clear message, the temporary file removed, exit 1, and the
-/// run stops instead of failing every remaining file the same way. Needs a small tmpfs, which
-/// only root can mount (CI runs as root); elsewhere the test says it did not run.
+/// run stops instead of failing every remaining file the same way.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_full_disk_stops_the_run_cleanly() {
@@ -155,23 +177,10 @@ fn a_full_disk_stops_the_run_cleanly() {
         ),
         Faults::default(),
     );
-    std::fs::create_dir_all(env.out()).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(env.out())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
+    let Some(_mounted) = tmpfs(&env.out(), "size=1m") else {
         eprintln!("NOT RUN: a_full_disk_stops_the_run_cleanly needs root to mount a tmpfs");
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(env.out());
+    };
     let (out, report) = env.run(&env.all_ids(), &["-j", "1"]);
     no_panic(&out);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -184,4 +193,41 @@ fn a_full_disk_stops_the_run_cleanly() {
     env.assert_intact(&report);
     env.assert_no_partial_under_final_names();
     assert!(env.partial_files().is_empty(), "{:?}", env.partial_files());
+}
+
+/// An output directory that cannot be written is refused before any request, with exit 2.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_read_only_output_directory_is_refused_before_any_request() {
+    let env = Env::generated(3);
+    let Some(_mounted) = tmpfs(&env.out(), "ro,size=1m") else {
+        eprintln!("NOT RUN: a_read_only_output_directory_is_refused needs root to mount a tmpfs");
+        return;
+    };
+    let (out, _) = env.run(&env.all_ids(), &[]);
+    no_panic(&out);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(err.contains(&env.out().display().to_string()), "{err}");
+    assert_eq!(env.sandbox.stats().api_requests, 0);
+}
+
+/// An output path below a regular file cannot be created: exit 2, nothing requested.
+#[test]
+fn an_output_path_below_a_file_is_refused() {
+    let env = Env::generated(2);
+    std::fs::write(env.path("plain"), b"x").unwrap();
+    let ids = env.ids_file(&env.all_ids());
+    let out = env
+        .cmd()
+        .arg("-o")
+        .arg(env.path("plain").join("sub"))
+        .arg("--ids")
+        .arg(ids)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot create the output directory"));
+    assert_eq!(env.sandbox.stats().api_requests, 0);
 }

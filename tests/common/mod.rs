@@ -145,14 +145,14 @@ impl Env {
         for var in ENV_VARS {
             c.env_remove(var);
         }
-        // The base URL through the environment, so that a test can still pass --base-url.
+        // Base URL and output directory through the environment, so a test can still pass
+        // --base-url or -o (a flag beats the environment).
         c.env("FETCHDOCS_API_KEY", &self.key)
             .env("FETCHDOCS_BASE_URL", &self.sandbox.api_url)
+            .env("FETCHDOCS_OUTPUT_DIR", self.out())
             .arg("download")
             .arg("--provider")
-            .arg(self.provider)
-            .arg("-o")
-            .arg(self.out());
+            .arg(self.provider);
         c.timeout(std::time::Duration::from_secs(120));
         c
     }
