@@ -4,7 +4,8 @@
 //! download). Not on a terminal: no bars and no carriage returns, only a line per failed file,
 //! a one-line status at most every 30 s, and the summary. `-q`: errors only.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -13,6 +14,8 @@ use crate::config::Verbosity;
 
 /// How often the plain (non-terminal) status line may appear.
 pub const PLAIN_STATUS_EVERY: Duration = Duration::from_secs(30);
+/// Most per-download bars on screen at once (the overall bars count every download).
+pub const MAX_FILE_BARS: usize = 10;
 
 struct Bars {
     multi: MultiProgress,
@@ -25,6 +28,7 @@ pub struct Ui {
     verbosity: Verbosity,
     bars: Option<Bars>,
     last_status: Mutex<Instant>,
+    file_bars: Arc<AtomicUsize>,
 }
 
 impl Ui {
@@ -57,6 +61,7 @@ impl Ui {
             verbosity,
             bars,
             last_status: Mutex::new(Instant::now()),
+            file_bars: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -114,9 +119,17 @@ impl Ui {
         self.line(&format!("failed: {id}: {reason}"));
     }
 
-    /// A bar for one active download (a no-op handle without bars).
+    /// A bar for one active download (a no-op handle without bars, or when
+    /// [`MAX_FILE_BARS`] are already shown).
     pub fn file_bar(&self, name: &str) -> FileBar {
-        let bar = self.bars.as_ref().map(|b| {
+        let shown = self.bars.is_some()
+            && self
+                .file_bars
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < MAX_FILE_BARS).then_some(n + 1)
+                })
+                .is_ok();
+        let bar = self.bars.as_ref().filter(|_| shown).map(|b| {
             let bar = b.multi.insert_from_back(0, ProgressBar::no_length());
             bar.set_style(
                 ProgressStyle::with_template(
@@ -130,6 +143,7 @@ impl Ui {
         FileBar {
             bar,
             total_bytes: self.bars.as_ref().map(|b| b.bytes.clone()),
+            shown: shown.then(|| self.file_bars.clone()),
         }
     }
 
@@ -183,6 +197,8 @@ impl Ui {
 pub struct FileBar {
     bar: Option<ProgressBar>,
     total_bytes: Option<ProgressBar>,
+    /// The count of bars on screen, to give this bar's place back when it goes.
+    shown: Option<Arc<AtomicUsize>>,
 }
 
 impl FileBar {
@@ -213,6 +229,9 @@ impl Drop for FileBar {
     fn drop(&mut self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        }
+        if let Some(count) = &self.shown {
+            count.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
