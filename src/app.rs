@@ -365,6 +365,7 @@ pub fn faults_from_args(f: &FaultArgs) -> Faults {
 pub fn keelvar_from_args(f: &FaultArgs) -> KeelvarConfig {
     KeelvarConfig {
         polls_to_complete: f.job_polls,
+        min_job_time: std::time::Duration::from_millis(f.job_time),
         fail_first_jobs: f.fail_first_jobs,
         url_lifetime: std::time::Duration::from_secs(f.keelvar_url_lifetime),
         rate_limit: (f.keelvar_rate_limit > 0).then_some(RateRule {
@@ -448,6 +449,9 @@ pub async fn demo(args: DemoArgs) -> Exit {
         window: std::time::Duration::from_secs(60),
         headers: true,
     });
+    // Jobs that take a second, as real ones do.
+    cfg.keelvar.polls_to_complete = 1;
+    cfg.keelvar.min_job_time = std::time::Duration::from_secs(1);
     let ids: Vec<Uuid> = cfg.catalog.files().iter().map(|f| f.id).collect();
     let keys = [
         (ProviderKind::Veridox, cfg.veridox_key.clone()),

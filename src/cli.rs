@@ -167,8 +167,11 @@ pub struct FaultArgs {
     #[arg(long, default_value_t = 30, value_name = "N")]
     pub keelvar_rate_limit: u32,
     /// Keelvar: polls before a job completes.
-    #[arg(long, default_value_t = 2, value_name = "N")]
+    #[arg(long, default_value_t = 1, value_name = "N")]
     pub job_polls: u32,
+    /// Keelvar: milliseconds a job takes before it can complete.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub job_time: u64,
     /// Keelvar: the first N jobs end FAILED.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub fail_first_jobs: u32,

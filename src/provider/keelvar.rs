@@ -33,11 +33,33 @@ impl Default for PollPolicy {
 }
 
 impl PollPolicy {
-    /// The wait before poll number `n` (0-based).
-    pub fn delay(&self, n: u32) -> Duration {
-        self.first
+    /// The wait before poll number `n` (0-based), given how long jobs have typically taken to
+    /// complete: the first poll waits for most of that (each poll is a request out of the rate
+    /// limit), later ones back off from `first` to `cap`.
+    pub fn delay(&self, n: u32, typical_job: Option<Duration>) -> Duration {
+        let backoff = self
+            .first
             .mul_f64(self.factor.powi(n.min(60) as i32))
-            .min(self.cap)
+            .min(self.cap);
+        match typical_job {
+            Some(t) if n == 0 => backoff.max(t.mul_f64(0.9)).min(self.cap),
+            _ => backoff,
+        }
+    }
+}
+
+/// How long jobs have taken to complete (a moving average), for timing the first poll.
+#[derive(Debug, Default)]
+struct JobTimes(std::sync::Mutex<Option<Duration>>);
+
+impl JobTimes {
+    fn typical(&self) -> Option<Duration> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn observe(&self, took: Duration) {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *t = Some(t.map_or(took, |a| (a * 3 + took) / 4));
     }
 }
 
@@ -50,6 +72,7 @@ pub struct Keelvar {
     api: ApiClient,
     job_timeout: Duration,
     poll: PollPolicy,
+    job_times: JobTimes,
 }
 
 impl Keelvar {
@@ -58,6 +81,7 @@ impl Keelvar {
             api,
             job_timeout,
             poll,
+            job_times: JobTimes::default(),
         }
     }
 }
@@ -323,7 +347,10 @@ impl Keelvar {
                 )));
             }
             // The last poll lands on the deadline itself, not short of it.
-            let wait = self.poll.delay(n).min(deadline - now);
+            let wait = self
+                .poll
+                .delay(n, self.job_times.typical())
+                .min(deadline - now);
             n += 1;
             tokio::time::sleep(wait).await;
             let sent = Instant::now();
@@ -387,6 +414,7 @@ impl Provider for Keelvar {
             ));
             match self.wait(&id, job, submitted, deadline).await? {
                 JobEnd::Completed(detail, issued) => {
+                    self.job_times.observe(submitted.elapsed());
                     return Ok(decode_detail(&ids, detail, issued, self.api.ui()));
                 }
                 JobEnd::Failed(why) => {
@@ -432,10 +460,28 @@ mod tests {
     #[test]
     fn poll_backs_off_to_a_cap() {
         let p = PollPolicy::default();
-        assert_eq!(p.delay(0), Duration::from_millis(250));
-        assert!(p.delay(1) > p.delay(0));
-        assert_eq!(p.delay(30), Duration::from_secs(5));
-        assert_eq!(p.delay(u32::MAX), Duration::from_secs(5));
+        assert_eq!(p.delay(0, None), Duration::from_millis(250));
+        assert!(p.delay(1, None) > p.delay(0, None));
+        assert_eq!(p.delay(30, None), Duration::from_secs(5));
+        assert_eq!(p.delay(u32::MAX, None), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn first_poll_waits_for_the_typical_job() {
+        let p = PollPolicy::default();
+        let typical = Some(Duration::from_secs(2));
+        assert_eq!(p.delay(0, typical), Duration::from_millis(1800));
+        // Later polls back off as usual; a very long typical job is capped.
+        assert_eq!(p.delay(1, typical), p.delay(1, None));
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(60))),
+            Duration::from_secs(5)
+        );
+        // Fast jobs never poll faster than the policy's first step.
+        assert_eq!(
+            p.delay(0, Some(Duration::from_millis(10))),
+            Duration::from_millis(250)
+        );
     }
 
     #[test]
