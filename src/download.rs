@@ -48,6 +48,8 @@ pub struct Progress {
     total: AtomicU64,
     /// Bytes already on disk when this download started (not counted in its rate).
     resumed: AtomicU64,
+    /// When the file host first accepted the URL (a 200 or 206).
+    accepted: std::sync::OnceLock<Instant>,
 }
 
 impl Progress {
@@ -57,7 +59,13 @@ impl Progress {
             done: AtomicU64::new(0),
             total: AtomicU64::new(0),
             resumed: AtomicU64::new(0),
+            accepted: std::sync::OnceLock::new(),
         })
+    }
+
+    /// When the file host first accepted the URL, if it did.
+    pub fn accepted(&self) -> Option<Instant> {
+        self.accepted.get().copied()
     }
 
     /// Estimated time to completion, if the length is known and bytes are flowing.
@@ -274,6 +282,7 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<u64, Attempt
         }
     };
 
+    let _ = job.progress.accepted.set(requested_at);
     let mut file = if start == 0 {
         tokio::fs::File::create(&job.part).await
     } else {

@@ -22,12 +22,13 @@
 //! * slow, large files: `soon` counts only the downloads about to finish, batches are small, and
 //!   no URL waits long enough to expire; the rate limit is not the bottleneck there anyway.
 //!
-//! URLs are checked before a download starts: one that expires (by the vendor's `expires_at`, or
-//! by the lifetime learned from earlier 403s) within a safety margin goes back to be re-minted
-//! rather than being tried. Learning: a 403 for a URL of age `a` (counted from the earliest
-//! moment it can have been issued) proves the lifetime is under `a`; the scheduler then assumes
-//! `a / 4`, so that one or two expired URLs are enough to adapt to a host whose URLs live far
-//! shorter than documented. A 403 from the file host re-mints the URL and resumes the download
+//! URLs are checked before a download starts. One is re-minted unused only if it is provably
+//! dead: near the vendor's stated expiry, or at least as old as a URL the file host has already
+//! refused (ages count from the earliest moment a URL can have been issued; URLs minted together
+//! share it, so one 403 settles a whole batch). A doubtful URL is tried, because a try costs one
+//! file-host request and a re-mint costs API requests. What the 403s and successes teach also
+//! shortens the horizon ([`Lifetime`]), so a host whose URLs live far shorter than documented
+//! costs one or two expired URLs, not one per file. A 403 from the file host re-mints the URL and resumes the download
 //! from the bytes already on disk. Every ID has a bounded number of mints.
 
 use std::collections::{HashMap, VecDeque};
@@ -103,6 +104,62 @@ pub fn horizon(lifetime: Duration) -> Duration {
 /// How close to its expiry a URL may be and still be started.
 pub fn start_margin(lifetime: Duration) -> Duration {
     (lifetime / 5).min(Duration::from_secs(5))
+}
+
+/// What is known about how long URLs live, from the documentation and from the file host's
+/// answers. Ages count from the earliest moment a URL can have been issued.
+///
+/// * Proof decides whether a URL is tried: one is skipped (re-minted unused) only if it is at
+///   least as old as a URL the host has refused, or near its documented expiry. A doubtful URL
+///   is tried: that costs one file-host request, a re-mint costs an API request (for Keelvar, a
+///   job).
+/// * A guess decides how far ahead to mint: the documented lifetime until a URL is refused; after
+///   that, the larger of the oldest age ever accepted and half the youngest age ever refused.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetime {
+    documented: Duration,
+    youngest_refused: Option<Duration>,
+    oldest_accepted: Duration,
+}
+
+impl Lifetime {
+    pub fn new(documented: Duration) -> Self {
+        Lifetime {
+            documented,
+            youngest_refused: None,
+            oldest_accepted: Duration::ZERO,
+        }
+    }
+
+    /// The lifetime to plan with.
+    pub fn estimate(&self) -> Duration {
+        match self.youngest_refused {
+            None => self.documented,
+            Some(refused) => self
+                .oldest_accepted
+                .max(refused / 2)
+                .clamp(MIN_LIFETIME, self.documented),
+        }
+    }
+
+    /// A URL this old has been proven dead.
+    pub fn provably_expired(&self, age: Duration) -> bool {
+        self.youngest_refused.is_some_and(|r| age >= r)
+    }
+
+    /// The host refused a URL of this age (403). Returns true if that taught something new.
+    pub fn refused(&mut self, age: Duration) -> bool {
+        if self.youngest_refused.is_some_and(|r| r <= age) {
+            return false;
+        }
+        self.youngest_refused = Some(age);
+        true
+    }
+
+    /// The host accepted a URL of this age.
+    pub fn accepted(&mut self, age: Duration) {
+        self.oldest_accepted = self.oldest_accepted.max(age);
+    }
 }
 
 /// One ID's journey through the run.
@@ -181,7 +238,7 @@ impl<P: Provider> Pipeline<'_, P> {
         let kind = self.provider.kind();
         let max_batch = kind.max_batch();
         let j = self.concurrency.max(1);
-        let mut lifetime = kind.url_lifetime();
+        let mut lifetime = Lifetime::new(kind.url_lifetime());
         let mut pending: VecDeque<Item> = items.into();
         let total_open = pending.len();
         let mut ready: VecDeque<Ready> = VecDeque::new();
@@ -203,8 +260,11 @@ impl<P: Provider> Pipeline<'_, P> {
             while active.len() < j
                 && let Some(r) = ready.pop_front()
             {
-                let expires = r.expires.min(r.issued + lifetime);
-                if now + start_margin(lifetime) >= expires {
+                let stated = r.expires;
+                let age = now.saturating_duration_since(r.issued);
+                if now + start_margin(kind.url_lifetime()) >= stated
+                    || lifetime.provably_expired(age)
+                {
                     stats.stale_before_start += 1;
                     self.ui.verbose(&format!(
                         "{}: URL too close to expiry to start; minting a fresh one",
@@ -236,7 +296,7 @@ impl<P: Provider> Pipeline<'_, P> {
                         pending: pending.len(),
                     })
                 } else {
-                    let t = mint_latency + horizon(lifetime);
+                    let t = mint_latency + horizon(lifetime.estimate());
                     batch_size(&Demand {
                         concurrency: j,
                         max_batch,
@@ -419,6 +479,9 @@ impl<P: Provider> Pipeline<'_, P> {
                                 let took = p.started.elapsed();
                                 avg_duration =
                                     Some(avg_duration.map_or(took, |a| (a * 3 + took) / 4));
+                                if let Some(at) = p.accepted() {
+                                    lifetime.accepted(at.saturating_duration_since(issued));
+                                }
                             }
                             if completions.len() == 64 {
                                 completions.pop_front();
@@ -431,12 +494,12 @@ impl<P: Provider> Pipeline<'_, P> {
                             item.expirations += 1;
                             // The URL lived less than this: learn, so the next ones are used sooner.
                             let age = requested_at.saturating_duration_since(issued);
-                            if age < lifetime * 4 {
-                                lifetime = lifetime.min(age / 4).max(MIN_LIFETIME);
+                            if lifetime.refused(age) {
                                 self.ui.verbose(&format!(
-                                    "a signed URL expired after {:.1}s; assuming URLs live {:.1}s",
+                                    "a signed URL was refused at age {:.1}s; planning for URLs \
+                                     that live about {:.1}s",
                                     age.as_secs_f64(),
-                                    lifetime.as_secs_f64()
+                                    lifetime.estimate().as_secs_f64()
                                 ));
                             }
                             if item.expirations >= MAX_EXPIRATIONS_PER_FILE {
@@ -774,6 +837,31 @@ mod tests {
             start_margin(Duration::from_secs(2)),
             Duration::from_millis(400)
         );
+    }
+
+    #[test]
+    fn lifetime_is_learned_from_refusals_and_successes() {
+        let secs = Duration::from_secs;
+        let mut l = Lifetime::new(secs(60));
+        assert_eq!(l.estimate(), secs(60));
+        assert!(!l.provably_expired(secs(59)));
+        l.accepted(secs(1));
+        assert_eq!(l.estimate(), secs(60), "successes alone change nothing");
+        assert!(l.refused(secs(8)));
+        assert_eq!(l.estimate(), secs(4));
+        assert!(l.provably_expired(secs(8)) && !l.provably_expired(secs(7)));
+        assert!(!l.refused(secs(9)), "an older refusal teaches nothing");
+        l.accepted(secs(6));
+        assert_eq!(
+            l.estimate(),
+            secs(6),
+            "a URL that worked at 6 s proves at least that"
+        );
+        assert!(l.refused(secs(3)));
+        assert_eq!(l.estimate(), secs(6).max(Duration::from_millis(1500)));
+        let mut tiny = Lifetime::new(secs(60));
+        tiny.refused(Duration::from_millis(100));
+        assert_eq!(tiny.estimate(), MIN_LIFETIME);
     }
 
     #[test]

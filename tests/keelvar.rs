@@ -76,6 +76,10 @@ fn short_lived_urls_with_slow_downloads_and_small_concurrency() {
     let s = env.sandbox.stats();
     assert!(s.file_max_in_flight <= 2, "{s:?}");
     // The stated bound: at most 2 × -j URLs ever die before use.
+    eprintln!(
+        "measured: {} expired hit(s), {} job(s), URL ages at start (ms): {:?}",
+        s.expired_hits, s.jobs_submitted, s.url_ages_ms
+    );
     assert!(
         s.expired_hits <= 4,
         "{} expired hits: {s:?}",
