@@ -250,8 +250,6 @@ impl<P: Provider> Pipeline<'_, P> {
         let mut avg_duration: Option<Duration> = None;
         let mut tasks: JoinSet<Done> = JoinSet::new();
         let mut stats = RunStats::default();
-        let mut finished = 0usize;
-        let mut failed = 0usize;
         let started = Instant::now();
 
         loop {
@@ -274,8 +272,6 @@ impl<P: Provider> Pipeline<'_, P> {
                         r.item,
                         "every signed URL was expired or about to expire on arrival",
                         &mut pending,
-                        &mut finished,
-                        &mut failed,
                     );
                     continue;
                 }
@@ -345,8 +341,12 @@ impl<P: Provider> Pipeline<'_, P> {
             }
 
             self.ui.plain_status(|| {
+                // Skipped files were finished before the run; the rest are this run's.
+                let s = self.recorder.summary();
+                let done = s.downloaded + s.failed + s.resolved.unwrap_or(0);
                 format!(
-                    "fetchdocs: {finished}/{total_open} files done ({failed} failed), {} in {:.0}s",
+                    "fetchdocs: {done}/{total_open} files done ({} failed), {} in {:.0}s",
+                    s.failed,
                     human_bytes(self.recorder.bytes()),
                     started.elapsed().as_secs_f64()
                 )
@@ -355,7 +355,7 @@ impl<P: Provider> Pipeline<'_, P> {
             let event = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => {
-                    self.wind_down(&mut tasks, &mut finished).await;
+                    self.wind_down(&mut tasks).await;
                     self.ui.finish();
                     self.recorder.fail_unfinished("interrupted before this file was finished");
                     return Err(Fatal::Interrupted);
@@ -394,19 +394,13 @@ impl<P: Provider> Pipeline<'_, P> {
                         }
                         Err(ApiError::Rejected(msg)) => {
                             for item in items {
-                                self.fail(&item, &msg, &mut finished, &mut failed);
+                                self.fail(&item, &msg);
                             }
                         }
                         Err(ApiError::Request(msg)) => {
                             self.ui.warn(&msg);
                             for item in items {
-                                self.retry_mint(
-                                    item,
-                                    &msg,
-                                    &mut pending,
-                                    &mut finished,
-                                    &mut failed,
-                                );
+                                self.retry_mint(item, &msg, &mut pending);
                             }
                         }
                         Ok(outcome) => {
@@ -414,7 +408,7 @@ impl<P: Provider> Pipeline<'_, P> {
                                 items.into_iter().map(|i| (i.id, i)).collect();
                             for (id, reason) in outcome.errors {
                                 if let Some(item) = by_id.remove(&id) {
-                                    self.fail(&item, &reason, &mut finished, &mut failed);
+                                    self.fail(&item, &reason);
                                 }
                             }
                             for id in outcome.missing {
@@ -423,8 +417,6 @@ impl<P: Provider> Pipeline<'_, P> {
                                         item,
                                         "the API answer left this file out",
                                         &mut pending,
-                                        &mut finished,
-                                        &mut failed,
                                     );
                                 }
                             }
@@ -441,7 +433,6 @@ impl<P: Provider> Pipeline<'_, P> {
                                         bytes: None,
                                         error: None,
                                     });
-                                    finished += 1;
                                     self.ui.file_finished();
                                     continue;
                                 }
@@ -459,8 +450,6 @@ impl<P: Provider> Pipeline<'_, P> {
                                     item,
                                     "the API answer left this file out",
                                     &mut pending,
-                                    &mut finished,
-                                    &mut failed,
                                 );
                             }
                         }
@@ -487,7 +476,7 @@ impl<P: Provider> Pipeline<'_, P> {
                                 completions.pop_front();
                             }
                             completions.push_back(Instant::now());
-                            self.complete(&item, name, bytes, &mut finished);
+                            self.complete(&item, name, bytes);
                         }
                         Outcome::Expired { requested_at } => {
                             stats.expired_hits += 1;
@@ -507,25 +496,19 @@ impl<P: Provider> Pipeline<'_, P> {
                                     "the file host refused {} fresh signed URLs (HTTP 403)",
                                     item.expirations
                                 );
-                                self.fail(&item, &reason, &mut finished, &mut failed);
+                                self.fail(&item, &reason);
                             } else {
-                                self.retry_mint(
-                                    item,
-                                    "signed URL expired",
-                                    &mut pending,
-                                    &mut finished,
-                                    &mut failed,
-                                );
+                                self.retry_mint(item, "signed URL expired", &mut pending);
                             }
                         }
                         Outcome::Failed(reason) => {
-                            self.fail(&item, &reason, &mut finished, &mut failed);
+                            self.fail(&item, &reason);
                         }
                         // Only after a cancel, which the select above handles first.
                         Outcome::Cancelled => {}
                         Outcome::StorageFailed(reason) => {
                             // Every other file would fail the same way: stop here, cleanly.
-                            self.fail(&item, &reason, &mut finished, &mut failed);
+                            self.fail(&item, &reason);
                             tasks.abort_all();
                             self.ui.finish();
                             self.recorder.fail_unfinished(
@@ -549,7 +532,7 @@ impl<P: Provider> Pipeline<'_, P> {
 
     /// After a cancel: give in-flight downloads up to [`WIND_DOWN`] to flush their partial data
     /// (and record any that finished), then abort whatever is left.
-    async fn wind_down(&mut self, tasks: &mut JoinSet<Done>, finished: &mut usize) {
+    async fn wind_down(&mut self, tasks: &mut JoinSet<Done>) {
         let deadline = Instant::now() + WIND_DOWN;
         while !tasks.is_empty() {
             let joined = tokio::select! {
@@ -563,14 +546,14 @@ impl<P: Provider> Pipeline<'_, P> {
                 ..
             })) = joined
             {
-                self.complete(&item, name, bytes, finished);
+                self.complete(&item, name, bytes);
             }
         }
         tasks.abort_all();
     }
 
     /// A file is durable under its final name: record it and report it.
-    fn complete(&mut self, item: &Item, name: String, bytes: u64, finished: &mut usize) {
+    fn complete(&mut self, item: &Item, name: String, bytes: u64) {
         if let Err(e) = self.state.record(Record {
             id: item.id,
             path: name.clone(),
@@ -590,7 +573,6 @@ impl<P: Provider> Pipeline<'_, P> {
             bytes: Some(bytes),
             error: None,
         });
-        *finished += 1;
         self.ui.file_finished();
     }
 
@@ -649,7 +631,7 @@ impl<P: Provider> Pipeline<'_, P> {
         });
     }
 
-    fn fail(&mut self, item: &Item, reason: &str, finished: &mut usize, failed: &mut usize) {
+    fn fail(&mut self, item: &Item, reason: &str) {
         if self.recorder.is_finished(&item.id) {
             return;
         }
@@ -661,24 +643,15 @@ impl<P: Provider> Pipeline<'_, P> {
             bytes: None,
             error: Some(reason.to_string()),
         });
-        *finished += 1;
-        *failed += 1;
         self.ui.file_finished();
-        self.ui.set_failed(*failed);
+        self.ui.set_failed(self.recorder.summary().failed);
     }
 
     /// Put an item back to be minted again, unless it has had its share of mints.
-    fn retry_mint(
-        &mut self,
-        item: Item,
-        reason: &str,
-        pending: &mut VecDeque<Item>,
-        finished: &mut usize,
-        failed: &mut usize,
-    ) {
+    fn retry_mint(&mut self, item: Item, reason: &str, pending: &mut VecDeque<Item>) {
         if item.mints >= MAX_MINTS_PER_FILE {
             let reason = format!("{reason} (gave up after {} tries)", item.mints);
-            self.fail(&item, &reason, finished, failed);
+            self.fail(&item, &reason);
         } else {
             pending.push_front(item);
         }

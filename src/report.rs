@@ -51,7 +51,8 @@ pub struct Recorder {
     order: Vec<Uuid>,
     entries: HashMap<Uuid, FileEntry>,
     json_lines: bool,
-    dry_run: bool,
+    /// Kept up to date as IDs finish, so that reading it costs nothing.
+    counts: Summary,
     bytes: u64,
 }
 
@@ -62,7 +63,11 @@ impl Recorder {
             order: ids.to_vec(),
             entries: HashMap::with_capacity(ids.len()),
             json_lines,
-            dry_run,
+            counts: Summary {
+                requested: ids.len(),
+                resolved: dry_run.then_some(0),
+                ..Summary::default()
+            },
             bytes: 0,
         }
     }
@@ -72,8 +77,15 @@ impl Recorder {
         if self.entries.contains_key(&entry.id) {
             return;
         }
-        if entry.status == Status::Downloaded {
-            self.bytes += entry.bytes.unwrap_or(0);
+        let c = &mut self.counts;
+        match entry.status {
+            Status::Downloaded => {
+                c.downloaded += 1;
+                self.bytes += entry.bytes.unwrap_or(0);
+            }
+            Status::Skipped => c.skipped += 1,
+            Status::Failed => c.failed += 1,
+            Status::Resolved => *c.resolved.get_or_insert(0) += 1,
         }
         if self.json_lines {
             print_json_line(&entry);
@@ -110,20 +122,7 @@ impl Recorder {
     }
 
     pub fn summary(&self) -> Summary {
-        let mut s = Summary {
-            requested: self.order.len(),
-            resolved: self.dry_run.then_some(0),
-            ..Summary::default()
-        };
-        for e in self.entries.values() {
-            match e.status {
-                Status::Downloaded => s.downloaded += 1,
-                Status::Skipped => s.skipped += 1,
-                Status::Failed => s.failed += 1,
-                Status::Resolved => *s.resolved.get_or_insert(0) += 1,
-            }
-        }
-        s
+        self.counts
     }
 
     /// Failed entries, in input order.
