@@ -30,18 +30,23 @@ use crate::state::State;
 /// Most bytes read from an ID list (about 2.7 million IDs).
 const MAX_ID_INPUT: u64 = 100 * 1024 * 1024;
 
+/// Tell the user what ended the run, and give its exit code.
+pub fn exit_on(e: &Fatal) -> Exit {
+    eprintln!("fetchdocs: error: {e}");
+    e.exit()
+}
+
+/// The exit code of a run, printing the fatal error if it ended in one.
+fn exit_of(result: Result<Exit, Fatal>) -> Exit {
+    result.unwrap_or_else(|e| exit_on(&e))
+}
+
 /// `fetchdocs download`: run and turn the outcome into an exit code, printing what the user
 /// needs to read.
 pub async fn download(cfg: Config) -> Exit {
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
-    match download_with(&cfg, None, cancel).await {
-        Ok(exit) => exit,
-        Err(e) => {
-            eprintln!("fetchdocs: error: {e}");
-            e.exit()
-        }
-    }
+    exit_of(download_with(&cfg, None, cancel).await)
 }
 
 /// Read and validate the ID list.
@@ -91,6 +96,12 @@ pub async fn download_with(
         None => read_ids(&cfg.ids, cfg.provider)?,
     };
     prepare_output_dir(&cfg.output_dir)?;
+    let unusable = |e: std::io::Error| {
+        Fatal::Usage(format!(
+            "cannot use the output directory {}: {e}",
+            cfg.output_dir.display()
+        ))
+    };
     let _lock = DirLock::acquire(&cfg.output_dir).map_err(|e| match e {
         LockError::Held(pid) => Fatal::Locked(format!(
             "another fetchdocs run ({}) is using {}; nothing was done. Wait for it to finish, \
@@ -98,17 +109,9 @@ pub async fn download_with(
             pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}")),
             cfg.output_dir.display()
         )),
-        LockError::Io(e) => Fatal::Usage(format!(
-            "cannot use the output directory {}: {e}",
-            cfg.output_dir.display()
-        )),
+        LockError::Io(e) => unusable(e),
     })?;
-    let mut state = State::open(&cfg.output_dir).map_err(|e| {
-        Fatal::Usage(format!(
-            "cannot use the output directory {}: {e}",
-            cfg.output_dir.display()
-        ))
-    })?;
+    let mut state = State::open(&cfg.output_dir).map_err(unusable)?;
     let ui = Arc::new(Ui::new(
         cfg.verbosity,
         cfg.progress_bars,
@@ -468,8 +471,7 @@ pub async fn demo(args: DemoArgs) -> Exit {
         write_ids(&args.output_dir.join("ids.txt"), ids.iter().copied())
             .map_err(|e| Fatal::Usage(format!("cannot write the demo's ID list: {e}")))
     }) {
-        eprintln!("fetchdocs: error: {e}");
-        return e.exit();
+        return exit_on(&e);
     }
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
@@ -485,22 +487,13 @@ pub async fn demo(args: DemoArgs) -> Exit {
         );
         let cfg = match demo_config(&args, provider, &sandbox.api_url, &key, out) {
             Ok(c) => c,
-            Err(e) => {
-                eprintln!("fetchdocs: error: {e}");
-                return e.exit();
-            }
+            Err(e) => return exit_on(&e),
         };
         let list = IdList {
             ids: ids.clone(),
             duplicates: 0,
         };
-        let exit = match download_with(&cfg, Some(list), cancel.clone()).await {
-            Ok(exit) => exit,
-            Err(e) => {
-                eprintln!("fetchdocs: error: {e}");
-                e.exit()
-            }
-        };
+        let exit = exit_of(download_with(&cfg, Some(list), cancel.clone()).await);
         if exit != Exit::Success {
             worst = exit;
             break;

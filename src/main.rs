@@ -23,10 +23,7 @@ fn main() -> ExitCode {
     let exit = match cli.command {
         Command::Download(args) => match Config::from_args(args) {
             Ok(cfg) => runtime.block_on(app::download(cfg)),
-            Err(e) => {
-                eprintln!("fetchdocs: error: {e}");
-                e.exit()
-            }
+            Err(e) => app::exit_on(&e),
         },
         Command::Sandbox(args) => runtime.block_on(app::sandbox(args)),
         Command::Demo(args) => runtime.block_on(app::demo(args)),
