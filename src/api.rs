@@ -195,14 +195,9 @@ impl ApiClient {
                 }
             };
             failures += 1;
-            if failures > self.backoff.max_retries {
-                return Err(ApiError::Request(format!(
-                    "{reason} (gave up after {failures} attempts)"
-                )));
-            }
-            let wait = server_wait
-                .unwrap_or_default()
-                .max(self.backoff.delay(failures));
+            let Some(wait) = self.backoff.next_wait(failures, server_wait) else {
+                return Err(ApiError::Request(retry::gave_up(&reason, failures)));
+            };
             self.ui.verbose(&format!(
                 "{reason}; retrying in {:.1}s ({failures}/{})",
                 wait.as_secs_f64(),

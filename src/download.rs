@@ -151,15 +151,9 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
             Err(AttemptError::Cancelled) => return Outcome::Cancelled,
             Err(AttemptError::Transient(reason, server_wait)) => {
                 failures += 1;
-                if failures > policy.backoff.max_retries {
-                    return Outcome::Failed(format!(
-                        "{reason} (gave up after {failures} attempts)"
-                    ));
-                }
-                let wait = server_wait
-                    .unwrap_or_default()
-                    .min(retry::MAX_RETRY_AFTER)
-                    .max(policy.backoff.delay(failures));
+                let Some(wait) = policy.backoff.next_wait(failures, server_wait) else {
+                    return Outcome::Failed(retry::gave_up(&reason, failures));
+                };
                 tokio::select! {
                     _ = job.cancel.cancelled() => return Outcome::Cancelled,
                     _ = tokio::time::sleep(wait) => {}
@@ -169,7 +163,7 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
     }
 }
 
-/// Make the temporary file durable, then give it its final name.
+/// Give the (already synced) temporary file its final name, and make the rename durable.
 async fn finish(part: &Path, dest: &Path) -> std::io::Result<()> {
     tokio::fs::rename(part, dest).await?;
     if let Some(dir) = dest.parent() {

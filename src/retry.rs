@@ -37,6 +37,18 @@ impl Backoff {
         let half = full / 2;
         half + half.mul_f64(fastrand::f64())
     }
+
+    /// After failure number `failures` (1-based): how long to wait before the next attempt —
+    /// the longer of the backoff and the server's own `Retry-After` — or `None` to give up.
+    pub fn next_wait(&self, failures: u32, server_wait: Option<Duration>) -> Option<Duration> {
+        (failures <= self.max_retries)
+            .then(|| server_wait.unwrap_or_default().max(self.delay(failures)))
+    }
+}
+
+/// The reason for a failure that was retried until the retries ran out.
+pub fn gave_up(reason: &str, attempts: u32) -> String {
+    format!("{reason} (gave up after {attempts} attempts)")
 }
 
 /// Statuses that say "try again later": timeouts, throttling and server-side failures.
@@ -151,6 +163,21 @@ mod tests {
             let d30 = b.delay(30);
             assert!(d30 >= Duration::from_secs(1) && d30 <= Duration::from_secs(2));
         }
+    }
+
+    #[test]
+    fn next_wait_honours_the_server_and_gives_up() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(2),
+            max_retries: 2,
+        };
+        assert!(b.next_wait(1, None).unwrap() <= Duration::from_millis(100));
+        assert_eq!(
+            b.next_wait(2, Some(Duration::from_secs(7))),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(b.next_wait(3, None), None);
     }
 
     #[test]
