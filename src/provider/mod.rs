@@ -230,12 +230,3 @@ pub fn reason_text(v: Option<serde_json::Value>) -> String {
         None => String::new(),
     }
 }
-
-/// The URL without its query and fragment, for messages: the signature is a secret.
-pub fn redact_url(url: &Url) -> String {
-    let mut u = url.clone();
-    u.set_query(None);
-    u.set_fragment(None);
-    let _ = u.set_password(None);
-    u.to_string()
-}
