@@ -64,7 +64,7 @@ pub fn is_transient_reqwest(err: &reqwest::Error) -> bool {
     if err.is_builder() || err.is_redirect() {
         return false;
     }
-    if chain_mentions_certificate(err) {
+    if chain_has_certificate_error(err) {
         return false;
     }
     err.is_timeout()
@@ -104,15 +104,33 @@ pub fn is_transient_io_kind(kind: io::ErrorKind) -> bool {
     )
 }
 
-fn chain_mentions_certificate(err: &(dyn StdError + 'static)) -> bool {
+/// Whether a TLS certificate was refused somewhere in the error's source chain: found by type
+/// (rustls' own error, also where an `io::Error` carries it), never by reading messages, which
+/// hold URLs and therefore file names such as `ISO_Certificate.pdf`.
+pub fn chain_has_certificate_error(err: &(dyn StdError + 'static)) -> bool {
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = current {
-        if e.to_string().to_ascii_lowercase().contains("certificate") {
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            // `io::Error::source` skips the error it wraps: look inside it.
+            e.downcast_ref::<io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if tls.is_some_and(is_certificate_error) {
             return true;
         }
         current = e.source();
     }
     false
+}
+
+fn is_certificate_error(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidCertificate(_)
+            | rustls::Error::InvalidCertRevocationList(_)
+            | rustls::Error::NoCertificatesPresented
+    )
 }
 
 /// The longest server-requested wait we honour; a larger `Retry-After` is cut to this.
@@ -216,6 +234,26 @@ mod tests {
         assert!(!chain_has_transient_io(&denied));
         let full = io::Error::new(io::ErrorKind::StorageFull, "disk full");
         assert!(!chain_has_transient_io(&full));
+    }
+
+    #[test]
+    fn certificate_errors_are_found_by_type_not_by_text() {
+        let bad_cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = Wrapper(io::Error::new(io::ErrorKind::InvalidData, bad_cert.clone()));
+        assert!(chain_has_certificate_error(&wrapped));
+        assert!(chain_has_certificate_error(&bad_cert));
+        // Text alone says nothing: a reset while fetching …/ISO_Certificate.pdf is transient.
+        let reset = Wrapper(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "for url (https://files.example/ISO_Certificate.pdf): certificate",
+        ));
+        assert!(!chain_has_certificate_error(&reset));
+        assert!(chain_has_transient_io(&reset));
+        let other_tls = Wrapper(io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::DecryptError,
+        ));
+        assert!(!chain_has_certificate_error(&other_tls));
     }
 
     #[test]
