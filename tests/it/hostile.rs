@@ -1,9 +1,7 @@
 //! Hostile or broken servers never cause a panic, a hang, or a lost file: each fault becomes a
 //! retry or a per-file failure with a reason.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use fetchdocs::sandbox::{Catalog, Faults, KeelvarConfig};
 
 fn no_panic(out: &std::process::Output) {

@@ -1,9 +1,7 @@
 //! Hostile and colliding labels: safe names, nothing outside the output directory, nothing
 //! overwritten that belongs to someone else.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use fetchdocs::sandbox::{Catalog, Faults};
 
 #[test]

@@ -1,10 +1,8 @@
 //! Keelvar: jobs, polling, URLs that die soon after their job completes.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use fetchdocs::sandbox::{Catalog, Faults, KeelvarConfig, RateRule};
 
 fn keelvar(polls: u32) -> KeelvarConfig {

@@ -1,8 +1,6 @@
 //! The API key goes to the API host only: never to the file host, never into output.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use fetchdocs::sandbox::{Catalog, Faults, KeelvarConfig};
 
 fn assert_nowhere(env: &Env, secret: &str, out: &std::process::Output) {

@@ -1,8 +1,6 @@
 //! The main job: IDs in, intact files out, a report, re-runs that skip.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use fetchdocs::sandbox::{Catalog, Faults};
 use serde_json::Value;
 

@@ -1,11 +1,9 @@
 //! Servers that fail: every file still arrives intact, within -j, and the key never reaches the
 //! file host.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use fetchdocs::sandbox::{Catalog, Faults};
 
 #[test]

@@ -1,8 +1,6 @@
 //! Bad input gets a clear error, exit 2, and no request at all.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn assert_no_request(env: &Env) {
     let s = env.sandbox.stats();

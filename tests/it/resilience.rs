@@ -1,10 +1,8 @@
 //! Cron safety: one run per directory, Ctrl-C, kill -9, resuming where a run stopped.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use fetchdocs::sandbox::{Catalog, Faults};
 
 /// Files of 200–400 KB served at 100 KB/s: runs last long enough to interrupt.

@@ -1,8 +1,6 @@
 //! Credentials refused (exit 3) and per-file refusals (exit 1, reasons in the report).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use fetchdocs::sandbox::{Catalog, Faults};
 
 #[test]

@@ -1,0 +1,14 @@
+//! The scenario tests: one binary (linked once), a module per capability. Each test starts the
+//! sandbox on 127.0.0.1 port 0 and drives the real `fetchdocs` binary against it.
+
+mod common;
+
+mod auth_and_partial;
+mod download;
+mod faults;
+mod hostile;
+mod input;
+mod keelvar;
+mod names;
+mod resilience;
+mod secrets;
