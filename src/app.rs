@@ -24,8 +24,8 @@ use crate::provider::{Provider, ProviderKind};
 use crate::ratelimit::RateLimiter;
 use crate::report::{FileEntry, Recorder, Status, human_bytes};
 use crate::retry::Backoff;
-use crate::sandbox::{Catalog, Faults, KeelvarConfig, RateRule, Sandbox, SandboxConfig};
 use crate::state::State;
+use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig, RateRule, Sandbox, SandboxConfig};
 
 /// Most bytes read from an ID list (about 2.7 million IDs).
 const MAX_ID_INPUT: u64 = 100 * 1024 * 1024;

@@ -2,8 +2,8 @@
 //!
 //! The job, one module a step: [`ids`] (read and validate) → [`provider`] (batches become signed
 //! URLs) → [`pipeline`] (mint just in time, download within `-j`) → [`download`] (one file to
-//! disk) → [`state`] and [`report`] (what happened). [`sandbox`] is a local stand-in for the
-//! vendor APIs.
+//! disk) → [`state`] and [`report`] (what happened). The local stand-in for the vendor APIs is the
+//! `fetchdocs-sandbox` crate.
 
 pub mod api;
 pub mod app;
@@ -20,5 +20,4 @@ pub mod provider;
 pub mod ratelimit;
 pub mod report;
 pub mod retry;
-pub mod sandbox;
 pub mod state;

@@ -1,7 +1,7 @@
 //! Credentials refused (exit 3) and per-file refusals (exit 1, reasons in the report).
 
 use crate::common::*;
-use fetchdocs::sandbox::{Catalog, Faults};
+use fetchdocs_sandbox::{Catalog, Faults};
 
 #[test]
 fn wrong_key_exits_3_and_says_which_setting_to_fix() {

@@ -1,7 +1,7 @@
 //! The main job: IDs in, intact files out, a report, re-runs that skip.
 
 use crate::common::*;
-use fetchdocs::sandbox::{Catalog, Faults};
+use fetchdocs_sandbox::{Catalog, Faults};
 use serde_json::Value;
 
 #[test]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use fetchdocs::sandbox::{Catalog, Faults};
+use fetchdocs_sandbox::{Catalog, Faults};
 
 #[test]
 fn every_fault_once_per_item_and_every_file_still_intact() {
@@ -133,7 +133,7 @@ fn ratelimit_headers_keep_a_run_free_of_429s() {
     // The server allows 3 requests per 2 s window and says so in RateLimit-* headers; the client
     // is configured far more generously, so only the headers can keep it in line.
     let faults = Faults {
-        rate_limit: Some(fetchdocs::sandbox::RateRule {
+        rate_limit: Some(fetchdocs_sandbox::RateRule {
             limit: 3,
             window: Duration::from_secs(2),
             headers: true,
@@ -155,7 +155,7 @@ fn requests_per_minute_keeps_within_the_servers_limit() {
     // batches; however the batches fall, a 5th request inside the minute would be answered 429.
     // The limiter's own spacing is unit-tested with a paused clock (ratelimit.rs).
     let faults = Faults {
-        rate_limit: Some(fetchdocs::sandbox::RateRule {
+        rate_limit: Some(fetchdocs_sandbox::RateRule {
             limit: 4,
             window: Duration::from_secs(60),
             headers: false,

@@ -2,7 +2,7 @@
 //! retry or a per-file failure with a reason.
 
 use crate::common::*;
-use fetchdocs::sandbox::{Catalog, Faults, KeelvarConfig};
+use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig};
 
 fn no_panic(out: &std::process::Output) {
     let err = stderr(out);
@@ -228,4 +228,28 @@ fn an_output_path_below_a_file_is_refused() {
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot create the output directory"));
     assert_eq!(env.sandbox.stats().api_requests, 0);
+}
+
+#[test]
+fn a_reset_connection_to_iso_certificate_pdf_is_retried_not_taken_for_a_tls_failure() {
+    // The file host resets the first connection for the file before answering. The request
+    // error's text names the URL, and the URL ends in the file's name: …/ISO_Certificate.pdf.
+    // Only a real certificate error is fatal; this one is a reset, retried like any other.
+    let faults = Faults {
+        reset_first_requests: 1,
+        ..Faults::default()
+    };
+    let env = Env::new(
+        Catalog::new(vec![file(1, "ISO_Certificate.pdf", 48_213)]),
+        faults,
+    );
+    let (out, report) = env.run(&env.all_ids(), &["-v"]);
+    no_panic(&out);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (1, 1, 0, 0));
+    env.assert_intact(&report);
+    assert_eq!(report["files"][0]["path"], "ISO_Certificate.pdf");
+    let s = env.sandbox.stats();
+    assert_eq!(s.file_resets, 1, "the reset happened: {s:?}");
+    assert_eq!(s.file_requests, 1, "then one answered request: {s:?}");
 }

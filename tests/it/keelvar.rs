@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use fetchdocs::sandbox::{Catalog, Faults, KeelvarConfig, RateRule};
+use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig, RateRule};
 
 fn keelvar(polls: u32) -> KeelvarConfig {
     KeelvarConfig {

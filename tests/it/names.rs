@@ -2,7 +2,7 @@
 //! overwritten that belongs to someone else.
 
 use crate::common::*;
-use fetchdocs::sandbox::{Catalog, Faults};
+use fetchdocs_sandbox::{Catalog, Faults};
 
 #[test]
 fn hostile_labels_stay_inside_the_output_directory() {

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use fetchdocs::sandbox::{Catalog, Faults};
+use fetchdocs_sandbox::{Catalog, Faults};
 
 /// Files of 200–400 KB served at 100 KB/s: runs last long enough to interrupt.
 fn slow_env(n: u64) -> Env {

@@ -1,7 +1,7 @@
 //! The API key goes to the API host only: never to the file host, never into output.
 
 use crate::common::*;
-use fetchdocs::sandbox::{Catalog, Faults, KeelvarConfig};
+use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig};
 
 fn assert_nowhere(env: &Env, secret: &str, out: &std::process::Output) {
     assert!(!stderr(out).contains(secret), "key on stderr");

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
-use fetchdocs::sandbox::{
+use fetchdocs_sandbox::{
     BackgroundSandbox, Catalog, CatalogFile, DEFAULT_VERIDOX_KEY, Faults, KeelvarConfig,
     SandboxConfig, uuid_v7,
 };
@@ -101,7 +101,7 @@ impl Env {
     }
 
     /// Wait (polling the sandbox, bounded) until `cond` holds for its stats.
-    pub fn wait_for(&self, what: &str, cond: impl Fn(&fetchdocs::sandbox::StatsSnapshot) -> bool) {
+    pub fn wait_for(&self, what: &str, cond: impl Fn(&fetchdocs_sandbox::StatsSnapshot) -> bool) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while !cond(&self.sandbox.stats()) {
             assert!(

@@ -11,8 +11,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Counter, FaultKind, Shared, Vendor, key_of};
-use crate::ids::{IdRule, parse_one};
+use super::{FaultKind, Shared, Vendor, key_of, parse_api_uuid};
 use uuid::Uuid;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -81,8 +80,7 @@ async fn download(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         Ok(l) => l,
         Err(resp) => return *resp,
     };
-    let f = &shared.cfg.faults;
-    if f.api_redirect {
+    if control!(false, shared.cfg.faults.api_redirect) {
         let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
         resp.headers_mut().insert(
             "location",
@@ -90,14 +88,22 @@ async fn download(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         );
         return resp;
     }
-    if shared.fault(FaultKind::Garbage, f.api_garbage_percent, key) {
+    if shared.fault(
+        FaultKind::Garbage,
+        control!(0, shared.cfg.faults.api_garbage_percent),
+        key,
+    ) {
         return (
             [("content-type", "application/json")],
             r#"{"files": [{"file_id": "01"#,
         )
             .into_response();
     }
-    if shared.fault(FaultKind::Huge, f.api_huge_percent, key) {
+    if shared.fault(
+        FaultKind::Huge,
+        control!(0, shared.cfg.faults.api_huge_percent),
+        key,
+    ) {
         let pad = "x".repeat(9 * 1024 * 1024);
         return axum::Json(json!({"files": [], "errors": [], "padding": pad})).into_response();
     }
@@ -132,8 +138,8 @@ fn mint(shared: &Shared, body: &str) -> Response {
     }
     let mut parsed_ids = Vec::with_capacity(ids.len());
     for v in ids {
-        match v.as_str().map(|s| parse_one(s, IdRule::UuidV7)) {
-            Some(Ok(id)) => parsed_ids.push(id),
+        match v.as_str().and_then(|s| parse_api_uuid(s, true)) {
+            Some(id) => parsed_ids.push(id),
             _ => {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -154,10 +160,13 @@ fn mint(shared: &Shared, body: &str) -> Response {
     for id in parsed_ids {
         match shared.cfg.catalog.get(&id) {
             Some(f) if !f.denied => {
-                let n = shared.next_count(Counter::Mint, key_of(&id));
-                let expired = n < shared.cfg.faults.expire_first_urls;
+                let expired = control!(
+                    false,
+                    shared.next_count(super::Counter::Mint, key_of(&id))
+                        < shared.cfg.faults.expire_first_urls
+                );
                 let mut url = shared.sign_url(&id, now, shared.cfg.faults.url_lifetime, expired);
-                if shared.cfg.faults.bad_scheme_ids.contains(&id) {
+                if control!(false, shared.cfg.faults.bad_scheme_ids.contains(&id)) {
                     url = format!("ftp://files.invalid/{id}");
                 }
                 let exp_ms = if expired {
@@ -176,7 +185,7 @@ fn mint(shared: &Shared, body: &str) -> Response {
             None => errors.push(json!({"file_id": id, "error": "not_found"})),
         }
     }
-    if shared.cfg.faults.api_noise
+    if control!(false, shared.cfg.faults.api_noise)
         && let Some(first) = files.first().cloned()
     {
         // A duplicate whose URL goes nowhere, an ID nobody asked for, entries missing fields.

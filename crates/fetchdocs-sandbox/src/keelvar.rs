@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{FaultKind, Shared, Vendor, key_of, lock};
+use super::{FaultKind, Shared, Vendor, key_of, lock, parse_api_uuid};
 
 /// Most jobs remembered; the oldest are forgotten first (a long-running sandbox stays bounded).
 const MAX_JOBS: usize = 50_000;
@@ -66,7 +66,7 @@ fn gate(shared: &Shared, headers: &HeaderMap, fault_key: u64) -> Result<(u64, u6
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .filter(|_| !shared.cfg.keelvar.strip_auth);
+        .filter(|_| !control!(false, shared.cfg.keelvar.strip_auth));
     match auth.and_then(|a| a.strip_prefix("Bearer ")) {
         Some(k) if k == shared.cfg.keelvar.key => Ok(limits),
         Some(_) => {
@@ -114,7 +114,7 @@ async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Str
     }
     let mut ids = Vec::with_capacity(list.len());
     for v in list {
-        match v.as_str().and_then(|s| Uuid::parse_str(s).ok()) {
+        match v.as_str().and_then(|s| parse_api_uuid(s, false)) {
             Some(id) => ids.push(id),
             None => return bad_request(Some("file_uuids"), &format!("{v} is not a valid UUID.")),
         }
@@ -135,7 +135,10 @@ async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Str
         fail: n < u64::from(kcfg.fail_first_jobs),
         end: None,
     };
-    if kcfg.polls_to_complete == 0 && kcfg.min_job_time.is_zero() && !kcfg.never_complete {
+    if kcfg.polls_to_complete == 0
+        && kcfg.min_job_time.is_zero()
+        && !control!(false, kcfg.never_complete)
+    {
         finish(&shared, &mut job);
     }
     let resp = job_json(&shared, &id, &job);
@@ -207,7 +210,7 @@ async fn poll(
     shared.stats.job_polls.fetch_add(1, Ordering::SeqCst);
     if shared.fault(
         FaultKind::Garbage,
-        shared.cfg.faults.api_garbage_percent,
+        control!(0, shared.cfg.faults.api_garbage_percent),
         key_of(&id),
     ) {
         return ([("content-type", "application/json")], r#"{"id": "#).into_response();
@@ -223,7 +226,7 @@ async fn poll(
     job.polls += 1;
     let kcfg = &shared.cfg.keelvar;
     if job.end.is_none()
-        && !kcfg.never_complete
+        && !control!(false, kcfg.never_complete)
         && job.polls >= kcfg.polls_to_complete
         && job.created.elapsed() >= kcfg.min_job_time
     {

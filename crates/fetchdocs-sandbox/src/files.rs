@@ -13,12 +13,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use serde::Deserialize;
-use uuid::Uuid;
 
 use super::{CatalogFile, FaultKind, Shared, Stats, key_of};
+#[cfg(feature = "test-controls")]
+use super::{Counter, parse_api_uuid};
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new().route("/dl/{id}", get(serve))
+    // The name after the ID is decoration, as on real object stores: the signature covers the ID.
+    Router::new()
+        .route("/dl/{id}", get(serve))
+        .route("/dl/{id}/{name}", get(serve))
 }
 
 #[derive(Deserialize)]
@@ -29,6 +33,136 @@ struct Signed {
     /// Set on the target of an injected redirect (so it is not redirected again).
     #[serde(default)]
     hop: Option<u8>,
+}
+
+/// The file host's listener: with `reset_first_requests`, a connection whose first request is
+/// for a file still owed a reset is dropped with a TCP reset before anything is answered.
+pub(crate) struct Listener {
+    inner: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Listener {
+    pub(crate) fn new(inner: tokio::net::TcpListener, shared: Arc<Shared>) -> Self {
+        Listener { inner, shared }
+    }
+}
+
+impl axum::serve::Listener for Listener {
+    type Io = Connection;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Connection, std::net::SocketAddr) {
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        (
+            Connection {
+                stream,
+                shared: self.shared.clone(),
+                head: Some(Vec::new()),
+            },
+            addr,
+        )
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// `GET /dl/` and a 36-character ID: what must have arrived to decide on a reset.
+const HEAD_LEN: usize = 44;
+
+/// One accepted connection of the file host.
+pub(crate) struct Connection {
+    stream: tokio::net::TcpStream,
+    #[cfg_attr(not(feature = "test-controls"), allow(dead_code))]
+    shared: Arc<Shared>,
+    /// The start of the first request, until a reset has been decided on (`None` after).
+    head: Option<Vec<u8>>,
+}
+
+impl Connection {
+    /// Whether the first request, once `head` holds its start, is to be answered with a reset.
+    #[cfg(feature = "test-controls")]
+    fn reset_owed(&self, head: &[u8]) -> bool {
+        let owed = self.shared.cfg.faults.reset_first_requests;
+        let Some(id) = head
+            .strip_prefix(b"GET /dl/")
+            .and_then(|rest| rest.get(..36))
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .and_then(|id| parse_api_uuid(id, false))
+        else {
+            return false;
+        };
+        owed > 0 && self.shared.next_count(Counter::Reset, key_of(&id)) < owed
+    }
+
+    #[cfg(not(feature = "test-controls"))]
+    fn reset_owed(&self, _head: &[u8]) -> bool {
+        false
+    }
+}
+
+impl tokio::io::AsyncRead for Connection {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(())))
+            && let Some(mut head) = self.head.take()
+        {
+            let new = &buf.filled()[before..];
+            head.extend_from_slice(&new[..new.len().min(HEAD_LEN - head.len())]);
+            if head.len() < HEAD_LEN && !new.is_empty() {
+                self.head = Some(head);
+            } else if self.reset_owed(&head) {
+                self.shared.stats.file_resets.fetch_add(1, Ordering::SeqCst);
+                // SO_LINGER 0: closing sends RST, as a crashed proxy or a reset link would.
+                let _ = self.stream.set_zero_linger();
+                return std::task::Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
+            }
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Connection {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 /// Counts a request as in flight until released: before the last byte is handed over, so that
@@ -74,7 +208,7 @@ fn plain(status: StatusCode, msg: &'static str) -> Response {
 
 async fn serve(
     State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
+    Path(path): Path<std::collections::HashMap<String, String>>,
     Query(q): Query<Signed>,
     headers: HeaderMap,
 ) -> Response {
@@ -86,7 +220,10 @@ async fn serve(
             .fetch_add(1, Ordering::SeqCst);
     }
     let mut guard = InFlight::new(shared.clone());
-    let Ok(id) = Uuid::parse_str(&id) else {
+    let Some(id) = path
+        .get("id")
+        .and_then(|id| super::parse_api_uuid(id, false))
+    else {
         return plain(StatusCode::NOT_FOUND, "no such file");
     };
     let valid_sig =
@@ -104,7 +241,7 @@ async fn serve(
     };
     let f = &shared.cfg.faults;
     let key = key_of(&id);
-    if q.hop.is_none() && shared.fault(FaultKind::Redirect, f.redirect_percent, key) {
+    if q.hop.is_none() && shared.fault(FaultKind::Redirect, control!(0, f.redirect_percent), key) {
         let to = format!("/dl/{id}?iat={}&exp={}&sig={}&hop=1", q.iat, q.exp, q.sig);
         let mut resp = plain(StatusCode::FOUND, "moved");
         if let Ok(v) = HeaderValue::from_str(&to) {
@@ -126,7 +263,15 @@ async fn serve(
         stats.range_requests.fetch_add(1, Ordering::SeqCst);
     }
     let range = match range {
-        Some(_) if shared.fault(FaultKind::IgnoreRange, f.ignore_range_percent, key) => None,
+        Some(_)
+            if shared.fault(
+                FaultKind::IgnoreRange,
+                control!(0, f.ignore_range_percent),
+                key,
+            ) =>
+        {
+            None
+        }
         r => r,
     };
     let (status, start, end) = match range {
@@ -149,9 +294,9 @@ async fn serve(
     let ending = if shared.fault(FaultKind::Cut, f.cut_percent, key) {
         stats.file_cuts.fetch_add(1, Ordering::SeqCst);
         Some((half, Ending::Cut))
-    } else if shared.fault(FaultKind::Stall, f.stall_percent, key) {
+    } else if shared.fault(FaultKind::Stall, control!(0, f.stall_percent), key) {
         Some((half, Ending::Stall))
-    } else if shared.fault(FaultKind::Short, f.short_body_percent, key) {
+    } else if shared.fault(FaultKind::Short, control!(0, f.short_body_percent), key) {
         Some((half, Ending::Short))
     } else {
         None
@@ -182,7 +327,7 @@ async fn serve(
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    if !shared.fault(FaultKind::NoLength, f.no_length_percent, key) {
+    if !shared.fault(FaultKind::NoLength, control!(0, f.no_length_percent), key) {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -192,7 +337,7 @@ async fn serve(
     );
     if status == StatusCode::PARTIAL_CONTENT {
         // A wrong Content-Range claims the body starts a byte later than it does.
-        let shown = if shared.fault(FaultKind::BadRange, f.bad_range_percent, key) {
+        let shown = if shared.fault(FaultKind::BadRange, control!(0, f.bad_range_percent), key) {
             start + 1
         } else {
             start

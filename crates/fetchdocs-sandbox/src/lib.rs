@@ -1,9 +1,29 @@
-//! A local stand-in for the vendor APIs and their file host, for tests, the demo, and users' own
-//! CI. It implements the documented behaviour (keys, ID rules, batch limits, partial errors,
-//! rate limits, signed URLs that expire, `Range`) and can inject faults on demand.
+//! A local stand-in for the vendor APIs and their file host, for fetchdocs' tests, its demo, and
+//! users' own CI. It implements the documented behaviour (keys, ID rules, batch limits, partial
+//! errors, rate limits, signed URLs that expire, `Range`) and can inject faults on demand.
 //!
 //! Two listeners: the API (`api_url`) and a separate file host (`files_url`), as with the real
 //! vendors, so that a key sent to the file host is a visible mistake (counted in [`Stats`]).
+//!
+//! It shares no code with the client: what it receives is checked by its own rules (its own
+//! UUIDv7 check, its own `Range` parser), so a bug in fetchdocs' parsers is not mirrored here.
+//! The fault knobs that only fetchdocs' scenario tests use are behind the `test-controls`
+//! feature; without it they read as "off".
+
+/// The value of a test-only control: the expression with the `test-controls` feature, `$off`
+/// without it (the field does not exist then).
+macro_rules! control {
+    ($off:expr, $($on:tt)+) => {{
+        #[cfg(feature = "test-controls")]
+        {
+            $($on)+
+        }
+        #[cfg(not(feature = "test-controls"))]
+        {
+            $off
+        }
+    }};
+}
 
 mod files;
 mod keelvar;
@@ -152,6 +172,35 @@ pub fn uuid_v7(ms: u64, r1: u64, r2: u64) -> Uuid {
     Uuid::from_bytes(b)
 }
 
+/// The sandbox's own reading of an ID as its API receives it: the canonical hyphenated form only
+/// (8-4-4-4-12 hex digits, either case), RFC 9562 variant; with `v7`, version 7 as well.
+/// Deliberately written apart from fetchdocs' parser, so that a bug there is caught here.
+pub fn parse_api_uuid(s: &str, v7: bool) -> Option<Uuid> {
+    let b = s.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut raw = [0u8; 16];
+    let mut nibbles = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let v = (c as char).to_digit(16)? as u8;
+        raw[nibbles / 2] |= if nibbles % 2 == 0 { v << 4 } else { v };
+        nibbles += 1;
+    }
+    let version = raw[6] >> 4;
+    let variant_ok = raw[8] & 0xc0 == 0x80;
+    if !variant_ok || (v7 && version != 7) || (!v7 && !(1..=8).contains(&version)) {
+        return None;
+    }
+    Some(Uuid::from_bytes(raw))
+}
+
 /// A rate limit: at most `limit` requests in any `window`.
 #[derive(Debug, Clone, Copy)]
 pub struct RateRule {
@@ -173,35 +222,53 @@ pub struct Faults {
     pub max_per_item: u32,
     pub url_lifetime: Duration,
     /// The first N URLs minted for each file are already expired.
+    #[cfg(feature = "test-controls")]
     pub expire_first_urls: u32,
     pub rate_limit: Option<RateRule>,
     /// The first N API requests are answered 429 with `Retry-After: retry_after_secs`.
+    #[cfg(feature = "test-controls")]
     pub force_429: u32,
+    #[cfg(feature = "test-controls")]
     pub retry_after_secs: u64,
     /// Bytes per second per file body (0 = unthrottled).
     pub slow_body_bps: u64,
     /// File bodies that stop sending half-way and never finish (percent).
+    #[cfg(feature = "test-controls")]
     pub stall_percent: u32,
     /// File bodies that end cleanly half-way, short of their `Content-Length` (percent).
+    #[cfg(feature = "test-controls")]
     pub short_body_percent: u32,
     /// File responses without `Content-Length` (percent).
+    #[cfg(feature = "test-controls")]
     pub no_length_percent: u32,
     /// Range requests answered `200` with the whole file (percent).
+    #[cfg(feature = "test-controls")]
     pub ignore_range_percent: u32,
     /// Range requests answered `206` with a `Content-Range` that does not match (percent).
+    #[cfg(feature = "test-controls")]
     pub bad_range_percent: u32,
     /// File requests answered with a redirect to the same file (percent).
+    #[cfg(feature = "test-controls")]
     pub redirect_percent: u32,
     /// API answers that are truncated JSON (percent).
+    #[cfg(feature = "test-controls")]
     pub api_garbage_percent: u32,
     /// API answers padded past 8 MiB (percent).
+    #[cfg(feature = "test-controls")]
     pub api_huge_percent: u32,
     /// API answers also list unrequested IDs, duplicates, and entries missing fields.
+    #[cfg(feature = "test-controls")]
     pub api_noise: bool,
     /// The Veridox endpoint answers with a redirect to another host.
+    #[cfg(feature = "test-controls")]
     pub api_redirect: bool,
     /// These IDs get `ftp://` download URLs.
+    #[cfg(feature = "test-controls")]
     pub bad_scheme_ids: Vec<Uuid>,
+    /// The first N connections whose first request is for a given file are reset before any
+    /// answer (the client sees a failed request, not a status).
+    #[cfg(feature = "test-controls")]
+    pub reset_first_requests: u32,
 }
 
 impl Default for Faults {
@@ -212,22 +279,38 @@ impl Default for Faults {
             cut_percent: 0,
             max_per_item: 2,
             url_lifetime: Duration::from_secs(3600),
+            #[cfg(feature = "test-controls")]
             expire_first_urls: 0,
             rate_limit: None,
+            #[cfg(feature = "test-controls")]
             force_429: 0,
+            #[cfg(feature = "test-controls")]
             retry_after_secs: 1,
             slow_body_bps: 0,
+            #[cfg(feature = "test-controls")]
             stall_percent: 0,
+            #[cfg(feature = "test-controls")]
             short_body_percent: 0,
+            #[cfg(feature = "test-controls")]
             no_length_percent: 0,
+            #[cfg(feature = "test-controls")]
             ignore_range_percent: 0,
+            #[cfg(feature = "test-controls")]
             bad_range_percent: 0,
+            #[cfg(feature = "test-controls")]
             redirect_percent: 0,
+            #[cfg(feature = "test-controls")]
             api_garbage_percent: 0,
+            #[cfg(feature = "test-controls")]
             api_huge_percent: 0,
+            #[cfg(feature = "test-controls")]
             api_noise: false,
+            #[cfg(feature = "test-controls")]
             api_redirect: false,
+            #[cfg(feature = "test-controls")]
             bad_scheme_ids: Vec::new(),
+            #[cfg(feature = "test-controls")]
+            reset_first_requests: 0,
         }
     }
 }
@@ -244,14 +327,17 @@ pub struct KeelvarConfig {
     /// The first N jobs end FAILED.
     pub fail_first_jobs: u32,
     /// Jobs never leave RUNNING.
+    #[cfg(feature = "test-controls")]
     pub never_complete: bool,
     /// URLs die this long after their job completes.
     pub url_lifetime: Duration,
     /// Documented: 30 a minute, with `RateLimit-*` headers.
     pub rate_limit: Option<RateRule>,
     /// Act as if a proxy stripped `Authorization` (so every request is "no key": 401).
+    #[cfg(feature = "test-controls")]
     pub strip_auth: bool,
     /// The first N API requests are answered 429 with `Retry-After: retry_after_secs`.
+    #[cfg(feature = "test-controls")]
     pub force_429: u32,
 }
 
@@ -262,10 +348,13 @@ impl Default for KeelvarConfig {
             polls_to_complete: 2,
             min_job_time: Duration::ZERO,
             fail_first_jobs: 0,
+            #[cfg(feature = "test-controls")]
             never_complete: false,
             url_lifetime: Duration::from_secs(60),
             rate_limit: None,
+            #[cfg(feature = "test-controls")]
             strip_auth: false,
+            #[cfg(feature = "test-controls")]
             force_429: 0,
         }
     }
@@ -313,6 +402,8 @@ pub struct Stats {
     pub file_max_in_flight: AtomicU64,
     pub file_5xx: AtomicU64,
     pub file_cuts: AtomicU64,
+    /// Connections reset before an answer (`reset_first_requests`).
+    pub file_resets: AtomicU64,
     pub expired_hits: AtomicU64,
     pub range_requests: AtomicU64,
     pub bytes_served: AtomicU64,
@@ -339,6 +430,7 @@ pub struct StatsSnapshot {
     pub file_max_in_flight: u64,
     pub file_5xx: u64,
     pub file_cuts: u64,
+    pub file_resets: u64,
     pub expired_hits: u64,
     pub range_requests: u64,
     pub bytes_served: u64,
@@ -367,6 +459,7 @@ impl Stats {
             file_max_in_flight: g(&self.file_max_in_flight),
             file_5xx: g(&self.file_5xx),
             file_cuts: g(&self.file_cuts),
+            file_resets: g(&self.file_resets),
             expired_hits: g(&self.expired_hits),
             range_requests: g(&self.range_requests),
             bytes_served: g(&self.bytes_served),
@@ -414,11 +507,14 @@ pub(crate) enum Vendor {
 /// Kinds of counted events, for [`Shared::next_count`].
 #[derive(Clone, Copy)]
 #[repr(u8)]
+#[cfg_attr(not(feature = "test-controls"), allow(dead_code))]
 pub(crate) enum Counter {
     Attempt,
     Fault,
+    /// URLs minted for a file (for `expire_first_urls`).
     Mint,
     Throttle,
+    Reset,
 }
 
 /// Kinds of injected faults: each has its own attempt counter and cap per item.
@@ -494,12 +590,15 @@ impl Shared {
         self.stats.api_requests.fetch_add(1, Ordering::SeqCst);
         Stats::push_sample(&self.stats.api_times_ms, self.now_ms());
         let forced = match vendor {
-            Vendor::Veridox => self.cfg.faults.force_429,
-            Vendor::Keelvar => self.cfg.keelvar.force_429,
+            Vendor::Veridox => control!(0, self.cfg.faults.force_429),
+            Vendor::Keelvar => control!(0, self.cfg.keelvar.force_429),
         };
         if self.next_count(Counter::Throttle, vendor as u64) < forced {
             self.stats.api_throttled.fetch_add(1, Ordering::SeqCst);
-            return Err(Duration::from_secs(self.cfg.faults.retry_after_secs));
+            return Err(Duration::from_secs(control!(
+                1,
+                self.cfg.faults.retry_after_secs
+            )));
         }
         let Some(rule) = self.rate_rule(vendor) else {
             return Ok((u64::MAX, 0));
@@ -565,8 +664,15 @@ impl Shared {
             valid_from_ms + lifetime
         };
         let sig = self.signature(id, valid_from_ms, exp);
+        // Like real object stores, the path ends in the file's name.
+        let name = self
+            .cfg
+            .catalog
+            .get(id)
+            .map(|f| percent_encode(&f.label))
+            .unwrap_or_default();
         format!(
-            "{}/dl/{id}?iat={valid_from_ms}&exp={exp}&sig={sig:016x}",
+            "{}/dl/{id}/{name}?iat={valid_from_ms}&exp={exp}&sig={sig:016x}",
             self.files_url
         )
     }
@@ -623,14 +729,9 @@ impl Sandbox {
             .route("/_sandbox/stats", axum::routing::get(stats_handler))
             .with_state(shared.clone());
         let file_host: Router = files::routes().with_state(shared.clone());
-        for (listener, router) in [(api_listener, api), (files_listener, file_host)] {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let _ = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await;
-            });
-        }
+        let files_listener = files::Listener::new(files_listener, shared.clone());
+        tokio::spawn(serve(api_listener, api, stop.clone()));
+        tokio::spawn(serve(files_listener, file_host, stop.clone()));
         Ok(Sandbox {
             api_url,
             files_url,
@@ -652,6 +753,17 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// Serve `router` on `listener` until `stop`.
+async fn serve<L>(listener: L, router: Router, stop: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let _ = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
 }
 
 async fn stats_handler(
@@ -697,6 +809,24 @@ impl Drop for BackgroundSandbox {
     }
 }
 
+/// A label as one URL path segment: unreserved characters as they are, every other byte `%XX`.
+/// A label of dots only would be a `.`/`..` segment, which URL parsers resolve away: it gets a
+/// leading `_`.
+fn percent_encode(label: &str) -> String {
+    let mut out = String::with_capacity(label.len() + 1);
+    if label.bytes().all(|b| b == b'.') {
+        out.push('_');
+    }
+    for b in label.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A stable 64-bit key for a value (for per-item fault counters).
 pub(crate) fn key_of<T: Hash>(v: &T) -> u64 {
     use std::hash::Hasher;
@@ -721,12 +851,33 @@ mod tests {
     }
 
     #[test]
+    fn the_api_reads_ids_by_its_own_rule() {
+        let v7 = "0193a5e4-7c3b-7d2f-9b6a-1e0c4f8d2a11";
+        let v4 = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b";
+        assert!(parse_api_uuid(v7, true).is_some());
+        assert!(parse_api_uuid(&v7.to_uppercase(), true).is_some());
+        assert!(parse_api_uuid(v4, true).is_none());
+        assert!(parse_api_uuid(v4, false).is_some());
+        for bad in [
+            "",
+            "0193a5e47c3b7d2f9b6a1e0c4f8d2a11",
+            "{0193a5e4-7c3b-7d2f-9b6a-1e0c4f8d2a11}",
+            "0193a5e4-7c3b-7d2f-cb6a-1e0c4f8d2a11",
+            "0193a5e4-7c3b-7d2f-9b6a-1e0c4f8d2a1g",
+            "0193a5e4+7c3b-7d2f-9b6a-1e0c4f8d2a11",
+            "00000000-0000-0000-0000-000000000000",
+        ] {
+            assert!(parse_api_uuid(bad, false).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
     fn generated_ids_are_v7_and_unique() {
         let c = Catalog::generate(500, 3);
         let mut seen = std::collections::HashSet::new();
         for f in c.files() {
             assert_eq!(f.id.get_version_num(), 7);
-            crate::ids::parse_one(&f.id.to_string(), crate::ids::IdRule::UuidV7).unwrap();
+            assert_eq!(parse_api_uuid(&f.id.to_string(), true), Some(f.id));
             assert!(seen.insert(f.id));
             assert!(f.size >= 1024 && f.size <= 2 * 1024 * 1024 + 1024);
         }
