@@ -9,9 +9,7 @@ use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 
-use crate::config::ApiKey;
 use crate::error::ApiError;
-use crate::progress::Ui;
 use crate::ratelimit::RateLimiter;
 use crate::retry::{self, Backoff};
 
@@ -21,6 +19,41 @@ pub const MAX_API_BODY: usize = 8 * 1024 * 1024;
 pub const MAX_THROTTLED: u32 = 10;
 /// Per-request time limit for API calls.
 pub const API_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The environment variable that holds the API key.
+pub const API_KEY_ENV: &str = "FETCHDOCS_API_KEY";
+
+/// An API key. Its `Debug` never shows the value, and it has no `Display`; only the client
+/// below reads it, to build its header.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Validate a key: non-empty, and sendable as an HTTP header value.
+    pub fn new(raw: &str) -> Result<Self, String> {
+        let key = raw.trim();
+        if key.is_empty() {
+            return Err("the API key is empty".into());
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "the API key contains spaces or characters that cannot be sent in an HTTP header"
+                    .into(),
+            );
+        }
+        Ok(ApiKey(key.to_string()))
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
 
 /// How the key is sent.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +79,6 @@ pub struct ApiClient {
     auth: (HeaderName, HeaderValue),
     limiter: Arc<RateLimiter>,
     backoff: Backoff,
-    ui: Arc<Ui>,
 }
 
 impl ApiClient {
@@ -57,7 +89,6 @@ impl ApiClient {
         limiter: Arc<RateLimiter>,
         backoff: Backoff,
         read_timeout: Duration,
-        ui: Arc<Ui>,
     ) -> Result<Self, String> {
         let (name, value) = match style {
             AuthStyle::XApiKey => (
@@ -87,16 +118,11 @@ impl ApiClient {
             auth: (name, value),
             limiter,
             backoff,
-            ui,
         })
     }
 
     pub fn limiter(&self) -> &Arc<RateLimiter> {
         &self.limiter
-    }
-
-    pub fn ui(&self) -> &Arc<Ui> {
-        &self.ui
     }
 
     /// The absolute URL of an API path such as `files/download`, under the base URL's path.
@@ -121,7 +147,7 @@ impl ApiClient {
         let mut throttled = 0u32;
         loop {
             let permit = self.limiter.acquire().await;
-            self.ui.debug(&what);
+            log::trace!("{what}");
             let mut req = self
                 .http
                 .request(method.clone(), url.clone())
@@ -147,10 +173,10 @@ impl ApiClient {
                                  lower --requests-per-minute"
                             )));
                         }
-                        self.ui.verbose(&format!(
+                        log::debug!(
                             "{what}: rate-limited (HTTP 429); pausing API requests for {:.1}s",
                             wait.as_secs_f64()
-                        ));
+                        );
                         self.limiter.pause_until(tokio::time::Instant::now() + wait);
                         continue;
                     }
@@ -198,11 +224,11 @@ impl ApiClient {
             let Some(wait) = self.backoff.next_wait(failures, server_wait) else {
                 return Err(ApiError::Request(retry::gave_up(&reason, failures)));
             };
-            self.ui.verbose(&format!(
+            log::debug!(
                 "{reason}; retrying in {:.1}s ({failures}/{})",
                 wait.as_secs_f64(),
                 self.backoff.max_retries
-            ));
+            );
             tokio::time::sleep(wait).await;
         }
     }
@@ -261,4 +287,18 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         current = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_never_shows_in_debug() {
+        let key = ApiKey::new("vdx_supersecret\n").unwrap();
+        assert_eq!(key.expose(), "vdx_supersecret");
+        assert!(!format!("{key:?}").contains("supersecret"));
+        assert!(ApiKey::new("  ").is_err());
+        assert!(ApiKey::new("a b").is_err());
+    }
 }

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+use crate::provider::ProviderKind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,16 +24,12 @@ pub enum Command {
     /// Download the files named by a list of IDs.
     Download(DownloadArgs),
     /// Run a local stand-in for the vendor APIs, for trying fetchdocs and for your own CI.
+    #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
     /// Start the sandbox in-process and download a few hundred generated files through both
     /// vendors' APIs into ./fetchdocs-demo/.
+    #[cfg(feature = "sandbox")]
     Demo(DemoArgs),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProviderArg {
-    Veridox,
-    Keelvar,
 }
 
 #[derive(Debug, Args)]
@@ -41,11 +39,11 @@ command-line value, and never printed, logged or sent anywhere but the API host.
 
 Exit codes: 0 all files present; 1 some files failed (see --report); 2 usage or input error, \
 nothing requested; 3 the API refused the credentials; 4 another run holds the output directory; \
-130 interrupted.")]
+70 fetchdocs itself could not start (runtime, HTTP client); 130 interrupted.")]
 pub struct DownloadArgs {
     /// Which vendor API to use.
     #[arg(long, env = "FETCHDOCS_PROVIDER", value_enum)]
-    pub provider: Option<ProviderArg>,
+    pub provider: Option<ProviderKind>,
 
     /// API base URL [default: per provider, e.g. https://api.uk.veridox.ai].
     #[arg(long, env = "FETCHDOCS_BASE_URL", value_name = "URL")]
@@ -114,6 +112,7 @@ pub struct DownloadArgs {
     pub job_timeout: u64,
 }
 
+#[cfg(feature = "sandbox")]
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
     /// Port for the API (0 picks a free one). The file host listens on another free port.
@@ -136,6 +135,7 @@ pub struct SandboxArgs {
     pub faults: FaultArgs,
 }
 
+#[cfg(feature = "sandbox")]
 /// Faults the sandbox can inject; all off by default.
 #[derive(Debug, Args, Clone, Default)]
 pub struct FaultArgs {
@@ -177,6 +177,7 @@ pub struct FaultArgs {
     pub fail_first_jobs: u32,
 }
 
+#[cfg(feature = "sandbox")]
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// How many files to generate.

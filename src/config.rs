@@ -1,6 +1,7 @@
 //! Flags + environment → one validated [`Config`]. Everything here is checked before any
 //! connection is made; a problem is a [`Fatal::Usage`] (exit 2) with a sentence saying what to fix.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::io::IsTerminal;
 use std::net::IpAddr;
@@ -8,42 +9,30 @@ use std::path::{Path, PathBuf};
 
 use reqwest::Url;
 
-use crate::cli::{DownloadArgs, ProviderArg};
+use crate::api::{API_KEY_ENV, ApiKey};
+use crate::cli::DownloadArgs;
 use crate::error::Fatal;
+use crate::progress::Verbosity;
 use crate::provider::ProviderKind;
 
-/// The environment variable that holds the API key.
-pub const API_KEY_ENV: &str = "FETCHDOCS_API_KEY";
-
-/// An API key. Its `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// Validate a key: non-empty, and sendable as an HTTP header value.
-    pub fn new(raw: &str) -> Result<Self, String> {
-        let key = raw.trim();
-        if key.is_empty() {
-            return Err("the API key is empty".into());
-        }
-        if !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(
-                "the API key contains spaces or characters that cannot be sent in an HTTP header"
-                    .into(),
-            );
-        }
-        Ok(ApiKey(key.to_string()))
-    }
-
-    /// The secret itself; only the API client calls this, to build its header.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
+/// What a run takes from its surroundings besides its flags: the process's own for `download`,
+/// the demo's for `demo` (so both build their [`Config`] the same way).
+#[derive(Debug, Clone)]
+pub struct Surroundings {
+    /// The value of `FETCHDOCS_API_KEY`, if set.
+    pub api_key: Option<OsString>,
+    pub stdin_is_terminal: bool,
+    pub stderr_is_terminal: bool,
 }
 
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(<redacted>)")
+impl Surroundings {
+    /// This process's environment and terminals.
+    pub fn of_process() -> Self {
+        Surroundings {
+            api_key: std::env::var_os(API_KEY_ENV),
+            stdin_is_terminal: std::io::stdin().is_terminal(),
+            stderr_is_terminal: std::io::stderr().is_terminal(),
+        }
     }
 }
 
@@ -61,15 +50,6 @@ impl fmt::Display for IdSource {
             IdSource::Stdin => f.write_str("standard input"),
         }
     }
-}
-
-/// How much goes to stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verbosity {
-    Quiet,
-    Normal,
-    Verbose,
-    Debug,
 }
 
 /// The validated settings of one `download` run.
@@ -96,28 +76,22 @@ pub struct Config {
 }
 
 impl Config {
-    /// Validate the parsed arguments and the environment.
-    pub fn from_args(args: DownloadArgs) -> Result<Config, Fatal> {
-        let provider = match args.provider {
-            Some(ProviderArg::Veridox) => ProviderKind::Veridox,
-            Some(ProviderArg::Keelvar) => ProviderKind::Keelvar,
-            None => {
-                return Err(Fatal::Usage(
-                    "no provider given: pass --provider veridox|keelvar or set FETCHDOCS_PROVIDER"
-                        .into(),
-                ));
-            }
+    /// Validate the parsed arguments against their surroundings: the one way a run's `Config`
+    /// is made, for `download` and `demo` alike.
+    pub fn from_args(args: DownloadArgs, env: &Surroundings) -> Result<Config, Fatal> {
+        let Some(provider) = args.provider else {
+            return Err(Fatal::Usage(
+                "no provider given: pass --provider veridox|keelvar or set FETCHDOCS_PROVIDER"
+                    .into(),
+            ));
         };
-        let base_url = parse_base_url(
-            args.base_url
-                .as_deref()
-                .unwrap_or(provider.default_base_url()),
-        )?;
-        let api_key = read_api_key(args.api_key_file.as_deref())?;
+        let vendor = provider.vendor();
+        let base_url = parse_base_url(args.base_url.as_deref().unwrap_or(vendor.default_base_url))?;
+        let api_key = read_api_key(args.api_key_file.as_deref(), env.api_key.as_ref())?;
         let ids = match args.ids {
             Some(p) if p.as_os_str() == "-" => IdSource::Stdin,
             Some(p) => IdSource::File(p),
-            None if std::io::stdin().is_terminal() => {
+            None if env.stdin_is_terminal => {
                 return Err(Fatal::Usage(
                     "no IDs given: pass --ids FILE, or pipe the IDs in (one per line)".into(),
                 ));
@@ -145,12 +119,12 @@ impl Config {
             verbosity,
             requests_per_minute: args
                 .requests_per_minute
-                .unwrap_or(provider.default_requests_per_minute()),
+                .unwrap_or(vendor.requests_per_minute),
             dry_run: args.dry_run,
             force: args.force,
             job_timeout: std::time::Duration::from_secs(args.job_timeout),
             read_timeout: std::time::Duration::from_secs(args.read_timeout),
-            progress_bars: verbosity != Verbosity::Quiet && std::io::stderr().is_terminal(),
+            progress_bars: verbosity != Verbosity::Quiet && env.stderr_is_terminal,
         })
     }
 }
@@ -195,7 +169,7 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
-fn read_api_key(file: Option<&Path>) -> Result<ApiKey, Fatal> {
+fn read_api_key(file: Option<&Path>, env_value: Option<&OsString>) -> Result<ApiKey, Fatal> {
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Fatal::Usage(format!(
@@ -206,14 +180,14 @@ fn read_api_key(file: Option<&Path>) -> Result<ApiKey, Fatal> {
         return ApiKey::new(&text)
             .map_err(|e| Fatal::Usage(format!("{e} (in {})", path.display())));
     }
-    match std::env::var(API_KEY_ENV) {
-        Ok(v) => ApiKey::new(&v).map_err(|e| Fatal::Usage(format!("{e} (in {API_KEY_ENV})"))),
-        Err(std::env::VarError::NotPresent) => Err(Fatal::Usage(format!(
+    match env_value.map(|v| v.to_str()) {
+        Some(Some(v)) => {
+            ApiKey::new(v).map_err(|e| Fatal::Usage(format!("{e} (in {API_KEY_ENV})")))
+        }
+        None => Err(Fatal::Usage(format!(
             "no API key: set {API_KEY_ENV}, or pass --api-key-file FILE"
         ))),
-        Err(std::env::VarError::NotUnicode(_)) => {
-            Err(Fatal::Usage(format!("{API_KEY_ENV} is not valid text")))
-        }
+        Some(None) => Err(Fatal::Usage(format!("{API_KEY_ENV} is not valid text"))),
     }
 }
 
@@ -236,14 +210,5 @@ mod tests {
         ] {
             assert!(parse_base_url(ok).is_ok(), "{ok}");
         }
-    }
-
-    #[test]
-    fn api_key_never_shows_in_debug() {
-        let key = ApiKey::new("vdx_supersecret\n").unwrap();
-        assert_eq!(key.expose(), "vdx_supersecret");
-        assert!(!format!("{key:?}").contains("supersecret"));
-        assert!(ApiKey::new("  ").is_err());
-        assert!(ApiKey::new("a b").is_err());
     }
 }

@@ -15,7 +15,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{describe_body, error_chain};
-use crate::progress::FileBar;
 use crate::retry::{self, Backoff};
 use crate::state::sync_dir;
 
@@ -84,13 +83,22 @@ impl Progress {
     }
 }
 
+/// Whoever wants to see a download's bytes arrive (the UI's per-file bar), without this module
+/// knowing what a terminal is.
+pub trait Watcher: Send + Sync {
+    /// The body starts at byte `at` of `total` (if known).
+    fn begin(&self, at: u64, total: Option<u64>);
+    /// `n` more bytes were written.
+    fn advance(&self, n: u64);
+}
+
 /// One file to fetch.
 pub struct FileJob {
     pub url: Url,
     pub part: PathBuf,
     pub dest: PathBuf,
     pub progress: Arc<Progress>,
-    pub bar: FileBar,
+    pub watcher: Box<dyn Watcher>,
     /// Cancelled on Ctrl-C: stop, flush what arrived, and return [`Outcome::Cancelled`].
     pub cancel: CancellationToken,
 }
@@ -292,8 +300,7 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<u64, Attempt
         .store(total.unwrap_or(0), Ordering::Relaxed);
     job.progress.resumed.store(start, Ordering::Relaxed);
     job.progress.done.store(start, Ordering::Relaxed);
-    job.bar.set_length(total);
-    job.bar.set_position(start);
+    job.watcher.begin(start, total);
 
     let mut written = start;
     let mut stream = resp.bytes_stream();
@@ -334,7 +341,7 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<u64, Attempt
             .map_err(|e| local_error(&job.part, e))?;
         written += chunk.len() as u64;
         job.progress.done.store(written, Ordering::Relaxed);
-        job.bar.inc(chunk.len() as u64);
+        job.watcher.advance(chunk.len() as u64);
     }
     // Keep whatever arrived, durable, so that the next attempt resumes from it.
     out.flush().await.map_err(|e| local_error(&job.part, e))?;

@@ -1,6 +1,7 @@
-//! Error types, and the one place where errors meet exit codes.
+//! Error types, and the exit codes they map to. Printing them is `commands::fatal`'s job alone.
 
-/// The process exit codes of the CLI contract (`shared/spec/cli.md`).
+/// The process exit codes of the CLI contract (`shared/spec/cli.md`), plus 70 for fetchdocs'
+/// own failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Exit {
@@ -14,6 +15,9 @@ pub enum Exit {
     Auth = 3,
     /// Another run holds the output directory.
     Locked = 4,
+    /// fetchdocs itself could not work (no async runtime, no HTTP client, a sandbox that cannot
+    /// bind): not the input's fault, so not 2 (`EX_SOFTWARE` of sysexits.h).
+    Internal = 70,
     /// Interrupted by SIGINT/SIGTERM.
     Interrupted = 130,
 }
@@ -39,6 +43,9 @@ pub enum Fatal {
     /// Local trouble that stops the run (the output directory became unusable…).
     #[error("{0}")]
     Local(String),
+    /// fetchdocs could not set itself up (runtime, HTTP client, sandbox listener).
+    #[error("{0}")]
+    Internal(String),
     /// SIGINT/SIGTERM.
     #[error("interrupted; partial downloads are kept and the next run resumes them")]
     Interrupted,
@@ -51,6 +58,7 @@ impl Fatal {
             Fatal::Auth(_) => Exit::Auth,
             Fatal::Locked(_) => Exit::Locked,
             Fatal::Local(_) => Exit::FilesFailed,
+            Fatal::Internal(_) => Exit::Internal,
             Fatal::Interrupted => Exit::Interrupted,
         }
     }

@@ -1,23 +1,37 @@
 //! fetchdocs: bulk downloads from vendor APIs that hand out short-lived signed URLs.
 //!
-//! The job, one module a step: [`ids`] (read and validate) → [`provider`] (batches become signed
-//! URLs) → [`pipeline`] (mint just in time, download within `-j`) → [`download`] (one file to
-//! disk) → [`state`] and [`report`] (what happened). The local stand-in for the vendor APIs is the
-//! `fetchdocs-sandbox` crate.
+//! The job, one module a step: [`cli`] → `config` (validated settings) → `ids` (read and
+//! validate) → `provider` (batches become signed URLs) → `scheduler` (what to mint and start,
+//! when) driven by `pipeline` → `download` (one file to disk) → `state` and `report` (what
+//! happened). `ARCHITECTURE.md` draws the whole flow and the module graph.
+//!
+//! The public surface is what the binary and the fuzz targets need: the command line, the
+//! commands, and (in [`fuzzing`]) the parsers and decoders production calls.
 
-pub mod api;
-pub mod app;
 pub mod cli;
-pub mod config;
-pub mod download;
-pub mod error;
-pub mod ids;
-pub mod lock;
-pub mod naming;
-pub mod pipeline;
-pub mod progress;
-pub mod provider;
-pub mod ratelimit;
-pub mod report;
-pub mod retry;
-pub mod state;
+pub mod commands;
+
+mod api;
+mod config;
+mod download;
+mod error;
+mod ids;
+mod lock;
+mod naming;
+mod pipeline;
+mod progress;
+mod provider;
+mod ratelimit;
+mod report;
+mod retry;
+mod scheduler;
+mod state;
+
+/// The functions the fuzz targets exercise (`fuzz/`): the very ones production calls on input
+/// from users and vendors.
+pub mod fuzzing {
+    pub use crate::ids::{IdRule, MAX_LISTED_BAD_LINES, parse_ids, parse_one};
+    pub use crate::naming::{MAX_NAME_BYTES, sanitize, with_id_suffix};
+    pub use crate::provider::keelvar::{JobState, decode_completed, decode_job};
+    pub use crate::provider::veridox::decode as decode_veridox;
+}

@@ -3,14 +3,117 @@
 //! On a terminal: indicatif bars (overall files with ETA, bytes with rate, one bar per active
 //! download). Not on a terminal: no bars and no carriage returns, only a line per failed file,
 //! a one-line status at most every 30 s, and the summary. `-q`: errors only.
+//!
+//! The rest of the code reports through the `log` facade and never holds the terminal; the
+//! [`Logger`] here prints those records above the bars. `-v` shows fetchdocs' debug records,
+//! `-vv` its trace records; `RUST_LOG` (e.g. `fetchdocs::scheduler=trace`) replaces that choice.
+//! Other crates' records show at warning level and above only, whatever `RUST_LOG` says: their
+//! debug output can carry signed URLs.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use log::{Level, LevelFilter};
 
-use crate::config::Verbosity;
+use crate::download::Watcher;
+
+/// How much goes to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+    Debug,
+}
+
+impl Verbosity {
+    /// The level of fetchdocs' own records that shows.
+    fn level(self) -> LevelFilter {
+        match self {
+            Verbosity::Quiet => LevelFilter::Error,
+            Verbosity::Normal => LevelFilter::Info,
+            Verbosity::Verbose => LevelFilter::Debug,
+            Verbosity::Debug => LevelFilter::Trace,
+        }
+    }
+}
+
+/// Prints `log` records on stderr, above the progress bars when there are any.
+pub struct Logger {
+    filter: OnceLock<env_filter::Filter>,
+    bars: Mutex<Option<MultiProgress>>,
+}
+
+static LOGGER: Logger = Logger {
+    filter: OnceLock::new(),
+    bars: Mutex::new(None),
+};
+
+/// Install the logger for this process (the first call decides the filter).
+pub fn init_logging(verbosity: Verbosity) {
+    let filter = LOGGER.filter.get_or_init(|| {
+        let mut b = env_filter::Builder::new();
+        match std::env::var("RUST_LOG") {
+            Ok(spec) if !spec.trim().is_empty() => {
+                b.parse(&spec);
+            }
+            _ => {
+                b.filter_level(LevelFilter::Warn);
+                b.filter_module("fetchdocs", verbosity.level());
+            }
+        }
+        b.build()
+    });
+    log::set_max_level(filter.filter());
+    let _ = log::set_logger(&LOGGER);
+}
+
+/// Records from outside fetchdocs are shown only at warning level and above.
+fn is_ours(target: &str) -> bool {
+    target == "fetchdocs" || target.starts_with("fetchdocs::")
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, meta: &log::Metadata<'_>) -> bool {
+        (is_ours(meta.target()) || meta.level() <= Level::Warn)
+            && self.filter.get().is_some_and(|f| f.enabled(meta))
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let msg = record.args();
+        let line = match record.level() {
+            Level::Error => format!("error: {msg}"),
+            Level::Warn => format!("warning: {msg}"),
+            Level::Info | Level::Debug => msg.to_string(),
+            Level::Trace => format!("trace: {msg}"),
+        };
+        eprint_line(&line);
+    }
+
+    fn flush(&self) {}
+}
+
+/// One line on stderr, with the bars (if any) lifted out of the way.
+fn eprint_line(line: &str) {
+    let bars = LOGGER
+        .bars
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match bars {
+        Some(m) => m.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
+    }
+}
+
+fn set_bars(bars: Option<MultiProgress>) {
+    *LOGGER.bars.lock().unwrap_or_else(|e| e.into_inner()) = bars;
+}
 
 /// How often the plain (non-terminal) status line may appear.
 pub const PLAIN_STATUS_EVERY: Duration = Duration::from_secs(30);
@@ -57,6 +160,7 @@ impl Ui {
                 bytes,
             }
         });
+        set_bars(bars.as_ref().map(|b| b.multi.clone()));
         Ui {
             verbosity,
             bars,
@@ -65,58 +169,16 @@ impl Ui {
         }
     }
 
-    /// A UI that prints nothing but errors (for library use and tests).
-    pub fn quiet() -> Ui {
-        Ui::new(Verbosity::Quiet, false, 0)
-    }
-
-    pub fn verbosity(&self) -> Verbosity {
-        self.verbosity
-    }
-
-    fn line(&self, msg: &str) {
-        match &self.bars {
-            Some(b) => b.multi.suspend(|| eprintln!("{msg}")),
-            None => eprintln!("{msg}"),
-        }
-    }
-
-    /// Always shown, even with `-q`.
-    pub fn error(&self, msg: &str) {
-        self.line(&format!("error: {msg}"));
-    }
-
-    /// Shown unless `-q`.
-    pub fn warn(&self, msg: &str) {
-        if self.verbosity >= Verbosity::Normal {
-            self.line(&format!("warning: {msg}"));
-        }
-    }
-
-    /// Shown unless `-q`.
+    /// Shown unless `-q` (the summary and what it refers to).
     pub fn info(&self, msg: &str) {
         if self.verbosity >= Verbosity::Normal {
-            self.line(msg);
-        }
-    }
-
-    /// Shown with `-v`.
-    pub fn verbose(&self, msg: &str) {
-        if self.verbosity >= Verbosity::Verbose {
-            self.line(msg);
-        }
-    }
-
-    /// Shown with `-vv`.
-    pub fn debug(&self, msg: &str) {
-        if self.verbosity >= Verbosity::Debug {
-            self.line(&format!("debug: {msg}"));
+            eprint_line(msg);
         }
     }
 
     /// A file failed: one line, even with `-q`.
     pub fn file_failed(&self, id: &uuid::Uuid, reason: &str) {
-        self.line(&format!("failed: {id}: {reason}"));
+        eprint_line(&format!("failed: {id}: {reason}"));
     }
 
     /// A bar for one active download (a no-op handle without bars, or when
@@ -179,7 +241,7 @@ impl Ui {
         if last.elapsed() >= PLAIN_STATUS_EVERY {
             *last = Instant::now();
             drop(last);
-            self.line(&line());
+            eprint_line(&line());
         }
     }
 
@@ -189,6 +251,7 @@ impl Ui {
             b.files.finish_and_clear();
             b.bytes.finish_and_clear();
             let _ = b.multi.clear();
+            set_bars(None);
         }
     }
 }
@@ -201,21 +264,18 @@ pub struct FileBar {
     shown: Option<Arc<AtomicUsize>>,
 }
 
-impl FileBar {
-    pub fn set_length(&self, len: Option<u64>) {
-        if let (Some(bar), Some(len)) = (&self.bar, len) {
-            bar.set_length(len);
-        }
-    }
-
-    pub fn set_position(&self, pos: u64) {
+impl Watcher for FileBar {
+    fn begin(&self, at: u64, total: Option<u64>) {
         if let Some(bar) = &self.bar {
-            bar.set_position(pos);
+            if let Some(len) = total {
+                bar.set_length(len);
+            }
+            bar.set_position(at);
         }
     }
 
     /// `n` new bytes arrived (counted on the overall bytes bar too).
-    pub fn inc(&self, n: u64) {
+    fn advance(&self, n: u64) {
         if let Some(bar) = &self.bar {
             bar.inc(n);
         }

@@ -62,11 +62,6 @@ impl RateLimiter {
         }
     }
 
-    /// `n` requests per minute.
-    pub fn per_minute(n: u32) -> Self {
-        Self::new(&[(n, Duration::from_secs(60))])
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A poisoned lock only means another task panicked mid-update; the data is still usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -186,9 +181,13 @@ fn wait_locked(state: &mut State, now: Instant) -> Duration {
 mod tests {
     use super::*;
 
+    fn per_minute(n: u32) -> RateLimiter {
+        RateLimiter::new(&[(n, Duration::from_secs(60))])
+    }
+
     #[tokio::test(start_paused = true)]
     async fn never_more_than_n_in_any_window() {
-        let limiter = RateLimiter::per_minute(20);
+        let limiter = per_minute(20);
         let start = Instant::now();
         let mut times = Vec::new();
         for _ in 0..65 {
@@ -205,7 +204,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pause_until_holds_everyone_back() {
-        let limiter = RateLimiter::per_minute(100);
+        let limiter = per_minute(100);
         let start = Instant::now();
         limiter.pause_until(start + Duration::from_secs(7));
         let _ = limiter.acquire().await;
@@ -214,7 +213,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn exhausted_remaining_waits_for_reset() {
-        let limiter = RateLimiter::per_minute(100);
+        let limiter = per_minute(100);
         let start = Instant::now();
         limiter
             .acquire()
@@ -231,7 +230,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn requests_in_flight_count_against_what_is_remaining() {
-        let limiter = RateLimiter::per_minute(100);
+        let limiter = per_minute(100);
         let start = Instant::now();
         let a = limiter.acquire().await;
         let b = limiter.acquire().await;
@@ -245,7 +244,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_older_answer_arriving_late_does_not_raise_the_budget() {
-        let limiter = RateLimiter::per_minute(100);
+        let limiter = per_minute(100);
         let start = Instant::now();
         let a = limiter.acquire().await;
         let b = limiter.acquire().await;
@@ -258,7 +257,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_budget_is_spent_then_refreshed_at_reset() {
-        let limiter = RateLimiter::per_minute(100);
+        let limiter = per_minute(100);
         let start = Instant::now();
         limiter
             .acquire()

@@ -125,14 +125,6 @@ impl Recorder {
         self.counts
     }
 
-    /// Failed entries, in input order.
-    pub fn failures(&self) -> impl Iterator<Item = &FileEntry> {
-        self.order
-            .iter()
-            .filter_map(|id| self.entries.get(id))
-            .filter(|e| e.status == Status::Failed)
-    }
-
     pub fn report(&self) -> Report<'_> {
         Report {
             provider: self.provider,

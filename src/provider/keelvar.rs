@@ -10,9 +10,23 @@ use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{MintOutcome, Provider, ProviderKind, RawFile, reason_text, reconcile};
-use crate::api::{ApiClient, ApiResponse, describe_body};
+use super::{MintOutcome, Provider, RawFile, Vendor, reason_text, reconcile};
+use crate::api::{ApiClient, ApiResponse, AuthStyle, describe_body};
 use crate::error::ApiError;
+use crate::ids::IdRule;
+
+/// Keelvar, by its documentation: 30 requests a minute and 600 an hour, polls included; URLs
+/// die 60 seconds after their job completes.
+pub const VENDOR: Vendor = Vendor {
+    name: "keelvar",
+    default_base_url: "https://my.keelvar.app",
+    requests_per_minute: 30,
+    requests_per_hour: Some(600),
+    auth: AuthStyle::Bearer,
+    id_rule: IdRule::AnyUuid,
+    max_batch: 50,
+    url_lifetime: Duration::from_secs(60),
+};
 
 /// How often to poll a job: fast at first, backing off to a cap.
 #[derive(Debug, Clone, Copy)]
@@ -203,36 +217,43 @@ fn job_id(v: &Value) -> Option<String> {
 }
 
 enum JobEnd {
-    Completed(Detail, Instant),
+    Completed(Option<Value>, Instant),
     Failed(String),
 }
 
-/// Read a job object (a submission's or a poll's answer): its usable id, if any, and state.
-/// Never panics, whatever the bytes (fuzzed: `fuzz/fuzz_targets/keelvar_response.rs`).
-pub fn decode_job(body: &[u8]) -> Result<(Option<String>, JobState), String> {
+/// A job object (a submission's or a poll's answer), read.
+#[derive(Debug)]
+pub struct JobAnswer {
+    /// The job's id, if it is one that can safely go into `/api/jobs/{id}`.
+    pub id: Option<String>,
+    pub state: JobState,
+    /// `detail`: the files once COMPLETED, a reason once FAILED.
+    pub detail: Option<Value>,
+}
+
+/// Read a job object. Never panics, whatever the bytes (fuzzed:
+/// `fuzz/fuzz_targets/keelvar_response.rs`).
+pub fn decode_job(body: &[u8]) -> Result<JobAnswer, String> {
     let job: Job = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    Ok((job_id(&job.id), job_state(job.status.as_deref())))
+    Ok(JobAnswer {
+        id: job_id(&job.id),
+        state: job_state(job.status.as_deref()),
+        detail: job.detail,
+    })
 }
 
 /// Read a completed job's `detail` for the `requested` IDs; `issued` is the earliest moment the
-/// job can have completed. Never panics, whatever the value.
+/// job can have completed. No detail at all means no file came back. Never panics, whatever the
+/// value (fuzzed: `fuzz/fuzz_targets/keelvar_response.rs`).
 pub fn decode_completed(
     requested: &[Uuid],
-    detail: Value,
+    detail: Option<Value>,
     issued: Instant,
-    ui: &crate::progress::Ui,
 ) -> Result<MintOutcome, String> {
-    let detail: Detail = serde_json::from_value(detail).map_err(|e| e.to_string())?;
-    Ok(decode_detail(requested, detail, issued, ui))
-}
-
-fn decode_detail(
-    requested: &[Uuid],
-    detail: Detail,
-    issued: Instant,
-    ui: &crate::progress::Ui,
-) -> MintOutcome {
-    let lifetime = ProviderKind::Keelvar.url_lifetime();
+    let detail: Detail = match detail {
+        Some(d) => serde_json::from_value(d).map_err(|e| e.to_string())?,
+        None => Detail::default(),
+    };
     let files = detail
         .data
         .into_iter()
@@ -242,7 +263,7 @@ fn decode_detail(
                 url: d.download_url.unwrap_or_default(),
                 label: d.file_name,
                 issued,
-                expires: Some(issued + lifetime),
+                expires: Some(issued + VENDOR.url_lifetime),
             })
         })
         .collect();
@@ -251,11 +272,23 @@ fn decode_detail(
         .into_iter()
         .filter_map(|e| Some((e.file_uuid?, reason_text(e.error))))
         .collect();
-    reconcile(requested, files, errors, ui)
+    Ok(reconcile(requested, files, errors))
+}
+
+/// Why a job ended unsuccessfully, from its `detail`.
+fn failure_reason(detail: Option<&Value>) -> String {
+    match detail {
+        Some(Value::String(s)) => format!(": {s}"),
+        None | Some(Value::Null) => String::new(),
+        Some(other) => format!(
+            ": {}",
+            other.to_string().chars().take(200).collect::<String>()
+        ),
+    }
 }
 
 impl Keelvar {
-    async fn submit(&self, ids: &[Uuid]) -> Result<(String, Job), ApiError> {
+    async fn submit(&self, ids: &[Uuid]) -> Result<(String, JobAnswer), ApiError> {
         let body = serde_json::json!({ "file_uuids": ids });
         let resp = self
             .api
@@ -281,12 +314,12 @@ impl Keelvar {
                 )));
             }
         }
-        let job: Job = serde_json::from_slice(&resp.body).map_err(|e| {
+        let job = decode_job(&resp.body).map_err(|e| {
             ApiError::Request(format!(
                 "the Keelvar API answered the job submission with something unreadable ({e})"
             ))
         })?;
-        let id = job_id(&job.id).ok_or_else(|| {
+        let id = job.id.clone().ok_or_else(|| {
             ApiError::Request(
                 "the Keelvar API answered the job submission without a usable job id".into(),
             )
@@ -298,7 +331,7 @@ impl Keelvar {
     async fn wait(
         &self,
         id: &str,
-        first: Job,
+        first: JobAnswer,
         submitted: Instant,
         deadline: Instant,
     ) -> Result<JobEnd, ApiError> {
@@ -310,31 +343,10 @@ impl Keelvar {
         let mut n = 0u32;
         let mut bad_polls = 0u32;
         loop {
-            match job_state(job.status.as_deref()) {
-                JobState::Completed => {
-                    let detail = match job.detail.take() {
-                        Some(d) => serde_json::from_value::<Detail>(d).map_err(|e| {
-                            ApiError::Request(format!(
-                                "the completed Keelvar job {id} has an unreadable detail ({e})"
-                            ))
-                        })?,
-                        None => Detail::default(),
-                    };
-                    return Ok(JobEnd::Completed(detail, last_unfinished));
-                }
+            match job.state {
+                JobState::Completed => return Ok(JobEnd::Completed(job.detail, last_unfinished)),
                 JobState::Failed(status) => {
-                    let why = job
-                        .detail
-                        .as_ref()
-                        .map(|d| match d {
-                            Value::String(s) => format!(": {s}"),
-                            Value::Null => String::new(),
-                            other => format!(
-                                ": {}",
-                                other.to_string().chars().take(200).collect::<String>()
-                            ),
-                        })
-                        .unwrap_or_default();
+                    let why = failure_reason(job.detail.as_ref());
                     return Ok(JobEnd::Failed(format!("job {id} ended {status}{why}")));
                 }
                 JobState::Running => {}
@@ -371,7 +383,7 @@ impl Keelvar {
                     )));
                 }
             }
-            let next: Job = match serde_json::from_slice(&resp.body) {
+            let next = match decode_job(&resp.body) {
                 Ok(j) => j,
                 Err(e) => {
                     // One garbled answer does not lose the job: poll it again, a few times.
@@ -380,12 +392,17 @@ impl Keelvar {
                     if bad_polls >= MAX_BAD_POLLS {
                         return Err(ApiError::Request(msg));
                     }
-                    self.api.ui().verbose(&format!("{msg}; polling again"));
+                    log::debug!("{msg}; polling again");
+                    job = JobAnswer {
+                        id: None,
+                        state: JobState::Running,
+                        detail: None,
+                    };
                     continue;
                 }
             };
             bad_polls = 0;
-            if job_state(next.status.as_deref()) == JobState::Running {
+            if next.state == JobState::Running {
                 last_unfinished = sent;
             }
             job = next;
@@ -394,8 +411,8 @@ impl Keelvar {
 }
 
 impl Provider for Keelvar {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Keelvar
+    fn vendor(&self) -> &'static Vendor {
+        &VENDOR
     }
 
     fn api(&self) -> &ApiClient {
@@ -408,24 +425,25 @@ impl Provider for Keelvar {
             let submitted = Instant::now();
             let deadline = submitted + self.job_timeout;
             let (id, job) = self.submit(&ids).await?;
-            self.api.ui().debug(&format!(
-                "Keelvar job {id} submitted for {} file(s)",
-                ids.len()
-            ));
+            log::trace!("Keelvar job {id} submitted for {} file(s)", ids.len());
             match self.wait(&id, job, submitted, deadline).await? {
                 JobEnd::Completed(detail, issued) => {
                     self.job_times.observe(submitted.elapsed());
-                    return Ok(decode_detail(&ids, detail, issued, self.api.ui()));
+                    return decode_completed(&ids, detail, issued).map_err(|e| {
+                        ApiError::Request(format!(
+                            "the completed Keelvar job {id} has an unreadable detail ({e})"
+                        ))
+                    });
                 }
                 JobEnd::Failed(why) => {
-                    self.api.ui().verbose(&format!(
+                    log::debug!(
                         "{why}; {}",
                         if attempt < MAX_SUBMISSIONS {
                             "submitting the batch again"
                         } else {
                             "giving up on it"
                         }
-                    ));
+                    );
                     last_failure = why;
                 }
             }

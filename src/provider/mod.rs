@@ -12,77 +12,59 @@ use reqwest::Url;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::api::{ApiClient, AuthStyle};
 use crate::error::ApiError;
 use crate::ids::IdRule;
 
-/// The vendors fetchdocs speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The vendors fetchdocs speaks (also the `--provider` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProviderKind {
     Veridox,
     Keelvar,
 }
 
 impl ProviderKind {
-    pub fn name(self) -> &'static str {
+    /// Everything fetchdocs knows about this vendor, in one place ([`veridox::VENDOR`],
+    /// [`keelvar::VENDOR`]).
+    pub fn vendor(self) -> &'static Vendor {
         match self {
-            ProviderKind::Veridox => "veridox",
-            ProviderKind::Keelvar => "keelvar",
+            ProviderKind::Veridox => &veridox::VENDOR,
+            ProviderKind::Keelvar => &keelvar::VENDOR,
         }
     }
+}
 
-    pub fn default_base_url(self) -> &'static str {
-        match self {
-            ProviderKind::Veridox => "https://api.uk.veridox.ai",
-            ProviderKind::Keelvar => "https://my.keelvar.app",
-        }
-    }
+/// A vendor's documented facts: one constant beside each implementation.
+#[derive(Debug)]
+pub struct Vendor {
+    /// As on the command line and in reports.
+    pub name: &'static str,
+    pub default_base_url: &'static str,
+    /// The documented limit for the endpoints fetchdocs uses (the `--requests-per-minute`
+    /// default).
+    pub requests_per_minute: u32,
+    /// A documented hourly limit that applies as well.
+    pub requests_per_hour: Option<u32>,
+    /// How the API key is sent.
+    pub auth: AuthStyle,
+    /// Which IDs the API accepts.
+    pub id_rule: IdRule,
+    /// Most IDs in one mint call.
+    pub max_batch: usize,
+    /// How long a signed URL lives by the documentation (Keelvar: from the job's completion).
+    pub url_lifetime: Duration,
+}
 
-    /// The vendor's documented limit for the endpoints fetchdocs uses.
-    pub fn default_requests_per_minute(self) -> u32 {
-        match self {
-            ProviderKind::Veridox => 20,
-            ProviderKind::Keelvar => 30,
-        }
-    }
-
-    /// The rate limits to keep to: `(requests, period)` pairs. `--requests-per-minute` replaces
-    /// the per-minute figure; Keelvar's documented 600 an hour applies as well.
-    pub fn rate_limits(self, per_minute: u32) -> Vec<(u32, Duration)> {
+impl Vendor {
+    /// The rate limits to keep to: `(requests, period)` pairs. `per_minute` (from
+    /// `--requests-per-minute`) replaces the documented per-minute figure; an hourly limit
+    /// applies as well.
+    pub fn rate_limits(&self, per_minute: u32) -> Vec<(u32, Duration)> {
         let mut limits = vec![(per_minute, Duration::from_secs(60))];
-        if self == ProviderKind::Keelvar {
-            limits.push((600, Duration::from_secs(3600)));
+        if let Some(hourly) = self.requests_per_hour {
+            limits.push((hourly, Duration::from_secs(3600)));
         }
         limits
-    }
-
-    /// How the API key is sent.
-    pub fn auth_style(self) -> crate::api::AuthStyle {
-        match self {
-            ProviderKind::Veridox => crate::api::AuthStyle::XApiKey,
-            ProviderKind::Keelvar => crate::api::AuthStyle::Bearer,
-        }
-    }
-
-    pub fn id_rule(self) -> IdRule {
-        match self {
-            ProviderKind::Veridox => IdRule::UuidV7,
-            ProviderKind::Keelvar => IdRule::AnyUuid,
-        }
-    }
-
-    pub fn max_batch(self) -> usize {
-        match self {
-            ProviderKind::Veridox => 25,
-            ProviderKind::Keelvar => 50,
-        }
-    }
-
-    /// How long a signed URL lives by the vendor's documentation.
-    pub fn url_lifetime(self) -> Duration {
-        match self {
-            ProviderKind::Veridox => Duration::from_secs(60 * 60),
-            ProviderKind::Keelvar => Duration::from_secs(60),
-        }
     }
 }
 
@@ -114,10 +96,10 @@ pub struct MintOutcome {
 
 /// A vendor API.
 pub trait Provider: Send + Sync + 'static {
-    fn kind(&self) -> ProviderKind;
+    fn vendor(&self) -> &'static Vendor;
 
     /// The client for the vendor's API host.
-    fn api(&self) -> &crate::api::ApiClient;
+    fn api(&self) -> &ApiClient;
 
     /// How long until the next API request may be sent (so the scheduler can decide what to
     /// ask for at the last moment).
@@ -125,8 +107,37 @@ pub trait Provider: Send + Sync + 'static {
         self.api().limiter().delay()
     }
 
-    /// Turn a batch of at most `kind().max_batch()` IDs into signed URLs.
+    /// Turn a batch of at most `vendor().max_batch` IDs into signed URLs.
     fn mint(&self, ids: Vec<Uuid>) -> impl Future<Output = Result<MintOutcome, ApiError>> + Send;
+}
+
+/// Either vendor, chosen at run time.
+pub enum AnyProvider {
+    Veridox(veridox::Veridox),
+    Keelvar(keelvar::Keelvar),
+}
+
+impl Provider for AnyProvider {
+    fn vendor(&self) -> &'static Vendor {
+        match self {
+            AnyProvider::Veridox(p) => p.vendor(),
+            AnyProvider::Keelvar(p) => p.vendor(),
+        }
+    }
+
+    fn api(&self) -> &ApiClient {
+        match self {
+            AnyProvider::Veridox(p) => p.api(),
+            AnyProvider::Keelvar(p) => p.api(),
+        }
+    }
+
+    async fn mint(&self, ids: Vec<Uuid>) -> Result<MintOutcome, ApiError> {
+        match self {
+            AnyProvider::Veridox(p) => p.mint(ids).await,
+            AnyProvider::Keelvar(p) => p.mint(ids).await,
+        }
+    }
 }
 
 /// A file entry as a vendor described it, before checking.
@@ -145,13 +156,12 @@ pub fn reconcile(
     requested: &[Uuid],
     files: Vec<RawFile>,
     errors: Vec<(String, String)>,
-    ui: &crate::progress::Ui,
 ) -> MintOutcome {
     let wanted: HashSet<Uuid> = requested.iter().copied().collect();
     let mut seen = HashSet::new();
     let mut out = MintOutcome::default();
     for f in files {
-        let Some(id) = parse_wanted(&f.id, &wanted, &mut seen, ui) else {
+        let Some(id) = parse_wanted(&f.id, &wanted, &mut seen) else {
             continue;
         };
         match Url::parse(&f.url) {
@@ -177,7 +187,7 @@ pub fn reconcile(
         }
     }
     for (raw, reason) in errors {
-        if let Some(id) = parse_wanted(&raw, &wanted, &mut seen, ui) {
+        if let Some(id) = parse_wanted(&raw, &wanted, &mut seen) {
             let reason = if reason.trim().is_empty() {
                 "the API refused this file without a reason".to_string()
             } else {
@@ -194,29 +204,20 @@ pub fn reconcile(
     out
 }
 
-fn parse_wanted(
-    raw: &str,
-    wanted: &HashSet<Uuid>,
-    seen: &mut HashSet<Uuid>,
-    ui: &crate::progress::Ui,
-) -> Option<Uuid> {
+fn parse_wanted(raw: &str, wanted: &HashSet<Uuid>, seen: &mut HashSet<Uuid>) -> Option<Uuid> {
     let Ok(id) = Uuid::parse_str(raw.trim()) else {
-        ui.verbose(&format!(
+        log::debug!(
             "ignoring an entry with a malformed file ID in the API response: {:?}",
             raw.chars().take(60).collect::<String>()
-        ));
+        );
         return None;
     };
     if !wanted.contains(&id) {
-        ui.verbose(&format!(
-            "ignoring {id} in the API response: it was not requested"
-        ));
+        log::debug!("ignoring {id} in the API response: it was not requested");
         return None;
     }
     if !seen.insert(id) {
-        ui.verbose(&format!(
-            "ignoring a duplicate entry for {id} in the API response"
-        ));
+        log::debug!("ignoring a duplicate entry for {id} in the API response");
         return None;
     }
     Some(id)

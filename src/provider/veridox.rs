@@ -7,9 +7,22 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{MintOutcome, Provider, ProviderKind, RawFile, reason_text, reconcile};
-use crate::api::{ApiClient, ApiResponse, describe_body};
+use super::{MintOutcome, Provider, RawFile, Vendor, reason_text, reconcile};
+use crate::api::{ApiClient, ApiResponse, AuthStyle, describe_body};
 use crate::error::ApiError;
+use crate::ids::IdRule;
+
+/// Veridox, by its documentation.
+pub const VENDOR: Vendor = Vendor {
+    name: "veridox",
+    default_base_url: "https://api.uk.veridox.ai",
+    requests_per_minute: 20,
+    requests_per_hour: None,
+    auth: AuthStyle::XApiKey,
+    id_rule: IdRule::UuidV7,
+    max_batch: 25,
+    url_lifetime: Duration::from_secs(60 * 60),
+};
 
 pub struct Veridox {
     api: ApiClient,
@@ -81,8 +94,8 @@ pub fn vendor_message(resp: &ApiResponse) -> String {
 }
 
 impl Provider for Veridox {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Veridox
+    fn vendor(&self) -> &'static Vendor {
+        &VENDOR
     }
 
     fn api(&self) -> &ApiClient {
@@ -125,7 +138,7 @@ impl Provider for Veridox {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok())
             .unwrap_or_else(SystemTime::now);
-        decode(&ids, &resp.body, server_now, Instant::now(), self.api.ui())
+        decode(&ids, &resp.body, server_now, Instant::now())
     }
 }
 
@@ -137,14 +150,13 @@ pub fn decode(
     body: &[u8],
     server_now: SystemTime,
     received: Instant,
-    ui: &crate::progress::Ui,
 ) -> Result<MintOutcome, ApiError> {
     let parsed: DownloadResponse = serde_json::from_slice(body).map_err(|e| {
         ApiError::Request(format!(
             "the Veridox API sent a response fetchdocs cannot read ({e})"
         ))
     })?;
-    let lifetime = ProviderKind::Veridox.url_lifetime();
+    let lifetime = VENDOR.url_lifetime;
     let files = parsed
         .files
         .into_iter()
@@ -167,7 +179,7 @@ pub fn decode(
         .into_iter()
         .filter_map(|e| Some((e.file_id?, reason_text(e.error))))
         .collect();
-    Ok(reconcile(requested, files, errors, ui))
+    Ok(reconcile(requested, files, errors))
 }
 
 /// Time left until an RFC 3339 instant, measured on the server's clock (its `Date` header), so

@@ -3,6 +3,8 @@
 
 mod common;
 
+mod architecture;
+
 mod auth_and_partial;
 mod download;
 mod faults;

@@ -1,0 +1,98 @@
+//! `fetchdocs demo`: the sandbox in-process, a few hundred files, and the real `download` run
+//! through both vendors' APIs, with the vendors' documented pacing.
+
+use std::time::Duration;
+
+use clap::Parser;
+use fetchdocs_sandbox::{Catalog, SandboxConfig};
+use tokio_util::sync::CancellationToken;
+
+use super::sandbox::{per_minute, start, write_ids};
+use crate::cli::{Cli, Command, DemoArgs};
+use crate::config::{Config, Surroundings};
+use crate::error::{Exit, Fatal};
+use crate::progress::{Verbosity, init_logging};
+use crate::provider::ProviderKind;
+
+pub async fn run(args: DemoArgs) -> Result<Exit, Fatal> {
+    let mut cfg = SandboxConfig::new(Catalog::generate(args.files, 1));
+    // The vendors' documented limits, so the demo shows real pacing.
+    let vendors = [ProviderKind::Veridox, ProviderKind::Keelvar].map(ProviderKind::vendor);
+    cfg.faults.rate_limit = per_minute(vendors[0].requests_per_minute, false);
+    cfg.keelvar.rate_limit = per_minute(vendors[1].requests_per_minute, true);
+    // Jobs that take a second, as real ones do.
+    cfg.keelvar.polls_to_complete = 1;
+    cfg.keelvar.min_job_time = Duration::from_secs(1);
+    let keys = [
+        (ProviderKind::Veridox, cfg.veridox_key.clone()),
+        (ProviderKind::Keelvar, cfg.keelvar.key.clone()),
+    ];
+    let ids_file = args.output_dir.join("ids.txt");
+    super::prepare_output_dir(&args.output_dir)?;
+    write_ids(&ids_file, cfg.catalog.files().iter().map(|f| f.id))
+        .map_err(|e| Fatal::Usage(format!("cannot write the demo's ID list: {e}")))?;
+    let files = cfg.catalog.files().len();
+    let sandbox = start(cfg).await?;
+    init_logging(Verbosity::Normal);
+    let cancel = CancellationToken::new();
+    super::spawn_signal_handler(cancel.clone());
+    let mut worst = Ok(Exit::Success);
+    for (provider, key) in keys {
+        let name = provider.vendor().name;
+        let out = args.output_dir.join(name);
+        eprintln!(
+            "\nfetchdocs demo: {files} files from the sandbox's {name} API ({}) into {}",
+            sandbox.api_url,
+            out.display()
+        );
+        // The same command line a user would type, through the same `Config` constructor.
+        let argv: Vec<std::ffi::OsString> = vec![
+            "fetchdocs".into(),
+            "download".into(),
+            "--provider".into(),
+            name.into(),
+            "--base-url".into(),
+            sandbox.api_url.clone().into(),
+            "--ids".into(),
+            ids_file.clone().into_os_string(),
+            "-o".into(),
+            out.into_os_string(),
+            "--report".into(),
+            args.output_dir
+                .join(format!("{name}-report.json"))
+                .into_os_string(),
+            "-j".into(),
+            args.concurrency.to_string().into(),
+            "--requests-per-minute".into(),
+            provider.vendor().requests_per_minute.to_string().into(),
+        ];
+        let Command::Download(download) = Cli::try_parse_from(argv)
+            .map_err(|e| Fatal::Internal(format!("the demo's own command line: {e}")))?
+            .command
+        else {
+            return Err(Fatal::Internal(
+                "the demo's own command line is not a download".into(),
+            ));
+        };
+        let surroundings = Surroundings {
+            api_key: Some(key.into()),
+            ..Surroundings::of_process()
+        };
+        let cfg = Config::from_args(download, &surroundings)?;
+        let result = super::download::execute(&cfg, cancel.clone()).await;
+        if !matches!(result, Ok(Exit::Success)) {
+            worst = result;
+            break;
+        }
+    }
+    let stats = sandbox.stats();
+    eprintln!(
+        "\nfetchdocs demo: the sandbox saw {} API request(s) ({} Keelvar job(s)), {} file request(s), {} throttled; reports in {}",
+        stats.api_requests,
+        stats.jobs_submitted,
+        stats.file_requests,
+        stats.api_throttled,
+        args.output_dir.display()
+    );
+    worst
+}

@@ -1,0 +1,234 @@
+//! `fetchdocs download`, top to bottom: IDs in → skip what is done → mint and download →
+//! record.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiClient;
+use crate::cli::DownloadArgs;
+use crate::config::{Config, IdSource, Surroundings};
+use crate::download::{DownloadPolicy, file_host_client};
+use crate::error::{Exit, Fatal};
+use crate::ids::{self, IdList};
+use crate::lock::{DirLock, LockError};
+use crate::naming::NameRegistry;
+use crate::pipeline::Pipeline;
+use crate::progress::{Ui, Verbosity, init_logging};
+use crate::provider::keelvar::{Keelvar, PollPolicy};
+use crate::provider::veridox::Veridox;
+use crate::provider::{AnyProvider, ProviderKind};
+use crate::ratelimit::RateLimiter;
+use crate::report::{FileEntry, Recorder, Status, human_bytes};
+use crate::retry::Backoff;
+use crate::scheduler::Item;
+use crate::state::State;
+
+/// Most bytes read from an ID list (about 2.7 million IDs).
+const MAX_ID_INPUT: u64 = 100 * 1024 * 1024;
+
+/// `fetchdocs download` with this process's environment.
+pub fn run(args: DownloadArgs, runtime: &tokio::runtime::Runtime) -> Result<Exit, Fatal> {
+    let cfg = Config::from_args(args, &Surroundings::of_process())?;
+    init_logging(cfg.verbosity);
+    runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        super::spawn_signal_handler(cancel.clone());
+        execute(&cfg, cancel).await
+    })
+}
+
+/// Read and validate the ID list.
+fn read_ids(source: &IdSource, kind: ProviderKind) -> Result<IdList, Fatal> {
+    let mut data = Vec::new();
+    let read = match source {
+        IdSource::File(p) => {
+            std::fs::File::open(p).and_then(|f| f.take(MAX_ID_INPUT + 1).read_to_end(&mut data))
+        }
+        IdSource::Stdin => std::io::stdin()
+            .lock()
+            .take(MAX_ID_INPUT + 1)
+            .read_to_end(&mut data),
+    };
+    read.map_err(|e| Fatal::Usage(format!("cannot read the ID list from {source}: {e}")))?;
+    if data.len() as u64 > MAX_ID_INPUT {
+        return Err(Fatal::Usage(format!(
+            "the ID list in {source} is larger than {} MiB; split it into several runs",
+            MAX_ID_INPUT / (1024 * 1024)
+        )));
+    }
+    ids::parse_ids(&data, kind.vendor().id_rule).map_err(|bad| {
+        let mut msg = format!(
+            "{} bad line{} in {source}; nothing was requested. Fix {} and run again:",
+            bad.total,
+            if bad.total == 1 { "" } else { "s" },
+            if bad.total == 1 { "it" } else { "them" },
+        );
+        for line in &bad.lines {
+            msg.push_str(&format!("\n  {line}"));
+        }
+        if bad.total > bad.lines.len() {
+            msg.push_str(&format!("\n  … and {} more", bad.total - bad.lines.len()));
+        }
+        Fatal::Usage(msg)
+    })
+}
+
+/// The whole run of one validated `Config` (also what `demo` runs, once per vendor).
+pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fatal> {
+    let list = read_ids(&cfg.ids, cfg.provider)?;
+    super::prepare_output_dir(&cfg.output_dir)?;
+    let unusable = |e: std::io::Error| {
+        Fatal::Usage(format!(
+            "cannot use the output directory {}: {e}",
+            cfg.output_dir.display()
+        ))
+    };
+    let _lock = DirLock::acquire(&cfg.output_dir).map_err(|e| match e {
+        LockError::Held(pid) => Fatal::Locked(format!(
+            "another fetchdocs run ({}) is using {}; nothing was done. Wait for it to finish, \
+             or stop it",
+            pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}")),
+            cfg.output_dir.display()
+        )),
+        LockError::Io(e) => unusable(e),
+    })?;
+    let mut state = State::open(&cfg.output_dir).map_err(unusable)?;
+    let ui = Ui::new(cfg.verbosity, cfg.progress_bars, list.ids.len() as u64);
+    if state.skipped_lines > 0 {
+        log::warn!(
+            "ignored {} unreadable line(s) in the record of finished files (a crash mid-write?)",
+            state.skipped_lines
+        );
+    }
+    if list.duplicates > 0 {
+        log::debug!("{} duplicate ID(s) folded", list.duplicates);
+    }
+
+    let vendor = cfg.provider.vendor();
+    let mut recorder = Recorder::new(vendor.name, &list.ids, cfg.json, cfg.dry_run);
+    let mut names = NameRegistry::default();
+    for (id, name) in state.names() {
+        names.claim(name, *id);
+    }
+    let mut work = Vec::new();
+    let mut skipped = 0u64;
+    for id in &list.ids {
+        match state.completed(id) {
+            Some(rec) if !cfg.force => {
+                recorder.finish(FileEntry {
+                    id: *id,
+                    status: Status::Skipped,
+                    path: Some(rec.path.clone()),
+                    bytes: Some(rec.bytes),
+                    error: None,
+                });
+                skipped += 1;
+            }
+            _ => work.push(Item::new(*id, state.previous_name(id).map(str::to_string))),
+        }
+    }
+    ui.files_finished(skipped);
+    if skipped > 0 {
+        log::debug!("{skipped} file(s) already downloaded by an earlier run; skipping them");
+    }
+
+    let started = Instant::now();
+    let result = if work.is_empty() {
+        Ok(())
+    } else {
+        let api = api_client(cfg)?;
+        let provider = match cfg.provider {
+            ProviderKind::Veridox => AnyProvider::Veridox(Veridox::new(api)),
+            ProviderKind::Keelvar => {
+                AnyProvider::Keelvar(Keelvar::new(api, cfg.job_timeout, PollPolicy::default()))
+            }
+        };
+        let files = file_host_client(cfg.read_timeout)
+            .map_err(|e| Fatal::Internal(format!("cannot set up the HTTP client: {e}")))?;
+        let pipeline = Pipeline {
+            provider: Arc::new(provider),
+            files,
+            policy: DownloadPolicy {
+                backoff: Backoff::default(),
+            },
+            concurrency: cfg.concurrency,
+            dry_run: cfg.dry_run,
+            output_dir: cfg.output_dir.clone(),
+            ui: &ui,
+            state: &mut state,
+            names: &mut names,
+            recorder: &mut recorder,
+            cancel,
+        };
+        pipeline.run(work).await.map(|_| ())
+    };
+    ui.finish();
+
+    // The report is written whatever happened.
+    if let Some(path) = &cfg.report
+        && let Err(e) = recorder.write_report(path)
+    {
+        log::error!("cannot write the report to {}: {e}", path.display());
+    }
+    if cfg.json {
+        recorder.print_json_summary();
+    }
+    print_summary(cfg, &recorder, started.elapsed(), &ui);
+    result?;
+    Ok(if recorder.summary().failed > 0 {
+        Exit::FilesFailed
+    } else {
+        Exit::Success
+    })
+}
+
+/// The client for the vendor's API host, paced by the vendor's limits.
+fn api_client(cfg: &Config) -> Result<ApiClient, Fatal> {
+    let limiter = Arc::new(RateLimiter::new(
+        &cfg.provider.vendor().rate_limits(cfg.requests_per_minute),
+    ));
+    ApiClient::new(
+        cfg.base_url.clone(),
+        &cfg.api_key,
+        cfg.provider.vendor().auth,
+        limiter,
+        Backoff::default(),
+        cfg.read_timeout,
+    )
+    .map_err(Fatal::Internal)
+}
+
+fn print_summary(cfg: &Config, recorder: &Recorder, took: std::time::Duration, ui: &Ui) {
+    let s = recorder.summary();
+    if cfg.verbosity == Verbosity::Quiet {
+        return;
+    }
+    let secs = took.as_secs_f64();
+    let rate = if secs > 0.0 {
+        format!(
+            ", {}/s",
+            human_bytes((recorder.bytes() as f64 / secs) as u64)
+        )
+    } else {
+        String::new()
+    };
+    let resolved = s
+        .resolved
+        .map(|r| format!("{r} resolved (dry run), "))
+        .unwrap_or_default();
+    ui.info(&format!(
+        "fetchdocs: {resolved}{} downloaded, {} skipped, {} failed of {} requested ({} in {:.1}s{rate})",
+        s.downloaded,
+        s.skipped,
+        s.failed,
+        s.requested,
+        human_bytes(recorder.bytes()),
+        secs,
+    ));
+    if s.failed > 0 && cfg.report.is_none() {
+        ui.info("fetchdocs: the failures are listed above; --report FILE writes them all as JSON");
+    }
+}

@@ -1,0 +1,104 @@
+//! One file per command. Each returns its exit code or the fatal error that ended it; [`run`]
+//! prints that error and maps it to its exit code, in one place.
+
+#[cfg(feature = "sandbox")]
+mod demo;
+mod download;
+#[cfg(feature = "sandbox")]
+mod sandbox;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command};
+use crate::error::{Exit, Fatal};
+
+/// Run a parsed command line to its exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return fatal(&Fatal::Internal(format!(
+                "cannot start the async runtime: {e}"
+            )))
+            .into();
+        }
+    };
+    let result = match cli.command {
+        Command::Download(args) => download::run(args, &runtime),
+        #[cfg(feature = "sandbox")]
+        Command::Sandbox(args) => runtime.block_on(sandbox::run(args)),
+        #[cfg(feature = "sandbox")]
+        Command::Demo(args) => runtime.block_on(demo::run(args)),
+    };
+    // Downloads that were cancelled may still be unwinding; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    result.unwrap_or_else(|e| fatal(&e)).into()
+}
+
+/// Tell the user what ended the run, and give its exit code.
+fn fatal(e: &Fatal) -> Exit {
+    eprintln!("fetchdocs: error: {e}");
+    e.exit()
+}
+
+/// Ctrl-C or SIGTERM cancels the run (partial data is kept for the next run); a second one
+/// exits at once.
+fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            if !wait_for_signal().await {
+                return;
+            }
+            count += 1;
+            if count == 1 {
+                eprintln!(
+                    "\nfetchdocs: interrupted; stopping (press Ctrl-C again to quit at once)"
+                );
+                cancel.cancel();
+            } else {
+                std::process::exit(Exit::Interrupted as i32);
+            }
+        }
+    });
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> bool {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return tokio::signal::ctrl_c().await.is_ok();
+    };
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.is_ok(),
+        r = term.recv() => r.is_some(),
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> bool {
+    tokio::signal::ctrl_c().await.is_ok()
+}
+
+/// Create the output directory if needed, and refuse what cannot be one.
+fn prepare_output_dir(dir: &std::path::Path) -> Result<(), Fatal> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Fatal::Usage(format!(
+            "the output directory {} exists but is not a directory",
+            dir.display()
+        ))),
+        Err(_) => std::fs::create_dir_all(dir).map_err(|e| {
+            Fatal::Usage(format!(
+                "cannot create the output directory {}: {e}",
+                dir.display()
+            ))
+        }),
+    }
+}

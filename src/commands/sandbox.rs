@@ -1,0 +1,102 @@
+//! `fetchdocs sandbox`: the local stand-in for both vendor APIs, served until Ctrl-C.
+
+use std::path::Path;
+use std::time::Duration;
+
+use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig, RateRule, Sandbox, SandboxConfig};
+use uuid::Uuid;
+
+use crate::cli::{FaultArgs, SandboxArgs};
+use crate::error::{Exit, Fatal};
+
+/// Serve until interrupted.
+pub async fn run(args: SandboxArgs) -> Result<Exit, Fatal> {
+    let mut cfg = SandboxConfig::new(Catalog::generate(args.files, args.seed));
+    cfg.port = args.port;
+    cfg.seed = args.seed;
+    cfg.faults = faults_from_args(&args.faults);
+    cfg.keelvar = keelvar_from_args(&args.faults);
+    if let Some(path) = &args.ids_out {
+        write_ids(path, cfg.catalog.files().iter().map(|f| f.id))
+            .map_err(|e| Fatal::Usage(format!("cannot write {}: {e}", path.display())))?;
+    }
+    let sandbox = start(cfg).await?;
+    let ids_hint = args
+        .ids_out
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "ids.txt".into());
+    let cfg = sandbox.config();
+    println!("API (both vendors): {}", sandbox.api_url);
+    println!("file host:          {}", sandbox.files_url);
+    println!("Veridox API key:    {}", cfg.veridox_key);
+    println!("Keelvar API key:    {}", cfg.keelvar.key);
+    println!(
+        "files:              {} (pass --ids-out FILE to save their IDs)",
+        args.files
+    );
+    println!("stats:              {}/_sandbox/stats", sandbox.api_url);
+    println!();
+    for (provider, key) in [("veridox", &cfg.veridox_key), ("keelvar", &cfg.keelvar.key)] {
+        println!(
+            "try:  FETCHDOCS_API_KEY={key} fetchdocs download --provider {provider} \\
+        --base-url {} --ids {ids_hint} -o out-{provider}",
+            sandbox.api_url
+        );
+    }
+    println!("Ctrl-C stops the sandbox.");
+    let _ = tokio::signal::ctrl_c().await;
+    Ok(Exit::Success)
+}
+
+/// Start a sandbox; failing to bind is fetchdocs' trouble, not the user's input.
+pub async fn start(cfg: SandboxConfig) -> Result<Sandbox, Fatal> {
+    Sandbox::start(cfg)
+        .await
+        .map_err(|e| Fatal::Internal(format!("cannot start the sandbox: {e}")))
+}
+
+/// Sandbox faults from the command line.
+fn faults_from_args(f: &FaultArgs) -> Faults {
+    Faults {
+        api_5xx_percent: f.api_5xx_rate.min(100),
+        file_5xx_percent: f.file_5xx_rate.min(100),
+        cut_percent: f.cut_rate.min(100),
+        max_per_item: f.max_faults_per_item,
+        url_lifetime: Duration::from_secs(f.url_lifetime),
+        rate_limit: per_minute(f.rate_limit, false),
+        slow_body_bps: f.slow_body,
+        ..Faults::default()
+    }
+}
+
+/// Keelvar's sandbox settings from the command line.
+fn keelvar_from_args(f: &FaultArgs) -> KeelvarConfig {
+    KeelvarConfig {
+        polls_to_complete: f.job_polls,
+        min_job_time: Duration::from_millis(f.job_time),
+        fail_first_jobs: f.fail_first_jobs,
+        url_lifetime: Duration::from_secs(f.keelvar_url_lifetime),
+        rate_limit: per_minute(f.keelvar_rate_limit, true),
+        ..KeelvarConfig::default()
+    }
+}
+
+/// At most `limit` requests a minute (0: no limit), with or without `RateLimit-*` headers.
+pub fn per_minute(limit: u32, headers: bool) -> Option<RateRule> {
+    (limit > 0).then_some(RateRule {
+        limit,
+        window: Duration::from_secs(60),
+        headers,
+    })
+}
+
+/// Write IDs one per line.
+pub fn write_ids(path: &Path, ids: impl Iterator<Item = Uuid>) -> std::io::Result<()> {
+    let mut text = String::new();
+    for id in ids {
+        text.push_str(&id.to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text)
+}

@@ -1,0 +1,1053 @@
+//! The scheduling policy: what to start, what to mint and when, what an outcome means.
+//!
+//! [`Scheduler`] is synchronous: it owns the run's state and takes `now` as an argument, so
+//! its policy is tested in milliseconds under a paused clock. The async driver around it
+//! (`pipeline.rs`) only waits, spawns and records.
+//!
+//! # The minting policy
+//!
+//! A signed URL is asked for only when the download it feeds can start at once, or is predicted
+//! to start well within the URL's life. Each time the scheduler wakes it computes:
+//!
+//! * `free`: download slots free now (`-j` minus active downloads);
+//! * `soon`: downloads predicted to finish within `T = mint latency + horizon`, where the
+//!   horizon is a quarter of the URL lifetime, at most 30 s (Keelvar: 15 s). The prediction is
+//!   the larger of (a) active downloads whose own ETA (bytes left ÷ their rate) is within `T`,
+//!   and (b) the recent completion rate × `T`;
+//! * `supply`: URLs minted but not started, plus IDs in mint calls under way.
+//!
+//! It mints `min(free + soon − supply, max batch, pending)` IDs, and never lets `supply` pass
+//! `-j + 2 × max batch`. And it decides only when the rate limiter would let the request go
+//! *now*: while the limiter holds requests back, slots keep freeing and the batch it finally
+//! sends is larger. So:
+//!
+//! * fast, small files: completions are frequent, `soon` is large, batches are full (25/50)
+//!   and each request (and each Keelvar job, which costs a submit plus polls) buys the most files;
+//! * slow, large files: `soon` counts only the downloads about to finish, batches are small, and
+//!   no URL waits long enough to expire; the rate limit is not the bottleneck there anyway.
+//!
+//! URLs are checked before a download starts. One is re-minted unused only if it is provably
+//! dead: near the vendor's stated expiry, or at least as old as a URL the file host has already
+//! refused (ages count from the earliest moment a URL can have been issued; URLs minted together
+//! share it, so one 403 settles a whole batch). A doubtful URL is tried, because a try costs one
+//! file-host request and a re-mint costs API requests. What the 403s and successes teach also
+//! shortens the horizon ([`Lifetime`]), so a host whose URLs live far shorter than documented
+//! costs one or two expired URLs, not one per file. A 403 from the file host re-mints the URL and resumes the download
+//! from the bytes already on disk. Every ID has a bounded number of mints.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::download::{Outcome, Progress};
+use crate::error::ApiError;
+use crate::provider::MintOutcome;
+
+/// Most mint calls under way at once (a Keelvar job can be polled while the next is submitted).
+pub const MAX_MINTS_IN_FLIGHT: usize = 2;
+/// Most times one ID takes part in a mint call before it fails.
+pub const MAX_MINTS_PER_FILE: u32 = 8;
+/// Most 403s (expired URLs) one file may meet before it fails.
+pub const MAX_EXPIRATIONS_PER_FILE: u32 = 5;
+/// Longest horizon for minting ahead of free slots.
+const MAX_HORIZON: Duration = Duration::from_secs(30);
+/// The shortest URL lifetime the scheduler will assume after seeing URLs expire.
+const MIN_LIFETIME: Duration = Duration::from_millis(500);
+/// How often the scheduler re-evaluates when nothing else happens.
+pub const TICK: Duration = Duration::from_millis(200);
+
+/// The inputs of the minting decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Demand {
+    pub concurrency: usize,
+    pub max_batch: usize,
+    pub free_slots: usize,
+    pub finishing_soon: usize,
+    pub ready: usize,
+    pub minting: usize,
+    pub pending: usize,
+}
+
+/// How many IDs to mint now (see the module docs).
+pub fn batch_size(d: &Demand) -> usize {
+    let cap = d.concurrency + 2 * d.max_batch;
+    let demand = (d.free_slots + d.finishing_soon).min(cap);
+    let supply = d.ready + d.minting;
+    let want = demand
+        .saturating_sub(supply)
+        .min(d.max_batch)
+        .min(d.pending);
+    // A slot would sit idle: mint now, whatever the batch. Otherwise wait until a full batch is
+    // justified, so that each request (and each job) buys as many files as it can.
+    let starving = d.free_slots > supply;
+    if starving || want == d.max_batch.min(d.pending) {
+        want
+    } else {
+        0
+    }
+}
+
+/// How far ahead of free slots URLs may be minted, given their (estimated) lifetime.
+pub fn horizon(lifetime: Duration) -> Duration {
+    (lifetime / 4).min(MAX_HORIZON)
+}
+
+/// How close to its expiry a URL may be and still be started.
+pub fn start_margin(lifetime: Duration) -> Duration {
+    (lifetime / 5).min(Duration::from_secs(5))
+}
+
+/// What is known about how long URLs live, from the documentation and from the file host's
+/// answers. Ages count from the earliest moment a URL can have been issued.
+///
+/// * Proof decides whether a URL is tried: one is skipped (re-minted unused) only if it is at
+///   least as old as a URL the host has refused, or near its documented expiry. A doubtful URL
+///   is tried: that costs one file-host request, a re-mint costs an API request (for Keelvar, a
+///   job).
+/// * A guess decides how far ahead to mint: the documented lifetime until a URL is refused; after
+///   that, the larger of the oldest age ever accepted and half the youngest age ever refused.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetime {
+    documented: Duration,
+    youngest_refused: Option<Duration>,
+    oldest_accepted: Duration,
+}
+
+impl Lifetime {
+    pub fn new(documented: Duration) -> Self {
+        Lifetime {
+            documented,
+            youngest_refused: None,
+            oldest_accepted: Duration::ZERO,
+        }
+    }
+
+    /// The lifetime to plan with.
+    pub fn estimate(&self) -> Duration {
+        match self.youngest_refused {
+            None => self.documented,
+            Some(refused) => self
+                .oldest_accepted
+                .max(refused / 2)
+                .clamp(MIN_LIFETIME, self.documented),
+        }
+    }
+
+    /// A URL this old has been proven dead.
+    pub fn provably_expired(&self, age: Duration) -> bool {
+        self.youngest_refused.is_some_and(|r| age >= r)
+    }
+
+    /// The host refused a URL of this age (403). Returns true if that taught something new.
+    pub fn refused(&mut self, age: Duration) -> bool {
+        if self.youngest_refused.is_some_and(|r| r <= age) {
+            return false;
+        }
+        self.youngest_refused = Some(age);
+        true
+    }
+
+    /// The host accepted a URL of this age.
+    pub fn accepted(&mut self, age: Duration) {
+        self.oldest_accepted = self.oldest_accepted.max(age);
+    }
+}
+
+/// One ID's journey through the run.
+#[derive(Debug)]
+pub struct Item {
+    pub id: Uuid,
+    /// The name an earlier run saved this ID under (reused on `--force`).
+    pub previous: Option<String>,
+    /// The name this run gave it, once it has one (kept across re-mints).
+    pub name: Option<String>,
+    mints: u32,
+    expirations: u32,
+}
+
+impl Item {
+    pub fn new(id: Uuid, previous: Option<String>) -> Self {
+        Item {
+            id,
+            previous,
+            name: None,
+            mints: 0,
+            expirations: 0,
+        }
+    }
+}
+
+/// A signed URL in hand, not started yet.
+#[derive(Debug)]
+pub struct Ready {
+    pub item: Item,
+    pub url: Url,
+    pub label: String,
+    pub issued: Instant,
+    /// What the vendor said, or the documented lifetime from `issued`.
+    pub expires: Instant,
+}
+
+/// A download under way, as the scheduler sees it.
+struct Active {
+    progress: Arc<Progress>,
+    issued: Instant,
+}
+
+/// What the driver is to do.
+#[derive(Debug)]
+pub enum Action {
+    /// Name the file, claim the name, and start downloading it (its live numbers go to
+    /// `progress`).
+    Start {
+        ready: Ready,
+        progress: Arc<Progress>,
+    },
+    /// Ask the API for URLs for these items (one mint call).
+    Mint(Vec<Item>),
+    /// This item failed for good.
+    Fail { item: Item, reason: String },
+    /// `--dry-run`: a URL was obtained for this item under this label.
+    Resolved { item: Item, label: String },
+    /// The file is durable under its final name: record it.
+    Complete {
+        item: Item,
+        name: String,
+        bytes: u64,
+    },
+    /// The whole run must stop; what is unfinished is not attempted.
+    Stop(Stop),
+}
+
+/// Why the whole run stops.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The API refused the credentials.
+    Credentials(String),
+    /// The disk refused data in a way that will fail every file.
+    Storage(String),
+}
+
+/// Counters worth reporting with `-v` and in the evidence scripts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RunStats {
+    pub mint_calls: u32,
+    pub expired_hits: u32,
+    pub stale_before_start: u32,
+}
+
+/// What the scheduler is set up with.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// `-j`: most downloads at once; never exceeded.
+    pub concurrency: usize,
+    /// Most IDs in one mint call.
+    pub max_batch: usize,
+    /// How long URLs live by the vendor's documentation.
+    pub url_lifetime: Duration,
+    /// Resolve only: nothing is started.
+    pub dry_run: bool,
+}
+
+/// The run's scheduling state (see the module docs for the policy).
+pub struct Scheduler {
+    settings: Settings,
+    lifetime: Lifetime,
+    pending: VecDeque<Item>,
+    ready: VecDeque<Ready>,
+    active: HashMap<Uuid, Active>,
+    /// IDs in mint calls under way, and those calls.
+    minting: usize,
+    mint_calls_open: usize,
+    mint_latency: Duration,
+    completions: VecDeque<Instant>,
+    avg_duration: Option<Duration>,
+    stats: RunStats,
+}
+
+impl Scheduler {
+    pub fn new(settings: Settings, items: Vec<Item>) -> Self {
+        Scheduler {
+            settings: Settings {
+                concurrency: settings.concurrency.max(1),
+                ..settings
+            },
+            lifetime: Lifetime::new(settings.url_lifetime),
+            pending: items.into(),
+            ready: VecDeque::new(),
+            active: HashMap::new(),
+            minting: 0,
+            mint_calls_open: 0,
+            mint_latency: Duration::from_secs(1),
+            completions: VecDeque::with_capacity(64),
+            avg_duration: None,
+            stats: RunStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> RunStats {
+        self.stats
+    }
+
+    /// Nothing is left to mint, start or wait for.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+            && self.ready.is_empty()
+            && self.active.is_empty()
+            && self.mint_calls_open == 0
+    }
+
+    /// What to do at `now`, given how long until the API would take a request (`api_delay`),
+    /// and the latest moment to ask again. At most one mint call per answer: the driver asks
+    /// again at once after starting one, so that the rate limiter is consulted for each.
+    pub fn next(&mut self, now: Instant, api_delay: Duration) -> (Vec<Action>, Instant) {
+        let mut actions = Vec::new();
+        let j = self.settings.concurrency;
+        // Start what can start.
+        while self.active.len() < j
+            && let Some(r) = self.ready.pop_front()
+        {
+            let age = now.saturating_duration_since(r.issued);
+            if now + start_margin(self.settings.url_lifetime) >= r.expires
+                || self.lifetime.provably_expired(age)
+            {
+                self.stats.stale_before_start += 1;
+                log::debug!(
+                    "{}: URL too close to expiry to start; minting a fresh one",
+                    r.item.id
+                );
+                self.retry_mint(
+                    r.item,
+                    "every signed URL was expired or about to expire on arrival",
+                    &mut actions,
+                );
+                continue;
+            }
+            let progress = Progress::new();
+            self.active.insert(
+                r.item.id,
+                Active {
+                    progress: progress.clone(),
+                    issued: r.issued,
+                },
+            );
+            actions.push(Action::Start { ready: r, progress });
+        }
+
+        // Mint what will be needed soon, if the API would take a request now.
+        let mut wake = now + TICK;
+        if !self.pending.is_empty() && self.mint_calls_open < MAX_MINTS_IN_FLIGHT {
+            let n = batch_size(&self.demand(now));
+            if n > 0 {
+                if api_delay.is_zero() {
+                    let mut batch: Vec<Item> = self.pending.drain(..n).collect();
+                    for item in &mut batch {
+                        item.mints += 1;
+                    }
+                    self.minting += batch.len();
+                    self.mint_calls_open += 1;
+                    self.stats.mint_calls += 1;
+                    actions.push(Action::Mint(batch));
+                    wake = now;
+                } else {
+                    wake = wake.min(now + api_delay);
+                }
+            }
+        }
+        (actions, wake)
+    }
+
+    /// The inputs of the minting decision at `now`.
+    fn demand(&self, now: Instant) -> Demand {
+        let max_batch = self.settings.max_batch;
+        if self.settings.dry_run {
+            // Nothing downloads: ask for full batches, one call after another.
+            return Demand {
+                concurrency: 0,
+                max_batch,
+                free_slots: max_batch,
+                finishing_soon: 0,
+                ready: 0,
+                minting: self.minting,
+                pending: self.pending.len(),
+            };
+        }
+        let j = self.settings.concurrency;
+        let t = self.mint_latency + horizon(self.lifetime.estimate());
+        Demand {
+            concurrency: j,
+            max_batch,
+            free_slots: j - self.active.len().min(j),
+            finishing_soon: finishing_within(
+                &self.active,
+                &self.completions,
+                self.avg_duration,
+                now,
+                t,
+            ),
+            ready: self.ready.len(),
+            minting: self.minting,
+            pending: self.pending.len(),
+        }
+    }
+
+    /// A mint call for `items` ended with `result` after `took`.
+    pub fn minted(
+        &mut self,
+        items: Vec<Item>,
+        result: Result<MintOutcome, ApiError>,
+        took: Duration,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.minting -= items.len();
+        self.mint_calls_open -= 1;
+        self.mint_latency = (self.mint_latency * 3 + took) / 4;
+        match result {
+            Err(ApiError::Auth(msg)) => actions.push(Action::Stop(Stop::Credentials(msg))),
+            Err(ApiError::Rejected(msg)) => {
+                for item in items {
+                    actions.push(Action::Fail {
+                        item,
+                        reason: msg.clone(),
+                    });
+                }
+            }
+            Err(ApiError::Request(msg)) => {
+                log::warn!("{msg}");
+                for item in items {
+                    self.retry_mint(item, &msg, &mut actions);
+                }
+            }
+            Ok(outcome) => {
+                let mut by_id: HashMap<Uuid, Item> = items.into_iter().map(|i| (i.id, i)).collect();
+                for (id, reason) in outcome.errors {
+                    if let Some(item) = by_id.remove(&id) {
+                        actions.push(Action::Fail { item, reason });
+                    }
+                }
+                for id in outcome.missing {
+                    if let Some(item) = by_id.remove(&id) {
+                        self.retry_mint(item, "the API answer left this file out", &mut actions);
+                    }
+                }
+                for m in outcome.files {
+                    let Some(item) = by_id.remove(&m.id) else {
+                        continue;
+                    };
+                    if self.settings.dry_run {
+                        actions.push(Action::Resolved {
+                            item,
+                            label: m.label,
+                        });
+                        continue;
+                    }
+                    self.ready.push_back(Ready {
+                        expires: m.expires.unwrap_or(m.issued + self.settings.url_lifetime),
+                        item,
+                        url: m.url,
+                        label: m.label,
+                        issued: m.issued,
+                    });
+                }
+                // `reconcile` guarantees nothing is left; if it ever were, ask again.
+                for (_, item) in by_id {
+                    self.retry_mint(item, "the API answer left this file out", &mut actions);
+                }
+            }
+        }
+        actions
+    }
+
+    /// The download of `item` (under `name`) ended with `outcome` at `now`.
+    pub fn finished(
+        &mut self,
+        mut item: Item,
+        name: String,
+        outcome: Outcome,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let active = self.active.remove(&item.id);
+        match outcome {
+            Outcome::Done { bytes } => {
+                if let Some(a) = &active {
+                    let took = now.saturating_duration_since(a.progress.started);
+                    self.avg_duration =
+                        Some(self.avg_duration.map_or(took, |avg| (avg * 3 + took) / 4));
+                    if let Some(at) = a.progress.accepted() {
+                        self.lifetime
+                            .accepted(at.saturating_duration_since(a.issued));
+                    }
+                }
+                if self.completions.len() == 64 {
+                    self.completions.pop_front();
+                }
+                self.completions.push_back(now);
+                actions.push(Action::Complete { item, name, bytes });
+            }
+            Outcome::Expired { requested_at } => {
+                self.stats.expired_hits += 1;
+                item.expirations += 1;
+                // The URL lived less than this: learn, so the next ones are used sooner.
+                if let Some(a) = &active {
+                    let age = requested_at.saturating_duration_since(a.issued);
+                    if self.lifetime.refused(age) {
+                        log::debug!(
+                            "a signed URL was refused at age {:.1}s; planning for URLs that \
+                             live about {:.1}s",
+                            age.as_secs_f64(),
+                            self.lifetime.estimate().as_secs_f64()
+                        );
+                    }
+                }
+                if item.expirations >= MAX_EXPIRATIONS_PER_FILE {
+                    let reason = format!(
+                        "the file host refused {} fresh signed URLs (HTTP 403)",
+                        item.expirations
+                    );
+                    actions.push(Action::Fail { item, reason });
+                } else {
+                    self.retry_mint(item, "signed URL expired", &mut actions);
+                }
+            }
+            Outcome::Failed(reason) => actions.push(Action::Fail { item, reason }),
+            // Only after a cancel: the driver reports what is unfinished.
+            Outcome::Cancelled => {}
+            Outcome::StorageFailed(reason) => {
+                // Every other file would fail the same way: stop here, cleanly.
+                actions.push(Action::Fail {
+                    item,
+                    reason: reason.clone(),
+                });
+                actions.push(Action::Stop(Stop::Storage(reason)));
+            }
+        }
+        actions
+    }
+
+    /// Put an item back to be minted again, unless it has had its share of mints.
+    fn retry_mint(&mut self, item: Item, reason: &str, actions: &mut Vec<Action>) {
+        if item.mints >= MAX_MINTS_PER_FILE {
+            let reason = format!("{reason} (gave up after {} tries)", item.mints);
+            actions.push(Action::Fail { item, reason });
+        } else {
+            self.pending.push_front(item);
+        }
+    }
+}
+
+/// Downloads predicted to finish within `t`: the larger of those whose own ETA is within `t`
+/// (or, before their first bytes, whose age plus the average duration is) and the recent
+/// completion rate × `t`.
+fn finishing_within(
+    active: &HashMap<Uuid, Active>,
+    completions: &VecDeque<Instant>,
+    avg_duration: Option<Duration>,
+    now: Instant,
+    t: Duration,
+) -> usize {
+    let by_eta = active
+        .values()
+        .map(|a| &a.progress)
+        .filter(|p| {
+            let eta = p
+                .eta(now)
+                .or_else(|| avg_duration.map(|a| (p.started + a).saturating_duration_since(now)));
+            eta.is_some_and(|eta| eta <= t)
+        })
+        .count();
+    let by_rate = match (completions.front(), completions.len()) {
+        (Some(first), n) if n >= 2 => {
+            // Rate over the recent window, counting the time since the last completion too, so
+            // that a stall lowers the estimate.
+            let span = now.saturating_duration_since(*first).as_secs_f64();
+            if span > 0.0 {
+                ((n - 1) as f64 / span * t.as_secs_f64()) as usize
+            } else {
+                0
+            }
+        }
+        _ => 0,
+    };
+    by_eta.max(by_rate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::Minted;
+
+    // The policy end to end, as the driver sees it: synchronous calls with `now` passed in,
+    // under tokio's paused clock (nothing sleeps; `advance` moves time).
+
+    const VERIDOX: Settings = Settings {
+        concurrency: 4,
+        max_batch: 25,
+        url_lifetime: Duration::from_secs(3600),
+        dry_run: false,
+    };
+    const KEELVAR: Settings = Settings {
+        concurrency: 4,
+        max_batch: 50,
+        url_lifetime: Duration::from_secs(60),
+        dry_run: false,
+    };
+
+    /// An `api_delay` that keeps the scheduler from minting.
+    const BUSY: Duration = Duration::from_secs(1);
+
+    fn items(n: u128) -> Vec<Item> {
+        (1..=n)
+            .map(|i| Item::new(Uuid::from_u128(i), None))
+            .collect()
+    }
+
+    fn mints(actions: &[Action]) -> Vec<Vec<Uuid>> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Mint(batch) => Some(batch.iter().map(|i| i.id).collect()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn take_mint(actions: Vec<Action>) -> Vec<Item> {
+        actions
+            .into_iter()
+            .find_map(|a| match a {
+                Action::Mint(batch) => Some(batch),
+                _ => None,
+            })
+            .expect("a mint call")
+    }
+
+    fn starts(actions: Vec<Action>) -> Vec<Ready> {
+        actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Start { ready, .. } => Some(ready),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The answer of a mint call that resolved every item, issued at `issued`.
+    fn answer(batch: &[Item], issued: Instant, expires: Option<Instant>) -> MintOutcome {
+        MintOutcome {
+            files: batch
+                .iter()
+                .map(|i| Minted {
+                    id: i.id,
+                    url: Url::parse(&format!("https://files.example/{}", i.id)).unwrap(),
+                    label: format!("{}.pdf", i.id),
+                    issued,
+                    expires,
+                })
+                .collect(),
+            ..MintOutcome::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_slots_are_filled_at_once_then_only_full_batches_are_asked_for() {
+        let mut s = Scheduler::new(VERIDOX, items(100));
+        let now = Instant::now();
+        let (actions, _) = s.next(now, Duration::ZERO);
+        assert_eq!(
+            mints(&actions).iter().map(Vec::len).collect::<Vec<_>>(),
+            [4]
+        );
+        let batch = take_mint(actions);
+        // While that call is out, nothing else is asked for: its URLs will fill the slots.
+        let (actions, wake) = s.next(now, Duration::ZERO);
+        assert!(actions.is_empty());
+        assert_eq!(wake, now + TICK);
+        let out = answer(&batch, now, None);
+        assert!(
+            s.minted(batch, Ok(out), Duration::from_millis(100))
+                .is_empty()
+        );
+        let started = starts(s.next(now, Duration::ZERO).0);
+        assert_eq!(started.len(), 4, "-j 4: four downloads");
+        assert_eq!(s.stats().mint_calls, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_minted_while_the_rate_limiter_holds_requests_back() {
+        let mut s = Scheduler::new(VERIDOX, items(10));
+        let now = Instant::now();
+        let (actions, wake) = s.next(now, Duration::from_secs(3));
+        assert!(actions.is_empty());
+        assert_eq!(wake, now + TICK.min(Duration::from_secs(3)));
+        let (actions, _) = s.next(now, Duration::ZERO);
+        assert_eq!(mints(&actions).len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_two_mint_calls_are_under_way() {
+        let settings = Settings {
+            concurrency: 256,
+            ..KEELVAR
+        };
+        let mut s = Scheduler::new(settings, items(1000));
+        let now = Instant::now();
+        let mut calls = 0;
+        for _ in 0..5 {
+            calls += mints(&s.next(now, Duration::ZERO).0).len();
+        }
+        assert_eq!(calls, MAX_MINTS_IN_FLIGHT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_url_near_its_stated_expiry_is_reminted_unused() {
+        let mut s = Scheduler::new(KEELVAR, items(1));
+        let now = Instant::now();
+        let batch = take_mint(s.next(now, Duration::ZERO).0);
+        // The vendor says the URL dies in 2 s: inside the 5 s start margin.
+        let out = answer(&batch, now, Some(now + Duration::from_secs(2)));
+        s.minted(batch, Ok(out), Duration::from_millis(100));
+        let (actions, _) = s.next(now, Duration::ZERO);
+        assert_eq!(s.stats().stale_before_start, 1);
+        // Not started, and asked for again straight away.
+        assert_eq!(mints(&actions), [vec![Uuid::from_u128(1)]]);
+        assert!(starts(actions).is_empty());
+    }
+
+    /// Mint one, start it, and finish it 10 ms later.
+    async fn download_one(s: &mut Scheduler) {
+        let now = Instant::now();
+        let batch = take_mint(s.next(now, Duration::ZERO).0);
+        let out = answer(&batch, now, None);
+        s.minted(batch, Ok(out), Duration::ZERO);
+        // (The API is busy for a moment: nothing more is minted.)
+        for r in starts(s.next(now, BUSY).0) {
+            tokio::time::advance(Duration::from_millis(10)).await;
+            s.finished(
+                r.item,
+                "x".into(),
+                Outcome::Done { bytes: 1 },
+                Instant::now(),
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_refused_url_teaches_its_age_and_settles_its_whole_batch() {
+        let settings = Settings {
+            concurrency: 1,
+            ..KEELVAR
+        };
+        let mut s = Scheduler::new(settings, items(100));
+        // Two fast files: at the completion rate they show, a full batch is worth minting ahead.
+        for _ in 0..2 {
+            download_one(&mut s).await;
+        }
+        let t0 = Instant::now();
+        let batch = take_mint(s.next(t0, Duration::ZERO).0);
+        assert_eq!(batch.len(), 50, "full batch");
+        let out = answer(&batch, t0, None);
+        s.minted(batch, Ok(out), Duration::ZERO);
+        let first = starts(s.next(t0, Duration::ZERO).0)
+            .pop()
+            .expect("one start");
+        // 10 s later the host refuses it: URLs die before 10 s, whatever the vendor says.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let now = Instant::now();
+        let actions = s.finished(
+            first.item,
+            "a.pdf".into(),
+            Outcome::Expired { requested_at: now },
+            now,
+        );
+        assert!(actions.is_empty(), "re-minted, not failed: {actions:?}");
+        assert_eq!(s.stats().expired_hits, 1);
+        assert_eq!(s.lifetime.estimate(), Duration::from_secs(5));
+        // The other 49 URLs of that batch are as old: provably dead, re-minted without a try.
+        let (actions, _) = s.next(now, Duration::ZERO);
+        assert_eq!(s.stats().stale_before_start, 49);
+        assert!(starts(actions).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_id_is_minted_a_bounded_number_of_times() {
+        let mut s = Scheduler::new(VERIDOX, items(1));
+        let mut failed = None;
+        for round in 1..=MAX_MINTS_PER_FILE {
+            let now = Instant::now();
+            let batch = take_mint(s.next(now, Duration::ZERO).0);
+            // The API keeps leaving the file out of its answer.
+            let out = MintOutcome {
+                missing: vec![Uuid::from_u128(1)],
+                ..MintOutcome::default()
+            };
+            let actions = s.minted(batch, Ok(out), Duration::ZERO);
+            if round < MAX_MINTS_PER_FILE {
+                assert!(actions.is_empty(), "round {round}: asked again");
+            } else {
+                failed = actions.into_iter().find_map(|a| match a {
+                    Action::Fail { reason, .. } => Some(reason),
+                    _ => None,
+                });
+            }
+        }
+        let reason = failed.expect("failed after the last mint");
+        assert!(reason.contains("left this file out"), "{reason}");
+        assert!(reason.contains("gave up after 8 tries"), "{reason}");
+        assert!(s.is_idle());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_file_refused_five_times_fails() {
+        let mut s = Scheduler::new(VERIDOX, items(1));
+        let mut last = Vec::new();
+        for _ in 0..MAX_EXPIRATIONS_PER_FILE {
+            let now = Instant::now();
+            let batch = take_mint(s.next(now, Duration::ZERO).0);
+            let out = answer(&batch, now, None);
+            s.minted(batch, Ok(out), Duration::ZERO);
+            let ready = starts(s.next(now, Duration::ZERO).0)
+                .pop()
+                .expect("started");
+            tokio::time::advance(Duration::from_secs(1)).await;
+            let at = Instant::now();
+            last = s.finished(
+                ready.item,
+                "a".into(),
+                Outcome::Expired { requested_at: at },
+                at,
+            );
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert!(
+            matches!(&last[..], [Action::Fail { reason, .. }] if reason.contains("refused 5 fresh signed URLs")),
+            "{last:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_credentials_and_a_full_disk_stop_the_run() {
+        let mut s = Scheduler::new(VERIDOX, items(30));
+        let now = Instant::now();
+        let batch = take_mint(s.next(now, Duration::ZERO).0);
+        let actions = s.minted(batch, Err(ApiError::Auth("bad key".into())), Duration::ZERO);
+        assert!(matches!(&actions[..], [Action::Stop(Stop::Credentials(m))] if m == "bad key"));
+
+        let mut s = Scheduler::new(VERIDOX, items(1));
+        let batch = take_mint(s.next(now, Duration::ZERO).0);
+        let out = answer(&batch, now, None);
+        s.minted(batch, Ok(out), Duration::ZERO);
+        let ready = starts(s.next(now, Duration::ZERO).0)
+            .pop()
+            .expect("started");
+        let actions = s.finished(
+            ready.item,
+            "a".into(),
+            Outcome::StorageFailed("disk full".into()),
+            now,
+        );
+        assert!(matches!(
+            &actions[..],
+            [Action::Fail { .. }, Action::Stop(Stop::Storage(_))]
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_completed_download_is_recorded_and_feeds_the_completion_rate() {
+        let mut s = Scheduler::new(VERIDOX, items(1));
+        let now = Instant::now();
+        let batch = take_mint(s.next(now, Duration::ZERO).0);
+        let out = answer(&batch, now, None);
+        s.minted(batch, Ok(out), Duration::ZERO);
+        let ready = starts(s.next(now, Duration::ZERO).0)
+            .pop()
+            .expect("started");
+        tokio::time::advance(Duration::from_millis(300)).await;
+        let done = Instant::now();
+        let actions = s.finished(ready.item, "a.pdf".into(), Outcome::Done { bytes: 7 }, done);
+        assert!(
+            matches!(&actions[..], [Action::Complete { name, bytes: 7, .. }] if name == "a.pdf")
+        );
+        assert_eq!(s.avg_duration, Some(Duration::from_millis(300)));
+        assert_eq!(s.completions.back(), Some(&done));
+        assert!(s.is_idle());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dry_run_resolves_in_full_batches_and_starts_nothing() {
+        let settings = Settings {
+            dry_run: true,
+            ..VERIDOX
+        };
+        let mut s = Scheduler::new(settings, items(60));
+        let now = Instant::now();
+        let batch = take_mint(s.next(now, Duration::ZERO).0);
+        assert_eq!(batch.len(), 25);
+        let out = answer(&batch, now, None);
+        let actions = s.minted(batch, Ok(out), Duration::ZERO);
+        assert_eq!(actions.len(), 25);
+        assert!(actions.iter().all(|a| matches!(a, Action::Resolved { .. })));
+        assert!(starts(s.next(now, Duration::ZERO).0).is_empty());
+    }
+
+    fn demand() -> Demand {
+        Demand {
+            concurrency: 8,
+            max_batch: 50,
+            free_slots: 0,
+            finishing_soon: 0,
+            ready: 0,
+            minting: 0,
+            pending: 10_000,
+        }
+    }
+
+    #[test]
+    fn mints_for_free_slots_only_when_nothing_is_known() {
+        let d = Demand {
+            free_slots: 8,
+            ..demand()
+        };
+        assert_eq!(batch_size(&d), 8);
+    }
+
+    #[test]
+    fn fast_small_files_get_full_batches() {
+        let d = Demand {
+            free_slots: 3,
+            finishing_soon: 400,
+            ..demand()
+        };
+        assert_eq!(batch_size(&d), 50);
+    }
+
+    #[test]
+    fn slow_large_files_mint_only_for_slots_about_to_free() {
+        // A slot is free and nothing is in hand: mint for it and for the one about to free.
+        let d = Demand {
+            free_slots: 1,
+            finishing_soon: 1,
+            ..demand()
+        };
+        assert_eq!(batch_size(&d), 2);
+        // Nothing free, one about to free, nothing in hand: wait (the slot frees, then mint).
+        let soon = Demand {
+            free_slots: 0,
+            finishing_soon: 1,
+            ..demand()
+        };
+        assert_eq!(batch_size(&soon), 0);
+        let busy = Demand {
+            free_slots: 0,
+            finishing_soon: 0,
+            ..demand()
+        };
+        assert_eq!(batch_size(&busy), 0);
+    }
+
+    #[test]
+    fn unstarted_urls_are_capped() {
+        // 8 + 2×50 = 108 at most in hand. With 66 in hand a full batch of 50 would pass it,
+        // so nothing is minted until a full batch fits again.
+        let d = Demand {
+            free_slots: 8,
+            finishing_soon: 10_000,
+            ready: 40,
+            minting: 26,
+            ..demand()
+        };
+        assert_eq!(batch_size(&d), 0);
+        let room = Demand {
+            ready: 30,
+            minting: 20,
+            ..d
+        };
+        assert_eq!(batch_size(&room), 50);
+    }
+
+    #[test]
+    fn partial_batches_wait_while_urls_are_in_hand() {
+        // 10 wanted, 5 URLs in hand and no idle slot: wait for a fuller batch.
+        let d = Demand {
+            free_slots: 2,
+            finishing_soon: 13,
+            ready: 5,
+            ..demand()
+        };
+        assert_eq!(batch_size(&d), 0);
+        // The last few pending IDs are a full batch of what is left.
+        let tail = Demand { pending: 10, ..d };
+        assert_eq!(batch_size(&tail), 10);
+    }
+
+    #[test]
+    fn never_more_than_pending() {
+        let d = Demand {
+            free_slots: 8,
+            pending: 3,
+            ..demand()
+        };
+        assert_eq!(batch_size(&d), 3);
+    }
+
+    #[test]
+    fn horizons_follow_lifetime() {
+        assert_eq!(horizon(Duration::from_secs(60)), Duration::from_secs(15));
+        assert_eq!(horizon(Duration::from_secs(3600)), MAX_HORIZON);
+        assert_eq!(horizon(Duration::from_secs(2)), Duration::from_millis(500));
+        assert_eq!(
+            start_margin(Duration::from_secs(60)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            start_margin(Duration::from_secs(2)),
+            Duration::from_millis(400)
+        );
+    }
+
+    #[test]
+    fn lifetime_is_learned_from_refusals_and_successes() {
+        let secs = Duration::from_secs;
+        let mut l = Lifetime::new(secs(60));
+        assert_eq!(l.estimate(), secs(60));
+        assert!(!l.provably_expired(secs(59)));
+        l.accepted(secs(1));
+        assert_eq!(l.estimate(), secs(60), "successes alone change nothing");
+        assert!(l.refused(secs(8)));
+        assert_eq!(l.estimate(), secs(4));
+        assert!(l.provably_expired(secs(8)) && !l.provably_expired(secs(7)));
+        assert!(!l.refused(secs(9)), "an older refusal teaches nothing");
+        l.accepted(secs(6));
+        assert_eq!(
+            l.estimate(),
+            secs(6),
+            "a URL that worked at 6 s proves at least that"
+        );
+        assert!(l.refused(secs(3)));
+        assert_eq!(l.estimate(), secs(6).max(Duration::from_millis(1500)));
+        let mut tiny = Lifetime::new(secs(60));
+        tiny.refused(Duration::from_millis(100));
+        assert_eq!(tiny.estimate(), MIN_LIFETIME);
+    }
+
+    #[test]
+    fn completion_rate_predicts_finishes() {
+        let now = Instant::now();
+        let completions: VecDeque<Instant> = (0..11)
+            .map(|i| now - Duration::from_millis(1000 - i * 100))
+            .collect();
+        // 10 completions per second over 1 s; within 5 s: 50.
+        let n = finishing_within(
+            &HashMap::new(),
+            &completions,
+            None,
+            now,
+            Duration::from_secs(5),
+        );
+        assert!((45..=50).contains(&n), "{n}");
+    }
+}
