@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz the parsers that read untrusted input, each for a bounded time:
-#   ids               ID lists (fetchdocs::ids::parse_ids)
-#   names             vendor labels → file names (fetchdocs::naming::sanitize)
+#   ids               ID lists (fetchdocs::fuzzing::parse_ids, as `download` reads them)
+#   names             vendor labels → file names (fetchdocs::fuzzing::sanitize)
 #   veridox_response  Veridox /files/download answers
 #   keelvar_response  Keelvar job objects and completed details
 #

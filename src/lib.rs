@@ -32,6 +32,7 @@ mod state;
 pub mod fuzzing {
     pub use crate::ids::{IdRule, MAX_LISTED_BAD_LINES, parse_ids, parse_one};
     pub use crate::naming::{MAX_NAME_BYTES, sanitize, with_id_suffix};
-    pub use crate::provider::keelvar::{JobState, decode_completed, decode_job};
+    pub use crate::provider::MintOutcome;
+    pub use crate::provider::keelvar::{JobAnswer, JobState, decode_completed, decode_job};
     pub use crate::provider::veridox::decode as decode_veridox;
 }

@@ -1,7 +1,7 @@
 //! ID-list parsing: never panics; what it accepts is unique, canonical and valid for the rule.
 #![no_main]
 
-use fetchdocs::ids::{IdRule, MAX_LISTED_BAD_LINES, parse_ids, parse_one};
+use fetchdocs::fuzzing::{IdRule, MAX_LISTED_BAD_LINES, parse_ids, parse_one};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! Name sanitising: whatever the label, one safe path component within the output directory.
 #![no_main]
 
-use fetchdocs::naming::{MAX_NAME_BYTES, sanitize, with_id_suffix};
+use fetchdocs::fuzzing::{MAX_NAME_BYTES, sanitize, with_id_suffix};
 use libfuzzer_sys::fuzz_target;
 use std::path::{Component, Path};
 

@@ -2,15 +2,14 @@
 //! unrequested or non-http gets through.
 #![no_main]
 
-use fetchdocs::progress::Ui;
-use fetchdocs::provider::veridox::decode;
+use fetchdocs::fuzzing::decode_veridox;
 use libfuzzer_sys::fuzz_target;
 use uuid::Uuid;
 
 fuzz_target!(|data: &[u8]| {
     let requested: Vec<Uuid> = (1..=3u128).map(Uuid::from_u128).collect();
     let now = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_790_000_000);
-    if let Ok(out) = decode(&requested, data, now, tokio::time::Instant::now(), &Ui::quiet()) {
+    if let Ok(out) = decode_veridox(&requested, data, now, tokio::time::Instant::now()) {
         let mut all: Vec<Uuid> = out.files.iter().map(|f| f.id).collect();
         all.extend(out.errors.iter().map(|e| e.0));
         all.extend(out.missing.iter().copied());
