@@ -79,3 +79,32 @@ fn a_refused_key_is_not_echoed() {
     assert_eq!(code(&out), 3);
     assert_nowhere(&env, secret, &out);
 }
+
+#[test]
+fn rust_log_at_trace_for_every_crate_shows_no_key_and_no_signed_url() {
+    // Redirects at the file host and retries at the API: the HTTP stack has the most to say.
+    let faults = Faults {
+        redirect_percent: 100,
+        api_5xx_percent: 100,
+        max_per_item: 1,
+        ..Faults::default()
+    };
+    let env = Env::new(Catalog::generate(6, 5), faults);
+    let ids = env.ids_file(&env.all_ids());
+    let out = env
+        .cmd()
+        .env("RUST_LOG", "trace")
+        .arg("--ids")
+        .arg(&ids)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("trace: POST /files/download"), "{err}");
+    assert!(!err.contains(&env.key), "key on stderr");
+    assert!(!err.contains("sig="), "a signed URL on stderr:\n{err}");
+    assert!(
+        !err.contains(&env.sandbox.files_url),
+        "a file URL on stderr:\n{err}"
+    );
+}

@@ -201,7 +201,7 @@ impl Env {
 }
 
 /// Variables from the caller's environment that must not leak into a test run.
-const ENV_VARS: [&str; 8] = [
+const ENV_VARS: [&str; 9] = [
     "FETCHDOCS_PROVIDER",
     "FETCHDOCS_BASE_URL",
     "FETCHDOCS_OUTPUT_DIR",
@@ -210,6 +210,7 @@ const ENV_VARS: [&str; 8] = [
     "FETCHDOCS_API_KEY",
     "FETCHDOCS_JOB_TIMEOUT",
     "FETCHDOCS_READ_TIMEOUT",
+    "RUST_LOG",
 ];
 
 pub fn sha256(b: &[u8]) -> String {
