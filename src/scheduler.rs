@@ -718,14 +718,18 @@ mod tests {
         assert!(starts(actions).is_empty());
     }
 
-    /// Mint one, start it, and finish it 10 ms later.
-    async fn download_one(s: &mut Scheduler) {
-        let now = Instant::now();
+    /// Mint for what is wanted now, answer every ID with a URL issued `now`, and start what
+    /// can start (the API then busy for a moment, so that nothing more is minted).
+    fn mint_and_start(s: &mut Scheduler, now: Instant) -> Vec<Ready> {
         let batch = take_mint(s.next(now, Duration::ZERO).0);
         let out = answer(&batch, now, None);
         s.minted(batch, Ok(out), Duration::ZERO);
-        // (The API is busy for a moment: nothing more is minted.)
-        for r in starts(s.next(now, BUSY).0) {
+        starts(s.next(now, BUSY).0)
+    }
+
+    /// Mint one, start it, and finish it 10 ms later.
+    async fn download_one(s: &mut Scheduler) {
+        for r in mint_and_start(s, Instant::now()) {
             tokio::time::advance(Duration::from_millis(10)).await;
             s.finished(
                 r.item,
@@ -806,11 +810,7 @@ mod tests {
         let mut s = Scheduler::new(VERIDOX, items(1));
         let mut last = Vec::new();
         for _ in 0..MAX_EXPIRATIONS_PER_FILE {
-            let now = Instant::now();
-            let batch = take_mint(s.next(now, Duration::ZERO).0);
-            let out = answer(&batch, now, None);
-            s.minted(batch, Ok(out), Duration::ZERO);
-            let ready = starts(s.next(now, Duration::ZERO).0)
+            let ready = mint_and_start(&mut s, Instant::now())
                 .pop()
                 .expect("started");
             tokio::time::advance(Duration::from_secs(1)).await;
@@ -838,12 +838,7 @@ mod tests {
         assert!(matches!(&actions[..], [Action::Stop(Stop::Credentials(m))] if m == "bad key"));
 
         let mut s = Scheduler::new(VERIDOX, items(1));
-        let batch = take_mint(s.next(now, Duration::ZERO).0);
-        let out = answer(&batch, now, None);
-        s.minted(batch, Ok(out), Duration::ZERO);
-        let ready = starts(s.next(now, Duration::ZERO).0)
-            .pop()
-            .expect("started");
+        let ready = mint_and_start(&mut s, now).pop().expect("started");
         let actions = s.finished(
             ready.item,
             "a".into(),
@@ -859,11 +854,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_completed_download_is_recorded_and_feeds_the_completion_rate() {
         let mut s = Scheduler::new(VERIDOX, items(1));
-        let now = Instant::now();
-        let batch = take_mint(s.next(now, Duration::ZERO).0);
-        let out = answer(&batch, now, None);
-        s.minted(batch, Ok(out), Duration::ZERO);
-        let ready = starts(s.next(now, Duration::ZERO).0)
+        let ready = mint_and_start(&mut s, Instant::now())
             .pop()
             .expect("started");
         tokio::time::advance(Duration::from_millis(300)).await;
