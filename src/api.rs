@@ -1,6 +1,7 @@
 //! The HTTP side of talking to a vendor API: authentication, pacing, retries, bounded bodies.
 //! What the responses mean is the providers' business (`provider/`).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +56,16 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
+/// True for `localhost`, `127.0.0.0/8` and `::1`.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
 /// How the key is sent.
 #[derive(Debug, Clone, Copy)]
 pub enum AuthStyle {
@@ -79,6 +90,8 @@ pub struct ApiClient {
     auth: (HeaderName, HeaderValue),
     limiter: Arc<RateLimiter>,
     backoff: Backoff,
+    /// To take the key out of whatever the vendor sends back.
+    key: ApiKey,
 }
 
 impl ApiClient {
@@ -118,6 +131,7 @@ impl ApiClient {
             auth: (name, value),
             limiter,
             backoff,
+            key: key.clone(),
         })
     }
 
@@ -182,14 +196,17 @@ impl ApiClient {
                     }
                     match read_capped(resp).await {
                         Ok(body) if retry::is_transient_status(status) => (
-                            format!("{what}: HTTP {status}{}", describe_body(&body)),
+                            format!(
+                                "{what}: HTTP {status}{}",
+                                describe_body(&redact(body, &self.key))
+                            ),
                             retry::retry_after(&headers),
                         ),
                         Ok(body) => {
                             return Ok(ApiResponse {
                                 status,
                                 headers,
-                                body,
+                                body: redact(body, &self.key),
                             });
                         }
                         Err(ReadError::TooLarge) => {
@@ -232,6 +249,24 @@ impl ApiClient {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// The body with every occurrence of the key replaced: a vendor that echoes the key in an error
+/// text must not get it printed or written into a report.
+fn redact(body: Bytes, key: &ApiKey) -> Bytes {
+    let secret = key.expose().as_bytes();
+    if secret.is_empty() || !body.windows(secret.len()).any(|w| w == secret) {
+        return body;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = &body[..];
+    while let Some(at) = rest.windows(secret.len()).position(|w| w == secret) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(b"[redacted]");
+        rest = &rest[at + secret.len()..];
+    }
+    out.extend_from_slice(rest);
+    Bytes::from(out)
 }
 
 enum ReadError {
@@ -292,6 +327,18 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_is_taken_out_of_vendor_text() {
+        let key = ApiKey::new("vdx_s3cret").unwrap();
+        let body = Bytes::from_static(b"{\"error\": \"bad key vdx_s3cret (vdx_s3cret)\"}");
+        assert_eq!(
+            &redact(body, &key)[..],
+            b"{\"error\": \"bad key [redacted] ([redacted])\"}"
+        );
+        let clean = Bytes::from_static(b"nothing here");
+        assert_eq!(&redact(clean, &key)[..], b"nothing here");
+    }
 
     #[test]
     fn api_key_never_shows_in_debug() {

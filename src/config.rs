@@ -4,12 +4,11 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::io::IsTerminal;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use reqwest::Url;
 
-use crate::api::{API_KEY_ENV, ApiKey};
+use crate::api::{API_KEY_ENV, ApiKey, is_loopback};
 use crate::cli::DownloadArgs;
 use crate::error::Fatal;
 use crate::progress::Verbosity;
@@ -157,16 +156,6 @@ pub fn parse_base_url(raw: &str) -> Result<Url, Fatal> {
         return Err(Fatal::Usage(format!("--base-url {url} has no host")));
     }
     Ok(url)
-}
-
-/// True for `localhost`, `127.0.0.0/8` and `::1`.
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
 }
 
 fn read_api_key(file: Option<&Path>, env_value: Option<&OsString>) -> Result<ApiKey, Fatal> {

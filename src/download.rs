@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{describe_body, error_chain};
+use crate::api::{describe_body, error_chain, is_loopback};
 use crate::retry::{self, Backoff};
 use crate::state::sync_dir;
 
@@ -27,15 +27,55 @@ pub struct DownloadPolicy {
     pub backoff: Backoff,
 }
 
-/// The client for file hosts: no API key, no `Authorization`, nothing but the signed URL.
-/// A body that sends nothing for `read_timeout` is cut (and resumed by the retry).
+/// Most redirects one file request follows.
+const MAX_REDIRECTS: usize = 5;
+
+/// The client for file hosts: no API key, no `Authorization`, nothing but the signed URL — and
+/// no `Referer`, which after a redirect would hand the signed URL to the next host. Redirects
+/// are followed only where [`redirect_refusal`] allows. A body that sends nothing for
+/// `read_timeout` is cut (and resumed by the retry).
 pub fn file_host_client(read_timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(concat!("fetchdocs/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))
         .read_timeout(read_timeout)
-        .redirect(reqwest::redirect::Policy::limited(5))
+        .referer(false)
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+            }
+            let refusal = attempt
+                .previous()
+                .last()
+                .and_then(|from| redirect_refusal(from, attempt.url()));
+            match refusal {
+                Some(why) => attempt.error(why),
+                None => attempt.follow(),
+            }
+        }))
         .build()
+}
+
+/// Why a redirect from `from` to `to` is not followed, if it is not: a signed URL never leaves
+/// TLS, and never travels in plain http to a host that is not this machine.
+pub fn redirect_refusal(from: &Url, to: &Url) -> Option<String> {
+    match (from.scheme(), to.scheme()) {
+        ("https", "https") => None,
+        ("https", _) => Some(format!(
+            "the file host redirected from https to {} (refused: the signed URL would travel \
+             unencrypted)",
+            to.scheme()
+        )),
+        (_, "http") if !is_loopback(to) => Some(
+            "the file host redirected to plain http on a remote host (refused: the signed URL \
+             would travel unencrypted)"
+                .into(),
+        ),
+        (_, "http" | "https") => None,
+        (_, other) => Some(format!(
+            "the file host redirected to an {other}: URL (refused)"
+        )),
+    }
 }
 
 /// Live numbers about one download, read by the scheduler to predict when a slot frees.
@@ -383,6 +423,23 @@ async fn remove(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects_never_leave_tls_nor_go_plain_to_a_remote_host() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        let secure = u("https://files.example/a.pdf?sig=1");
+        assert_eq!(
+            redirect_refusal(&secure, &u("https://cdn.example/a.pdf")),
+            None
+        );
+        assert!(redirect_refusal(&secure, &u("http://cdn.example/a.pdf")).is_some());
+        assert!(redirect_refusal(&secure, &u("http://127.0.0.1/a.pdf")).is_some());
+        let local = u("http://127.0.0.1:8080/a.pdf");
+        assert_eq!(redirect_refusal(&local, &u("http://localhost:9/a")), None);
+        assert_eq!(redirect_refusal(&local, &u("https://cdn.example/a")), None);
+        assert!(redirect_refusal(&local, &u("http://cdn.example/a")).is_some());
+        assert!(redirect_refusal(&local, &u("ftp://127.0.0.1/a")).is_some());
+    }
 
     #[test]
     fn content_range() {

@@ -12,7 +12,7 @@ use reqwest::Url;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::api::{ApiClient, AuthStyle};
+use crate::api::{ApiClient, AuthStyle, is_loopback};
 use crate::error::ApiError;
 use crate::ids::IdRule;
 
@@ -165,6 +165,14 @@ pub fn reconcile(
             continue;
         };
         match Url::parse(&f.url) {
+            Ok(url) if url.scheme() == "http" && url.host().is_some() && !is_loopback(&url) => {
+                out.errors.push((
+                    id,
+                    "the API gave a plain-http download URL for a remote host; refused, \
+                     since the signed URL would travel unencrypted"
+                        .into(),
+                ));
+            }
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
                 out.files.push(Minted {
                     id,
@@ -229,5 +237,45 @@ pub fn reason_text(v: Option<serde_json::Value>) -> String {
         Some(serde_json::Value::String(s)) => s,
         Some(other) => other.to_string(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(id: Uuid, url: &str) -> RawFile {
+        RawFile {
+            id: id.to_string(),
+            url: url.into(),
+            label: Some("a.pdf".into()),
+            issued: Instant::now(),
+            expires: None,
+        }
+    }
+
+    #[test]
+    fn signed_urls_travel_plain_only_to_this_machine() {
+        let ids: Vec<Uuid> = (1..=4).map(Uuid::from_u128).collect();
+        let out = reconcile(
+            &ids,
+            vec![
+                raw(ids[0], "https://files.example/a"),
+                raw(ids[1], "http://127.0.0.1:9000/a"),
+                raw(ids[2], "http://files.example/a"),
+                raw(ids[3], "ftp://files.example/a"),
+            ],
+            Vec::new(),
+        );
+        let ok: Vec<Uuid> = out.files.iter().map(|f| f.id).collect();
+        assert_eq!(ok, [ids[0], ids[1]]);
+        let refused: Vec<Uuid> = out.errors.iter().map(|e| e.0).collect();
+        assert_eq!(refused, [ids[2], ids[3]]);
+        assert!(
+            out.errors[0].1.contains("plain-http"),
+            "{}",
+            out.errors[0].1
+        );
+        assert!(out.missing.is_empty());
     }
 }

@@ -62,6 +62,10 @@ fn file_host_redirects_are_followed_without_credentials() {
     let s = env.sandbox.stats();
     assert_eq!(s.file_requests, 12, "one redirect each: {s:?}");
     assert_eq!(s.file_requests_with_credentials, 0);
+    assert_eq!(
+        s.file_requests_with_referer, 0,
+        "the signed URL is not passed on in Referer: {s:?}"
+    );
 }
 
 #[test]

@@ -108,3 +108,39 @@ fn rust_log_at_trace_for_every_crate_shows_no_key_and_no_signed_url() {
         "a file URL on stderr:\n{err}"
     );
 }
+
+#[test]
+fn a_key_the_vendor_echoes_back_is_never_printed_or_reported() {
+    // A careless API repeats the key in its error texts: a 401 for a wrong key, and a per-file
+    // refusal for the right one.
+    let mut catalog = Catalog::generate(3, 9);
+    let denied = catalog.files()[0].id;
+    catalog.deny(&denied);
+    let faults = Faults {
+        echo_key: true,
+        ..Faults::default()
+    };
+    let env = Env::new(catalog, faults);
+    let (out, report) = env.run(&env.all_ids(), &["-vv"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(summary(&report), (3, 2, 0, 1));
+    let error = report["files"][0]["error"].as_str().unwrap_or_default();
+    assert_eq!(error, "access_denied for key [redacted]");
+    assert_nowhere(&env, &env.key, &out);
+
+    let wrong = "vdx_wrong_but_still_secret_77";
+    let out = env
+        .cmd()
+        .env("FETCHDOCS_API_KEY", wrong)
+        .arg("--ids")
+        .arg(env.ids_file(&env.all_ids()))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3);
+    assert!(
+        stderr(&out).contains("Invalid API key: [redacted]"),
+        "{}",
+        stderr(&out)
+    );
+    assert_nowhere(&env, wrong, &out);
+}

@@ -219,6 +219,11 @@ async fn serve(
             .file_requests_with_credentials
             .fetch_add(1, Ordering::SeqCst);
     }
+    if headers.contains_key(header::REFERER) {
+        stats
+            .file_requests_with_referer
+            .fetch_add(1, Ordering::SeqCst);
+    }
     let mut guard = InFlight::new(shared.clone());
     let Some(id) = path
         .get("id")

@@ -269,6 +269,9 @@ pub struct Faults {
     /// answer (the client sees a failed request, not a status).
     #[cfg(feature = "test-controls")]
     pub reset_first_requests: u32,
+    /// Veridox's error texts repeat the API key they were sent (as careless APIs do).
+    #[cfg(feature = "test-controls")]
+    pub echo_key: bool,
 }
 
 impl Default for Faults {
@@ -311,6 +314,8 @@ impl Default for Faults {
             bad_scheme_ids: Vec::new(),
             #[cfg(feature = "test-controls")]
             reset_first_requests: 0,
+            #[cfg(feature = "test-controls")]
+            echo_key: false,
         }
     }
 }
@@ -398,6 +403,8 @@ pub struct Stats {
     pub max_batch: AtomicU64,
     pub file_requests: AtomicU64,
     pub file_requests_with_credentials: AtomicU64,
+    /// File requests that said where they came from (`Referer`: a signed URL, after a redirect).
+    pub file_requests_with_referer: AtomicU64,
     pub file_in_flight: AtomicU64,
     pub file_max_in_flight: AtomicU64,
     pub file_5xx: AtomicU64,
@@ -427,6 +434,7 @@ pub struct StatsSnapshot {
     pub max_batch: u64,
     pub file_requests: u64,
     pub file_requests_with_credentials: u64,
+    pub file_requests_with_referer: u64,
     pub file_max_in_flight: u64,
     pub file_5xx: u64,
     pub file_cuts: u64,
@@ -456,6 +464,7 @@ impl Stats {
             max_batch: g(&self.max_batch),
             file_requests: g(&self.file_requests),
             file_requests_with_credentials: g(&self.file_requests_with_credentials),
+            file_requests_with_referer: g(&self.file_requests_with_referer),
             file_max_in_flight: g(&self.file_max_in_flight),
             file_5xx: g(&self.file_5xx),
             file_cuts: g(&self.file_cuts),

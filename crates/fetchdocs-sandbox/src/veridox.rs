@@ -63,18 +63,29 @@ fn gate(shared: &Shared, headers: &HeaderMap, fault_key: u64) -> Result<(u64, u6
                 "API key expired",
             )))
         }
-        _ => {
+        presented => {
             shared.stats.api_unauthorized.fetch_add(1, Ordering::SeqCst);
+            let message = match presented {
+                Some(k) if control!(false, shared.cfg.faults.echo_key) => {
+                    format!("Invalid API key: {k}")
+                }
+                _ => "Invalid API key".to_string(),
+            };
             Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "request.authentication.api-key.invalid",
-                "Invalid API key",
+                &message,
             )))
         }
     }
 }
 
 async fn download(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
+    let presented = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let key = key_of(&body);
     let limits = match gate(&shared, &headers, key) {
         Ok(l) => l,
@@ -107,11 +118,11 @@ async fn download(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         let pad = "x".repeat(9 * 1024 * 1024);
         return axum::Json(json!({"files": [], "errors": [], "padding": pad})).into_response();
     }
-    let resp = mint(&shared, &body);
+    let resp = mint(&shared, &body, &presented);
     shared.with_rate_headers(Vendor::Veridox, resp, limits)
 }
 
-fn mint(shared: &Shared, body: &str) -> Response {
+fn mint(shared: &Shared, body: &str, presented_key: &str) -> Response {
     let parsed: Value = match serde_json::from_str(body) {
         Ok(v) => v,
         Err(_) => {
@@ -181,6 +192,10 @@ fn mint(shared: &Shared, body: &str) -> Response {
                     "label": f.label,
                 }));
             }
+            Some(_) if control!(false, shared.cfg.faults.echo_key) => errors.push(json!({
+                "file_id": id,
+                "error": format!("access_denied for key {presented_key}"),
+            })),
             Some(_) => errors.push(json!({"file_id": id, "error": "access_denied"})),
             None => errors.push(json!({"file_id": id, "error": "not_found"})),
         }
