@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
 use reqwest::{StatusCode, Url};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
@@ -148,6 +148,8 @@ pub struct FileJob {
 pub enum Outcome {
     Done {
         bytes: u64,
+        /// Something the report should say about this file although it is complete.
+        note: Option<String>,
     },
     /// The file host refused the signed URL (403): mint a new one. Bytes on disk are kept.
     Expired {
@@ -181,9 +183,12 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
     let mut failures = 0u32;
     loop {
         match attempt(client, job).await {
-            Ok(bytes) => {
+            Ok(Fetched { bytes, note }) => {
                 return match finish(&job.part, &job.dest).await {
-                    Ok(()) => Outcome::Done { bytes },
+                    Ok(()) => {
+                        remove(&meta_path(&job.part)).await;
+                        Outcome::Done { bytes, note }
+                    }
                     Err(e) => Outcome::Failed(format!(
                         "cannot move the finished file into place at {}: {e}",
                         job.dest.display()
@@ -193,7 +198,7 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
             Err(AttemptError::Expired(at)) => return Outcome::Expired { requested_at: at },
             Err(AttemptError::Final(reason)) => return Outcome::Failed(reason),
             Err(AttemptError::Storage(reason)) => {
-                remove(&job.part).await;
+                discard(&job.part).await;
                 return Outcome::StorageFailed(reason);
             }
             Err(AttemptError::Cancelled) => return Outcome::Cancelled,
@@ -221,8 +226,8 @@ async fn finish(part: &Path, dest: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `Content-Range: bytes START-END/TOTAL` → (START, TOTAL if known).
-pub fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
+/// `Content-Range: bytes START-END/TOTAL` → (START, END, TOTAL if known); END is inclusive.
+pub fn parse_content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
     let rest = value.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
     let (start, end) = range.split_once('-')?;
@@ -241,10 +246,107 @@ pub fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
             Some(t)
         }
     };
-    Some((start, total))
+    Some((start, end, total))
 }
 
-async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<u64, AttemptError> {
+/// What the first answer said about the file whose bytes are in a `.part`: checked before any
+/// resume, so that a resume never splices two versions of a file. Kept beside the `.part`
+/// (`<id>.part.meta`), so a later run checks it too; a `.part` without it is not resumed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartMeta {
+    /// The whole file's length, if the host announced it.
+    pub total: Option<u64>,
+    /// A strong `ETag` of the first answer.
+    pub etag: Option<String>,
+    /// Its `Last-Modified`.
+    pub last_modified: Option<String>,
+}
+
+impl PartMeta {
+    fn of(resp: &reqwest::Response, total: Option<u64>) -> PartMeta {
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        PartMeta {
+            total,
+            // A weak validator cannot vouch for bytes (RFC 9110 §13.1.5): not usable in If-Range.
+            etag: header(ETAG).filter(|e| !e.starts_with("W/")),
+            last_modified: header(LAST_MODIFIED),
+        }
+    }
+
+    /// The `If-Range` value: the strong ETag, else the date.
+    fn if_range(&self) -> Option<&str> {
+        self.etag.as_deref().or(self.last_modified.as_deref())
+    }
+}
+
+fn meta_path(part: &Path) -> PathBuf {
+    let mut p = part.as_os_str().to_owned();
+    p.push(".meta");
+    PathBuf::from(p)
+}
+
+async fn read_meta(part: &Path) -> Option<PartMeta> {
+    let data = tokio::fs::read(meta_path(part)).await.ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+async fn write_meta(part: &Path, meta: &PartMeta) -> std::io::Result<()> {
+    let data = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
+    tokio::fs::write(meta_path(part), data).await
+}
+
+/// Forget a partial file and what was known about it: the next attempt starts from zero.
+async fn discard(part: &Path) {
+    remove(part).await;
+    remove(&meta_path(part)).await;
+}
+
+/// Why a `206` cannot continue the bytes on disk, if it cannot.
+pub fn resume_mismatch(
+    have: u64,
+    meta: &PartMeta,
+    range: Option<(u64, u64, Option<u64>)>,
+    etag: Option<&str>,
+) -> Option<String> {
+    let Some((start, end, total)) = range else {
+        return Some("a resume was answered without a usable Content-Range".into());
+    };
+    if start != have {
+        return Some(format!(
+            "a resume from byte {have} was answered from byte {start}"
+        ));
+    }
+    if let (Some(first), Some(now)) = (meta.etag.as_deref(), etag)
+        && first != now
+    {
+        return Some("the file changed on the host since the first bytes (another ETag)".into());
+    }
+    match (meta.total, total) {
+        (Some(first), Some(now)) if first != now => Some(format!(
+            "the file's length changed on the host ({first} bytes, now {now})"
+        )),
+        (first, now) => match first.or(now) {
+            Some(t) if end + 1 != t => Some(format!(
+                "a resume was answered with bytes {start}-{end}, which end short of the file's \
+                 {t} bytes"
+            )),
+            _ => None,
+        },
+    }
+}
+
+/// A file whose bytes are all in the `.part`, synced.
+struct Fetched {
+    bytes: u64,
+    note: Option<String>,
+}
+
+async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<Fetched, AttemptError> {
     // Never write through a link planted where the temporary file goes: it could point outside
     // the output directory.
     let have = match tokio::fs::symlink_metadata(&job.part).await {
@@ -257,9 +359,19 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<u64, Attempt
         }
         Err(_) => 0,
     };
+    // Bytes on disk are resumed only with what the first answer said about them.
+    let meta = match have {
+        0 => None,
+        _ => read_meta(&job.part).await,
+    };
+    let have = if meta.is_some() { have } else { 0 };
     let mut req = client.get(job.url.clone());
-    if have > 0 {
+    if let Some(meta) = &meta {
         req = req.header(RANGE, format!("bytes={have}-"));
+        if let Some(validator) = meta.if_range() {
+            // The host sends the whole file (200) if it is no longer the one we have half of.
+            req = req.header(IF_RANGE, validator);
+        }
     }
     let requested_at = Instant::now();
     let resp = tokio::select! {
@@ -276,45 +388,49 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<u64, Attempt
         }
     })?;
     let status = resp.status();
-    let (start, total) = match status {
-        StatusCode::OK => (0, resp.content_length()),
-        StatusCode::PARTIAL_CONTENT if have > 0 => {
+    let (start, total, meta) = match (status, meta) {
+        (StatusCode::OK, _) => {
+            let total = resp.content_length();
+            let meta = PartMeta::of(&resp, total);
+            (0, total, meta)
+        }
+        (StatusCode::PARTIAL_CONTENT, Some(meta)) => {
             let range = resp
                 .headers()
                 .get(CONTENT_RANGE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_content_range);
-            match range {
-                Some((start, total)) if start == have => (start, total),
-                _ => {
-                    // Not the bytes we asked for: start over rather than splice wrong data.
-                    remove(&job.part).await;
-                    return Err(AttemptError::Transient(
-                        "file host answered a resume with a different range; starting over".into(),
-                        None,
-                    ));
-                }
+            let etag = resp.headers().get(ETAG).and_then(|v| v.to_str().ok());
+            if let Some(why) = resume_mismatch(have, &meta, range, etag) {
+                // Not the rest of the bytes we have: start over rather than splice.
+                discard(&job.part).await;
+                return Err(AttemptError::Transient(
+                    format!("file host: {why}; starting over"),
+                    None,
+                ));
             }
+            let total = meta.total.or(range.and_then(|r| r.2));
+            (have, total, meta)
         }
-        StatusCode::RANGE_NOT_SATISFIABLE if have > 0 => {
-            remove(&job.part).await;
+        (StatusCode::RANGE_NOT_SATISFIABLE, Some(_)) => {
+            discard(&job.part).await;
             return Err(AttemptError::Transient(
                 "file host could not resume (HTTP 416); starting over".into(),
                 None,
             ));
         }
-        StatusCode::FORBIDDEN => return Err(AttemptError::Expired(requested_at)),
-        s if retry::is_transient_status(s) => {
+        (StatusCode::FORBIDDEN, _) => return Err(AttemptError::Expired(requested_at)),
+        (s, _) if retry::is_transient_status(s) => {
             let wait = retry::retry_after(resp.headers());
             return Err(AttemptError::Transient(
                 format!("file host answered HTTP {s}"),
                 wait,
             ));
         }
-        s => {
+        (s, _) => {
             let body = resp.bytes().await.unwrap_or_default();
             let excerpt = describe_body(&body[..body.len().min(512)]);
-            remove(&job.part).await;
+            discard(&job.part).await;
             return Err(AttemptError::Final(match s {
                 StatusCode::NOT_FOUND | StatusCode::GONE => {
                     format!("the file host has no such file (HTTP {s})")
@@ -326,6 +442,9 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<u64, Attempt
 
     let _ = job.progress.accepted.set(requested_at);
     let mut file = if start == 0 {
+        write_meta(&job.part, &meta)
+            .await
+            .map_err(|e| local_error(&job.part, e))?;
         tokio::fs::File::create(&job.part).await
     } else {
         tokio::fs::OpenOptions::new()
@@ -370,7 +489,7 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<u64, Attempt
             && written + chunk.len() as u64 > t
         {
             drop(out);
-            remove(&job.part).await;
+            discard(&job.part).await;
             return Err(AttemptError::Transient(
                 format!("file host sent more than the {t} bytes it announced"),
                 None,
@@ -404,7 +523,15 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<u64, Attempt
     file.sync_all()
         .await
         .map_err(|e| local_error(&job.part, e))?;
-    Ok(written)
+    // No length was announced: the body ended with the connection closing cleanly, which is all
+    // there is to go by. Complete, but said so.
+    let note = total.is_none().then(|| {
+        "the file host announced no length; accepted because the transfer ended cleanly".into()
+    });
+    Ok(Fetched {
+        bytes: written,
+        note,
+    })
 }
 
 fn local_error(path: &Path, e: std::io::Error) -> AttemptError {
@@ -442,12 +569,41 @@ mod tests {
     }
 
     #[test]
+    fn a_resume_must_continue_the_same_file_to_its_end() {
+        let meta = PartMeta {
+            total: Some(1000),
+            etag: Some("\"v1\"".into()),
+            last_modified: None,
+        };
+        let ok = Some((400, 999, Some(1000)));
+        assert_eq!(resume_mismatch(400, &meta, ok, Some("\"v1\"")), None);
+        assert_eq!(resume_mismatch(400, &meta, ok, None), None);
+        // Another version, another length, another start, a short end, no range at all.
+        assert!(resume_mismatch(400, &meta, ok, Some("\"v2\"")).is_some());
+        assert!(resume_mismatch(400, &meta, Some((400, 1199, Some(1200))), None).is_some());
+        assert!(resume_mismatch(400, &meta, Some((401, 999, Some(1000))), None).is_some());
+        assert!(resume_mismatch(400, &meta, Some((400, 700, None)), None).is_some());
+        assert!(resume_mismatch(400, &meta, None, None).is_some());
+        // `*` is fine when it ends where the first answer said the file ends.
+        assert_eq!(
+            resume_mismatch(400, &meta, Some((400, 999, None)), None),
+            None
+        );
+        // Nothing known at all: only the start can be checked.
+        let unknown = PartMeta::default();
+        assert_eq!(
+            resume_mismatch(400, &unknown, Some((400, 700, None)), None),
+            None
+        );
+    }
+
+    #[test]
     fn content_range() {
         assert_eq!(
             parse_content_range("bytes 100-999/1000"),
-            Some((100, Some(1000)))
+            Some((100, 999, Some(1000)))
         );
-        assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, None)));
+        assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, 0, None)));
         assert_eq!(parse_content_range("bytes 100-999/500"), None);
         assert_eq!(parse_content_range("bytes 9-1/10"), None);
         assert_eq!(parse_content_range("items 0-1/2"), None);

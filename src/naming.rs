@@ -121,6 +121,17 @@ impl NameRegistry {
         self.owner.entry(key(name)).or_insert(id);
     }
 
+    /// The ID that owns `name`, if one does.
+    pub fn owner(&self, name: &str) -> Option<Uuid> {
+        self.owner.get(&key(name)).copied()
+    }
+
+    /// Keep `name` from being given to any ID (the report's own file, when it is written into
+    /// the output directory).
+    pub fn reserve(&mut self, name: &str) {
+        self.claim(name, Uuid::nil());
+    }
+
     /// Choose the name for `id` in `dir`. `previous` is the name an earlier run saved this ID
     /// under, reused so that re-downloads (`--force`) replace their own file.
     pub fn assign(&mut self, dir: &Path, id: Uuid, label: &str, previous: Option<&str>) -> String {

@@ -185,10 +185,16 @@ impl<P: Provider> Pipeline<'_, P> {
                         path: Some(name),
                         bytes: None,
                         error: None,
+                        note: None,
                     });
                     self.ui.file_finished();
                 }
-                Action::Complete { item, name, bytes } => self.complete(&item, name, bytes),
+                Action::Complete {
+                    item,
+                    name,
+                    bytes,
+                    note,
+                } => self.complete(&item, name, bytes, note),
                 Action::Stop(Stop::Credentials(msg)) => return Some(Fatal::Auth(msg)),
                 Action::Stop(Stop::Storage(reason)) => {
                     return Some(Fatal::Local(format!(
@@ -217,8 +223,14 @@ impl<P: Provider> Pipeline<'_, P> {
             })) = joined
             {
                 for action in scheduler.finished(item, name, outcome, Instant::now()) {
-                    if let Action::Complete { item, name, bytes } = action {
-                        self.complete(&item, name, bytes);
+                    if let Action::Complete {
+                        item,
+                        name,
+                        bytes,
+                        note,
+                    } = action
+                    {
+                        self.complete(&item, name, bytes, note);
                     }
                 }
             }
@@ -227,7 +239,7 @@ impl<P: Provider> Pipeline<'_, P> {
     }
 
     /// A file is durable under its final name: record it and report it.
-    fn complete(&mut self, item: &Item, name: String, bytes: u64) {
+    fn complete(&mut self, item: &Item, name: String, bytes: u64, note: Option<String>) {
         if let Err(e) = self.state.record(Record {
             id: item.id,
             path: name.clone(),
@@ -245,6 +257,7 @@ impl<P: Provider> Pipeline<'_, P> {
             path: Some(name),
             bytes: Some(bytes),
             error: None,
+            note,
         });
         self.ui.file_finished();
     }
@@ -306,6 +319,7 @@ impl<P: Provider> Pipeline<'_, P> {
             path: None,
             bytes: None,
             error: Some(reason.to_string()),
+            note: None,
         });
         self.ui.file_finished();
         self.ui.set_failed(self.recorder.summary().failed);

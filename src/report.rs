@@ -25,6 +25,10 @@ pub struct FileEntry {
     pub path: Option<String>,
     pub bytes: Option<u64>,
     pub error: Option<String>,
+    /// Something worth knowing about a file that is complete (e.g. its host announced no
+    /// length). Absent when there is nothing to say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -112,6 +116,7 @@ impl Recorder {
                 path: None,
                 bytes: None,
                 error: Some(reason.to_string()),
+                note: None,
             });
         }
     }
@@ -209,6 +214,7 @@ mod tests {
             path: Some("c".into()),
             bytes: Some(10),
             error: None,
+            note: None,
         });
         r.finish(FileEntry {
             id: ids[2],
@@ -216,6 +222,7 @@ mod tests {
             path: None,
             bytes: None,
             error: Some("late".into()),
+            note: None,
         });
         r.fail_unfinished("interrupted");
         let rep = r.report();

@@ -218,6 +218,7 @@ pub enum Action {
         item: Item,
         name: String,
         bytes: u64,
+        note: Option<String>,
     },
     /// The whole run must stop; what is unfinished is not attempted.
     Stop(Stop),
@@ -473,7 +474,7 @@ impl Scheduler {
         let mut actions = Vec::new();
         let active = self.active.remove(&item.id);
         match outcome {
-            Outcome::Done { bytes } => {
+            Outcome::Done { bytes, note } => {
                 if let Some(a) = &active {
                     let took = now.saturating_duration_since(a.progress.started);
                     self.avg_duration =
@@ -487,7 +488,12 @@ impl Scheduler {
                     self.completions.pop_front();
                 }
                 self.completions.push_back(now);
-                actions.push(Action::Complete { item, name, bytes });
+                actions.push(Action::Complete {
+                    item,
+                    name,
+                    bytes,
+                    note,
+                });
             }
             Outcome::Expired { requested_at } => {
                 self.stats.expired_hits += 1;
@@ -734,7 +740,10 @@ mod tests {
             s.finished(
                 r.item,
                 "x".into(),
-                Outcome::Done { bytes: 1 },
+                Outcome::Done {
+                    bytes: 1,
+                    note: None,
+                },
                 Instant::now(),
             );
         }
@@ -859,9 +868,17 @@ mod tests {
             .expect("started");
         tokio::time::advance(Duration::from_millis(300)).await;
         let done = Instant::now();
-        let actions = s.finished(ready.item, "a.pdf".into(), Outcome::Done { bytes: 7 }, done);
+        let actions = s.finished(
+            ready.item,
+            "a.pdf".into(),
+            Outcome::Done {
+                bytes: 7,
+                note: None,
+            },
+            done,
+        );
         assert!(
-            matches!(&actions[..], [Action::Complete { name, bytes: 7, .. }] if name == "a.pdf")
+            matches!(&actions[..], [Action::Complete { name, bytes: 7, note: None, .. }] if name == "a.pdf")
         );
         assert_eq!(s.avg_duration, Some(Duration::from_millis(300)));
         assert_eq!(s.completions.back(), Some(&done));

@@ -113,6 +113,19 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     for (id, name) in state.names() {
         names.claim(name, *id);
     }
+    // A report written into the output directory keeps its name from every download.
+    if let Some(report) = &cfg.report
+        && let Some(name) = name_in_dir(&cfg.output_dir, report)
+    {
+        if let Some(owner) = names.owner(&name) {
+            return Err(Fatal::Usage(format!(
+                "--report {} is where the file of {owner} was downloaded; choose another path \
+                 for the report",
+                report.display()
+            )));
+        }
+        names.reserve(&name);
+    }
     let mut work = Vec::new();
     let mut skipped = 0u64;
     for id in &list.ids {
@@ -124,6 +137,7 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                     path: Some(rec.path.clone()),
                     bytes: Some(rec.bytes),
                     error: None,
+                    note: None,
                 });
                 skipped += 1;
             }
@@ -183,6 +197,17 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     } else {
         Exit::Success
     })
+}
+
+/// The file name of `path` if it lies directly in `dir` (both resolved as far as they exist).
+fn name_in_dir(dir: &std::path::Path, path: &std::path::Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?.to_string();
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let same = std::fs::canonicalize(parent).ok()? == std::fs::canonicalize(dir).ok()?;
+    same.then_some(name)
 }
 
 /// The client for the vendor's API host, paced by the vendor's limits.

@@ -257,3 +257,80 @@ fn a_reset_connection_to_iso_certificate_pdf_is_retried_not_taken_for_a_tls_fail
     assert_eq!(s.file_resets, 1, "the reset happened: {s:?}");
     assert_eq!(s.file_requests, 1, "then one answered request: {s:?}");
 }
+
+/// A file replaced on its host after its first answer, which was cut half-way: what ends under
+/// the final name is the new version whole, never half of each.
+fn replaced_mid_download(extra: Faults) {
+    let faults = Faults {
+        cut_percent: 100,
+        max_per_item: 1,
+        replace_after_first_request: true,
+        ..extra
+    };
+    let env = Env::new(Catalog::generate(6, 41), faults);
+    let (out, report) = env.run(&env.all_ids(), &[]);
+    no_panic(&out);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (6, 6, 0, 0));
+    for f in report["files"].as_array().unwrap() {
+        let id: uuid::Uuid = f["id"].as_str().unwrap().parse().unwrap();
+        let got = std::fs::read(env.out().join(f["path"].as_str().unwrap())).unwrap();
+        let new = env.catalog.get(&id).unwrap().version(1).bytes();
+        assert_eq!(got.len(), new.len());
+        assert!(
+            sha256(&got) == sha256(&new),
+            "{id}: not the new version whole (spliced?)"
+        );
+    }
+    assert!(env.partial_files().is_empty());
+}
+
+#[test]
+fn a_file_replaced_mid_download_is_fetched_whole_when_the_host_honours_if_range() {
+    replaced_mid_download(Faults::default());
+}
+
+#[test]
+fn a_file_replaced_mid_download_is_fetched_whole_when_the_host_ignores_if_range() {
+    // The host answers the resume with a range of the new version: its ETag gives it away.
+    replaced_mid_download(Faults {
+        ignore_if_range: true,
+        ..Faults::default()
+    });
+}
+
+#[test]
+fn a_206_that_ends_short_of_the_file_is_not_taken_as_complete() {
+    // Each first answer is cut half-way; each resume is answered `206 bytes N-M/*` with M short
+    // of the end. The length the first answer announced settles it: start over.
+    let faults = Faults {
+        cut_percent: 100,
+        max_per_item: 1,
+        star_range_short: true,
+        ..Faults::default()
+    };
+    let env = Env::new(Catalog::generate(6, 42), faults);
+    let (out, report) = env.run(&env.all_ids(), &[]);
+    no_panic(&out);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (6, 6, 0, 0));
+    env.assert_intact(&report);
+    env.assert_no_partial_under_final_names();
+}
+
+#[test]
+fn a_body_without_a_length_is_accepted_when_it_ends_cleanly_and_the_report_says_so() {
+    let faults = Faults {
+        no_length_percent: 100,
+        max_per_item: 0,
+        ..Faults::default()
+    };
+    let env = Env::new(Catalog::generate(4, 43), faults);
+    let (out, report) = env.run(&env.all_ids(), &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    env.assert_intact(&report);
+    for f in report["files"].as_array().unwrap() {
+        let note = f["note"].as_str().unwrap_or_default();
+        assert!(note.contains("announced no length"), "{f}");
+    }
+}

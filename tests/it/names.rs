@@ -89,3 +89,36 @@ fn a_file_the_user_already_has_is_never_overwritten() {
     assert_ne!(report["files"][0]["path"], "notes.txt");
     env.assert_intact(&report);
 }
+
+#[test]
+fn a_report_written_into_the_output_directory_never_takes_a_downloaded_files_place() {
+    // The README's own example writes the report into -o. A file labelled as the report gets
+    // another name; the report stays a report, and the file stays whole.
+    let files = vec![file(1, "report.json", 4321), file(2, "other.pdf", 99)];
+    let env = Env::new(Catalog::new(files), Faults::default());
+    std::fs::create_dir_all(env.out()).unwrap();
+    let report_path = env.out().join("report.json");
+    let run = || {
+        env.cmd()
+            .arg("--ids")
+            .arg(env.ids_file(&env.all_ids()))
+            .arg("--report")
+            .arg(&report_path)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).unwrap()).expect("the report is JSON");
+    assert_eq!(summary(&report), (2, 2, 0, 0));
+    assert_ne!(report["files"][0]["path"], "report.json");
+    env.assert_intact(&report);
+    // Again: everything is skipped, the report is rewritten, nothing is lost.
+    let out = run();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(summary(&report), (2, 0, 2, 0));
+    env.assert_intact(&report);
+}

@@ -35,6 +35,12 @@ struct Signed {
     hop: Option<u8>,
 }
 
+/// When each version of a file was last modified.
+const LAST_MODIFIED: [&str; 2] = [
+    "Wed, 01 Jan 2025 00:00:00 GMT",
+    "Thu, 02 Jan 2025 00:00:00 GMT",
+];
+
 /// The file host's listener: with `reset_first_requests`, a connection whose first request is
 /// for a file still owed a reset is dropped with a TCP reset before anything is answered.
 pub(crate) struct Listener {
@@ -259,6 +265,13 @@ async fn serve(
         return plain(StatusCode::SERVICE_UNAVAILABLE, "try again");
     }
     Stats::push_sample(&stats.url_ages_ms, now.saturating_sub(q.iat));
+    // The object may be replaced on the host after its first answer (a new version: other
+    // bytes, another ETag).
+    let served_before = shared.next_count(super::Counter::Served, key);
+    let version = u32::from(control!(false, f.replace_after_first_request) && served_before > 0);
+    let file = file.version(version);
+    let etag = format!("\"{:016x}\"", file.seed);
+    let last_modified = LAST_MODIFIED[version as usize];
 
     let range = headers
         .get(header::RANGE)
@@ -279,7 +292,7 @@ async fn serve(
         }
         r => r,
     };
-    let (status, start, end) = match range {
+    let (status, start, mut end) = match range {
         None => (StatusCode::OK, 0, file.size),
         Some(Some((s, e))) if s < file.size => (
             StatusCode::PARTIAL_CONTENT,
@@ -294,6 +307,10 @@ async fn serve(
             return resp;
         }
     };
+    if status == StatusCode::PARTIAL_CONTENT && control!(false, f.star_range_short) {
+        // A range that stops half-way to the end, its total hidden behind `*`.
+        end = start + ((end - start) / 2).max(1);
+    }
     // Faults that end the body half-way through what is being sent.
     let half = start + (end - start) / 2;
     let ending = if shared.fault(FaultKind::Cut, f.cut_percent, key) {
@@ -336,6 +353,15 @@ async fn serve(
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if !control!(false, f.no_validators) {
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            h.insert(header::ETAG, v);
+        }
+        h.insert(
+            header::LAST_MODIFIED,
+            HeaderValue::from_static(last_modified),
+        );
+    }
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
@@ -347,7 +373,12 @@ async fn serve(
         } else {
             start
         };
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes {shown}-{}/{total}", end - 1)) {
+        let value = if control!(false, f.star_range_short) {
+            format!("bytes {shown}-{}/*", end - 1)
+        } else {
+            format!("bytes {shown}-{}/{total}", end - 1)
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(header::CONTENT_RANGE, v);
         }
     }

@@ -76,6 +76,14 @@ impl CatalogFile {
         }
     }
 
+    /// The same file as replaced `v` times on its host: other bytes (and so another ETag).
+    pub fn version(&self, v: u32) -> CatalogFile {
+        CatalogFile {
+            seed: self.seed ^ u64::from(v).wrapping_mul(0xA24B_AED4_963E_E407),
+            ..self.clone()
+        }
+    }
+
     /// The whole content (for tests; files there are small).
     pub fn bytes(&self) -> Vec<u8> {
         let mut v = vec![0; self.size as usize];
@@ -272,6 +280,18 @@ pub struct Faults {
     /// Veridox's error texts repeat the API key they were sent (as careless APIs do).
     #[cfg(feature = "test-controls")]
     pub echo_key: bool,
+    /// Each file is replaced on the host (new bytes, ETag and date) after its first answer.
+    #[cfg(feature = "test-controls")]
+    pub replace_after_first_request: bool,
+    /// `If-Range` is ignored: a range is served whatever version the client has.
+    #[cfg(feature = "test-controls")]
+    pub ignore_if_range: bool,
+    /// No `ETag` or `Last-Modified` on file answers.
+    #[cfg(feature = "test-controls")]
+    pub no_validators: bool,
+    /// Ranges are answered `206 bytes N-M/*` with M half-way to the end of the file.
+    #[cfg(feature = "test-controls")]
+    pub star_range_short: bool,
 }
 
 impl Default for Faults {
@@ -316,6 +336,14 @@ impl Default for Faults {
             reset_first_requests: 0,
             #[cfg(feature = "test-controls")]
             echo_key: false,
+            #[cfg(feature = "test-controls")]
+            replace_after_first_request: false,
+            #[cfg(feature = "test-controls")]
+            ignore_if_range: false,
+            #[cfg(feature = "test-controls")]
+            no_validators: false,
+            #[cfg(feature = "test-controls")]
+            star_range_short: false,
         }
     }
 }
@@ -524,6 +552,8 @@ pub(crate) enum Counter {
     Mint,
     Throttle,
     Reset,
+    /// File answers that got as far as sending bytes.
+    Served,
 }
 
 /// Kinds of injected faults: each has its own attempt counter and cap per item.
