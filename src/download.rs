@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{describe_body, error_chain, is_loopback};
 use crate::retry::{self, Backoff};
-use crate::state::sync_dir;
+use crate::state::{link_count, own_file, own_options, sync_dir};
 
 /// Buffer between the network and the disk.
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -297,7 +297,13 @@ async fn read_meta(part: &Path) -> Option<PartMeta> {
 
 async fn write_meta(part: &Path, meta: &PartMeta) -> std::io::Result<()> {
     let data = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
-    tokio::fs::write(meta_path(part), data).await
+    let path = meta_path(part);
+    own_file(&path)?;
+    let mut f = tokio::fs::OpenOptions::from(own_options())
+        .truncate(true)
+        .open(&path)
+        .await?;
+    f.write_all(&data).await
 }
 
 /// Forget a partial file and what was known about it: the next attempt starts from zero.
@@ -347,10 +353,10 @@ struct Fetched {
 }
 
 async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<Fetched, AttemptError> {
-    // Never write through a link planted where the temporary file goes: it could point outside
-    // the output directory.
+    // Never write through a link planted where the temporary file goes (a symbolic link, or a
+    // hard link to a file elsewhere): it could point outside the output directory.
     let have = match tokio::fs::symlink_metadata(&job.part).await {
-        Ok(m) if m.is_file() => m.len(),
+        Ok(m) if m.is_file() && link_count(&m) <= 1 => m.len(),
         Ok(_) => {
             tokio::fs::remove_file(&job.part)
                 .await
@@ -445,9 +451,12 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<Fetched, Att
         write_meta(&job.part, &meta)
             .await
             .map_err(|e| local_error(&job.part, e))?;
-        tokio::fs::File::create(&job.part).await
+        tokio::fs::OpenOptions::from(own_options())
+            .truncate(true)
+            .open(&job.part)
+            .await
     } else {
-        tokio::fs::OpenOptions::new()
+        tokio::fs::OpenOptions::from(own_options())
             .append(true)
             .open(&job.part)
             .await

@@ -5,10 +5,11 @@
 //! to `lock.pid` beside it (a separate file: on Windows a locked file cannot be read) so that a
 //! second run can say who holds the directory.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
+use std::io::Write;
 use std::path::Path;
 
-use crate::state::STATE_DIR;
+use crate::state::{STATE_DIR, own_dir, own_file, own_options};
 
 /// Held for the whole run; dropping it releases the directory.
 #[derive(Debug)]
@@ -28,13 +29,13 @@ impl DirLock {
     /// Take the lock of `output_dir` (which must exist), or say who holds it.
     pub fn acquire(output_dir: &Path) -> Result<DirLock, LockError> {
         let dir = output_dir.join(STATE_DIR);
-        std::fs::create_dir_all(&dir).map_err(LockError::Io)?;
-        let file = OpenOptions::new()
+        own_dir(&dir).map_err(LockError::Io)?;
+        let lock = dir.join("lock");
+        own_file(&lock).map_err(LockError::Io)?;
+        let file = own_options()
             .read(true)
-            .write(true)
-            .create(true)
             .truncate(false)
-            .open(dir.join("lock"))
+            .open(lock)
             .map_err(LockError::Io)?;
         let pid_file = dir.join("lock.pid");
         match file.try_lock() {
@@ -47,8 +48,14 @@ impl DirLock {
             }
             Err(TryLockError::Error(e)) => return Err(LockError::Io(e)),
         }
-        // Ours now: say who we are (best effort; the lock itself is what counts).
-        let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
+        // Ours now: say who we are (best effort; the lock itself is what counts), never
+        // through a link planted in its place.
+        let _ = own_file(&pid_file).and_then(|()| {
+            own_options()
+                .truncate(true)
+                .open(&pid_file)
+                .and_then(|mut f| writeln!(f, "{}", std::process::id()))
+        });
         Ok(DirLock { _file: file })
     }
 }

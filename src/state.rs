@@ -60,8 +60,10 @@ impl State {
     /// Open (creating if needed) the state of `output_dir`, which must exist.
     pub fn open(output_dir: &Path) -> io::Result<State> {
         let dir = output_dir.join(STATE_DIR);
-        fs::create_dir_all(dir.join(PARTIAL))?;
+        own_dir(&dir)?;
+        own_dir(&dir.join(PARTIAL))?;
         let path = dir.join(COMPLETED);
+        own_file(&path)?;
         let mut completed = HashMap::new();
         let mut names = HashMap::new();
         let mut lines = 0usize;
@@ -104,7 +106,7 @@ impl State {
         if torn_tail || skipped_lines > 0 || lines > 2 * names.len() + 1000 {
             rewrite(&path, &names, &completed)?;
         }
-        let log = OpenOptions::new().create(true).append(true).open(&path)?;
+        let log = own_options().append(true).open(&path)?;
         Ok(State {
             output_dir: output_dir.to_path_buf(),
             dir,
@@ -191,7 +193,8 @@ fn rewrite(
 ) -> io::Result<()> {
     let tmp = path.with_extension("jsonl.tmp");
     {
-        let mut f = File::create(&tmp)?;
+        own_file(&tmp)?;
+        let mut f = own_options().truncate(true).open(&tmp)?;
         let mut buf = Vec::new();
         for (id, name) in names {
             let line = Line {
@@ -208,6 +211,57 @@ fn rewrite(
     fs::rename(&tmp, path)?;
     sync_dir(path.parent().unwrap_or(Path::new(".")));
     Ok(())
+}
+
+/// Make sure `dir`, one of fetchdocs' own directories inside the output directory, is a real
+/// directory (created if missing): a link planted there would send writes elsewhere.
+pub fn own_dir(dir: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(dir) {
+        // `symlink_metadata` does not follow: a link is not a directory here.
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(io::Error::other(format!(
+            "{} is a link or a file, not fetchdocs' own directory; remove it and run again \
+             (fetchdocs writes nothing outside the output directory)",
+            dir.display()
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(dir),
+        Err(e) => Err(e),
+    }
+}
+
+/// Make `path`, one of fetchdocs' own files, safe to open for writing: a symbolic link or a
+/// hard-linked file standing there is removed (only that name goes; whatever it pointed at is
+/// untouched), so the next open creates a file of our own.
+pub fn own_file(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() && link_count(&m) <= 1 => Ok(()),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// How many names a file has (1 where that cannot be told).
+pub fn link_count(m: &fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::MetadataExt::nlink(m)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        1
+    }
+}
+
+/// Options to create or write one of fetchdocs' own files: never through a symbolic link
+/// (`O_NOFOLLOW`: a link planted after [`own_file`] looked makes the open fail).
+pub fn own_options() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.write(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_NOFOLLOW);
+    o
 }
 
 /// Make a rename in `dir` durable (a no-op where directories cannot be synced).

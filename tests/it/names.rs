@@ -122,3 +122,98 @@ fn a_report_written_into_the_output_directory_never_takes_a_downloaded_files_pla
     assert_eq!(summary(&report), (2, 0, 2, 0));
     env.assert_intact(&report);
 }
+
+/// Links planted in `.fetchdocs/` by someone else (for a root cron job, a way to overwrite any
+/// file on the machine): fetchdocs removes the link or refuses, and never writes through it.
+#[cfg(unix)]
+mod planted_links {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn victim(env: &Env, name: &str) -> std::path::PathBuf {
+        let p = env.path(name);
+        std::fs::write(&p, "precious").unwrap();
+        p
+    }
+
+    fn untouched(p: &std::path::Path) {
+        assert_eq!(
+            std::fs::read_to_string(p).unwrap(),
+            "precious",
+            "{}",
+            p.display()
+        );
+    }
+
+    #[test]
+    fn state_files_that_are_links_are_replaced_not_followed() {
+        let env = Env::generated(5);
+        let state = env.out().join(".fetchdocs");
+        std::fs::create_dir_all(&state).unwrap();
+        let pid = victim(&env, "pid-victim");
+        let record = victim(&env, "record-victim");
+        symlink(&pid, state.join("lock.pid")).unwrap();
+        symlink(&record, state.join("completed.jsonl")).unwrap();
+        let (out, report) = env.run(&env.all_ids(), &[]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        env.assert_intact(&report);
+        for p in [&pid, &record] {
+            untouched(p);
+        }
+        // The next run finds its own record and skips everything.
+        let (out, report) = env.run(&env.all_ids(), &[]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(summary(&report), (5, 0, 5, 0));
+    }
+
+    #[test]
+    fn the_record_is_compacted_without_following_a_link_at_its_temporary_name() {
+        let env = Env::generated(3);
+        let state = env.out().join(".fetchdocs");
+        std::fs::create_dir_all(&state).unwrap();
+        // A torn last line makes the record be rewritten (aside, then renamed) on opening.
+        std::fs::write(state.join("completed.jsonl"), "{\"id\": \"0192").unwrap();
+        let tmp = victim(&env, "tmp-victim");
+        symlink(&tmp, state.join("completed.jsonl.tmp")).unwrap();
+        let (out, report) = env.run(&env.all_ids(), &[]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        env.assert_intact(&report);
+        untouched(&tmp);
+    }
+
+    #[test]
+    fn a_partial_directory_that_is_a_link_is_refused() {
+        let env = Env::generated(3);
+        let state = env.out().join(".fetchdocs");
+        std::fs::create_dir_all(&state).unwrap();
+        let elsewhere = env.path("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        symlink(&elsewhere, state.join("partial")).unwrap();
+        let (out, _) = env.run(&env.all_ids(), &[]);
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("is a link or a file"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(env.sandbox.stats().api_requests, 0, "nothing requested");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_partial_file_hard_linked_to_another_file_is_not_written_through() {
+        let env = Env::generated(2);
+        let partial = env.out().join(".fetchdocs/partial");
+        std::fs::create_dir_all(&partial).unwrap();
+        let ids = env.all_ids();
+        let part = victim(&env, "part-victim");
+        let meta = victim(&env, "meta-victim");
+        std::fs::hard_link(&part, partial.join(format!("{}.part", ids[0]))).unwrap();
+        std::fs::hard_link(&meta, partial.join(format!("{}.part.meta", ids[0]))).unwrap();
+        let (out, report) = env.run(&ids, &[]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        env.assert_intact(&report);
+        untouched(&part);
+        untouched(&meta);
+    }
+}
