@@ -51,12 +51,17 @@ use crate::provider::MintOutcome;
 pub const MAX_MINTS_IN_FLIGHT: usize = 2;
 /// Most times one ID takes part in a mint call before it fails.
 pub const MAX_MINTS_PER_FILE: u32 = 8;
-/// Most 403s (expired URLs) one file may meet before it fails.
-pub const MAX_EXPIRATIONS_PER_FILE: u32 = 5;
+/// Times an ID the API's answer left out is asked for again (each time inside a later batch
+/// with other IDs), before it fails.
+pub const MAX_ASKS_AFTER_OMISSION: u32 = 2;
+/// Fresh URLs one file gets after the file host refused its URL (403), before it fails.
+pub const MAX_FRESH_URLS: u32 = 3;
 /// Longest horizon for minting ahead of free slots.
 const MAX_HORIZON: Duration = Duration::from_secs(30);
 /// The shortest URL lifetime the scheduler will assume after seeing URLs expire.
 const MIN_LIFETIME: Duration = Duration::from_millis(500);
+/// URLs that live at least this long are minted in full batches, ahead of need.
+pub const LONG_LIVED: Duration = Duration::from_secs(10 * 60);
 /// How often the scheduler re-evaluates when nothing else happens.
 pub const TICK: Duration = Duration::from_millis(200);
 
@@ -104,31 +109,57 @@ pub fn start_margin(lifetime: Duration) -> Duration {
 /// What is known about how long URLs live, from the documentation and from the file host's
 /// answers. Ages count from the earliest moment a URL can have been issued.
 ///
+/// A refusal (403) is evidence about one file until proven otherwise: a deleted object or a
+/// changed permission is refused at any age. Refusals say "URLs die at this age" only when
+/// URLs of at least [`EVIDENCE_IDS`] different IDs were refused at similar ages (within a
+/// factor of two), older than any URL that was accepted, and no younger than
+/// [`MIN_LIFETIME`] (no vendor's URLs die sooner; a younger refusal is about the file). Then:
+///
 /// * Proof decides whether a URL is tried: one is skipped (re-minted unused) only if it is at
-///   least as old as a URL the host has refused, or near its documented expiry. A doubtful URL
-///   is tried: that costs one file-host request, a re-mint costs an API request (for Keelvar, a
-///   job).
-/// * A guess decides how far ahead to mint: the documented lifetime until a URL is refused; after
-///   that, the larger of the oldest age ever accepted and half the youngest age ever refused.
-#[derive(Debug, Clone, Copy)]
+///   least as old as that proven age, or near its stated expiry. A doubtful URL is tried: that
+///   costs one file-host request, a re-mint costs an API request (for Keelvar, a job).
+/// * A guess decides how far ahead to mint: the documented lifetime until expiry is proven;
+///   after that, the larger of the oldest age ever accepted and half the proven age.
+#[derive(Debug, Clone)]
 pub struct Lifetime {
     documented: Duration,
-    youngest_refused: Option<Duration>,
+    /// The youngest age at which each ID's URL was refused, the most recent [`REFUSALS_KEPT`].
+    refusals: VecDeque<(Uuid, Duration)>,
     oldest_accepted: Duration,
 }
+
+/// How many different IDs' refusals it takes to prove that URLs expire.
+pub const EVIDENCE_IDS: usize = 2;
+/// Refusals remembered (bounded memory, whatever the run's size).
+const REFUSALS_KEPT: usize = 64;
 
 impl Lifetime {
     pub fn new(documented: Duration) -> Self {
         Lifetime {
             documented,
-            youngest_refused: None,
+            refusals: VecDeque::new(),
             oldest_accepted: Duration::ZERO,
         }
     }
 
+    /// The age at which URLs are proven to die, if they are.
+    fn proven(&self) -> Option<Duration> {
+        let mut ages: Vec<Duration> = self
+            .refusals
+            .iter()
+            .map(|&(_, age)| age)
+            .filter(|&age| age >= MIN_LIFETIME && age > self.oldest_accepted)
+            .collect();
+        ages.sort();
+        // The youngest refusal that another ID's refusal corroborates (within a factor of two).
+        ages.windows(EVIDENCE_IDS)
+            .find(|w| w[EVIDENCE_IDS - 1] <= w[0] * 2)
+            .map(|w| w[0])
+    }
+
     /// The lifetime to plan with.
     pub fn estimate(&self) -> Duration {
-        match self.youngest_refused {
+        match self.proven() {
             None => self.documented,
             Some(refused) => self
                 .oldest_accepted
@@ -139,16 +170,23 @@ impl Lifetime {
 
     /// A URL this old has been proven dead.
     pub fn provably_expired(&self, age: Duration) -> bool {
-        self.youngest_refused.is_some_and(|r| age >= r)
+        self.proven().is_some_and(|r| age >= r)
     }
 
-    /// The host refused a URL of this age (403). Returns true if that taught something new.
-    pub fn refused(&mut self, age: Duration) -> bool {
-        if self.youngest_refused.is_some_and(|r| r <= age) {
-            return false;
+    /// The host refused `id`'s URL at this age (403). Returns true if that changed what is
+    /// proven about URLs' lifetime.
+    pub fn refused(&mut self, id: Uuid, age: Duration) -> bool {
+        let before = self.proven();
+        match self.refusals.iter_mut().find(|(i, _)| *i == id) {
+            Some((_, a)) => *a = (*a).min(age),
+            None => {
+                if self.refusals.len() == REFUSALS_KEPT {
+                    self.refusals.pop_front();
+                }
+                self.refusals.push_back((id, age));
+            }
         }
-        self.youngest_refused = Some(age);
-        true
+        self.proven() != before
     }
 
     /// The host accepted a URL of this age.
@@ -167,6 +205,8 @@ pub struct Item {
     pub name: Option<String>,
     mints: u32,
     expirations: u32,
+    /// Mint answers that left this ID out.
+    omissions: u32,
 }
 
 impl Item {
@@ -177,6 +217,7 @@ impl Item {
             name: None,
             mints: 0,
             expirations: 0,
+            omissions: 0,
         }
     }
 }
@@ -259,6 +300,9 @@ pub struct Scheduler {
     settings: Settings,
     lifetime: Lifetime,
     pending: VecDeque<Item>,
+    /// IDs an answer left out: asked for again only alongside other pending IDs (or once
+    /// nothing else is left to ask for), never in a request of their own.
+    omitted: VecDeque<Item>,
     ready: VecDeque<Ready>,
     active: HashMap<Uuid, Active>,
     /// IDs in mint calls under way, and those calls.
@@ -279,6 +323,7 @@ impl Scheduler {
             },
             lifetime: Lifetime::new(settings.url_lifetime),
             pending: items.into(),
+            omitted: VecDeque::new(),
             ready: VecDeque::new(),
             active: HashMap::new(),
             minting: 0,
@@ -297,6 +342,7 @@ impl Scheduler {
     /// Nothing is left to mint, start or wait for.
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty()
+            && self.omitted.is_empty()
             && self.ready.is_empty()
             && self.active.is_empty()
             && self.mint_calls_open == 0
@@ -339,13 +385,24 @@ impl Scheduler {
             actions.push(Action::Start { ready: r, progress });
         }
 
+        // Left-out IDs go out alone only when nothing else is left to ask for.
+        if self.pending.is_empty() && self.mint_calls_open == 0 {
+            self.pending.extend(self.omitted.drain(..));
+        }
         // Mint what will be needed soon, if the API would take a request now.
         let mut wake = now + TICK;
         if !self.pending.is_empty() && self.mint_calls_open < MAX_MINTS_IN_FLIGHT {
-            let n = batch_size(&self.demand(now));
+            let n = if self.long_lived() {
+                self.long_lived_batch()
+            } else {
+                batch_size(&self.demand(now))
+            };
             if n > 0 {
                 if api_delay.is_zero() {
                     let mut batch: Vec<Item> = self.pending.drain(..n).collect();
+                    // Left-out IDs ride along where the batch has room.
+                    let room = self.settings.max_batch.saturating_sub(batch.len());
+                    batch.extend(self.omitted.drain(..room.min(self.omitted.len())));
                     for item in &mut batch {
                         item.mints += 1;
                     }
@@ -360,6 +417,29 @@ impl Scheduler {
             }
         }
         (actions, wake)
+    }
+
+    /// URLs that outlive any wait in hand (Veridox's hour): nothing is gained by minting them
+    /// late, so every request buys a full batch.
+    fn long_lived(&self) -> bool {
+        !self.settings.dry_run && self.lifetime.estimate() >= LONG_LIVED
+    }
+
+    /// With long-lived URLs: a full batch whenever at most one batch beyond the free slots is in
+    /// hand; the last, partial batch (or IDs to ask for again) only when nothing is in hand.
+    fn long_lived_batch(&self) -> usize {
+        let max_batch = self.settings.max_batch;
+        let in_hand = self.ready.len() + self.minting;
+        if in_hand >= self.settings.concurrency + max_batch {
+            return 0;
+        }
+        if self.pending.len() >= max_batch {
+            max_batch
+        } else if in_hand == 0 {
+            self.pending.len()
+        } else {
+            0
+        }
     }
 
     /// The inputs of the minting decision at `now`.
@@ -432,7 +512,7 @@ impl Scheduler {
                 }
                 for id in outcome.missing {
                     if let Some(item) = by_id.remove(&id) {
-                        self.retry_mint(item, "the API answer left this file out", &mut actions);
+                        self.omitted_by_api(item, &mut actions);
                     }
                 }
                 for m in outcome.files {
@@ -456,7 +536,7 @@ impl Scheduler {
                 }
                 // `reconcile` guarantees nothing is left; if it ever were, ask again.
                 for (_, item) in by_id {
-                    self.retry_mint(item, "the API answer left this file out", &mut actions);
+                    self.omitted_by_api(item, &mut actions);
                 }
             }
         }
@@ -501,23 +581,27 @@ impl Scheduler {
                 // The URL lived less than this: learn, so the next ones are used sooner.
                 if let Some(a) = &active {
                     let age = requested_at.saturating_duration_since(a.issued);
-                    if self.lifetime.refused(age) {
+                    if self.lifetime.refused(item.id, age) {
                         log::debug!(
-                            "a signed URL was refused at age {:.1}s; planning for URLs that \
-                             live about {:.1}s",
+                            "signed URLs of several files were refused from age {:.1}s on; \
+                             planning for URLs that live about {:.1}s",
                             age.as_secs_f64(),
                             self.lifetime.estimate().as_secs_f64()
                         );
                     }
                 }
-                if item.expirations >= MAX_EXPIRATIONS_PER_FILE {
+                if item.expirations > MAX_FRESH_URLS {
                     let reason = format!(
-                        "the file host refused {} fresh signed URLs (HTTP 403)",
-                        item.expirations
+                        "refused by the file host (HTTP 403), also with {MAX_FRESH_URLS} fresh \
+                         signed URLs"
                     );
                     actions.push(Action::Fail { item, reason });
                 } else {
-                    self.retry_mint(item, "signed URL expired", &mut actions);
+                    log::debug!(
+                        "{}: the file host refused its URL; minting a fresh one",
+                        item.id
+                    );
+                    self.retry_mint(item, "refused by the file host (HTTP 403)", &mut actions);
                 }
             }
             Outcome::Failed(reason) => actions.push(Action::Fail { item, reason }),
@@ -533,6 +617,25 @@ impl Scheduler {
             }
         }
         actions
+    }
+
+    /// The API's answer left `item` out: ask again later, with other IDs, a bounded number of
+    /// times.
+    fn omitted_by_api(&mut self, mut item: Item, actions: &mut Vec<Action>) {
+        item.omissions += 1;
+        if item.omissions > MAX_ASKS_AFTER_OMISSION {
+            let reason = format!(
+                "not returned by the API (left out of {} answers)",
+                item.omissions
+            );
+            actions.push(Action::Fail { item, reason });
+        } else {
+            log::debug!(
+                "{}: the API's answer left it out; asking again later",
+                item.id
+            );
+            self.omitted.push_back(item);
+        }
     }
 
     /// Put an item back to be minted again, unless it has had its share of mints.
@@ -661,7 +764,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_slots_are_filled_at_once_then_only_full_batches_are_asked_for() {
-        let mut s = Scheduler::new(VERIDOX, items(100));
+        let mut s = Scheduler::new(KEELVAR, items(100));
         let now = Instant::now();
         let (actions, _) = s.next(now, Duration::ZERO);
         assert_eq!(
@@ -681,6 +784,30 @@ mod tests {
         let started = starts(s.next(now, Duration::ZERO).0);
         assert_eq!(started.len(), 4, "-j 4: four downloads");
         assert_eq!(s.stats().mint_calls, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_lived_urls_are_minted_in_full_batches_from_the_first() {
+        let mut s = Scheduler::new(VERIDOX, items(60));
+        let now = Instant::now();
+        let first = take_mint(s.next(now, Duration::ZERO).0);
+        assert_eq!(
+            first.len(),
+            25,
+            "a full first batch: URLs that live an hour can wait"
+        );
+        // One more full batch may be asked for while the first is out…
+        let second = take_mint(s.next(now, Duration::ZERO).0);
+        assert_eq!(second.len(), 25);
+        // …then nothing until fewer than -j + one batch are in hand.
+        assert!(mints(&s.next(now, Duration::ZERO).0).is_empty());
+        let out = answer(&first, now, None);
+        s.minted(first, Ok(out), Duration::ZERO);
+        let out = answer(&second, now, None);
+        s.minted(second, Ok(out), Duration::ZERO);
+        assert_eq!(starts(s.next(now, BUSY).0).len(), 4);
+        // The last 10 are asked for only once nothing is in hand: one request, not several.
+        assert!(mints(&s.next(now, Duration::ZERO).0).is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -750,7 +877,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn one_refused_url_teaches_its_age_and_settles_its_whole_batch() {
+    async fn refusals_of_two_files_at_similar_ages_prove_expiry_and_settle_the_batch() {
         let settings = Settings {
             concurrency: 1,
             ..KEELVAR
@@ -765,25 +892,90 @@ mod tests {
         assert_eq!(batch.len(), 50, "full batch");
         let out = answer(&batch, t0, None);
         s.minted(batch, Ok(out), Duration::ZERO);
-        let first = starts(s.next(t0, Duration::ZERO).0)
-            .pop()
-            .expect("one start");
-        // 10 s later the host refuses it: URLs die before 10 s, whatever the vendor says.
+        let first = starts(s.next(t0, BUSY).0).pop().expect("one start");
+        // 10 s later the host refuses it. One file refused says nothing about the others.
         tokio::time::advance(Duration::from_secs(10)).await;
-        let now = Instant::now();
-        let actions = s.finished(
-            first.item,
-            "a.pdf".into(),
-            Outcome::Expired { requested_at: now },
-            now,
+        let refuse = |s: &mut Scheduler, r: Ready| {
+            let now = Instant::now();
+            s.finished(
+                r.item,
+                "a.pdf".into(),
+                Outcome::Expired { requested_at: now },
+                now,
+            )
+        };
+        let actions = refuse(&mut s, first);
+        assert!(
+            actions.is_empty(),
+            "a fresh URL, not a failure: {actions:?}"
         );
-        assert!(actions.is_empty(), "re-minted, not failed: {actions:?}");
-        assert_eq!(s.stats().expired_hits, 1);
+        assert_eq!(s.lifetime.estimate(), Duration::from_secs(60));
+        let second = starts(s.next(Instant::now(), BUSY).0).pop().expect("tried");
+        assert_eq!(s.stats().stale_before_start, 0);
+        // A second file refused at a similar age: URLs die at about 10 s.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(refuse(&mut s, second).is_empty());
+        assert_eq!(s.stats().expired_hits, 2);
         assert_eq!(s.lifetime.estimate(), Duration::from_secs(5));
-        // The other 49 URLs of that batch are as old: provably dead, re-minted without a try.
-        let (actions, _) = s.next(now, Duration::ZERO);
-        assert_eq!(s.stats().stale_before_start, 49);
+        // The other 48 URLs of that batch are as old: provably dead, re-minted without a try.
+        let (actions, _) = s.next(Instant::now(), Duration::ZERO);
+        assert_eq!(s.stats().stale_before_start, 48);
         assert!(starts(actions).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_file_always_refused_costs_that_file_only() {
+        let settings = Settings {
+            concurrency: 1,
+            ..KEELVAR
+        };
+        let mut s = Scheduler::new(settings, items(100));
+        for _ in 0..2 {
+            download_one(&mut s).await;
+        }
+        let t0 = Instant::now();
+        let batch = take_mint(s.next(t0, Duration::ZERO).0);
+        let out = answer(&batch, t0, None);
+        s.minted(batch, Ok(out), Duration::ZERO);
+        // The same file refused four times, its other 49 URLs waiting: they are all tried.
+        let refused = Uuid::from_u128(3);
+        let mut failures = Vec::new();
+        let mut done = 0;
+        while let Some(r) = starts(s.next(Instant::now(), BUSY).0).pop() {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            let now = Instant::now();
+            let outcome = if r.item.id == refused {
+                Outcome::Expired { requested_at: now }
+            } else {
+                done += 1;
+                Outcome::Done {
+                    bytes: 1,
+                    note: None,
+                }
+            };
+            for a in s.finished(r.item, "x".into(), outcome, now) {
+                if let Action::Fail { item, reason } = a {
+                    failures.push((item.id, reason));
+                }
+            }
+            // Fresh URLs for the refused file come from later mints.
+            if s.ready.is_empty() && !s.pending.is_empty() {
+                let now = Instant::now();
+                let batch = take_mint(s.next(now, Duration::ZERO).0);
+                let out = answer(&batch, now, None);
+                s.minted(batch, Ok(out), Duration::ZERO);
+            }
+        }
+        assert_eq!(s.stats().stale_before_start, 0, "no URL discarded unused");
+        assert_eq!(s.lifetime.estimate(), Duration::from_secs(60));
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures[0].0, refused);
+        assert!(
+            failures[0]
+                .1
+                .contains("refused by the file host (HTTP 403)")
+        );
+        assert!(done >= 49, "{done}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -793,12 +985,9 @@ mod tests {
         for round in 1..=MAX_MINTS_PER_FILE {
             let now = Instant::now();
             let batch = take_mint(s.next(now, Duration::ZERO).0);
-            // The API keeps leaving the file out of its answer.
-            let out = MintOutcome {
-                missing: vec![Uuid::from_u128(1)],
-                ..MintOutcome::default()
-            };
-            let actions = s.minted(batch, Ok(out), Duration::ZERO);
+            // The API never gives a usable answer (5xx past its retries, garbage…).
+            let result = Err(ApiError::Request("HTTP 503".into()));
+            let actions = s.minted(batch, result, Duration::ZERO);
             if round < MAX_MINTS_PER_FILE {
                 assert!(actions.is_empty(), "round {round}: asked again");
             } else {
@@ -809,16 +998,71 @@ mod tests {
             }
         }
         let reason = failed.expect("failed after the last mint");
-        assert!(reason.contains("left this file out"), "{reason}");
+        assert!(reason.contains("HTTP 503"), "{reason}");
         assert!(reason.contains("gave up after 8 tries"), "{reason}");
         assert!(s.is_idle());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_file_refused_five_times_fails() {
+    async fn an_id_left_out_is_asked_again_twice_with_others_then_fails() {
+        for settings in [VERIDOX, KEELVAR] {
+            let settings = Settings {
+                concurrency: 2,
+                ..settings
+            };
+            let mut s = Scheduler::new(settings, items(60));
+            let left_out = Uuid::from_u128(1);
+            let mut batches = Vec::new();
+            let mut failed = Vec::new();
+            // The API leaves one ID out of every answer; every download finishes at once.
+            while !s.is_idle() {
+                let now = Instant::now();
+                for a in s.next(now, Duration::ZERO).0 {
+                    match a {
+                        Action::Mint(batch) => {
+                            batches.push(batch.iter().map(|i| i.id).collect::<Vec<_>>());
+                            let mut out = answer(&batch, now, None);
+                            out.files.retain(|f| f.id != left_out);
+                            if batch.iter().any(|i| i.id == left_out) {
+                                out.missing.push(left_out);
+                            }
+                            for a in s.minted(batch, Ok(out), Duration::ZERO) {
+                                if let Action::Fail { item, reason } = a {
+                                    failed.push((item.id, reason));
+                                }
+                            }
+                        }
+                        Action::Start { ready, .. } => {
+                            let done = Outcome::Done {
+                                bytes: 1,
+                                note: None,
+                            };
+                            s.finished(ready.item, "x".into(), done, now);
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+                tokio::time::advance(Duration::from_millis(10)).await;
+            }
+            let asked: Vec<&Vec<Uuid>> = batches.iter().filter(|b| b.contains(&left_out)).collect();
+            assert_eq!(asked.len(), 3, "asked once, then again twice: {batches:?}");
+            // Asked again inside a batch with other IDs while others were still to be asked.
+            assert!(asked[1].len() > 1, "{batches:?}");
+            assert_eq!(failed.len(), 1);
+            assert_eq!(failed[0].0, left_out);
+            assert!(
+                failed[0].1.contains("not returned by the API"),
+                "{}",
+                failed[0].1
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_file_refused_with_every_fresh_url_fails_alone() {
         let mut s = Scheduler::new(VERIDOX, items(1));
         let mut last = Vec::new();
-        for _ in 0..MAX_EXPIRATIONS_PER_FILE {
+        for _ in 0..=MAX_FRESH_URLS {
             let ready = mint_and_start(&mut s, Instant::now())
                 .pop()
                 .expect("started");
@@ -833,7 +1077,7 @@ mod tests {
             tokio::time::advance(Duration::from_secs(1)).await;
         }
         assert!(
-            matches!(&last[..], [Action::Fail { reason, .. }] if reason.contains("refused 5 fresh signed URLs")),
+            matches!(&last[..], [Action::Fail { reason, .. }] if reason.contains("also with 3 fresh")),
             "{last:?}"
         );
     }
@@ -1018,28 +1262,47 @@ mod tests {
     }
 
     #[test]
-    fn lifetime_is_learned_from_refusals_and_successes() {
+    fn lifetime_is_learned_from_refusals_of_several_files_not_one() {
         let secs = Duration::from_secs;
+        let id = Uuid::from_u128;
         let mut l = Lifetime::new(secs(60));
         assert_eq!(l.estimate(), secs(60));
         assert!(!l.provably_expired(secs(59)));
         l.accepted(secs(1));
         assert_eq!(l.estimate(), secs(60), "successes alone change nothing");
-        assert!(l.refused(secs(8)));
+        // One file refused, again and again: evidence about that file only.
+        assert!(!l.refused(id(1), secs(8)));
+        assert!(!l.refused(id(1), secs(9)));
+        assert_eq!(l.estimate(), secs(60));
+        assert!(!l.provably_expired(secs(30)));
+        // A second file refused at a similar age: URLs die at about 8 s.
+        assert!(l.refused(id(2), secs(10)));
         assert_eq!(l.estimate(), secs(4));
         assert!(l.provably_expired(secs(8)) && !l.provably_expired(secs(7)));
-        assert!(!l.refused(secs(9)), "an older refusal teaches nothing");
-        l.accepted(secs(6));
+        assert!(
+            !l.refused(id(3), secs(12)),
+            "an older refusal teaches nothing"
+        );
+        // A URL that worked at 9 s contradicts "dead at 8 s": what is left is 10 and 12 s.
+        l.accepted(secs(9));
+        assert!(!l.provably_expired(secs(9)) && l.provably_expired(secs(10)));
         assert_eq!(
             l.estimate(),
-            secs(6),
-            "a URL that worked at 6 s proves at least that"
+            secs(9),
+            "a URL that worked at 9 s proves at least that"
         );
-        assert!(l.refused(secs(3)));
-        assert_eq!(l.estimate(), secs(6).max(Duration::from_millis(1500)));
-        let mut tiny = Lifetime::new(secs(60));
-        tiny.refused(Duration::from_millis(100));
-        assert_eq!(tiny.estimate(), MIN_LIFETIME);
+        // Refusals far apart in age prove nothing together.
+        let mut apart = Lifetime::new(secs(60));
+        apart.refused(id(1), secs(1));
+        apart.refused(id(2), secs(30));
+        assert_eq!(apart.estimate(), secs(60));
+        // Refusals younger than any vendor's URLs live are about the files, however many.
+        let mut young = Lifetime::new(secs(60));
+        for i in 0..10 {
+            young.refused(id(i), Duration::from_millis(100));
+        }
+        assert_eq!(young.estimate(), secs(60));
+        assert!(!young.provably_expired(secs(59)));
     }
 
     #[test]

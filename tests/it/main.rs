@@ -12,5 +12,6 @@ mod hostile;
 mod input;
 mod keelvar;
 mod names;
+mod refusals;
 mod resilience;
 mod secrets;

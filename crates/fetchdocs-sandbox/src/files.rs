@@ -252,6 +252,14 @@ async fn serve(
     };
     let f = &shared.cfg.faults;
     let key = key_of(&id);
+    let refused = control!(
+        false,
+        f.refuse_ids.contains(&id)
+            || shared.next_count(super::Counter::Refused, key) < f.refuse_first_requests
+    );
+    if refused {
+        return plain(StatusCode::FORBIDDEN, "Access Denied");
+    }
     if q.hop.is_none() && shared.fault(FaultKind::Redirect, control!(0, f.redirect_percent), key) {
         let to = format!("/dl/{id}?iat={}&exp={}&sig={}&hop=1", q.iat, q.exp, q.sig);
         let mut resp = plain(StatusCode::FOUND, "moved");

@@ -169,7 +169,7 @@ fn finish(shared: &Shared, job: &mut Job) {
     let lifetime = shared.cfg.keelvar.url_lifetime;
     let mut data = Vec::new();
     let mut errors = Vec::new();
-    for id in &job.ids {
+    for id in job.ids.iter().filter(|id| !shared.omitted(id)) {
         match shared.cfg.catalog.get(id) {
             Some(f) if !f.denied => data.push(json!({
                 "file_uuid": id,

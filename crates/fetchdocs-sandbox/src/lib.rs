@@ -292,6 +292,15 @@ pub struct Faults {
     /// Ranges are answered `206 bytes N-M/*` with M half-way to the end of the file.
     #[cfg(feature = "test-controls")]
     pub star_range_short: bool,
+    /// The file host refuses these files (403) whatever the URL: a deleted object.
+    #[cfg(feature = "test-controls")]
+    pub refuse_ids: Vec<Uuid>,
+    /// The file host refuses the first N requests for each file (403), then serves.
+    #[cfg(feature = "test-controls")]
+    pub refuse_first_requests: u32,
+    /// Both APIs leave these IDs out of their answers (neither a URL nor an error).
+    #[cfg(feature = "test-controls")]
+    pub omit_ids: Vec<Uuid>,
 }
 
 impl Default for Faults {
@@ -344,6 +353,12 @@ impl Default for Faults {
             no_validators: false,
             #[cfg(feature = "test-controls")]
             star_range_short: false,
+            #[cfg(feature = "test-controls")]
+            refuse_ids: Vec::new(),
+            #[cfg(feature = "test-controls")]
+            refuse_first_requests: 0,
+            #[cfg(feature = "test-controls")]
+            omit_ids: Vec::new(),
         }
     }
 }
@@ -554,6 +569,8 @@ pub(crate) enum Counter {
     Reset,
     /// File answers that got as far as sending bytes.
     Served,
+    /// File requests refused for `refuse_first_requests`.
+    Refused,
 }
 
 /// Kinds of injected faults: each has its own attempt counter and cap per item.
@@ -573,6 +590,13 @@ pub(crate) enum FaultKind {
 }
 
 impl Shared {
+    /// Whether the API is to leave `id` out of its answer (`omit_ids`).
+    pub(crate) fn omitted(&self, id: &Uuid) -> bool {
+        #[cfg(not(feature = "test-controls"))]
+        let _ = id;
+        control!(false, self.cfg.faults.omit_ids.contains(id))
+    }
+
     /// Milliseconds since the sandbox started.
     pub(crate) fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64

@@ -168,7 +168,7 @@ fn mint(shared: &Shared, body: &str, presented_key: &str) -> Response {
     let now = shared.now_ms();
     let mut files = Vec::new();
     let mut errors = Vec::new();
-    for id in parsed_ids {
+    for id in parsed_ids.into_iter().filter(|id| !shared.omitted(id)) {
         match shared.cfg.catalog.get(&id) {
             Some(f) if !f.denied => {
                 let expired = control!(
