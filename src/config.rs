@@ -20,8 +20,31 @@ use crate::provider::ProviderKind;
 pub struct Surroundings {
     /// The value of `FETCHDOCS_API_KEY`, if set.
     pub api_key: Option<OsString>,
-    pub stdin_is_terminal: bool,
+    /// Standard input is a pipe, a socket or a regular file: something IDs can be piped
+    /// through (not a terminal, not `/dev/null`).
+    pub stdin_has_data: bool,
     pub stderr_is_terminal: bool,
+}
+
+/// Whether standard input can carry piped data: a pipe, a socket or a regular file.
+fn stdin_has_data() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::FileTypeExt;
+        let stdin = std::io::stdin();
+        let Ok(fd) = stdin.as_fd().try_clone_to_owned() else {
+            return false;
+        };
+        std::fs::File::from(fd).metadata().is_ok_and(|m| {
+            let t = m.file_type();
+            t.is_fifo() || t.is_socket() || t.is_file()
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        !std::io::stdin().is_terminal()
+    }
 }
 
 impl Surroundings {
@@ -29,7 +52,7 @@ impl Surroundings {
     pub fn of_process() -> Self {
         Surroundings {
             api_key: std::env::var_os(API_KEY_ENV),
-            stdin_is_terminal: std::io::stdin().is_terminal(),
+            stdin_has_data: stdin_has_data(),
             stderr_is_terminal: std::io::stderr().is_terminal(),
         }
     }
@@ -90,9 +113,11 @@ impl Config {
         let ids = match args.ids {
             Some(p) if p.as_os_str() == "-" => IdSource::Stdin,
             Some(p) => IdSource::File(p),
-            None if env.stdin_is_terminal => {
+            // Implicitly from stdin only when something is piped in: a cron job that forgot
+            // --ids (stdin /dev/null) must not succeed with "0 of 0".
+            None if !env.stdin_has_data => {
                 return Err(Fatal::Usage(
-                    "no IDs given: pass --ids FILE, or pipe the IDs in (one per line)".into(),
+                    "no IDs: pass --ids FILE or pipe IDs on standard input (one per line)".into(),
                 ));
             }
             None => IdSource::Stdin,

@@ -231,6 +231,10 @@ fn print_summary(cfg: &Config, recorder: &Recorder, took: std::time::Duration, u
     if cfg.verbosity == Verbosity::Quiet {
         return;
     }
+    if s.requested == 0 {
+        ui.info(&format!("fetchdocs: nothing to do: no IDs in {}", cfg.ids));
+        return;
+    }
     let secs = took.as_secs_f64();
     let rate = if secs > 0.0 {
         format!(

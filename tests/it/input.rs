@@ -155,3 +155,31 @@ fn bad_flags_are_usage_errors() {
     let out = env.cmd().arg("--api-key").arg("x").output().unwrap();
     assert_eq!(code(&out), 2, "no plain --api-key flag exists");
 }
+
+#[test]
+fn a_cron_job_that_forgets_ids_is_told_so_not_told_success() {
+    // Standard input is /dev/null, as under cron: nothing was piped in.
+    let env = Env::generated(2);
+    let out = env
+        .std_cmd()
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no IDs: pass --ids FILE or pipe IDs on standard input"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.sandbox.stats().api_requests, 0);
+}
+
+#[test]
+fn an_empty_list_given_on_purpose_is_nothing_to_do() {
+    let env = Env::generated(2);
+    let (out, report) = env.run(&[], &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing to do"), "{}", stderr(&out));
+    assert_eq!(summary(&report), (0, 0, 0, 0));
+    assert_eq!(env.sandbox.stats().api_requests, 0);
+}

@@ -77,10 +77,9 @@ impl Env {
         self.catalog.files().iter().map(|f| f.id).collect()
     }
 
-    /// The same command as [`Env::cmd`], as a std `Command` that can be spawned in the background
-    /// (`--ids ids.txt --report report.json` plus `extra`).
-    pub fn spawn(&self, ids: &[Uuid], extra: &[&str]) -> std::process::Child {
-        let ids_file = self.ids_file(ids);
+    /// `fetchdocs download` as a std `Command` (whose standard input can be chosen), with the
+    /// key, base URL and output directory of this sandbox and a clean environment otherwise.
+    pub fn std_cmd(&self) -> std::process::Command {
         let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("fetchdocs"));
         for var in ENV_VARS {
             c.env_remove(var);
@@ -88,8 +87,16 @@ impl Env {
         c.env("FETCHDOCS_API_KEY", &self.key)
             .env("FETCHDOCS_BASE_URL", &self.sandbox.api_url)
             .args(["download", "--provider", self.provider, "-o"])
-            .arg(self.out())
-            .arg("--ids")
+            .arg(self.out());
+        c
+    }
+
+    /// The same command as [`Env::run`], spawned in the background (`--ids ids.txt --report
+    /// report.json` plus `extra`).
+    pub fn spawn(&self, ids: &[Uuid], extra: &[&str]) -> std::process::Child {
+        let ids_file = self.ids_file(ids);
+        let mut c = self.std_cmd();
+        c.arg("--ids")
             .arg(ids_file)
             .arg("--report")
             .arg(self.path("report.json"))
