@@ -142,11 +142,15 @@ impl<P: Provider> Pipeline<'_, P> {
         );
         match stop {
             Some(fatal) => {
-                self.recorder.fail_unfinished(match &fatal {
-                    Fatal::Interrupted => "interrupted before this file was finished",
-                    Fatal::Auth(_) => "not attempted: the API refused the credentials",
-                    _ => "not attempted: the run stopped because the disk refused data",
-                });
+                match &fatal {
+                    Fatal::Interrupted => self.recorder.interrupt_unfinished(),
+                    Fatal::Auth(_) => self
+                        .recorder
+                        .fail_unfinished("not attempted: the API refused the credentials"),
+                    _ => self.recorder.fail_unfinished(
+                        "not attempted: the run stopped because the disk refused data",
+                    ),
+                }
                 Err(fatal)
             }
             None => {

@@ -132,6 +132,8 @@ pub struct Ui {
     bars: Option<Bars>,
     last_status: Mutex<Instant>,
     file_bars: Arc<AtomicUsize>,
+    /// `failed:` lines printed so far.
+    failures_shown: AtomicUsize,
 }
 
 impl Ui {
@@ -166,6 +168,7 @@ impl Ui {
             bars,
             last_status: Mutex::new(Instant::now()),
             file_bars: Arc::new(AtomicUsize::new(0)),
+            failures_shown: AtomicUsize::new(0),
         }
     }
 
@@ -179,6 +182,12 @@ impl Ui {
     /// A file failed: one line, even with `-q`.
     pub fn file_failed(&self, id: &uuid::Uuid, reason: &str) {
         eprint_line(&format!("failed: {id}: {reason}"));
+        self.failures_shown.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many `failed:` lines were printed.
+    pub fn failures_shown(&self) -> usize {
+        self.failures_shown.load(Ordering::Relaxed)
     }
 
     /// A bar for one active download (a no-op handle without bars, or when

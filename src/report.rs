@@ -16,6 +16,9 @@ pub enum Status {
     Failed,
     /// `--dry-run`: a URL was obtained; nothing was downloaded.
     Resolved,
+    /// The run was stopped (Ctrl-C, SIGTERM) before this file was finished; partial data is
+    /// kept and the next run resumes it.
+    Interrupted,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +43,13 @@ pub struct Summary {
     /// Only in `--dry-run` reports.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved: Option<usize>,
+    /// Only when the run was interrupted.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub interrupted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Serialize)]
@@ -90,6 +100,7 @@ impl Recorder {
             Status::Skipped => c.skipped += 1,
             Status::Failed => c.failed += 1,
             Status::Resolved => *c.resolved.get_or_insert(0) += 1,
+            Status::Interrupted => c.interrupted += 1,
         }
         if self.json_lines {
             print_json_line(&entry);
@@ -103,6 +114,15 @@ impl Recorder {
 
     /// Fail every ID not finished yet with `reason` (the run is ending early).
     pub fn fail_unfinished(&mut self, reason: &str) {
+        self.finish_unfinished(Status::Failed, Some(reason));
+    }
+
+    /// Mark every ID not finished yet as interrupted (Ctrl-C, SIGTERM).
+    pub fn interrupt_unfinished(&mut self) {
+        self.finish_unfinished(Status::Interrupted, None);
+    }
+
+    fn finish_unfinished(&mut self, status: Status, reason: Option<&str>) {
         let open: Vec<Uuid> = self
             .order
             .iter()
@@ -112,10 +132,10 @@ impl Recorder {
         for id in open {
             self.finish(FileEntry {
                 id,
-                status: Status::Failed,
+                status,
                 path: None,
                 bytes: None,
-                error: Some(reason.to_string()),
+                error: reason.map(str::to_string),
                 note: None,
             });
         }
@@ -235,7 +255,8 @@ mod tests {
                 downloaded: 1,
                 skipped: 0,
                 failed: 2,
-                resolved: None
+                resolved: None,
+                interrupted: 0,
             }
         );
         assert_eq!(r.bytes(), 10);

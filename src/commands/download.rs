@@ -248,8 +248,12 @@ fn print_summary(cfg: &Config, recorder: &Recorder, took: std::time::Duration, u
         .resolved
         .map(|r| format!("{r} resolved (dry run), "))
         .unwrap_or_default();
+    let interrupted = match s.interrupted {
+        0 => String::new(),
+        n => format!(", {n} interrupted"),
+    };
     ui.info(&format!(
-        "fetchdocs: {resolved}{} downloaded, {} skipped, {} failed of {} requested ({} in {:.1}s{rate})",
+        "fetchdocs: {resolved}{} downloaded, {} skipped, {} failed{interrupted} of {} requested ({} in {:.1}s{rate})",
         s.downloaded,
         s.skipped,
         s.failed,
@@ -257,7 +261,8 @@ fn print_summary(cfg: &Config, recorder: &Recorder, took: std::time::Duration, u
         human_bytes(recorder.bytes()),
         secs,
     ));
-    if s.failed > 0 && cfg.report.is_none() {
+    // Only when there is something above to point at.
+    if ui.failures_shown() > 0 && cfg.report.is_none() {
         ui.info("fetchdocs: the failures are listed above; --report FILE writes them all as JSON");
     }
 }

@@ -91,3 +91,22 @@ fn partial_failure_exits_1_with_reasons_in_the_report() {
         "{err}"
     );
 }
+
+#[test]
+fn a_refused_key_without_a_report_points_at_nothing_that_is_not_there() {
+    // No `failed:` lines were printed (nothing was attempted): the summary must not say the
+    // failures are "listed above", and the fatal error is the last line.
+    let env = Env::generated(5);
+    let out = env
+        .cmd()
+        .env("FETCHDOCS_API_KEY", "vdx_wrong_key")
+        .arg("--ids")
+        .arg(env.ids_file(&env.all_ids()))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(!err.contains("listed above"), "{err}");
+    let last = err.trim_end().lines().last().unwrap_or("");
+    assert!(last.starts_with("fetchdocs: error: "), "{err}");
+}

@@ -68,8 +68,37 @@ fn ctrl_c_stops_quickly_keeps_partial_data_writes_the_report_and_exits_130() {
         serde_json::from_slice(&std::fs::read(env.path("report.json")).unwrap()).unwrap();
     assert_eq!(report["files"].as_array().unwrap().len(), ids.len());
     let (_, downloaded, _, failed) = summary(&report);
-    assert_eq!(downloaded + failed, ids.len() as u64);
-    assert!(failed > 0, "interrupted files are reported as failed");
+    let interrupted = report["summary"]["interrupted"].as_u64().unwrap_or(0);
+    assert_eq!(failed, 0, "an interrupted file has not failed");
+    assert_eq!(downloaded + interrupted, ids.len() as u64);
+    assert!(
+        interrupted > 0,
+        "unfinished files are reported as interrupted"
+    );
+    let statuses: Vec<&str> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "interrupted").count() as u64,
+        interrupted
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{interrupted} interrupted of")),
+        "{err}"
+    );
+    assert!(!err.contains("listed above"), "{err}");
+    assert!(
+        err.trim_end()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .starts_with("fetchdocs: error: interrupted"),
+        "the fatal error is the last line: {err}"
+    );
     env.assert_no_partial_under_final_names();
     let partial = env.partial_files();
     assert!(!partial.is_empty(), "partial data is kept for the next run");
