@@ -55,6 +55,9 @@ fn is_zero(n: &usize) -> bool {
 #[derive(Debug, Serialize)]
 pub struct Report<'a> {
     pub provider: &'a str,
+    /// What ended the run early, if something did (the same sentence as on stderr).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
     pub summary: Summary,
     pub files: Vec<&'a FileEntry>,
 }
@@ -68,6 +71,8 @@ pub struct Recorder {
     /// Kept up to date as IDs finish, so that reading it costs nothing.
     counts: Summary,
     bytes: u64,
+    /// What ended the run early.
+    error: Option<String>,
 }
 
 impl Recorder {
@@ -83,7 +88,13 @@ impl Recorder {
                 ..Summary::default()
             },
             bytes: 0,
+            error: None,
         }
+    }
+
+    /// The run ended early because of this.
+    pub fn set_error(&mut self, error: String) {
+        self.error = Some(error);
     }
 
     /// Record how `id` ended. A second call for the same ID is ignored (the first outcome stands).
@@ -153,6 +164,7 @@ impl Recorder {
     pub fn report(&self) -> Report<'_> {
         Report {
             provider: self.provider,
+            error: self.error.as_deref(),
             summary: self.summary(),
             files: self
                 .order

@@ -78,24 +78,32 @@ fn read_ids(source: &IdSource, kind: ProviderKind) -> Result<IdList, Fatal> {
 
 /// The whole run of one validated `Config` (also what `demo` runs, once per vendor).
 pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fatal> {
-    let list = read_ids(&cfg.ids, cfg.provider)?;
-    super::prepare_output_dir(&cfg.output_dir)?;
+    if let Some(path) = &cfg.report {
+        check_report_path(path)?;
+    }
+    // From here on every way out writes the report, so yesterday's never passes for today's.
+    let list = read_ids(&cfg.ids, cfg.provider).map_err(|e| report_early(cfg, &[], e))?;
+    super::prepare_output_dir(&cfg.output_dir).map_err(|e| report_early(cfg, &list.ids, e))?;
     let unusable = |e: std::io::Error| {
         Fatal::Usage(format!(
             "cannot use the output directory {}: {e}",
             cfg.output_dir.display()
         ))
     };
-    let _lock = DirLock::acquire(&cfg.output_dir).map_err(|e| match e {
-        LockError::Held(pid) => Fatal::Locked(format!(
-            "another fetchdocs run ({}) is using {}; nothing was done. Wait for it to finish, \
+    let _lock = DirLock::acquire(&cfg.output_dir)
+        .map_err(|e| match e {
+            LockError::Held(pid) => Fatal::Locked(format!(
+                "another fetchdocs run ({}) is using {}; nothing was done. Wait for it to finish, \
              or stop it",
-            pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}")),
-            cfg.output_dir.display()
-        )),
-        LockError::Io(e) => unusable(e),
-    })?;
-    let mut state = State::open(&cfg.output_dir).map_err(unusable)?;
+                pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}")),
+                cfg.output_dir.display()
+            )),
+            LockError::Io(e) => unusable(e),
+        })
+        .map_err(|e| report_early(cfg, &list.ids, e))?;
+    let mut state = State::open(&cfg.output_dir)
+        .map_err(unusable)
+        .map_err(|e| report_early(cfg, &list.ids, e))?;
     let ui = Ui::new(cfg.verbosity, cfg.progress_bars, list.ids.len() as u64);
     if state.skipped_lines > 0 {
         log::warn!(
@@ -118,11 +126,13 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
         && let Some(name) = name_in_dir(&cfg.output_dir, report)
     {
         if let Some(owner) = names.owner(&name) {
-            return Err(Fatal::Usage(format!(
+            let e = Fatal::Usage(format!(
                 "--report {} is where the file of {owner} was downloaded; choose another path \
                  for the report",
                 report.display()
-            )));
+            ));
+            // Not written: that path is the downloaded file's.
+            return Err(e);
         }
         names.reserve(&name);
     }
@@ -150,53 +160,94 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     }
 
     let started = Instant::now();
-    let result = if work.is_empty() {
-        Ok(())
-    } else {
-        let api = api_client(cfg)?;
-        let provider = match cfg.provider {
-            ProviderKind::Veridox => AnyProvider::Veridox(Veridox::new(api)),
-            ProviderKind::Keelvar => {
-                AnyProvider::Keelvar(Keelvar::new(api, cfg.job_timeout, PollPolicy::default()))
-            }
-        };
-        let files = file_host_client(cfg.read_timeout)
-            .map_err(|e| Fatal::Internal(format!("cannot set up the HTTP client: {e}")))?;
-        let pipeline = Pipeline {
-            provider: Arc::new(provider),
-            files,
-            policy: DownloadPolicy {
-                backoff: Backoff::default(),
-            },
-            concurrency: cfg.concurrency,
-            dry_run: cfg.dry_run,
-            output_dir: cfg.output_dir.clone(),
-            ui: &ui,
-            state: &mut state,
-            names: &mut names,
-            recorder: &mut recorder,
-            cancel,
-        };
-        pipeline.run(work).await.map(|_| ())
+    let result = match (work.is_empty(), clients(cfg)) {
+        (true, _) => Ok(()),
+        (false, Err(e)) => {
+            recorder.fail_unfinished(&format!("not attempted: {e}"));
+            Err(e)
+        }
+        (false, Ok((provider, files))) => {
+            let pipeline = Pipeline {
+                provider: Arc::new(provider),
+                files,
+                policy: DownloadPolicy {
+                    backoff: Backoff::default(),
+                },
+                concurrency: cfg.concurrency,
+                dry_run: cfg.dry_run,
+                output_dir: cfg.output_dir.clone(),
+                ui: &ui,
+                state: &mut state,
+                names: &mut names,
+                recorder: &mut recorder,
+                cancel,
+            };
+            pipeline.run(work).await.map(|_| ())
+        }
     };
     ui.finish();
 
     // The report is written whatever happened.
-    if let Some(path) = &cfg.report
-        && let Err(e) = recorder.write_report(path)
-    {
-        log::error!("cannot write the report to {}: {e}", path.display());
+    if let Err(e) = &result {
+        recorder.set_error(e.to_string());
     }
+    let reported = write_report(cfg, &recorder);
     if cfg.json {
         recorder.print_json_summary();
     }
     print_summary(cfg, &recorder, started.elapsed(), &ui);
     result?;
-    Ok(if recorder.summary().failed > 0 {
+    Ok(if recorder.summary().failed > 0 || !reported {
         Exit::FilesFailed
     } else {
         Exit::Success
     })
+}
+
+/// Refuse a `--report` path that cannot be written, before anything is requested.
+fn check_report_path(path: &std::path::Path) -> Result<(), Fatal> {
+    let bad = |why: String| Fatal::Usage(format!("--report {}: {why}", path.display()));
+    if path.is_dir() {
+        return Err(bad("is a directory; give a file name".into()));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(bad(format!(
+            "the directory {} does not exist; create it first",
+            dir.display()
+        )));
+    }
+    // The report is written aside and renamed over the path: try exactly that much.
+    tempfile::NamedTempFile::new_in(dir)
+        .map(drop)
+        .map_err(|e| bad(format!("cannot write in {}: {e}", dir.display())))
+}
+
+/// Write the report, if one was asked for; false if it could not be written (said on stderr).
+fn write_report(cfg: &Config, recorder: &Recorder) -> bool {
+    let Some(path) = &cfg.report else {
+        return true;
+    };
+    match recorder.write_report(path) {
+        Ok(()) => true,
+        Err(e) => {
+            log::error!("cannot write the report to {}: {e}", path.display());
+            false
+        }
+    }
+}
+
+/// The run ends before any download with `e`: every ID (those known) is reported as not
+/// attempted, with the reason, and `e` is handed on.
+fn report_early(cfg: &Config, ids: &[uuid::Uuid], e: Fatal) -> Fatal {
+    let mut recorder = Recorder::new(cfg.provider.vendor().name, ids, false, cfg.dry_run);
+    recorder.fail_unfinished(&format!("not attempted: {e}"));
+    recorder.set_error(e.to_string());
+    write_report(cfg, &recorder);
+    e
 }
 
 /// The file name of `path` if it lies directly in `dir` (both resolved as far as they exist).
@@ -208,6 +259,20 @@ fn name_in_dir(dir: &std::path::Path, path: &std::path::Path) -> Option<String> 
     };
     let same = std::fs::canonicalize(parent).ok()? == std::fs::canonicalize(dir).ok()?;
     same.then_some(name)
+}
+
+/// The vendor's API client (paced by its limits) and the file-host client.
+fn clients(cfg: &Config) -> Result<(AnyProvider, reqwest::Client), Fatal> {
+    let api = api_client(cfg)?;
+    let provider = match cfg.provider {
+        ProviderKind::Veridox => AnyProvider::Veridox(Veridox::new(api)),
+        ProviderKind::Keelvar => {
+            AnyProvider::Keelvar(Keelvar::new(api, cfg.job_timeout, PollPolicy::default()))
+        }
+    };
+    let files = file_host_client(cfg.read_timeout)
+        .map_err(|e| Fatal::Internal(format!("cannot set up the HTTP client: {e}")))?;
+    Ok((provider, files))
 }
 
 /// The client for the vendor's API host, paced by the vendor's limits.

@@ -183,3 +183,51 @@ fn an_empty_list_given_on_purpose_is_nothing_to_do() {
     assert_eq!(summary(&report), (0, 0, 0, 0));
     assert_eq!(env.sandbox.stats().api_requests, 0);
 }
+
+#[test]
+fn a_report_path_that_cannot_be_written_is_refused_before_any_request() {
+    let env = Env::generated(2);
+    let ids = env.ids_file(&env.all_ids());
+    for (report, why) in [
+        (env.path("no/such/dir/report.json"), "does not exist"),
+        (env.dir.path().to_path_buf(), "is a directory"),
+    ] {
+        let out = env
+            .cmd()
+            .arg("--ids")
+            .arg(&ids)
+            .arg("--report")
+            .arg(&report)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{}", stderr(&out));
+    }
+    assert_eq!(env.sandbox.stats().api_requests, 0);
+}
+
+#[test]
+fn a_run_refused_for_bad_input_still_replaces_yesterdays_report() {
+    let env = Env::generated(2);
+    let report = env.path("report.json");
+    std::fs::write(&report, r#"{"yesterday": true}"#).unwrap();
+    let ids = env.path("ids.txt");
+    std::fs::write(&ids, "not-an-id\n").unwrap();
+    let out = env
+        .cmd()
+        .arg("--ids")
+        .arg(&ids)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(written.get("yesterday").is_none(), "{written}");
+    assert!(
+        written["error"].as_str().unwrap().contains("bad line"),
+        "{written}"
+    );
+    assert_eq!(summary(&written), (0, 0, 0, 0));
+}

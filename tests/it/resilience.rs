@@ -24,11 +24,35 @@ fn a_second_run_on_the_same_directory_exits_4_and_names_the_holder() {
     env.wait_for("the first run to start downloading", |s| s.bytes_served > 0);
 
     let ids = env.ids_file(&env.all_ids());
-    let second = env.cmd().arg("--ids").arg(&ids).output().unwrap();
+    let second_report = env.path("second.json");
+    let second = env
+        .cmd()
+        .arg("--ids")
+        .arg(&ids)
+        .arg("--report")
+        .arg(&second_report)
+        .output()
+        .unwrap();
     assert_eq!(code(&second), 4, "{}", stderr(&second));
     let err = stderr(&second);
     assert!(err.contains(&format!("pid {}", first.id())), "{err}");
     assert!(err.contains("nothing was done"), "{err}");
+    // Its report says so too: every ID, not attempted, and why.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&second_report).unwrap()).unwrap();
+    assert_eq!(summary(&report), (6, 0, 0, 6));
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("another fetchdocs run")
+    );
+    for f in report["files"].as_array().unwrap() {
+        assert!(
+            f["error"].as_str().unwrap().starts_with("not attempted: "),
+            "{f}"
+        );
+    }
 
     // A lock left by a dead process does not block the next run.
     first.kill().unwrap();
@@ -37,6 +61,32 @@ fn a_second_run_on_the_same_directory_exits_4_and_names_the_holder() {
     assert_eq!(code(&third), 0, "{}", stderr(&third));
     env.assert_no_partial_under_final_names();
     assert_eq!(listing(&env.out()).len(), 6);
+}
+
+#[test]
+fn a_report_that_cannot_be_written_makes_the_exit_code_non_zero() {
+    let env = slow_env(3);
+    let dir = env.path("reports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let child = env
+        .std_cmd()
+        .arg("--ids")
+        .arg(env.ids_file(&env.all_ids()))
+        .arg("--report")
+        .arg(dir.join("report.json"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    env.wait_for("downloads to be under way", |s| s.bytes_served > 0);
+    // The report's directory goes away while the run is on.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(err.contains("cannot write the report"), "{err}");
+    assert!(err.contains("3 downloaded"), "every file arrived: {err}");
+    assert_eq!(code(&out), 1, "a missing report is not a success: {err}");
 }
 
 #[cfg(unix)]
