@@ -13,6 +13,7 @@ use crate::cli::DownloadArgs;
 use crate::error::Fatal;
 use crate::progress::Verbosity;
 use crate::provider::ProviderKind;
+use crate::report::Lines;
 
 /// What a run takes from its surroundings besides its flags: the process's own for `download`,
 /// the demo's for `demo` (so both build their [`Config`] the same way).
@@ -24,6 +25,7 @@ pub struct Surroundings {
     /// through (not a terminal, not `/dev/null`).
     pub stdin_has_data: bool,
     pub stderr_is_terminal: bool,
+    pub stdout_is_terminal: bool,
 }
 
 /// Whether standard input can carry piped data: a pipe, a socket or a regular file.
@@ -54,6 +56,7 @@ impl Surroundings {
             api_key: std::env::var_os(API_KEY_ENV),
             stdin_has_data: stdin_has_data(),
             stderr_is_terminal: std::io::stderr().is_terminal(),
+            stdout_is_terminal: std::io::stdout().is_terminal(),
         }
     }
 }
@@ -84,7 +87,6 @@ pub struct Config {
     pub output_dir: PathBuf,
     pub concurrency: usize,
     pub report: Option<PathBuf>,
-    pub json: bool,
     pub verbosity: Verbosity,
     pub requests_per_minute: u32,
     pub dry_run: bool,
@@ -95,6 +97,9 @@ pub struct Config {
     pub read_timeout: std::time::Duration,
     /// Show progress bars (stderr is a terminal and not quiet).
     pub progress_bars: bool,
+    /// What goes to stdout per ID: `--json` lines; with `--dry-run`, the name each ID would be
+    /// saved under (a table on a terminal, JSON lines otherwise).
+    pub lines: Lines,
 }
 
 impl Config {
@@ -139,7 +144,6 @@ impl Config {
             output_dir: args.output_dir,
             concurrency: args.concurrency as usize,
             report: args.report,
-            json: args.json,
             verbosity,
             requests_per_minute: args
                 .requests_per_minute
@@ -149,6 +153,11 @@ impl Config {
             job_timeout: std::time::Duration::from_secs(args.job_timeout),
             read_timeout: std::time::Duration::from_secs(args.read_timeout),
             progress_bars: verbosity != Verbosity::Quiet && env.stderr_is_terminal,
+            lines: match (args.json, args.dry_run, env.stdout_is_terminal) {
+                (true, _, _) | (false, true, false) => Lines::Json,
+                (false, true, true) => Lines::Table,
+                (false, false, _) => Lines::None,
+            },
         })
     }
 }

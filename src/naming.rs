@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
 /// Longest file name, in bytes, on the common file systems.
@@ -18,8 +19,9 @@ const MAX_EXT_BYTES: usize = 16;
 /// never `.`/`..`, never hidden, no separators or control characters, no Windows reserved device
 /// names or trailing dots/spaces, at most [`MAX_NAME_BYTES`] bytes.
 pub fn sanitize(label: &str, id: &Uuid) -> String {
+    // One spelling per name: composed (NFC), as most systems store it and as APFS compares it.
     let mut name: String = label
-        .chars()
+        .nfc()
         .map(|c| if is_unsafe_char(c) { '_' } else { c })
         .collect();
     // Windows strips trailing dots and spaces; leading/trailing blanks are never intended.
@@ -103,9 +105,10 @@ pub fn with_id_suffix(name: &str, id: &Uuid, full: bool) -> String {
     fit(name, &format!(" ({tag})"))
 }
 
-/// Case-insensitive key, so `Report.pdf` and `report.pdf` collide as they would on macOS and Windows.
+/// Case- and normalisation-insensitive key, so `Report.pdf` and `report.pdf`, or `Café` in NFC
+/// and in NFD, collide as they would on macOS (and the first pair on Windows).
 fn key(name: &str) -> String {
-    name.to_lowercase()
+    name.nfc().collect::<String>().to_lowercase()
 }
 
 /// Hands out final names so that no two IDs share one, and no file that fetchdocs did not write
@@ -190,6 +193,23 @@ mod tests {
         assert!(!is_windows_reserved(name), "{name}");
         let p = Path::new(name);
         assert_eq!(p.components().count(), 1, "{name}");
+    }
+
+    #[test]
+    fn one_name_per_spelling_of_a_label() {
+        let nfc = "Caf\u{e9} menu.pdf";
+        let nfd = "Cafe\u{301} menu.pdf";
+        assert_eq!(sanitize(nfd, &id(1)), nfc, "names are composed (NFC)");
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = NameRegistry::default();
+        let a = reg.assign(dir.path(), id(1), nfc, None);
+        let b = reg.assign(dir.path(), id(2), nfd, None);
+        assert_eq!(a, nfc);
+        assert_ne!(key(&a), key(&b), "the second gets a name of its own: {b}");
+        // A name an earlier run recorded in NFD still owns its NFC spelling.
+        let mut reg = NameRegistry::default();
+        reg.claim(nfd, id(3));
+        assert_ne!(reg.assign(dir.path(), id(4), nfc, None), nfc);
     }
 
     #[test]

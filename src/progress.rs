@@ -10,6 +10,7 @@
 //! Other crates' records show at warning level and above only, whatever `RUST_LOG` says: their
 //! debug output can carry signed URLs.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -108,6 +109,26 @@ fn eprint_line(line: &str) {
     match bars {
         Some(m) => m.suspend(|| eprintln!("{line}")),
         None => eprintln!("{line}"),
+    }
+}
+
+/// One line on stdout (`--json`, the dry-run table), with the bars on stderr lifted out of the
+/// way when both go to the same terminal. A closed stdout (`| head`) is ignored: the run and
+/// its report still matter.
+pub fn stdout_line(line: &str) {
+    let print = || {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
+    let bars = LOGGER
+        .bars
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match bars {
+        Some(m) => m.suspend(print),
+        None => print(),
     }
 }
 

@@ -62,12 +62,23 @@ pub struct Report<'a> {
     pub files: Vec<&'a FileEntry>,
 }
 
+/// What goes to stdout as each ID finishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lines {
+    /// Nothing (the summary goes to stderr).
+    None,
+    /// One JSON object per ID (`--json`; `--dry-run` when stdout is not a terminal).
+    Json,
+    /// `ID  name` per ID, under a header (`--dry-run` on a terminal).
+    Table,
+}
+
 /// Collects the outcome of every ID, in input order; each ID is finished exactly once.
 pub struct Recorder {
     provider: &'static str,
     order: Vec<Uuid>,
     entries: HashMap<Uuid, FileEntry>,
-    json_lines: bool,
+    lines: Lines,
     /// Kept up to date as IDs finish, so that reading it costs nothing.
     counts: Summary,
     bytes: u64,
@@ -76,12 +87,12 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(provider: &'static str, ids: &[Uuid], json_lines: bool, dry_run: bool) -> Self {
+    pub fn new(provider: &'static str, ids: &[Uuid], lines: Lines, dry_run: bool) -> Self {
         Recorder {
             provider,
             order: ids.to_vec(),
             entries: HashMap::with_capacity(ids.len()),
-            json_lines,
+            lines,
             counts: Summary {
                 requested: ids.len(),
                 resolved: dry_run.then_some(0),
@@ -113,8 +124,20 @@ impl Recorder {
             Status::Resolved => *c.resolved.get_or_insert(0) += 1,
             Status::Interrupted => c.interrupted += 1,
         }
-        if self.json_lines {
-            print_json_line(&entry);
+        match self.lines {
+            Lines::None => {}
+            Lines::Json => print_json_value(&entry),
+            Lines::Table => {
+                if self.entries.is_empty() {
+                    print_line(&format!("{:<36}  NAME", "ID"));
+                }
+                let what = match (&entry.path, &entry.error) {
+                    (Some(path), _) => path.clone(),
+                    (None, Some(e)) => format!("({:?}: {e})", entry.status).to_lowercase(),
+                    (None, None) => format!("({:?})", entry.status).to_lowercase(),
+                };
+                print_line(&format!("{}  {what}", entry.id));
+            }
         }
         self.entries.insert(entry.id, entry);
     }
@@ -203,17 +226,14 @@ impl Recorder {
     }
 }
 
-fn print_json_line(entry: &FileEntry) {
-    print_json_value(entry);
-}
-
 fn print_json_value<T: Serialize>(value: &T) {
     if let Ok(line) = serde_json::to_string(value) {
-        let mut out = std::io::stdout().lock();
-        // A closed stdout (`| head`) must not kill the run: the report still matters.
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        print_line(&line);
     }
+}
+
+fn print_line(line: &str) {
+    crate::progress::stdout_line(line);
 }
 
 /// `12.3 MiB`
@@ -239,7 +259,7 @@ mod tests {
     #[test]
     fn every_id_once_in_input_order() {
         let ids: Vec<Uuid> = (1..=3).map(Uuid::from_u128).collect();
-        let mut r = Recorder::new("veridox", &ids, false, false);
+        let mut r = Recorder::new("veridox", &ids, Lines::None, false);
         r.finish(FileEntry {
             id: ids[2],
             status: Status::Downloaded,

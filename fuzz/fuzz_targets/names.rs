@@ -11,6 +11,7 @@ fn assert_safe(name: &str) {
     assert!(!name.contains('/') && !name.contains('\\'), "{name:?}");
     assert!(!name.chars().any(char::is_control), "{name:?}");
     assert!(!name.starts_with('.'), "{name:?}");
+    assert!(unicode_normalization::is_nfc(name), "not NFC: {name:?}");
     assert!(!name.ends_with('.') && !name.ends_with(' '), "{name:?}");
     let mut parts = Path::new(name).components();
     assert!(matches!(parts.next(), Some(Component::Normal(_))), "{name:?}");

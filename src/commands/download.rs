@@ -21,7 +21,7 @@ use crate::provider::keelvar::{Keelvar, PollPolicy};
 use crate::provider::veridox::Veridox;
 use crate::provider::{AnyProvider, ProviderKind};
 use crate::ratelimit::RateLimiter;
-use crate::report::{FileEntry, Recorder, Status, human_bytes};
+use crate::report::{FileEntry, Lines, Recorder, Status, human_bytes};
 use crate::retry::Backoff;
 use crate::scheduler::Item;
 use crate::state::State;
@@ -116,7 +116,7 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     }
 
     let vendor = cfg.provider.vendor();
-    let mut recorder = Recorder::new(vendor.name, &list.ids, cfg.json, cfg.dry_run);
+    let mut recorder = Recorder::new(vendor.name, &list.ids, cfg.lines, cfg.dry_run);
     let mut names = NameRegistry::default();
     for (id, name) in state.names() {
         names.claim(name, *id);
@@ -192,7 +192,7 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
         recorder.set_error(e.to_string());
     }
     let reported = write_report(cfg, &recorder);
-    if cfg.json {
+    if cfg.lines == Lines::Json {
         recorder.print_json_summary();
     }
     print_summary(cfg, &recorder, started.elapsed(), &ui);
@@ -243,7 +243,7 @@ fn write_report(cfg: &Config, recorder: &Recorder) -> bool {
 /// The run ends before any download with `e`: every ID (those known) is reported as not
 /// attempted, with the reason, and `e` is handed on.
 fn report_early(cfg: &Config, ids: &[uuid::Uuid], e: Fatal) -> Fatal {
-    let mut recorder = Recorder::new(cfg.provider.vendor().name, ids, false, cfg.dry_run);
+    let mut recorder = Recorder::new(cfg.provider.vendor().name, ids, Lines::None, cfg.dry_run);
     recorder.fail_unfinished(&format!("not attempted: {e}"));
     recorder.set_error(e.to_string());
     write_report(cfg, &recorder);
@@ -317,14 +317,14 @@ fn print_summary(cfg: &Config, recorder: &Recorder, took: std::time::Duration, u
         0 => String::new(),
         n => format!(", {n} interrupted"),
     };
+    let volume = match s.resolved {
+        // A dry run moves no file bytes.
+        Some(_) => format!("{secs:.1}s"),
+        None => format!("{} in {secs:.1}s{rate}", human_bytes(recorder.bytes())),
+    };
     ui.info(&format!(
-        "fetchdocs: {resolved}{} downloaded, {} skipped, {} failed{interrupted} of {} requested ({} in {:.1}s{rate})",
-        s.downloaded,
-        s.skipped,
-        s.failed,
-        s.requested,
-        human_bytes(recorder.bytes()),
-        secs,
+        "fetchdocs: {resolved}{} downloaded, {} skipped, {} failed{interrupted} of {} requested ({volume})",
+        s.downloaded, s.skipped, s.failed, s.requested,
     ));
     // Only when there is something above to point at.
     if ui.failures_shown() > 0 && cfg.report.is_none() {

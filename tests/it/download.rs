@@ -3,6 +3,7 @@
 use crate::common::*;
 use fetchdocs_sandbox::{Catalog, Faults};
 use serde_json::Value;
+use uuid::Uuid;
 
 #[test]
 fn downloads_every_file_intact_and_reports_it() {
@@ -145,6 +146,22 @@ fn dry_run_resolves_but_downloads_nothing() {
             assert!(f["path"].is_string(), "the name it would be saved under");
         }
     }
+    // Not on a terminal, stdout has the same objects as --json: one per ID, then the summary.
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), ids.len() + 1, "{}", stdout(&out));
+    let by_id = |id: &Uuid| lines.iter().find(|l| l["id"] == id.to_string()).cloned();
+    for f in report["files"].as_array().unwrap() {
+        let id: Uuid = f["id"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            by_id(&id).as_ref(),
+            Some(f),
+            "the line is the report's entry"
+        );
+    }
+    assert_eq!(lines[ids.len()]["summary"]["resolved"], 5);
 }
 
 #[test]
