@@ -10,6 +10,8 @@ use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 
+use tokio::time::Instant;
+
 use crate::error::ApiError;
 use crate::ratelimit::RateLimiter;
 use crate::retry::{self, Backoff};
@@ -20,6 +22,10 @@ pub const MAX_API_BODY: usize = 8 * 1024 * 1024;
 pub const MAX_THROTTLED: u32 = 10;
 /// Per-request time limit for API calls.
 pub const API_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection to the API may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an API host that cannot be connected to is retried before the run gives up on it.
+pub const UNREACHABLE_WITHIN: Duration = Duration::from_secs(30);
 
 /// The environment variable that holds the API key.
 pub const API_KEY_ENV: &str = "FETCHDOCS_API_KEY";
@@ -120,7 +126,7 @@ impl ApiClient {
             .user_agent(concat!("fetchdocs/", env!("CARGO_PKG_VERSION")))
             // Never follow redirects with the key: a redirect could carry it to another host.
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(15))
+            .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(read_timeout)
             .timeout(API_TIMEOUT)
             .build()
@@ -159,6 +165,8 @@ impl ApiClient {
         let what = format!("{method} {}", url.path());
         let mut failures = 0u32;
         let mut throttled = 0u32;
+        // When the host was first found unreachable in this request's life.
+        let mut unreachable_since: Option<Instant> = None;
         loop {
             let permit = self.limiter.acquire().await;
             log::trace!("{what}");
@@ -182,7 +190,7 @@ impl ApiClient {
                             .or(reset)
                             .unwrap_or_else(|| self.backoff.delay(throttled));
                         if throttled > MAX_THROTTLED {
-                            return Err(ApiError::Request(format!(
+                            return Err(ApiError::Down(format!(
                                 "{what}: still rate-limited (HTTP 429) after {MAX_THROTTLED} waits; \
                                  lower --requests-per-minute"
                             )));
@@ -227,6 +235,29 @@ impl ApiClient {
                         }
                     }
                 }
+                Err(e) if retry::chain_has_tls_error(&e) => {
+                    // A TLS failure (a refused certificate above all) does not heal by retrying.
+                    return Err(self.unreachable(&format!("TLS failed: {}", root_cause(&e))));
+                }
+                Err(e) if e.is_connect() => {
+                    let since = *unreachable_since.get_or_insert_with(Instant::now);
+                    let cause = root_cause(&e);
+                    failures += 1;
+                    // Retried (a server restarting comes back), but within UNREACHABLE_WITHIN.
+                    let wait = self
+                        .backoff
+                        .next_wait(failures, None)
+                        .filter(|w| since.elapsed() + *w + CONNECT_TIMEOUT <= UNREACHABLE_WITHIN);
+                    let Some(wait) = wait else {
+                        return Err(self.unreachable(&format!(
+                            "{cause} ({failures} attempts in {:.0}s)",
+                            since.elapsed().as_secs_f64()
+                        )));
+                    };
+                    log::debug!("{what}: {cause}; retrying in {:.1}s", wait.as_secs_f64());
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
                 Err(e) if retry::is_transient_reqwest(&e) => {
                     (format!("{what}: {}", error_chain(&e.without_url())), None)
                 }
@@ -239,7 +270,7 @@ impl ApiClient {
             };
             failures += 1;
             let Some(wait) = self.backoff.next_wait(failures, server_wait) else {
-                return Err(ApiError::Request(retry::gave_up(&reason, failures)));
+                return Err(ApiError::Down(retry::gave_up(&reason, failures)));
             };
             log::debug!(
                 "{reason}; retrying in {:.1}s ({failures}/{})",
@@ -248,6 +279,19 @@ impl ApiClient {
             );
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+impl ApiClient {
+    /// The API host could not be reached: say which host (never a path or a key) and why.
+    fn unreachable(&self, cause: &str) -> ApiError {
+        let mut host = self.base.clone();
+        host.set_path("");
+        host.set_query(None);
+        ApiError::Unreachable(format!(
+            "cannot reach the API at {}: {cause}. Check --base-url, the network and any proxy",
+            host.as_str().trim_end_matches('/')
+        ))
     }
 }
 
@@ -307,6 +351,16 @@ pub fn describe_body(body: &[u8]) -> String {
     } else {
         format!(": {text}")
     }
+}
+
+/// The innermost error of a chain, which names the cause ("Connection refused (os error 111)",
+/// "failed to lookup address information: …") without the layers' wording around it.
+pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err;
+    while let Some(next) = retry::next_in_chain(current) {
+        current = next;
+    }
+    current.to_string()
 }
 
 /// An error and its sources, joined: "error sending request: connection refused".

@@ -38,8 +38,9 @@ API key: set FETCHDOCS_API_KEY, or pass --api-key-file FILE. It is never accepte
 command-line value, and never printed, logged or sent anywhere but the API host.
 
 Exit codes: 0 all files present; 1 some files failed (see --report); 2 usage or input error, \
-nothing requested; 3 the API refused the credentials; 4 another run holds the output directory; \
-70 fetchdocs itself could not start (runtime, HTTP client); 130 interrupted.")]
+nothing requested; 3 the API refused the credentials; 4 another run holds the output directory; 5 the API could \
+not be reached (connection refused, DNS, timeouts, TLS refused), said in one line; 70 fetchdocs \
+itself could not start (runtime, HTTP client); 130 interrupted.")]
 pub struct DownloadArgs {
     /// Which vendor API to use.
     #[arg(long, env = "FETCHDOCS_PROVIDER", value_enum)]

@@ -15,6 +15,8 @@ pub enum Exit {
     Auth = 3,
     /// Another run holds the output directory.
     Locked = 4,
+    /// The API could not be reached (connection refused, DNS, timeouts, TLS refused).
+    Unreachable = 5,
     /// fetchdocs itself could not work (no async runtime, no HTTP client, a sandbox that cannot
     /// bind): not the input's fault, so not 2 (`EX_SOFTWARE` of sysexits.h).
     Internal = 70,
@@ -43,6 +45,9 @@ pub enum Fatal {
     /// Local trouble that stops the run (the output directory became unusable…).
     #[error("{0}")]
     Local(String),
+    /// The API host could not be reached at all.
+    #[error("{0}")]
+    Unreachable(String),
     /// fetchdocs could not set itself up (runtime, HTTP client, sandbox listener).
     #[error("{0}")]
     Internal(String),
@@ -57,6 +62,7 @@ impl Fatal {
             Fatal::Usage(_) => Exit::Usage,
             Fatal::Auth(_) => Exit::Auth,
             Fatal::Locked(_) => Exit::Locked,
+            Fatal::Unreachable(_) => Exit::Unreachable,
             Fatal::Local(_) => Exit::FilesFailed,
             Fatal::Internal(_) => Exit::Internal,
             Fatal::Interrupted => Exit::Interrupted,
@@ -70,11 +76,18 @@ pub enum ApiError {
     /// 401/403 from the API host: the run cannot go on.
     #[error("{0}")]
     Auth(String),
+    /// The API host could not be reached (refused, DNS, timeouts past a bounded time, TLS).
+    #[error("{0}")]
+    Unreachable(String),
     /// The API answered, and the answer is final for these files (400, 404, 409…).
     #[error("{0}")]
     Rejected(String),
-    /// No usable answer even after retries (5xx, timeouts, garbage): the files may be asked for
-    /// again later, a bounded number of times.
+    /// No usable answer (garbage, an oversized or unexpected answer): the files may be asked
+    /// for again later, a bounded number of times.
     #[error("{0}")]
     Request(String),
+    /// Failures through every retry (5xx, 429s, timeouts, cut answers): the API itself is in
+    /// trouble. Asked again later too, but several in a row trip the breaker.
+    #[error("{0}")]
+    Down(String),
 }

@@ -69,6 +69,8 @@ impl<P: Provider> Pipeline<'_, P> {
         );
         let mut tasks: JoinSet<Done> = JoinSet::new();
         let started = Instant::now();
+        // A stop that lets what is under way finish first.
+        let mut after_drain: Option<Fatal> = None;
 
         let stop = 'run: loop {
             // Do what the scheduler says until it has nothing more for now.
@@ -78,12 +80,12 @@ impl<P: Provider> Pipeline<'_, P> {
                 if actions.is_empty() {
                     break wake;
                 }
-                if let Some(stop) = self.apply(actions, &mut tasks) {
+                if let Some(stop) = self.apply(actions, &mut tasks, &mut after_drain) {
                     break 'run Some(stop);
                 }
             };
             if scheduler.is_idle() {
-                break None;
+                break after_drain.take();
             }
 
             self.ui.plain_status(|| {
@@ -127,7 +129,7 @@ impl<P: Provider> Pipeline<'_, P> {
                     break None;
                 }
             };
-            if let Some(stop) = self.apply(actions, &mut tasks) {
+            if let Some(stop) = self.apply(actions, &mut tasks, &mut after_drain) {
                 break Some(stop);
             }
         };
@@ -147,9 +149,12 @@ impl<P: Provider> Pipeline<'_, P> {
                     Fatal::Auth(_) => self
                         .recorder
                         .fail_unfinished("not attempted: the API refused the credentials"),
-                    _ => self.recorder.fail_unfinished(
+                    Fatal::Local(_) => self.recorder.fail_unfinished(
                         "not attempted: the run stopped because the disk refused data",
                     ),
+                    other => self
+                        .recorder
+                        .fail_unfinished(&format!("not attempted: {other}")),
                 }
                 Err(fatal)
             }
@@ -162,8 +167,14 @@ impl<P: Provider> Pipeline<'_, P> {
         }
     }
 
-    /// Carry out the scheduler's actions; a [`Stop`] ends the run with its fatal error.
-    fn apply(&mut self, actions: Vec<Action>, tasks: &mut JoinSet<Done>) -> Option<Fatal> {
+    /// Carry out the scheduler's actions; a [`Stop`] ends the run with its fatal error, at once
+    /// or (`after_drain`) once what is under way has finished.
+    fn apply(
+        &mut self,
+        actions: Vec<Action>,
+        tasks: &mut JoinSet<Done>,
+        after_drain: &mut Option<Fatal>,
+    ) -> Option<Fatal> {
         for action in actions {
             match action {
                 Action::Start { ready, progress } => self.spawn_download(tasks, ready, progress),
@@ -181,6 +192,17 @@ impl<P: Provider> Pipeline<'_, P> {
                     });
                 }
                 Action::Fail { item, reason } => self.fail(&item, &reason),
+                Action::NotAttempted { item, reason } => {
+                    self.recorder.finish(FileEntry {
+                        id: item.id,
+                        status: Status::Failed,
+                        path: None,
+                        bytes: None,
+                        error: Some(reason),
+                        note: None,
+                    });
+                    self.ui.file_finished();
+                }
                 Action::Resolved { mut item, label } => {
                     let name = self.name_for(&mut item, &label);
                     self.recorder.finish(FileEntry {
@@ -200,6 +222,10 @@ impl<P: Provider> Pipeline<'_, P> {
                     note,
                 } => self.complete(&item, name, bytes, note),
                 Action::Stop(Stop::Credentials(msg)) => return Some(Fatal::Auth(msg)),
+                Action::Stop(Stop::Unreachable(msg)) => {
+                    log::debug!("{msg}; finishing the downloads under way");
+                    after_drain.get_or_insert(Fatal::Unreachable(msg));
+                }
                 Action::Stop(Stop::Storage(reason)) => {
                     return Some(Fatal::Local(format!(
                         "{reason}; stopping the run (free space or fix the output directory, \

@@ -83,7 +83,7 @@ pub fn chain_has_transient_io(err: &(dyn StdError + 'static)) -> bool {
         {
             return true;
         }
-        current = e.source();
+        current = next_in_chain(e);
     }
     false
 }
@@ -108,20 +108,33 @@ pub fn is_transient_io_kind(kind: io::ErrorKind) -> bool {
 /// (rustls' own error, also where an `io::Error` carries it), never by reading messages, which
 /// hold URLs and therefore file names such as `ISO_Certificate.pdf`.
 pub fn chain_has_certificate_error(err: &(dyn StdError + 'static)) -> bool {
+    first_tls_error(err).is_some_and(is_certificate_error)
+}
+
+/// Whether TLS failed somewhere in the error's source chain (a refused certificate, a handshake
+/// with something that does not speak TLS…), found by type.
+pub fn chain_has_tls_error(err: &(dyn StdError + 'static)) -> bool {
+    first_tls_error(err).is_some()
+}
+
+fn first_tls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = current {
-        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            // `io::Error::source` skips the error it wraps: look inside it.
-            e.downcast_ref::<io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if tls.is_some_and(is_certificate_error) {
-            return true;
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
         }
-        current = e.source();
+        current = next_in_chain(e);
     }
-    false
+    None
+}
+
+/// The next error down a chain. An `io::Error`'s own `source()` skips the error it wraps (and
+/// I/O errors get wrapped in I/O errors): its wrapped error comes next here.
+pub fn next_in_chain<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+    if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+        return Some(inner);
+    }
+    e.source()
 }
 
 fn is_certificate_error(e: &rustls::Error) -> bool {
@@ -254,6 +267,13 @@ mod tests {
             rustls::Error::DecryptError,
         ));
         assert!(!chain_has_certificate_error(&other_tls));
+        assert!(chain_has_tls_error(&other_tls));
+        // As hyper-util hands it up: an I/O error wrapping an I/O error wrapping rustls'.
+        let nested = Wrapper(io::Error::other(io::Error::new(
+            io::ErrorKind::InvalidData,
+            bad_cert,
+        )));
+        assert!(chain_has_certificate_error(&nested));
     }
 
     #[test]

@@ -49,6 +49,9 @@ use crate::provider::MintOutcome;
 
 /// Most mint calls under way at once (a Keelvar job can be polled while the next is submitted).
 pub const MAX_MINTS_IN_FLIGHT: usize = 2;
+/// Mint calls in a row that fail after their retries before every pending ID fails with the
+/// cause (a circuit breaker: an API that is down is not asked for each ID in turn).
+pub const BREAKER_AFTER: u32 = 3;
 /// Most times one ID takes part in a mint call before it fails.
 pub const MAX_MINTS_PER_FILE: u32 = 8;
 /// Times an ID the API's answer left out is asked for again (each time inside a later batch
@@ -252,6 +255,9 @@ pub enum Action {
     Mint(Vec<Item>),
     /// This item failed for good.
     Fail { item: Item, reason: String },
+    /// This item was not attempted because the run gave up on the API; the reason is said
+    /// once for all of them, not per item.
+    NotAttempted { item: Item, reason: String },
     /// `--dry-run`: a URL was obtained for this item under this label.
     Resolved { item: Item, label: String },
     /// The file is durable under its final name: record it.
@@ -272,6 +278,9 @@ pub enum Stop {
     Credentials(String),
     /// The disk refused data in a way that will fail every file.
     Storage(String),
+    /// The API host cannot be reached: nothing more is minted; downloads under way finish,
+    /// then the run ends with this.
+    Unreachable(String),
 }
 
 /// Counters worth reporting with `-v` and in the evidence scripts.
@@ -312,6 +321,10 @@ pub struct Scheduler {
     completions: VecDeque<Instant>,
     avg_duration: Option<Duration>,
     stats: RunStats,
+    /// Mint calls in a row that failed through all their retries ([`ApiError::Down`]).
+    failing_calls: u32,
+    /// Why minting was given up, once it was.
+    abandoned: Option<String>,
 }
 
 impl Scheduler {
@@ -332,6 +345,8 @@ impl Scheduler {
             completions: VecDeque::with_capacity(64),
             avg_duration: None,
             stats: RunStats::default(),
+            failing_calls: 0,
+            abandoned: None,
         }
     }
 
@@ -489,7 +504,19 @@ impl Scheduler {
         self.mint_latency = (self.mint_latency * 3 + took) / 4;
         match result {
             Err(ApiError::Auth(msg)) => actions.push(Action::Stop(Stop::Credentials(msg))),
+            Err(ApiError::Unreachable(msg)) => {
+                // Nothing more can be minted; what is in hand still downloads.
+                let first = self.abandoned.is_none();
+                self.abandon(&format!("not attempted: {msg}"), &mut actions);
+                for item in items {
+                    self.retry_mint(item, &msg, &mut actions);
+                }
+                if first {
+                    actions.push(Action::Stop(Stop::Unreachable(msg)));
+                }
+            }
             Err(ApiError::Rejected(msg)) => {
+                self.failing_calls = 0;
                 for item in items {
                     actions.push(Action::Fail {
                         item,
@@ -503,7 +530,25 @@ impl Scheduler {
                     self.retry_mint(item, &msg, &mut actions);
                 }
             }
+            Err(ApiError::Down(msg)) => {
+                log::warn!("{msg}");
+                self.failing_calls += 1;
+                if self.failing_calls >= BREAKER_AFTER {
+                    // The API keeps failing: every pending ID fails now, with the cause, rather
+                    // than each being asked for again and again.
+                    let why = format!(
+                        "the API kept failing ({} requests in a row, each after its retries): \
+                         {msg}",
+                        self.failing_calls
+                    );
+                    self.abandon(&why, &mut actions);
+                }
+                for item in items {
+                    self.retry_mint(item, &msg, &mut actions);
+                }
+            }
             Ok(outcome) => {
+                self.failing_calls = 0;
                 let mut by_id: HashMap<Uuid, Item> = items.into_iter().map(|i| (i.id, i)).collect();
                 for (id, reason) in outcome.errors {
                     if let Some(item) = by_id.remove(&id) {
@@ -638,9 +683,29 @@ impl Scheduler {
         }
     }
 
-    /// Put an item back to be minted again, unless it has had its share of mints.
+    /// Give up minting: every ID still waiting for a URL fails with `reason` (and any that
+    /// would need one later). URLs in hand are still used.
+    fn abandon(&mut self, reason: &str, actions: &mut Vec<Action>) {
+        if self.abandoned.is_none() {
+            self.abandoned = Some(reason.to_string());
+        }
+        for item in self.pending.drain(..).chain(self.omitted.drain(..)) {
+            actions.push(Action::NotAttempted {
+                item,
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    /// Put an item back to be minted again, unless it has had its share of mints (or minting
+    /// was given up).
     fn retry_mint(&mut self, item: Item, reason: &str, actions: &mut Vec<Action>) {
-        if item.mints >= MAX_MINTS_PER_FILE {
+        if let Some(why) = &self.abandoned {
+            actions.push(Action::NotAttempted {
+                item,
+                reason: why.clone(),
+            });
+        } else if item.mints >= MAX_MINTS_PER_FILE {
             let reason = format!("{reason} (gave up after {} tries)", item.mints);
             actions.push(Action::Fail { item, reason });
         } else {
@@ -980,27 +1045,92 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_id_is_minted_a_bounded_number_of_times() {
-        let mut s = Scheduler::new(VERIDOX, items(1));
+        let mut s = Scheduler::new(KEELVAR, items(1));
         let mut failed = None;
         for round in 1..=MAX_MINTS_PER_FILE {
             let now = Instant::now();
             let batch = take_mint(s.next(now, Duration::ZERO).0);
-            // The API never gives a usable answer (5xx past its retries, garbage…).
-            let result = Err(ApiError::Request("HTTP 503".into()));
-            let actions = s.minted(batch, result, Duration::ZERO);
+            // Every URL the API gives is already at its stated end.
+            let out = answer(&batch, now, Some(now));
+            assert!(s.minted(batch, Ok(out), Duration::ZERO).is_empty());
+            let (actions, _) = s.next(now, BUSY);
+            assert!(!actions.iter().any(|a| matches!(a, Action::Start { .. })));
+            let fail = actions.into_iter().find_map(|a| match a {
+                Action::Fail { reason, .. } => Some(reason),
+                _ => None,
+            });
             if round < MAX_MINTS_PER_FILE {
-                assert!(actions.is_empty(), "round {round}: asked again");
+                assert_eq!(fail, None, "round {round}: asked again");
             } else {
-                failed = actions.into_iter().find_map(|a| match a {
-                    Action::Fail { reason, .. } => Some(reason),
-                    _ => None,
-                });
+                failed = fail;
             }
         }
         let reason = failed.expect("failed after the last mint");
-        assert!(reason.contains("HTTP 503"), "{reason}");
+        assert!(reason.contains("expired or about to expire"), "{reason}");
         assert!(reason.contains("gave up after 8 tries"), "{reason}");
         assert!(s.is_idle());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn three_failed_mint_calls_in_a_row_fail_every_pending_id_with_the_cause() {
+        let mut s = Scheduler::new(KEELVAR, items(200));
+        let mut failed = Vec::new();
+        for _ in 0..BREAKER_AFTER {
+            let now = Instant::now();
+            let batch = take_mint(s.next(now, Duration::ZERO).0);
+            let result = Err(ApiError::Down("HTTP 503 (gave up after 6 attempts)".into()));
+            for a in s.minted(batch, result, Duration::ZERO) {
+                if let Action::Fail { item, reason } | Action::NotAttempted { item, reason } = a {
+                    failed.push((item.id, reason));
+                }
+            }
+        }
+        assert_eq!(failed.len(), 200, "every ID, at once");
+        assert!(
+            failed
+                .iter()
+                .all(|(_, r)| r.contains("the API kept failing"))
+        );
+        assert!(failed.iter().all(|(_, r)| r.contains("HTTP 503")));
+        assert!(s.is_idle());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_api_stops_minting_and_lets_downloads_under_way_finish() {
+        let mut s = Scheduler::new(VERIDOX, items(60));
+        let now = Instant::now();
+        let first = take_mint(s.next(now, Duration::ZERO).0);
+        let second = take_mint(s.next(now, Duration::ZERO).0);
+        let out = answer(&first, now, None);
+        s.minted(first, Ok(out), Duration::ZERO);
+        let started = starts(s.next(now, BUSY).0);
+        assert_eq!(started.len(), 4);
+        let actions = s.minted(
+            second,
+            Err(ApiError::Unreachable("cannot reach the API".into())),
+            Duration::ZERO,
+        );
+        let not_attempted = actions
+            .iter()
+            .filter(|a| matches!(a, Action::NotAttempted { .. }))
+            .count();
+        assert_eq!(not_attempted, 60 - 25, "the second batch and the rest");
+        assert!(matches!(
+            actions.last(),
+            Some(Action::Stop(Stop::Unreachable(_)))
+        ));
+        // The URLs in hand are still used; nothing more is minted.
+        let (actions, _) = s.next(now, Duration::ZERO);
+        assert!(mints(&actions).is_empty());
+        for r in started {
+            let done = Outcome::Done {
+                bytes: 1,
+                note: None,
+            };
+            s.finished(r.item, "x".into(), done, now);
+        }
+        let more = starts(s.next(now, Duration::ZERO).0);
+        assert_eq!(more.len(), 4, "the ready URLs keep downloading");
     }
 
     #[tokio::test(start_paused = true)]

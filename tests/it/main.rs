@@ -3,6 +3,7 @@
 
 mod common;
 
+mod api_down;
 mod architecture;
 
 mod auth_and_partial;
