@@ -346,6 +346,13 @@ pub fn resume_mismatch(
     }
 }
 
+/// Whether an error body says the request's signature or token expired (S3's "Request has
+/// expired", GCS's "ExpiredToken", Azure's "expiry time"…): the host's own protocol message.
+pub fn says_expired(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    text.contains("expired") || text.contains("expiry")
+}
+
 /// A file whose bytes are all in the `.part`, synced.
 struct Fetched {
     bytes: u64,
@@ -435,7 +442,12 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<Fetched, Att
         }
         (s, _) => {
             let body = resp.bytes().await.unwrap_or_default();
-            let excerpt = describe_body(&body[..body.len().min(512)]);
+            let head = &body[..body.len().min(512)];
+            // Some object stores refuse an expired signature with 400 and say so in the body.
+            if s == StatusCode::BAD_REQUEST && says_expired(head) {
+                return Err(AttemptError::Expired(requested_at));
+            }
+            let excerpt = describe_body(head);
             discard(&job.part).await;
             return Err(AttemptError::Final(match s {
                 StatusCode::NOT_FOUND | StatusCode::GONE => {

@@ -66,6 +66,10 @@ impl PollPolicy {
 #[derive(Debug, Default)]
 struct JobTimes(std::sync::Mutex<Option<Duration>>);
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl JobTimes {
     fn typical(&self) -> Option<Duration> {
         *self.0.lock().unwrap_or_else(|e| e.into_inner())
@@ -87,6 +91,8 @@ pub struct Keelvar {
     job_timeout: Duration,
     poll: PollPolicy,
     job_times: JobTimes,
+    /// Undocumented statuses already reported (each is said once).
+    unknown_statuses: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Keelvar {
@@ -96,6 +102,7 @@ impl Keelvar {
             job_timeout,
             poll,
             job_times: JobTimes::default(),
+            unknown_statuses: Default::default(),
         }
     }
 }
@@ -104,6 +111,9 @@ impl Keelvar {
 struct Job {
     #[serde(default)]
     id: Value,
+    /// Not documented, but seen: the job's id under this name.
+    #[serde(default)]
+    job_id: Value,
     #[serde(default)]
     status: Option<String>,
     #[serde(default)]
@@ -143,17 +153,23 @@ pub enum JobState {
     /// Terminal, unsuccessful: the batch may be submitted again.
     Failed(String),
     Running,
+    /// A word the documentation does not list: polled as running (until `--job-timeout`), and
+    /// said once.
+    Unknown(String),
 }
 
-/// `COMPLETED` is success; `FAILED` and other clearly terminal words are failure; anything else
-/// (including `PENDING`, `RUNNING`, or nothing) is still running.
+/// `COMPLETED` is success; `FAILED` and other clearly terminal words are failure; the
+/// documented and usual in-progress words (or no status) are running; anything else is unknown.
 pub fn job_state(status: Option<&str>) -> JobState {
     let s = status.unwrap_or("").trim().to_ascii_uppercase();
     match s.as_str() {
         "COMPLETED" => JobState::Completed,
         "FAILED" | "CANCELLED" | "CANCELED" | "ERROR" | "ERRORED" | "ABORTED" | "EXPIRED"
         | "REJECTED" | "TIMED_OUT" => JobState::Failed(s),
-        _ => JobState::Running,
+        "" | "PENDING" | "QUEUED" | "RUNNING" | "IN_PROGRESS" | "PROCESSING" | "STARTED" => {
+            JobState::Running
+        }
+        _ => JobState::Unknown(s),
     }
 }
 
@@ -236,7 +252,7 @@ pub struct JobAnswer {
 pub fn decode_job(body: &[u8]) -> Result<JobAnswer, String> {
     let job: Job = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     Ok(JobAnswer {
-        id: job_id(&job.id),
+        id: job_id(&job.id).or_else(|| job_id(&job.job_id)),
         state: job_state(job.status.as_deref()),
         detail: job.detail,
     })
@@ -319,7 +335,15 @@ impl Keelvar {
                 "the Keelvar API answered the job submission with something unreadable ({e})"
             ))
         })?;
-        let id = job.id.clone().ok_or_else(|| {
+        // The documented `id`, else `job_id`, else the job's address in `Location`.
+        let from_location = || {
+            let location = resp.headers.get(reqwest::header::LOCATION)?.to_str().ok()?;
+            let path = location.split(['?', '#']).next()?;
+            job_id(&Value::String(
+                path.trim_end_matches('/').rsplit('/').next()?.into(),
+            ))
+        };
+        let id = job.id.clone().or_else(from_location).ok_or_else(|| {
             ApiError::Request(
                 "the Keelvar API answered the job submission without a usable job id".into(),
             )
@@ -350,6 +374,15 @@ impl Keelvar {
                     return Ok(JobEnd::Failed(format!("job {id} ended {status}{why}")));
                 }
                 JobState::Running => {}
+                JobState::Unknown(word) => {
+                    if lock(&self.unknown_statuses).insert(word.clone()) {
+                        log::warn!(
+                            "Keelvar job {id} reports the status {word:?}, which the Keelvar \
+                             documentation does not list; polling it as still running, until \
+                             it completes or --job-timeout"
+                        );
+                    }
+                }
             }
             let now = Instant::now();
             if now >= deadline {
@@ -402,7 +435,7 @@ impl Keelvar {
                 }
             };
             bad_polls = 0;
-            if next.state == JobState::Running {
+            if matches!(next.state, JobState::Running | JobState::Unknown(_)) {
                 last_unfinished = sent;
             }
             job = next;
@@ -468,11 +501,19 @@ mod tests {
             Some("PENDING"),
             Some("RUNNING"),
             Some("QUEUED"),
+            Some("in_progress"),
             None,
             Some(""),
         ] {
             assert_eq!(job_state(running), JobState::Running, "{running:?}");
         }
+        for terminal in ["ERROR", "CANCELED", "CANCELLED", "EXPIRED"] {
+            assert!(matches!(job_state(Some(terminal)), JobState::Failed(_)));
+        }
+        assert_eq!(
+            job_state(Some("Warming_Up")),
+            JobState::Unknown("WARMING_UP".into())
+        );
     }
 
     #[test]
@@ -511,6 +552,21 @@ mod tests {
         );
         assert_eq!(describe_400(br#"{"errors": ["nope"]}"#), "nope");
         assert_eq!(describe_400(b"<html>"), "HTTP 400: <html>");
+    }
+
+    #[test]
+    fn a_job_is_named_by_id_or_job_id() {
+        let read = |b: &str| decode_job(b.as_bytes()).unwrap().id;
+        assert_eq!(
+            read(r#"{"id": "j1", "status": "PENDING"}"#),
+            Some("j1".into())
+        );
+        assert_eq!(
+            read(r#"{"job_id": 7, "status": "PENDING"}"#),
+            Some("7".into())
+        );
+        assert_eq!(read(r#"{"id": "j1", "job_id": "j2"}"#), Some("j1".into()));
+        assert_eq!(read(r#"{"status": "PENDING"}"#), None);
     }
 
     #[test]

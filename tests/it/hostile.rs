@@ -334,3 +334,21 @@ fn a_body_without_a_length_is_accepted_when_it_ends_cleanly_and_the_report_says_
         assert!(note.contains("announced no length"), "{f}");
     }
 }
+
+#[test]
+fn a_host_that_says_expired_with_a_400_gets_a_fresh_url_not_a_failure() {
+    // Some object stores refuse an expired signature with 400 and an XML body that says so.
+    // Each file's first URL is refused that way although the API said it was good.
+    let faults = Faults {
+        refuse_first_requests: 1,
+        expired_as_400: true,
+        ..Faults::default()
+    };
+    let env = Env::new(Catalog::generate(8, 73), faults);
+    let (out, report) = env.run(&env.all_ids(), &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (8, 8, 0, 0));
+    env.assert_intact(&report);
+    let s = env.sandbox.stats();
+    assert_eq!(s.file_requests, 16, "a refusal and a download each: {s:?}");
+}

@@ -256,3 +256,43 @@ fn a_url_that_dies_mid_file_costs_only_the_rest_of_the_file() {
         "only the rest was fetched: {s:?}"
     );
 }
+
+#[test]
+fn a_job_named_by_job_id_or_only_by_location_is_followed() {
+    for shape in ["job_id", "location"] {
+        let env = Env::keelvar(
+            Catalog::generate(20, 71),
+            Faults::default(),
+            KeelvarConfig {
+                job_id_as: shape,
+                ..KeelvarConfig::default()
+            },
+        );
+        let (out, report) = env.run(&env.all_ids(), &[]);
+        assert_eq!(code(&out), 0, "{shape}: {}", stderr(&out));
+        assert_eq!(summary(&report), (20, 20, 0, 0), "{shape}");
+        env.assert_intact(&report);
+        // A job the client could not name was submitted again and again (8 per batch).
+        let jobs = env.sandbox.stats().jobs_submitted;
+        assert!(jobs <= 5, "{shape}: {jobs} jobs for 20 files");
+    }
+}
+
+#[test]
+fn an_undocumented_status_is_said_once_and_polled_until_the_job_completes() {
+    let env = Env::keelvar(
+        Catalog::generate(60, 72),
+        Faults::default(),
+        KeelvarConfig {
+            running_status: "WARMING_UP",
+            polls_to_complete: 3,
+            ..KeelvarConfig::default()
+        },
+    );
+    let (out, report) = env.run(&env.all_ids(), &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    env.assert_intact(&report);
+    let err = stderr(&out);
+    assert_eq!(err.matches("WARMING_UP").count(), 1, "said once: {err}");
+    assert!(err.contains("--job-timeout"), "{err}");
+}

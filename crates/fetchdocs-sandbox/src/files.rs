@@ -208,6 +208,14 @@ impl Drop for InFlight {
     }
 }
 
+/// An expired signature refused as some object stores do: 400, and a body that says so.
+fn expired_400() -> Response {
+    plain(
+        StatusCode::BAD_REQUEST,
+        "<Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message></Error>",
+    )
+}
+
 fn plain(status: StatusCode, msg: &'static str) -> Response {
     (status, msg).into_response()
 }
@@ -245,6 +253,9 @@ async fn serve(
     let now = shared.now_ms();
     if now >= q.exp {
         stats.expired_hits.fetch_add(1, Ordering::SeqCst);
+        if control!(false, shared.cfg.faults.expired_as_400) {
+            return expired_400();
+        }
         return plain(StatusCode::FORBIDDEN, "Request has expired");
     }
     let Some(file) = shared.cfg.catalog.get(&id).cloned() else {
@@ -258,7 +269,10 @@ async fn serve(
             || shared.next_count(super::Counter::Refused, key) < f.refuse_first_requests
     );
     if refused {
-        return plain(StatusCode::FORBIDDEN, "Access Denied");
+        return match control!(false, f.expired_as_400) {
+            true => expired_400(),
+            false => plain(StatusCode::FORBIDDEN, "Access Denied"),
+        };
     }
     if q.hop.is_none() && shared.fault(FaultKind::Redirect, control!(0, f.redirect_percent), key) {
         let to = format!("/dl/{id}?iat={}&exp={}&sig={}&hop=1", q.iat, q.exp, q.sig);

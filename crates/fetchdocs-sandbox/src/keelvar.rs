@@ -144,18 +144,18 @@ async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Str
     let resp = job_json(&shared, &id, &job);
     let mut jobs = lock(&shared.jobs);
     jobs.by_id.insert(id.clone(), job);
-    jobs.order.push_back(id);
+    jobs.order.push_back(id.clone());
     while jobs.order.len() > MAX_JOBS {
         if let Some(old) = jobs.order.pop_front() {
             jobs.by_id.remove(&old);
         }
     }
     drop(jobs);
-    shared.with_rate_headers(
-        Vendor::Keelvar,
-        (StatusCode::CREATED, axum::Json(resp)).into_response(),
-        limits,
-    )
+    let mut resp = (StatusCode::CREATED, axum::Json(resp)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/jobs/{id}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    shared.with_rate_headers(Vendor::Keelvar, resp, limits)
 }
 
 /// Make a job terminal: FAILED if it is to fail, else COMPLETED with URLs signed now.
@@ -187,15 +187,22 @@ fn job_json(shared: &Shared, id: &str, job: &Job) -> Value {
     let (status, detail) = match &job.end {
         Some((s, d)) => (*s, d.clone()),
         None if job.polls == 0 => ("PENDING", Value::Null),
-        None => ("RUNNING", Value::Null),
+        None => (
+            control!("RUNNING", shared.cfg.keelvar.running_status),
+            Value::Null,
+        ),
     };
-    json!({
-        "id": id,
+    let mut body = json!({
         "type": "GENERATE_FILE_DOWNLOAD_LINKS",
         "status": status,
         "created": shared.rfc3339_at(job.created_ms),
         "detail": detail,
-    })
+    });
+    match control!("id", shared.cfg.keelvar.job_id_as) {
+        "location" => {}
+        field => body[field] = json!(id),
+    }
+    body
 }
 
 async fn poll(

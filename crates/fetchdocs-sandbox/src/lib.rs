@@ -301,6 +301,10 @@ pub struct Faults {
     /// Both APIs leave these IDs out of their answers (neither a URL nor an error).
     #[cfg(feature = "test-controls")]
     pub omit_ids: Vec<Uuid>,
+    /// Expired URLs are refused with 400 and an XML body saying so (as some object stores do)
+    /// instead of 403.
+    #[cfg(feature = "test-controls")]
+    pub expired_as_400: bool,
 }
 
 impl Default for Faults {
@@ -359,6 +363,8 @@ impl Default for Faults {
             refuse_first_requests: 0,
             #[cfg(feature = "test-controls")]
             omit_ids: Vec::new(),
+            #[cfg(feature = "test-controls")]
+            expired_as_400: false,
         }
     }
 }
@@ -387,6 +393,13 @@ pub struct KeelvarConfig {
     /// The first N API requests are answered 429 with `Retry-After: retry_after_secs`.
     #[cfg(feature = "test-controls")]
     pub force_429: u32,
+    /// How a submission names its job: `"id"` (documented), `"job_id"`, or `"location"` (only
+    /// a `Location: /api/jobs/{id}` header).
+    #[cfg(feature = "test-controls")]
+    pub job_id_as: &'static str,
+    /// The status word of a job still running after its first poll (documented: `RUNNING`).
+    #[cfg(feature = "test-controls")]
+    pub running_status: &'static str,
 }
 
 impl Default for KeelvarConfig {
@@ -404,6 +417,10 @@ impl Default for KeelvarConfig {
             strip_auth: false,
             #[cfg(feature = "test-controls")]
             force_429: 0,
+            #[cfg(feature = "test-controls")]
+            job_id_as: "id",
+            #[cfg(feature = "test-controls")]
+            running_status: "RUNNING",
         }
     }
 }
