@@ -18,8 +18,10 @@ use crate::retry::{self, Backoff};
 
 /// Most bytes read from any API response; a larger body is an error, not an allocation.
 pub const MAX_API_BODY: usize = 8 * 1024 * 1024;
-/// Most 429 answers one request waits out before it gives up.
+/// Most 429 answers one request waits out before it gives up…
 pub const MAX_THROTTLED: u32 = 10;
+/// …and the longest it waits them out in all (each `Retry-After` may ask for 15 min).
+pub const MAX_THROTTLED_FOR: Duration = Duration::from_secs(10 * 60);
 /// Per-request time limit for API calls.
 pub const API_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a connection to the API may take.
@@ -165,6 +167,7 @@ impl ApiClient {
         let what = format!("{method} {}", url.path());
         let mut failures = 0u32;
         let mut throttled = 0u32;
+        let mut throttled_for = Duration::ZERO;
         // When the host was first found unreachable in this request's life.
         let mut unreachable_since: Option<Instant> = None;
         loop {
@@ -189,10 +192,12 @@ impl ApiClient {
                         let wait = retry::retry_after(&headers)
                             .or(reset)
                             .unwrap_or_else(|| self.backoff.delay(throttled));
-                        if throttled > MAX_THROTTLED {
+                        throttled_for += wait;
+                        if throttled > MAX_THROTTLED || throttled_for > MAX_THROTTLED_FOR {
                             return Err(ApiError::Down(format!(
-                                "{what}: still rate-limited (HTTP 429) after {MAX_THROTTLED} waits; \
-                                 lower --requests-per-minute"
+                                "{what}: still rate-limited (HTTP 429) after {throttled} waits \
+                                 ({}s); lower --requests-per-minute",
+                                throttled_for.as_secs()
                             )));
                         }
                         log::debug!(

@@ -37,7 +37,8 @@ pub enum Command {
 API key: set FETCHDOCS_API_KEY, or pass --api-key-file FILE. It is never accepted as a plain \
 command-line value, and never printed, logged or sent anywhere but the API host.
 
-Exit codes: 0 all files present; 1 some files failed (see --report); 2 usage or input error, \
+Exit codes: 0 all files present; 1 some files failed (see --report), or --max-run-time \
+stopped the run; 2 usage or input error, \
 nothing requested; 3 the API refused the credentials; 4 another run holds the output directory; 5 the API could \
 not be reached (connection refused, DNS, timeouts, TLS refused), said in one line; 70 fetchdocs \
 itself could not start (runtime, HTTP client); 130 interrupted.")]
@@ -111,6 +112,63 @@ pub struct DownloadArgs {
     #[arg(long, env = "FETCHDOCS_JOB_TIMEOUT", value_name = "SECONDS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub job_timeout: u64,
+
+    /// A download slower than this many bytes a second for --speed-time is cut and resumed
+    /// (0: never).
+    #[arg(
+        long,
+        env = "FETCHDOCS_SPEED_LIMIT",
+        value_name = "BYTES",
+        default_value_t = 1024
+    )]
+    pub speed_limit: u64,
+
+    /// See --speed-limit.
+    #[arg(long, env = "FETCHDOCS_SPEED_TIME", value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub speed_time: u64,
+
+    /// How long one ID may take across mints, retries and waits before it fails.
+    #[arg(long, env = "FETCHDOCS_GIVE_UP_AFTER", value_name = "SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub give_up_after: u64,
+
+    /// Stop the whole run after this long, as Ctrl-C would (partial data kept for the next run),
+    /// and exit 1 [default: no limit].
+    #[arg(long, env = "FETCHDOCS_MAX_RUN_TIME", value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub max_run_time: Option<u64>,
+
+    /// Largest file accepted (e.g. 500M, 10G): a longer announced length, or a body without
+    /// one that grows past it, fails that file.
+    #[arg(long, env = "FETCHDOCS_MAX_FILE_SIZE", value_name = "SIZE", default_value = "10G",
+          value_parser = parse_size)]
+    pub max_file_size: u64,
+}
+
+/// `123`, `500K`, `20M`, `10G`, `1T` (powers of 1024; a trailing `B` or `iB` is allowed).
+pub fn parse_size(raw: &str) -> Result<u64, String> {
+    let s = raw.trim();
+    let upper = s.to_ascii_uppercase();
+    let digits = upper.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = upper[digits.len()..]
+        .trim_end_matches("IB")
+        .trim_end_matches('B');
+    let shift = match unit {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("{raw:?}: use a number of bytes, or K, M, G or T")),
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{raw:?}: use a number of bytes, or K, M, G or T"))?;
+    n.checked_mul(1 << shift)
+        .filter(|&v| v > 0)
+        .ok_or_else(|| format!("{raw:?} is not a usable size"))
 }
 
 #[cfg(feature = "sandbox")]

@@ -95,6 +95,15 @@ pub struct Config {
     pub job_timeout: std::time::Duration,
     /// The longest a body may stall before it is cut and retried.
     pub read_timeout: std::time::Duration,
+    /// A download slower than `speed_limit` bytes/s for `speed_time` is cut and resumed.
+    pub speed_limit: u64,
+    pub speed_time: std::time::Duration,
+    /// How long one ID may take across mints, retries and waits.
+    pub give_up_after: std::time::Duration,
+    /// When the whole run stops, if ever.
+    pub max_run_time: Option<std::time::Duration>,
+    /// Largest file accepted.
+    pub max_file_size: u64,
     /// Show progress bars (stderr is a terminal and not quiet).
     pub progress_bars: bool,
     /// What goes to stdout per ID: `--json` lines; with `--dry-run`, the name each ID would be
@@ -152,6 +161,11 @@ impl Config {
             force: args.force,
             job_timeout: std::time::Duration::from_secs(args.job_timeout),
             read_timeout: std::time::Duration::from_secs(args.read_timeout),
+            speed_limit: args.speed_limit,
+            speed_time: std::time::Duration::from_secs(args.speed_time),
+            give_up_after: std::time::Duration::from_secs(args.give_up_after),
+            max_run_time: args.max_run_time.map(std::time::Duration::from_secs),
+            max_file_size: args.max_file_size,
             progress_bars: verbosity != Verbosity::Quiet && env.stderr_is_terminal,
             lines: match (args.json, args.dry_run, env.stdout_is_terminal) {
                 (true, _, _) | (false, true, false) => Lines::Json,

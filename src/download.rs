@@ -25,6 +25,11 @@ const WRITE_BUFFER: usize = 256 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub struct DownloadPolicy {
     pub backoff: Backoff,
+    /// A transfer slower than `speed_limit` bytes/s over `speed_time` is cut (and resumed).
+    pub speed_limit: u64,
+    pub speed_time: Duration,
+    /// Largest file accepted, announced or not.
+    pub max_file_size: u64,
 }
 
 /// Most redirects one file request follows.
@@ -182,7 +187,7 @@ pub fn is_storage_wide(kind: std::io::ErrorKind) -> bool {
 pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &DownloadPolicy) -> Outcome {
     let mut failures = 0u32;
     loop {
-        match attempt(client, job).await {
+        match attempt(client, job, policy).await {
             Ok(Fetched { bytes, note }) => {
                 return match finish(&job.part, &job.dest).await {
                     Ok(()) => {
@@ -359,7 +364,11 @@ struct Fetched {
     note: Option<String>,
 }
 
-async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<Fetched, AttemptError> {
+async fn attempt(
+    client: &reqwest::Client,
+    job: &FileJob,
+    policy: &DownloadPolicy,
+) -> Result<Fetched, AttemptError> {
     // Never write through a link planted where the temporary file goes (a symbolic link, or a
     // hard link to a file elsewhere): it could point outside the output directory.
     let have = match tokio::fs::symlink_metadata(&job.part).await {
@@ -459,6 +468,15 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<Fetched, Att
     };
 
     let _ = job.progress.accepted.set(requested_at);
+    if let Some(t) = total
+        && t > policy.max_file_size
+    {
+        discard(&job.part).await;
+        return Err(AttemptError::Final(format!(
+            "the file is {t} bytes, more than --max-file-size ({} bytes)",
+            policy.max_file_size
+        )));
+    }
     let mut file = if start == 0 {
         write_meta(&job.part, &meta)
             .await
@@ -486,6 +504,11 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<Fetched, Att
     let mut stream = resp.bytes_stream();
     let mut cut: Option<String> = None;
     let mut cancelled = false;
+    // The transfer's speed, judged over windows of `speed_time`: a host that drips a byte now
+    // and then never trips the read timeout, but trips this.
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut window = (Instant::now(), written);
     loop {
         let next = tokio::select! {
             biased;
@@ -494,6 +517,22 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<Fetched, Att
                 break;
             }
             next = stream.next() => next,
+            _ = check.tick() => {
+                let (since, at) = window;
+                if since.elapsed() >= policy.speed_time {
+                    let secs = policy.speed_time.as_secs().max(1);
+                    if policy.speed_limit > 0 && written - at < policy.speed_limit * secs {
+                        cut = Some(format!(
+                            "file host: slower than {} bytes/s for {secs}s (--speed-limit); \
+                             cut after {written} bytes",
+                            policy.speed_limit
+                        ));
+                        break;
+                    }
+                    window = (Instant::now(), written);
+                }
+                continue;
+            }
         };
         let Some(chunk) = next else { break };
         let chunk = match chunk {
@@ -515,6 +554,16 @@ async fn attempt(client: &reqwest::Client, job: &FileJob) -> Result<Fetched, Att
                 format!("file host sent more than the {t} bytes it announced"),
                 None,
             ));
+        }
+        if written + chunk.len() as u64 > policy.max_file_size {
+            // No length was announced, and the body does not end: not onto this disk.
+            drop(out);
+            discard(&job.part).await;
+            return Err(AttemptError::Final(format!(
+                "the file host sent more than --max-file-size ({} bytes) without announcing a \
+                 length",
+                policy.max_file_size
+            )));
         }
         out.write_all(&chunk)
             .await

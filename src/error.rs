@@ -54,6 +54,12 @@ pub enum Fatal {
     /// SIGINT/SIGTERM.
     #[error("interrupted; partial downloads are kept and the next run resumes them")]
     Interrupted,
+    /// `--max-run-time` ran out.
+    #[error(
+        "stopped after {0}s (--max-run-time); partial downloads are kept and the next run \
+         resumes them"
+    )]
+    OutOfTime(u64),
 }
 
 impl Fatal {
@@ -66,6 +72,7 @@ impl Fatal {
             Fatal::Local(_) => Exit::FilesFailed,
             Fatal::Internal(_) => Exit::Internal,
             Fatal::Interrupted => Exit::Interrupted,
+            Fatal::OutOfTime(_) => Exit::FilesFailed,
         }
     }
 }

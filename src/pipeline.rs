@@ -22,6 +22,14 @@ use crate::state::{Record, State};
 /// How long in-flight downloads get to flush their data after Ctrl-C before they are aborted.
 const WIND_DOWN: Duration = Duration::from_millis(1500);
 
+/// Until `at`, or forever.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A task's result, handed back to the scheduler.
 enum Done {
     Mint {
@@ -43,6 +51,10 @@ pub struct Pipeline<'a, P: Provider> {
     pub policy: DownloadPolicy,
     pub concurrency: usize,
     pub dry_run: bool,
+    /// How long one ID may take across mints, retries and waits.
+    pub give_up_after: Duration,
+    /// When the whole run stops (`--max-run-time`).
+    pub deadline: Option<Instant>,
     pub output_dir: PathBuf,
     pub ui: &'a Ui,
     pub state: &'a mut State,
@@ -64,6 +76,7 @@ impl<P: Provider> Pipeline<'_, P> {
                 max_batch: vendor.max_batch,
                 url_lifetime: vendor.url_lifetime,
                 dry_run: self.dry_run,
+                give_up_after: self.give_up_after,
             },
             items,
         );
@@ -106,6 +119,12 @@ impl<P: Provider> Pipeline<'_, P> {
                     self.wind_down(&mut scheduler, &mut tasks).await;
                     break Some(Fatal::Interrupted);
                 }
+                _ = sleep_until_some(self.deadline) => {
+                    // As Ctrl-C would: what arrived is kept, and the next run resumes it.
+                    self.cancel.cancel();
+                    self.wind_down(&mut scheduler, &mut tasks).await;
+                    break Some(Fatal::OutOfTime(started.elapsed().as_secs()));
+                }
                 res = tasks.join_next(), if !tasks.is_empty() => res,
                 _ = tokio::time::sleep_until(wake) => None,
             };
@@ -115,7 +134,7 @@ impl<P: Provider> Pipeline<'_, P> {
                     items,
                     result,
                     took,
-                }) => scheduler.minted(items, result, took),
+                }) => scheduler.minted(items, result, took, Instant::now()),
                 Ok(Done::File {
                     item,
                     name,
@@ -145,7 +164,9 @@ impl<P: Provider> Pipeline<'_, P> {
         match stop {
             Some(fatal) => {
                 match &fatal {
-                    Fatal::Interrupted => self.recorder.interrupt_unfinished(),
+                    Fatal::Interrupted | Fatal::OutOfTime(_) => {
+                        self.recorder.interrupt_unfinished()
+                    }
                     Fatal::Auth(_) => self
                         .recorder
                         .fail_unfinished("not attempted: the API refused the credentials"),

@@ -210,6 +210,8 @@ pub struct Item {
     expirations: u32,
     /// Mint answers that left this ID out.
     omissions: u32,
+    /// When it was first asked for: its time budget (`--give-up-after`) counts from here.
+    first_mint: Option<Instant>,
 }
 
 impl Item {
@@ -221,6 +223,7 @@ impl Item {
             mints: 0,
             expirations: 0,
             omissions: 0,
+            first_mint: None,
         }
     }
 }
@@ -302,6 +305,8 @@ pub struct Settings {
     pub url_lifetime: Duration,
     /// Resolve only: nothing is started.
     pub dry_run: bool,
+    /// How long one ID may take across mints, retries and waits.
+    pub give_up_after: Duration,
 }
 
 /// The run's scheduling state (see the module docs for the policy).
@@ -325,6 +330,8 @@ pub struct Scheduler {
     failing_calls: u32,
     /// Why minting was given up, once it was.
     abandoned: Option<String>,
+    /// The `now` of the latest call.
+    now: Instant,
 }
 
 impl Scheduler {
@@ -347,6 +354,7 @@ impl Scheduler {
             stats: RunStats::default(),
             failing_calls: 0,
             abandoned: None,
+            now: Instant::now(),
         }
     }
 
@@ -367,6 +375,7 @@ impl Scheduler {
     /// and the latest moment to ask again. At most one mint call per answer: the driver asks
     /// again at once after starting one, so that the rate limiter is consulted for each.
     pub fn next(&mut self, now: Instant, api_delay: Duration) -> (Vec<Action>, Instant) {
+        self.now = now;
         let mut actions = Vec::new();
         let j = self.settings.concurrency;
         // Start what can start.
@@ -420,6 +429,7 @@ impl Scheduler {
                     batch.extend(self.omitted.drain(..room.min(self.omitted.len())));
                     for item in &mut batch {
                         item.mints += 1;
+                        item.first_mint.get_or_insert(now);
                     }
                     self.minting += batch.len();
                     self.mint_calls_open += 1;
@@ -497,7 +507,9 @@ impl Scheduler {
         items: Vec<Item>,
         result: Result<MintOutcome, ApiError>,
         took: Duration,
+        now: Instant,
     ) -> Vec<Action> {
+        self.now = now;
         let mut actions = Vec::new();
         self.minting -= items.len();
         self.mint_calls_open -= 1;
@@ -596,6 +608,7 @@ impl Scheduler {
         outcome: Outcome,
         now: Instant,
     ) -> Vec<Action> {
+        self.now = now;
         let mut actions = Vec::new();
         let active = self.active.remove(&item.id);
         match outcome {
@@ -668,7 +681,9 @@ impl Scheduler {
     /// times.
     fn omitted_by_api(&mut self, mut item: Item, actions: &mut Vec<Action>) {
         item.omissions += 1;
-        if item.omissions > MAX_ASKS_AFTER_OMISSION {
+        if let Some(reason) = self.out_of_time(&item, "not returned by the API") {
+            actions.push(Action::Fail { item, reason });
+        } else if item.omissions > MAX_ASKS_AFTER_OMISSION {
             let reason = format!(
                 "not returned by the API (left out of {} answers)",
                 item.omissions
@@ -697,14 +712,28 @@ impl Scheduler {
         }
     }
 
-    /// Put an item back to be minted again, unless it has had its share of mints (or minting
-    /// was given up).
+    /// Why `item` is not to be asked for again because its time is up, if it is.
+    fn out_of_time(&self, item: &Item, reason: &str) -> Option<String> {
+        let budget = self.settings.give_up_after;
+        let spent = self.now.saturating_duration_since(item.first_mint?);
+        (spent >= budget).then(|| {
+            format!(
+                "{reason}; gave up after {}s on this file (--give-up-after)",
+                spent.as_secs()
+            )
+        })
+    }
+
+    /// Put an item back to be minted again, unless it has had its share of mints or of time
+    /// (or minting was given up).
     fn retry_mint(&mut self, item: Item, reason: &str, actions: &mut Vec<Action>) {
         if let Some(why) = &self.abandoned {
             actions.push(Action::NotAttempted {
                 item,
                 reason: why.clone(),
             });
+        } else if let Some(reason) = self.out_of_time(&item, reason) {
+            actions.push(Action::Fail { item, reason });
         } else if item.mints >= MAX_MINTS_PER_FILE {
             let reason = format!("{reason} (gave up after {} tries)", item.mints);
             actions.push(Action::Fail { item, reason });
@@ -763,12 +792,14 @@ mod tests {
         max_batch: 25,
         url_lifetime: Duration::from_secs(3600),
         dry_run: false,
+        give_up_after: Duration::from_secs(3600),
     };
     const KEELVAR: Settings = Settings {
         concurrency: 4,
         max_batch: 50,
         url_lifetime: Duration::from_secs(60),
         dry_run: false,
+        give_up_after: Duration::from_secs(3600),
     };
 
     /// An `api_delay` that keeps the scheduler from minting.
@@ -843,7 +874,7 @@ mod tests {
         assert_eq!(wake, now + TICK);
         let out = answer(&batch, now, None);
         assert!(
-            s.minted(batch, Ok(out), Duration::from_millis(100))
+            s.minted(batch, Ok(out), Duration::from_millis(100), Instant::now())
                 .is_empty()
         );
         let started = starts(s.next(now, Duration::ZERO).0);
@@ -867,9 +898,9 @@ mod tests {
         // …then nothing until fewer than -j + one batch are in hand.
         assert!(mints(&s.next(now, Duration::ZERO).0).is_empty());
         let out = answer(&first, now, None);
-        s.minted(first, Ok(out), Duration::ZERO);
+        s.minted(first, Ok(out), Duration::ZERO, Instant::now());
         let out = answer(&second, now, None);
-        s.minted(second, Ok(out), Duration::ZERO);
+        s.minted(second, Ok(out), Duration::ZERO, Instant::now());
         assert_eq!(starts(s.next(now, BUSY).0).len(), 4);
         // The last 10 are asked for only once nothing is in hand: one request, not several.
         assert!(mints(&s.next(now, Duration::ZERO).0).is_empty());
@@ -908,7 +939,7 @@ mod tests {
         let batch = take_mint(s.next(now, Duration::ZERO).0);
         // The vendor says the URL dies in 2 s: inside the 5 s start margin.
         let out = answer(&batch, now, Some(now + Duration::from_secs(2)));
-        s.minted(batch, Ok(out), Duration::from_millis(100));
+        s.minted(batch, Ok(out), Duration::from_millis(100), Instant::now());
         let (actions, _) = s.next(now, Duration::ZERO);
         assert_eq!(s.stats().stale_before_start, 1);
         // Not started, and asked for again straight away.
@@ -921,7 +952,7 @@ mod tests {
     fn mint_and_start(s: &mut Scheduler, now: Instant) -> Vec<Ready> {
         let batch = take_mint(s.next(now, Duration::ZERO).0);
         let out = answer(&batch, now, None);
-        s.minted(batch, Ok(out), Duration::ZERO);
+        s.minted(batch, Ok(out), Duration::ZERO, Instant::now());
         starts(s.next(now, BUSY).0)
     }
 
@@ -956,7 +987,7 @@ mod tests {
         let batch = take_mint(s.next(t0, Duration::ZERO).0);
         assert_eq!(batch.len(), 50, "full batch");
         let out = answer(&batch, t0, None);
-        s.minted(batch, Ok(out), Duration::ZERO);
+        s.minted(batch, Ok(out), Duration::ZERO, Instant::now());
         let first = starts(s.next(t0, BUSY).0).pop().expect("one start");
         // 10 s later the host refuses it. One file refused says nothing about the others.
         tokio::time::advance(Duration::from_secs(10)).await;
@@ -1001,7 +1032,7 @@ mod tests {
         let t0 = Instant::now();
         let batch = take_mint(s.next(t0, Duration::ZERO).0);
         let out = answer(&batch, t0, None);
-        s.minted(batch, Ok(out), Duration::ZERO);
+        s.minted(batch, Ok(out), Duration::ZERO, Instant::now());
         // The same file refused four times, its other 49 URLs waiting: they are all tried.
         let refused = Uuid::from_u128(3);
         let mut failures = Vec::new();
@@ -1028,7 +1059,7 @@ mod tests {
                 let now = Instant::now();
                 let batch = take_mint(s.next(now, Duration::ZERO).0);
                 let out = answer(&batch, now, None);
-                s.minted(batch, Ok(out), Duration::ZERO);
+                s.minted(batch, Ok(out), Duration::ZERO, Instant::now());
             }
         }
         assert_eq!(s.stats().stale_before_start, 0, "no URL discarded unused");
@@ -1052,7 +1083,10 @@ mod tests {
             let batch = take_mint(s.next(now, Duration::ZERO).0);
             // Every URL the API gives is already at its stated end.
             let out = answer(&batch, now, Some(now));
-            assert!(s.minted(batch, Ok(out), Duration::ZERO).is_empty());
+            assert!(
+                s.minted(batch, Ok(out), Duration::ZERO, Instant::now())
+                    .is_empty()
+            );
             let (actions, _) = s.next(now, BUSY);
             assert!(!actions.iter().any(|a| matches!(a, Action::Start { .. })));
             let fail = actions.into_iter().find_map(|a| match a {
@@ -1072,6 +1106,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_id_that_keeps_needing_fresh_urls_fails_when_its_time_is_up() {
+        let settings = Settings {
+            give_up_after: Duration::from_secs(10),
+            ..VERIDOX
+        };
+        let mut s = Scheduler::new(settings, items(1));
+        let ready = mint_and_start(&mut s, Instant::now())
+            .pop()
+            .expect("started");
+        // Refused after 11 s (a slow host, a long queue): its 10 s are spent.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let now = Instant::now();
+        let actions = s.finished(
+            ready.item,
+            "a".into(),
+            Outcome::Expired { requested_at: now },
+            now,
+        );
+        assert!(
+            matches!(&actions[..], [Action::Fail { reason, .. }] if reason.contains("--give-up-after")),
+            "{actions:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn three_failed_mint_calls_in_a_row_fail_every_pending_id_with_the_cause() {
         let mut s = Scheduler::new(KEELVAR, items(200));
         let mut failed = Vec::new();
@@ -1079,7 +1138,7 @@ mod tests {
             let now = Instant::now();
             let batch = take_mint(s.next(now, Duration::ZERO).0);
             let result = Err(ApiError::Down("HTTP 503 (gave up after 6 attempts)".into()));
-            for a in s.minted(batch, result, Duration::ZERO) {
+            for a in s.minted(batch, result, Duration::ZERO, Instant::now()) {
                 if let Action::Fail { item, reason } | Action::NotAttempted { item, reason } = a {
                     failed.push((item.id, reason));
                 }
@@ -1102,13 +1161,14 @@ mod tests {
         let first = take_mint(s.next(now, Duration::ZERO).0);
         let second = take_mint(s.next(now, Duration::ZERO).0);
         let out = answer(&first, now, None);
-        s.minted(first, Ok(out), Duration::ZERO);
+        s.minted(first, Ok(out), Duration::ZERO, Instant::now());
         let started = starts(s.next(now, BUSY).0);
         assert_eq!(started.len(), 4);
         let actions = s.minted(
             second,
             Err(ApiError::Unreachable("cannot reach the API".into())),
             Duration::ZERO,
+            now,
         );
         let not_attempted = actions
             .iter()
@@ -1156,7 +1216,7 @@ mod tests {
                             if batch.iter().any(|i| i.id == left_out) {
                                 out.missing.push(left_out);
                             }
-                            for a in s.minted(batch, Ok(out), Duration::ZERO) {
+                            for a in s.minted(batch, Ok(out), Duration::ZERO, Instant::now()) {
                                 if let Action::Fail { item, reason } = a {
                                     failed.push((item.id, reason));
                                 }
@@ -1217,7 +1277,12 @@ mod tests {
         let mut s = Scheduler::new(VERIDOX, items(30));
         let now = Instant::now();
         let batch = take_mint(s.next(now, Duration::ZERO).0);
-        let actions = s.minted(batch, Err(ApiError::Auth("bad key".into())), Duration::ZERO);
+        let actions = s.minted(
+            batch,
+            Err(ApiError::Auth("bad key".into())),
+            Duration::ZERO,
+            Instant::now(),
+        );
         assert!(matches!(&actions[..], [Action::Stop(Stop::Credentials(m))] if m == "bad key"));
 
         let mut s = Scheduler::new(VERIDOX, items(1));
@@ -1270,7 +1335,7 @@ mod tests {
         let batch = take_mint(s.next(now, Duration::ZERO).0);
         assert_eq!(batch.len(), 25);
         let out = answer(&batch, now, None);
-        let actions = s.minted(batch, Ok(out), Duration::ZERO);
+        let actions = s.minted(batch, Ok(out), Duration::ZERO, Instant::now());
         assert_eq!(actions.len(), 25);
         assert!(actions.iter().all(|a| matches!(a, Action::Resolved { .. })));
         assert!(starts(s.next(now, Duration::ZERO).0).is_empty());

@@ -399,7 +399,16 @@ impl Keelvar {
             n += 1;
             tokio::time::sleep(wait).await;
             let sent = Instant::now();
-            let resp = self.api.send(Method::GET, &path, None).await?;
+            // --job-timeout holds also while polls wait out 429s.
+            let Ok(resp) =
+                tokio::time::timeout_at(deadline, self.api.send(Method::GET, &path, None)).await
+            else {
+                return Err(ApiError::Rejected(format!(
+                    "the Keelvar job {id} did not complete within {}s (--job-timeout)",
+                    self.job_timeout.as_secs()
+                )));
+            };
+            let resp = resp?;
             match resp.status {
                 s if s.is_success() => {}
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err(auth_error(&resp)),

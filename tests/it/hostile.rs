@@ -352,3 +352,56 @@ fn a_host_that_says_expired_with_a_400_gets_a_fresh_url_not_a_failure() {
     let s = env.sandbox.stats();
     assert_eq!(s.file_requests, 16, "a refusal and a download each: {s:?}");
 }
+
+#[test]
+fn a_host_that_drips_is_cut_by_the_speed_limit_and_the_file_resumed() {
+    // The first answer for each file drips 64 bytes a second: never silent long enough for
+    // the read timeout, far below --speed-limit.
+    let faults = Faults {
+        drip_first_requests: 1,
+        ..Faults::default()
+    };
+    let env = Env::new(Catalog::generate(4, 81), faults);
+    let started = std::time::Instant::now();
+    let (out, report) = env.run(
+        &env.all_ids(),
+        &["--speed-limit", "1024", "--speed-time", "2"],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (4, 4, 0, 0));
+    env.assert_intact(&report);
+    let s = env.sandbox.stats();
+    assert_eq!(
+        s.file_requests, 8,
+        "one cut and one whole answer each: {s:?}"
+    );
+    // A generous bound: without the speed limit each file would take minutes.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn files_larger_than_max_file_size_fail_announced_or_not() {
+    let files = vec![file(1, "small.pdf", 1_000), file(2, "big.pdf", 50_000)];
+    for no_length in [0, 100] {
+        let faults = Faults {
+            no_length_percent: no_length,
+            max_per_item: 0,
+            ..Faults::default()
+        };
+        let env = Env::new(Catalog::new(files.clone()), faults);
+        let (out, report) = env.run(&env.all_ids(), &["--max-file-size", "20K"]);
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        assert_eq!(summary(&report), (2, 1, 0, 1));
+        let big = &report["files"][1];
+        assert!(
+            big["error"].as_str().unwrap().contains("--max-file-size"),
+            "{big}"
+        );
+        assert!(
+            listing(&env.out()) == ["small.pdf"],
+            "{:?}",
+            listing(&env.out())
+        );
+        assert!(env.partial_files().is_empty(), "nothing left on the disk");
+    }
+}

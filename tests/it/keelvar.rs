@@ -296,3 +296,29 @@ fn an_undocumented_status_is_said_once_and_polled_until_the_job_completes() {
     assert_eq!(err.matches("WARMING_UP").count(), 1, "said once: {err}");
     assert!(err.contains("--job-timeout"), "{err}");
 }
+
+#[test]
+fn job_timeout_holds_while_polls_are_answered_429() {
+    // Every poll is throttled with Retry-After: 5 s, ten of which a request would wait out.
+    let faults = Faults {
+        retry_after_secs: 5,
+        ..Faults::default()
+    };
+    let env = Env::keelvar(
+        Catalog::generate(5, 82),
+        faults,
+        KeelvarConfig {
+            throttle_polls: true,
+            ..KeelvarConfig::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    let (out, report) = env.run(&env.all_ids(), &["--job-timeout", "2"]);
+    let took = started.elapsed();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(summary(&report), (5, 0, 0, 5));
+    let e = report["files"][0]["error"].as_str().unwrap();
+    assert!(e.contains("--job-timeout"), "{e}");
+    // Three submissions at most, each cut at 2 s: not ten 5-second waits per poll.
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}

@@ -64,6 +64,29 @@ fn a_second_run_on_the_same_directory_exits_4_and_names_the_holder() {
 }
 
 #[test]
+fn max_run_time_stops_the_run_as_ctrl_c_would_and_the_next_run_resumes() {
+    let env = slow_env(8);
+    let ids = env.all_ids();
+    let started = Instant::now();
+    let (out, report) = env.run(&ids, &["-j", "2", "--max-run-time", "2"]);
+    let took = started.elapsed();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("stopped after") && err.contains("--max-run-time"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    let interrupted = report["summary"]["interrupted"].as_u64().unwrap_or(0);
+    assert!(interrupted > 0, "{report}");
+    assert!(!env.partial_files().is_empty(), "partial data kept");
+    env.assert_no_partial_under_final_names();
+    let (again, report) = env.run(&ids, &[]);
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    env.assert_intact(&report);
+}
+
+#[test]
 fn a_report_that_cannot_be_written_makes_the_exit_code_non_zero() {
     let env = slow_env(3);
     let dir = env.path("reports");

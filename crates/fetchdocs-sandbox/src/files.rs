@@ -345,7 +345,11 @@ async fn serve(
     } else {
         None
     };
-    let bps = f.slow_body_bps;
+    let dripped = control!(
+        false,
+        shared.next_count(super::Counter::Dripped, key) < f.drip_first_requests
+    );
+    let bps = if dripped { 64 } else { f.slow_body_bps };
     let chunk = if bps > 0 {
         (bps / 10).clamp(256, 64 * 1024) as usize
     } else {

@@ -215,6 +215,18 @@ async fn poll(
         Err(resp) => return *resp,
     };
     shared.stats.job_polls.fetch_add(1, Ordering::SeqCst);
+    if control!(false, shared.cfg.keelvar.throttle_polls) {
+        shared.stats.api_throttled.fetch_add(1, Ordering::SeqCst);
+        let secs = control!(1, shared.cfg.faults.retry_after_secs);
+        let mut resp = (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(json!({"detail": "Request was throttled."})),
+        )
+            .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return resp;
+    }
     if shared.fault(
         FaultKind::Garbage,
         control!(0, shared.cfg.faults.api_garbage_percent),

@@ -305,6 +305,9 @@ pub struct Faults {
     /// instead of 403.
     #[cfg(feature = "test-controls")]
     pub expired_as_400: bool,
+    /// The first N requests for each file drip their body at 64 bytes a second.
+    #[cfg(feature = "test-controls")]
+    pub drip_first_requests: u32,
 }
 
 impl Default for Faults {
@@ -365,6 +368,8 @@ impl Default for Faults {
             omit_ids: Vec::new(),
             #[cfg(feature = "test-controls")]
             expired_as_400: false,
+            #[cfg(feature = "test-controls")]
+            drip_first_requests: 0,
         }
     }
 }
@@ -400,6 +405,9 @@ pub struct KeelvarConfig {
     /// The status word of a job still running after its first poll (documented: `RUNNING`).
     #[cfg(feature = "test-controls")]
     pub running_status: &'static str,
+    /// Every poll is answered 429 with `Retry-After: retry_after_secs` (submissions are not).
+    #[cfg(feature = "test-controls")]
+    pub throttle_polls: bool,
 }
 
 impl Default for KeelvarConfig {
@@ -421,6 +429,8 @@ impl Default for KeelvarConfig {
             job_id_as: "id",
             #[cfg(feature = "test-controls")]
             running_status: "RUNNING",
+            #[cfg(feature = "test-controls")]
+            throttle_polls: false,
         }
     }
 }
@@ -588,6 +598,8 @@ pub(crate) enum Counter {
     Served,
     /// File requests refused for `refuse_first_requests`.
     Refused,
+    /// File bodies dripped for `drip_first_requests`.
+    Dripped,
 }
 
 /// Kinds of injected faults: each has its own attempt counter and cap per item.
