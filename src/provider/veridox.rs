@@ -62,34 +62,44 @@ struct ErrorEntry {
     error: Option<serde_json::Value>,
 }
 
-/// `{"error_code", "error_message", "error_details"?}`
+/// `{"error_code", "error_message", "error_details"?}` as documented; `{"message"}` as gateways
+/// in front of it answer.
 #[derive(Deserialize)]
 struct ErrorBody {
     #[serde(default)]
     error_code: Option<String>,
     #[serde(default)]
     error_message: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
 }
 
-/// The vendor's error body in words: "API key expired (request.authentication.api-key.expired)".
+/// The vendor's error body in words, after its status: "HTTP 401: API key expired
+/// (request.authentication.api-key.expired)". A body of another shape is quoted (a `message`
+/// field, else a short excerpt); the status is said once.
 pub fn vendor_message(resp: &ApiResponse) -> String {
-    match serde_json::from_slice::<ErrorBody>(&resp.body) {
+    let status = resp.status.as_u16();
+    let text = match serde_json::from_slice::<ErrorBody>(&resp.body) {
         Ok(ErrorBody {
             error_code,
             error_message,
-        }) if error_code.is_some() || error_message.is_some() => {
-            let msg = error_message.unwrap_or_default();
+            message,
+        }) if error_code.is_some() || error_message.is_some() || message.is_some() => {
+            let msg = error_message.or(message).unwrap_or_default();
             match error_code {
                 Some(code) if msg.is_empty() => code,
                 Some(code) => format!("{msg} ({code})"),
                 None => msg,
             }
         }
-        _ => format!(
-            "HTTP {}{}",
-            resp.status,
-            describe_body(&resp.body).trim_start_matches(':')
-        ),
+        _ => describe_body(&resp.body)
+            .trim_start_matches(':')
+            .trim()
+            .to_string(),
+    };
+    match text.is_empty() {
+        true => format!("HTTP {status}, no reason given"),
+        false => format!("HTTP {status}: {text}"),
     }
 }
 
@@ -112,10 +122,9 @@ impl Provider for Veridox {
             s if s.is_success() => {}
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 return Err(ApiError::Auth(format!(
-                    "the Veridox API refused the API key: {} (HTTP {}). Put a valid key in \
+                    "the Veridox API refused the API key ({}). Put a valid key in \
                      FETCHDOCS_API_KEY or the file given to --api-key-file",
                     vendor_message(&resp),
-                    resp.status.as_u16()
                 )));
             }
             s if s.is_redirection() => {
@@ -196,6 +205,36 @@ fn remaining(expires_at: &str, server_now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer(status: u16, body: &str) -> ApiResponse {
+        ApiResponse {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: Default::default(),
+            body: bytes::Bytes::from(body.to_string()),
+        }
+    }
+
+    #[test]
+    fn the_vendors_reason_in_words_with_the_status_once() {
+        let documented = r#"{"error_code": "request.authentication.api-key.expired",
+                             "error_message": "API key expired"}"#;
+        assert_eq!(
+            vendor_message(&answer(401, documented)),
+            "HTTP 401: API key expired (request.authentication.api-key.expired)"
+        );
+        assert_eq!(
+            vendor_message(&answer(401, r#"{"message":"Unauthorized"}"#)),
+            "HTTP 401: Unauthorized"
+        );
+        assert_eq!(
+            vendor_message(&answer(502, "<html>Bad gateway</html>")),
+            "HTTP 502: <html>Bad gateway</html>"
+        );
+        assert_eq!(
+            vendor_message(&answer(403, "")),
+            "HTTP 403, no reason given"
+        );
+    }
 
     #[test]
     fn remaining_uses_the_server_clock() {
