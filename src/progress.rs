@@ -99,28 +99,8 @@ impl log::Log for Logger {
     fn flush(&self) {}
 }
 
-/// One line on stderr, with the bars (if any) lifted out of the way.
-fn eprint_line(line: &str) {
-    let bars = LOGGER
-        .bars
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    match bars {
-        Some(m) => m.suspend(|| eprintln!("{line}")),
-        None => eprintln!("{line}"),
-    }
-}
-
-/// One line on stdout (`--json`, the dry-run table), with the bars on stderr lifted out of the
-/// way when both go to the same terminal. A closed stdout (`| head`) is ignored: the run and
-/// its report still matter.
-pub fn stdout_line(line: &str) {
-    let print = || {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-    };
+/// Run `print` with the bars (if any) lifted out of the way.
+fn above_bars(print: impl FnOnce()) {
     let bars = LOGGER
         .bars
         .lock()
@@ -130,6 +110,21 @@ pub fn stdout_line(line: &str) {
         Some(m) => m.suspend(print),
         None => print(),
     }
+}
+
+/// One line on stderr, above the bars.
+fn eprint_line(line: &str) {
+    above_bars(|| eprintln!("{line}"));
+}
+
+/// One line on stdout (`--json`, the dry-run table), above the bars when both go to the same
+/// terminal. A closed stdout (`| head`) is ignored: the run and its report still matter.
+pub fn stdout_line(line: &str) {
+    above_bars(|| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    });
 }
 
 fn set_bars(bars: Option<MultiProgress>) {

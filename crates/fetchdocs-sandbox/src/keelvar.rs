@@ -45,15 +45,9 @@ fn gate(shared: &Shared, headers: &HeaderMap, fault_key: u64) -> Result<(u64, u6
     let limits = match shared.admit_api(Vendor::Keelvar) {
         Ok(l) => l,
         Err(wait) => {
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let mut resp = (
-                StatusCode::TOO_MANY_REQUESTS,
-                axum::Json(json!({"detail": "Request was throttled."})),
-            )
-                .into_response();
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            return Err(Box::new(resp));
+            return Err(Box::new(throttled(
+                wait.as_secs_f64().ceil().max(1.0) as u64
+            )));
         }
     };
     let f = &shared.cfg.faults;
@@ -84,6 +78,18 @@ fn gate(shared: &Shared, headers: &HeaderMap, fault_key: u64) -> Result<(u64, u6
             ))
         }
     }
+}
+
+/// Keelvar's 429, with `Retry-After: secs`.
+fn throttled(secs: u64) -> Response {
+    let mut resp = (
+        StatusCode::TOO_MANY_REQUESTS,
+        axum::Json(json!({"detail": "Request was throttled."})),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
 }
 
 fn bad_request(field: Option<&str>, msg: &str) -> Response {
@@ -217,15 +223,7 @@ async fn poll(
     shared.stats.job_polls.fetch_add(1, Ordering::SeqCst);
     if control!(false, shared.cfg.keelvar.throttle_polls) {
         shared.stats.api_throttled.fetch_add(1, Ordering::SeqCst);
-        let secs = control!(1, shared.cfg.faults.retry_after_secs);
-        let mut resp = (
-            StatusCode::TOO_MANY_REQUESTS,
-            axum::Json(json!({"detail": "Request was throttled."})),
-        )
-            .into_response();
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return resp;
+        return throttled(control!(1, shared.cfg.faults.retry_after_secs));
     }
     if shared.fault(
         FaultKind::Garbage,
