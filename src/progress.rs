@@ -113,7 +113,7 @@ fn above_bars(print: impl FnOnce()) {
 }
 
 /// One line on stderr, above the bars.
-fn eprint_line(line: &str) {
+pub fn eprint_line(line: &str) {
     above_bars(|| eprintln!("{line}"));
 }
 

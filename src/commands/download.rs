@@ -79,7 +79,7 @@ fn read_ids(source: &IdSource, kind: ProviderKind) -> Result<IdList, Fatal> {
 /// The whole run of one validated `Config` (also what `demo` runs, once per vendor).
 pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fatal> {
     if let Some(path) = &cfg.report {
-        check_report_path(path)?;
+        check_report_path(path, &cfg.output_dir)?;
     }
     // From here on every way out writes the report, so yesterday's never passes for today's.
     let list = read_ids(&cfg.ids, cfg.provider).map_err(|e| report_early(cfg, &[], e))?;
@@ -209,8 +209,9 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     })
 }
 
-/// Refuse a `--report` path that cannot be written, before anything is requested.
-fn check_report_path(path: &std::path::Path) -> Result<(), Fatal> {
+/// Refuse a `--report` path that cannot be written, before anything is requested. Its directory
+/// must exist, unless it is the output directory, which the run creates.
+fn check_report_path(path: &std::path::Path, output_dir: &std::path::Path) -> Result<(), Fatal> {
     let bad = |why: String| Fatal::Usage(format!("--report {}: {why}", path.display()));
     if path.is_dir() {
         return Err(bad("is a directory; give a file name".into()));
@@ -220,6 +221,9 @@ fn check_report_path(path: &std::path::Path) -> Result<(), Fatal> {
         _ => std::path::Path::new("."),
     };
     if !dir.is_dir() {
+        if dir.components().eq(output_dir.components()) {
+            return Ok(());
+        }
         return Err(bad(format!(
             "the directory {} does not exist; create it first",
             dir.display()

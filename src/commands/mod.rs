@@ -58,8 +58,8 @@ fn spawn_signal_handler(cancel: CancellationToken) {
             }
             count += 1;
             if count == 1 {
-                eprintln!(
-                    "\nfetchdocs: interrupted; stopping (press Ctrl-C again to quit at once)"
+                crate::progress::eprint_line(
+                    "fetchdocs: interrupted; stopping (press Ctrl-C again to quit at once)",
                 );
                 cancel.cancel();
             } else {

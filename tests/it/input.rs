@@ -207,6 +207,27 @@ fn a_report_path_that_cannot_be_written_is_refused_before_any_request() {
 }
 
 #[test]
+fn a_report_inside_an_output_directory_yet_to_be_created_is_fine() {
+    // The README's own example: -o out/ --report out/report.json on a fresh machine.
+    let env = Env::generated(3);
+    let out_dir = env.path("fresh");
+    let out = env
+        .cmd()
+        .arg("--ids")
+        .arg(env.ids_file(&env.all_ids()))
+        .arg("-o")
+        .arg(format!("{}/", out_dir.display()))
+        .arg("--report")
+        .arg(out_dir.join("report.json"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(summary(&report), (3, 3, 0, 0));
+}
+
+#[test]
 fn a_run_refused_for_bad_input_still_replaces_yesterdays_report() {
     let env = Env::generated(2);
     let report = env.path("report.json");
