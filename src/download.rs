@@ -148,14 +148,20 @@ pub struct FileJob {
     pub cancel: CancellationToken,
 }
 
+/// A file complete under its final name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Whole {
+    pub bytes: u64,
+    /// Of every byte, computed as they streamed (and over the resumed prefix, read once).
+    pub sha256: String,
+    /// Something the report should say about this file although it is complete.
+    pub note: Option<String>,
+}
+
 /// How one download ended.
 #[derive(Debug)]
 pub enum Outcome {
-    Done {
-        bytes: u64,
-        /// Something the report should say about this file although it is complete.
-        note: Option<String>,
-    },
+    Done(Whole),
     /// The file host refused the signed URL (403): mint a new one. Bytes on disk are kept.
     Expired {
         requested_at: Instant,
@@ -188,11 +194,11 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
     let mut failures = 0u32;
     loop {
         match attempt(client, job, policy).await {
-            Ok(Fetched { bytes, note }) => {
+            Ok(whole) => {
                 return match finish(&job.part, &job.dest).await {
                     Ok(()) => {
                         remove(&meta_path(&job.part)).await;
-                        Outcome::Done { bytes, note }
+                        Outcome::Done(whole)
                     }
                     Err(e) => Outcome::Failed(format!(
                         "cannot move the finished file into place at {}: {e}",
@@ -265,6 +271,141 @@ pub struct PartMeta {
     pub etag: Option<String>,
     /// Its `Last-Modified`.
     pub last_modified: Option<String>,
+    /// What the host says the whole file's digests are, to check the bytes against.
+    #[serde(default)]
+    pub expected: Expected,
+}
+
+/// Digests the file host vouches for, with where each came from (for messages).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Expected {
+    /// MD5, hex.
+    pub md5: Option<(String, String)>,
+    /// CRC32C.
+    pub crc32c: Option<(u32, String)>,
+}
+
+impl Expected {
+    /// From an answer's headers. `whole_body`: the body is the whole file (a 200), so that
+    /// `Content-MD5`, which describes the body, describes the file.
+    pub fn of(headers: &reqwest::header::HeaderMap, whole_body: bool) -> Expected {
+        use base64::Engine;
+        let b64 = |v: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok()
+        };
+        let mut e = Expected::default();
+        if whole_body
+            && let Some(md5) = headers
+                .get("content-md5")
+                .and_then(|v| v.to_str().ok())
+                .and_then(b64)
+                .filter(|d| d.len() == 16)
+        {
+            e.md5 = Some((hex(&md5), "Content-MD5".into()));
+        }
+        // x-goog-hash: crc32c=<b64>,md5=<b64> (one header or several).
+        for value in headers.get_all("x-goog-hash") {
+            for part in value.to_str().unwrap_or("").split(',') {
+                match part.trim().split_once('=') {
+                    Some(("md5", v)) => {
+                        if let Some(d) = b64(v).filter(|d| d.len() == 16) {
+                            e.md5.get_or_insert((hex(&d), "x-goog-hash md5".into()));
+                        }
+                    }
+                    Some(("crc32c", v)) => {
+                        if let Some(d) = b64(v).and_then(|d| <[u8; 4]>::try_from(d).ok()) {
+                            e.crc32c = Some((u32::from_be_bytes(d), "x-goog-hash crc32c".into()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // An S3-style ETag of a single-part upload is the MD5 of the object (a multipart one has
+        // a `-N` suffix and is not).
+        if let Some(etag) = headers.get(ETAG).and_then(|v| v.to_str().ok()) {
+            let tag = etag.trim_start_matches("W/").trim_matches('"');
+            if tag.len() == 32
+                && tag.bytes().all(|b| b.is_ascii_hexdigit())
+                && !etag.starts_with("W/")
+            {
+                e.md5
+                    .get_or_insert((tag.to_ascii_lowercase(), "ETag (MD5)".into()));
+            }
+        }
+        e
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The digests of a file's bytes, computed as they stream.
+struct Digests {
+    sha256: sha2::Sha256,
+    md5: Option<md5::Md5>,
+    crc32c: Option<u32>,
+    expected: Expected,
+}
+
+impl Digests {
+    fn new(expected: Expected) -> Self {
+        use md5::Digest;
+        Digests {
+            sha256: sha2::Sha256::new(),
+            md5: expected.md5.is_some().then(md5::Md5::new),
+            crc32c: expected.crc32c.is_some().then_some(0),
+            expected,
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        use sha2::Digest;
+        self.sha256.update(data);
+        if let Some(m) = &mut self.md5 {
+            m.update(data);
+        }
+        if let Some(c) = &mut self.crc32c {
+            *c = crc32c::crc32c_append(*c, data);
+        }
+    }
+
+    /// Which of the host's digests the bytes do not match, if any; and the sha256.
+    fn finish(self) -> Result<String, String> {
+        use sha2::Digest;
+        if let (Some(m), Some((want, from))) = (self.md5, &self.expected.md5)
+            && hex(&m.finalize()) != *want
+        {
+            return Err(from.clone());
+        }
+        if let (Some(c), Some((want, from))) = (self.crc32c, &self.expected.crc32c)
+            && c != *want
+        {
+            return Err(from.clone());
+        }
+        Ok(hex(&self.sha256.finalize()))
+    }
+}
+
+/// Feed the first `len` bytes already in the `.part` to `digests` (a resume: read once).
+async fn digest_prefix(part: &Path, len: u64, digests: &mut Digests) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::File::open(part).await?;
+    let mut buf = vec![0; WRITE_BUFFER];
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = f.read(&mut buf[..want]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        digests.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 impl PartMeta {
@@ -280,6 +421,7 @@ impl PartMeta {
             // A weak validator cannot vouch for bytes (RFC 9110 §13.1.5): not usable in If-Range.
             etag: header(ETAG).filter(|e| !e.starts_with("W/")),
             last_modified: header(LAST_MODIFIED),
+            expected: Expected::of(resp.headers(), true),
         }
     }
 
@@ -358,17 +500,11 @@ pub fn says_expired(body: &[u8]) -> bool {
     text.contains("expired") || text.contains("expiry")
 }
 
-/// A file whose bytes are all in the `.part`, synced.
-struct Fetched {
-    bytes: u64,
-    note: Option<String>,
-}
-
 async fn attempt(
     client: &reqwest::Client,
     job: &FileJob,
     policy: &DownloadPolicy,
-) -> Result<Fetched, AttemptError> {
+) -> Result<Whole, AttemptError> {
     // Never write through a link planted where the temporary file goes (a symbolic link, or a
     // hard link to a file elsewhere): it could point outside the output directory.
     let have = match tokio::fs::symlink_metadata(&job.part).await {
@@ -500,6 +636,12 @@ async fn attempt(
     job.progress.done.store(start, Ordering::Relaxed);
     job.watcher.begin(start, total);
 
+    let mut digests = Digests::new(meta.expected.clone());
+    if start > 0 {
+        digest_prefix(&job.part, start, &mut digests)
+            .await
+            .map_err(|e| local_error(&job.part, e))?;
+    }
     let mut written = start;
     let mut stream = resp.bytes_stream();
     let mut cut: Option<String> = None;
@@ -568,6 +710,7 @@ async fn attempt(
         out.write_all(&chunk)
             .await
             .map_err(|e| local_error(&job.part, e))?;
+        digests.update(&chunk);
         written += chunk.len() as u64;
         job.progress.done.store(written, Ordering::Relaxed);
         job.watcher.advance(chunk.len() as u64);
@@ -598,10 +741,21 @@ async fn attempt(
     let note = total.is_none().then(|| {
         "the file host announced no length; accepted because the transfer ended cleanly".into()
     });
-    Ok(Fetched {
-        bytes: written,
-        note,
-    })
+    match digests.finish() {
+        Ok(sha256) => Ok(Whole {
+            bytes: written,
+            sha256,
+            note,
+        }),
+        Err(from) => {
+            // Wrong bytes never get a final name: start over from zero.
+            discard(&job.part).await;
+            Err(AttemptError::Transient(
+                format!("file host: the bytes do not match its {from}; downloading again"),
+                None,
+            ))
+        }
+    }
 }
 
 fn local_error(path: &Path, e: std::io::Error) -> AttemptError {
@@ -639,11 +793,55 @@ mod tests {
     }
 
     #[test]
+    fn the_hosts_checksums_are_read_from_their_headers() {
+        let mut h = reqwest::header::HeaderMap::new();
+        // md5("") and crc32c("") as GCS and S3 spell them.
+        h.insert("content-md5", "1B2M2Y8AsgTpgAmY7PhCfg==".parse().unwrap());
+        h.append("x-goog-hash", "crc32c=AAAAAA==".parse().unwrap());
+        h.append(
+            "x-goog-hash",
+            "md5=1B2M2Y8AsgTpgAmY7PhCfg==".parse().unwrap(),
+        );
+        let e = Expected::of(&h, true);
+        assert_eq!(
+            e.md5,
+            Some((
+                "d41d8cd98f00b204e9800998ecf8427e".into(),
+                "Content-MD5".into()
+            ))
+        );
+        assert_eq!(e.crc32c, Some((0, "x-goog-hash crc32c".into())));
+        // Content-MD5 of a partial body says nothing about the file.
+        assert_eq!(Expected::of(&h, false).md5.unwrap().1, "x-goog-hash md5");
+        let mut s3 = reqwest::header::HeaderMap::new();
+        s3.insert(
+            "etag",
+            "\"D41D8CD98F00B204E9800998ECF8427E\"".parse().unwrap(),
+        );
+        assert_eq!(
+            Expected::of(&s3, true).md5.unwrap().0,
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
+        // A multipart upload's ETag, or a weak one, is not an MD5.
+        s3.insert(
+            "etag",
+            "\"d41d8cd98f00b204e9800998ecf8427e-3\"".parse().unwrap(),
+        );
+        assert_eq!(Expected::of(&s3, true), Expected::default());
+        s3.insert(
+            "etag",
+            "W/\"d41d8cd98f00b204e9800998ecf8427e\"".parse().unwrap(),
+        );
+        assert_eq!(Expected::of(&s3, true), Expected::default());
+    }
+
+    #[test]
     fn a_resume_must_continue_the_same_file_to_its_end() {
         let meta = PartMeta {
             total: Some(1000),
             etag: Some("\"v1\"".into()),
             last_modified: None,
+            expected: Expected::default(),
         };
         let ok = Some((400, 999, Some(1000)));
         assert_eq!(resume_mismatch(400, &meta, ok, Some("\"v1\"")), None);

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::download::{self, DownloadPolicy, FileJob, Outcome, Progress};
+use crate::download::{self, DownloadPolicy, FileJob, Outcome, Progress, Whole};
 use crate::error::{ApiError, Fatal};
 use crate::naming::NameRegistry;
 use crate::progress::Ui;
@@ -219,6 +219,7 @@ impl<P: Provider> Pipeline<'_, P> {
                         status: Status::Failed,
                         path: None,
                         bytes: None,
+                        sha256: None,
                         error: Some(reason),
                         note: None,
                     });
@@ -231,17 +232,13 @@ impl<P: Provider> Pipeline<'_, P> {
                         status: Status::Resolved,
                         path: Some(name),
                         bytes: None,
+                        sha256: None,
                         error: None,
                         note: None,
                     });
                     self.ui.file_finished();
                 }
-                Action::Complete {
-                    item,
-                    name,
-                    bytes,
-                    note,
-                } => self.complete(&item, name, bytes, note),
+                Action::Complete { item, name, file } => self.complete(&item, name, file),
                 Action::Stop(Stop::Credentials(msg)) => return Some(Fatal::Auth(msg)),
                 Action::Stop(Stop::Unreachable(msg)) => {
                     log::debug!("{msg}; finishing the downloads under way");
@@ -270,18 +267,12 @@ impl<P: Provider> Pipeline<'_, P> {
             if let Some(Ok(Done::File {
                 item,
                 name,
-                outcome: outcome @ Outcome::Done { .. },
+                outcome: outcome @ Outcome::Done(_),
             })) = joined
             {
                 for action in scheduler.finished(item, name, outcome, Instant::now()) {
-                    if let Action::Complete {
-                        item,
-                        name,
-                        bytes,
-                        note,
-                    } = action
-                    {
-                        self.complete(&item, name, bytes, note);
+                    if let Action::Complete { item, name, file } = action {
+                        self.complete(&item, name, file);
                     }
                 }
             }
@@ -290,11 +281,17 @@ impl<P: Provider> Pipeline<'_, P> {
     }
 
     /// A file is durable under its final name: record it and report it.
-    fn complete(&mut self, item: &Item, name: String, bytes: u64, note: Option<String>) {
+    fn complete(&mut self, item: &Item, name: String, file: Whole) {
+        let Whole {
+            bytes,
+            sha256,
+            note,
+        } = file;
         if let Err(e) = self.state.record(Record {
             id: item.id,
             path: name.clone(),
             bytes,
+            sha256: Some(sha256.clone()),
         }) {
             log::warn!(
                 "{name} is complete but could not be recorded as done ({e}); the next run will \
@@ -307,6 +304,7 @@ impl<P: Provider> Pipeline<'_, P> {
             status: Status::Downloaded,
             path: Some(name),
             bytes: Some(bytes),
+            sha256: Some(sha256),
             error: None,
             note,
         });
@@ -369,6 +367,7 @@ impl<P: Provider> Pipeline<'_, P> {
             status: Status::Failed,
             path: None,
             bytes: None,
+            sha256: None,
             error: Some(reason.to_string()),
             note: None,
         });

@@ -27,6 +27,10 @@ pub struct FileEntry {
     pub status: Status,
     pub path: Option<String>,
     pub bytes: Option<u64>,
+    /// Of the file's bytes, for downloaded (and, where an earlier run recorded it, skipped)
+    /// files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     pub error: Option<String>,
     /// Something worth knowing about a file that is complete (e.g. its host announced no
     /// length). Absent when there is nothing to say.
@@ -169,6 +173,7 @@ impl Recorder {
                 status,
                 path: None,
                 bytes: None,
+                sha256: None,
                 error: reason.map(str::to_string),
                 note: None,
             });
@@ -265,6 +270,7 @@ mod tests {
             status: Status::Downloaded,
             path: Some("c".into()),
             bytes: Some(10),
+            sha256: None,
             error: None,
             note: None,
         });
@@ -273,6 +279,7 @@ mod tests {
             status: Status::Failed,
             path: None,
             bytes: None,
+            sha256: None,
             error: Some("late".into()),
             note: None,
         });

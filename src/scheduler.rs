@@ -43,7 +43,7 @@ use reqwest::Url;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::download::{Outcome, Progress};
+use crate::download::{Outcome, Progress, Whole};
 use crate::error::ApiError;
 use crate::provider::MintOutcome;
 
@@ -267,8 +267,7 @@ pub enum Action {
     Complete {
         item: Item,
         name: String,
-        bytes: u64,
-        note: Option<String>,
+        file: Whole,
     },
     /// The whole run must stop; what is unfinished is not attempted.
     Stop(Stop),
@@ -612,7 +611,7 @@ impl Scheduler {
         let mut actions = Vec::new();
         let active = self.active.remove(&item.id);
         match outcome {
-            Outcome::Done { bytes, note } => {
+            Outcome::Done(file) => {
                 if let Some(a) = &active {
                     let took = now.saturating_duration_since(a.progress.started);
                     self.avg_duration =
@@ -626,12 +625,7 @@ impl Scheduler {
                     self.completions.pop_front();
                 }
                 self.completions.push_back(now);
-                actions.push(Action::Complete {
-                    item,
-                    name,
-                    bytes,
-                    note,
-                });
+                actions.push(Action::Complete { item, name, file });
             }
             Outcome::Expired { requested_at } => {
                 self.stats.expired_hits += 1;
@@ -802,6 +796,14 @@ mod tests {
         give_up_after: Duration::from_secs(3600),
     };
 
+    fn whole(bytes: u64) -> Whole {
+        Whole {
+            bytes,
+            sha256: String::new(),
+            note: None,
+        }
+    }
+
     /// An `api_delay` that keeps the scheduler from minting.
     const BUSY: Duration = Duration::from_secs(1);
 
@@ -960,15 +962,7 @@ mod tests {
     async fn download_one(s: &mut Scheduler) {
         for r in mint_and_start(s, Instant::now()) {
             tokio::time::advance(Duration::from_millis(10)).await;
-            s.finished(
-                r.item,
-                "x".into(),
-                Outcome::Done {
-                    bytes: 1,
-                    note: None,
-                },
-                Instant::now(),
-            );
+            s.finished(r.item, "x".into(), Outcome::Done(whole(1)), Instant::now());
         }
     }
 
@@ -1044,10 +1038,7 @@ mod tests {
                 Outcome::Expired { requested_at: now }
             } else {
                 done += 1;
-                Outcome::Done {
-                    bytes: 1,
-                    note: None,
-                }
+                Outcome::Done(whole(1))
             };
             for a in s.finished(r.item, "x".into(), outcome, now) {
                 if let Action::Fail { item, reason } = a {
@@ -1183,10 +1174,7 @@ mod tests {
         let (actions, _) = s.next(now, Duration::ZERO);
         assert!(mints(&actions).is_empty());
         for r in started {
-            let done = Outcome::Done {
-                bytes: 1,
-                note: None,
-            };
+            let done = Outcome::Done(whole(1));
             s.finished(r.item, "x".into(), done, now);
         }
         let more = starts(s.next(now, Duration::ZERO).0);
@@ -1223,10 +1211,7 @@ mod tests {
                             }
                         }
                         Action::Start { ready, .. } => {
-                            let done = Outcome::Done {
-                                bytes: 1,
-                                note: None,
-                            };
+                            let done = Outcome::Done(whole(1));
                             s.finished(ready.item, "x".into(), done, now);
                         }
                         other => panic!("{other:?}"),
@@ -1307,17 +1292,9 @@ mod tests {
             .expect("started");
         tokio::time::advance(Duration::from_millis(300)).await;
         let done = Instant::now();
-        let actions = s.finished(
-            ready.item,
-            "a.pdf".into(),
-            Outcome::Done {
-                bytes: 7,
-                note: None,
-            },
-            done,
-        );
+        let actions = s.finished(ready.item, "a.pdf".into(), Outcome::Done(whole(7)), done);
         assert!(
-            matches!(&actions[..], [Action::Complete { name, bytes: 7, note: None, .. }] if name == "a.pdf")
+            matches!(&actions[..], [Action::Complete { name, file, .. }] if file.bytes == 7 && name == "a.pdf")
         );
         assert_eq!(s.avg_duration, Some(Duration::from_millis(300)));
         assert_eq!(s.completions.back(), Some(&done));

@@ -33,6 +33,8 @@ pub struct Record {
     /// Relative to the output directory.
     pub path: String,
     pub bytes: u64,
+    /// Of the file's bytes when it was completed (runs before fetchdocs 0.2 did not record it).
+    pub sha256: Option<String>,
 }
 
 /// A line of the record file: a claim (no `bytes`) or a completion.
@@ -42,6 +44,8 @@ struct Line {
     path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
 }
 
 /// The state of one output directory.
@@ -91,6 +95,7 @@ impl State {
                                         id: l.id,
                                         path: l.path,
                                         bytes,
+                                        sha256: l.sha256,
                                     },
                                 );
                             }
@@ -144,6 +149,7 @@ impl State {
             id,
             path: name.to_string(),
             bytes: None,
+            sha256: None,
         })?;
         if self.names.insert(id, name.to_string()).is_some() {
             self.completed.remove(&id);
@@ -162,6 +168,7 @@ impl State {
             id: rec.id,
             path: rec.path.clone(),
             bytes: Some(rec.bytes),
+            sha256: rec.sha256.clone(),
         })?;
         self.names.insert(rec.id, rec.path.clone());
         self.completed.insert(rec.id, rec);
@@ -201,6 +208,7 @@ fn rewrite(
                 id: *id,
                 path: name.clone(),
                 bytes: completed.get(id).map(|r| r.bytes),
+                sha256: completed.get(id).and_then(|r| r.sha256.clone()),
             };
             serde_json::to_writer(&mut buf, &line).map_err(io::Error::other)?;
             buf.push(b'\n');
@@ -283,6 +291,7 @@ mod tests {
             id: Uuid::from_u128(n),
             path: path.into(),
             bytes,
+            sha256: None,
         }
     }
 
@@ -315,6 +324,7 @@ mod tests {
                 id: r.id,
                 path: r.path,
                 bytes: Some(r.bytes),
+                sha256: None,
             })
             .unwrap()
         };

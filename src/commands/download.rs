@@ -146,6 +146,7 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                     status: Status::Skipped,
                     path: Some(rec.path.clone()),
                     bytes: Some(rec.bytes),
+                    sha256: rec.sha256.clone(),
                     error: None,
                     note: None,
                 });

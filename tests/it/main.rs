@@ -11,6 +11,7 @@ mod download;
 mod faults;
 mod hostile;
 mod input;
+mod integrity;
 mod keelvar;
 mod names;
 mod refusals;

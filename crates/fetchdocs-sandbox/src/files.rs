@@ -359,6 +359,12 @@ async fn serve(
         guard.release();
     }
     let total = file.size;
+    let corrupt = control!(
+        false,
+        shared.next_count(super::Counter::Corrupted, key) < f.corrupt_first_requests
+    );
+    #[cfg(feature = "test-controls")]
+    let checksums = checksum_headers(f.checksum, &file, status == StatusCode::OK);
     let body = Body::from_stream(futures_util::stream::unfold(
         BodyState {
             file,
@@ -369,18 +375,28 @@ async fn serve(
             bps,
             guard,
             shared: shared.clone(),
+            corrupt,
         },
         next_chunk,
     ));
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
+    #[cfg(feature = "test-controls")]
+    for (name, value) in checksums {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.append(name, v);
+        }
+    }
     if !shared.fault(FaultKind::NoLength, control!(0, f.no_length_percent), key) {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if !control!(false, f.no_validators) {
-        if let Ok(v) = HeaderValue::from_str(&etag) {
+        // (With `etag-md5` the ETag is the MD5, set above.)
+        if !control!(false, f.checksum == "etag-md5")
+            && let Ok(v) = HeaderValue::from_str(&etag)
+        {
             h.insert(header::ETAG, v);
         }
         h.insert(
@@ -431,6 +447,37 @@ struct BodyState {
     bps: u64,
     guard: InFlight,
     shared: Arc<Shared>,
+    /// Change one byte of the next chunk sent.
+    corrupt: bool,
+}
+
+/// The checksum headers of `kind` for the whole `file` (`Content-MD5` only on a 200, where
+/// the body is the whole file).
+#[cfg(feature = "test-controls")]
+fn checksum_headers(kind: &str, file: &CatalogFile, whole: bool) -> Vec<(&'static str, String)> {
+    use base64::Engine;
+    use md5::Digest;
+    if kind.is_empty() {
+        return Vec::new();
+    }
+    let bytes = file.bytes();
+    let md5 = md5::Md5::digest(&bytes);
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    match kind {
+        "content-md5" if whole => vec![("content-md5", b64(&md5))],
+        "goog" => {
+            let crc = crc32c::crc32c(&bytes).to_be_bytes();
+            vec![(
+                "x-goog-hash",
+                format!("crc32c={},md5={}", b64(&crc), b64(&md5)),
+            )]
+        }
+        "etag-md5" => {
+            let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+            vec![("etag", format!("\"{hex}\""))]
+        }
+        _ => Vec::new(),
+    }
 }
 
 async fn next_chunk(mut s: BodyState) -> Option<(Result<Bytes, std::io::Error>, BodyState)> {
@@ -467,6 +514,11 @@ async fn next_chunk(mut s: BodyState) -> Option<(Result<Bytes, std::io::Error>, 
     }
     let mut buf = vec![0; n];
     s.file.fill(s.pos, &mut buf);
+    if std::mem::take(&mut s.corrupt)
+        && let Some(b) = buf.first_mut()
+    {
+        *b ^= 0x5a;
+    }
     s.pos += n as u64;
     s.shared
         .stats

@@ -308,6 +308,13 @@ pub struct Faults {
     /// The first N requests for each file drip their body at 64 bytes a second.
     #[cfg(feature = "test-controls")]
     pub drip_first_requests: u32,
+    /// Which checksum header file answers carry: `"content-md5"`, `"goog"` (x-goog-hash md5 and
+    /// crc32c), `"etag-md5"` (an S3-style ETag that is the MD5), or `""` (none).
+    #[cfg(feature = "test-controls")]
+    pub checksum: &'static str,
+    /// The first N answers for each file have one byte of their body changed (same length).
+    #[cfg(feature = "test-controls")]
+    pub corrupt_first_requests: u32,
 }
 
 impl Default for Faults {
@@ -370,6 +377,10 @@ impl Default for Faults {
             expired_as_400: false,
             #[cfg(feature = "test-controls")]
             drip_first_requests: 0,
+            #[cfg(feature = "test-controls")]
+            checksum: "",
+            #[cfg(feature = "test-controls")]
+            corrupt_first_requests: 0,
         }
     }
 }
@@ -600,6 +611,8 @@ pub(crate) enum Counter {
     Refused,
     /// File bodies dripped for `drip_first_requests`.
     Dripped,
+    /// File bodies changed for `corrupt_first_requests`.
+    Corrupted,
 }
 
 /// Kinds of injected faults: each has its own attempt counter and cap per item.
