@@ -23,6 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Download the files named by a list of IDs.
     Download(DownloadArgs),
+    /// Re-hash what earlier runs downloaded into a directory and list every file whose bytes
+    /// changed since (or that is gone).
+    Verify(VerifyArgs),
     /// Run a local stand-in for the vendor APIs, for trying fetchdocs and for your own CI.
     #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
@@ -169,6 +172,23 @@ pub fn parse_size(raw: &str) -> Result<u64, String> {
     n.checked_mul(1 << shift)
         .filter(|&v| v > 0)
         .ok_or_else(|| format!("{raw:?} is not a usable size"))
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 every recorded file is intact; 1 some changed or are \
+missing (each listed); 2 the directory holds no record of a fetchdocs run."
+)]
+pub struct VerifyArgs {
+    /// The directory an earlier `download` saved into.
+    #[arg(
+        short = 'o',
+        long,
+        env = "FETCHDOCS_OUTPUT_DIR",
+        value_name = "DIR",
+        default_value = "."
+    )]
+    pub output_dir: PathBuf,
 }
 
 #[cfg(feature = "sandbox")]

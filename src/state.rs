@@ -68,45 +68,13 @@ impl State {
         own_dir(&dir.join(PARTIAL))?;
         let path = dir.join(COMPLETED);
         own_file(&path)?;
-        let mut completed = HashMap::new();
-        let mut names = HashMap::new();
-        let mut lines = 0usize;
-        let mut skipped_lines = 0usize;
-        let mut torn_tail = false;
-        match fs::read(&path) {
-            Ok(data) => {
-                torn_tail = !data.is_empty() && !data.ends_with(b"\n");
-                for line in data.split(|&b| b == b'\n') {
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    lines += 1;
-                    match serde_json::from_slice::<Line>(line) {
-                        Ok(l) if is_plain_name(&l.path) => {
-                            if names.get(&l.id) != Some(&l.path) {
-                                // A new name for this ID: an older completion is void.
-                                completed.remove(&l.id);
-                            }
-                            names.insert(l.id, l.path.clone());
-                            if let Some(bytes) = l.bytes {
-                                completed.insert(
-                                    l.id,
-                                    Record {
-                                        id: l.id,
-                                        path: l.path,
-                                        bytes,
-                                        sha256: l.sha256,
-                                    },
-                                );
-                            }
-                        }
-                        _ => skipped_lines += 1,
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+        let Loaded {
+            completed,
+            names,
+            lines,
+            skipped_lines,
+            torn_tail,
+        } = load(&path)?;
         // Appending after a torn tail would glue two records together: rewrite first.
         if torn_tail || skipped_lines > 0 || lines > 2 * names.len() + 1000 {
             rewrite(&path, &names, &completed)?;
@@ -181,6 +149,70 @@ impl State {
         self.log.write_all(&buf)?;
         self.log.sync_data()
     }
+}
+
+/// What the record file holds.
+struct Loaded {
+    completed: HashMap<Uuid, Record>,
+    names: HashMap<Uuid, String>,
+    lines: usize,
+    skipped_lines: usize,
+    torn_tail: bool,
+}
+
+/// Read the record file at `path` (none yet is an empty record).
+fn load(path: &Path) -> io::Result<Loaded> {
+    let mut out = Loaded {
+        completed: HashMap::new(),
+        names: HashMap::new(),
+        lines: 0,
+        skipped_lines: 0,
+        torn_tail: false,
+    };
+    let data = match fs::read(path) {
+        Ok(data) => data,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    out.torn_tail = !data.is_empty() && !data.ends_with(b"\n");
+    for line in data.split(|&b| b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        out.lines += 1;
+        match serde_json::from_slice::<Line>(line) {
+            Ok(l) if is_plain_name(&l.path) => {
+                if out.names.get(&l.id) != Some(&l.path) {
+                    // A new name for this ID: an older completion is void.
+                    out.completed.remove(&l.id);
+                }
+                out.names.insert(l.id, l.path.clone());
+                if let Some(bytes) = l.bytes {
+                    let rec = Record {
+                        id: l.id,
+                        path: l.path,
+                        bytes,
+                        sha256: l.sha256,
+                    };
+                    out.completed.insert(l.id, rec);
+                }
+            }
+            _ => out.skipped_lines += 1,
+        }
+    }
+    Ok(out)
+}
+
+/// What earlier runs completed in `output_dir`, read without writing anything (for `verify`);
+/// `None` if no run ever used it.
+pub fn completed_records(output_dir: &Path) -> io::Result<Option<Vec<Record>>> {
+    let path = output_dir.join(STATE_DIR).join(COMPLETED);
+    if fs::symlink_metadata(&path).is_err() {
+        return Ok(None);
+    }
+    let mut records: Vec<Record> = load(&path)?.completed.into_values().collect();
+    records.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Some(records))
 }
 
 /// A record's path must be one plain component: a tampered record cannot point outside.

@@ -6,6 +6,7 @@ mod demo;
 mod download;
 #[cfg(feature = "sandbox")]
 mod sandbox;
+mod verify;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = match cli.command {
         Command::Download(args) => download::run(args, &runtime),
+        Command::Verify(args) => verify::run(&args),
         #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => runtime.block_on(sandbox::run(args)),
         #[cfg(feature = "sandbox")]

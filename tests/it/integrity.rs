@@ -91,3 +91,55 @@ fn a_body_that_always_fails_its_checksum_fails_the_file_and_leaves_nothing() {
     );
     assert!(env.partial_files().is_empty());
 }
+
+#[test]
+fn verify_lists_every_file_whose_bytes_changed_since_it_was_downloaded() {
+    let env = Env::generated(5);
+    let (out, report) = env.run(&env.all_ids(), &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let verify = || {
+        assert_cmd::Command::cargo_bin("fetchdocs")
+            .unwrap()
+            .env_remove("FETCHDOCS_OUTPUT_DIR")
+            .args(["verify", "-o"])
+            .arg(env.out())
+            .output()
+            .unwrap()
+    };
+    let clean = verify();
+    assert_eq!(code(&clean), 0, "{}", stderr(&clean));
+    assert!(
+        stderr(&clean).contains("5 intact, 0 changed"),
+        "{}",
+        stderr(&clean)
+    );
+
+    // One file's bytes change (same length), another is deleted.
+    let files = report["files"].as_array().unwrap();
+    let changed = files[1]["path"].as_str().unwrap();
+    let gone = files[3]["path"].as_str().unwrap();
+    let mut bytes = std::fs::read(env.out().join(changed)).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(env.out().join(changed), bytes).unwrap();
+    std::fs::remove_file(env.out().join(gone)).unwrap();
+    let out = verify();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let listed = stdout(&out);
+    assert!(listed.contains(&format!("changed: {changed}")), "{listed}");
+    assert!(listed.contains(&format!("missing: {gone}")), "{listed}");
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        stderr(&out).contains("3 intact, 2 changed or missing"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A directory fetchdocs never wrote to is not silently "all intact".
+    let none = assert_cmd::Command::cargo_bin("fetchdocs")
+        .unwrap()
+        .args(["verify", "-o"])
+        .arg(env.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(code(&none), 2, "{}", stderr(&none));
+}
