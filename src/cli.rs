@@ -26,6 +26,13 @@ pub enum Command {
     /// Re-hash what earlier runs downloaded into a directory and list every file whose bytes
     /// changed since (or that is gone).
     Verify(VerifyArgs),
+    /// Print a shell completion script (see the README for where each shell wants it).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `fetchdocs man > /usr/local/share/man/man1/fetchdocs.1`.
+    Man,
     /// Run a local stand-in for the vendor APIs, for trying fetchdocs and for your own CI.
     #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),

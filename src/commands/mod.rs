@@ -33,6 +33,19 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Download(args) => download::run(args, &runtime),
         Command::Verify(args) => verify::run(&args),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "fetchdocs", &mut script);
+            print_out(&script)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut page)
+                .map_err(|e| Fatal::Internal(format!("cannot render the man page: {e}")))
+                .and_then(|()| print_out(&page))
+        }
         #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => runtime.block_on(sandbox::run(args)),
         #[cfg(feature = "sandbox")]
@@ -41,6 +54,18 @@ pub fn run(cli: Cli) -> ExitCode {
     // Downloads that were cancelled may still be unwinding; do not wait for them.
     runtime.shutdown_timeout(Duration::from_millis(500));
     result.unwrap_or_else(|e| fatal(&e)).into()
+}
+
+/// Write generated text to stdout; a reader that stops early (`| head`) is not an error.
+fn print_out(text: &[u8]) -> Result<Exit, Fatal> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Fatal::Local(format!(
+            "cannot write to standard output: {e}"
+        ))),
+        _ => Ok(Exit::Success),
+    }
 }
 
 /// Tell the user what ended the run, and give its exit code.

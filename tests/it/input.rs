@@ -252,3 +252,29 @@ fn a_run_refused_for_bad_input_still_replaces_yesterdays_report() {
     );
     assert_eq!(summary(&written), (0, 0, 0, 0));
 }
+
+#[test]
+fn completions_for_every_shell_and_a_man_page_come_from_the_same_definitions() {
+    let run = |args: &[&str]| {
+        assert_cmd::Command::cargo_bin("fetchdocs")
+            .unwrap()
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = run(&["completions", shell]);
+        assert_eq!(code(&out), 0, "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        for word in ["download", "verify", "ids", "max-run-time"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let out = run(&["completions", "tcsh"]);
+    assert_eq!(code(&out), 2, "an unknown shell is a usage error");
+    let man = run(&["man"]);
+    assert_eq!(code(&man), 0);
+    let page = stdout(&man);
+    assert!(page.contains(".TH fetchdocs 1"), "{page}");
+    assert!(page.contains("download"), "{page}");
+}
