@@ -149,6 +149,11 @@ pub struct DownloadArgs {
           value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub max_run_time: Option<u64>,
 
+    /// Cap the total download bandwidth, all downloads together (e.g. 20M for 20 MiB/s), as
+    /// curl's --limit-rate and rclone's --bwlimit do [default: no cap].
+    #[arg(long, env = "FETCHDOCS_LIMIT_RATE", value_name = "RATE", value_parser = parse_size)]
+    pub limit_rate: Option<u64>,
+
     /// Largest file accepted (e.g. 500M, 10G): a longer announced length, or a body without
     /// one that grows past it, fails that file.
     #[arg(long, env = "FETCHDOCS_MAX_FILE_SIZE", value_name = "SIZE", default_value = "10G",

@@ -104,6 +104,8 @@ pub struct Config {
     pub max_run_time: Option<std::time::Duration>,
     /// Largest file accepted.
     pub max_file_size: u64,
+    /// Total download bandwidth cap, bytes a second.
+    pub limit_rate: Option<u64>,
     /// Show progress bars (stderr is a terminal and not quiet).
     pub progress_bars: bool,
     /// What goes to stdout per ID: `--json` lines; with `--dry-run`, the name each ID would be
@@ -166,6 +168,7 @@ impl Config {
             give_up_after: std::time::Duration::from_secs(args.give_up_after),
             max_run_time: args.max_run_time.map(std::time::Duration::from_secs),
             max_file_size: args.max_file_size,
+            limit_rate: args.limit_rate,
             progress_bars: verbosity != Verbosity::Quiet && env.stderr_is_terminal,
             lines: match (args.json, args.dry_run, env.stdout_is_terminal) {
                 (true, _, _) | (false, true, false) => Lines::Json,

@@ -22,7 +22,7 @@ use crate::state::{link_count, own_file, own_options, sync_dir};
 const WRITE_BUFFER: usize = 256 * 1024;
 
 /// How downloads behave.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DownloadPolicy {
     pub backoff: Backoff,
     /// A transfer slower than `speed_limit` bytes/s over `speed_time` is cut (and resumed).
@@ -30,6 +30,41 @@ pub struct DownloadPolicy {
     pub speed_time: Duration,
     /// Largest file accepted, announced or not.
     pub max_file_size: u64,
+    /// The bandwidth cap all downloads share (`--limit-rate`).
+    pub rate_cap: Option<Arc<RateCap>>,
+}
+
+/// A total bandwidth cap shared by every download: each chunk reserves its share of time at
+/// the capped rate before it is written (so the socket is read no faster than that either).
+#[derive(Debug)]
+pub struct RateCap {
+    bytes_per_sec: f64,
+    /// When the bytes reserved so far will have been "sent" at the capped rate.
+    next: std::sync::Mutex<Instant>,
+}
+
+/// How far ahead of the capped rate a burst may run.
+const RATE_BURST: Duration = Duration::from_millis(100);
+
+impl RateCap {
+    pub fn new(bytes_per_sec: u64) -> Arc<Self> {
+        Arc::new(RateCap {
+            bytes_per_sec: bytes_per_sec.max(1) as f64,
+            next: std::sync::Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Wait until `n` more bytes fit under the cap.
+    pub async fn take(&self, n: usize) {
+        let until = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let start = (*next).max(now.checked_sub(RATE_BURST).unwrap_or(now));
+            *next = start + Duration::from_secs_f64(n as f64 / self.bytes_per_sec);
+            next.checked_sub(RATE_BURST).unwrap_or(*next)
+        };
+        tokio::time::sleep_until(until).await;
+    }
 }
 
 /// Most redirects one file request follows.
@@ -707,6 +742,13 @@ async fn attempt(
                 policy.max_file_size
             )));
         }
+        if let Some(cap) = &policy.rate_cap {
+            tokio::select! {
+                biased;
+                _ = job.cancel.cancelled() => {}
+                _ = cap.take(chunk.len()) => {}
+            }
+        }
         out.write_all(&chunk)
             .await
             .map_err(|e| local_error(&job.part, e))?;
@@ -790,6 +832,19 @@ mod tests {
         assert_eq!(redirect_refusal(&local, &u("https://cdn.example/a")), None);
         assert!(redirect_refusal(&local, &u("http://cdn.example/a")).is_some());
         assert!(redirect_refusal(&local, &u("ftp://127.0.0.1/a")).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_cap_spaces_chunks_at_the_capped_rate() {
+        let cap = RateCap::new(100_000);
+        let start = Instant::now();
+        for _ in 0..10 {
+            cap.take(50_000).await;
+        }
+        // 500 kB at 100 kB/s: 5 s, less the burst allowance.
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(4800), "{took:?}");
+        assert!(took <= Duration::from_millis(5000), "{took:?}");
     }
 
     #[test]

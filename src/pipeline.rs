@@ -346,7 +346,7 @@ impl<P: Provider> Pipeline<'_, P> {
             cancel: self.cancel.child_token(),
         };
         let client = self.files.clone();
-        let policy = self.policy;
+        let policy = self.policy.clone();
         tasks.spawn(async move {
             let outcome = download::download(&client, &job, &policy).await;
             Done::File {

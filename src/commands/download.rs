@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiClient;
 use crate::cli::DownloadArgs;
 use crate::config::{Config, IdSource, Surroundings};
-use crate::download::{DownloadPolicy, file_host_client};
+use crate::download::{DownloadPolicy, RateCap, file_host_client};
 use crate::error::{Exit, Fatal};
 use crate::ids::{self, IdList};
 use crate::lock::{DirLock, LockError};
@@ -173,9 +173,15 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                 files,
                 policy: DownloadPolicy {
                     backoff: Backoff::default(),
-                    speed_limit: cfg.speed_limit,
+                    // Under a bandwidth cap, each download's share may sit below the speed
+                    // limit: judge them against half their share at most.
+                    speed_limit: match cfg.limit_rate {
+                        Some(cap) => cfg.speed_limit.min(cap / (2 * cfg.concurrency as u64)),
+                        None => cfg.speed_limit,
+                    },
                     speed_time: cfg.speed_time,
                     max_file_size: cfg.max_file_size,
+                    rate_cap: cfg.limit_rate.map(RateCap::new),
                 },
                 concurrency: cfg.concurrency,
                 dry_run: cfg.dry_run,

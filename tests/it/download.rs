@@ -180,3 +180,24 @@ fn empty_list_is_a_successful_run() {
     assert_eq!(summary(&report), (0, 0, 0, 0));
     assert_eq!(env.sandbox.stats().api_requests, 0);
 }
+
+#[test]
+fn limit_rate_caps_the_total_bandwidth_of_all_downloads() {
+    // Six files of ~100 kB, four at a time, capped at 200 kB/s in all.
+    let files = (1..=6)
+        .map(|i| file(i, &format!("f{i}.pdf"), 100_000))
+        .collect();
+    let env = Env::new(Catalog::new(files), Faults::default());
+    let started = std::time::Instant::now();
+    let (out, report) = env.run(&env.all_ids(), &["-j", "4", "--limit-rate", "200000"]);
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    env.assert_intact(&report);
+    // The measured time includes start-up, so the rate can only come out lower than the cap:
+    // the check is that it never comes out higher (allowing the cap's 10 % tolerance).
+    let rate = 600_000.0 / took;
+    assert!(
+        rate <= 200_000.0 * 1.1,
+        "{rate:.0} B/s over a 200000 B/s cap"
+    );
+}
