@@ -110,6 +110,7 @@ impl ApiClient {
         limiter: Arc<RateLimiter>,
         backoff: Backoff,
         read_timeout: Duration,
+        extra_roots: &[reqwest::Certificate],
     ) -> Result<Self, String> {
         let (name, value) = match style {
             AuthStyle::XApiKey => (
@@ -131,6 +132,7 @@ impl ApiClient {
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(read_timeout)
             .timeout(API_TIMEOUT)
+            .tls_certs_merge(extra_roots.iter().cloned())
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
         Ok(ApiClient {

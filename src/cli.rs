@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Download the files named by a list of IDs.
-    Download(DownloadArgs),
+    Download(Box<DownloadArgs>),
     /// Re-hash what earlier runs downloaded into a directory and list every file whose bytes
     /// changed since (or that is gone).
     Verify(VerifyArgs),
@@ -148,6 +148,11 @@ pub struct DownloadArgs {
     #[arg(long, env = "FETCHDOCS_MAX_RUN_TIME", value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub max_run_time: Option<u64>,
+
+    /// Also trust the CA certificates in this PEM file (a TLS-inspecting proxy's, a private
+    /// deployment's), for the API and the file hosts, beside the system's.
+    #[arg(long, env = "FETCHDOCS_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 
     /// Cap the total download bandwidth, all downloads together (e.g. 20M for 20 MiB/s), as
     /// curl's --limit-rate and rclone's --bwlimit do [default: no cap].

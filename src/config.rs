@@ -106,6 +106,8 @@ pub struct Config {
     pub max_file_size: u64,
     /// Total download bandwidth cap, bytes a second.
     pub limit_rate: Option<u64>,
+    /// CA certificates trusted beside the system's (`--ca-cert`).
+    pub ca_certs: Vec<reqwest::Certificate>,
     /// Show progress bars (stderr is a terminal and not quiet).
     pub progress_bars: bool,
     /// What goes to stdout per ID: `--json` lines; with `--dry-run`, the name each ID would be
@@ -169,6 +171,10 @@ impl Config {
             max_run_time: args.max_run_time.map(std::time::Duration::from_secs),
             max_file_size: args.max_file_size,
             limit_rate: args.limit_rate,
+            ca_certs: match &args.ca_cert {
+                Some(path) => read_ca_certs(path)?,
+                None => Vec::new(),
+            },
             progress_bars: verbosity != Verbosity::Quiet && env.stderr_is_terminal,
             lines: match (args.json, args.dry_run, env.stdout_is_terminal) {
                 (true, _, _) | (false, true, false) => Lines::Json,
@@ -207,6 +213,20 @@ pub fn parse_base_url(raw: &str) -> Result<Url, Fatal> {
         return Err(Fatal::Usage(format!("--base-url {url} has no host")));
     }
     Ok(url)
+}
+
+/// The certificates of a PEM file, or a sentence saying what is wrong with it.
+fn read_ca_certs(path: &Path) -> Result<Vec<reqwest::Certificate>, Fatal> {
+    let bad = |why: String| Fatal::Usage(format!("--ca-cert {}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| bad(format!("not a PEM certificate file ({e})")))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "holds no certificate (expected -----BEGIN CERTIFICATE----- blocks)".into(),
+        ));
+    }
+    Ok(certs)
 }
 
 fn read_api_key(file: Option<&Path>, env_value: Option<&OsString>) -> Result<ApiKey, Fatal> {

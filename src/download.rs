@@ -74,8 +74,12 @@ const MAX_REDIRECTS: usize = 5;
 /// no `Referer`, which after a redirect would hand the signed URL to the next host. Redirects
 /// are followed only where [`redirect_refusal`] allows. A body that sends nothing for
 /// `read_timeout` is cut (and resumed by the retry).
-pub fn file_host_client(read_timeout: Duration) -> reqwest::Result<reqwest::Client> {
+pub fn file_host_client(
+    read_timeout: Duration,
+    extra_roots: &[reqwest::Certificate],
+) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
+        .tls_certs_merge(extra_roots.iter().cloned())
         .user_agent(concat!("fetchdocs/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))
         .read_timeout(read_timeout)

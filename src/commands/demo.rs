@@ -78,7 +78,7 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Fatal> {
             api_key: Some(key.into()),
             ..Surroundings::of_process()
         };
-        let cfg = Config::from_args(download, &surroundings)?;
+        let cfg = Config::from_args(*download, &surroundings)?;
         let result = super::download::execute(&cfg, cancel.clone()).await;
         if !matches!(result, Ok(Exit::Success)) {
             worst = result;

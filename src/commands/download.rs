@@ -286,7 +286,7 @@ fn clients(cfg: &Config) -> Result<(AnyProvider, reqwest::Client), Fatal> {
             AnyProvider::Keelvar(Keelvar::new(api, cfg.job_timeout, PollPolicy::default()))
         }
     };
-    let files = file_host_client(cfg.read_timeout)
+    let files = file_host_client(cfg.read_timeout, &cfg.ca_certs)
         .map_err(|e| Fatal::Internal(format!("cannot set up the HTTP client: {e}")))?;
     Ok((provider, files))
 }
@@ -303,6 +303,7 @@ fn api_client(cfg: &Config) -> Result<ApiClient, Fatal> {
         limiter,
         Backoff::default(),
         cfg.read_timeout,
+        &cfg.ca_certs,
     )
     .map_err(Fatal::Internal)
 }

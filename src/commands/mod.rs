@@ -31,7 +31,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Download(args) => download::run(args, &runtime),
+        Command::Download(args) => download::run(*args, &runtime),
         Command::Verify(args) => verify::run(&args),
         Command::Completions { shell } => {
             let mut script = Vec::new();

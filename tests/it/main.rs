@@ -17,3 +17,4 @@ mod names;
 mod refusals;
 mod resilience;
 mod secrets;
+mod tls;

@@ -27,6 +27,8 @@ macro_rules! control {
 
 mod files;
 mod keelvar;
+#[cfg(feature = "test-controls")]
+mod tls;
 mod veridox;
 
 use std::collections::{HashMap, VecDeque};
@@ -458,6 +460,9 @@ pub struct SandboxConfig {
     /// Port for the API listener (0: any free port).
     pub port: u16,
     pub seed: u64,
+    /// Serve both listeners over TLS with this certificate chain and key (PEM).
+    #[cfg(feature = "test-controls")]
+    pub tls: Option<(String, String)>,
 }
 
 impl SandboxConfig {
@@ -469,6 +474,8 @@ impl SandboxConfig {
             faults: Faults::default(),
             port: 0,
             seed: 1,
+            #[cfg(feature = "test-controls")]
+            tls: None,
         }
     }
 }
@@ -815,8 +822,13 @@ impl Sandbox {
     pub async fn start(cfg: SandboxConfig) -> std::io::Result<Sandbox> {
         let api_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], cfg.port))).await?;
         let files_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let api_url = format!("http://{}", api_listener.local_addr()?);
-        let files_url = format!("http://{}", files_listener.local_addr()?);
+        #[cfg(feature = "test-controls")]
+        let tls = cfg.tls.as_ref().map(tls::acceptor).transpose()?;
+        #[cfg(not(feature = "test-controls"))]
+        let tls: Option<()> = None;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let api_url = format!("{scheme}://{}", api_listener.local_addr()?);
+        let files_url = format!("{scheme}://{}", files_listener.local_addr()?);
         let shared = Arc::new(Shared {
             cfg,
             stats: Stats::default(),
@@ -834,9 +846,20 @@ impl Sandbox {
             .route("/_sandbox/stats", axum::routing::get(stats_handler))
             .with_state(shared.clone());
         let file_host: Router = files::routes().with_state(shared.clone());
-        let files_listener = files::Listener::new(files_listener, shared.clone());
-        tokio::spawn(serve(api_listener, api, stop.clone()));
-        tokio::spawn(serve(files_listener, file_host, stop.clone()));
+        match tls {
+            #[cfg(feature = "test-controls")]
+            Some(acceptor) => {
+                let api_tls = tls::Listener::new(api_listener, acceptor.clone());
+                tokio::spawn(serve(api_tls, api, stop.clone()));
+                let files_tls = tls::Listener::new(files_listener, acceptor);
+                tokio::spawn(serve(files_tls, file_host, stop.clone()));
+            }
+            _ => {
+                let files_listener = files::Listener::new(files_listener, shared.clone());
+                tokio::spawn(serve(api_listener, api, stop.clone()));
+                tokio::spawn(serve(files_listener, file_host, stop.clone()));
+            }
+        }
         Ok(Sandbox {
             api_url,
             files_url,

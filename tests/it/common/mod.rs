@@ -208,7 +208,7 @@ impl Env {
 }
 
 /// Variables from the caller's environment that must not leak into a test run.
-const ENV_VARS: [&str; 9] = [
+const ENV_VARS: [&str; 16] = [
     "FETCHDOCS_PROVIDER",
     "FETCHDOCS_BASE_URL",
     "FETCHDOCS_OUTPUT_DIR",
@@ -217,6 +217,13 @@ const ENV_VARS: [&str; 9] = [
     "FETCHDOCS_API_KEY",
     "FETCHDOCS_JOB_TIMEOUT",
     "FETCHDOCS_READ_TIMEOUT",
+    "FETCHDOCS_SPEED_LIMIT",
+    "FETCHDOCS_SPEED_TIME",
+    "FETCHDOCS_GIVE_UP_AFTER",
+    "FETCHDOCS_MAX_RUN_TIME",
+    "FETCHDOCS_MAX_FILE_SIZE",
+    "FETCHDOCS_LIMIT_RATE",
+    "FETCHDOCS_CA_CERT",
     "RUST_LOG",
 ];
 
