@@ -33,6 +33,12 @@ pub enum Command {
     },
     /// Print the man page (roff), e.g. `fetchdocs man > /usr/local/share/man/man1/fetchdocs.1`.
     Man,
+    /// The config file: `fetchdocs config show [--profile P]` prints the settings a download
+    /// would use and where each comes from (the API key never, only its source).
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Run a local stand-in for the vendor APIs, for trying fetchdocs and for your own CI.
     #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
@@ -65,20 +71,22 @@ pub struct DownloadArgs {
     #[arg(long, value_name = "FILE")]
     pub ids: Option<PathBuf>,
 
-    /// Directory the files are saved in (created if missing).
-    #[arg(
-        short = 'o',
-        long,
-        env = "FETCHDOCS_OUTPUT_DIR",
-        value_name = "DIR",
-        default_value = "."
-    )]
-    pub output_dir: PathBuf,
+    /// Directory the files are saved in (created if missing) [default: .].
+    #[arg(short = 'o', long, env = "FETCHDOCS_OUTPUT_DIR", value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
 
-    /// Most downloads in flight at once; never exceeded.
-    #[arg(short = 'j', long, env = "FETCHDOCS_CONCURRENCY", value_name = "N", default_value_t = 8,
+    /// Most downloads in flight at once; never exceeded [default: 8].
+    #[arg(short = 'j', long, env = "FETCHDOCS_CONCURRENCY", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub concurrency: u32,
+    pub concurrency: Option<u32>,
+
+    /// The config file [default: the platform's config dir, e.g. ~/.config/fetchdocs/config.toml].
+    #[arg(long, env = "FETCHDOCS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Take settings from this profile of the config file (flags and environment still win).
+    #[arg(long, env = "FETCHDOCS_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
 
     /// Write a JSON report here when the run ends (also on failure).
     #[arg(long, value_name = "FILE")]
@@ -113,10 +121,11 @@ pub struct DownloadArgs {
     #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
 
-    /// A download (or API answer) that sends nothing for this long is cut and retried.
-    #[arg(long, env = "FETCHDOCS_READ_TIMEOUT", value_name = "SECONDS", default_value_t = 30,
+    /// A download (or API answer) that sends nothing for this long is cut and retried
+    /// [default: 30].
+    #[arg(long, env = "FETCHDOCS_READ_TIMEOUT", value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub read_timeout: u64,
+    pub read_timeout: Option<u64>,
 
     /// Keelvar: how long one job may take before its files fail.
     #[arg(long, env = "FETCHDOCS_JOB_TIMEOUT", value_name = "SECONDS", default_value_t = 600,
@@ -189,6 +198,19 @@ pub fn parse_size(raw: &str) -> Result<u64, String> {
     n.checked_mul(1 << shift)
         .filter(|&v| v > 0)
         .ok_or_else(|| format!("{raw:?} is not a usable size"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print the effective settings and where each comes from.
+    Show {
+        /// The config file [default: the platform's config dir].
+        #[arg(long, env = "FETCHDOCS_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The profile to show.
+        #[arg(long, env = "FETCHDOCS_PROFILE", value_name = "NAME")]
+        profile: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ use reqwest::Url;
 use crate::api::{API_KEY_ENV, ApiKey, is_loopback};
 use crate::cli::DownloadArgs;
 use crate::error::Fatal;
+use crate::profile;
 use crate::progress::Verbosity;
 use crate::provider::ProviderKind;
 use crate::report::Lines;
@@ -21,6 +22,8 @@ use crate::report::Lines;
 pub struct Surroundings {
     /// The value of `FETCHDOCS_API_KEY`, if set.
     pub api_key: Option<OsString>,
+    /// Whether the config file is read (not for the demo: its settings are its own).
+    pub config_file: bool,
     /// Standard input is a pipe, a socket or a regular file: something IDs can be piped
     /// through (not a terminal, not `/dev/null`).
     pub stdin_has_data: bool,
@@ -54,6 +57,7 @@ impl Surroundings {
     pub fn of_process() -> Self {
         Surroundings {
             api_key: std::env::var_os(API_KEY_ENV),
+            config_file: true,
             stdin_has_data: stdin_has_data(),
             stderr_is_terminal: std::io::stderr().is_terminal(),
             stdout_is_terminal: std::io::stdout().is_terminal(),
@@ -119,15 +123,33 @@ impl Config {
     /// Validate the parsed arguments against their surroundings: the one way a run's `Config`
     /// is made, for `download` and `demo` alike.
     pub fn from_args(args: DownloadArgs, env: &Surroundings) -> Result<Config, Fatal> {
-        let Some(provider) = args.provider else {
+        let loaded = match env.config_file {
+            true => profile::load(args.config.as_deref(), args.profile.as_deref())?,
+            false => None,
+        };
+        let from_file = loaded
+            .as_ref()
+            .map(|l| l.settings.clone())
+            .unwrap_or_default();
+        let Some(provider) = args.provider.or(from_file.provider) else {
             return Err(Fatal::Usage(
-                "no provider given: pass --provider veridox|keelvar or set FETCHDOCS_PROVIDER"
+                "no provider given: pass --provider veridox|keelvar, set FETCHDOCS_PROVIDER, \
+                 or name it in a profile of the config file"
                     .into(),
             ));
         };
         let vendor = provider.vendor();
-        let base_url = parse_base_url(args.base_url.as_deref().unwrap_or(vendor.default_base_url))?;
-        let api_key = read_api_key(args.api_key_file.as_deref(), env.api_key.as_ref())?;
+        let base_url = parse_base_url(
+            args.base_url
+                .as_deref()
+                .or(from_file.base_url.as_deref())
+                .unwrap_or(vendor.default_base_url),
+        )?;
+        let api_key = match (&args.api_key_file, &env.api_key) {
+            (Some(file), _) => read_api_key(Some(file), None)?,
+            (None, Some(value)) => read_api_key(None, Some(value))?,
+            (None, None) => key_from_config(loaded.as_ref())?,
+        };
         let ids = match args.ids {
             Some(p) if p.as_os_str() == "-" => IdSource::Stdin,
             Some(p) => IdSource::File(p),
@@ -154,17 +176,23 @@ impl Config {
             base_url,
             api_key,
             ids,
-            output_dir: args.output_dir,
-            concurrency: args.concurrency as usize,
+            output_dir: args
+                .output_dir
+                .or(from_file.output_dir)
+                .unwrap_or_else(|| PathBuf::from(".")),
+            concurrency: args.concurrency.or(from_file.concurrency).unwrap_or(8) as usize,
             report: args.report,
             verbosity,
             requests_per_minute: args
                 .requests_per_minute
+                .or(from_file.requests_per_minute)
                 .unwrap_or(vendor.requests_per_minute),
             dry_run: args.dry_run,
             force: args.force,
             job_timeout: std::time::Duration::from_secs(args.job_timeout),
-            read_timeout: std::time::Duration::from_secs(args.read_timeout),
+            read_timeout: std::time::Duration::from_secs(
+                args.read_timeout.or(from_file.read_timeout).unwrap_or(30),
+            ),
             speed_limit: args.speed_limit,
             speed_time: std::time::Duration::from_secs(args.speed_time),
             give_up_after: std::time::Duration::from_secs(args.give_up_after),
@@ -213,6 +241,25 @@ pub fn parse_base_url(raw: &str) -> Result<Url, Fatal> {
         return Err(Fatal::Usage(format!("--base-url {url} has no host")));
     }
     Ok(url)
+}
+
+/// The key a config file gives (a key file, else an inline key), or what to do for one.
+fn key_from_config(loaded: Option<&profile::Loaded>) -> Result<ApiKey, Fatal> {
+    let none = || {
+        Fatal::Usage(format!(
+            "no API key: set {API_KEY_ENV}, or pass --api-key-file FILE, or name api_key_file \
+             in a profile of the config file"
+        ))
+    };
+    let Some(loaded) = loaded else {
+        return Err(none());
+    };
+    match (&loaded.settings.api_key_file, &loaded.settings.api_key) {
+        (Some(file), _) => read_api_key(Some(file), None),
+        (None, Some(inline)) => ApiKey::new(&inline.0)
+            .map_err(|e| Fatal::Usage(format!("{e} (api_key in {})", loaded.source()))),
+        (None, None) => Err(none()),
+    }
 }
 
 /// The certificates of a PEM file, or a sentence saying what is wrong with it.

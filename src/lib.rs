@@ -19,6 +19,7 @@ mod ids;
 mod lock;
 mod naming;
 mod pipeline;
+mod profile;
 mod progress;
 mod provider;
 mod ratelimit;

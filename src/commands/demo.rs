@@ -74,8 +74,10 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Fatal> {
                 "the demo's own command line is not a download".into(),
             ));
         };
+        // The demo's settings are its own: the user's config file does not apply.
         let surroundings = Surroundings {
             api_key: Some(key.into()),
+            config_file: false,
             ..Surroundings::of_process()
         };
         let cfg = Config::from_args(*download, &surroundings)?;

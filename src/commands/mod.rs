@@ -1,6 +1,7 @@
 //! One file per command. Each returns its exit code or the fatal error that ended it; [`run`]
 //! prints that error and maps it to its exit code, in one place.
 
+mod config;
 #[cfg(feature = "sandbox")]
 mod demo;
 mod download;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ConfigAction};
 use crate::error::{Exit, Fatal};
 
 /// Run a parsed command line to its exit code.
@@ -33,6 +34,9 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Download(args) => download::run(*args, &runtime),
         Command::Verify(args) => verify::run(&args),
+        Command::Config {
+            action: ConfigAction::Show { config, profile },
+        } => config::show(config, profile),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -16,8 +16,10 @@ use crate::api::{ApiClient, AuthStyle, is_loopback};
 use crate::error::ApiError;
 use crate::ids::IdRule;
 
-/// The vendors fetchdocs speaks (also the `--provider` values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// The vendors fetchdocs speaks (also the `--provider` values, and `provider = "…"` in the
+/// config file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     Veridox,
     Keelvar,

@@ -3,6 +3,8 @@
 
 mod common;
 
+mod config;
+
 mod api_down;
 mod architecture;
 

@@ -86,6 +86,7 @@ impl Env {
         }
         c.env("FETCHDOCS_API_KEY", &self.key)
             .env("FETCHDOCS_BASE_URL", &self.sandbox.api_url)
+            .env("XDG_CONFIG_HOME", self.path("xdg"))
             .args(["download", "--provider", self.provider, "-o"])
             .arg(self.out());
         c
@@ -154,8 +155,10 @@ impl Env {
         }
         // Base URL and output directory through the environment, so a test can still pass
         // --base-url or -o (a flag beats the environment).
+        // The developer's own config file stays out of it.
         c.env("FETCHDOCS_API_KEY", &self.key)
             .env("FETCHDOCS_BASE_URL", &self.sandbox.api_url)
+            .env("XDG_CONFIG_HOME", self.path("xdg"))
             .env("FETCHDOCS_OUTPUT_DIR", self.out())
             .arg("download")
             .arg("--provider")
@@ -208,7 +211,7 @@ impl Env {
 }
 
 /// Variables from the caller's environment that must not leak into a test run.
-const ENV_VARS: [&str; 16] = [
+const ENV_VARS: [&str; 18] = [
     "FETCHDOCS_PROVIDER",
     "FETCHDOCS_BASE_URL",
     "FETCHDOCS_OUTPUT_DIR",
@@ -224,6 +227,8 @@ const ENV_VARS: [&str; 16] = [
     "FETCHDOCS_MAX_FILE_SIZE",
     "FETCHDOCS_LIMIT_RATE",
     "FETCHDOCS_CA_CERT",
+    "FETCHDOCS_CONFIG",
+    "FETCHDOCS_PROFILE",
     "RUST_LOG",
 ];
 

@@ -1,0 +1,210 @@
+//! The config file and its profiles: flag > environment > profile > default; `config show`
+//! says where each setting comes from and never shows the key; a bad file is refused with
+//! its name, the line and the fix, before any request.
+
+use crate::common::*;
+
+/// A bare `fetchdocs` with a clean environment and the config home inside the test's dir.
+fn bare(env: &Env) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("fetchdocs").unwrap();
+    for var in [
+        "FETCHDOCS_PROVIDER",
+        "FETCHDOCS_BASE_URL",
+        "FETCHDOCS_OUTPUT_DIR",
+        "FETCHDOCS_CONCURRENCY",
+        "FETCHDOCS_REQUESTS_PER_MINUTE",
+        "FETCHDOCS_API_KEY",
+        "FETCHDOCS_READ_TIMEOUT",
+        "FETCHDOCS_CONFIG",
+        "FETCHDOCS_PROFILE",
+    ] {
+        c.env_remove(var);
+    }
+    c.env("XDG_CONFIG_HOME", env.path("xdg"));
+    c
+}
+
+/// The config file in the default place, with a profile for this sandbox.
+fn write_config(env: &Env, extra: &str) -> std::path::PathBuf {
+    let dir = env.path("xdg").join("fetchdocs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(env.path("key"), &env.key).unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[default]\nread_timeout = 45\n\n[profiles.sandbox]\nprovider = \"veridox\"\n\
+             base_url = \"{}\"\napi_key_file = \"{}\"\noutput_dir = \"{}\"\nconcurrency = 2\n{extra}",
+            env.sandbox.api_url,
+            env.path("key").display(),
+            env.path("from-profile").display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_profile_gives_what_flags_and_the_environment_do_not() {
+    let env = Env::generated(3);
+    write_config(&env, "");
+    let ids = env.ids_file(&env.all_ids());
+    // The profile alone: provider, URL, key file and output directory all come from it.
+    let out = bare(&env)
+        .args(["download", "--profile", "sandbox", "--ids"])
+        .arg(&ids)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(listing(&env.path("from-profile")).len(), 3);
+    // The environment beats the profile…
+    let out = bare(&env)
+        .env("FETCHDOCS_PROFILE", "sandbox")
+        .env("FETCHDOCS_OUTPUT_DIR", env.path("from-env"))
+        .args(["download", "--ids"])
+        .arg(&ids)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(listing(&env.path("from-env")).len(), 3);
+    // …and a flag beats the environment.
+    let out = bare(&env)
+        .env("FETCHDOCS_PROFILE", "sandbox")
+        .env("FETCHDOCS_OUTPUT_DIR", env.path("from-env"))
+        .args(["download", "-o"])
+        .arg(env.path("from-flag"))
+        .arg("--ids")
+        .arg(&ids)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(listing(&env.path("from-flag")).len(), 3);
+}
+
+#[test]
+fn config_show_says_where_each_setting_comes_from_and_never_the_key() {
+    let env = Env::generated(1);
+    let path = write_config(&env, "");
+    let out = bare(&env)
+        .env("FETCHDOCS_CONCURRENCY", "5")
+        .args(["config", "show", "--profile", "sandbox"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+            .to_string()
+    };
+    assert!(line("provider").contains("profile sandbox in"), "{text}");
+    assert!(
+        line("concurrency").contains("environment (FETCHDOCS_CONCURRENCY)"),
+        "{text}"
+    );
+    assert!(line("read_timeout").contains("[default] in"), "{text}");
+    assert!(line("requests_per_minute").contains("default"), "{text}");
+    assert!(line("api key").contains(&env.path("key").display().to_string()));
+    assert!(!text.contains(&env.key), "the key itself is never shown");
+
+    // An inline key in a file only its owner can read: shown as where it is, not what.
+    let inline = format!("api_key = \"{}\"\n", env.key);
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path).unwrap().replace(
+            &format!("api_key_file = \"{}\"\n", env.path("key").display()),
+            &inline,
+        ),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let out = bare(&env)
+        .args(["config", "show", "--profile", "sandbox"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("written in profile sandbox"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains(&env.key) && !stderr(&out).contains(&env.key));
+}
+
+#[cfg(unix)]
+#[test]
+fn an_inline_key_in_a_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::generated(1);
+    let path = write_config(&env, &format!("api_key = \"{}\"\n", env.key));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = bare(&env)
+        .args(["download", "--profile", "sandbox", "--ids"])
+        .arg(env.ids_file(&env.all_ids()))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    assert_eq!(env.sandbox.stats().api_requests, 0);
+}
+
+#[test]
+fn a_bad_config_file_is_refused_with_its_name_the_line_and_the_fix() {
+    let env = Env::generated(1);
+    let path = write_config(&env, "");
+    let ids = env.ids_file(&env.all_ids());
+    let run = |args: &[&str]| {
+        bare(&env)
+            .args(["download", "--ids"])
+            .arg(&ids)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (text, says) in [
+        (
+            "[profiles.sandbox]\nconcurency = 2\n",
+            "unknown field `concurency`",
+        ),
+        ("[profiles.sandbox\nprovider = 1\n", "line 1"),
+        (
+            "[profiles.sandbox]\nconcurrency = 0\n",
+            "concurrency in profile sandbox",
+        ),
+        (
+            "[profiles.sandbox]\nprovider = \"acme\"\n",
+            "unknown variant `acme`",
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let out = run(&["--profile", "sandbox"]);
+        assert_eq!(code(&out), 2, "{text}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&path.display().to_string()),
+            "names the file: {err}"
+        );
+        assert!(err.contains(says), "{text}: {err}");
+    }
+    write_config(&env, "");
+    let out = run(&["--profile", "nope"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("its profiles are: sandbox"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["--config", "/no/such/config.toml", "--profile", "sandbox"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("cannot read the config file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.sandbox.stats().api_requests, 0);
+}
