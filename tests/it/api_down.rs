@@ -97,3 +97,30 @@ fn an_api_that_keeps_failing_trips_the_breaker_and_every_id_fails_with_the_cause
     assert!(s.api_requests <= 4 * 6, "{s:?}");
     assert_eq!(s.file_requests, 0);
 }
+
+#[test]
+fn a_proxy_from_the_environment_is_used_and_no_proxy_honoured() {
+    let env = Env::generated(3);
+    let proxy = format!("http://127.0.0.1:{}", closed_port());
+    let ids = env.ids_file(&env.all_ids());
+    // Through a proxy that is not there: the API cannot be reached.
+    let out = env
+        .cmd()
+        .env("HTTP_PROXY", &proxy)
+        .arg("--ids")
+        .arg(&ids)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert_eq!(env.sandbox.stats().api_requests, 0);
+    // NO_PROXY exempts the host.
+    let out = env
+        .cmd()
+        .env("HTTP_PROXY", &proxy)
+        .env("NO_PROXY", "127.0.0.1")
+        .arg("--ids")
+        .arg(&ids)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}

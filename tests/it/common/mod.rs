@@ -211,7 +211,7 @@ impl Env {
 }
 
 /// Variables from the caller's environment that must not leak into a test run.
-const ENV_VARS: [&str; 18] = [
+const ENV_VARS: [&str; 26] = [
     "FETCHDOCS_PROVIDER",
     "FETCHDOCS_BASE_URL",
     "FETCHDOCS_OUTPUT_DIR",
@@ -230,6 +230,15 @@ const ENV_VARS: [&str; 18] = [
     "FETCHDOCS_CONFIG",
     "FETCHDOCS_PROFILE",
     "RUST_LOG",
+    // A proxy in the caller's environment would see (and break) the loopback traffic.
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
 ];
 
 pub fn sha256(b: &[u8]) -> String {
