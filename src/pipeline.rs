@@ -212,19 +212,9 @@ impl<P: Provider> Pipeline<'_, P> {
                         }
                     });
                 }
-                Action::Fail { item, reason } => self.fail(&item, &reason),
-                Action::NotAttempted { item, reason } => {
-                    self.recorder.finish(FileEntry {
-                        id: item.id,
-                        status: Status::Failed,
-                        path: None,
-                        bytes: None,
-                        sha256: None,
-                        error: Some(reason),
-                        note: None,
-                    });
-                    self.ui.file_finished();
-                }
+                Action::Fail { item, reason } => self.fail(&item, reason, true),
+                // Said once for all of them, by the fatal error that ends the run.
+                Action::NotAttempted { item, reason } => self.fail(&item, reason, false),
                 Action::Resolved { mut item, label } => {
                     let name = self.name_for(&mut item, &label);
                     self.recorder.finish(FileEntry {
@@ -357,20 +347,15 @@ impl<P: Provider> Pipeline<'_, P> {
         });
     }
 
-    fn fail(&mut self, item: &Item, reason: &str) {
+    /// `item` failed; `say`: with a `failed:` line on stderr.
+    fn fail(&mut self, item: &Item, reason: String, say: bool) {
         if self.recorder.is_finished(&item.id) {
             return;
         }
-        self.ui.file_failed(&item.id, reason);
-        self.recorder.finish(FileEntry {
-            id: item.id,
-            status: Status::Failed,
-            path: None,
-            bytes: None,
-            sha256: None,
-            error: Some(reason.to_string()),
-            note: None,
-        });
+        if say {
+            self.ui.file_failed(&item.id, &reason);
+        }
+        self.recorder.finish(FileEntry::failed(item.id, reason));
         self.ui.file_finished();
         self.ui.set_failed(self.recorder.summary().failed);
     }

@@ -38,6 +38,21 @@ pub struct FileEntry {
     pub note: Option<String>,
 }
 
+impl FileEntry {
+    /// An ID that failed, and why.
+    pub fn failed(id: Uuid, reason: String) -> FileEntry {
+        FileEntry {
+            id,
+            status: Status::Failed,
+            path: None,
+            bytes: None,
+            sha256: None,
+            error: Some(reason),
+            note: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Summary {
     pub requested: usize,

@@ -7,17 +7,7 @@ use crate::common::*;
 /// A bare `fetchdocs` with a clean environment and the config home inside the test's dir.
 fn bare(env: &Env) -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("fetchdocs").unwrap();
-    for var in [
-        "FETCHDOCS_PROVIDER",
-        "FETCHDOCS_BASE_URL",
-        "FETCHDOCS_OUTPUT_DIR",
-        "FETCHDOCS_CONCURRENCY",
-        "FETCHDOCS_REQUESTS_PER_MINUTE",
-        "FETCHDOCS_API_KEY",
-        "FETCHDOCS_READ_TIMEOUT",
-        "FETCHDOCS_CONFIG",
-        "FETCHDOCS_PROFILE",
-    ] {
+    for var in ENV_VARS {
         c.env_remove(var);
     }
     c.env("XDG_CONFIG_HOME", env.path("xdg"));

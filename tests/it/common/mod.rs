@@ -211,7 +211,7 @@ impl Env {
 }
 
 /// Variables from the caller's environment that must not leak into a test run.
-const ENV_VARS: [&str; 26] = [
+pub const ENV_VARS: [&str; 26] = [
     "FETCHDOCS_PROVIDER",
     "FETCHDOCS_BASE_URL",
     "FETCHDOCS_OUTPUT_DIR",
