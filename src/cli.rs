@@ -7,6 +7,12 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::provider::ProviderKind;
 
+/// The accepted ranges of settings that the config file can give as well (it checks them with
+/// these same ranges).
+pub const CONCURRENCY: std::ops::RangeInclusive<i64> = 1..=256;
+pub const REQUESTS_PER_MINUTE: std::ops::RangeInclusive<i64> = 1..=6000;
+pub const READ_TIMEOUT: std::ops::RangeInclusive<u64> = 1..=3600;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fetchdocs",
@@ -77,7 +83,7 @@ pub struct DownloadArgs {
 
     /// Most downloads in flight at once; never exceeded [default: 8].
     #[arg(short = 'j', long, env = "FETCHDOCS_CONCURRENCY", value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=256))]
+          value_parser = clap::value_parser!(u32).range(CONCURRENCY))]
     pub concurrency: Option<u32>,
 
     /// The config file [default: the platform's config dir, e.g. ~/.config/fetchdocs/config.toml].
@@ -106,7 +112,7 @@ pub struct DownloadArgs {
 
     /// Most API requests per minute, polls included [default: the vendor's limit: Veridox 20, Keelvar 30].
     #[arg(long, env = "FETCHDOCS_REQUESTS_PER_MINUTE", value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=6000))]
+          value_parser = clap::value_parser!(u32).range(REQUESTS_PER_MINUTE))]
     pub requests_per_minute: Option<u32>,
 
     /// Resolve IDs to URLs, download nothing.
@@ -124,7 +130,7 @@ pub struct DownloadArgs {
     /// A download (or API answer) that sends nothing for this long is cut and retried
     /// [default: 30].
     #[arg(long, env = "FETCHDOCS_READ_TIMEOUT", value_name = "SECONDS",
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
+          value_parser = clap::value_parser!(u64).range(READ_TIMEOUT))]
     pub read_timeout: Option<u64>,
 
     /// Keelvar: how long one job may take before its files fail.
@@ -306,6 +312,6 @@ pub struct DemoArgs {
     pub output_dir: PathBuf,
     /// Most downloads in flight at once.
     #[arg(short = 'j', long, default_value_t = 8,
-          value_parser = clap::value_parser!(u32).range(1..=256))]
+          value_parser = clap::value_parser!(u32).range(CONCURRENCY))]
     pub concurrency: u32,
 }

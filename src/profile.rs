@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::cli;
 use crate::error::Fatal;
 use crate::provider::ProviderKind;
 
@@ -170,21 +171,33 @@ pub fn load(explicit: Option<&Path>, profile: Option<&str>) -> Result<Option<Loa
     Ok(Some(loaded))
 }
 
+/// "must be 1 to 256", from the range the command line accepts.
+fn must_be<T: std::fmt::Display>(r: &std::ops::RangeInclusive<T>) -> String {
+    format!("must be {} to {}", r.start(), r.end())
+}
+
 /// Values in range, and an inline key only in a file nobody else can read.
 fn check(loaded: &Loaded) -> Result<(), Fatal> {
     let s = &loaded.settings;
     let bad =
         |key: &str, why: &str| Err(Fatal::Usage(format!("{key} in {}: {why}", loaded.source())));
-    if s.concurrency.is_some_and(|n| !(1..=256).contains(&n)) {
-        return bad("concurrency", "must be 1 to 256");
+    if s.concurrency
+        .is_some_and(|n| !cli::CONCURRENCY.contains(&i64::from(n)))
+    {
+        return bad("concurrency", &must_be(&cli::CONCURRENCY));
     }
     if s.requests_per_minute
-        .is_some_and(|n| !(1..=6000).contains(&n))
+        .is_some_and(|n| !cli::REQUESTS_PER_MINUTE.contains(&i64::from(n)))
     {
-        return bad("requests_per_minute", "must be 1 to 6000");
+        return bad("requests_per_minute", &must_be(&cli::REQUESTS_PER_MINUTE));
     }
-    if s.read_timeout.is_some_and(|n| !(1..=3600).contains(&n)) {
-        return bad("read_timeout", "must be 1 to 3600 seconds");
+    if s.read_timeout
+        .is_some_and(|n| !cli::READ_TIMEOUT.contains(&n))
+    {
+        return bad(
+            "read_timeout",
+            &format!("{} seconds", must_be(&cli::READ_TIMEOUT)),
+        );
     }
     #[cfg(unix)]
     if s.api_key.is_some() {

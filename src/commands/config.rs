@@ -33,7 +33,6 @@ pub fn show(config: Option<PathBuf>, profile: Option<String>) -> Result<Exit, Fa
         (None, Some(p)) => println!("config file: none (looked for {})", p.display()),
         (None, None) => println!("config file: none"),
     }
-    let show = |v: Option<&dyn std::fmt::Display>| v.map(|v| v.to_string());
     let rows = [
         Row {
             name: "provider",
@@ -59,21 +58,21 @@ pub fn show(config: Option<PathBuf>, profile: Option<String>) -> Result<Exit, Fa
         Row {
             name: "concurrency",
             env: "FETCHDOCS_CONCURRENCY",
-            from_file: show(file.concurrency.as_ref().map(|v| v as _)),
+            from_file: file.concurrency.map(|v| v.to_string()),
             in_profile: own.concurrency.is_some(),
             default: "8",
         },
         Row {
             name: "requests_per_minute",
             env: "FETCHDOCS_REQUESTS_PER_MINUTE",
-            from_file: show(file.requests_per_minute.as_ref().map(|v| v as _)),
+            from_file: file.requests_per_minute.map(|v| v.to_string()),
             in_profile: own.requests_per_minute.is_some(),
             default: "(the provider's limit)",
         },
         Row {
             name: "read_timeout",
             env: "FETCHDOCS_READ_TIMEOUT",
-            from_file: show(file.read_timeout.as_ref().map(|v| v as _)),
+            from_file: file.read_timeout.map(|v| v.to_string()),
             in_profile: own.read_timeout.is_some(),
             default: "30",
         },

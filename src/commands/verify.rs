@@ -7,6 +7,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::cli::VerifyArgs;
+use crate::download::hex;
 use crate::error::{Exit, Fatal};
 use crate::state::{Record, completed_records};
 
@@ -93,5 +94,5 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&h.finalize()))
 }
