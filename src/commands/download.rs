@@ -83,27 +83,8 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     }
     // From here on every way out writes the report, so yesterday's never passes for today's.
     let list = read_ids(&cfg.ids, cfg.provider).map_err(|e| report_early(cfg, &[], e))?;
-    super::prepare_output_dir(&cfg.output_dir).map_err(|e| report_early(cfg, &list.ids, e))?;
-    let unusable = |e: std::io::Error| {
-        Fatal::Usage(format!(
-            "cannot use the output directory {}: {e}",
-            cfg.output_dir.display()
-        ))
-    };
-    let _lock = DirLock::acquire(&cfg.output_dir)
-        .map_err(|e| match e {
-            LockError::Held(pid) => Fatal::Locked(format!(
-                "another fetchdocs run ({}) is using {}; nothing was done. Wait for it to finish, \
-             or stop it",
-                pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}")),
-                cfg.output_dir.display()
-            )),
-            LockError::Io(e) => unusable(e),
-        })
-        .map_err(|e| report_early(cfg, &list.ids, e))?;
-    let mut state = State::open(&cfg.output_dir)
-        .map_err(unusable)
-        .map_err(|e| report_early(cfg, &list.ids, e))?;
+    let (_lock, mut state) =
+        open_output_dir(&cfg.output_dir).map_err(|e| report_early(cfg, &list.ids, e))?;
     let ui = Ui::new(cfg.verbosity, cfg.progress_bars, list.ids.len() as u64);
     if state.skipped_lines > 0 {
         log::warn!(
@@ -214,6 +195,28 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     } else {
         Exit::Success
     })
+}
+
+/// Create (if needed), lock and read the output directory.
+fn open_output_dir(dir: &std::path::Path) -> Result<(DirLock, State), Fatal> {
+    super::prepare_output_dir(dir)?;
+    let unusable = |e: std::io::Error| {
+        Fatal::Usage(format!(
+            "cannot use the output directory {}: {e}",
+            dir.display()
+        ))
+    };
+    let lock = DirLock::acquire(dir).map_err(|e| match e {
+        LockError::Held(pid) => Fatal::Locked(format!(
+            "another fetchdocs run ({}) is using {}; nothing was done. Wait for it to finish, \
+             or stop it",
+            pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}")),
+            dir.display()
+        )),
+        LockError::Io(e) => unusable(e),
+    })?;
+    let state = State::open(dir).map_err(unusable)?;
+    Ok((lock, state))
 }
 
 /// Refuse a `--report` path that cannot be written, before anything is requested. Its directory
