@@ -10,7 +10,7 @@ use crate::provider::ProviderKind;
 /// The accepted ranges of settings that the config file can give as well (it checks them with
 /// these same ranges).
 pub const CONCURRENCY: std::ops::RangeInclusive<i64> = 1..=256;
-pub const REQUESTS_PER_MINUTE: std::ops::RangeInclusive<i64> = 1..=6000;
+pub const REQUESTS_PER_MINUTE: std::ops::RangeInclusive<i64> = 1..=1_000_000;
 pub const READ_TIMEOUT: std::ops::RangeInclusive<u64> = 1..=3600;
 
 #[derive(Debug, Parser)]

@@ -19,7 +19,65 @@ use tokio::time::Instant;
 struct Window {
     limit: usize,
     period: Duration,
-    sent: VecDeque<Instant>,
+    /// When requests were sent, and how many at that moment. Under a large limit, requests
+    /// less than [`Window::grain`] apart share one entry stamped with the latest of them (so
+    /// they leave the window no sooner than they would one by one): memory stays at most
+    /// [`GRAINS`] entries whatever the limit.
+    sent: VecDeque<(Instant, usize)>,
+    /// Requests in `sent`.
+    count: usize,
+}
+
+/// Most entries one window keeps.
+const GRAINS: u32 = 1000;
+
+impl Window {
+    /// Requests closer together than this share an entry (zero: each has its own).
+    fn grain(&self) -> Duration {
+        if self.limit as u32 > GRAINS {
+            self.period / GRAINS
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    fn push(&mut self, now: Instant) {
+        let grain = self.grain();
+        self.count += 1;
+        if let Some((at, n)) = self.sent.back_mut()
+            && !grain.is_zero()
+            && now.saturating_duration_since(*at) < grain
+        {
+            *at = now;
+            *n += 1;
+            return;
+        }
+        self.sent.push_back((now, 1));
+    }
+
+    /// Forget what has left the window; how long until one more request fits.
+    fn wait(&mut self, now: Instant) -> Duration {
+        while let Some(&(first, n)) = self.sent.front() {
+            if first + self.period <= now {
+                self.sent.pop_front();
+                self.count -= n;
+            } else {
+                break;
+            }
+        }
+        if self.count < self.limit {
+            return Duration::ZERO;
+        }
+        // The entry whose leaving brings the count below the limit.
+        let mut to_free = self.count + 1 - self.limit;
+        for &(at, n) in &self.sent {
+            if n >= to_free {
+                return (at + self.period).saturating_duration_since(now);
+            }
+            to_free -= n;
+        }
+        Duration::ZERO
+    }
 }
 
 #[derive(Debug)]
@@ -49,7 +107,8 @@ impl RateLimiter {
             .map(|&(limit, period)| Window {
                 limit: limit.max(1) as usize,
                 period: period + period / 50,
-                sent: VecDeque::with_capacity(limit.min(10_000) as usize),
+                sent: VecDeque::with_capacity(limit.min(GRAINS) as usize),
+                count: 0,
             })
             .collect();
         RateLimiter {
@@ -84,7 +143,7 @@ impl RateLimiter {
                 let wait = wait_locked(&mut state, now);
                 if wait.is_zero() {
                     for w in &mut state.windows {
-                        w.sent.push_back(now);
+                        w.push(now);
                     }
                     if let Some((left, _)) = &mut state.budget {
                         *left = left.saturating_sub(1);
@@ -161,18 +220,7 @@ fn wait_locked(state: &mut State, now: Instant) -> Duration {
         _ => {}
     }
     for w in &mut state.windows {
-        while let Some(&first) = w.sent.front() {
-            if first + w.period <= now {
-                w.sent.pop_front();
-            } else {
-                break;
-            }
-        }
-        if w.sent.len() >= w.limit {
-            // The request that frees a place is the one `len - limit` from the front.
-            let freeing = w.sent[w.sent.len() - w.limit];
-            wait = wait.max((freeing + w.period).saturating_duration_since(now));
-        }
+        wait = wait.max(w.wait(now));
     }
     wait
 }
@@ -183,6 +231,27 @@ mod tests {
 
     fn per_minute(n: u32) -> RateLimiter {
         RateLimiter::new(&[(n, Duration::from_secs(60))])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_limit_is_kept_in_bounded_memory_and_never_exceeded() {
+        let limiter = per_minute(200_000);
+        let start = Instant::now();
+        for i in 0..200_000u32 {
+            let _ = limiter.acquire().await;
+            if i % 1000 == 0 {
+                // Spread over the first 30 s.
+                tokio::time::advance(Duration::from_millis(150)).await;
+            }
+        }
+        let entries = limiter.lock().windows[0].sent.len();
+        assert!(entries <= GRAINS as usize + 1, "{entries} entries");
+        // The window is full: the next request waits until the earliest requests leave it, a
+        // minute (and the 2% margin) after they were sent, never sooner.
+        let _ = limiter.acquire().await;
+        let waited = Instant::now() - start;
+        assert!(waited >= Duration::from_millis(61_200), "{waited:?}");
+        assert!(waited <= Duration::from_millis(61_400), "{waited:?}");
     }
 
     #[tokio::test(start_paused = true)]

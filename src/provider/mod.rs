@@ -60,10 +60,14 @@ pub struct Vendor {
 impl Vendor {
     /// The rate limits to keep to: `(requests, period)` pairs. `per_minute` (from
     /// `--requests-per-minute`) replaces the documented per-minute figure; an hourly limit
-    /// applies as well.
+    /// applies as well. A per-minute figure above the documented one is a deployment with
+    /// raised limits (private, a sandbox): the hourly limit is raised in proportion, never
+    /// lowered.
     pub fn rate_limits(&self, per_minute: u32) -> Vec<(u32, Duration)> {
         let mut limits = vec![(per_minute, Duration::from_secs(60))];
         if let Some(hourly) = self.requests_per_hour {
+            let scale = (per_minute as u64).div_ceil(self.requests_per_minute.max(1) as u64);
+            let hourly = (hourly as u64 * scale.max(1)).min(u32::MAX as u64) as u32;
             limits.push((hourly, Duration::from_secs(3600)));
         }
         limits
@@ -244,6 +248,15 @@ pub fn reason_text(v: Option<serde_json::Value>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn raised_per_minute_limits_raise_the_hourly_one_in_proportion() {
+        let k = &keelvar::VENDOR;
+        assert_eq!(k.rate_limits(30)[1].0, 600);
+        assert_eq!(k.rate_limits(10)[1].0, 600, "never lowered");
+        assert_eq!(k.rate_limits(60)[1].0, 1200);
+        assert_eq!(k.rate_limits(1_000_000)[1].0, 600 * 33_334);
+    }
+
     use super::*;
 
     fn raw(id: Uuid, url: &str) -> RawFile {
