@@ -11,11 +11,13 @@ use futures_util::StreamExt;
 use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
 use reqwest::{StatusCode, Url};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{describe_body, error_chain, is_loopback};
 use crate::retry::{self, Backoff};
+
 use crate::state::{link_count, own_file, own_options, sync_dir};
 
 /// Buffer between the network and the disk.
@@ -185,6 +187,8 @@ pub struct FileJob {
     pub watcher: Box<dyn Watcher>,
     /// Cancelled on Ctrl-C: stop, flush what arrived, and return [`Outcome::Cancelled`].
     pub cancel: CancellationToken,
+    /// Answers once the claim of the final name is durable: the file takes the name only then.
+    pub claimed: std::sync::Mutex<Option<oneshot::Receiver<std::io::Result<()>>>>,
 }
 
 /// A file complete under its final name.
@@ -234,6 +238,18 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
     loop {
         match attempt(client, job, policy).await {
             Ok(whole) => {
+                let claim = job.claimed.lock().ok().and_then(|mut c| c.take());
+                if let Some(claim) = claim {
+                    match claim.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => log::warn!(
+                            "cannot record the name {} ({e}); a crash now could leave a duplicate",
+                            job.dest.display()
+                        ),
+                        // The record writer is gone (the run is ending): the file is whole.
+                        Err(_) => {}
+                    }
+                }
                 return match finish(&job.part, &job.dest).await {
                     Ok(()) => {
                         remove(&meta_path(&job.part)).await;
@@ -268,12 +284,17 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
 
 /// Give the (already synced) temporary file its final name, and make the rename durable.
 async fn finish(part: &Path, dest: &Path) -> std::io::Result<()> {
-    tokio::fs::rename(part, dest).await?;
-    if let Some(dir) = dest.parent() {
-        let dir = dir.to_path_buf();
-        let _ = tokio::task::spawn_blocking(move || sync_dir(&dir)).await;
-    }
-    Ok(())
+    let (part, dest) = (part.to_path_buf(), dest.to_path_buf());
+    // One trip to the blocking pool for both.
+    tokio::task::spawn_blocking(move || {
+        std::fs::rename(&part, &dest)?;
+        if let Some(dir) = dest.parent() {
+            sync_dir(dir);
+        }
+        Ok(())
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// `Content-Range: bytes START-END/TOTAL` → (START, END, TOTAL if known); END is inclusive.

@@ -3,8 +3,10 @@
 //! Every line is checked before any request is made, so that a typo on line 4,000 fails the run
 //! in a millisecond instead of after an hour of downloads.
 
-use std::collections::HashSet;
 use std::fmt;
+use std::io::{BufRead, Read};
+
+use hashbrown::HashTable;
 
 use uuid::Uuid;
 
@@ -17,10 +19,140 @@ pub enum IdRule {
     AnyUuid,
 }
 
+/// The run's IDs: unique, in the order they were first seen, each with a stable index.
+///
+/// A million IDs cost about 26 MB: 16 bytes each in order, and a hash table of 4-byte indexes
+/// (about 10 bytes per ID at its load factor) that folds duplicates in constant time.
+pub struct IdSet {
+    ids: Vec<Uuid>,
+    /// Dropped by [`IdSet::freeze`] once no more IDs can come.
+    index: Option<HashTable<u32>>,
+    /// Per-process hash key, so that no input can be crafted to collide.
+    seed: u64,
+}
+
+impl Default for IdSet {
+    fn default() -> Self {
+        IdSet {
+            ids: Vec::new(),
+            index: Some(HashTable::new()),
+            seed: fastrand::u64(..) | 1,
+        }
+    }
+}
+
+impl fmt::Debug for IdSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.ids).finish()
+    }
+}
+
+/// Most IDs in one run (indexes are 4 bytes).
+pub const MAX_IDS: usize = u32::MAX as usize;
+
+impl IdSet {
+    /// Room for about `n` IDs without growing (an estimate: more can be added).
+    pub fn with_capacity(n: usize) -> IdSet {
+        let n = n.min(MAX_IDS);
+        IdSet {
+            ids: Vec::with_capacity(n),
+            index: Some(HashTable::with_capacity(n)),
+            ..IdSet::default()
+        }
+    }
+
+    fn hash(seed: u64, id: &Uuid) -> u64 {
+        let v = id.as_u128();
+        let folded = (v as u64) ^ ((v >> 64) as u64).rotate_left(29);
+        (folded ^ seed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(26)
+    }
+
+    /// Add `id`; its index if it is new, `None` if it was already there. Panics past
+    /// [`MAX_IDS`] (callers check [`IdSet::is_full`]) or after [`IdSet::freeze`].
+    pub fn insert(&mut self, id: Uuid) -> Option<u32> {
+        let seed = self.seed;
+        let ids = &self.ids;
+        let index = self.index.as_mut().expect("IdSet::insert after freeze");
+        let h = Self::hash(seed, &id);
+        if index.find(h, |&i| ids[i as usize] == id).is_some() {
+            return None;
+        }
+        let i = u32::try_from(self.ids.len()).expect("IdSet::insert past MAX_IDS");
+        index.insert_unique(h, i, |&j| Self::hash(seed, &ids[j as usize]));
+        self.ids.push(id);
+        Some(i)
+    }
+
+    /// No more IDs fit (or none can be added any more).
+    pub fn is_full(&self) -> bool {
+        self.ids.len() >= MAX_IDS || self.index.is_none()
+    }
+
+    /// The index of `id`, if it is in the set. Panics after [`IdSet::freeze`].
+    pub fn position(&self, id: &Uuid) -> Option<u32> {
+        let h = Self::hash(self.seed, id);
+        self.index
+            .as_ref()
+            .expect("IdSet::position after freeze")
+            .find(h, |&i| self.ids[i as usize] == *id)
+            .copied()
+    }
+
+    /// Drop the hash table (about 10 bytes an ID): no ID can be added or looked up from now
+    /// on, only read by index.
+    pub fn freeze(&mut self) {
+        self.index = None;
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// In the order they were first seen.
+    pub fn as_slice(&self) -> &[Uuid] {
+        &self.ids
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Uuid> {
+        self.ids.iter()
+    }
+
+    /// Give back memory reserved for growth.
+    pub fn shrink_to_fit(&mut self) {
+        let seed = self.seed;
+        let ids = &self.ids;
+        if let Some(index) = &mut self.index {
+            index.shrink_to_fit(|&j| Self::hash(seed, &ids[j as usize]));
+        }
+        self.ids.shrink_to_fit();
+    }
+}
+
+impl std::ops::Index<usize> for IdSet {
+    type Output = Uuid;
+    fn index(&self, i: usize) -> &Uuid {
+        &self.ids[i]
+    }
+}
+
+impl<'a> IntoIterator for &'a IdSet {
+    type Item = &'a Uuid;
+    type IntoIter = std::slice::Iter<'a, Uuid>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.ids.iter()
+    }
+}
+
 /// A valid, de-duplicated list of IDs in input order.
 #[derive(Debug, Default)]
 pub struct IdList {
-    pub ids: Vec<Uuid>,
+    pub ids: IdSet,
     /// How many lines repeated an ID seen earlier (folded into the first occurrence).
     pub duplicates: usize,
 }
@@ -46,25 +178,58 @@ pub const MAX_LISTED_BAD_LINES: usize = 20;
 pub struct BadInput {
     pub lines: Vec<BadLine>,
     pub total: usize,
+    /// Why reading stopped early, if it did (an I/O error, too many IDs).
+    pub unreadable: Option<String>,
 }
 
-/// Parse an ID list. Blank lines and `#` comments are ignored, whitespace and `\r` trimmed,
-/// duplicates folded (first occurrence wins). Returns every bad line, not just the first.
+/// Lines longer than this are not IDs; only this much of one is kept for the message.
+const MAX_LINE: u64 = 4096;
+
+/// Parse an ID list held in memory (see [`read_ids`]).
 pub fn parse_ids(input: &[u8], rule: IdRule) -> Result<IdList, BadInput> {
     let mut list = IdList::default();
-    let mut seen = HashSet::new();
+    list.duplicates = read_ids(input, rule, &mut list.ids)?;
+    Ok(list)
+}
+
+/// Read an ID list line by line into `set`, holding one line at a time. Blank lines and `#`
+/// comments are ignored, whitespace and `\r` trimmed, duplicates folded (first occurrence wins).
+/// Returns how many lines repeated an ID, or every bad line, not just the first.
+pub fn read_ids(
+    mut input: impl std::io::BufRead,
+    rule: IdRule,
+    set: &mut IdSet,
+) -> Result<usize, BadInput> {
+    let mut duplicates = 0;
     let mut bad = BadInput {
         lines: Vec::new(),
         total: 0,
+        unreadable: None,
     };
-    // A trailing newline does not make an extra line.
-    let input = input.strip_suffix(b"\n").unwrap_or(input);
-    if input.is_empty() {
-        return Ok(list);
-    }
-    for (index, raw) in input.split(|&b| b == b'\n').enumerate() {
-        let line_no = index + 1;
-        let result = match std::str::from_utf8(raw) {
+    let mut raw = Vec::with_capacity(64);
+    let mut line_no = 0;
+    loop {
+        raw.clear();
+        let read = (&mut input).take(MAX_LINE).read_until(b'\n', &mut raw);
+        match read {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                bad.unreadable = Some(e.to_string());
+                break;
+            }
+        }
+        line_no += 1;
+        // A line longer than any ID: keep its start for the message, skip the rest.
+        if raw.last() != Some(&b'\n')
+            && raw.len() as u64 == MAX_LINE
+            && let Err(e) = input.skip_until(b'\n')
+        {
+            bad.unreadable = Some(e.to_string());
+            break;
+        }
+        let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
+        let result = match std::str::from_utf8(line) {
             Err(_) => Err("not valid UTF-8 text".to_string()),
             Ok(text) => {
                 let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
@@ -75,13 +240,19 @@ pub fn parse_ids(input: &[u8], rule: IdRule) -> Result<IdList, BadInput> {
             }
         };
         match result {
-            Ok(id) => {
-                if seen.insert(id) {
-                    list.ids.push(id);
-                } else {
-                    list.duplicates += 1;
+            Ok(id) if bad.total == 0 => {
+                if set.is_full() {
+                    bad.unreadable = Some(format!(
+                        "more than {MAX_IDS} IDs; split the list into several runs"
+                    ));
+                    break;
+                }
+                if set.insert(id).is_none() {
+                    duplicates += 1;
                 }
             }
+            // Once a line is bad nothing will be requested: only look for more bad lines.
+            Ok(_) => {}
             Err(reason) => {
                 bad.total += 1;
                 if bad.lines.len() < MAX_LISTED_BAD_LINES {
@@ -93,12 +264,17 @@ pub fn parse_ids(input: &[u8], rule: IdRule) -> Result<IdList, BadInput> {
             }
         }
     }
-    if bad.total > 0 { Err(bad) } else { Ok(list) }
+    if bad.total > 0 || bad.unreadable.is_some() {
+        Err(bad)
+    } else {
+        Ok(duplicates)
+    }
 }
 
 /// Validate one trimmed, non-empty line.
 pub fn parse_one(text: &str, rule: IdRule) -> Result<Uuid, String> {
-    let shown = shorten(text);
+    // Only for messages: quoting every valid line would cost more than parsing it.
+    let shown = || shorten(text);
     let bytes = text.as_bytes();
     let well_formed = bytes.len() == 36
         && bytes.iter().enumerate().all(|(i, b)| match i {
@@ -107,22 +283,25 @@ pub fn parse_one(text: &str, rule: IdRule) -> Result<Uuid, String> {
         });
     if !well_formed {
         return Err(format!(
-            "{shown} is not a UUID (expected 36 characters: 8-4-4-4-12 hex digits with hyphens, \
-             like 01932c07-a5e4-7c3b-9d2f-3b6a1e0c4f8d)"
+            "{} is not a UUID (expected 36 characters: 8-4-4-4-12 hex digits with hyphens, \
+             like 01932c07-a5e4-7c3b-9d2f-3b6a1e0c4f8d)",
+            shown()
         ));
     }
-    let id = Uuid::parse_str(text).map_err(|e| format!("{shown} is not a UUID ({e})"))?;
+    let id = Uuid::parse_str(text).map_err(|e| format!("{} is not a UUID ({e})", shown()))?;
     if rule == IdRule::UuidV7 {
         let version = id.get_version_num();
         if version != 7 {
             return Err(format!(
-                "{shown} is a version {version} UUID; Veridox file IDs are UUID version 7 \
-                 (the 13th hex digit is 7)"
+                "{} is a version {version} UUID; Veridox file IDs are UUID version 7 \
+                 (the 13th hex digit is 7)",
+                shown()
             ));
         }
         if !matches!(bytes[19], b'8' | b'9' | b'a' | b'b' | b'A' | b'B') {
             return Err(format!(
-                "{shown} has the wrong UUID variant (the 17th hex digit must be 8, 9, a or b)"
+                "{} has the wrong UUID variant (the 17th hex digit must be 8, 9, a or b)",
+                shown()
             ));
         }
     }

@@ -4,8 +4,10 @@
 //! characters, a Windows device name, or 4 KB of text. [`sanitize`] turns any label into one safe
 //! path component; [`NameRegistry`] makes sure two IDs never share a name.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::path::Path;
+
+use hashbrown::HashTable;
 
 use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
@@ -105,6 +107,11 @@ pub fn with_id_suffix(name: &str, id: &Uuid, full: bool) -> String {
     fit(name, &format!(" ({tag})"))
 }
 
+/// Whether two names are one file name on a case-insensitive file system.
+pub fn same_name(a: &str, b: &str) -> bool {
+    key(a) == key(b)
+}
+
 /// Case- and normalisation-insensitive key, so `Report.pdf` and `report.pdf`, or `Café` in NFC
 /// and in NFD, collide as they would on macOS (and the first pair on Windows).
 fn key(name: &str) -> String {
@@ -113,34 +120,51 @@ fn key(name: &str) -> String {
 
 /// Hands out final names so that no two IDs share one, and no file that fetchdocs did not write
 /// for that ID is overwritten.
+///
+/// Names are remembered by a keyed 64-bit fingerprint of their comparison key (8 bytes and a
+/// little table overhead each, whatever the name's length). Two names whose fingerprints
+/// collide (about one chance in 10^7 in a run of a million) only cost the second one an ID
+/// suffix; a taken name is never handed out again.
 #[derive(Debug, Default)]
 pub struct NameRegistry {
-    owner: HashMap<String, Uuid>,
+    taken: HashTable<u64>,
+    keyer: std::hash::RandomState,
+    /// The names of earlier runs are in (they are read only when a name is first needed).
+    pub seeded: bool,
 }
 
 impl NameRegistry {
-    /// Record that `name` belongs to `id` (from an earlier run's record).
-    pub fn claim(&mut self, name: &str, id: Uuid) {
-        self.owner.entry(key(name)).or_insert(id);
+    fn fingerprint(&self, name: &str) -> u64 {
+        self.keyer.hash_one(key(name))
     }
 
-    /// The ID that owns `name`, if one does.
-    pub fn owner(&self, name: &str) -> Option<Uuid> {
-        self.owner.get(&key(name)).copied()
+    /// Record that `name` belongs to some ID (an earlier run's record, or the report's own
+    /// file): it is not handed out to another.
+    pub fn claim(&mut self, name: &str) {
+        let f = self.fingerprint(name);
+        if self.taken.find(f, |&t| t == f).is_none() {
+            self.taken.insert_unique(f, f, |&t| t);
+        }
     }
 
-    /// Keep `name` from being given to any ID (the report's own file, when it is written into
-    /// the output directory).
-    pub fn reserve(&mut self, name: &str) {
-        self.claim(name, Uuid::nil());
+    /// Make room for `n` more names at once (growing a large table step by step holds the old
+    /// and the new one at the same time).
+    pub fn reserve(&mut self, n: usize) {
+        self.taken.reserve(n, |&t| t);
+    }
+
+    /// Whether `name` (in any spelling that compares equal) belongs to an ID.
+    pub fn is_claimed(&self, name: &str) -> bool {
+        let f = self.fingerprint(name);
+        self.taken.find(f, |&t| t == f).is_some()
     }
 
     /// Choose the name for `id` in `dir`. `previous` is the name an earlier run saved this ID
-    /// under, reused so that re-downloads (`--force`) replace their own file.
+    /// under (its own by the record), reused so that re-downloads (`--force`) replace their own
+    /// file.
     pub fn assign(&mut self, dir: &Path, id: Uuid, label: &str, previous: Option<&str>) -> String {
-        if let Some(prev) = previous
-            && self.owner.get(&key(prev)) == Some(&id)
-        {
+        if let Some(prev) = previous {
+            self.claim(prev);
             return prev.to_string();
         }
         let base = sanitize(label, &id);
@@ -150,13 +174,9 @@ impl NameRegistry {
             with_id_suffix(&base, &id, true),
         ];
         for name in candidates {
-            let taken = match self.owner.get(&key(&name)) {
-                Some(owner) => *owner != id,
-                // A file we did not write (the user's own, or another tool's) is never replaced.
-                None => dir.join(&name).symlink_metadata().is_ok(),
-            };
-            if !taken {
-                self.owner.insert(key(&name), id);
+            // A file we did not write (the user's own, or another tool's) is never replaced.
+            if !self.is_claimed(&name) && dir.join(&name).symlink_metadata().is_err() {
+                self.claim(&name);
                 return name;
             }
         }
@@ -165,9 +185,8 @@ impl NameRegistry {
         let mut n = 1u32;
         loop {
             let name = format!("{} ({n})", id.simple());
-            if !self.owner.contains_key(&key(&name)) && dir.join(&name).symlink_metadata().is_err()
-            {
-                self.owner.insert(key(&name), id);
+            if !self.is_claimed(&name) && dir.join(&name).symlink_metadata().is_err() {
+                self.claim(&name);
                 return name;
             }
             n += 1;
@@ -208,7 +227,7 @@ mod tests {
         assert_ne!(key(&a), key(&b), "the second gets a name of its own: {b}");
         // A name an earlier run recorded in NFD still owns its NFC spelling.
         let mut reg = NameRegistry::default();
-        reg.claim(nfd, id(3));
+        reg.claim(nfd);
         assert_ne!(reg.assign(dir.path(), id(4), nfc, None), nfc);
     }
 
@@ -293,7 +312,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.pdf"), b"x").unwrap();
         let mut reg = NameRegistry::default();
-        reg.claim("a.pdf", id(1));
+        reg.claim("a.pdf");
         // The owner gets its own file back; another ID does not.
         assert_eq!(
             reg.assign(dir.path(), id(1), "a.pdf", Some("a.pdf")),

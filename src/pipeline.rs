@@ -44,7 +44,11 @@ enum Done {
     },
 }
 
-/// Everything a run needs besides its list of items.
+/// Most IDs looked at per turn of the loop when feeding the scheduler (skipping what earlier
+/// runs completed costs a file-system check each): the loop keeps answering in between.
+const FEED_PER_TURN: usize = 4096;
+
+/// Everything a run needs; its IDs are the recorder's.
 pub struct Pipeline<'a, P: Provider> {
     pub provider: Arc<P>,
     pub files: reqwest::Client,
@@ -56,20 +60,23 @@ pub struct Pipeline<'a, P: Provider> {
     /// When the whole run stops (`--max-run-time`).
     pub deadline: Option<Instant>,
     pub output_dir: PathBuf,
+    /// Download again what earlier runs completed.
+    pub force: bool,
     pub ui: &'a Ui,
-    pub state: &'a mut State,
+    pub state: &'a State,
     pub names: &'a mut NameRegistry,
     pub recorder: &'a mut Recorder,
     pub cancel: CancellationToken,
+    /// The next of the recorder's IDs to hand to the scheduler.
+    pub cursor: usize,
 }
 
 impl<P: Provider> Pipeline<'_, P> {
     /// Run every item to an end. Returns a fatal error only for what stops the whole run
     /// (credentials refused, disk refused, interrupted); every ID is finished in the recorder
     /// either way.
-    pub async fn run(mut self, items: Vec<Item>) -> Result<RunStats, Fatal> {
+    pub async fn run(mut self) -> Result<RunStats, Fatal> {
         let vendor = self.provider.vendor();
-        let total_open = items.len();
         let mut scheduler = Scheduler::new(
             Settings {
                 concurrency: self.concurrency,
@@ -78,7 +85,7 @@ impl<P: Provider> Pipeline<'_, P> {
                 dry_run: self.dry_run,
                 give_up_after: self.give_up_after,
             },
-            items,
+            Vec::new(),
         );
         let mut tasks: JoinSet<Done> = JoinSet::new();
         let started = Instant::now();
@@ -86,7 +93,12 @@ impl<P: Provider> Pipeline<'_, P> {
         let mut after_drain: Option<Fatal> = None;
 
         let stop = 'run: loop {
-            // Do what the scheduler says until it has nothing more for now.
+            // Hand the scheduler what it has room for, then do what it says until it has
+            // nothing more for now.
+            let fed = self.feed(&mut scheduler);
+            if let Some(stop) = self.apply(fed, &mut tasks, &mut after_drain) {
+                break 'run Some(stop);
+            }
             let wake = loop {
                 let (actions, wake) =
                     scheduler.next(Instant::now(), self.provider.next_request_delay());
@@ -97,14 +109,21 @@ impl<P: Provider> Pipeline<'_, P> {
                     break 'run Some(stop);
                 }
             };
-            if scheduler.is_idle() {
+            if scheduler.is_idle() && !self.more_to_feed() {
                 break after_drain.take();
             }
+            // Skipping through IDs completed earlier: go on at once.
+            let wake = if self.more_to_feed() && scheduler.room() > 0 {
+                Instant::now()
+            } else {
+                wake
+            };
 
             self.ui.plain_status(|| {
                 // Skipped files were finished before the run; the rest are this run's.
                 let s = self.recorder.summary();
                 let done = s.downloaded + s.failed + s.resolved.unwrap_or(0);
+                let total_open = s.requested - s.skipped;
                 format!(
                     "fetchdocs: {done}/{total_open} files done ({} failed), {} in {:.0}s",
                     s.failed,
@@ -180,12 +199,62 @@ impl<P: Provider> Pipeline<'_, P> {
                 Err(fatal)
             }
             None => {
+                if let Some(why) = scheduler.abandoned() {
+                    // Minting was given up: what was never handed to the scheduler is not
+                    // attempted, for the same reason as what was.
+                    self.recorder.fail_unfinished(why);
+                }
                 // Safety net: nothing requested is ever missing from the report.
                 self.recorder
                     .fail_unfinished("internal error: this file was lost track of");
                 Ok(stats)
             }
         }
+    }
+
+    /// Whether IDs are left that the scheduler has not seen.
+    fn more_to_feed(&self) -> bool {
+        self.cursor < self.recorder.ids().len()
+    }
+
+    /// Hand the scheduler as many of the recorder's IDs as it has room for, skipping those an
+    /// earlier run completed (reported as skipped, without a request).
+    fn feed(&mut self, scheduler: &mut Scheduler) -> Vec<Action> {
+        let mut items = Vec::new();
+        let mut room = scheduler.room();
+        let mut looked = 0;
+        while room > 0 && looked < FEED_PER_TURN && self.more_to_feed() {
+            let index = self.cursor;
+            self.cursor += 1;
+            looked += 1;
+            let id = self.recorder.ids()[index];
+            let index = index as u32;
+            if self.recorder.is_finished(index) {
+                continue;
+            }
+            if !self.force
+                && let Some(rec) = self.state.completed(&id, index)
+            {
+                self.recorder.finish(
+                    index,
+                    FileEntry {
+                        id,
+                        status: Status::Skipped,
+                        path: Some(rec.path),
+                        bytes: Some(rec.bytes),
+                        sha256: rec.sha256,
+                        error: None,
+                        note: None,
+                    },
+                );
+                self.ui.file_finished();
+                continue;
+            }
+            items.push(Item::new(index, id, self.state.previous_name(&id, index)));
+            room -= 1;
+        }
+        scheduler.set_input_open(self.more_to_feed());
+        scheduler.add(items)
     }
 
     /// Carry out the scheduler's actions; a [`Stop`] ends the run with its fatal error, at once
@@ -217,15 +286,18 @@ impl<P: Provider> Pipeline<'_, P> {
                 Action::NotAttempted { item, reason } => self.fail(&item, reason, false),
                 Action::Resolved { mut item, label } => {
                     let name = self.name_for(&mut item, &label);
-                    self.recorder.finish(FileEntry {
-                        id: item.id,
-                        status: Status::Resolved,
-                        path: Some(name),
-                        bytes: None,
-                        sha256: None,
-                        error: None,
-                        note: None,
-                    });
+                    self.recorder.finish(
+                        item.index,
+                        FileEntry {
+                            id: item.id,
+                            status: Status::Resolved,
+                            path: Some(name),
+                            bytes: None,
+                            sha256: None,
+                            error: None,
+                            note: None,
+                        },
+                    );
                     self.ui.file_finished();
                 }
                 Action::Complete { item, name, file } => self.complete(&item, name, file),
@@ -277,33 +349,42 @@ impl<P: Provider> Pipeline<'_, P> {
             sha256,
             note,
         } = file;
-        if let Err(e) = self.state.record(Record {
+        self.state.record(Record {
             id: item.id,
             path: name.clone(),
             bytes,
             sha256: Some(sha256.clone()),
-        }) {
-            log::warn!(
-                "{name} is complete but could not be recorded as done ({e}); the next run will \
-                 download it again"
-            );
-        }
-        log::debug!("downloaded {name} ({})", human_bytes(bytes));
-        self.recorder.finish(FileEntry {
-            id: item.id,
-            status: Status::Downloaded,
-            path: Some(name),
-            bytes: Some(bytes),
-            sha256: Some(sha256),
-            error: None,
-            note,
         });
+        log::debug!("downloaded {name} ({})", human_bytes(bytes));
+        self.recorder.finish(
+            item.index,
+            FileEntry {
+                id: item.id,
+                status: Status::Downloaded,
+                path: Some(name),
+                bytes: Some(bytes),
+                sha256: Some(sha256),
+                error: None,
+                note,
+            },
+        );
         self.ui.file_finished();
     }
 
     fn name_for(&mut self, item: &mut Item, label: &str) -> String {
         if let Some(n) = &item.name {
             return n.clone();
+        }
+        if !self.names.seeded {
+            // The names earlier runs own, read once, when a name is first needed (a run that
+            // only skips never reads them).
+            let names = &mut *self.names;
+            // Every ID not handed to the scheduler yet may need a name, and those in it.
+            names.reserve(self.recorder.ids().len() - self.cursor + 1024);
+            if let Err(e) = self.state.for_each_name(|_, name| names.claim(name)) {
+                log::warn!("cannot read the names earlier runs used ({e})");
+            }
+            self.names.seeded = true;
         }
         let name = self
             .names
@@ -320,13 +401,13 @@ impl<P: Provider> Pipeline<'_, P> {
             ..
         } = r;
         let name = self.name_for(&mut item, &label);
-        // The name is this ID's from now on, durably, before a byte is written under it.
-        if let Err(e) = self.state.claim(item.id, &name) {
-            log::warn!(
-                "cannot record the name {name} for {} ({e}); a crash now could leave a duplicate",
-                item.id
-            );
-        }
+        // The name is this ID's from now on, durably before the file takes it.
+        let claimed = if item.claimed || item.previous.as_deref() == Some(name.as_str()) {
+            None
+        } else {
+            item.claimed = true;
+            Some(self.state.claim(item.id, &name))
+        };
         let job = FileJob {
             url,
             part: self.state.part_path(&item.id),
@@ -334,6 +415,7 @@ impl<P: Provider> Pipeline<'_, P> {
             progress,
             watcher: Box::new(self.ui.file_bar(&name)),
             cancel: self.cancel.child_token(),
+            claimed: std::sync::Mutex::new(claimed),
         };
         let client = self.files.clone();
         let policy = self.policy.clone();
@@ -349,13 +431,14 @@ impl<P: Provider> Pipeline<'_, P> {
 
     /// `item` failed; `say`: with a `failed:` line on stderr.
     fn fail(&mut self, item: &Item, reason: String, say: bool) {
-        if self.recorder.is_finished(&item.id) {
+        if self.recorder.is_finished(item.index) {
             return;
         }
         if say {
             self.ui.file_failed(&item.id, &reason);
         }
-        self.recorder.finish(FileEntry::failed(item.id, reason));
+        self.recorder
+            .finish(item.index, FileEntry::failed(item.id, reason));
         self.ui.file_finished();
         self.ui.set_failed(self.recorder.summary().failed);
     }

@@ -241,13 +241,6 @@ impl Ui {
         }
     }
 
-    /// Files that need no download (skipped) count as finished at once.
-    pub fn files_finished(&self, n: u64) {
-        if let Some(b) = &self.bars {
-            b.files.inc(n);
-        }
-    }
-
     /// Note the failures so far on the overall bar.
     pub fn set_failed(&self, failed: usize) {
         if let Some(b) = &self.bars

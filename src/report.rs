@@ -1,11 +1,13 @@
 //! What happened: one entry per requested ID, the summary, `--json` lines and the report file.
 
-use std::collections::HashMap;
-use std::io::Write;
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use uuid::Uuid;
+
+use crate::ids::IdSet;
 
 /// How one ID ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -71,16 +73,6 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
-#[derive(Debug, Serialize)]
-pub struct Report<'a> {
-    pub provider: &'a str,
-    /// What ended the run early, if something did (the same sentence as on stderr).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'a str>,
-    pub summary: Summary,
-    pub files: Vec<&'a FileEntry>,
-}
-
 /// What goes to stdout as each ID finishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lines {
@@ -92,12 +84,27 @@ pub enum Lines {
     Table,
 }
 
+/// Where an ID's outcome is: not yet known, closed by the run's ending (one reason for all), or
+/// at this offset + 1 in the spool.
+const OPEN: u64 = 0;
+const CLOSED_BY_RUN: u64 = u64::MAX;
+
 /// Collects the outcome of every ID, in input order; each ID is finished exactly once.
+///
+/// Memory stays at a few bytes per ID whatever the run's size: the IDs themselves (in an
+/// [`IdSet`]), and for each an 8-byte offset into a spool file where its entry was written as
+/// it finished. The report is assembled from the spool in input order at the end.
 pub struct Recorder {
     provider: &'static str,
-    order: Vec<Uuid>,
-    entries: HashMap<Uuid, FileEntry>,
+    ids: IdSet,
+    at: Vec<u64>,
+    spool: Option<Spool>,
+    /// Where the spool file is made (the output directory's own folder, once it is open).
+    spool_dir: Option<PathBuf>,
+    /// How the IDs the run closed without an entry of their own ended.
+    closing: Option<(Status, Option<String>)>,
     lines: Lines,
+    printed_any: bool,
     /// Kept up to date as IDs finish, so that reading it costs nothing.
     counts: Summary,
     bytes: u64,
@@ -105,21 +112,55 @@ pub struct Recorder {
     error: Option<String>,
 }
 
+/// Finished entries, one JSON line each, in the order they finished.
+struct Spool {
+    out: std::io::BufWriter<File>,
+    len: u64,
+}
+
 impl Recorder {
-    pub fn new(provider: &'static str, ids: &[Uuid], lines: Lines, dry_run: bool) -> Self {
+    pub fn new(provider: &'static str, ids: IdSet, lines: Lines, dry_run: bool) -> Self {
         Recorder {
             provider,
-            order: ids.to_vec(),
-            entries: HashMap::with_capacity(ids.len()),
-            lines,
+            at: vec![OPEN; ids.len()],
             counts: Summary {
                 requested: ids.len(),
                 resolved: dry_run.then_some(0),
                 ..Summary::default()
             },
+            ids,
+            spool: None,
+            spool_dir: None,
+            closing: None,
+            lines,
+            printed_any: false,
             bytes: 0,
             error: None,
         }
+    }
+
+    /// Keep finished entries in `dir` (rather than the system's temporary directory, which may
+    /// be memory).
+    pub fn spool_in(&mut self, dir: &Path) {
+        self.spool_dir = Some(dir.to_path_buf());
+    }
+
+    /// The IDs requested so far, in input order.
+    pub fn ids(&self) -> &IdSet {
+        &self.ids
+    }
+
+    /// Add an ID found during the run (a listing). Its index if it is new; `None` if it was
+    /// already requested, or no more fit.
+    #[allow(dead_code)] // the listings, next
+    pub fn add(&mut self, id: Uuid) -> Option<u32> {
+        if self.ids.is_full() {
+            return None;
+        }
+        let i = self.ids.insert(id)?;
+        self.at.push(OPEN);
+        self.counts.requested += 1;
+        Some(i)
     }
 
     /// The run ended early because of this.
@@ -127,27 +168,26 @@ impl Recorder {
         self.error = Some(error);
     }
 
-    /// Record how `id` ended. A second call for the same ID is ignored (the first outcome stands).
-    pub fn finish(&mut self, entry: FileEntry) {
-        if self.entries.contains_key(&entry.id) {
-            return;
-        }
+    fn count(&mut self, status: Status, bytes: Option<u64>) {
         let c = &mut self.counts;
-        match entry.status {
+        match status {
             Status::Downloaded => {
                 c.downloaded += 1;
-                self.bytes += entry.bytes.unwrap_or(0);
+                self.bytes += bytes.unwrap_or(0);
             }
             Status::Skipped => c.skipped += 1,
             Status::Failed => c.failed += 1,
             Status::Resolved => *c.resolved.get_or_insert(0) += 1,
             Status::Interrupted => c.interrupted += 1,
         }
+    }
+
+    fn print(&mut self, entry: &FileEntry) {
         match self.lines {
             Lines::None => {}
-            Lines::Json => print_json_value(&entry),
+            Lines::Json => print_json_value(entry),
             Lines::Table => {
-                if self.entries.is_empty() {
+                if !self.printed_any {
                     print_line(&format!("{:<36}  NAME", "ID"));
                 }
                 let what = match (&entry.path, &entry.error) {
@@ -158,40 +198,97 @@ impl Recorder {
                 print_line(&format!("{}  {what}", entry.id));
             }
         }
-        self.entries.insert(entry.id, entry);
+        self.printed_any = true;
     }
 
-    pub fn is_finished(&self, id: &Uuid) -> bool {
-        self.entries.contains_key(id)
+    /// Record how the ID at `index` ended. A second call for the same ID is ignored (the
+    /// first outcome stands), as is one whose entry is not that ID's.
+    pub fn finish(&mut self, index: u32, entry: FileEntry) {
+        let i = index as usize;
+        if self.ids.as_slice().get(i) != Some(&entry.id) {
+            log::warn!(
+                "internal error: an outcome for {} at the wrong place; ignored",
+                entry.id
+            );
+            return;
+        }
+        if self.at[i] != OPEN {
+            return;
+        }
+        self.count(entry.status, entry.bytes);
+        self.print(&entry);
+        self.at[i] = match self.spool_entry(&entry) {
+            Ok(offset) => offset + 1,
+            Err(e) => {
+                // Without the spool the entry cannot be kept: it is reported with the run's
+                // closing status, and the reason why said once here.
+                log::warn!("cannot keep the report entry of {} ({e})", entry.id);
+                CLOSED_BY_RUN
+            }
+        };
+    }
+
+    fn spool_entry(&mut self, entry: &FileEntry) -> std::io::Result<u64> {
+        if self.spool.is_none() {
+            let file = match &self.spool_dir {
+                Some(dir) => tempfile::tempfile_in(dir)?,
+                None => tempfile::tempfile()?,
+            };
+            self.spool = Some(Spool {
+                out: std::io::BufWriter::with_capacity(64 * 1024, file),
+                len: 0,
+            });
+        }
+        let spool = self.spool.as_mut().expect("just made");
+        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        spool.out.write_all(&line)?;
+        let offset = spool.len;
+        spool.len += line.len() as u64;
+        Ok(offset)
+    }
+
+    pub fn is_finished(&self, index: u32) -> bool {
+        self.at.get(index as usize).is_some_and(|&at| at != OPEN)
+    }
+
+    /// No more IDs will be added: drop what finding them by value takes.
+    pub fn freeze(&mut self) {
+        self.ids.freeze();
     }
 
     /// Fail every ID not finished yet with `reason` (the run is ending early).
     pub fn fail_unfinished(&mut self, reason: &str) {
-        self.finish_unfinished(Status::Failed, Some(reason));
+        self.close_unfinished(Status::Failed, Some(reason));
     }
 
     /// Mark every ID not finished yet as interrupted (Ctrl-C, SIGTERM).
     pub fn interrupt_unfinished(&mut self) {
-        self.finish_unfinished(Status::Interrupted, None);
+        self.close_unfinished(Status::Interrupted, None);
     }
 
-    fn finish_unfinished(&mut self, status: Status, reason: Option<&str>) {
-        let open: Vec<Uuid> = self
-            .order
-            .iter()
-            .filter(|id| !self.entries.contains_key(*id))
-            .copied()
-            .collect();
-        for id in open {
-            self.finish(FileEntry {
-                id,
-                status,
-                path: None,
-                bytes: None,
-                sha256: None,
-                error: reason.map(str::to_string),
-                note: None,
-            });
+    /// Every ID still open ends with `status` (and `reason`): counted and printed now, and
+    /// written into the report from the one shared reason, not kept one by one.
+    fn close_unfinished(&mut self, status: Status, reason: Option<&str>) {
+        if self.closing.is_some() {
+            // The first closing stands for what it closed; what is open now ends as it says.
+            for i in 0..self.at.len() {
+                if self.at[i] == OPEN {
+                    let entry = closed_entry(self.ids[i], status, reason);
+                    self.finish(i as u32, entry);
+                }
+            }
+            return;
+        }
+        self.closing = Some((status, reason.map(str::to_string)));
+        for i in 0..self.at.len() {
+            if self.at[i] == OPEN {
+                self.at[i] = CLOSED_BY_RUN;
+                self.count(status, None);
+                if self.lines != Lines::None {
+                    self.print(&closed_entry(self.ids[i], status, reason));
+                }
+            }
         }
     }
 
@@ -204,31 +301,77 @@ impl Recorder {
         self.counts
     }
 
-    pub fn report(&self) -> Report<'_> {
-        Report {
-            provider: self.provider,
-            error: self.error.as_deref(),
-            summary: self.summary(),
-            files: self
-                .order
-                .iter()
-                .filter_map(|id| self.entries.get(id))
-                .collect(),
-        }
-    }
-
-    /// Write the report to `path` atomically (a reader never sees half a report).
-    pub fn write_report(&self, path: &Path) -> std::io::Result<()> {
-        let json = serde_json::to_vec_pretty(&self.report()).map_err(std::io::Error::other)?;
+    /// Write the report to `path` atomically (a reader never sees half a report): one line per
+    /// file, in input order.
+    pub fn write_report(&mut self, path: &Path) -> std::io::Result<()> {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => std::path::PathBuf::from("."),
         };
         let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
-        tmp.write_all(&json)?;
-        tmp.write_all(b"\n")?;
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
+        self.write_report_to(&mut out)?;
+        out.flush()?;
+        drop(out);
         tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// The report as JSON text, into `out`.
+    pub fn write_report_to(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+        writeln!(out, "{{")?;
+        writeln!(out, "  \"provider\": {},", json(&self.provider)?)?;
+        if let Some(e) = &self.error {
+            writeln!(out, "  \"error\": {},", json(e)?)?;
+        }
+        writeln!(out, "  \"summary\": {},", json(&self.counts)?)?;
+        write!(out, "  \"files\": [")?;
+        let mut reader = match &mut self.spool {
+            Some(spool) => {
+                spool.out.flush()?;
+                let mut file = spool.out.get_ref().try_clone()?;
+                file.seek(SeekFrom::Start(0))?;
+                Some((BufReader::with_capacity(256 * 1024, file), 0u64))
+            }
+            None => None,
+        };
+        let mut line = Vec::with_capacity(256);
+        for (i, &at) in self.at.iter().enumerate() {
+            out.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
+            match (at, &mut reader) {
+                (OPEN | CLOSED_BY_RUN, _) | (_, None) => {
+                    let (status, reason) = match &self.closing {
+                        Some((s, r)) => (*s, r.as_deref()),
+                        None => (
+                            Status::Failed,
+                            Some("internal error: no outcome was recorded"),
+                        ),
+                    };
+                    serde_json::to_writer(&mut *out, &closed_entry(self.ids[i], status, reason))?;
+                }
+                (offset, Some((r, pos))) => {
+                    let offset = offset - 1;
+                    if offset != *pos {
+                        // Forward and near: within the buffer, without a system call.
+                        r.seek_relative(offset as i64 - *pos as i64)?;
+                    }
+                    line.clear();
+                    r.read_until(b'\n', &mut line)?;
+                    *pos = offset + line.len() as u64;
+                    out.write_all(line.strip_suffix(b"\n").unwrap_or(&line))?;
+                }
+            }
+        }
+        if !self.at.is_empty() {
+            out.write_all(b"\n  ")?;
+        }
+        writeln!(out, "]")?;
+        writeln!(out, "}}")?;
+        if let Some(spool) = &mut self.spool {
+            // Appends continue at the end.
+            spool.out.get_mut().seek(SeekFrom::End(0))?;
+        }
         Ok(())
     }
 
@@ -244,6 +387,24 @@ impl Recorder {
             summary: self.summary(),
         });
     }
+}
+
+/// The entry of an ID the run closed.
+fn closed_entry(id: Uuid, status: Status, reason: Option<&str>) -> FileEntry {
+    FileEntry {
+        id,
+        status,
+        path: None,
+        bytes: None,
+        sha256: None,
+        error: reason.map(str::to_string),
+        note: None,
+    }
+}
+
+/// `value` as JSON text.
+fn json<T: Serialize + ?Sized>(value: &T) -> std::io::Result<String> {
+    serde_json::to_string(value).map_err(std::io::Error::other)
 }
 
 fn print_json_value<T: Serialize>(value: &T) {
@@ -276,34 +437,54 @@ pub fn human_bytes(n: u64) -> String {
 mod tests {
     use super::*;
 
+    fn set(n: u128) -> IdSet {
+        let mut ids = IdSet::default();
+        for i in 1..=n {
+            ids.insert(Uuid::from_u128(i));
+        }
+        ids
+    }
+
+    fn report(r: &mut Recorder) -> serde_json::Value {
+        let mut out = Vec::new();
+        r.write_report_to(&mut out).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
     #[test]
     fn every_id_once_in_input_order() {
-        let ids: Vec<Uuid> = (1..=3).map(Uuid::from_u128).collect();
-        let mut r = Recorder::new("veridox", &ids, Lines::None, false);
-        r.finish(FileEntry {
-            id: ids[2],
-            status: Status::Downloaded,
-            path: Some("c".into()),
-            bytes: Some(10),
-            sha256: None,
-            error: None,
-            note: None,
-        });
-        r.finish(FileEntry {
-            id: ids[2],
-            status: Status::Failed,
-            path: None,
-            bytes: None,
-            sha256: None,
-            error: Some("late".into()),
-            note: None,
-        });
+        let ids = set(3);
+        let id = |i: usize| ids[i];
+        let (a, c) = (id(0), id(2));
+        let mut r = Recorder::new("veridox", set(3), Lines::None, false);
+        r.finish(
+            2,
+            FileEntry {
+                id: c,
+                status: Status::Downloaded,
+                path: Some("c".into()),
+                bytes: Some(10),
+                sha256: None,
+                error: None,
+                note: None,
+            },
+        );
+        r.finish(2, FileEntry::failed(c, "late".into()));
+        r.finish(0, FileEntry::failed(a, "not found".into()));
+        // Not that ID's place: ignored.
+        r.finish(1, FileEntry::failed(Uuid::from_u128(99), "stray".into()));
         r.fail_unfinished("interrupted");
-        let rep = r.report();
-        let got: Vec<Uuid> = rep.files.iter().map(|e| e.id).collect();
-        assert_eq!(got, ids);
+        let rep = report(&mut r);
+        let files = rep["files"].as_array().unwrap();
+        let got: Vec<&str> = files.iter().map(|e| e["id"].as_str().unwrap()).collect();
+        let want: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        assert_eq!(got, want);
+        assert_eq!(files[0]["error"], "not found");
+        assert_eq!(files[1]["error"], "interrupted");
+        assert_eq!(files[2]["status"], "downloaded");
+        assert_eq!(files[2]["bytes"], 10);
         assert_eq!(
-            rep.summary,
+            r.summary(),
             Summary {
                 requested: 3,
                 downloaded: 1,
@@ -313,7 +494,54 @@ mod tests {
                 interrupted: 0,
             }
         );
+        assert_eq!(rep["summary"]["failed"], 2);
         assert_eq!(r.bytes(), 10);
+        // Written twice (e.g. a report after an early stop), it says the same.
+        assert_eq!(report(&mut r), rep);
+    }
+
+    #[test]
+    fn ids_found_during_the_run_are_reported_after_the_first() {
+        let mut r = Recorder::new("keelvar", set(2), Lines::None, true);
+        assert_eq!(r.add(Uuid::from_u128(2)), None);
+        assert_eq!(r.add(Uuid::from_u128(7)), Some(2));
+        for (at, i) in [(2, 7), (0, 1)] {
+            r.finish(
+                at,
+                FileEntry {
+                    id: Uuid::from_u128(i),
+                    status: Status::Resolved,
+                    path: Some(format!("f{i}")),
+                    bytes: None,
+                    sha256: None,
+                    error: None,
+                    note: None,
+                },
+            );
+        }
+        r.interrupt_unfinished();
+        let rep = report(&mut r);
+        let files = rep["files"].as_array().unwrap();
+        let paths: Vec<&serde_json::Value> = files.iter().map(|e| &e["path"]).collect();
+        assert_eq!(
+            paths,
+            [
+                &serde_json::json!("f1"),
+                &serde_json::Value::Null,
+                &serde_json::json!("f7")
+            ]
+        );
+        assert_eq!(files[1]["status"], "interrupted");
+        assert_eq!(rep["summary"]["requested"], 3);
+        assert_eq!(rep["summary"]["interrupted"], 1);
+        assert_eq!(rep["summary"]["resolved"], 2);
+    }
+
+    #[test]
+    fn an_empty_run_is_an_empty_list() {
+        let mut r = Recorder::new("veridox", IdSet::default(), Lines::None, false);
+        let rep = report(&mut r);
+        assert_eq!(rep["files"], serde_json::json!([]));
     }
 
     #[test]

@@ -47,8 +47,10 @@ use crate::download::{Outcome, Progress, Whole};
 use crate::error::ApiError;
 use crate::provider::MintOutcome;
 
-/// Most mint calls under way at once (a Keelvar job can be polled while the next is submitted).
-pub const MAX_MINTS_IN_FLIGHT: usize = 2;
+/// Most mint calls under way at once (Keelvar jobs are polled while the next are submitted).
+/// How many actually run is the demand's business: the cap on URLs in hand keeps it near one
+/// or two unless downloads finish fast enough to use more.
+pub const MAX_MINTS_IN_FLIGHT: usize = 4;
 /// Mint calls in a row that fail after their retries before every pending ID fails with the
 /// cause (a circuit breaker: an API that is down is not asked for each ID in turn).
 pub const BREAKER_AFTER: u32 = 3;
@@ -82,7 +84,7 @@ pub struct Demand {
 
 /// How many IDs to mint now (see the module docs).
 pub fn batch_size(d: &Demand) -> usize {
-    let cap = d.concurrency + 2 * d.max_batch;
+    let cap = d.concurrency + MAX_MINTS_IN_FLIGHT * d.max_batch;
     let demand = (d.free_slots + d.finishing_soon).min(cap);
     let supply = d.ready + d.minting;
     let want = demand
@@ -201,11 +203,15 @@ impl Lifetime {
 /// One ID's journey through the run.
 #[derive(Debug)]
 pub struct Item {
+    /// Its place in the run's list (the recorder's index).
+    pub index: u32,
     pub id: Uuid,
     /// The name an earlier run saved this ID under (reused on `--force`).
     pub previous: Option<String>,
     /// The name this run gave it, once it has one (kept across re-mints).
     pub name: Option<String>,
+    /// That name is claimed in the record (asked for once, not per attempt).
+    pub claimed: bool,
     mints: u32,
     expirations: u32,
     /// Mint answers that left this ID out.
@@ -215,11 +221,13 @@ pub struct Item {
 }
 
 impl Item {
-    pub fn new(id: Uuid, previous: Option<String>) -> Self {
+    pub fn new(index: u32, id: Uuid, previous: Option<String>) -> Self {
         Item {
+            index,
             id,
             previous,
             name: None,
+            claimed: false,
             mints: 0,
             expirations: 0,
             omissions: 0,
@@ -331,6 +339,11 @@ pub struct Scheduler {
     abandoned: Option<String>,
     /// The `now` of the latest call.
     now: Instant,
+    /// More IDs may still be added (a listing is being read, or the driver feeds them in
+    /// portions): a partial batch waits for them while downloads are under way.
+    input_open: bool,
+    /// The latest mint call was answered (not failed through its retries).
+    healthy: bool,
 }
 
 impl Scheduler {
@@ -354,7 +367,44 @@ impl Scheduler {
             failing_calls: 0,
             abandoned: None,
             now: Instant::now(),
+            input_open: false,
+            healthy: false,
         }
+    }
+
+    /// Add IDs to be minted (after the ones already waiting). Once minting was given up they
+    /// are not attempted, with its reason.
+    pub fn add(&mut self, items: impl IntoIterator<Item = Item>) -> Vec<Action> {
+        match &self.abandoned {
+            Some(why) => items
+                .into_iter()
+                .map(|item| Action::NotAttempted {
+                    item,
+                    reason: why.clone(),
+                })
+                .collect(),
+            None => {
+                self.pending.extend(items);
+                Vec::new()
+            }
+        }
+    }
+
+    /// How many more IDs the scheduler could use now: the driver feeds it in portions, so
+    /// that memory does not hold an item per ID of the run.
+    pub fn room(&self) -> usize {
+        let want = self.settings.concurrency + (MAX_MINTS_IN_FLIGHT + 1) * self.settings.max_batch;
+        want.saturating_sub(self.pending.len())
+    }
+
+    /// Whether more IDs may still be added (see [`Scheduler::add`]).
+    pub fn set_input_open(&mut self, open: bool) {
+        self.input_open = open;
+    }
+
+    /// Why minting was given up, if it was.
+    pub fn abandoned(&self) -> Option<&str> {
+        self.abandoned.as_deref()
     }
 
     pub fn stats(&self) -> RunStats {
@@ -414,12 +464,16 @@ impl Scheduler {
         }
         // Mint what will be needed soon, if the API would take a request now.
         let mut wake = now + TICK;
-        if !self.pending.is_empty() && self.mint_calls_open < MAX_MINTS_IN_FLIGHT {
+        // Calls overlap only once the API has answered well: one at a time at first and while
+        // it is failing, so that an API that is down is not asked several times over.
+        let max_open = if self.healthy { MAX_MINTS_IN_FLIGHT } else { 1 };
+        if !self.pending.is_empty() && self.mint_calls_open < max_open {
             let n = if self.long_lived() {
                 self.long_lived_batch()
             } else {
                 batch_size(&self.demand(now))
-            };
+            }
+            .min(self.pending.len());
             if n > 0 {
                 if api_delay.is_zero() {
                     let mut batch: Vec<Item> = self.pending.drain(..n).collect();
@@ -449,17 +503,18 @@ impl Scheduler {
         !self.settings.dry_run && self.lifetime.estimate() >= LONG_LIVED
     }
 
-    /// With long-lived URLs: a full batch whenever at most one batch beyond the free slots is in
-    /// hand; the last, partial batch (or IDs to ask for again) only when nothing is in hand.
+    /// With long-lived URLs: a full batch whenever at most two batches beyond the free slots are
+    /// in hand; the last, partial batch (or IDs to ask for again) only when nothing is in hand
+    /// and no more IDs are coming (or no download is under way to wait for).
     fn long_lived_batch(&self) -> usize {
         let max_batch = self.settings.max_batch;
         let in_hand = self.ready.len() + self.minting;
-        if in_hand >= self.settings.concurrency + max_batch {
+        if in_hand >= self.settings.concurrency + 2 * max_batch {
             return 0;
         }
         if self.pending.len() >= max_batch {
             max_batch
-        } else if in_hand == 0 {
+        } else if in_hand == 0 && (!self.input_open || self.active.is_empty()) {
             self.pending.len()
         } else {
             0
@@ -470,15 +525,15 @@ impl Scheduler {
     fn demand(&self, now: Instant) -> Demand {
         let max_batch = self.settings.max_batch;
         if self.settings.dry_run {
-            // Nothing downloads: ask for full batches, one call after another.
+            // Nothing downloads: ask for full batches, several calls at once.
             return Demand {
                 concurrency: 0,
                 max_batch,
-                free_slots: max_batch,
+                free_slots: MAX_MINTS_IN_FLIGHT * max_batch,
                 finishing_soon: 0,
                 ready: 0,
                 minting: self.minting,
-                pending: self.pending.len(),
+                pending: self.pending_for_batching(),
             };
         }
         let j = self.settings.concurrency;
@@ -496,7 +551,17 @@ impl Scheduler {
             ),
             ready: self.ready.len(),
             minting: self.minting,
-            pending: self.pending.len(),
+            pending: self.pending_for_batching(),
+        }
+    }
+
+    /// While more IDs may come, a partial batch is not the last one: count as if a full batch
+    /// were waiting, so that only idle slots justify sending less.
+    fn pending_for_batching(&self) -> usize {
+        if self.input_open {
+            self.pending.len().max(self.settings.max_batch)
+        } else {
+            self.pending.len()
         }
     }
 
@@ -513,6 +578,7 @@ impl Scheduler {
         self.minting -= items.len();
         self.mint_calls_open -= 1;
         self.mint_latency = (self.mint_latency * 3 + took) / 4;
+        self.healthy = matches!(result, Ok(_) | Err(ApiError::Rejected(_)));
         match result {
             Err(ApiError::Auth(msg)) => actions.push(Action::Stop(Stop::Credentials(msg))),
             Err(ApiError::Unreachable(msg)) => {
@@ -809,7 +875,7 @@ mod tests {
 
     fn items(n: u128) -> Vec<Item> {
         (1..=n)
-            .map(|i| Item::new(Uuid::from_u128(i), None))
+            .map(|i| Item::new(i as u32, Uuid::from_u128(i), None))
             .collect()
     }
 
@@ -894,16 +960,24 @@ mod tests {
             25,
             "a full first batch: URLs that live an hour can wait"
         );
-        // One more full batch may be asked for while the first is out…
-        let second = take_mint(s.next(now, Duration::ZERO).0);
-        assert_eq!(second.len(), 25);
-        // …then nothing until fewer than -j + one batch are in hand.
+        // Nothing more until the API has answered once…
         assert!(mints(&s.next(now, Duration::ZERO).0).is_empty());
         let out = answer(&first, now, None);
         s.minted(first, Ok(out), Duration::ZERO, Instant::now());
+        // …then another full batch while the first is in hand (and downloads start)…
+        let (actions, _) = s.next(now, Duration::ZERO);
+        let second = mints(&actions);
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].len(), 25);
+        assert_eq!(starts(actions).len(), 4);
+        // …and nothing beyond that: the last 10 wait for a single request.
+        assert!(mints(&s.next(now, Duration::ZERO).0).is_empty());
+        let second: Vec<Item> = second[0]
+            .iter()
+            .map(|&id| Item::new(id.as_u128() as u32, id, None))
+            .collect();
         let out = answer(&second, now, None);
         s.minted(second, Ok(out), Duration::ZERO, Instant::now());
-        assert_eq!(starts(s.next(now, BUSY).0).len(), 4);
         // The last 10 are asked for only once nothing is in hand: one request, not several.
         assert!(mints(&s.next(now, Duration::ZERO).0).is_empty());
     }
@@ -920,18 +994,51 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn at_most_two_mint_calls_are_under_way() {
+    async fn one_mint_call_until_the_api_answers_then_several_at_once() {
         let settings = Settings {
             concurrency: 256,
             ..KEELVAR
         };
         let mut s = Scheduler::new(settings, items(1000));
         let now = Instant::now();
-        let mut calls = 0;
+        let mut calls = Vec::new();
         for _ in 0..5 {
-            calls += mints(&s.next(now, Duration::ZERO).0).len();
+            calls.extend(take_mints(s.next(now, Duration::ZERO).0));
         }
-        assert_eq!(calls, MAX_MINTS_IN_FLIGHT);
+        assert_eq!(calls.len(), 1, "one call until the API has answered");
+        let first = calls.pop().unwrap();
+        let out = answer(&first, now, None);
+        s.minted(first, Ok(out), Duration::from_millis(50), now);
+        for _ in 0..8 {
+            calls.extend(take_mints(s.next(now, Duration::ZERO).0));
+        }
+        assert_eq!(
+            calls.len(),
+            MAX_MINTS_IN_FLIGHT,
+            "then up to the cap at once"
+        );
+        // A call that fails through its retries: back to one at a time.
+        let failed = calls.pop().unwrap();
+        s.minted(
+            failed,
+            Err(ApiError::Down("HTTP 503".into())),
+            Duration::ZERO,
+            now,
+        );
+        let more: usize = (0..4)
+            .map(|_| take_mints(s.next(now, Duration::ZERO).0).len())
+            .sum();
+        assert_eq!(more, 0, "{} calls still open", calls.len());
+    }
+
+    fn take_mints(actions: Vec<Action>) -> Vec<Vec<Item>> {
+        actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Mint(batch) => Some(batch),
+                _ => None,
+            })
+            .collect()
     }
 
     #[tokio::test(start_paused = true)]
@@ -1150,11 +1257,17 @@ mod tests {
         let mut s = Scheduler::new(VERIDOX, items(60));
         let now = Instant::now();
         let first = take_mint(s.next(now, Duration::ZERO).0);
-        let second = take_mint(s.next(now, Duration::ZERO).0);
         let out = answer(&first, now, None);
         s.minted(first, Ok(out), Duration::ZERO, Instant::now());
-        let started = starts(s.next(now, BUSY).0);
+        let (actions, _) = s.next(now, Duration::ZERO);
+        let second = mints(&actions);
+        assert_eq!(second.len(), 1);
+        let started = starts(actions);
         assert_eq!(started.len(), 4);
+        let second: Vec<Item> = second[0]
+            .iter()
+            .map(|&id| Item::new(id.as_u128() as u32, id, None))
+            .collect();
         let actions = s.minted(
             second,
             Err(ApiError::Unreachable("cannot reach the API".into())),
@@ -1375,19 +1488,19 @@ mod tests {
 
     #[test]
     fn unstarted_urls_are_capped() {
-        // 8 + 2×50 = 108 at most in hand. With 66 in hand a full batch of 50 would pass it,
+        // 8 + 4×50 = 208 at most in hand. With 160 in hand a full batch of 50 would pass it,
         // so nothing is minted until a full batch fits again.
         let d = Demand {
             free_slots: 8,
             finishing_soon: 10_000,
-            ready: 40,
-            minting: 26,
+            ready: 100,
+            minting: 60,
             ..demand()
         };
         assert_eq!(batch_size(&d), 0);
         let room = Demand {
-            ready: 30,
-            minting: 20,
+            ready: 100,
+            minting: 50,
             ..d
         };
         assert_eq!(batch_size(&room), 50);

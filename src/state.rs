@@ -13,13 +13,16 @@
 //! renamed) when it has grown well past what it describes. Partial downloads live in
 //! `.fetchdocs/partial/<id>.part`.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 use uuid::Uuid;
+
+use crate::ids::IdSet;
 
 /// The directory fetchdocs keeps its own files in, inside the output directory.
 pub const STATE_DIR: &str = ".fetchdocs";
@@ -48,81 +51,375 @@ struct Line {
     sha256: Option<String>,
 }
 
+/// Where an ID's current line is: bit 63 set if it is a valid completion, bits 56–62 which record
+/// file, the rest the line's offset in it.
+const DONE_BIT: u64 = 1 << 63;
+const FILE_SHIFT: u32 = 56;
+const OFFSET_MASK: u64 = (1 << FILE_SHIFT) - 1;
+/// Most record files read (one per shard that shared the directory).
+const MAX_FILES: usize = 127;
+/// Longest line read back from a record file (names are at most 255 bytes).
+const MAX_LINE: usize = 16 * 1024;
+
+/// How IDs find their line.
+enum Index {
+    /// The run's IDs were all known before the record was read: 8 bytes per requested ID, at
+    /// the ID's index in the run's list; records of other IDs are not indexed (only their
+    /// names matter, and those are read from the files).
+    Requested(Vec<u64>),
+    /// IDs may come later (a listing): every recorded ID, in a set of its own (about 34 bytes
+    /// a record).
+    Own(IdSet, Vec<u64>),
+}
+
+/// No line for this ID.
+const NONE: u64 = u64::MAX;
+
 /// The state of one output directory.
+///
+/// Every ID's current line is indexed by its position in the record files, not held in memory:
+/// a record is read back when it is asked for. Writes go through a writer thread that appends and syncs what has queued up in
+/// one go (a group commit), so no fsync runs on the scheduler's task.
 pub struct State {
     output_dir: PathBuf,
     dir: PathBuf,
-    completed: HashMap<Uuid, Record>,
-    /// The name each ID owns (claimed or completed).
-    names: HashMap<Uuid, String>,
-    log: File,
+    /// Every record file read; the last is this run's own.
+    files: Vec<(PathBuf, File)>,
+    index: Index,
+    writer: Option<Writer>,
     /// Torn or unreadable lines found when loading.
     pub skipped_lines: usize,
 }
 
 impl State {
-    /// Open (creating if needed) the state of `output_dir`, which must exist.
-    pub fn open(output_dir: &Path) -> io::Result<State> {
+    /// Open (creating if needed) the state of `output_dir`, which must exist, with the record
+    /// file of this run's own (see [`record_file_name`]); the record files of other shards
+    /// that shared the directory are read too. `requested`: the run's IDs, if no others can
+    /// come (the lookups then take their index in it).
+    pub fn open(output_dir: &Path, own: &str, requested: Option<&IdSet>) -> io::Result<State> {
         let dir = output_dir.join(STATE_DIR);
         own_dir(&dir)?;
         own_dir(&dir.join(PARTIAL))?;
-        let path = dir.join(COMPLETED);
-        own_file(&path)?;
-        let Loaded {
-            completed,
-            names,
-            lines,
-            skipped_lines,
-            torn_tail,
-        } = load(&path)?;
-        // Appending after a torn tail would glue two records together: rewrite first.
-        if torn_tail || skipped_lines > 0 || lines > 2 * names.len() + 1000 {
-            rewrite(&path, &names, &completed)?;
+        let own_path = dir.join(own);
+        own_file(&own_path)?;
+        let mut others: Vec<PathBuf> = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if entry.file_name() != own
+                && name.starts_with("completed")
+                && name.ends_with(".jsonl")
+                && entry.file_type()?.is_file()
+            {
+                others.push(entry.path());
+            }
         }
-        let log = own_options().append(true).open(&path)?;
-        Ok(State {
+        others.sort();
+        others.truncate(MAX_FILES - 1);
+        let mut state = State {
             output_dir: output_dir.to_path_buf(),
             dir,
-            completed,
-            names,
-            log,
-            skipped_lines,
-        })
+            files: Vec::new(),
+            index: match requested {
+                // Made full size only once a record of one of them is found.
+                Some(_) => Index::Requested(Vec::new()),
+                None => Index::Own(IdSet::default(), Vec::new()),
+            },
+            writer: None,
+            skipped_lines: 0,
+        };
+        for path in others {
+            state.load(path, requested)?;
+        }
+        let own_stats = state.load(own_path.clone(), requested)?;
+        // Appending after a torn tail would glue two records together: rewrite first.
+        if own_stats.torn_tail
+            || own_stats.skipped > 0
+            || own_stats.lines > 2 * own_stats.kept + 1000
+        {
+            state.rewrite_own(requested)?;
+        }
+        if let Index::Own(set, at) = &mut state.index {
+            set.shrink_to_fit();
+            at.shrink_to_fit();
+        }
+        let log = own_options().append(true).open(&own_path)?;
+        state.writer = Some(Writer::start(log)?);
+        Ok(state)
     }
 
-    /// The record of `id` if an earlier run completed it and the file is still there, whole.
-    pub fn completed(&self, id: &Uuid) -> Option<&Record> {
-        let rec = self.completed.get(id)?;
-        let meta = fs::metadata(self.output_dir.join(&rec.path)).ok()?;
-        (meta.is_file() && meta.len() == rec.bytes).then_some(rec)
+    /// Where `id` (at `index` in the run's list) finds its line, if the index holds it.
+    fn slot(&self, id: &Uuid, index: u32) -> Option<usize> {
+        match &self.index {
+            // Empty: no requested ID has a record.
+            Index::Requested(at) => ((index as usize) < at.len()).then_some(index as usize),
+            Index::Own(set, _) => set.position(id).map(|i| i as usize),
+        }
+    }
+
+    fn at(&self, slot: usize) -> u64 {
+        match &self.index {
+            Index::Requested(at) | Index::Own(_, at) => at[slot],
+        }
+    }
+
+    fn set_at(&mut self, slot: usize, value: u64) {
+        match &mut self.index {
+            Index::Requested(at) | Index::Own(_, at) => at[slot] = value,
+        }
+    }
+
+    /// Read one record file into the index.
+    fn load(&mut self, path: PathBuf, requested: Option<&IdSet>) -> io::Result<LoadStats> {
+        let file_no = self.files.len() as u64;
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                own_options().truncate(false).open(&path)?;
+                File::open(&path)?
+            }
+            Err(e) => return Err(e),
+        };
+        let mut stats = LoadStats::default();
+        let mut reader = BufReader::with_capacity(256 * 1024, file.try_clone()?);
+        let mut offset = 0u64;
+        let mut buf = Vec::with_capacity(512);
+        loop {
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            let at = offset;
+            offset += n as u64;
+            if !buf.ends_with(b"\n") {
+                stats.torn_tail = true;
+            }
+            if buf.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            stats.lines += 1;
+            let line = match serde_json::from_slice::<Line>(&buf) {
+                Ok(l) if is_plain_name(&l.path) && !stats.torn_tail => l,
+                _ => {
+                    stats.skipped += 1;
+                    continue;
+                }
+            };
+            let here = (file_no << FILE_SHIFT) | (at & OFFSET_MASK);
+            let done = line.bytes.is_some();
+            let slot = match (&mut self.index, requested) {
+                (Index::Requested(at), Some(set)) => {
+                    let slot = set.position(&line.id).map(|i| i as usize);
+                    if slot.is_some() && at.is_empty() {
+                        at.resize(set.len(), NONE);
+                    }
+                    slot
+                }
+                (Index::Requested(_), None) => None,
+                (Index::Own(set, at), _) => match set.position(&line.id) {
+                    Some(i) => Some(i as usize),
+                    None if set.is_full() => None,
+                    None => {
+                        set.insert(line.id);
+                        at.push(NONE);
+                        Some(at.len() - 1)
+                    }
+                },
+            };
+            let Some(slot) = slot else {
+                // Not indexed: kept as it is.
+                stats.kept += 1;
+                continue;
+            };
+            let prev = self.at(slot);
+            if prev == NONE || (prev >> FILE_SHIFT) & 0x7f != file_no {
+                stats.kept += 1;
+            }
+            // A completion stands until a claim of another name comes later.
+            let keep = !done
+                && prev != NONE
+                && prev & DONE_BIT != 0
+                && self.line_at(prev).ok().flatten().map(|l| l.path) == Some(line.path.clone());
+            self.set_at(
+                slot,
+                match (done, keep) {
+                    (true, _) => here | DONE_BIT,
+                    (false, true) => prev,
+                    (false, false) => here,
+                },
+            );
+        }
+        self.skipped_lines += stats.skipped;
+        self.files.push((path, file));
+        Ok(stats)
+    }
+
+    /// The line at an index position.
+    fn line_at(&self, at: u64) -> io::Result<Option<Line>> {
+        let file_no = ((at >> FILE_SHIFT) & 0x7f) as usize;
+        let Some((_, file)) = self.files.get(file_no) else {
+            return Ok(None);
+        };
+        // Most lines fit a small buffer; a long name gets a second, larger read.
+        let mut small = [0u8; 1024];
+        let n = read_at(file, &mut small, at & OFFSET_MASK)?;
+        let mut large = Vec::new();
+        let buf = if n == small.len() && !small.contains(&b'\n') {
+            large.resize(MAX_LINE, 0);
+            let n = read_at(file, &mut large, at & OFFSET_MASK)?;
+            &large[..n]
+        } else {
+            &small[..n]
+        };
+        let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+        Ok(serde_json::from_slice(&buf[..end]).ok())
+    }
+
+    /// Replace this run's own record file atomically with its current lines.
+    fn rewrite_own(&mut self, requested: Option<&IdSet>) -> io::Result<()> {
+        let own_no = (self.files.len() - 1) as u64;
+        let (path, _) = &self.files[own_no as usize];
+        let path = path.clone();
+        let tmp = path.with_extension("jsonl.tmp");
+        {
+            own_file(&tmp)?;
+            let f = own_options().truncate(true).open(&tmp)?;
+            let mut out = io::BufWriter::with_capacity(256 * 1024, f);
+            // The file's lines in order: an indexed ID's only if it is its current line, every
+            // line of an ID not indexed (replayed, they say the same).
+            let mut reader = BufReader::with_capacity(256 * 1024, File::open(&path)?);
+            let mut offset = 0u64;
+            let mut read_at = 0u64;
+            let mut buf = Vec::with_capacity(512);
+            loop {
+                buf.clear();
+                let n = reader.read_until(b'\n', &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                let here = (own_no << FILE_SHIFT) | read_at;
+                read_at += n as u64;
+                let Ok(line) = serde_json::from_slice::<Line>(&buf) else {
+                    continue;
+                };
+                if !buf.ends_with(b"\n") || !is_plain_name(&line.path) {
+                    continue;
+                }
+                let slot = self.slot_of_line(&line.id, requested);
+                if let Some(slot) = slot
+                    && self.at(slot) & !DONE_BIT != here
+                {
+                    continue;
+                }
+                let mut text = serde_json::to_vec(&line).map_err(io::Error::other)?;
+                text.push(b'\n');
+                out.write_all(&text)?;
+                if let Some(slot) = slot {
+                    let done = self.at(slot) & DONE_BIT;
+                    self.set_at(slot, done | (own_no << FILE_SHIFT) | offset);
+                }
+                offset += text.len() as u64;
+            }
+            out.flush()?;
+            out.get_ref().sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        sync_dir(path.parent().unwrap_or(Path::new(".")));
+        self.files[own_no as usize].1 = File::open(&path)?;
+        Ok(())
+    }
+
+    /// The record of `id` (at `index` in the run's list) if an earlier run completed it and
+    /// the file is still there, whole.
+    pub fn completed(&self, id: &Uuid, index: u32) -> Option<Record> {
+        let at = self.at(self.slot(id, index)?);
+        if at == NONE || at & DONE_BIT == 0 {
+            return None;
+        }
+        let line = self.line_at(at).ok().flatten()?;
+        if line.id != *id {
+            return None;
+        }
+        let meta = fs::metadata(self.output_dir.join(&line.path)).ok()?;
+        let bytes = line.bytes?;
+        (meta.is_file() && meta.len() == bytes).then_some(Record {
+            id: line.id,
+            path: line.path,
+            bytes,
+            sha256: line.sha256,
+        })
     }
 
     /// The name `id` owns from an earlier run (claimed or completed), whether or not the file is
     /// still there.
-    pub fn previous_name(&self, id: &Uuid) -> Option<&str> {
-        self.names.get(id).map(String::as_str)
-    }
-
-    /// Every (id, name) owned, for reserving names.
-    pub fn names(&self) -> impl Iterator<Item = (&Uuid, &str)> {
-        self.names.iter().map(|(id, n)| (id, n.as_str()))
-    }
-
-    /// Claim `name` for `id`, durably, before anything is written under it.
-    pub fn claim(&mut self, id: Uuid, name: &str) -> io::Result<()> {
-        if self.names.get(&id).map(String::as_str) == Some(name) {
-            return Ok(());
+    pub fn previous_name(&self, id: &Uuid, index: u32) -> Option<String> {
+        let at = self.at(self.slot(id, index)?);
+        if at == NONE {
+            return None;
         }
-        self.append(&Line {
+        self.line_at(at)
+            .ok()
+            .flatten()
+            .filter(|l| l.id == *id)
+            .map(|l| l.path)
+    }
+
+    /// The slot of an ID read from a line, where the index can tell (not in
+    /// [`Index::Requested`], whose lookups go by the run's index).
+    fn slot_of_line(&self, id: &Uuid, requested: Option<&IdSet>) -> Option<usize> {
+        match &self.index {
+            Index::Requested(_) => requested?.position(id).map(|i| i as usize),
+            Index::Own(set, _) => set.position(id).map(|i| i as usize),
+        }
+    }
+
+    /// Call `f` with every (id, name) owned, reading the record files through once.
+    pub fn for_each_name(&self, mut f: impl FnMut(&Uuid, &str)) -> io::Result<()> {
+        for (file_no, (_, file)) in self.files.iter().enumerate() {
+            let mut reader = BufReader::with_capacity(256 * 1024, file.try_clone()?);
+            io::Seek::seek(&mut reader, io::SeekFrom::Start(0))?;
+            let mut offset = 0u64;
+            let mut buf = Vec::with_capacity(512);
+            loop {
+                buf.clear();
+                let n = reader.read_until(b'\n', &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                let at = offset;
+                offset += n as u64;
+                let Ok(line) = serde_json::from_slice::<Line>(&buf) else {
+                    continue;
+                };
+                let here = ((file_no as u64) << FILE_SHIFT) | at;
+                // An ID the index does not hold: each of its names counts (never fewer).
+                let current = match self.slot_of_line(&line.id, None) {
+                    Some(slot) => self.at(slot) & !DONE_BIT == here,
+                    None => true,
+                };
+                if current {
+                    f(&line.id, &line.path);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Claim `name` for `id`, before anything is written under it. The claim is durable when the
+    /// answer arrives (an error if it could not be made so); wait for it before the file takes
+    /// the name.
+    pub fn claim(&self, id: Uuid, name: &str) -> oneshot::Receiver<io::Result<()>> {
+        let (tx, rx) = oneshot::channel();
+        let line = Line {
             id,
             path: name.to_string(),
             bytes: None,
             sha256: None,
-        })?;
-        if self.names.insert(id, name.to_string()).is_some() {
-            self.completed.remove(&id);
-        }
-        Ok(())
+        };
+        self.send(Msg::Claim(line, tx));
+        rx
     }
 
     /// Where the partial data of `id` lives.
@@ -130,89 +427,223 @@ impl State {
         self.dir.join(PARTIAL).join(format!("{id}.part"))
     }
 
-    /// Record a completed file. Call only once the file is durable under its final name.
-    pub fn record(&mut self, rec: Record) -> io::Result<()> {
-        self.append(&Line {
+    /// Record a completed file. Call only once the file is durable under its final name. The
+    /// record is made durable with others queued at the same time; one lost to a crash costs
+    /// a download again (to the same, claimed, name), never a wrong file.
+    pub fn record(&self, rec: Record) {
+        self.send(Msg::Record(Line {
             id: rec.id,
-            path: rec.path.clone(),
+            path: rec.path,
             bytes: Some(rec.bytes),
-            sha256: rec.sha256.clone(),
-        })?;
-        self.names.insert(rec.id, rec.path.clone());
-        self.completed.insert(rec.id, rec);
-        Ok(())
+            sha256: rec.sha256,
+        }));
     }
 
-    fn append(&mut self, line: &Line) -> io::Result<()> {
-        let mut buf = serde_json::to_vec(line).map_err(io::Error::other)?;
-        buf.push(b'\n');
-        self.log.write_all(&buf)?;
-        self.log.sync_data()
+    fn send(&self, msg: Msg) {
+        if let Some(w) = &self.writer {
+            // The thread ends only when the state is dropped.
+            let _ = w.tx.send(msg);
+        }
+    }
+
+    /// Write out everything queued and wait until it is durable; the first error, if any.
+    pub fn close(&mut self) -> io::Result<()> {
+        match self.writer.take() {
+            Some(w) => w.finish(),
+            None => Ok(()),
+        }
     }
 }
 
-/// What the record file holds.
-struct Loaded {
-    completed: HashMap<Uuid, Record>,
-    names: HashMap<Uuid, String>,
+impl Drop for State {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// The name of the record file a run writes: one per shard, so that shards sharing the
+/// directory never write the same file.
+pub fn record_file_name(shard: Option<(u32, u32)>) -> String {
+    match shard {
+        None => COMPLETED.to_string(),
+        Some((k, n)) => format!("completed.shard-{k}-of-{n}.jsonl"),
+    }
+}
+
+#[derive(Debug, Default)]
+struct LoadStats {
     lines: usize,
-    skipped_lines: usize,
+    /// Lines a rewrite would keep: IDs whose current line is in this file, and every line of
+    /// IDs not indexed.
+    kept: usize,
+    skipped: usize,
     torn_tail: bool,
 }
 
-/// Read the record file at `path` (none yet is an empty record).
-fn load(path: &Path) -> io::Result<Loaded> {
-    let mut out = Loaded {
-        completed: HashMap::new(),
-        names: HashMap::new(),
-        lines: 0,
-        skipped_lines: 0,
-        torn_tail: false,
-    };
-    let data = match fs::read(path) {
-        Ok(data) => data,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e),
-    };
-    out.torn_tail = !data.is_empty() && !data.ends_with(b"\n");
-    for line in data.split(|&b| b == b'\n') {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        out.lines += 1;
-        match serde_json::from_slice::<Line>(line) {
-            Ok(l) if is_plain_name(&l.path) => {
-                if out.names.get(&l.id) != Some(&l.path) {
-                    // A new name for this ID: an older completion is void.
-                    out.completed.remove(&l.id);
+/// What the writer thread is asked to do.
+enum Msg {
+    Claim(Line, oneshot::Sender<io::Result<()>>),
+    Record(Line),
+}
+
+/// The thread that appends to the record file: it takes whatever has queued up, writes it in
+/// one go and syncs once (a group commit).
+struct Writer {
+    tx: mpsc::Sender<Msg>,
+    thread: std::thread::JoinHandle<io::Result<()>>,
+}
+
+impl Writer {
+    fn start(log: File) -> io::Result<Writer> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("fetchdocs-state".into())
+            .spawn(move || write_loop(log, rx))?;
+        Ok(Writer { tx, thread })
+    }
+
+    fn finish(self) -> io::Result<()> {
+        drop(self.tx);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the record writer stopped")))
+    }
+}
+
+fn write_loop(mut log: File, rx: mpsc::Receiver<Msg>) -> io::Result<()> {
+    let mut first_error: Option<io::Error> = None;
+    let mut buf = Vec::new();
+    while let Ok(first) = rx.recv() {
+        buf.clear();
+        let mut acks = Vec::new();
+        for msg in std::iter::once(first).chain(rx.try_iter()) {
+            let line = match msg {
+                Msg::Claim(line, ack) => {
+                    acks.push(ack);
+                    line
                 }
-                out.names.insert(l.id, l.path.clone());
-                if let Some(bytes) = l.bytes {
-                    let rec = Record {
-                        id: l.id,
-                        path: l.path,
-                        bytes,
-                        sha256: l.sha256,
-                    };
-                    out.completed.insert(l.id, rec);
-                }
+                Msg::Record(line) => line,
+            };
+            if serde_json::to_writer(&mut buf, &line).is_ok() {
+                buf.push(b'\n');
             }
-            _ => out.skipped_lines += 1,
+        }
+        let written = log.write_all(&buf).and_then(|()| log.sync_data());
+        for ack in acks {
+            let _ = ack.send(match &written {
+                Ok(()) => Ok(()),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            });
+        }
+        if let Err(e) = written {
+            log::warn!(
+                "cannot write the record of finished files ({e}); the next run will download \
+                 again what was not recorded"
+            );
+            first_error.get_or_insert(e);
         }
     }
-    Ok(out)
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Read into `buf` from `offset` (as many bytes as there are, up to its length).
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        #[cfg(unix)]
+        let n =
+            std::os::unix::fs::FileExt::read_at(file, &mut buf[filled..], offset + filled as u64)?;
+        #[cfg(windows)]
+        let n = std::os::windows::fs::FileExt::seek_read(
+            file,
+            &mut buf[filled..],
+            offset + filled as u64,
+        )?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+        if buf[..filled].contains(&b'\n') {
+            break;
+        }
+    }
+    Ok(filled)
 }
 
 /// What earlier runs completed in `output_dir`, read without writing anything (for `verify`);
 /// `None` if no run ever used it.
 pub fn completed_records(output_dir: &Path) -> io::Result<Option<Vec<Record>>> {
-    let path = output_dir.join(STATE_DIR).join(COMPLETED);
-    if fs::symlink_metadata(&path).is_err() {
-        return Ok(None);
+    let dir = output_dir.join(STATE_DIR);
+    if fs::symlink_metadata(dir.join(COMPLETED)).is_err() {
+        let any = fs::read_dir(&dir).is_ok_and(|mut d| {
+            d.any(|e| {
+                e.is_ok_and(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n.starts_with("completed") && n.ends_with(".jsonl")
+                })
+            })
+        });
+        if !any {
+            return Ok(None);
+        }
     }
-    let mut records: Vec<Record> = load(&path)?.completed.into_values().collect();
+    let state = State::read_only(output_dir)?;
+    let mut records = Vec::new();
+    let Index::Own(_, at) = &state.index else {
+        return Ok(Some(records));
+    };
+    for &at in at {
+        if at == NONE || at & DONE_BIT == 0 {
+            continue;
+        }
+        if let Some(Line {
+            id,
+            path,
+            bytes: Some(bytes),
+            sha256,
+        }) = state.line_at(at)?
+        {
+            records.push(Record {
+                id,
+                path,
+                bytes,
+                sha256,
+            });
+        }
+    }
     records.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Some(records))
+}
+
+impl State {
+    /// Every record file of `output_dir`, read without creating or writing anything.
+    fn read_only(output_dir: &Path) -> io::Result<State> {
+        let dir = output_dir.join(STATE_DIR);
+        let mut paths: Vec<PathBuf> = fs::read_dir(&dir)?
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.starts_with("completed") && n.ends_with(".jsonl")
+            })
+            .map(|e| e.path())
+            .collect();
+        paths.sort();
+        paths.truncate(MAX_FILES);
+        let mut state = State {
+            output_dir: output_dir.to_path_buf(),
+            dir,
+            files: Vec::new(),
+            index: Index::Own(IdSet::default(), Vec::new()),
+            writer: None,
+            skipped_lines: 0,
+        };
+        for p in paths {
+            state.load(p, None)?;
+        }
+        Ok(state)
+    }
 }
 
 /// A record's path must be one plain component: a tampered record cannot point outside.
@@ -222,35 +653,6 @@ fn is_plain_name(name: &str) -> bool {
         && !name.starts_with('.')
         && p.components().count() == 1
         && matches!(p.components().next(), Some(std::path::Component::Normal(_)))
-}
-
-/// Replace the record file atomically with one line per ID.
-fn rewrite(
-    path: &Path,
-    names: &HashMap<Uuid, String>,
-    completed: &HashMap<Uuid, Record>,
-) -> io::Result<()> {
-    let tmp = path.with_extension("jsonl.tmp");
-    {
-        own_file(&tmp)?;
-        let mut f = own_options().truncate(true).open(&tmp)?;
-        let mut buf = Vec::new();
-        for (id, name) in names {
-            let line = Line {
-                id: *id,
-                path: name.clone(),
-                bytes: completed.get(id).map(|r| r.bytes),
-                sha256: completed.get(id).and_then(|r| r.sha256.clone()),
-            };
-            serde_json::to_writer(&mut buf, &line).map_err(io::Error::other)?;
-            buf.push(b'\n');
-        }
-        f.write_all(&buf)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")));
-    Ok(())
 }
 
 /// Make sure `dir`, one of fetchdocs' own directories inside the output directory, is a real
@@ -332,18 +734,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a.pdf"), b"12345").unwrap();
         {
-            let mut st = State::open(dir.path()).unwrap();
-            st.record(rec(1, "a.pdf", 5)).unwrap();
-            st.record(rec(2, "b.pdf", 3)).unwrap();
+            let st = State::open(dir.path(), COMPLETED, None).unwrap();
+            st.record(rec(1, "a.pdf", 5));
+            st.record(rec(2, "b.pdf", 3));
         }
-        let st = State::open(dir.path()).unwrap();
-        assert!(st.completed(&Uuid::from_u128(1)).is_some());
+        let st = State::open(dir.path(), COMPLETED, None).unwrap();
+        assert!(st.completed(&Uuid::from_u128(1), 0).is_some());
         // b.pdf is not on disk: not complete, but its name is remembered.
-        assert!(st.completed(&Uuid::from_u128(2)).is_none());
-        assert_eq!(st.previous_name(&Uuid::from_u128(2)), Some("b.pdf"));
+        assert!(st.completed(&Uuid::from_u128(2), 0).is_none());
+        assert_eq!(
+            st.previous_name(&Uuid::from_u128(2), 0),
+            Some("b.pdf".to_string())
+        );
         // A changed size is not complete either.
         fs::write(dir.path().join("a.pdf"), b"1234").unwrap();
-        assert!(st.completed(&Uuid::from_u128(1)).is_none());
+        assert!(st.completed(&Uuid::from_u128(1), 0).is_none());
     }
 
     #[test]
@@ -367,16 +772,19 @@ mod tests {
             format!("{good}\n{evil}\n{{\"id\":\"0000"),
         )
         .unwrap();
-        let mut st = State::open(dir.path()).unwrap();
+        let st = State::open(dir.path(), COMPLETED, None).unwrap();
         assert_eq!(st.skipped_lines, 2);
-        assert!(st.completed(&Uuid::from_u128(1)).is_some());
-        assert!(st.previous_name(&Uuid::from_u128(2)).is_none());
+        assert!(st.completed(&Uuid::from_u128(1), 0).is_some());
+        assert!(st.previous_name(&Uuid::from_u128(2), 0).is_none());
         // The torn tail was compacted away, so a new record starts on a line of its own.
-        st.record(rec(3, "c.pdf", 1)).unwrap();
+        st.record(rec(3, "c.pdf", 1));
         drop(st);
-        let st = State::open(dir.path()).unwrap();
+        let st = State::open(dir.path(), COMPLETED, None).unwrap();
         assert_eq!(st.skipped_lines, 0);
-        assert_eq!(st.previous_name(&Uuid::from_u128(3)), Some("c.pdf"));
+        assert_eq!(
+            st.previous_name(&Uuid::from_u128(3), 0),
+            Some("c.pdf".to_string())
+        );
     }
 
     #[test]
@@ -384,15 +792,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id = Uuid::from_u128(7);
         {
-            let mut st = State::open(dir.path()).unwrap();
-            st.claim(id, "report.pdf").unwrap();
+            let st = State::open(dir.path(), COMPLETED, None).unwrap();
+            drop(st.claim(id, "report.pdf"));
             // Crash here: the file may even be in place, but was never recorded.
             fs::write(dir.path().join("report.pdf"), b"whole").unwrap();
         }
-        let st = State::open(dir.path()).unwrap();
-        assert_eq!(st.previous_name(&id), Some("report.pdf"));
-        assert!(st.completed(&id).is_none(), "not complete until recorded");
-        assert_eq!(st.names().count(), 1);
+        let st = State::open(dir.path(), COMPLETED, None).unwrap();
+        assert_eq!(st.previous_name(&id, 0), Some("report.pdf".to_string()));
+        assert!(
+            st.completed(&id, 0).is_none(),
+            "not complete until recorded"
+        );
+        let mut names = 0;
+        st.for_each_name(|_, _| names += 1).unwrap();
+        assert_eq!(names, 1);
     }
 
     #[test]
@@ -400,13 +813,100 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a.pdf"), b"12345").unwrap();
         let id = Uuid::from_u128(1);
-        let mut st = State::open(dir.path()).unwrap();
-        st.record(rec(1, "a.pdf", 5)).unwrap();
-        st.claim(id, "b.pdf").unwrap();
-        assert!(st.completed(&id).is_none());
+        let st = State::open(dir.path(), COMPLETED, None).unwrap();
+        st.record(rec(1, "a.pdf", 5));
+        drop(st.claim(id, "b.pdf"));
         drop(st);
-        let st = State::open(dir.path()).unwrap();
-        assert!(st.completed(&id).is_none());
-        assert_eq!(st.previous_name(&id), Some("b.pdf"));
+        let st = State::open(dir.path(), COMPLETED, None).unwrap();
+        assert!(st.completed(&id, 0).is_none());
+        assert_eq!(st.previous_name(&id, 0), Some("b.pdf".to_string()));
+    }
+
+    #[test]
+    fn indexed_by_the_runs_list_records_of_other_ids_are_kept_and_their_names_count() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["a.pdf", "b.pdf", "c.pdf"] {
+            fs::write(dir.path().join(n), b"12345").unwrap();
+        }
+        {
+            let st = State::open(dir.path(), COMPLETED, None).unwrap();
+            for (i, n) in [(1, "a.pdf"), (2, "b.pdf"), (3, "c.pdf")] {
+                st.record(rec(i, n, 5));
+            }
+            // A superseded claim of another file, to be compacted away later.
+            drop(st.claim(Uuid::from_u128(2), "b-old.pdf"));
+            st.record(rec(2, "b.pdf", 5));
+        }
+        // This run asks for 3 and 9 only.
+        let mut run = IdSet::default();
+        run.insert(Uuid::from_u128(3));
+        run.insert(Uuid::from_u128(9));
+        let st = State::open(dir.path(), COMPLETED, Some(&run)).unwrap();
+        assert_eq!(st.completed(&Uuid::from_u128(3), 0).unwrap().path, "c.pdf");
+        assert!(st.completed(&Uuid::from_u128(9), 1).is_none());
+        let mut names = Vec::new();
+        st.for_each_name(|_, n| names.push(n.to_string())).unwrap();
+        names.sort();
+        assert!(names.contains(&"a.pdf".to_string()) && names.contains(&"b.pdf".to_string()));
+        drop(st);
+        // Nothing of the IDs this run did not ask for was lost.
+        let all = State::open(dir.path(), COMPLETED, None).unwrap();
+        for (i, n) in [(1, "a.pdf"), (2, "b.pdf"), (3, "c.pdf")] {
+            assert_eq!(all.completed(&Uuid::from_u128(i), 0).unwrap().path, n);
+        }
+    }
+
+    #[test]
+    fn compaction_keeps_every_current_line_and_drops_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.pdf"), b"12345").unwrap();
+        {
+            let st = State::open(dir.path(), COMPLETED, None).unwrap();
+            for _ in 0..1500 {
+                st.record(rec(1, "a.pdf", 5));
+            }
+            drop(st.claim(Uuid::from_u128(2), "b.pdf"));
+        }
+        let path = dir.path().join(STATE_DIR).join(COMPLETED);
+        assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 1501);
+        let mut run = IdSet::default();
+        run.insert(Uuid::from_u128(1));
+        let st = State::open(dir.path(), COMPLETED, Some(&run)).unwrap();
+        assert!(st.completed(&Uuid::from_u128(1), 0).is_some());
+        drop(st);
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        let st = State::open(dir.path(), COMPLETED, None).unwrap();
+        assert_eq!(st.previous_name(&Uuid::from_u128(2), 0).unwrap(), "b.pdf");
+    }
+
+    #[test]
+    fn the_records_of_every_shard_are_read_and_only_its_own_written() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.pdf"), b"12345").unwrap();
+        fs::write(dir.path().join("b.pdf"), b"123").unwrap();
+        let one = record_file_name(Some((1, 2)));
+        let two = record_file_name(Some((2, 2)));
+        {
+            let a = State::open(dir.path(), &one, None).unwrap();
+            let b = State::open(dir.path(), &two, None).unwrap();
+            a.record(rec(1, "a.pdf", 5));
+            b.record(rec(2, "b.pdf", 3));
+        }
+        let state_dir = dir.path().join(STATE_DIR);
+        assert!(
+            fs::read_to_string(state_dir.join(&one))
+                .unwrap()
+                .contains("a.pdf")
+        );
+        assert!(
+            !fs::read_to_string(state_dir.join(&one))
+                .unwrap()
+                .contains("b.pdf")
+        );
+        // An unsharded run afterwards sees both.
+        let all = State::open(dir.path(), COMPLETED, None).unwrap();
+        assert!(all.completed(&Uuid::from_u128(1), 0).is_some());
+        assert!(all.completed(&Uuid::from_u128(2), 0).is_some());
     }
 }

@@ -1,7 +1,6 @@
 //! `fetchdocs download`, top to bottom: IDs in → skip what is done → mint and download →
 //! record.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,9 +11,10 @@ use crate::cli::DownloadArgs;
 use crate::config::{Config, IdSource, Surroundings};
 use crate::download::{DownloadPolicy, RateCap, file_host_client};
 use crate::error::{Exit, Fatal};
-use crate::ids::{self, IdList};
+use crate::ids::{self, IdList, IdSet};
 use crate::lock::{DirLock, LockError};
 use crate::naming::NameRegistry;
+use crate::naming::same_name;
 use crate::pipeline::Pipeline;
 use crate::progress::{Ui, Verbosity, init_logging};
 use crate::provider::keelvar::{Keelvar, PollPolicy};
@@ -23,11 +23,7 @@ use crate::provider::{AnyProvider, ProviderKind};
 use crate::ratelimit::RateLimiter;
 use crate::report::{FileEntry, Lines, Recorder, Status, human_bytes};
 use crate::retry::Backoff;
-use crate::scheduler::Item;
-use crate::state::State;
-
-/// Most bytes read from an ID list (about 2.7 million IDs).
-const MAX_ID_INPUT: u64 = 100 * 1024 * 1024;
+use crate::state::{STATE_DIR, State, record_file_name};
 
 /// `fetchdocs download` with this process's environment.
 pub fn run(args: DownloadArgs, runtime: &tokio::runtime::Runtime) -> Result<Exit, Fatal> {
@@ -40,40 +36,56 @@ pub fn run(args: DownloadArgs, runtime: &tokio::runtime::Runtime) -> Result<Exit
     })
 }
 
-/// Read and validate the ID list.
+/// Read and validate the ID list, one line at a time.
 fn read_ids(source: &IdSource, kind: ProviderKind) -> Result<IdList, Fatal> {
-    let mut data = Vec::new();
+    let rule = kind.vendor().id_rule;
+    let mut list = IdList::default();
     let read = match source {
-        IdSource::File(p) => {
-            std::fs::File::open(p).and_then(|f| f.take(MAX_ID_INPUT + 1).read_to_end(&mut data))
-        }
-        IdSource::Stdin => std::io::stdin()
-            .lock()
-            .take(MAX_ID_INPUT + 1)
-            .read_to_end(&mut data),
+        IdSource::File(p) => std::fs::File::open(p).map(|f| {
+            // One ID a line of 37 bytes: room for them all at once, rather than growing (and
+            // copying) step by step.
+            if let Ok(meta) = f.metadata() {
+                list.ids = IdSet::with_capacity((meta.len() / 37) as usize);
+            }
+            ids::read_ids(
+                std::io::BufReader::with_capacity(256 * 1024, f),
+                rule,
+                &mut list.ids,
+            )
+        }),
+        IdSource::Stdin => Ok(ids::read_ids(std::io::stdin().lock(), rule, &mut list.ids)),
     };
-    read.map_err(|e| Fatal::Usage(format!("cannot read the ID list from {source}: {e}")))?;
-    if data.len() as u64 > MAX_ID_INPUT {
-        return Err(Fatal::Usage(format!(
-            "the ID list in {source} is larger than {} MiB; split it into several runs",
-            MAX_ID_INPUT / (1024 * 1024)
-        )));
+    let read =
+        read.map_err(|e| Fatal::Usage(format!("cannot read the ID list from {source}: {e}")))?;
+    match read {
+        Ok(duplicates) => {
+            list.duplicates = duplicates;
+            list.ids.shrink_to_fit();
+            Ok(list)
+        }
+        Err(bad) if bad.total == 0 => Err(Fatal::Usage(format!(
+            "cannot read the ID list from {source}: {}",
+            bad.unreadable.unwrap_or_default()
+        ))),
+        Err(bad) => {
+            let mut msg = format!(
+                "{} bad line{} in {source}; nothing was requested. Fix {} and run again:",
+                bad.total,
+                if bad.total == 1 { "" } else { "s" },
+                if bad.total == 1 { "it" } else { "them" },
+            );
+            for line in &bad.lines {
+                msg.push_str(&format!("\n  {line}"));
+            }
+            if bad.total > bad.lines.len() {
+                msg.push_str(&format!("\n  … and {} more", bad.total - bad.lines.len()));
+            }
+            if let Some(why) = bad.unreadable {
+                msg.push_str(&format!("\n  (reading stopped there: {why})"));
+            }
+            Err(Fatal::Usage(msg))
+        }
     }
-    ids::parse_ids(&data, kind.vendor().id_rule).map_err(|bad| {
-        let mut msg = format!(
-            "{} bad line{} in {source}; nothing was requested. Fix {} and run again:",
-            bad.total,
-            if bad.total == 1 { "" } else { "s" },
-            if bad.total == 1 { "it" } else { "them" },
-        );
-        for line in &bad.lines {
-            msg.push_str(&format!("\n  {line}"));
-        }
-        if bad.total > bad.lines.len() {
-            msg.push_str(&format!("\n  … and {} more", bad.total - bad.lines.len()));
-        }
-        Fatal::Usage(msg)
-    })
 }
 
 /// The whole run of one validated `Config` (also what `demo` runs, once per vendor).
@@ -82,9 +94,12 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
         check_report_path(path, &cfg.output_dir)?;
     }
     // From here on every way out writes the report, so yesterday's never passes for today's.
-    let list = read_ids(&cfg.ids, cfg.provider).map_err(|e| report_early(cfg, &[], e))?;
-    let (_lock, mut state) =
-        open_output_dir(&cfg.output_dir).map_err(|e| report_early(cfg, &list.ids, e))?;
+    let list =
+        read_ids(&cfg.ids, cfg.provider).map_err(|e| report_early(cfg, IdSet::default(), e))?;
+    let (_lock, mut state) = match open_output_dir(&cfg.output_dir, &list.ids) {
+        Ok(opened) => opened,
+        Err(e) => return Err(report_early(cfg, list.ids, e)),
+    };
     let ui = Ui::new(cfg.verbosity, cfg.progress_bars, list.ids.len() as u64);
     if state.skipped_lines > 0 {
         log::warn!(
@@ -97,16 +112,22 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     }
 
     let vendor = cfg.provider.vendor();
-    let mut recorder = Recorder::new(vendor.name, &list.ids, cfg.lines, cfg.dry_run);
+    let mut recorder = Recorder::new(vendor.name, list.ids, cfg.lines, cfg.dry_run);
+    recorder.spool_in(&cfg.output_dir.join(STATE_DIR));
+    // Every ID is known: from here on they are found by their index alone.
+    recorder.freeze();
     let mut names = NameRegistry::default();
-    for (id, name) in state.names() {
-        names.claim(name, *id);
-    }
     // A report written into the output directory keeps its name from every download.
     if let Some(report) = &cfg.report
         && let Some(name) = name_in_dir(&cfg.output_dir, report)
     {
-        if let Some(owner) = names.owner(&name) {
+        let mut owner = None;
+        let _ = state.for_each_name(|id, n| {
+            if owner.is_none() && same_name(n, &name) {
+                owner = Some(*id);
+            }
+        });
+        if let Some(owner) = owner {
             let e = Fatal::Usage(format!(
                 "--report {} is where the file of {owner} was downloaded; choose another path \
                  for the report",
@@ -115,40 +136,18 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
             // Not written: that path is the downloaded file's.
             return Err(e);
         }
-        names.reserve(&name);
-    }
-    let mut work = Vec::new();
-    let mut skipped = 0u64;
-    for id in &list.ids {
-        match state.completed(id) {
-            Some(rec) if !cfg.force => {
-                recorder.finish(FileEntry {
-                    id: *id,
-                    status: Status::Skipped,
-                    path: Some(rec.path.clone()),
-                    bytes: Some(rec.bytes),
-                    sha256: rec.sha256.clone(),
-                    error: None,
-                    note: None,
-                });
-                skipped += 1;
-            }
-            _ => work.push(Item::new(*id, state.previous_name(id).map(str::to_string))),
-        }
-    }
-    ui.files_finished(skipped);
-    if skipped > 0 {
-        log::debug!("{skipped} file(s) already downloaded by an earlier run; skipping them");
+        names.claim(&name);
     }
 
     let started = Instant::now();
-    let result = match (work.is_empty(), clients(cfg)) {
-        (true, _) => Ok(()),
-        (false, Err(e)) => {
+    let result = match clients(cfg) {
+        Err(e) => {
+            // What is already here is still reported as such.
+            skip_completed(&mut recorder, &state, cfg.force, &ui);
             recorder.fail_unfinished(&format!("not attempted: {e}"));
             Err(e)
         }
-        (false, Ok((provider, files))) => {
+        Ok((provider, files)) => {
             let pipeline = Pipeline {
                 provider: Arc::new(provider),
                 files,
@@ -169,22 +168,34 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                 give_up_after: cfg.give_up_after,
                 deadline: cfg.max_run_time.map(|t| tokio::time::Instant::now() + t),
                 output_dir: cfg.output_dir.clone(),
+                force: cfg.force,
                 ui: &ui,
-                state: &mut state,
+                state: &state,
                 names: &mut names,
                 recorder: &mut recorder,
                 cancel,
+                cursor: 0,
             };
-            pipeline.run(work).await.map(|_| ())
+            pipeline.run().await.map(|_| ())
         }
     };
     ui.finish();
+    if let Err(e) = state.close() {
+        log::warn!(
+            "some finished files could not be recorded as done ({e}); the next run will \
+             download them again"
+        );
+    }
+    let skipped = recorder.summary().skipped;
+    if skipped > 0 {
+        log::debug!("{skipped} file(s) already downloaded by an earlier run; skipped them");
+    }
 
     // The report is written whatever happened.
     if let Err(e) = &result {
         recorder.set_error(e.to_string());
     }
-    let reported = write_report(cfg, &recorder);
+    let reported = write_report(cfg, &mut recorder);
     if cfg.lines == Lines::Json {
         recorder.print_json_summary();
     }
@@ -197,8 +208,33 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     })
 }
 
+/// Report every ID an earlier run completed as skipped (when no download can run).
+fn skip_completed(recorder: &mut Recorder, state: &State, force: bool, ui: &Ui) {
+    if force {
+        return;
+    }
+    for i in 0..recorder.ids().len() {
+        let id = recorder.ids()[i];
+        if let Some(rec) = state.completed(&id, i as u32) {
+            recorder.finish(
+                i as u32,
+                FileEntry {
+                    id,
+                    status: Status::Skipped,
+                    path: Some(rec.path),
+                    bytes: Some(rec.bytes),
+                    sha256: rec.sha256,
+                    error: None,
+                    note: None,
+                },
+            );
+            ui.file_finished();
+        }
+    }
+}
+
 /// Create (if needed), lock and read the output directory.
-fn open_output_dir(dir: &std::path::Path) -> Result<(DirLock, State), Fatal> {
+fn open_output_dir(dir: &std::path::Path, ids: &IdSet) -> Result<(DirLock, State), Fatal> {
     super::prepare_output_dir(dir)?;
     let unusable = |e: std::io::Error| {
         Fatal::Usage(format!(
@@ -215,7 +251,7 @@ fn open_output_dir(dir: &std::path::Path) -> Result<(DirLock, State), Fatal> {
         )),
         LockError::Io(e) => unusable(e),
     })?;
-    let state = State::open(dir).map_err(unusable)?;
+    let state = State::open(dir, &record_file_name(None), Some(ids)).map_err(unusable)?;
     Ok((lock, state))
 }
 
@@ -246,7 +282,7 @@ fn check_report_path(path: &std::path::Path, output_dir: &std::path::Path) -> Re
 }
 
 /// Write the report, if one was asked for; false if it could not be written (said on stderr).
-fn write_report(cfg: &Config, recorder: &Recorder) -> bool {
+fn write_report(cfg: &Config, recorder: &mut Recorder) -> bool {
     let Some(path) = &cfg.report else {
         return true;
     };
@@ -261,11 +297,11 @@ fn write_report(cfg: &Config, recorder: &Recorder) -> bool {
 
 /// The run ends before any download with `e`: every ID (those known) is reported as not
 /// attempted, with the reason, and `e` is handed on.
-fn report_early(cfg: &Config, ids: &[uuid::Uuid], e: Fatal) -> Fatal {
+fn report_early(cfg: &Config, ids: IdSet, e: Fatal) -> Fatal {
     let mut recorder = Recorder::new(cfg.provider.vendor().name, ids, Lines::None, cfg.dry_run);
     recorder.fail_unfinished(&format!("not attempted: {e}"));
     recorder.set_error(e.to_string());
-    write_report(cfg, &recorder);
+    write_report(cfg, &mut recorder);
     e
 }
 
