@@ -67,6 +67,8 @@ const MAX_HORIZON: Duration = Duration::from_secs(30);
 const MIN_LIFETIME: Duration = Duration::from_millis(500);
 /// URLs that live at least this long are minted in full batches, ahead of need.
 pub const LONG_LIVED: Duration = Duration::from_secs(10 * 60);
+/// At the start, a full batch is minted if it is at most this many times -j.
+pub const COLD_WAVES: usize = 4;
 /// How often the scheduler re-evaluates when nothing else happens.
 pub const TICK: Duration = Duration::from_millis(200);
 
@@ -538,17 +540,21 @@ impl Scheduler {
         }
         let j = self.settings.concurrency;
         let t = self.mint_latency + horizon(self.lifetime.estimate());
+        // At the very start nothing is known of the downloads' pace. A full batch is asked for
+        // if it starts within a few waves of -j downloads: each request (for Keelvar, a job
+        // and its polls) then buys the most, and a URL that would wait too long is re-minted
+        // before use anyway.
+        let cold = self.completions.is_empty() && self.active.is_empty() && self.ready.is_empty();
+        let finishing_soon = if cold && max_batch <= COLD_WAVES * j {
+            max_batch
+        } else {
+            finishing_within(&self.active, &self.completions, self.avg_duration, now, t)
+        };
         Demand {
             concurrency: j,
             max_batch,
             free_slots: j - self.active.len().min(j),
-            finishing_soon: finishing_within(
-                &self.active,
-                &self.completions,
-                self.avg_duration,
-                now,
-                t,
-            ),
+            finishing_soon,
             ready: self.ready.len(),
             minting: self.minting,
             pending: self.pending_for_batching(),
@@ -991,6 +997,20 @@ mod tests {
         assert_eq!(wake, now + TICK.min(Duration::from_secs(3)));
         let (actions, _) = s.next(now, Duration::ZERO);
         assert_eq!(mints(&actions).len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_keelvar_batch_is_full_when_it_starts_within_a_few_waves() {
+        let now = Instant::now();
+        let wide = Settings {
+            concurrency: 16,
+            ..KEELVAR
+        };
+        let mut s = Scheduler::new(wide, items(3000));
+        assert_eq!(take_mint(s.next(now, Duration::ZERO).0).len(), 50);
+        // With -j 4 a batch of 50 would wait through 12 waves: only what can start now.
+        let mut s = Scheduler::new(KEELVAR, items(3000));
+        assert_eq!(take_mint(s.next(now, Duration::ZERO).0).len(), 4);
     }
 
     #[tokio::test(start_paused = true)]

@@ -47,38 +47,68 @@ impl Default for PollPolicy {
 }
 
 impl PollPolicy {
-    /// The wait before poll number `n` (0-based), given how long jobs have typically taken to
-    /// complete: the first poll waits for most of that (each poll is a request out of the rate
-    /// limit), later ones back off from `first` to `cap`.
-    pub fn delay(&self, n: u32, typical_job: Option<Duration>) -> Duration {
-        let backoff = self
-            .first
-            .mul_f64(self.factor.powi(n.min(60) as i32))
-            .min(self.cap);
-        match typical_job {
-            Some(t) if n == 0 => backoff.max(t.mul_f64(0.9)).min(self.cap),
-            _ => backoff,
+    /// The wait before poll number `n` (0-based). `learned`: when the first poll is likely to
+    /// find the job done ([`JobClock::first_wait`]); then the first poll waits that long (each
+    /// poll is a request out of the rate limit), and a job not done by then is polled again
+    /// soon after, backing off. Without it, polls back off from `first` to `cap`.
+    pub fn delay(&self, n: u32, learned: Option<Duration>) -> Duration {
+        match learned {
+            Some(first) if n == 0 => first.max(self.first),
+            Some(first) => (first / 10)
+                .max(self.first / 2)
+                .mul_f64(self.factor.powi((n - 1).min(60) as i32))
+                .min(self.cap),
+            None => self
+                .first
+                .mul_f64(self.factor.powi(n.min(60) as i32))
+                .min(self.cap),
         }
     }
 }
 
-/// How long jobs have taken to complete (a moving average), for timing the first poll.
-#[derive(Debug, Default)]
-struct JobTimes(std::sync::Mutex<Option<Duration>>);
+/// When a job is likely done, learned from the jobs seen so far, so that most jobs cost one
+/// poll.
+///
+/// A poll that finds a job still running proves jobs take at least that long: the first poll
+/// of the next job waits [`JobClock::MARGIN`] × the longest such age (or, after a job that took
+/// several polls, as long as the poll that found it done). Each job that the first
+/// poll found done lowers that age a little ([`JobClock::DECAY`]), so that jobs that become
+/// faster are noticed after a few dozen jobs, at the cost of one extra poll.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct JobClock {
+    running_at: Option<Duration>,
+}
+
+impl JobClock {
+    pub const MARGIN: f64 = 1.2;
+    pub const DECAY: f64 = 0.997;
+
+    /// How long after submitting a job to poll it first, once something is known.
+    pub fn first_wait(&self) -> Option<Duration> {
+        self.running_at.map(|t| t.mul_f64(Self::MARGIN))
+    }
+
+    /// A poll sent `age` after the job's submission found it still running.
+    pub fn saw_running(&mut self, age: Duration) {
+        self.running_at = Some(self.running_at.map_or(age, |t| t.max(age)));
+    }
+
+    /// A later poll, sent `age` after submission, found the job done: the next first poll
+    /// waits at least that long.
+    pub fn done_late(&mut self, age: Duration) {
+        self.saw_running(age.div_f64(Self::MARGIN));
+    }
+
+    /// The first poll of a job found it done.
+    pub fn first_poll_sufficed(&mut self) {
+        if let Some(t) = &mut self.running_at {
+            *t = t.mul_f64(Self::DECAY);
+        }
+    }
+}
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl JobTimes {
-    fn typical(&self) -> Option<Duration> {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn observe(&self, took: Duration) {
-        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *t = Some(t.map_or(took, |a| (a * 3 + took) / 4));
-    }
 }
 
 /// Most times one batch is submitted when its jobs keep failing.
@@ -90,7 +120,7 @@ pub struct Keelvar {
     api: ApiClient,
     job_timeout: Duration,
     poll: PollPolicy,
-    job_times: JobTimes,
+    job_clock: std::sync::Mutex<JobClock>,
     /// Undocumented statuses already reported (each is said once).
     unknown_statuses: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -101,7 +131,7 @@ impl Keelvar {
             api,
             job_timeout,
             poll,
-            job_times: JobTimes::default(),
+            job_clock: Default::default(),
             unknown_statuses: Default::default(),
         }
     }
@@ -392,10 +422,8 @@ impl Keelvar {
                 )));
             }
             // The last poll lands on the deadline itself, not short of it.
-            let wait = self
-                .poll
-                .delay(n, self.job_times.typical())
-                .min(deadline - now);
+            let learned = lock(&self.job_clock).first_wait();
+            let wait = self.poll.delay(n, learned).min(deadline - now);
             n += 1;
             tokio::time::sleep(wait).await;
             let sent = Instant::now();
@@ -446,6 +474,14 @@ impl Keelvar {
             bad_polls = 0;
             if matches!(next.state, JobState::Running | JobState::Unknown(_)) {
                 last_unfinished = sent;
+                lock(&self.job_clock).saw_running(sent.saturating_duration_since(submitted));
+            } else if next.state == JobState::Completed {
+                let mut clock = lock(&self.job_clock);
+                if n == 1 {
+                    clock.first_poll_sufficed();
+                } else {
+                    clock.done_late(sent.saturating_duration_since(submitted));
+                }
             }
             job = next;
         }
@@ -470,7 +506,6 @@ impl Provider for Keelvar {
             log::trace!("Keelvar job {id} submitted for {} file(s)", ids.len());
             match self.wait(&id, job, submitted, deadline).await? {
                 JobEnd::Completed(detail, issued) => {
-                    self.job_times.observe(submitted.elapsed());
                     return decode_completed(&ids, detail, issued).map_err(|e| {
                         ApiError::Request(format!(
                             "the completed Keelvar job {id} has an unreadable detail ({e})"
@@ -535,21 +570,65 @@ mod tests {
     }
 
     #[test]
-    fn first_poll_waits_for_the_typical_job() {
+    fn the_first_poll_waits_for_the_learned_time_then_polls_come_soon() {
         let p = PollPolicy::default();
-        let typical = Some(Duration::from_secs(2));
-        assert_eq!(p.delay(0, typical), Duration::from_millis(1800));
-        // Later polls back off as usual; a very long typical job is capped.
-        assert_eq!(p.delay(1, typical), p.delay(1, None));
+        let learned = Some(Duration::from_secs(2));
+        assert_eq!(p.delay(0, learned), Duration::from_secs(2));
+        // A job not done by then is asked again soon, backing off.
+        assert_eq!(p.delay(1, learned), Duration::from_millis(200));
+        assert!(p.delay(2, learned) > p.delay(1, learned));
+        // Long jobs are not capped at the backoff's cap: one poll, late, not many.
         assert_eq!(
             p.delay(0, Some(Duration::from_secs(60))),
-            Duration::from_secs(5)
+            Duration::from_secs(60)
         );
         // Fast jobs never poll faster than the policy's first step.
         assert_eq!(
             p.delay(0, Some(Duration::from_millis(10))),
             Duration::from_millis(250)
         );
+    }
+
+    /// Simulate jobs that each take `job`: how many polls the run costs.
+    fn polls_for(jobs: usize, job: impl Fn(usize) -> Duration) -> usize {
+        let p = PollPolicy::default();
+        let mut clock = JobClock::default();
+        let mut polls = 0;
+        for j in 0..jobs {
+            let mut age = Duration::ZERO;
+            for n in 0.. {
+                age += p.delay(n, clock.first_wait());
+                polls += 1;
+                if age >= job(j) {
+                    if n == 0 {
+                        clock.first_poll_sufficed();
+                    } else {
+                        clock.done_late(age);
+                    }
+                    break;
+                }
+                clock.saw_running(age);
+            }
+        }
+        polls
+    }
+
+    #[test]
+    fn most_jobs_cost_one_poll_once_their_time_is_learned() {
+        // 60 jobs of a second each (3,000 files in full batches of 50).
+        let polls = polls_for(60, |_| Duration::from_secs(1));
+        assert!(polls <= 64, "{polls} polls for 60 jobs");
+        // Jobs that vary between 0.8 and 1.2 s.
+        let polls = polls_for(60, |j| Duration::from_millis(800 + (j as u64 * 37) % 400));
+        assert!(polls <= 70, "{polls} polls for 60 varying jobs");
+        // Jobs that become much faster are noticed: the first poll comes earlier again.
+        let p = PollPolicy::default();
+        let mut clock = JobClock::default();
+        clock.saw_running(Duration::from_secs(2));
+        for _ in 0..400 {
+            clock.first_poll_sufficed();
+        }
+        assert!(p.delay(0, clock.first_wait()) < Duration::from_secs(1));
     }
 
     #[test]
