@@ -38,6 +38,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/api/jobs/generate-file-download-links", post(submit))
         .route("/api/jobs/{id}", get(poll))
+        .route("/api/feeds/rfi-responses", get(feed))
 }
 
 /// Rate limit, injected 5xx, then the Bearer key: none → 401, wrong → 403 with an empty body.
@@ -252,4 +253,100 @@ async fn poll(
     let body = job_json(&shared, &id, job);
     drop(jobs);
     shared.with_rate_headers(Vendor::Keelvar, axum::Json(body).into_response(), limits)
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct FeedQuery {
+    page_size: Option<usize>,
+    cursor: Option<String>,
+    include: Option<String>,
+}
+
+/// `GET /api/feeds/rfi-responses`: RFI responses, two catalog files each: one in the
+/// response's `document_file_uuids`, one in an attachment (on an included question, or, every
+/// third response, nested inside the response's answers). Every seventh response names a file
+/// of an earlier one again. Pages by cursor; the next page's URL is in `Link: rel="next"`.
+async fn feed(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<FeedQuery>,
+) -> Response {
+    let limits = match gate(&shared, &headers, key_of(&q.cursor)) {
+        Ok(l) => l,
+        Err(resp) => return *resp,
+    };
+    let page_size = q.page_size.unwrap_or(50);
+    if !(10..=200).contains(&page_size) {
+        return bad_request(
+            Some("page_size"),
+            "Ensure this value is between 10 and 200.",
+        );
+    }
+    let start: usize = match q.cursor.as_deref() {
+        None => 0,
+        Some(c) => match c.strip_prefix('r').and_then(|n| n.parse().ok()) {
+            Some(n) => n,
+            None => return bad_request(Some("cursor"), "Invalid cursor"),
+        },
+    };
+    if let Some(resp) = shared.listing_fault((start / page_size) as u32 + 1) {
+        return resp;
+    }
+    let files = shared.cfg.catalog.files();
+    let responses = files.len().div_ceil(2);
+    let with_questions = q
+        .include
+        .as_deref()
+        .is_some_and(|i| i.split(',').any(|p| p == "questions"));
+    let mut data = Vec::new();
+    let mut included = Vec::new();
+    for r in start..(start + page_size).min(responses) {
+        let mut docs = vec![files[2 * r].id.to_string()];
+        if r % 7 == 6 {
+            docs.push(files[2 * (r - 3)].id.to_string());
+        }
+        let mut response = json!({
+            "id": format!("resp-{r}"),
+            "type": "rfi_response",
+            "document_file_uuids": docs,
+            "answers": [],
+        });
+        if let Some(att) = files.get(2 * r + 1) {
+            if r % 3 == 0 {
+                response["answers"] = json!([{"question": format!("q-{r}"), "detail": {"attachment_file_uuids": [att.id.to_string()]}}]);
+            } else if with_questions {
+                included.push(json!({
+                    "id": format!("q-{r}"),
+                    "type": "question",
+                    "attachment_file_uuids": [att.id.to_string()],
+                }));
+            }
+        }
+        data.push(response);
+    }
+    let mut resp = axum::Json(json!({"data": data, "included": included})).into_response();
+    let next = start + page_size;
+    if next < responses {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("127.0.0.1");
+        let own = format!(
+            "http://{host}/api/feeds/rfi-responses?include=questions&page_size={page_size}&cursor=r{next}"
+        );
+        let foreign: Option<String> = control!(
+            None,
+            shared
+                .cfg
+                .faults
+                .listing_foreign_next
+                .clone()
+                .filter(|_| start == 0)
+        );
+        let link = foreign.unwrap_or(own);
+        if let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
+            resp.headers_mut().insert(header::LINK, v);
+        }
+    }
+    shared.with_rate_headers(Vendor::Keelvar, resp, limits)
 }

@@ -317,6 +317,15 @@ pub struct Faults {
     /// The first N answers for each file have one byte of their body changed (same length).
     #[cfg(feature = "test-controls")]
     pub corrupt_first_requests: u32,
+    /// This page of either listing (counting from 1) always answers 500.
+    #[cfg(feature = "test-controls")]
+    pub listing_fail_page: Option<u32>,
+    /// This page of either listing (counting from 1) is truncated JSON.
+    #[cfg(feature = "test-controls")]
+    pub listing_garbage_page: Option<u32>,
+    /// The Keelvar feed's first page links its next page to this URL (another host).
+    #[cfg(feature = "test-controls")]
+    pub listing_foreign_next: Option<String>,
 }
 
 impl Default for Faults {
@@ -383,6 +392,12 @@ impl Default for Faults {
             checksum: "",
             #[cfg(feature = "test-controls")]
             corrupt_first_requests: 0,
+            #[cfg(feature = "test-controls")]
+            listing_fail_page: None,
+            #[cfg(feature = "test-controls")]
+            listing_garbage_page: None,
+            #[cfg(feature = "test-controls")]
+            listing_foreign_next: None,
         }
     }
 }
@@ -647,6 +662,33 @@ impl Shared {
     }
 
     /// Milliseconds since the sandbox started.
+    /// A fault injected into page `page` (from 1) of a listing, if any.
+    pub(crate) fn listing_fault(&self, page: u32) -> Option<axum::response::Response> {
+        let _ = page;
+        control!(None, {
+            use axum::http::StatusCode;
+            use axum::response::IntoResponse;
+            let f = &self.cfg.faults;
+            if f.listing_fail_page == Some(page) {
+                self.stats.api_5xx.fetch_add(1, Ordering::SeqCst);
+                return Some(
+                    (StatusCode::INTERNAL_SERVER_ERROR, "listing page failed").into_response(),
+                );
+            }
+            if f.listing_garbage_page == Some(page) {
+                return Some(
+                    (
+                        StatusCode::OK,
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        "{\"files\": [{\"file_id\": \"0193",
+                    )
+                        .into_response(),
+                );
+            }
+            None
+        })
+    }
+
     pub(crate) fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }

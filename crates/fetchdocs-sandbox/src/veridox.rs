@@ -241,10 +241,14 @@ async fn list(
             "limit must be 1 to 100",
         );
     }
+    let offset = q.offset.unwrap_or(0);
+    if let Some(resp) = shared.listing_fault((offset / limit) as u32 + 1) {
+        return resp;
+    }
     let all = shared.cfg.catalog.files();
     let files: Vec<Value> = all
         .iter()
-        .skip(q.offset.unwrap_or(0))
+        .skip(offset)
         .take(limit)
         .map(|f| {
             json!({
