@@ -83,6 +83,12 @@ pub enum AuthStyle {
     Bearer,
 }
 
+/// `scheme://host:port` of a URL: what may be said of it (paths and queries can carry
+/// signatures or cursors).
+pub fn origin_of(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
 /// A response that is not worth retrying (any status), with its body read (bounded).
 #[derive(Debug)]
 pub struct ApiResponse {
@@ -165,7 +171,29 @@ impl ApiClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<ApiResponse, ApiError> {
-        let url = self.url(path);
+        self.send_to(method, self.url(path), body).await
+    }
+
+    /// Whether `url` is on the API host itself (same scheme, host and port as `--base-url`):
+    /// the only place the key may go.
+    pub fn is_api_origin(&self, url: &Url) -> bool {
+        url.origin() == self.base.origin()
+    }
+
+    /// [`ApiClient::send`] to an absolute URL the API handed out (a listing's next page). It
+    /// must be on the API host: the key never follows a link anywhere else.
+    pub async fn send_to(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<ApiResponse, ApiError> {
+        if !self.is_api_origin(&url) {
+            return Err(ApiError::Request(format!(
+                "refused to send the API key to {}, which is not the API host",
+                origin_of(&url)
+            )));
+        }
         let what = format!("{method} {}", url.path());
         let mut failures = 0u32;
         let mut throttled = 0u32;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::listing::Source;
 use crate::provider::ProviderKind;
 
 /// The accepted ranges of settings that the config file can give as well (it checks them with
@@ -73,9 +74,27 @@ pub struct DownloadArgs {
     #[arg(long, env = "FETCHDOCS_BASE_URL", value_name = "URL")]
     pub base_url: Option<String>,
 
-    /// File of IDs, one per line; `-` or absent reads standard input.
+    /// File of IDs, one per line; `-` or absent reads standard input (with --from: only `-`).
     #[arg(long, value_name = "FILE")]
     pub ids: Option<PathBuf>,
+
+    /// Take the IDs from the vendor's own listing, walked page by page while the files already
+    /// found download: `rfi-responses` (Keelvar's RFI responses feed) or `files` (Veridox's
+    /// file listing). With --ids too, both (each ID once). Re-run into the same directory, only
+    /// what is new is downloaded.
+    #[arg(long, value_name = "LISTING", value_enum)]
+    pub from: Option<Source>,
+
+    /// Entries per listing page [default: the most the API allows: 200 for rfi-responses, 100
+    /// for files].
+    #[arg(long, value_name = "N", requires = "from")]
+    pub page_size: Option<u32>,
+
+    /// Keep only the IDs of shard K of N (K from 0 to N-1), by a stable hash of the ID: the same
+    /// ID is in the same shard on every machine and every run. `auto/N` takes K from
+    /// JOB_COMPLETION_INDEX (a Kubernetes Indexed Job). Shards may share one output directory.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
 
     /// Directory the files are saved in (created if missing) [default: .].
     #[arg(short = 'o', long, env = "FETCHDOCS_OUTPUT_DIR", value_name = "DIR")]

@@ -11,6 +11,8 @@ use reqwest::Url;
 use crate::api::{API_KEY_ENV, ApiKey, is_loopback};
 use crate::cli::DownloadArgs;
 use crate::error::Fatal;
+use crate::ids::Shard;
+use crate::listing::Source;
 use crate::profile;
 use crate::progress::Verbosity;
 use crate::provider::ProviderKind;
@@ -29,6 +31,8 @@ pub struct Surroundings {
     pub stdin_has_data: bool,
     pub stderr_is_terminal: bool,
     pub stdout_is_terminal: bool,
+    /// `JOB_COMPLETION_INDEX` (set in a Kubernetes Indexed Job), for `--shard auto/N`.
+    pub job_completion_index: Option<String>,
 }
 
 /// Whether standard input can carry piped data: a pipe, a socket or a regular file.
@@ -61,6 +65,7 @@ impl Surroundings {
             stdin_has_data: stdin_has_data(),
             stderr_is_terminal: std::io::stderr().is_terminal(),
             stdout_is_terminal: std::io::stdout().is_terminal(),
+            job_completion_index: std::env::var("JOB_COMPLETION_INDEX").ok(),
         }
     }
 }
@@ -87,7 +92,12 @@ pub struct Config {
     pub provider: ProviderKind,
     pub base_url: Url,
     pub api_key: ApiKey,
-    pub ids: IdSource,
+    /// The ID list, if there is one (with `--from`, only if asked for).
+    pub ids: Option<IdSource>,
+    /// The vendor's listing to take IDs from (`--from`), and its page size.
+    pub from: Option<(Source, u32)>,
+    /// Only this shard's IDs.
+    pub shard: Option<Shard>,
     pub output_dir: PathBuf,
     pub concurrency: usize,
     pub report: Option<PathBuf>,
@@ -151,17 +161,50 @@ impl Config {
             (None, None) => key_from_config(loaded.as_ref())?,
         };
         let ids = match args.ids {
-            Some(p) if p.as_os_str() == "-" => IdSource::Stdin,
-            Some(p) => IdSource::File(p),
+            Some(p) if p.as_os_str() == "-" => Some(IdSource::Stdin),
+            Some(p) => Some(IdSource::File(p)),
+            // A listing is the source; standard input only when asked for (`--ids -`).
+            None if args.from.is_some() => None,
             // Implicitly from stdin only when something is piped in: a cron job that forgot
             // --ids (stdin /dev/null) must not succeed with "0 of 0".
             None if !env.stdin_has_data => {
                 return Err(Fatal::Usage(
-                    "no IDs: pass --ids FILE or pipe IDs on standard input (one per line)".into(),
+                    "no IDs: pass --ids FILE or pipe IDs on standard input (one per line), or \
+                     take them from the vendor's listing with --from"
+                        .into(),
                 ));
             }
-            None => IdSource::Stdin,
+            None => Some(IdSource::Stdin),
         };
+        let from = match args.from {
+            None => None,
+            Some(source) if source != provider.listing() => {
+                return Err(Fatal::Usage(format!(
+                    "--from {source} is not a {} listing; {}'s is --from {}",
+                    vendor.name,
+                    vendor.name,
+                    provider.listing()
+                )));
+            }
+            Some(source) => {
+                let sizes = source.page_sizes();
+                let size = args.page_size.unwrap_or(*sizes.end());
+                if !sizes.contains(&size) {
+                    return Err(Fatal::Usage(format!(
+                        "--page-size {size}: the {source} listing takes {} to {} entries a page",
+                        sizes.start(),
+                        sizes.end()
+                    )));
+                }
+                Some((source, size))
+            }
+        };
+        let shard = args
+            .shard
+            .as_deref()
+            .map(|raw| Shard::parse(raw, env.job_completion_index.as_deref()))
+            .transpose()
+            .map_err(Fatal::Usage)?;
         let verbosity = if args.quiet {
             Verbosity::Quiet
         } else {
@@ -176,6 +219,8 @@ impl Config {
             base_url,
             api_key,
             ids,
+            from,
+            shard,
             output_dir: args
                 .output_dir
                 .or(from_file.output_dir)

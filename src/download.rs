@@ -189,6 +189,25 @@ pub struct FileJob {
     pub cancel: CancellationToken,
     /// Answers once the claim of the final name is durable: the file takes the name only then.
     pub claimed: std::sync::Mutex<Option<oneshot::Receiver<std::io::Result<()>>>>,
+    /// Whose file this is (for a distinguishing name, if `dest` is taken meanwhile).
+    pub id: uuid::Uuid,
+    /// What may stand at `dest` already.
+    pub at_dest: AtDest,
+}
+
+/// What a file already at the final name may be, and so whether it may be replaced. A move
+/// into place never replaces anything else: another run sharing the directory (a shard) or
+/// the user may have put a file there since the name was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtDest {
+    /// This ID's own completed file, by the record (downloaded again: `--force`, or it was
+    /// changed since): replaced.
+    OwnFile,
+    /// This ID claimed the name in an earlier run that may have crashed after the move: a file
+    /// there with the very same bytes is that one, and is replaced (by itself).
+    OwnClaim,
+    /// Nothing of this ID's: if the name is taken, a name with the ID in it is used.
+    Nothing,
 }
 
 /// A file complete under its final name.
@@ -199,6 +218,8 @@ pub struct Whole {
     pub sha256: String,
     /// Something the report should say about this file although it is complete.
     pub note: Option<String>,
+    /// The name it was saved under, if not the one chosen (that was taken meanwhile).
+    pub renamed: Option<String>,
 }
 
 /// How one download ended.
@@ -250,10 +271,11 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
                         Err(_) => {}
                     }
                 }
-                return match finish(&job.part, &job.dest).await {
-                    Ok(()) => {
+                return match finish(&job.part, &job.dest, job.id, job.at_dest, &whole.sha256).await
+                {
+                    Ok(renamed) => {
                         remove(&meta_path(&job.part)).await;
-                        Outcome::Done(whole)
+                        Outcome::Done(Whole { renamed, ..whole })
                     }
                     Err(e) => Outcome::Failed(format!(
                         "cannot move the finished file into place at {}: {e}",
@@ -283,18 +305,131 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
 }
 
 /// Give the (already synced) temporary file its final name, and make the rename durable.
-async fn finish(part: &Path, dest: &Path) -> std::io::Result<()> {
-    let (part, dest) = (part.to_path_buf(), dest.to_path_buf());
-    // One trip to the blocking pool for both.
+/// Never replaces another's file (see [`AtDest`]): if the name is taken, the file gets the
+/// name with the ID in it, which is returned.
+async fn finish(
+    part: &Path,
+    dest: &Path,
+    id: uuid::Uuid,
+    at_dest: AtDest,
+    sha256: &str,
+) -> std::io::Result<Option<String>> {
+    let (part, dest, sha256) = (part.to_path_buf(), dest.to_path_buf(), sha256.to_string());
+    // One trip to the blocking pool for all of it.
     tokio::task::spawn_blocking(move || {
-        std::fs::rename(&part, &dest)?;
-        if let Some(dir) = dest.parent() {
-            sync_dir(dir);
-        }
-        Ok(())
+        let dir = dest.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let renamed = place(&part, &dest, id, at_dest, &sha256)?;
+        sync_dir(&dir);
+        Ok(renamed)
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+fn place(
+    part: &Path,
+    dest: &Path,
+    id: uuid::Uuid,
+    at_dest: AtDest,
+    sha256: &str,
+) -> std::io::Result<Option<String>> {
+    let replace = match at_dest {
+        AtDest::OwnFile => true,
+        AtDest::OwnClaim => same_bytes(dest, part, sha256),
+        AtDest::Nothing => false,
+    };
+    if replace {
+        std::fs::rename(part, dest)?;
+        return Ok(None);
+    }
+    match move_no_replace(part, dest) {
+        Ok(()) => return Ok(None),
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        Err(_) => {}
+    }
+    let name = dest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    for full in [false, true] {
+        let other = crate::naming::with_id_suffix(&name, &id, full);
+        match move_no_replace(part, &dir.join(&other)) {
+            Ok(()) => {
+                log::debug!("{name} was taken meanwhile; saved as {other}");
+                return Ok(Some(other));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("{name} and the names with the ID in it are all taken"),
+    ))
+}
+
+/// Whether the file at `dest` has the same length as `part` and the digest `sha256`.
+fn same_bytes(dest: &Path, part: &Path, sha256: &str) -> bool {
+    use sha2::Digest;
+    let (Ok(d), Ok(p)) = (std::fs::symlink_metadata(dest), std::fs::metadata(part)) else {
+        return false;
+    };
+    if !d.is_file() || d.len() != p.len() {
+        return false;
+    }
+    let Ok(mut f) = std::fs::File::open(dest) else {
+        return false;
+    };
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut hasher).is_ok() && hex(&hasher.finalize()) == sha256
+}
+
+/// Rename `from` to `to` unless `to` exists (then `AlreadyExists`), atomically where the
+/// system can.
+fn move_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other)
+        };
+        let (f, t) = (c(from)?, c(to)?);
+        // SAFETY: two valid, NUL-terminated paths; renameat2 reads them only.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                f.as_ptr(),
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        // A file system without RENAME_NOREPLACE: fall through to a link.
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+            return Err(e);
+        }
+    }
+    // A hard link fails if the name exists; then the temporary name goes.
+    match std::fs::hard_link(from, to) {
+        Ok(()) => {
+            std::fs::remove_file(from)?;
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) => {
+            // No links here either (FAT, some network shares): look, then rename.
+            if std::fs::symlink_metadata(to).is_ok() {
+                return Err(std::io::ErrorKind::AlreadyExists.into());
+            }
+            std::fs::rename(from, to)
+        }
+    }
 }
 
 /// `Content-Range: bytes START-END/TOTAL` → (START, END, TOTAL if known); END is inclusive.
@@ -814,6 +949,7 @@ async fn attempt(
             bytes: written,
             sha256,
             note,
+            renamed: None,
         }),
         Err(from) => {
             // Wrong bytes never get a final name: start over from zero.

@@ -149,6 +149,76 @@ impl<'a> IntoIterator for &'a IdSet {
     }
 }
 
+/// One shard of N (`--shard K/N`): the IDs whose stable hash falls in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 0 to `count - 1`.
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// `K/N`, or `auto/N` with K from `job_index` (`JOB_COMPLETION_INDEX`).
+    pub fn parse(raw: &str, job_index: Option<&str>) -> Result<Shard, String> {
+        let usage = "use K/N with K from 0 to N-1 (e.g. 0/3, 1/3, 2/3), or auto/N in a \
+                     Kubernetes Indexed Job";
+        let Some((k, n)) = raw.trim().split_once('/') else {
+            return Err(format!("--shard {raw:?}: {usage}"));
+        };
+        let count: u32 = match n.trim().parse() {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                return Err(format!(
+                    "--shard {raw:?}: N must be a whole number of at least 1; {usage}"
+                ));
+            }
+        };
+        let (k, from) = match k.trim() {
+            "auto" => match job_index {
+                Some(v) => (v.trim().to_string(), "JOB_COMPLETION_INDEX"),
+                None => {
+                    return Err(format!(
+                        "--shard {raw}: auto takes K from JOB_COMPLETION_INDEX, which is not set \
+                         (it is in a Kubernetes Indexed Job); give K/N instead"
+                    ));
+                }
+            },
+            k => (k.to_string(), "K"),
+        };
+        let index: u32 = k
+            .parse()
+            .map_err(|_| format!("--shard {raw}: {from} is {k:?}, not a whole number; {usage}"))?;
+        if index >= count {
+            return Err(format!(
+                "--shard {raw}: {from} is {index}, but shards count from 0: the shards of {count} \
+                 are 0/{count} to {}/{count}",
+                count - 1
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether `id` is in this shard. The hash is fixed (SplitMix64 over the ID's two halves),
+    /// never seeded: every machine and every run agrees.
+    pub fn contains(&self, id: &Uuid) -> bool {
+        fn mix(mut x: u64) -> u64 {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            x ^ (x >> 31)
+        }
+        let v = id.as_u128();
+        let h = mix((v as u64) ^ mix((v >> 64) as u64));
+        h % self.count as u64 == self.index as u64
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 /// A valid, de-duplicated list of IDs in input order.
 #[derive(Debug, Default)]
 pub struct IdList {
@@ -188,17 +258,19 @@ const MAX_LINE: u64 = 4096;
 /// Parse an ID list held in memory (see [`read_ids`]).
 pub fn parse_ids(input: &[u8], rule: IdRule) -> Result<IdList, BadInput> {
     let mut list = IdList::default();
-    list.duplicates = read_ids(input, rule, &mut list.ids)?;
+    list.duplicates = read_ids(input, rule, &mut list.ids, None)?;
     Ok(list)
 }
 
 /// Read an ID list line by line into `set`, holding one line at a time. Blank lines and `#`
 /// comments are ignored, whitespace and `\r` trimmed, duplicates folded (first occurrence wins).
-/// Returns how many lines repeated an ID, or every bad line, not just the first.
+/// Returns how many lines repeated an ID, or every bad line, not just the first. With a
+/// `shard`, only its IDs are kept (every line is still checked).
 pub fn read_ids(
     mut input: impl std::io::BufRead,
     rule: IdRule,
     set: &mut IdSet,
+    shard: Option<Shard>,
 ) -> Result<usize, BadInput> {
     let mut duplicates = 0;
     let mut bad = BadInput {
@@ -240,6 +312,7 @@ pub fn read_ids(
             }
         };
         match result {
+            Ok(id) if shard.is_some_and(|s| !s.contains(&id)) => {}
             Ok(id) if bad.total == 0 => {
                 if set.is_full() {
                     bad.unreadable = Some(format!(
@@ -427,5 +500,84 @@ mod tests {
         let err = parse_ids(input.as_bytes(), IdRule::AnyUuid).unwrap_err();
         assert_eq!(err.total, 50);
         assert_eq!(err.lines.len(), MAX_LISTED_BAD_LINES);
+    }
+
+    #[test]
+    fn three_shards_hold_every_id_exactly_once_and_always_the_same() {
+        let ids: Vec<Uuid> = (0..30_000u128)
+            .map(|i| Uuid::from_u128(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)))
+            .collect();
+        let shards: Vec<Shard> = (0..3)
+            .map(|k| Shard::parse(&format!("{k}/3"), None).unwrap())
+            .collect();
+        let mut sizes = [0usize; 3];
+        for id in &ids {
+            let holders: Vec<usize> = (0..3).filter(|&k| shards[k].contains(id)).collect();
+            assert_eq!(holders.len(), 1, "{id}");
+            sizes[holders[0]] += 1;
+        }
+        // Even enough (each within 5% of a third).
+        for n in sizes {
+            assert!((9_500..=10_500).contains(&n), "{sizes:?}");
+        }
+        // Fixed, not seeded: these answers hold on every machine and run.
+        let probe = Uuid::parse_str("01932c07-a5e4-7c3b-9d2f-3b6a1e0c4f8d").unwrap();
+        let k = (0..3).find(|&k| shards[k].contains(&probe)).unwrap();
+        assert_eq!(k, EXPECTED_SHARD_OF_PROBE);
+        let of_7: Vec<u32> = (0..8u128)
+            .map(|i| {
+                let id = Uuid::from_u128(0x0193_2c07_a5e4_7c3b_9d2f_3b6a_1e0c_4f80 + i);
+                (0..7)
+                    .find(|&k| Shard { index: k, count: 7 }.contains(&id))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(of_7, EXPECTED_SHARDS_OF_7);
+    }
+
+    /// The shard of 01932c07-a5e4-7c3b-9d2f-3b6a1e0c4f8d among 3; a change here would move
+    /// every ID of every sharded deployment.
+    const EXPECTED_SHARD_OF_PROBE: usize = 0;
+    const EXPECTED_SHARDS_OF_7: [u32; 8] = [2, 4, 1, 0, 1, 6, 6, 6];
+
+    #[test]
+    fn shard_arguments_are_checked() {
+        assert_eq!(Shard::parse("1/3", None), Ok(Shard { index: 1, count: 3 }));
+        assert_eq!(
+            Shard::parse("auto/4", Some("3")),
+            Ok(Shard { index: 3, count: 4 })
+        );
+        assert!(
+            Shard::parse("3/3", None)
+                .unwrap_err()
+                .contains("0/3 to 2/3")
+        );
+        assert!(
+            Shard::parse("auto/3", None)
+                .unwrap_err()
+                .contains("JOB_COMPLETION_INDEX")
+        );
+        assert!(
+            Shard::parse("auto/3", Some("x"))
+                .unwrap_err()
+                .contains("JOB_COMPLETION_INDEX")
+        );
+        assert!(Shard::parse("1/0", None).is_err());
+        assert!(Shard::parse("2", None).is_err());
+    }
+
+    #[test]
+    fn a_shard_keeps_its_ids_and_still_checks_every_line() {
+        let shard = Shard { index: 0, count: 2 };
+        let input = format!("{V7}\n{V7B}\nnot-an-id\n");
+        let mut set = IdSet::default();
+        let err = read_ids(input.as_bytes(), IdRule::UuidV7, &mut set, Some(shard)).unwrap_err();
+        assert_eq!(err.lines[0].line, 3);
+        let input = format!("{V7}\n{V7B}\n");
+        let mut set = IdSet::default();
+        read_ids(input.as_bytes(), IdRule::UuidV7, &mut set, Some(shard)).unwrap();
+        for id in set.iter() {
+            assert!(shard.contains(id));
+        }
     }
 }

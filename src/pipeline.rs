@@ -6,17 +6,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::download::{self, DownloadPolicy, FileJob, Outcome, Progress, Whole};
+use crate::download::{self, AtDest, DownloadPolicy, FileJob, Outcome, Progress, Whole};
 use crate::error::{ApiError, Fatal};
+use crate::ids::Shard;
+use crate::listing::{Cursor, Event, Listed, Source, Walk};
 use crate::naming::NameRegistry;
 use crate::progress::Ui;
 use crate::provider::{MintOutcome, Provider};
-use crate::report::{FileEntry, Recorder, Status, human_bytes};
-use crate::scheduler::{Action, Item, Ready, RunStats, Scheduler, Settings, Stop};
+use crate::report::{FileEntry, ListingReport, Recorder, Status, human_bytes};
+use crate::scheduler::{
+    Action, Item, MAX_MINTS_IN_FLIGHT, Ready, RunStats, Scheduler, Settings, Stop,
+};
 use crate::state::{Record, State};
 
 /// How long in-flight downloads get to flush their data after Ctrl-C before they are aborted.
@@ -69,6 +74,28 @@ pub struct Pipeline<'a, P: Provider> {
     pub cancel: CancellationToken,
     /// The next of the recorder's IDs to hand to the scheduler.
     pub cursor: usize,
+    /// A listing to take IDs from while the run goes (`--from`), and its page size.
+    pub listing: Option<(Source, u32)>,
+    /// Only this shard's IDs (of those the listing names).
+    pub shard: Option<Shard>,
+}
+
+/// How far the walk of a listing has come.
+#[derive(Debug, Default)]
+struct Walked {
+    pages: u32,
+    ids: usize,
+    bad: usize,
+    /// Pages are still coming.
+    open: bool,
+}
+
+/// The next event of the listing, if one is being walked.
+async fn next_page(pages: &mut Option<mpsc::Receiver<Event>>) -> Option<Event> {
+    match pages {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl<P: Provider> Pipeline<'_, P> {
@@ -91,11 +118,22 @@ impl<P: Provider> Pipeline<'_, P> {
         let started = Instant::now();
         // A stop that lets what is under way finish first.
         let mut after_drain: Option<Fatal> = None;
+        // The listing's walk, if there is one: a task of its own, a page at a time.
+        let mut pages = None;
+        let mut walked = Walked::default();
+        let walker = self.listing.map(|(source, size)| {
+            let (tx, rx) = mpsc::channel(1);
+            pages = Some(rx);
+            walked.open = true;
+            tokio::spawn(walk(self.provider.clone(), source, size, tx))
+        });
+        // The walk is asked for its next page while fewer IDs than this wait for the scheduler.
+        let low_water = self.concurrency + (MAX_MINTS_IN_FLIGHT + 1) * vendor.max_batch;
 
         let stop = 'run: loop {
             // Hand the scheduler what it has room for, then do what it says until it has
             // nothing more for now.
-            let fed = self.feed(&mut scheduler);
+            let fed = self.feed(&mut scheduler, walked.open);
             if let Some(stop) = self.apply(fed, &mut tasks, &mut after_drain) {
                 break 'run Some(stop);
             }
@@ -109,9 +147,10 @@ impl<P: Provider> Pipeline<'_, P> {
                     break 'run Some(stop);
                 }
             };
-            if scheduler.is_idle() && !self.more_to_feed() {
+            if scheduler.is_idle() && !self.more_to_feed() && !walked.open {
                 break after_drain.take();
             }
+            let want_page = walked.open && self.recorder.ids().len() - self.cursor < low_water;
             // Skipping through IDs completed earlier: go on at once.
             let wake = if self.more_to_feed() && scheduler.room() > 0 {
                 Instant::now()
@@ -145,6 +184,25 @@ impl<P: Provider> Pipeline<'_, P> {
                     break Some(Fatal::OutOfTime(started.elapsed().as_secs()));
                 }
                 res = tasks.join_next(), if !tasks.is_empty() => res,
+                event = next_page(&mut pages), if want_page => {
+                    match event {
+                        Some(Event::Page(page)) => self.take_page(page, &mut walked),
+                        Some(Event::End(end)) => {
+                            pages = None;
+                            walked.open = false;
+                            if let Some(msg) = end.auth {
+                                break Some(Fatal::Auth(msg));
+                            }
+                            self.end_listing(&walked, end.incomplete);
+                        }
+                        None => {
+                            pages = None;
+                            walked.open = false;
+                            self.end_listing(&walked, Some("internal error: the walk of the listing stopped".into()));
+                        }
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep_until(wake) => None,
             };
             let Some(joined) = joined else { continue };
@@ -172,6 +230,18 @@ impl<P: Provider> Pipeline<'_, P> {
             }
         };
         tasks.abort_all();
+        if let Some(w) = walker {
+            w.abort();
+        }
+        if walked.open {
+            self.end_listing(
+                &walked,
+                Some(format!(
+                    "the run stopped after page {} before the listing's end",
+                    walked.pages
+                )),
+            );
+        }
         self.ui.finish();
         let stats = scheduler.stats();
         log::debug!(
@@ -217,9 +287,86 @@ impl<P: Provider> Pipeline<'_, P> {
         self.cursor < self.recorder.ids().len()
     }
 
+    /// Take in a page of the listing: its new IDs (of this shard) join the run. In a dry run,
+    /// those whose name the listing gives are resolved at once, without a mint call.
+    fn take_page(&mut self, page: Listed, walked: &mut Walked) {
+        walked.pages += 1;
+        walked.bad += page.bad;
+        let mut added = 0u64;
+        for found in page.found {
+            if self.shard.is_some_and(|s| !s.contains(&found.id)) {
+                continue;
+            }
+            let Some(index) = self.recorder.add(found.id) else {
+                continue;
+            };
+            added += 1;
+            walked.ids += 1;
+            if let (true, Some(label)) = (self.dry_run, found.label) {
+                if !self.force && self.state.completed(&found.id, index).is_some() {
+                    // Reported as skipped when the feed gets to it.
+                    continue;
+                }
+                let previous = self.state.previous_name(&found.id, index);
+                let mut item = Item::new(index, found.id, previous);
+                let name = self.name_for(&mut item, &label);
+                self.recorder.finish(
+                    index,
+                    FileEntry {
+                        id: found.id,
+                        status: Status::Resolved,
+                        path: Some(name),
+                        bytes: None,
+                        sha256: None,
+                        error: None,
+                        note: None,
+                    },
+                );
+                self.ui.file_finished();
+            }
+        }
+        self.ui.more_files(added);
+        log::debug!(
+            "listing page {}: {added} new ID(s), {} in all so far",
+            walked.pages,
+            walked.ids
+        );
+    }
+
+    /// The walk of the listing ended: put how it went in the report, and say so if it did not
+    /// reach the end.
+    fn end_listing(&mut self, walked: &Walked, incomplete: Option<String>) {
+        let Some((source, _)) = self.listing else {
+            return;
+        };
+        if let Some(why) = &incomplete {
+            log::error!(
+                "the {source} listing was not read to its end: {why}. The {} ID(s) found are \
+                 downloaded; run again to pick up the rest",
+                walked.ids
+            );
+        }
+        if walked.bad > 0 {
+            log::warn!(
+                "the {source} listing named {} entr{} that are not file IDs; skipped",
+                walked.bad,
+                if walked.bad == 1 { "y" } else { "ies" }
+            );
+        }
+        self.recorder.set_listing(ListingReport {
+            source: source.name(),
+            pages: walked.pages,
+            ids: walked.ids,
+            bad_entries: walked.bad,
+            complete: incomplete.is_none(),
+            error: incomplete,
+        });
+    }
+
     /// Hand the scheduler as many of the recorder's IDs as it has room for, skipping those an
-    /// earlier run completed (reported as skipped, without a request).
-    fn feed(&mut self, scheduler: &mut Scheduler) -> Vec<Action> {
+    /// earlier run completed (reported as skipped, without a request). `listing_open`: more
+    /// IDs may still come.
+    fn feed(&mut self, scheduler: &mut Scheduler, listing_open: bool) -> Vec<Action> {
         let mut items = Vec::new();
         let mut room = scheduler.room();
         let mut looked = 0;
@@ -253,7 +400,7 @@ impl<P: Provider> Pipeline<'_, P> {
             items.push(Item::new(index, id, self.state.previous_name(&id, index)));
             room -= 1;
         }
-        scheduler.set_input_open(self.more_to_feed());
+        scheduler.set_input_open(self.more_to_feed() || listing_open);
         scheduler.add(items)
     }
 
@@ -348,7 +495,11 @@ impl<P: Provider> Pipeline<'_, P> {
             bytes,
             sha256,
             note,
+            renamed,
         } = file;
+        // Taken meanwhile (by another run sharing the directory, or the user): saved under a
+        // name with the ID in it, which the record now says.
+        let name = renamed.unwrap_or(name);
         self.state.record(Record {
             id: item.id,
             path: name.clone(),
@@ -401,6 +552,16 @@ impl<P: Provider> Pipeline<'_, P> {
             ..
         } = r;
         let name = self.name_for(&mut item, &label);
+        // What may stand at the name already: only this ID's own file is ever replaced.
+        let at_dest = if item.previous.as_deref() != Some(name.as_str()) {
+            AtDest::Nothing
+        } else if self.state.recorded_name(&item.id, item.index).as_deref() == Some(&name) {
+            // Recorded as this ID's completed file (to download again: --force, or it was
+            // changed or cut since).
+            AtDest::OwnFile
+        } else {
+            AtDest::OwnClaim
+        };
         // The name is this ID's from now on, durably before the file takes it.
         let claimed = if item.claimed || item.previous.as_deref() == Some(name.as_str()) {
             None
@@ -416,6 +577,8 @@ impl<P: Provider> Pipeline<'_, P> {
             watcher: Box::new(self.ui.file_bar(&name)),
             cancel: self.cancel.child_token(),
             claimed: std::sync::Mutex::new(claimed),
+            id: item.id,
+            at_dest,
         };
         let client = self.files.clone();
         let policy = self.policy.clone();
@@ -442,4 +605,57 @@ impl<P: Provider> Pipeline<'_, P> {
         self.ui.file_finished();
         self.ui.set_failed(self.recorder.summary().failed);
     }
+}
+
+/// Walk `source` from its first page to its last (or the first failure), handing each page to
+/// `tx` as the run asks for it.
+///
+/// The walk runs as a task of its own and hands each page over a channel of one: it fetches
+/// the next page only once the run has taken the last one, and the run takes a page only when
+/// it is running out of IDs to hand the scheduler. So listing requests are spent as they are
+/// needed, between mint calls on the same rate limiter, and memory holds at most a page or two
+/// beyond the per-ID bookkeeping.
+pub async fn walk<P: Provider>(
+    provider: Arc<P>,
+    source: Source,
+    page_size: u32,
+    tx: mpsc::Sender<Event>,
+) {
+    let mut cursor = Cursor::Start;
+    let mut walk = Walk {
+        pages: 0,
+        bad: 0,
+        incomplete: None,
+        auth: None,
+    };
+    loop {
+        let page_no = walk.pages + 1;
+        match provider.list_page(source, page_size, &cursor).await {
+            Ok(mut page) => {
+                walk.pages = page_no;
+                walk.bad += page.bad;
+                let next = page.next.take();
+                if let Some(why) = page.stop.take() {
+                    walk.incomplete = Some(format!("stopped after page {page_no}: {why}"));
+                }
+                if tx.send(Event::Page(page)).await.is_err() {
+                    // The run has ended; nobody is listening.
+                    return;
+                }
+                match next {
+                    Some(c) if walk.incomplete.is_none() => cursor = c,
+                    _ => break,
+                }
+            }
+            Err(ApiError::Auth(msg)) => {
+                walk.auth = Some(msg);
+                break;
+            }
+            Err(e) => {
+                walk.incomplete = Some(format!("stopped at page {page_no}: {e}"));
+                break;
+            }
+        }
+    }
+    let _ = tx.send(Event::End(walk)).await;
 }

@@ -234,6 +234,13 @@ impl Ui {
         }
     }
 
+    /// `n` more files to do (found by a listing during the run).
+    pub fn more_files(&self, n: u64) {
+        if let Some(b) = &self.bars {
+            b.files.inc_length(n);
+        }
+    }
+
     /// One more file is finished (whatever its outcome).
     pub fn file_finished(&self) {
         if let Some(b) = &self.bars {

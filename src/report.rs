@@ -110,6 +110,26 @@ pub struct Recorder {
     bytes: u64,
     /// What ended the run early.
     error: Option<String>,
+    /// How the walk of a listing went (`--from`).
+    listing: Option<ListingReport>,
+}
+
+/// The `listing` part of the report: how far the walk of `--from` went.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ListingReport {
+    pub source: &'static str,
+    /// Pages read.
+    pub pages: u32,
+    /// IDs it named that were not requested already (in this shard, if sharded).
+    pub ids: usize,
+    /// Entries under the ID keys that were not valid IDs (skipped).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub bad_entries: usize,
+    /// Walked to its last page.
+    pub complete: bool,
+    /// Why not, and where it stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Finished entries, one JSON line each, in the order they finished.
@@ -136,7 +156,17 @@ impl Recorder {
             printed_any: false,
             bytes: 0,
             error: None,
+            listing: None,
         }
+    }
+
+    /// How the walk of the listing went.
+    pub fn set_listing(&mut self, listing: ListingReport) {
+        self.listing = Some(listing);
+    }
+
+    pub fn listing(&self) -> Option<&ListingReport> {
+        self.listing.as_ref()
     }
 
     /// Keep finished entries in `dir` (rather than the system's temporary directory, which may
@@ -152,7 +182,6 @@ impl Recorder {
 
     /// Add an ID found during the run (a listing). Its index if it is new; `None` if it was
     /// already requested, or no more fit.
-    #[allow(dead_code)] // the listings, next
     pub fn add(&mut self, id: Uuid) -> Option<u32> {
         if self.ids.is_full() {
             return None;
@@ -326,6 +355,9 @@ impl Recorder {
             writeln!(out, "  \"error\": {},", json(e)?)?;
         }
         writeln!(out, "  \"summary\": {},", json(&self.counts)?)?;
+        if let Some(l) = &self.listing {
+            writeln!(out, "  \"listing\": {},", json(l)?)?;
+        }
         write!(out, "  \"files\": [")?;
         let mut reader = match &mut self.spool {
             Some(spool) => {

@@ -873,6 +873,7 @@ mod tests {
             bytes,
             sha256: String::new(),
             note: None,
+            renamed: None,
         }
     }
 

@@ -352,6 +352,20 @@ impl State {
         })
     }
 
+    /// The name under which an earlier run recorded `id` as completed, whether or not the file
+    /// is still there and whole.
+    pub fn recorded_name(&self, id: &Uuid, index: u32) -> Option<String> {
+        let at = self.at(self.slot(id, index)?);
+        if at == NONE || at & DONE_BIT == 0 {
+            return None;
+        }
+        self.line_at(at)
+            .ok()
+            .flatten()
+            .filter(|l| l.id == *id)
+            .map(|l| l.path)
+    }
+
     /// The name `id` owns from an earlier run (claimed or completed), whether or not the file is
     /// still there.
     pub fn previous_name(&self, id: &Uuid, index: u32) -> Option<String> {

@@ -11,7 +11,7 @@ use crate::cli::DownloadArgs;
 use crate::config::{Config, IdSource, Surroundings};
 use crate::download::{DownloadPolicy, RateCap, file_host_client};
 use crate::error::{Exit, Fatal};
-use crate::ids::{self, IdList, IdSet};
+use crate::ids::{self, IdList, IdSet, Shard};
 use crate::lock::{DirLock, LockError};
 use crate::naming::NameRegistry;
 use crate::naming::same_name;
@@ -37,7 +37,7 @@ pub fn run(args: DownloadArgs, runtime: &tokio::runtime::Runtime) -> Result<Exit
 }
 
 /// Read and validate the ID list, one line at a time.
-fn read_ids(source: &IdSource, kind: ProviderKind) -> Result<IdList, Fatal> {
+fn read_ids(source: &IdSource, kind: ProviderKind, shard: Option<Shard>) -> Result<IdList, Fatal> {
     let rule = kind.vendor().id_rule;
     let mut list = IdList::default();
     let read = match source {
@@ -51,9 +51,15 @@ fn read_ids(source: &IdSource, kind: ProviderKind) -> Result<IdList, Fatal> {
                 std::io::BufReader::with_capacity(256 * 1024, f),
                 rule,
                 &mut list.ids,
+                shard,
             )
         }),
-        IdSource::Stdin => Ok(ids::read_ids(std::io::stdin().lock(), rule, &mut list.ids)),
+        IdSource::Stdin => Ok(ids::read_ids(
+            std::io::stdin().lock(),
+            rule,
+            &mut list.ids,
+            shard,
+        )),
     };
     let read =
         read.map_err(|e| Fatal::Usage(format!("cannot read the ID list from {source}: {e}")))?;
@@ -94,9 +100,14 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
         check_report_path(path, &cfg.output_dir)?;
     }
     // From here on every way out writes the report, so yesterday's never passes for today's.
-    let list =
-        read_ids(&cfg.ids, cfg.provider).map_err(|e| report_early(cfg, IdSet::default(), e))?;
-    let (_lock, mut state) = match open_output_dir(&cfg.output_dir, &list.ids) {
+    let list = match &cfg.ids {
+        Some(source) => read_ids(source, cfg.provider, cfg.shard)
+            .map_err(|e| report_early(cfg, IdSet::default(), e))?,
+        None => IdList::default(),
+    };
+    // With a listing, IDs come during the run: the record is indexed by ID, not by place.
+    let known = cfg.from.is_none().then_some(&list.ids);
+    let (_lock, mut state) = match open_output_dir(&cfg.output_dir, cfg.shard, known) {
         Ok(opened) => opened,
         Err(e) => return Err(report_early(cfg, list.ids, e)),
     };
@@ -114,8 +125,10 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     let vendor = cfg.provider.vendor();
     let mut recorder = Recorder::new(vendor.name, list.ids, cfg.lines, cfg.dry_run);
     recorder.spool_in(&cfg.output_dir.join(STATE_DIR));
-    // Every ID is known: from here on they are found by their index alone.
-    recorder.freeze();
+    if cfg.from.is_none() {
+        // Every ID is known: from here on they are found by their index alone.
+        recorder.freeze();
+    }
     let mut names = NameRegistry::default();
     // A report written into the output directory keeps its name from every download.
     if let Some(report) = &cfg.report
@@ -175,6 +188,8 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                 recorder: &mut recorder,
                 cancel,
                 cursor: 0,
+                listing: cfg.from,
+                shard: cfg.shard,
             };
             pipeline.run().await.map(|_| ())
         }
@@ -201,11 +216,14 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     }
     print_summary(cfg, &recorder, started.elapsed(), &ui);
     result?;
-    Ok(if recorder.summary().failed > 0 || !reported {
-        Exit::FilesFailed
-    } else {
-        Exit::Success
-    })
+    let listing_incomplete = recorder.listing().is_some_and(|l| !l.complete);
+    Ok(
+        if recorder.summary().failed > 0 || !reported || listing_incomplete {
+            Exit::FilesFailed
+        } else {
+            Exit::Success
+        },
+    )
 }
 
 /// Report every ID an earlier run completed as skipped (when no download can run).
@@ -234,7 +252,11 @@ fn skip_completed(recorder: &mut Recorder, state: &State, force: bool, ui: &Ui) 
 }
 
 /// Create (if needed), lock and read the output directory.
-fn open_output_dir(dir: &std::path::Path, ids: &IdSet) -> Result<(DirLock, State), Fatal> {
+fn open_output_dir(
+    dir: &std::path::Path,
+    shard: Option<Shard>,
+    ids: Option<&IdSet>,
+) -> Result<(DirLock, State), Fatal> {
     super::prepare_output_dir(dir)?;
     let unusable = |e: std::io::Error| {
         Fatal::Usage(format!(
@@ -242,16 +264,28 @@ fn open_output_dir(dir: &std::path::Path, ids: &IdSet) -> Result<(DirLock, State
             dir.display()
         ))
     };
-    let lock = DirLock::acquire(dir).map_err(|e| match e {
+    let lock = DirLock::acquire(dir, shard).map_err(|e| match e {
         LockError::Held(pid) => Fatal::Locked(format!(
-            "another fetchdocs run ({}) is using {}; nothing was done. Wait for it to finish, \
-             or stop it",
+            "another fetchdocs run ({}) is using {}{}; nothing was done. Wait for it to \
+             finish, or stop it",
             pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}")),
-            dir.display()
+            dir.display(),
+            match shard {
+                Some(s) => format!(
+                    " (shard {s}: shards share a directory, but each runs once, and never \
+                     beside a run of the whole)"
+                ),
+                None => String::new(),
+            }
         )),
         LockError::Io(e) => unusable(e),
     })?;
-    let state = State::open(dir, &record_file_name(None), Some(ids)).map_err(unusable)?;
+    let state = State::open(
+        dir,
+        &record_file_name(shard.map(|s| (s.index, s.count))),
+        ids,
+    )
+    .map_err(unusable)?;
     Ok((lock, state))
 }
 
@@ -353,7 +387,16 @@ fn print_summary(cfg: &Config, recorder: &Recorder, took: std::time::Duration, u
         return;
     }
     if s.requested == 0 {
-        ui.info(&format!("fetchdocs: nothing to do: no IDs in {}", cfg.ids));
+        let place = match (&cfg.ids, cfg.from) {
+            (_, Some((source, _))) => format!("the {source} listing"),
+            (Some(ids), None) => ids.to_string(),
+            (None, None) => "the input".to_string(),
+        };
+        let place = match cfg.shard {
+            Some(s) => format!("{place} for shard {s}"),
+            None => place,
+        };
+        ui.info(&format!("fetchdocs: nothing to do: no IDs in {place}"));
         return;
     }
     let secs = took.as_secs_f64();

@@ -10,10 +10,11 @@ use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{MintOutcome, Provider, RawFile, Vendor, reason_text, reconcile};
-use crate::api::{ApiClient, ApiResponse, AuthStyle, describe_body};
+use super::{MintOutcome, Provider, RawFile, Vendor, reason_text, reconcile, wrong_listing};
+use crate::api::{ApiClient, ApiResponse, AuthStyle, describe_body, origin_of};
 use crate::error::ApiError;
 use crate::ids::IdRule;
+use crate::listing::{Cursor, Found, Listed, Source, collect_file_uuids, next_link};
 
 /// Keelvar, by its documentation: 30 requests a minute and 600 an hour, polls included; URLs
 /// die 60 seconds after their job completes.
@@ -109,6 +110,21 @@ impl JobClock {
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The RFI responses feed (with its questions, whose attachments are files too).
+pub const FEED_PATH: &str = "api/feeds/rfi-responses";
+
+/// The file UUIDs of one feed page, in the order they appear, and how many entries under the
+/// file keys were not UUIDs. Never panics.
+pub fn decode_feed(body: &[u8]) -> Result<(Vec<Uuid>, usize), String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if !value.is_object() {
+        return Err("not a JSON object".into());
+    }
+    let (mut ids, mut bad) = (Vec::new(), 0);
+    collect_file_uuids(&value, &mut ids, &mut bad);
+    Ok((ids, bad))
 }
 
 /// Most times one batch is submitted when its jobs keep failing.
@@ -497,6 +513,66 @@ impl Provider for Keelvar {
         &self.api
     }
 
+    async fn list_page(
+        &self,
+        source: Source,
+        page_size: u32,
+        cursor: &Cursor,
+    ) -> Result<Listed, ApiError> {
+        let url = match (source, cursor) {
+            (Source::RfiResponses, Cursor::Start) => {
+                let mut url = self.api.url(FEED_PATH);
+                url.query_pairs_mut()
+                    .append_pair("include", "questions")
+                    .append_pair("page_size", &page_size.to_string());
+                url
+            }
+            (Source::RfiResponses, Cursor::Url(url)) => url.clone(),
+            _ => return Err(wrong_listing(&VENDOR, source)),
+        };
+        let resp = self.api.send_to(Method::GET, url.clone(), None).await?;
+        match resp.status {
+            s if s.is_success() => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err(auth_error(&resp)),
+            s => {
+                return Err(ApiError::Rejected(format!(
+                    "the Keelvar feed answered HTTP {}{}",
+                    s.as_u16(),
+                    describe_body(&resp.body)
+                )));
+            }
+        }
+        let (found, bad) = decode_feed(&resp.body)
+            .map_err(|e| ApiError::Request(format!("the Keelvar feed page is unreadable ({e})")))?;
+        let (next, stop) = match next_link(&resp.headers, &url) {
+            None => (None, None),
+            Some(Err(e)) => (None, Some(e)),
+            // The key goes to the API host only: a link elsewhere is not followed.
+            Some(Ok(next)) if !self.api.is_api_origin(&next) => (
+                None,
+                Some(format!(
+                    "the next page's link leads to {}, not the API host; not followed (the API \
+                     key goes to the API host only)",
+                    origin_of(&next)
+                )),
+            ),
+            Some(Ok(next)) if next == url => (
+                None,
+                Some("the next page's link is the page itself".to_string()),
+            ),
+            Some(Ok(next)) => (Some(Cursor::Url(next)), None),
+        };
+        Ok(Listed {
+            found: found
+                .into_iter()
+                .map(|id| Found { id, label: None })
+                .collect(),
+            bad,
+            next,
+            stop,
+        })
+    }
+
     async fn mint(&self, ids: Vec<Uuid>) -> Result<MintOutcome, ApiError> {
         let mut last_failure = String::new();
         for attempt in 1..=MAX_SUBMISSIONS {
@@ -558,6 +634,18 @@ mod tests {
             job_state(Some("Warming_Up")),
             JobState::Unknown("WARMING_UP".into())
         );
+    }
+
+    #[test]
+    fn feed_pages_are_read_or_refused_never_panicking() {
+        let id = Uuid::from_u128(77);
+        let page = format!(r#"{{"data": [{{"document_file_uuids": ["{id}", "nope"]}}]}}"#);
+        assert_eq!(decode_feed(page.as_bytes()), Ok((vec![id], 1)));
+        assert!(decode_feed(b"[1, 2]").is_err());
+        assert!(decode_feed(b"{\"data\": [").is_err());
+        // Deeper than any parser should follow: an error, not a crash.
+        let deep = format!("{{\"a\": {}1{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(decode_feed(deep.as_bytes()).is_err());
     }
 
     #[test]

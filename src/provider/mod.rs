@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::api::{ApiClient, AuthStyle, is_loopback};
 use crate::error::ApiError;
 use crate::ids::IdRule;
+use crate::listing::{Cursor, Listed, Source};
 
 /// The vendors fetchdocs speaks (also the `--provider` values, and `provider = "…"` in the
 /// config file).
@@ -115,6 +116,14 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Turn a batch of at most `vendor().max_batch` IDs into signed URLs.
     fn mint(&self, ids: Vec<Uuid>) -> impl Future<Output = Result<MintOutcome, ApiError>> + Send;
+
+    /// One page of the vendor's listing `source`, at `cursor`.
+    fn list_page(
+        &self,
+        source: Source,
+        page_size: u32,
+        cursor: &Cursor,
+    ) -> impl Future<Output = Result<Listed, ApiError>> + Send;
 }
 
 /// Either vendor, chosen at run time.
@@ -144,6 +153,36 @@ impl Provider for AnyProvider {
             AnyProvider::Keelvar(p) => p.mint(ids).await,
         }
     }
+
+    async fn list_page(
+        &self,
+        source: Source,
+        page_size: u32,
+        cursor: &Cursor,
+    ) -> Result<Listed, ApiError> {
+        match self {
+            AnyProvider::Veridox(p) => p.list_page(source, page_size, cursor).await,
+            AnyProvider::Keelvar(p) => p.list_page(source, page_size, cursor).await,
+        }
+    }
+}
+
+impl ProviderKind {
+    /// The listing `--from` can walk for this vendor.
+    pub fn listing(self) -> Source {
+        match self {
+            ProviderKind::Veridox => Source::Files,
+            ProviderKind::Keelvar => Source::RfiResponses,
+        }
+    }
+}
+
+/// A listing of another vendor's (a bug: the command line checks it).
+pub fn wrong_listing(vendor: &Vendor, source: Source) -> ApiError {
+    ApiError::Rejected(format!(
+        "internal error: {} has no listing named {source}",
+        vendor.name
+    ))
 }
 
 /// A file entry as a vendor described it, before checking.

@@ -7,10 +7,11 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{MintOutcome, Provider, RawFile, Vendor, reason_text, reconcile};
+use super::{MintOutcome, Provider, RawFile, Vendor, reason_text, reconcile, wrong_listing};
 use crate::api::{ApiClient, ApiResponse, AuthStyle, describe_body};
 use crate::error::ApiError;
 use crate::ids::IdRule;
+use crate::listing::{Cursor, Found, Listed, Source};
 
 /// Veridox, by its documentation.
 pub const VENDOR: Vendor = Vendor {
@@ -149,6 +150,100 @@ impl Provider for Veridox {
             .unwrap_or_else(SystemTime::now);
         decode(&ids, &resp.body, server_now, Instant::now())
     }
+
+    async fn list_page(
+        &self,
+        source: Source,
+        page_size: u32,
+        cursor: &Cursor,
+    ) -> Result<Listed, ApiError> {
+        let offset = match (source, cursor) {
+            (Source::Files, Cursor::Start) => 0,
+            (Source::Files, Cursor::Offset(n)) => *n,
+            _ => return Err(wrong_listing(&VENDOR, source)),
+        };
+        let mut url = self.api.url("files");
+        url.query_pairs_mut()
+            .append_pair("limit", &page_size.to_string())
+            .append_pair("offset", &offset.to_string());
+        let resp = self.api.send_to(Method::GET, url, None).await?;
+        match resp.status {
+            s if s.is_success() => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(ApiError::Auth(format!(
+                    "the Veridox API refused the API key ({}). Put a valid key in \
+                     FETCHDOCS_API_KEY or the file given to --api-key-file",
+                    vendor_message(&resp),
+                )));
+            }
+            _ => {
+                return Err(ApiError::Rejected(format!(
+                    "the Veridox listing at offset {offset} was refused: {}",
+                    vendor_message(&resp)
+                )));
+            }
+        }
+        let page = decode_listing(&resp.body).map_err(|e| {
+            ApiError::Request(format!(
+                "the Veridox listing at offset {offset} is unreadable ({e})"
+            ))
+        })?;
+        let next_offset = offset + page.entries as u64;
+        // The last page: empty, short, or reaching the total.
+        let last = page.entries == 0
+            || page.entries < page_size as usize
+            || page.total.is_some_and(|t| next_offset >= t);
+        Ok(Listed {
+            found: page.found,
+            bad: page.bad,
+            next: (!last).then_some(Cursor::Offset(next_offset)),
+            stop: None,
+        })
+    }
+}
+
+/// One page of `GET /files`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ListingPage {
+    pub found: Vec<Found>,
+    /// Entries on the page, good or bad (the offset moves by this many).
+    pub entries: usize,
+    pub bad: usize,
+    pub total: Option<u64>,
+}
+
+/// Read a page of `GET /files`: `{files: [{file_id, label, …}], total}`. Never panics.
+pub fn decode_listing(body: &[u8]) -> Result<ListingPage, String> {
+    #[derive(Deserialize)]
+    struct Page {
+        files: Vec<serde_json::Value>,
+        #[serde(default)]
+        total: Option<u64>,
+    }
+    let page: Page = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let mut out = ListingPage {
+        entries: page.files.len(),
+        total: page.total,
+        ..ListingPage::default()
+    };
+    for f in &page.files {
+        let id = f
+            .get("file_id")
+            .and_then(|v| v.as_str())
+            .and_then(|s| crate::ids::parse_one(s.trim(), IdRule::UuidV7).ok());
+        match id {
+            Some(id) => out.found.push(Found {
+                id,
+                label: f
+                    .get("label")
+                    .and_then(|v| v.as_str())
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string),
+            }),
+            None => out.bad += 1,
+        }
+    }
+    Ok(out)
 }
 
 /// Read a 200 answer of `POST /files/download` for the `requested` IDs. `server_now` is the

@@ -15,6 +15,7 @@ mod hostile;
 mod input;
 mod integrity;
 mod keelvar;
+mod listings;
 mod names;
 mod refusals;
 mod resilience;

@@ -211,7 +211,7 @@ impl Env {
 }
 
 /// Variables from the caller's environment that must not leak into a test run.
-pub const ENV_VARS: [&str; 26] = [
+pub const ENV_VARS: [&str; 27] = [
     "FETCHDOCS_PROVIDER",
     "FETCHDOCS_BASE_URL",
     "FETCHDOCS_OUTPUT_DIR",
@@ -230,6 +230,8 @@ pub const ENV_VARS: [&str; 26] = [
     "FETCHDOCS_CONFIG",
     "FETCHDOCS_PROFILE",
     "RUST_LOG",
+    // Sets K of --shard auto/N.
+    "JOB_COMPLETION_INDEX",
     // A proxy in the caller's environment would see (and break) the loopback traffic.
     "HTTP_PROXY",
     "HTTPS_PROXY",
