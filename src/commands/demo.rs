@@ -45,16 +45,27 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Fatal> {
             sandbox.api_url,
             out.display()
         );
-        // The same command line a user would type, through the same `Config` constructor.
-        let argv: Vec<std::ffi::OsString> = vec![
+        // The same command line a user would type, through the same `Config` constructor:
+        // Veridox from an ID list, Keelvar from its own RFI responses feed (the nightly form).
+        let source: [std::ffi::OsString; 2] = match provider {
+            ProviderKind::Veridox => ["--ids".into(), ids_file.clone().into_os_string()],
+            ProviderKind::Keelvar => ["--from".into(), provider.listing().name().into()],
+        };
+        eprintln!(
+            "fetchdocs demo: fetchdocs download --provider {name} {} {}",
+            source[0].to_string_lossy(),
+            source[1].to_string_lossy()
+        );
+        let mut argv: Vec<std::ffi::OsString> = vec![
             "fetchdocs".into(),
             "download".into(),
             "--provider".into(),
             name.into(),
             "--base-url".into(),
             sandbox.api_url.clone().into(),
-            "--ids".into(),
-            ids_file.clone().into_os_string(),
+        ];
+        argv.extend(source);
+        argv.extend::<[std::ffi::OsString; 8]>([
             "-o".into(),
             out.into_os_string(),
             "--report".into(),
@@ -65,7 +76,7 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Fatal> {
             args.concurrency.to_string().into(),
             "--requests-per-minute".into(),
             provider.vendor().requests_per_minute.to_string().into(),
-        ];
+        ]);
         let Command::Download(download) = Cli::try_parse_from(argv)
             .map_err(|e| Fatal::Internal(format!("the demo's own command line: {e}")))?
             .command

@@ -44,6 +44,12 @@ pub async fn run(args: SandboxArgs) -> Result<Exit, Fatal> {
             sandbox.api_url
         );
     }
+    println!(
+        "or, from the vendor's own listing (the nightly form):\n      \
+         FETCHDOCS_API_KEY={} fetchdocs download --provider keelvar --base-url {} \
+         --from rfi-responses -o out-keelvar",
+        cfg.keelvar.key, sandbox.api_url
+    );
     println!("Ctrl-C stops the sandbox.");
     let _ = tokio::signal::ctrl_c().await;
     Ok(Exit::Success)
