@@ -83,6 +83,22 @@ pub enum AuthStyle {
     Bearer,
 }
 
+/// Time since the command started ([`commands::run`](crate::commands::run) starts the clock).
+pub fn since_start() -> Duration {
+    START.get_or_init(std::time::Instant::now).elapsed()
+}
+
+static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Say (at debug level, once) how long after the process started the first API request went
+/// out: what a million-ID input costs before anything is asked (the benchmark reads it).
+fn note_first_request() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        log::debug!("first API request after {} ms", since_start().as_millis());
+    });
+}
+
 /// `scheme://host:port` of a URL: what may be said of it (paths and queries can carry
 /// signatures or cursors).
 pub fn origin_of(url: &Url) -> String {
@@ -195,6 +211,7 @@ impl ApiClient {
             )));
         }
         let what = format!("{method} {}", url.path());
+        note_first_request();
         let mut failures = 0u32;
         let mut throttled = 0u32;
         let mut throttled_for = Duration::ZERO;

@@ -274,6 +274,15 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "FILE")]
     pub ids_out: Option<PathBuf>,
 
+    /// Make every generated file this size (e.g. 32K, 160M) instead of 1 KiB to 2 MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub file_size: Option<u64>,
+
+    /// Mint URLs on another file server: URL/ID (for benchmarks that serve the files from,
+    /// say, nginx). The sandbox's own file host still serves its files.
+    #[arg(long, value_name = "URL")]
+    pub files_at: Option<String>,
+
     #[command(flatten)]
     pub faults: FaultArgs,
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
 use reqwest::{StatusCode, Url};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -258,7 +257,7 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
     let mut failures = 0u32;
     loop {
         match attempt(client, job, policy).await {
-            Ok(whole) => {
+            Ok((whole, writer)) => {
                 let claim = job.claimed.lock().ok().and_then(|mut c| c.take());
                 if let Some(claim) = claim {
                     match claim.await {
@@ -271,11 +270,14 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
                         Err(_) => {}
                     }
                 }
-                return match finish(&job.part, &job.dest, job.id, job.at_dest, &whole.sha256).await
+                return match writer
+                    .complete(&job.dest, job.id, job.at_dest, &whole.sha256)
+                    .await
                 {
-                    Ok(renamed) => {
-                        remove(&meta_path(&job.part)).await;
-                        Outcome::Done(Whole { renamed, ..whole })
+                    Ok(renamed) => Outcome::Done(Whole { renamed, ..whole }),
+                    Err(e) if is_storage_wide(e.kind()) => {
+                        discard(&job.part).await;
+                        Outcome::StorageFailed(format!("cannot write {}: {e}", job.part.display()))
                     }
                     Err(e) => Outcome::Failed(format!(
                         "cannot move the finished file into place at {}: {e}",
@@ -304,28 +306,8 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
     }
 }
 
-/// Give the (already synced) temporary file its final name, and make the rename durable.
-/// Never replaces another's file (see [`AtDest`]): if the name is taken, the file gets the
-/// name with the ID in it, which is returned.
-async fn finish(
-    part: &Path,
-    dest: &Path,
-    id: uuid::Uuid,
-    at_dest: AtDest,
-    sha256: &str,
-) -> std::io::Result<Option<String>> {
-    let (part, dest, sha256) = (part.to_path_buf(), dest.to_path_buf(), sha256.to_string());
-    // One trip to the blocking pool for all of it.
-    tokio::task::spawn_blocking(move || {
-        let dir = dest.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let renamed = place(&part, &dest, id, at_dest, &sha256)?;
-        sync_dir(&dir);
-        Ok(renamed)
-    })
-    .await
-    .map_err(std::io::Error::other)?
-}
-
+/// Give the synced temporary file its final name, never replacing another's file (see
+/// [`AtDest`]): if the name is taken, the file gets the name with the ID in it, returned.
 fn place(
     part: &Path,
     dest: &Path,
@@ -633,20 +615,126 @@ fn meta_path(part: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-async fn read_meta(part: &Path) -> Option<PartMeta> {
-    let data = tokio::fs::read(meta_path(part)).await.ok()?;
+fn read_meta(part: &Path) -> Option<PartMeta> {
+    let data = std::fs::read(meta_path(part)).ok()?;
     serde_json::from_slice(&data).ok()
 }
 
-async fn write_meta(part: &Path, meta: &PartMeta) -> std::io::Result<()> {
+fn write_meta(part: &Path, meta: &PartMeta) -> std::io::Result<()> {
+    use std::io::Write;
     let data = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
     let path = meta_path(part);
     own_file(&path)?;
-    let mut f = tokio::fs::OpenOptions::from(own_options())
-        .truncate(true)
-        .open(&path)
-        .await?;
-    f.write_all(&data).await
+    own_options().truncate(true).open(&path)?.write_all(&data)
+}
+
+/// The temporary file of one download, written a buffer at a time: each write (and the first
+/// one's creation of the file and its [`PartMeta`]) is one trip to the blocking pool, and the
+/// last buffer goes down with the sync and the move into place in one more.
+struct PartWriter {
+    path: PathBuf,
+    /// Written beside the file when it is created; `None`: resuming, the file and its meta
+    /// are there.
+    fresh: Option<PartMeta>,
+    file: Option<std::fs::File>,
+    buf: Vec<u8>,
+    /// The [`PartMeta`] is on disk beside the file (and goes when the file is complete).
+    meta_written: bool,
+}
+
+impl PartWriter {
+    fn new(path: &Path, fresh: Option<PartMeta>) -> PartWriter {
+        PartWriter {
+            path: path.to_path_buf(),
+            meta_written: fresh.is_none(),
+            fresh,
+            file: None,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn push(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() >= WRITE_BUFFER {
+            self.flush(false).await?;
+        }
+        Ok(())
+    }
+
+    /// Write out what is buffered (and `sync` it); the file is created first if need be.
+    async fn flush(&mut self, sync: bool) -> std::io::Result<()> {
+        let mut this = PartWriter {
+            path: self.path.clone(),
+            fresh: self.fresh.take(),
+            file: self.file.take(),
+            buf: std::mem::take(&mut self.buf),
+            meta_written: self.meta_written,
+        };
+        let this = tokio::task::spawn_blocking(move || {
+            this.write_out(true)?;
+            if sync && let Some(f) = &this.file {
+                f.sync_data()?;
+            }
+            Ok::<_, std::io::Error>(this)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        self.file = this.file;
+        self.buf = this.buf;
+        self.meta_written = this.meta_written;
+        Ok(())
+    }
+
+    /// On the blocking side: create or open the file, then write the buffer. `with_meta`: the
+    /// file may be left unfinished, so what the host said of it goes beside it (a file
+    /// written, synced and moved in one go needs none: if that is cut short, the next attempt
+    /// starts over).
+    fn write_out(&mut self, with_meta: bool) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.file.is_none() {
+            self.file = Some(match self.fresh.take() {
+                Some(meta) => {
+                    if with_meta {
+                        write_meta(&self.path, &meta)?;
+                        self.meta_written = true;
+                    }
+                    own_options().truncate(true).open(&self.path)?
+                }
+                None => own_options().append(true).open(&self.path)?,
+            });
+        }
+        if let Some(f) = &mut self.file {
+            f.write_all(&self.buf)?;
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// The whole file is here: write the rest, sync, and give it its final name (see
+    /// [`place`]); the name it got if not `dest`. One trip to the blocking pool.
+    async fn complete(
+        mut self,
+        dest: &Path,
+        id: uuid::Uuid,
+        at_dest: AtDest,
+        sha256: &str,
+    ) -> std::io::Result<Option<String>> {
+        let (dest, sha256) = (dest.to_path_buf(), sha256.to_string());
+        tokio::task::spawn_blocking(move || {
+            self.write_out(false)?;
+            if let Some(f) = self.file.take() {
+                f.sync_all()?;
+            }
+            let renamed = place(&self.path, &dest, id, at_dest, &sha256)?;
+            sync_dir(dest.parent().unwrap_or(Path::new(".")));
+            if self.meta_written {
+                let _ = std::fs::remove_file(meta_path(&self.path));
+            }
+            Ok(renamed)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
 }
 
 /// Forget a partial file and what was known about it: the next attempt starts from zero.
@@ -700,10 +788,11 @@ async fn attempt(
     client: &reqwest::Client,
     job: &FileJob,
     policy: &DownloadPolicy,
-) -> Result<Whole, AttemptError> {
+) -> Result<(Whole, PartWriter), AttemptError> {
     // Never write through a link planted where the temporary file goes (a symbolic link, or a
-    // hard link to a file elsewhere): it could point outside the output directory.
-    let have = match tokio::fs::symlink_metadata(&job.part).await {
+    // hard link to a file elsewhere): it could point outside the output directory. (A lookup
+    // in fetchdocs' own directory: made here, not worth a trip to the blocking pool.)
+    let have = match std::fs::symlink_metadata(&job.part) {
         Ok(m) if m.is_file() && link_count(&m) <= 1 => m.len(),
         Ok(_) => {
             tokio::fs::remove_file(&job.part)
@@ -716,7 +805,7 @@ async fn attempt(
     // Bytes on disk are resumed only with what the first answer said about them.
     let meta = match have {
         0 => None,
-        _ => read_meta(&job.part).await,
+        _ => read_meta(&job.part),
     };
     let have = if meta.is_some() { have } else { 0 };
     let mut req = client.get(job.url.clone());
@@ -809,22 +898,9 @@ async fn attempt(
             policy.max_file_size
         )));
     }
-    let mut file = if start == 0 {
-        write_meta(&job.part, &meta)
-            .await
-            .map_err(|e| local_error(&job.part, e))?;
-        tokio::fs::OpenOptions::from(own_options())
-            .truncate(true)
-            .open(&job.part)
-            .await
-    } else {
-        tokio::fs::OpenOptions::from(own_options())
-            .append(true)
-            .open(&job.part)
-            .await
-    }
-    .map_err(|e| local_error(&job.part, e))?;
-    let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, &mut file);
+    // Bytes gather in memory and go to disk a buffer at a time, each in one trip to the
+    // blocking pool (a small file: one trip in all, with its sync and its move into place).
+    let mut out = PartWriter::new(&job.part, (start == 0).then(|| meta.clone()));
     job.progress
         .total
         .store(total.unwrap_or(0), Ordering::Relaxed);
@@ -910,7 +986,7 @@ async fn attempt(
                 _ = cap.take(chunk.len()) => {}
             }
         }
-        out.write_all(&chunk)
+        out.push(&chunk)
             .await
             .map_err(|e| local_error(&job.part, e))?;
         digests.update(&chunk);
@@ -918,41 +994,43 @@ async fn attempt(
         job.progress.done.store(written, Ordering::Relaxed);
         job.watcher.advance(chunk.len() as u64);
     }
-    // Keep whatever arrived, durable, so that the next attempt resumes from it.
-    out.flush().await.map_err(|e| local_error(&job.part, e))?;
-    drop(out);
-    if cancelled {
-        let _ = file.sync_data().await;
-        return Err(AttemptError::Cancelled);
-    }
-    if let Some(reason) = cut {
-        return Err(AttemptError::Transient(reason, None));
-    }
-    if let Some(t) = total
-        && written != t
-    {
+    let short = match total {
+        Some(t) if written != t => Some(format!(
+            "file host: body ended after {written} of {t} bytes"
+        )),
+        _ => None,
+    };
+    if cancelled || cut.is_some() || short.is_some() {
+        // Keep whatever arrived, durable, so that the next attempt resumes from it.
+        out.flush(true)
+            .await
+            .map_err(|e| local_error(&job.part, e))?;
+        if cancelled {
+            return Err(AttemptError::Cancelled);
+        }
         return Err(AttemptError::Transient(
-            format!("file host: body ended after {written} of {t} bytes"),
+            cut.or(short).unwrap_or_default(),
             None,
         ));
     }
-    file.sync_all()
-        .await
-        .map_err(|e| local_error(&job.part, e))?;
     // No length was announced: the body ended with the connection closing cleanly, which is all
     // there is to go by. Complete, but said so.
     let note = total.is_none().then(|| {
         "the file host announced no length; accepted because the transfer ended cleanly".into()
     });
     match digests.finish() {
-        Ok(sha256) => Ok(Whole {
-            bytes: written,
-            sha256,
-            note,
-            renamed: None,
-        }),
+        Ok(sha256) => Ok((
+            Whole {
+                bytes: written,
+                sha256,
+                note,
+                renamed: None,
+            },
+            out,
+        )),
         Err(from) => {
             // Wrong bytes never get a final name: start over from zero.
+            drop(out);
             discard(&job.part).await;
             Err(AttemptError::Transient(
                 format!("file host: the bytes do not match its {from}; downloading again"),

@@ -19,6 +19,8 @@ use crate::error::{Exit, Fatal};
 
 /// Run a parsed command line to its exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    // Start the clock that `-vv` measures the first API request by.
+    crate::api::since_start();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

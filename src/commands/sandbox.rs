@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig, RateRule, Sandbox, SandboxConfig};
+use fetchdocs_sandbox::{
+    Catalog, CatalogFile, Faults, KeelvarConfig, RateRule, Sandbox, SandboxConfig,
+};
 use uuid::Uuid;
 
 use crate::cli::{FaultArgs, SandboxArgs};
@@ -11,7 +13,18 @@ use crate::error::{Exit, Fatal};
 
 /// Serve until interrupted.
 pub async fn run(args: SandboxArgs) -> Result<Exit, Fatal> {
-    let mut cfg = SandboxConfig::new(Catalog::generate(args.files, args.seed));
+    let mut catalog = Catalog::generate(args.files, args.seed);
+    if let Some(size) = args.file_size {
+        catalog = Catalog::new(
+            catalog
+                .files()
+                .iter()
+                .map(|f| CatalogFile { size, ..f.clone() })
+                .collect(),
+        );
+    }
+    let mut cfg = SandboxConfig::new(catalog);
+    cfg.external_files = args.files_at.clone();
     cfg.port = args.port;
     cfg.seed = args.seed;
     cfg.faults = faults_from_args(&args.faults);

@@ -475,6 +475,9 @@ pub struct SandboxConfig {
     /// Port for the API listener (0: any free port).
     pub port: u16,
     pub seed: u64,
+    /// Mint URLs on another file server instead of the sandbox's own: `{this}/{id}?…` (a
+    /// benchmark serves the files from nginx).
+    pub external_files: Option<String>,
     /// Serve both listeners over TLS with this certificate chain and key (PEM).
     #[cfg(feature = "test-controls")]
     pub tls: Option<(String, String)>,
@@ -491,6 +494,7 @@ impl SandboxConfig {
             seed: 1,
             #[cfg(feature = "test-controls")]
             tls: None,
+            external_files: None,
         }
     }
 }
@@ -825,10 +829,16 @@ impl Shared {
             .get(id)
             .map(|f| percent_encode(&f.label))
             .unwrap_or_default();
-        format!(
-            "{}/dl/{id}/{name}?iat={valid_from_ms}&exp={exp}&sig={sig:016x}",
-            self.files_url
-        )
+        match &self.cfg.external_files {
+            Some(base) => format!(
+                "{}/{id}?iat={valid_from_ms}&exp={exp}&sig={sig:016x}",
+                base.trim_end_matches('/')
+            ),
+            None => format!(
+                "{}/dl/{id}/{name}?iat={valid_from_ms}&exp={exp}&sig={sig:016x}",
+                self.files_url
+            ),
+        }
     }
 
     pub(crate) fn signature(&self, id: &Uuid, iat: u64, exp: u64) -> u64 {
