@@ -10,14 +10,13 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
 use reqwest::{StatusCode, Url};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{describe_body, error_chain, is_loopback};
 use crate::retry::{self, Backoff};
 
-use crate::state::{link_count, own_file, own_options, sync_dir};
+use crate::state::{Log, Record, link_count, own_file, own_options, sync_dir};
 
 /// Buffer between the network and the disk.
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -186,9 +185,11 @@ pub struct FileJob {
     pub watcher: Box<dyn Watcher>,
     /// Cancelled on Ctrl-C: stop, flush what arrived, and return [`Outcome::Cancelled`].
     pub cancel: CancellationToken,
-    /// Answers once the claim of the final name is durable: the file takes the name only then.
-    pub claimed: std::sync::Mutex<Option<oneshot::Receiver<std::io::Result<()>>>>,
-    /// Whose file this is (for a distinguishing name, if `dest` is taken meanwhile).
+    /// The run's record: the name is claimed in it (durably) just before the file takes it,
+    /// and the completion recorded just after. `None`: nothing is recorded.
+    pub log: Option<Arc<Log>>,
+    /// Whose file this is (for the record, and a distinguishing name if `dest` is taken
+    /// meanwhile).
     pub id: uuid::Uuid,
     /// What may stand at `dest` already.
     pub at_dest: AtDest,
@@ -258,22 +259,7 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
     loop {
         match attempt(client, job, policy).await {
             Ok((whole, writer)) => {
-                let claim = job.claimed.lock().ok().and_then(|mut c| c.take());
-                if let Some(claim) = claim {
-                    match claim.await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => log::warn!(
-                            "cannot record the name {} ({e}); a crash now could leave a duplicate",
-                            job.dest.display()
-                        ),
-                        // The record writer is gone (the run is ending): the file is whole.
-                        Err(_) => {}
-                    }
-                }
-                return match writer
-                    .complete(&job.dest, job.id, job.at_dest, &whole.sha256)
-                    .await
-                {
+                return match writer.complete(job, whole.bytes, &whole.sha256).await {
                     Ok(renamed) => Outcome::Done(Whole { renamed, ..whole }),
                     Err(e) if is_storage_wide(e.kind()) => {
                         discard(&job.part).await;
@@ -308,35 +294,41 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
 
 /// Give the synced temporary file its final name, never replacing another's file (see
 /// [`AtDest`]): if the name is taken, the file gets the name with the ID in it, returned.
+/// Each name is claimed (`claim`) before the file takes it, unless it is this ID's already.
 fn place(
     part: &Path,
     dest: &Path,
     id: uuid::Uuid,
     at_dest: AtDest,
     sha256: &str,
+    claim: &dyn Fn(&str) -> std::io::Result<()>,
 ) -> std::io::Result<Option<String>> {
     let replace = match at_dest {
         AtDest::OwnFile => true,
         AtDest::OwnClaim => same_bytes(dest, part, sha256),
         AtDest::Nothing => false,
     };
+    let name = dest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
     if replace {
         std::fs::rename(part, dest)?;
         return Ok(None);
+    }
+    if at_dest == AtDest::Nothing {
+        claim(&name)?;
     }
     match move_no_replace(part, dest) {
         Ok(()) => return Ok(None),
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
         Err(_) => {}
     }
-    let name = dest
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_string();
     let dir = dest.parent().unwrap_or(Path::new("."));
     for full in [false, true] {
         let other = crate::naming::with_id_suffix(&name, &id, full);
+        claim(&other)?;
         match move_no_replace(part, &dir.join(&other)) {
             Ok(()) => {
                 log::debug!("{name} was taken meanwhile; saved as {other}");
@@ -712,23 +704,50 @@ impl PartWriter {
 
     /// The whole file is here: write the rest, sync, and give it its final name (see
     /// [`place`]); the name it got if not `dest`. One trip to the blocking pool.
+    /// Claims the name in the record first and records the completion after (see
+    /// [`FileJob::log`]).
     async fn complete(
         mut self,
-        dest: &Path,
-        id: uuid::Uuid,
-        at_dest: AtDest,
+        job: &FileJob,
+        bytes: u64,
         sha256: &str,
     ) -> std::io::Result<Option<String>> {
-        let (dest, sha256) = (dest.to_path_buf(), sha256.to_string());
+        let (dest, sha256) = (job.dest.clone(), sha256.to_string());
+        let (id, at_dest, log) = (job.id, job.at_dest, job.log.clone());
         tokio::task::spawn_blocking(move || {
             self.write_out(false)?;
             if let Some(f) = self.file.take() {
                 f.sync_all()?;
             }
-            let renamed = place(&self.path, &dest, id, at_dest, &sha256)?;
+            let claim = |name: &str| match &log {
+                Some(log) => log.claim(id, name),
+                None => Ok(()),
+            };
+            let renamed = place(&self.path, &dest, id, at_dest, &sha256, &claim)?;
             sync_dir(dest.parent().unwrap_or(Path::new(".")));
             if self.meta_written {
                 let _ = std::fs::remove_file(meta_path(&self.path));
+            }
+            if let Some(log) = &log {
+                let name = match &renamed {
+                    Some(n) => n.clone(),
+                    None => dest
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                };
+                let recorded = log.record(Record {
+                    id,
+                    path: name.clone(),
+                    bytes,
+                    sha256: Some(sha256),
+                });
+                if let Err(e) = recorded {
+                    log::warn!(
+                        "{name} is complete but could not be recorded as done ({e}); the next \
+                         run will download it again"
+                    );
+                }
             }
             Ok(renamed)
         })

@@ -22,7 +22,7 @@ use crate::report::{FileEntry, ListingReport, Recorder, Status, human_bytes};
 use crate::scheduler::{
     Action, Item, MAX_MINTS_IN_FLIGHT, Ready, RunStats, Scheduler, Settings, Stop,
 };
-use crate::state::{Record, State};
+use crate::state::State;
 
 /// How long in-flight downloads get to flush their data after Ctrl-C before they are aborted.
 const WIND_DOWN: Duration = Duration::from_millis(1500);
@@ -500,12 +500,7 @@ impl<P: Provider> Pipeline<'_, P> {
         // Taken meanwhile (by another run sharing the directory, or the user): saved under a
         // name with the ID in it, which the record now says.
         let name = renamed.unwrap_or(name);
-        self.state.record(Record {
-            id: item.id,
-            path: name.clone(),
-            bytes,
-            sha256: Some(sha256.clone()),
-        });
+        // The download claimed the name and recorded the completion itself.
         log::debug!("downloaded {name} ({})", human_bytes(bytes));
         self.recorder.finish(
             item.index,
@@ -562,13 +557,6 @@ impl<P: Provider> Pipeline<'_, P> {
         } else {
             AtDest::OwnClaim
         };
-        // The name is this ID's from now on, durably before the file takes it.
-        let claimed = if item.claimed || item.previous.as_deref() == Some(name.as_str()) {
-            None
-        } else {
-            item.claimed = true;
-            Some(self.state.claim(item.id, &name))
-        };
         let job = FileJob {
             url,
             part: self.state.part_path(&item.id),
@@ -576,7 +564,7 @@ impl<P: Provider> Pipeline<'_, P> {
             progress,
             watcher: Box::new(self.ui.file_bar(&name)),
             cancel: self.cancel.child_token(),
-            claimed: std::sync::Mutex::new(claimed),
+            log: self.state.log(),
             id: item.id,
             at_dest,
         };

@@ -212,8 +212,6 @@ pub struct Item {
     pub previous: Option<String>,
     /// The name this run gave it, once it has one (kept across re-mints).
     pub name: Option<String>,
-    /// That name is claimed in the record (asked for once, not per attempt).
-    pub claimed: bool,
     mints: u32,
     expirations: u32,
     /// Mint answers that left this ID out.
@@ -229,7 +227,6 @@ impl Item {
             id,
             previous,
             name: None,
-            claimed: false,
             mints: 0,
             expirations: 0,
             omissions: 0,

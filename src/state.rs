@@ -3,11 +3,11 @@
 //! The record lives in the output directory (`.fetchdocs/completed.jsonl`), one JSON object per
 //! line, of two kinds:
 //!
-//! * a *claim* `{"id", "path"}`, appended and synced before the download of `id` starts: the
-//!   name belongs to that ID from then on, so that a crash between renaming a file into place and
-//!   recording it cannot make the next run choose another name and leave a duplicate;
-//! * a *completion* `{"id", "path", "bytes"}`, appended and synced after the file is durable
-//!   under its final name.
+//! * a *claim* `{"id", "path"}`, appended and synced before the file of `id` takes that name:
+//!   the name belongs to that ID from then on, so that a crash between moving a file into place
+//!   and recording it cannot make the next run choose another name and leave a duplicate;
+//! * a *completion* `{"id", "path", "bytes", "sha256"}`, appended after the file is durable
+//!   under its final name (synced with the next claim, or at the end of the run).
 //!
 //! A line torn by a crash is ignored on reading; the file is compacted (written aside, synced,
 //! renamed) when it has grown well past what it describes. Partial downloads live in
@@ -16,10 +16,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::ids::IdSet;
@@ -78,15 +77,15 @@ const NONE: u64 = u64::MAX;
 /// The state of one output directory.
 ///
 /// Every ID's current line is indexed by its position in the record files, not held in memory:
-/// a record is read back when it is asked for. Writes go through a writer thread that appends and syncs what has queued up in
-/// one go (a group commit), so no fsync runs on the scheduler's task.
+/// a record is read back when it is asked for. Writes go through a [`Log`] the downloads share,
+/// so no fsync runs on the scheduler's task.
 pub struct State {
     output_dir: PathBuf,
     dir: PathBuf,
     /// Every record file read; the last is this run's own.
     files: Vec<(PathBuf, File)>,
     index: Index,
-    writer: Option<Writer>,
+    log: Option<Arc<Log>>,
     /// Torn or unreadable lines found when loading.
     pub skipped_lines: usize,
 }
@@ -126,7 +125,7 @@ impl State {
                 Some(_) => Index::Requested(Vec::new()),
                 None => Index::Own(IdSet::default(), Vec::new()),
             },
-            writer: None,
+            log: None,
             skipped_lines: 0,
         };
         for path in others {
@@ -145,7 +144,7 @@ impl State {
             at.shrink_to_fit();
         }
         let log = own_options().append(true).open(&own_path)?;
-        state.writer = Some(Writer::start(log)?);
+        state.log = Some(Arc::new(Log::new(log)?));
         Ok(state)
     }
 
@@ -421,19 +420,13 @@ impl State {
         Ok(())
     }
 
-    /// Claim `name` for `id`, before anything is written under it. The claim is durable when the
-    /// answer arrives (an error if it could not be made so); wait for it before the file takes
-    /// the name.
-    pub fn claim(&self, id: Uuid, name: &str) -> oneshot::Receiver<io::Result<()>> {
-        let (tx, rx) = oneshot::channel();
-        let line = Line {
-            id,
-            path: name.to_string(),
-            bytes: None,
-            sha256: None,
-        };
-        self.send(Msg::Claim(line, tx));
-        rx
+    /// Claim `name` for `id`, durably: call before the file takes the name.
+    #[cfg(test)]
+    pub fn claim(&self, id: Uuid, name: &str) -> io::Result<()> {
+        match &self.log {
+            Some(log) => log.claim(id, name),
+            None => Ok(()),
+        }
     }
 
     /// Where the partial data of `id` lives.
@@ -441,31 +434,81 @@ impl State {
         self.dir.join(PARTIAL).join(format!("{id}.part"))
     }
 
-    /// Record a completed file. Call only once the file is durable under its final name. The
-    /// record is made durable with others queued at the same time; one lost to a crash costs
-    /// a download again (to the same, claimed, name), never a wrong file.
-    pub fn record(&self, rec: Record) {
-        self.send(Msg::Record(Line {
+    /// Record a completed file (see [`Log::record`]).
+    #[cfg(test)]
+    pub fn record(&self, rec: Record) -> io::Result<()> {
+        match &self.log {
+            Some(log) => log.record(rec),
+            None => Ok(()),
+        }
+    }
+
+    /// The record file's writer, to be shared with the downloads (which claim and record
+    /// their files themselves, in the same trip to the blocking pool as the move into place).
+    pub fn log(&self) -> Option<Arc<Log>> {
+        self.log.clone()
+    }
+
+    /// Make everything recorded durable.
+    pub fn close(&mut self) -> io::Result<()> {
+        match self.log.take() {
+            Some(log) => log.sync(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Appends to this run's record file; shared by the downloads.
+///
+/// A claim is synced before it returns: the file takes the name only after. A completion is
+/// written without a sync of its own; the next claim's sync, or the end of the run, makes it
+/// durable. So a file costs one sync of the record, on the download's own trip to the
+/// blocking pool, never on the scheduler's task. A completion lost to a crash costs one
+/// download again, to the same (claimed) name: never a wrong file.
+pub struct Log {
+    file: std::sync::Mutex<File>,
+    /// The same file, to sync without holding the lock while the disk works.
+    sync: File,
+}
+
+impl Log {
+    fn new(file: File) -> io::Result<Log> {
+        Ok(Log {
+            sync: file.try_clone()?,
+            file: std::sync::Mutex::new(file),
+        })
+    }
+
+    fn append(&self, line: &Line) -> io::Result<()> {
+        let mut buf = serde_json::to_vec(line).map_err(io::Error::other)?;
+        buf.push(b'\n');
+        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        f.write_all(&buf)
+    }
+
+    /// Claim `name` for `id`, durably.
+    pub fn claim(&self, id: Uuid, name: &str) -> io::Result<()> {
+        self.append(&Line {
+            id,
+            path: name.to_string(),
+            bytes: None,
+            sha256: None,
+        })?;
+        self.sync.sync_data()
+    }
+
+    /// Record a completed file. Call only once the file is durable under its final name.
+    pub fn record(&self, rec: Record) -> io::Result<()> {
+        self.append(&Line {
             id: rec.id,
             path: rec.path,
             bytes: Some(rec.bytes),
             sha256: rec.sha256,
-        }));
+        })
     }
 
-    fn send(&self, msg: Msg) {
-        if let Some(w) = &self.writer {
-            // The thread ends only when the state is dropped.
-            let _ = w.tx.send(msg);
-        }
-    }
-
-    /// Write out everything queued and wait until it is durable; the first error, if any.
-    pub fn close(&mut self) -> io::Result<()> {
-        match self.writer.take() {
-            Some(w) => w.finish(),
-            None => Ok(()),
-        }
+    pub fn sync(&self) -> io::Result<()> {
+        self.sync.sync_data()
     }
 }
 
@@ -492,72 +535,6 @@ struct LoadStats {
     kept: usize,
     skipped: usize,
     torn_tail: bool,
-}
-
-/// What the writer thread is asked to do.
-enum Msg {
-    Claim(Line, oneshot::Sender<io::Result<()>>),
-    Record(Line),
-}
-
-/// The thread that appends to the record file: it takes whatever has queued up, writes it in
-/// one go and syncs once (a group commit).
-struct Writer {
-    tx: mpsc::Sender<Msg>,
-    thread: std::thread::JoinHandle<io::Result<()>>,
-}
-
-impl Writer {
-    fn start(log: File) -> io::Result<Writer> {
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("fetchdocs-state".into())
-            .spawn(move || write_loop(log, rx))?;
-        Ok(Writer { tx, thread })
-    }
-
-    fn finish(self) -> io::Result<()> {
-        drop(self.tx);
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the record writer stopped")))
-    }
-}
-
-fn write_loop(mut log: File, rx: mpsc::Receiver<Msg>) -> io::Result<()> {
-    let mut first_error: Option<io::Error> = None;
-    let mut buf = Vec::new();
-    while let Ok(first) = rx.recv() {
-        buf.clear();
-        let mut acks = Vec::new();
-        for msg in std::iter::once(first).chain(rx.try_iter()) {
-            let line = match msg {
-                Msg::Claim(line, ack) => {
-                    acks.push(ack);
-                    line
-                }
-                Msg::Record(line) => line,
-            };
-            if serde_json::to_writer(&mut buf, &line).is_ok() {
-                buf.push(b'\n');
-            }
-        }
-        let written = log.write_all(&buf).and_then(|()| log.sync_data());
-        for ack in acks {
-            let _ = ack.send(match &written {
-                Ok(()) => Ok(()),
-                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-            });
-        }
-        if let Err(e) = written {
-            log::warn!(
-                "cannot write the record of finished files ({e}); the next run will download \
-                 again what was not recorded"
-            );
-            first_error.get_or_insert(e);
-        }
-    }
-    first_error.map_or(Ok(()), Err)
 }
 
 /// Read into `buf` from `offset` (as many bytes as there are, up to its length).
@@ -650,7 +627,7 @@ impl State {
             dir,
             files: Vec::new(),
             index: Index::Own(IdSet::default(), Vec::new()),
-            writer: None,
+            log: None,
             skipped_lines: 0,
         };
         for p in paths {
@@ -749,8 +726,8 @@ mod tests {
         fs::write(dir.path().join("a.pdf"), b"12345").unwrap();
         {
             let st = State::open(dir.path(), COMPLETED, None).unwrap();
-            st.record(rec(1, "a.pdf", 5));
-            st.record(rec(2, "b.pdf", 3));
+            st.record(rec(1, "a.pdf", 5)).unwrap();
+            st.record(rec(2, "b.pdf", 3)).unwrap();
         }
         let st = State::open(dir.path(), COMPLETED, None).unwrap();
         assert!(st.completed(&Uuid::from_u128(1), 0).is_some());
@@ -791,7 +768,7 @@ mod tests {
         assert!(st.completed(&Uuid::from_u128(1), 0).is_some());
         assert!(st.previous_name(&Uuid::from_u128(2), 0).is_none());
         // The torn tail was compacted away, so a new record starts on a line of its own.
-        st.record(rec(3, "c.pdf", 1));
+        st.record(rec(3, "c.pdf", 1)).unwrap();
         drop(st);
         let st = State::open(dir.path(), COMPLETED, None).unwrap();
         assert_eq!(st.skipped_lines, 0);
@@ -807,7 +784,7 @@ mod tests {
         let id = Uuid::from_u128(7);
         {
             let st = State::open(dir.path(), COMPLETED, None).unwrap();
-            drop(st.claim(id, "report.pdf"));
+            st.claim(id, "report.pdf").unwrap();
             // Crash here: the file may even be in place, but was never recorded.
             fs::write(dir.path().join("report.pdf"), b"whole").unwrap();
         }
@@ -828,8 +805,8 @@ mod tests {
         fs::write(dir.path().join("a.pdf"), b"12345").unwrap();
         let id = Uuid::from_u128(1);
         let st = State::open(dir.path(), COMPLETED, None).unwrap();
-        st.record(rec(1, "a.pdf", 5));
-        drop(st.claim(id, "b.pdf"));
+        st.record(rec(1, "a.pdf", 5)).unwrap();
+        st.claim(id, "b.pdf").unwrap();
         drop(st);
         let st = State::open(dir.path(), COMPLETED, None).unwrap();
         assert!(st.completed(&id, 0).is_none());
@@ -845,11 +822,11 @@ mod tests {
         {
             let st = State::open(dir.path(), COMPLETED, None).unwrap();
             for (i, n) in [(1, "a.pdf"), (2, "b.pdf"), (3, "c.pdf")] {
-                st.record(rec(i, n, 5));
+                st.record(rec(i, n, 5)).unwrap();
             }
             // A superseded claim of another file, to be compacted away later.
-            drop(st.claim(Uuid::from_u128(2), "b-old.pdf"));
-            st.record(rec(2, "b.pdf", 5));
+            st.claim(Uuid::from_u128(2), "b-old.pdf").unwrap();
+            st.record(rec(2, "b.pdf", 5)).unwrap();
         }
         // This run asks for 3 and 9 only.
         let mut run = IdSet::default();
@@ -877,9 +854,9 @@ mod tests {
         {
             let st = State::open(dir.path(), COMPLETED, None).unwrap();
             for _ in 0..1500 {
-                st.record(rec(1, "a.pdf", 5));
+                st.record(rec(1, "a.pdf", 5)).unwrap();
             }
-            drop(st.claim(Uuid::from_u128(2), "b.pdf"));
+            st.claim(Uuid::from_u128(2), "b.pdf").unwrap();
         }
         let path = dir.path().join(STATE_DIR).join(COMPLETED);
         assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 1501);
@@ -904,8 +881,8 @@ mod tests {
         {
             let a = State::open(dir.path(), &one, None).unwrap();
             let b = State::open(dir.path(), &two, None).unwrap();
-            a.record(rec(1, "a.pdf", 5));
-            b.record(rec(2, "b.pdf", 3));
+            a.record(rec(1, "a.pdf", 5)).unwrap();
+            b.record(rec(2, "b.pdf", 3)).unwrap();
         }
         let state_dir = dir.path().join(STATE_DIR);
         assert!(
