@@ -4,6 +4,7 @@
 #   names             vendor labels → file names (fetchdocs::fuzzing::sanitize)
 #   veridox_response  Veridox /files/download answers
 #   keelvar_response  Keelvar job objects and completed details
+#   listings          listing pages (Keelvar feed, Veridox GET /files) and Link headers
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default 60 s, all targets)
 #
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}; shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(ids names veridox_response keelvar_response)
+[ ${#targets[@]} -gt 0 ] || targets=(ids names veridox_response keelvar_response listings)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 for t in "${targets[@]}"; do

@@ -33,8 +33,15 @@ mod state;
 /// from users and vendors.
 pub mod fuzzing {
     pub use crate::ids::{IdRule, MAX_LISTED_BAD_LINES, parse_ids, parse_one};
+    pub use crate::listing::next_link;
     pub use crate::naming::{MAX_NAME_BYTES, sanitize, with_id_suffix};
     pub use crate::provider::MintOutcome;
-    pub use crate::provider::keelvar::{JobAnswer, JobState, decode_completed, decode_job};
+    pub use crate::provider::keelvar::{
+        JobAnswer, JobState, decode_completed, decode_feed, decode_job,
+    };
     pub use crate::provider::veridox::decode as decode_veridox;
+    pub use crate::provider::veridox::decode_listing;
+    /// The header types [`next_link`] reads.
+    pub use reqwest::Url;
+    pub use reqwest::header::{HeaderMap, HeaderValue, LINK};
 }

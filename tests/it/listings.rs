@@ -94,6 +94,28 @@ fn the_veridox_listing_is_walked_by_offset_and_a_dry_run_names_files_without_a_m
 }
 
 #[test]
+fn files_download_while_the_listing_is_still_being_walked() {
+    // 2,000 small files in 100 pages of 20.
+    let files = (0..2000)
+        .map(|n| file(n, &format!("doc {n}.pdf"), 2048))
+        .collect();
+    let env = Env::new(Catalog::new(files), Faults::default());
+    let (out, report) = run_from(&env, "files", &["--page-size", "20", "-j", "8"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (2000, 2000, 0, 0));
+    let s = env.sandbox.stats();
+    assert_eq!(s.listing_pages, 100);
+    // A page is asked for only when the scheduler runs short of IDs, and URLs are minted
+    // only as downloads start: when the last page was asked for, most files had been
+    // requested (structurally: all but a few hundred), not none.
+    assert!(
+        s.file_requests_at_listing_page >= 1000,
+        "{} file requests when the last page was asked for",
+        s.file_requests_at_listing_page
+    );
+}
+
+#[test]
 fn a_listing_page_that_keeps_failing_stops_the_walk_and_the_report_says_where() {
     let faults = Faults {
         listing_fail_page: Some(3),

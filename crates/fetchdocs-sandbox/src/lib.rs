@@ -528,6 +528,9 @@ pub struct Stats {
     url_ages_ms: Mutex<Vec<u64>>,
     /// When each API request arrived (ms since the sandbox started).
     api_times_ms: Mutex<Vec<u64>>,
+    pub listing_pages: AtomicU64,
+    /// File requests the file host had seen when the latest listing page was asked for.
+    pub file_requests_at_listing_page: AtomicU64,
 }
 
 /// A copy of [`Stats`] at one moment.
@@ -554,6 +557,11 @@ pub struct StatsSnapshot {
     pub job_polls: u64,
     pub url_ages_ms: Vec<u64>,
     pub api_times_ms: Vec<u64>,
+    /// Listing pages served (either vendor).
+    pub listing_pages: u64,
+    /// File requests seen when the latest listing page was asked for: above zero, the client
+    /// was downloading while it still walked the listing.
+    pub file_requests_at_listing_page: u64,
 }
 
 /// Keep per-request lists bounded on a long-running sandbox.
@@ -584,6 +592,8 @@ impl Stats {
             job_polls: g(&self.job_polls),
             url_ages_ms: lock(&self.url_ages_ms).clone(),
             api_times_ms: lock(&self.api_times_ms).clone(),
+            listing_pages: g(&self.listing_pages),
+            file_requests_at_listing_page: g(&self.file_requests_at_listing_page),
         }
     }
 
@@ -669,6 +679,11 @@ impl Shared {
     /// A fault injected into page `page` (from 1) of a listing, if any.
     pub(crate) fn listing_fault(&self, page: u32) -> Option<axum::response::Response> {
         let _ = page;
+        self.stats.listing_pages.fetch_add(1, Ordering::SeqCst);
+        self.stats.file_requests_at_listing_page.store(
+            self.stats.file_requests.load(Ordering::SeqCst),
+            Ordering::SeqCst,
+        );
         control!(None, {
             use axum::http::StatusCode;
             use axum::response::IntoResponse;
