@@ -101,33 +101,21 @@ impl State {
         own_dir(&dir.join(PARTIAL))?;
         let own_path = dir.join(own);
         own_file(&own_path)?;
-        let mut others: Vec<PathBuf> = Vec::new();
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if entry.file_name() != own
-                && name.starts_with("completed")
-                && name.ends_with(".jsonl")
-                && entry.file_type()?.is_file()
-            {
-                others.push(entry.path());
+        let mut others = Vec::new();
+        for path in record_files(&dir)? {
+            if path.file_name() != Some(own.as_ref()) && fs::symlink_metadata(&path)?.is_file() {
+                others.push(path);
             }
         }
-        others.sort();
         others.truncate(MAX_FILES - 1);
-        let mut state = State {
-            output_dir: output_dir.to_path_buf(),
-            dir,
-            files: Vec::new(),
-            index: match requested {
+        let mut state = State::empty(
+            output_dir,
+            match requested {
                 // Made full size only once a record of one of them is found.
                 Some(_) => Index::Requested(Vec::new()),
                 None => Index::Own(IdSet::default(), Vec::new()),
             },
-            log: None,
-            skipped_lines: 0,
-        };
+        );
         for path in others {
             state.load(path, requested)?;
         }
@@ -181,29 +169,19 @@ impl State {
             Err(e) => return Err(e),
         };
         let mut stats = LoadStats::default();
-        let mut reader = BufReader::with_capacity(256 * 1024, file.try_clone()?);
-        let mut offset = 0u64;
-        let mut buf = Vec::with_capacity(512);
-        loop {
-            buf.clear();
-            let n = reader.read_until(b'\n', &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            let at = offset;
-            offset += n as u64;
+        for_each_line(&file, |at, buf| {
             if !buf.ends_with(b"\n") {
                 stats.torn_tail = true;
             }
             if buf.iter().all(u8::is_ascii_whitespace) {
-                continue;
+                return Ok(());
             }
             stats.lines += 1;
-            let line = match serde_json::from_slice::<Line>(&buf) {
+            let line = match serde_json::from_slice::<Line>(buf) {
                 Ok(l) if is_plain_name(&l.path) && !stats.torn_tail => l,
                 _ => {
                     stats.skipped += 1;
-                    continue;
+                    return Ok(());
                 }
             };
             let here = (file_no << FILE_SHIFT) | (at & OFFSET_MASK);
@@ -230,7 +208,7 @@ impl State {
             let Some(slot) = slot else {
                 // Not indexed: kept as it is.
                 stats.kept += 1;
-                continue;
+                return Ok(());
             };
             let prev = self.at(slot);
             if prev == NONE || (prev >> FILE_SHIFT) & 0x7f != file_no {
@@ -249,7 +227,8 @@ impl State {
                     (false, false) => here,
                 },
             );
-        }
+            Ok(())
+        })?;
         self.skipped_lines += stats.skipped;
         self.files.push((path, file));
         Ok(stats)
@@ -288,29 +267,20 @@ impl State {
             let mut out = io::BufWriter::with_capacity(256 * 1024, f);
             // The file's lines in order: an indexed ID's only if it is its current line, every
             // line of an ID not indexed (replayed, they say the same).
-            let mut reader = BufReader::with_capacity(256 * 1024, File::open(&path)?);
             let mut offset = 0u64;
-            let mut read_at = 0u64;
-            let mut buf = Vec::with_capacity(512);
-            loop {
-                buf.clear();
-                let n = reader.read_until(b'\n', &mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                let here = (own_no << FILE_SHIFT) | read_at;
-                read_at += n as u64;
-                let Ok(line) = serde_json::from_slice::<Line>(&buf) else {
-                    continue;
+            for_each_line(&File::open(&path)?, |at, buf| {
+                let here = (own_no << FILE_SHIFT) | at;
+                let Ok(line) = serde_json::from_slice::<Line>(buf) else {
+                    return Ok(());
                 };
                 if !buf.ends_with(b"\n") || !is_plain_name(&line.path) {
-                    continue;
+                    return Ok(());
                 }
                 let slot = self.slot_of_line(&line.id, requested);
                 if let Some(slot) = slot
                     && self.at(slot) & !DONE_BIT != here
                 {
-                    continue;
+                    return Ok(());
                 }
                 let mut text = serde_json::to_vec(&line).map_err(io::Error::other)?;
                 text.push(b'\n');
@@ -320,7 +290,8 @@ impl State {
                     self.set_at(slot, done | (own_no << FILE_SHIFT) | offset);
                 }
                 offset += text.len() as u64;
-            }
+                Ok(())
+            })?;
             out.flush()?;
             out.get_ref().sync_all()?;
         }
@@ -391,20 +362,9 @@ impl State {
     /// Call `f` with every (id, name) owned, reading the record files through once.
     pub fn for_each_name(&self, mut f: impl FnMut(&Uuid, &str)) -> io::Result<()> {
         for (file_no, (_, file)) in self.files.iter().enumerate() {
-            let mut reader = BufReader::with_capacity(256 * 1024, file.try_clone()?);
-            io::Seek::seek(&mut reader, io::SeekFrom::Start(0))?;
-            let mut offset = 0u64;
-            let mut buf = Vec::with_capacity(512);
-            loop {
-                buf.clear();
-                let n = reader.read_until(b'\n', &mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                let at = offset;
-                offset += n as u64;
-                let Ok(line) = serde_json::from_slice::<Line>(&buf) else {
-                    continue;
+            for_each_line(file, |at, buf| {
+                let Ok(line) = serde_json::from_slice::<Line>(buf) else {
+                    return Ok(());
                 };
                 let here = ((file_no as u64) << FILE_SHIFT) | at;
                 // An ID the index does not hold: each of its names counts (never fewer).
@@ -415,7 +375,8 @@ impl State {
                 if current {
                     f(&line.id, &line.path);
                 }
-            }
+                Ok(())
+            })?;
         }
         Ok(())
     }
@@ -537,6 +498,23 @@ struct LoadStats {
     torn_tail: bool,
 }
 
+/// Call `f` with each line of `file`, read from its start, and the line's offset in it (a last
+/// line without its newline as it is).
+fn for_each_line(file: &File, mut f: impl FnMut(u64, &[u8]) -> io::Result<()>) -> io::Result<()> {
+    let mut reader = BufReader::with_capacity(256 * 1024, file.try_clone()?);
+    io::Seek::seek(&mut reader, io::SeekFrom::Start(0))?;
+    let (mut offset, mut buf) = (0u64, Vec::with_capacity(512));
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        f(offset, &buf)?;
+        offset += n as u64;
+    }
+}
+
 /// Read into `buf` from `offset` (as many bytes as there are, up to its length).
 fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut filled = 0;
@@ -564,22 +542,11 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 /// What earlier runs completed in `output_dir`, read without writing anything (for `verify`);
 /// `None` if no run ever used it.
 pub fn completed_records(output_dir: &Path) -> io::Result<Option<Vec<Record>>> {
-    let dir = output_dir.join(STATE_DIR);
-    if fs::symlink_metadata(dir.join(COMPLETED)).is_err() {
-        let any = fs::read_dir(&dir).is_ok_and(|mut d| {
-            d.any(|e| {
-                e.is_ok_and(|e| {
-                    let n = e.file_name();
-                    let n = n.to_string_lossy();
-                    n.starts_with("completed") && n.ends_with(".jsonl")
-                })
-            })
-        });
-        if !any {
-            return Ok(None);
-        }
-    }
-    let state = State::read_only(output_dir)?;
+    let paths = match record_files(&output_dir.join(STATE_DIR)) {
+        Ok(paths) if !paths.is_empty() => paths,
+        _ => return Ok(None),
+    };
+    let state = State::read_only(output_dir, paths)?;
     let mut records = Vec::new();
     let Index::Own(_, at) = &state.index else {
         return Ok(Some(records));
@@ -608,33 +575,43 @@ pub fn completed_records(output_dir: &Path) -> io::Result<Option<Vec<Record>>> {
 }
 
 impl State {
-    /// Every record file of `output_dir`, read without creating or writing anything.
-    fn read_only(output_dir: &Path) -> io::Result<State> {
-        let dir = output_dir.join(STATE_DIR);
-        let mut paths: Vec<PathBuf> = fs::read_dir(&dir)?
-            .filter_map(Result::ok)
-            .filter(|e| {
-                let n = e.file_name();
-                let n = n.to_string_lossy();
-                n.starts_with("completed") && n.ends_with(".jsonl")
-            })
-            .map(|e| e.path())
-            .collect();
-        paths.sort();
+    /// The record files `paths` of `output_dir`, read without creating or writing anything.
+    fn read_only(output_dir: &Path, mut paths: Vec<PathBuf>) -> io::Result<State> {
         paths.truncate(MAX_FILES);
-        let mut state = State {
-            output_dir: output_dir.to_path_buf(),
-            dir,
-            files: Vec::new(),
-            index: Index::Own(IdSet::default(), Vec::new()),
-            log: None,
-            skipped_lines: 0,
-        };
+        let mut state = State::empty(output_dir, Index::Own(IdSet::default(), Vec::new()));
         for p in paths {
             state.load(p, None)?;
         }
         Ok(state)
     }
+
+    /// Nothing read yet.
+    fn empty(output_dir: &Path, index: Index) -> State {
+        State {
+            output_dir: output_dir.to_path_buf(),
+            dir: output_dir.join(STATE_DIR),
+            files: Vec::new(),
+            index,
+            log: None,
+            skipped_lines: 0,
+        }
+    }
+}
+
+/// The record files in fetchdocs' directory `dir` (`completed*.jsonl`: the run's own and each
+/// shard's), sorted.
+fn record_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("completed") && name.ends_with(".jsonl") {
+            paths.push(entry.path());
+        }
+    }
+    paths.sort();
+    Ok(paths)
 }
 
 /// A record's path must be one plain component: a tampered record cannot point outside.
