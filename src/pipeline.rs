@@ -308,21 +308,7 @@ impl<P: Provider> Pipeline<'_, P> {
                     continue;
                 }
                 let previous = self.state.previous_name(&found.id, index);
-                let mut item = Item::new(index, found.id, previous);
-                let name = self.name_for(&mut item, &label);
-                self.recorder.finish(
-                    index,
-                    FileEntry {
-                        id: found.id,
-                        status: Status::Resolved,
-                        path: Some(name),
-                        bytes: None,
-                        sha256: None,
-                        error: None,
-                        note: None,
-                    },
-                );
-                self.ui.file_finished();
+                self.resolved(Item::new(index, found.id, previous), &label);
             }
         }
         self.ui.more_files(added);
@@ -382,18 +368,7 @@ impl<P: Provider> Pipeline<'_, P> {
             if !self.force
                 && let Some(rec) = self.state.completed(&id, index)
             {
-                self.recorder.finish(
-                    index,
-                    FileEntry {
-                        id,
-                        status: Status::Skipped,
-                        path: Some(rec.path),
-                        bytes: Some(rec.bytes),
-                        sha256: rec.sha256,
-                        error: None,
-                        note: None,
-                    },
-                );
+                self.recorder.finish(index, FileEntry::skipped(rec));
                 self.ui.file_finished();
                 continue;
             }
@@ -431,22 +406,7 @@ impl<P: Provider> Pipeline<'_, P> {
                 Action::Fail { item, reason } => self.fail(&item, reason, true),
                 // Said once for all of them, by the fatal error that ends the run.
                 Action::NotAttempted { item, reason } => self.fail(&item, reason, false),
-                Action::Resolved { mut item, label } => {
-                    let name = self.name_for(&mut item, &label);
-                    self.recorder.finish(
-                        item.index,
-                        FileEntry {
-                            id: item.id,
-                            status: Status::Resolved,
-                            path: Some(name),
-                            bytes: None,
-                            sha256: None,
-                            error: None,
-                            note: None,
-                        },
-                    );
-                    self.ui.file_finished();
-                }
+                Action::Resolved { item, label } => self.resolved(item, &label),
                 Action::Complete { item, name, file } => self.complete(&item, name, file),
                 Action::Stop(Stop::Credentials(msg)) => return Some(Fatal::Auth(msg)),
                 Action::Stop(Stop::Unreachable(msg)) => {
@@ -487,6 +447,14 @@ impl<P: Provider> Pipeline<'_, P> {
             }
         }
         tasks.abort_all();
+    }
+
+    /// `--dry-run`: `item` would be saved under the name `label` gives it.
+    fn resolved(&mut self, mut item: Item, label: &str) {
+        let name = self.name_for(&mut item, label);
+        self.recorder
+            .finish(item.index, FileEntry::resolved(item.id, name));
+        self.ui.file_finished();
     }
 
     /// A file is durable under its final name: record it and report it.

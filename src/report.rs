@@ -8,6 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::ids::IdSet;
+use crate::state::Record;
 
 /// How one ID ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,6 +42,32 @@ pub struct FileEntry {
 }
 
 impl FileEntry {
+    /// An ID an earlier run completed, as it recorded it.
+    pub fn skipped(rec: Record) -> FileEntry {
+        FileEntry {
+            id: rec.id,
+            status: Status::Skipped,
+            path: Some(rec.path),
+            bytes: Some(rec.bytes),
+            sha256: rec.sha256,
+            error: None,
+            note: None,
+        }
+    }
+
+    /// `--dry-run`: a URL was obtained for this ID; the file would be saved under `path`.
+    pub fn resolved(id: Uuid, path: String) -> FileEntry {
+        FileEntry {
+            id,
+            status: Status::Resolved,
+            path: Some(path),
+            bytes: None,
+            sha256: None,
+            error: None,
+            note: None,
+        }
+    }
+
     /// An ID that failed, and why.
     pub fn failed(id: Uuid, reason: String) -> FileEntry {
         FileEntry {

@@ -21,7 +21,7 @@ use crate::provider::keelvar::{Keelvar, PollPolicy};
 use crate::provider::veridox::Veridox;
 use crate::provider::{AnyProvider, ProviderKind};
 use crate::ratelimit::RateLimiter;
-use crate::report::{FileEntry, Lines, Recorder, Status, human_bytes};
+use crate::report::{FileEntry, Lines, Recorder, human_bytes};
 use crate::retry::Backoff;
 use crate::state::{STATE_DIR, State, record_file_name};
 
@@ -234,18 +234,7 @@ fn skip_completed(recorder: &mut Recorder, state: &State, force: bool, ui: &Ui) 
     for i in 0..recorder.ids().len() {
         let id = recorder.ids()[i];
         if let Some(rec) = state.completed(&id, i as u32) {
-            recorder.finish(
-                i as u32,
-                FileEntry {
-                    id,
-                    status: Status::Skipped,
-                    path: Some(rec.path),
-                    bytes: Some(rec.bytes),
-                    sha256: rec.sha256,
-                    error: None,
-                    note: None,
-                },
-            );
+            recorder.finish(i as u32, FileEntry::skipped(rec));
             ui.file_finished();
         }
     }
