@@ -75,6 +75,15 @@ struct ErrorBody {
     message: Option<String>,
 }
 
+/// The API refused the key: what it said, and what to do.
+fn auth_error(resp: &ApiResponse) -> ApiError {
+    ApiError::Auth(format!(
+        "the Veridox API refused the API key ({}). Put a valid key in FETCHDOCS_API_KEY or \
+         the file given to --api-key-file",
+        vendor_message(resp),
+    ))
+}
+
 /// The vendor's error body in words, after its status: "HTTP 401: API key expired
 /// (request.authentication.api-key.expired)". A body of another shape is quoted (a `message`
 /// field, else a short excerpt); the status is said once.
@@ -121,13 +130,7 @@ impl Provider for Veridox {
             .await?;
         match resp.status {
             s if s.is_success() => {}
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return Err(ApiError::Auth(format!(
-                    "the Veridox API refused the API key ({}). Put a valid key in \
-                     FETCHDOCS_API_KEY or the file given to --api-key-file",
-                    vendor_message(&resp),
-                )));
-            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err(auth_error(&resp)),
             s if s.is_redirection() => {
                 return Err(ApiError::Rejected(format!(
                     "the Veridox API answered with a redirect (HTTP {}); fetchdocs does not follow \
@@ -169,13 +172,7 @@ impl Provider for Veridox {
         let resp = self.api.send_to(Method::GET, url, None).await?;
         match resp.status {
             s if s.is_success() => {}
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return Err(ApiError::Auth(format!(
-                    "the Veridox API refused the API key ({}). Put a valid key in \
-                     FETCHDOCS_API_KEY or the file given to --api-key-file",
-                    vendor_message(&resp),
-                )));
-            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err(auth_error(&resp)),
             _ => {
                 return Err(ApiError::Rejected(format!(
                     "the Veridox listing at offset {offset} was refused: {}",
