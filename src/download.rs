@@ -32,6 +32,50 @@ pub struct DownloadPolicy {
     pub max_file_size: u64,
     /// The bandwidth cap all downloads share (`--limit-rate`).
     pub rate_cap: Option<Arc<RateCap>>,
+    /// How long finishing a file takes on this disk, and so where it is done.
+    pub pace: Arc<DiskPace>,
+}
+
+/// How long the last step of a small file (write, sync, claim, move, record) has been taking,
+/// and so where it runs: on the download's own thread while the disk answers at once (tmpfs,
+/// a fast SSD), where a trip to the blocking pool and back would cost more than the work; on
+/// the blocking pool once it is slow (a disk whose sync takes a millisecond), where the syncs
+/// of several files proceed at once and no other download waits on them.
+///
+/// The average is recent (each step weighs an eighth), so one slow sync moves the next steps
+/// off the thread at once, and a fast disk brings them back within a few dozen files. It
+/// starts slow: the first files go to the pool until the disk has shown its pace.
+#[derive(Debug)]
+pub struct DiskPace {
+    /// Average microseconds per step.
+    average_us: AtomicU64,
+}
+
+/// Steps faster than this on average run on the download's thread.
+const INLINE_BELOW_US: u64 = 200;
+
+impl Default for DiskPace {
+    fn default() -> Self {
+        DiskPace {
+            average_us: AtomicU64::new(4 * INLINE_BELOW_US),
+        }
+    }
+}
+
+impl DiskPace {
+    /// Whether the next step runs on the download's own thread.
+    pub fn inline(&self) -> bool {
+        self.average_us.load(Ordering::Relaxed) < INLINE_BELOW_US
+    }
+
+    /// A step took `took`. (Steps finishing at once on two threads may each update from the
+    /// same average: one of them is lost, which an average of recent steps can afford.)
+    pub fn observe(&self, took: Duration) {
+        let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX / 2);
+        let avg = self.average_us.load(Ordering::Relaxed);
+        let next = (avg.saturating_mul(7) / 8).saturating_add(took / 8);
+        self.average_us.store(next, Ordering::Relaxed);
+    }
 }
 
 /// A total bandwidth cap shared by every download: each chunk reserves its share of time at
@@ -259,7 +303,10 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
     loop {
         match attempt(client, job, policy).await {
             Ok((whole, writer)) => {
-                return match writer.complete(job, whole.bytes, &whole.sha256).await {
+                return match writer
+                    .complete(job, whole.bytes, &whole.sha256, &policy.pace)
+                    .await
+                {
                     Ok(renamed) => Outcome::Done(Whole { renamed, ..whole }),
                     Err(e) if is_storage_wide(e.kind()) => {
                         discard(&job.part).await;
@@ -711,10 +758,12 @@ impl PartWriter {
         job: &FileJob,
         bytes: u64,
         sha256: &str,
+        job_pace: &Arc<DiskPace>,
     ) -> std::io::Result<Option<String>> {
+        let pace = job_pace.clone();
         let (dest, sha256) = (job.dest.clone(), sha256.to_string());
         let (id, at_dest, log) = (job.id, job.at_dest, job.log.clone());
-        tokio::task::spawn_blocking(move || {
+        let work = move || {
             self.write_out(false)?;
             if let Some(f) = self.file.take() {
                 f.sync_all()?;
@@ -750,9 +799,19 @@ impl PartWriter {
                 }
             }
             Ok(renamed)
-        })
-        .await
-        .map_err(std::io::Error::other)?
+        };
+        let timed = move || {
+            let start = std::time::Instant::now();
+            let done = work();
+            pace.observe(start.elapsed());
+            done
+        };
+        if job_pace.inline() {
+            return timed();
+        }
+        tokio::task::spawn_blocking(timed)
+            .await
+            .map_err(std::io::Error::other)?
     }
 }
 
@@ -1091,6 +1150,33 @@ mod tests {
         assert_eq!(redirect_refusal(&local, &u("https://cdn.example/a")), None);
         assert!(redirect_refusal(&local, &u("http://cdn.example/a")).is_some());
         assert!(redirect_refusal(&local, &u("ftp://127.0.0.1/a")).is_some());
+    }
+
+    #[test]
+    fn a_fast_disk_finishes_files_inline_and_one_slow_sync_sends_them_back_to_the_pool() {
+        let pace = DiskPace::default();
+        // Until the disk has shown its pace: the pool.
+        assert!(!pace.inline());
+        let fast = Duration::from_micros(30);
+        let mut steps = 0;
+        while !pace.inline() {
+            pace.observe(fast);
+            steps += 1;
+            assert!(steps < 40, "a fast disk never earned inline steps");
+        }
+        // One 20 ms sync: off the thread at once.
+        pace.observe(Duration::from_millis(20));
+        assert!(!pace.inline());
+        // A disk that stays slow stays on the pool.
+        for _ in 0..100 {
+            pace.observe(Duration::from_micros(900));
+        }
+        assert!(!pace.inline());
+        // And back, once fast again.
+        for _ in 0..60 {
+            pace.observe(fast);
+        }
+        assert!(pace.inline());
     }
 
     #[tokio::test(start_paused = true)]

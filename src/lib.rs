@@ -16,6 +16,7 @@ mod config;
 mod download;
 mod error;
 mod ids;
+mod lanes;
 mod listing;
 mod lock;
 mod naming;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::download::{self, AtDest, DownloadPolicy, FileJob, Outcome, Progress, Whole};
 use crate::error::{ApiError, Fatal};
 use crate::ids::Shard;
+use crate::lanes::Lanes;
 use crate::listing::{Cursor, Event, Listed, Source, Walk};
 use crate::naming::NameRegistry;
 use crate::progress::Ui;
@@ -36,7 +37,7 @@ async fn sleep_until_some(at: Option<Instant>) {
 }
 
 /// A task's result, handed back to the scheduler.
-enum Done {
+pub enum Done {
     Mint {
         items: Vec<Item>,
         result: Result<MintOutcome, ApiError>,
@@ -53,10 +54,42 @@ enum Done {
 /// runs completed costs a file-system check each): the loop keeps answering in between.
 const FEED_PER_TURN: usize = 4096;
 
+/// What is under way: mint calls (and other API work) on this runtime, downloads in lanes.
+struct Running {
+    tasks: JoinSet<Done>,
+    lanes: Lanes<Done>,
+}
+
+impl Running {
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty() && self.lanes.in_flight() == 0
+    }
+
+    /// The next task to end: what it returned, or `None` if it was aborted; an error if it
+    /// panicked (a bug).
+    async fn next(&mut self) -> Option<Result<Done, String>> {
+        tokio::select! {
+            Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => match joined {
+                Ok(done) => Some(Ok(done)),
+                Err(e) if e.is_cancelled() => None,
+                Err(e) => Some(Err(e.to_string())),
+            },
+            Some(finished) = self.lanes.next(), if self.lanes.in_flight() > 0 => Some(finished),
+            else => None,
+        }
+    }
+
+    fn shutdown(mut self) {
+        self.tasks.abort_all();
+        self.lanes.shutdown();
+    }
+}
+
 /// Everything a run needs; its IDs are the recorder's.
 pub struct Pipeline<'a, P: Provider> {
     pub provider: Arc<P>,
-    pub files: reqwest::Client,
+    /// The clients for file hosts: one per download lane (see [`crate::lanes`]).
+    pub files: Vec<reqwest::Client>,
     pub policy: DownloadPolicy,
     pub concurrency: usize,
     pub dry_run: bool,
@@ -114,7 +147,13 @@ impl<P: Provider> Pipeline<'_, P> {
             },
             Vec::new(),
         );
-        let mut tasks: JoinSet<Done> = JoinSet::new();
+        let lanes = Lanes::new(std::mem::take(&mut self.files))
+            .map_err(|e| Fatal::Internal(format!("cannot start the download threads: {e}")))?;
+        log::debug!("downloads run in {} lane(s)", lanes.count());
+        let mut tasks = Running {
+            tasks: JoinSet::new(),
+            lanes,
+        };
         let started = Instant::now();
         // A stop that lets what is under way finish first.
         let mut after_drain: Option<Fatal> = None;
@@ -183,7 +222,7 @@ impl<P: Provider> Pipeline<'_, P> {
                     self.wind_down(&mut scheduler, &mut tasks).await;
                     break Some(Fatal::OutOfTime(started.elapsed().as_secs()));
                 }
-                res = tasks.join_next(), if !tasks.is_empty() => res,
+                res = tasks.next(), if !tasks.is_empty() => res,
                 event = next_page(&mut pages), if want_page => {
                     match event {
                         Some(Event::Page(page)) => self.take_page(page, &mut walked),
@@ -217,7 +256,6 @@ impl<P: Provider> Pipeline<'_, P> {
                     name,
                     outcome,
                 }) => scheduler.finished(item, name, outcome, Instant::now()),
-                Err(e) if e.is_cancelled() => continue,
                 Err(e) => {
                     // A worker panicked (a bug): the scheduler can no longer account for its
                     // IDs, so end the run with every ID reported rather than risk a hang.
@@ -229,7 +267,7 @@ impl<P: Provider> Pipeline<'_, P> {
                 break Some(stop);
             }
         };
-        tasks.abort_all();
+        tasks.shutdown();
         if let Some(w) = walker {
             w.abort();
         }
@@ -384,7 +422,7 @@ impl<P: Provider> Pipeline<'_, P> {
     fn apply(
         &mut self,
         actions: Vec<Action>,
-        tasks: &mut JoinSet<Done>,
+        tasks: &mut Running,
         after_drain: &mut Option<Fatal>,
     ) -> Option<Fatal> {
         for action in actions {
@@ -392,7 +430,7 @@ impl<P: Provider> Pipeline<'_, P> {
                 Action::Start { ready, progress } => self.spawn_download(tasks, ready, progress),
                 Action::Mint(batch) => {
                     let provider = self.provider.clone();
-                    tasks.spawn(async move {
+                    tasks.tasks.spawn(async move {
                         let start = Instant::now();
                         let ids = batch.iter().map(|i| i.id).collect();
                         let result = provider.mint(ids).await;
@@ -426,11 +464,11 @@ impl<P: Provider> Pipeline<'_, P> {
 
     /// After a cancel: give in-flight downloads up to [`WIND_DOWN`] to flush their partial data
     /// (and record any that finished), then abort whatever is left.
-    async fn wind_down(&mut self, scheduler: &mut Scheduler, tasks: &mut JoinSet<Done>) {
+    async fn wind_down(&mut self, scheduler: &mut Scheduler, tasks: &mut Running) {
         let deadline = Instant::now() + WIND_DOWN;
         while !tasks.is_empty() {
             let joined = tokio::select! {
-                j = tasks.join_next() => j,
+                j = tasks.next() => j,
                 _ = tokio::time::sleep_until(deadline) => break,
             };
             if let Some(Ok(Done::File {
@@ -446,7 +484,6 @@ impl<P: Provider> Pipeline<'_, P> {
                 }
             }
         }
-        tasks.abort_all();
     }
 
     /// `--dry-run`: `item` would be saved under the name `label` gives it.
@@ -507,7 +544,7 @@ impl<P: Provider> Pipeline<'_, P> {
         name
     }
 
-    fn spawn_download(&mut self, tasks: &mut JoinSet<Done>, r: Ready, progress: Arc<Progress>) {
+    fn spawn_download(&mut self, tasks: &mut Running, r: Ready, progress: Arc<Progress>) {
         let Ready {
             mut item,
             url,
@@ -536,9 +573,8 @@ impl<P: Provider> Pipeline<'_, P> {
             id: item.id,
             at_dest,
         };
-        let client = self.files.clone();
         let policy = self.policy.clone();
-        tasks.spawn(async move {
+        tasks.lanes.spawn(move |client| async move {
             let outcome = download::download(&client, &job, &policy).await;
             Done::File {
                 item,

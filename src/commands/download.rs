@@ -12,6 +12,7 @@ use crate::config::{Config, IdSource, Surroundings};
 use crate::download::{DownloadPolicy, RateCap, file_host_client};
 use crate::error::{Exit, Fatal};
 use crate::ids::{self, IdList, IdSet, Shard};
+use crate::lanes::lanes_for;
 use crate::lock::{DirLock, LockError};
 use crate::naming::NameRegistry;
 use crate::naming::same_name;
@@ -175,6 +176,7 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                     speed_time: cfg.speed_time,
                     max_file_size: cfg.max_file_size,
                     rate_cap: cfg.limit_rate.map(RateCap::new),
+                    pace: Default::default(),
                 },
                 concurrency: cfg.concurrency,
                 dry_run: cfg.dry_run,
@@ -339,8 +341,9 @@ fn name_in_dir(dir: &std::path::Path, path: &std::path::Path) -> Option<String> 
     same.then_some(name)
 }
 
-/// The vendor's API client (paced by its limits) and the file-host client.
-fn clients(cfg: &Config) -> Result<(AnyProvider, reqwest::Client), Fatal> {
+/// The vendor's API client (paced by its limits) and the file-host clients, one per download
+/// lane (see [`crate::lanes`]).
+fn clients(cfg: &Config) -> Result<(AnyProvider, Vec<reqwest::Client>), Fatal> {
     let api = api_client(cfg)?;
     let provider = match cfg.provider {
         ProviderKind::Veridox => AnyProvider::Veridox(Veridox::new(api)),
@@ -348,7 +351,9 @@ fn clients(cfg: &Config) -> Result<(AnyProvider, reqwest::Client), Fatal> {
             AnyProvider::Keelvar(Keelvar::new(api, cfg.job_timeout, PollPolicy::default()))
         }
     };
-    let files = file_host_client(cfg.read_timeout, &cfg.ca_certs)
+    let files = (0..lanes_for(cfg.concurrency))
+        .map(|_| file_host_client(cfg.read_timeout, &cfg.ca_certs))
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Fatal::Internal(format!("cannot set up the HTTP client: {e}")))?;
     Ok((provider, files))
 }

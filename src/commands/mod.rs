@@ -21,10 +21,14 @@ use crate::error::{Exit, Fatal};
 pub fn run(cli: Cli) -> ExitCode {
     // Start the clock that `-vv` measures the first API request by.
     crate::api::since_start();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A download runs its own threads (the lanes, see `crate::lanes`): this one drives the
+    // run (and is a lane itself), so it needs no worker pool behind it. The sandbox and the
+    // demo (which serves and downloads in one process) take a pool.
+    let mut builder = match cli.command {
+        Command::Download(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             return fatal(&Fatal::Internal(format!(
