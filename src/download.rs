@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{describe_body, error_chain, is_loopback};
 use crate::retry::{self, Backoff};
 
-use crate::state::{Log, Record, link_count, own_file, own_options, sync_dir};
+use crate::state::{DirHandle, Log, Record, link_count, own_file, own_options};
 
 /// Buffer between the network and the disk.
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -237,6 +237,12 @@ pub struct FileJob {
     pub id: uuid::Uuid,
     /// What may stand at `dest` already.
     pub at_dest: AtDest,
+    /// No temporary file of this ID was there when the run started, and none was left by an
+    /// attempt of this run: the first attempt starts from zero without looking, and creates
+    /// the file only if it still does not exist (so never writes through anything put there).
+    pub no_part: bool,
+    /// The directory `dest` is in, opened once for the run, to make each move durable.
+    pub dest_dir: Arc<DirHandle>,
 }
 
 /// What a file already at the final name may be, and so whether it may be replaced. A move
@@ -301,7 +307,7 @@ pub fn is_storage_wide(kind: std::io::ErrorKind) -> bool {
 pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &DownloadPolicy) -> Outcome {
     let mut failures = 0u32;
     loop {
-        match attempt(client, job, policy).await {
+        match attempt(client, job, policy, job.no_part && failures == 0).await {
             Ok((whole, writer)) => {
                 return match writer
                     .complete(job, whole.bytes, &whole.sha256, &policy.pace)
@@ -676,25 +682,33 @@ struct PartWriter {
     /// are there.
     fresh: Option<PartMeta>,
     file: Option<std::fs::File>,
-    buf: Vec<u8>,
+    /// The chunks as they came off the socket (not copied: written out together by one
+    /// `writev`), and how many bytes they hold.
+    buf: Vec<bytes::Bytes>,
+    buffered: usize,
     /// The [`PartMeta`] is on disk beside the file (and goes when the file is complete).
     meta_written: bool,
+    /// Create the file only if nothing is there (see [`FileJob::no_part`]).
+    exclusive: bool,
 }
 
 impl PartWriter {
-    fn new(path: &Path, fresh: Option<PartMeta>) -> PartWriter {
+    fn new(path: &Path, fresh: Option<PartMeta>, exclusive: bool) -> PartWriter {
         PartWriter {
+            exclusive,
             path: path.to_path_buf(),
             meta_written: fresh.is_none(),
             fresh,
             file: None,
             buf: Vec::new(),
+            buffered: 0,
         }
     }
 
-    async fn push(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        self.buf.extend_from_slice(chunk);
-        if self.buf.len() >= WRITE_BUFFER {
+    async fn push(&mut self, chunk: bytes::Bytes) -> std::io::Result<()> {
+        self.buffered += chunk.len();
+        self.buf.push(chunk);
+        if self.buffered >= WRITE_BUFFER {
             self.flush(false).await?;
         }
         Ok(())
@@ -707,7 +721,9 @@ impl PartWriter {
             fresh: self.fresh.take(),
             file: self.file.take(),
             buf: std::mem::take(&mut self.buf),
+            buffered: std::mem::take(&mut self.buffered),
             meta_written: self.meta_written,
+            exclusive: self.exclusive,
         };
         let this = tokio::task::spawn_blocking(move || {
             this.write_out(true)?;
@@ -729,7 +745,6 @@ impl PartWriter {
     /// written, synced and moved in one go needs none: if that is cut short, the next attempt
     /// starts over).
     fn write_out(&mut self, with_meta: bool) -> std::io::Result<()> {
-        use std::io::Write;
         if self.file.is_none() {
             self.file = Some(match self.fresh.take() {
                 Some(meta) => {
@@ -737,15 +752,20 @@ impl PartWriter {
                         write_meta(&self.path, &meta)?;
                         self.meta_written = true;
                     }
-                    own_options().truncate(true).open(&self.path)?
+                    if self.exclusive {
+                        create_exclusive(&self.path)?
+                    } else {
+                        own_options().truncate(true).open(&self.path)?
+                    }
                 }
                 None => own_options().append(true).open(&self.path)?,
             });
         }
         if let Some(f) = &mut self.file {
-            f.write_all(&self.buf)?;
+            write_all_vectored(f, &self.buf)?;
         }
         self.buf.clear();
+        self.buffered = 0;
         Ok(())
     }
 
@@ -763,6 +783,7 @@ impl PartWriter {
         let pace = job_pace.clone();
         let (dest, sha256) = (job.dest.clone(), sha256.to_string());
         let (id, at_dest, log) = (job.id, job.at_dest, job.log.clone());
+        let dest_dir = job.dest_dir.clone();
         let work = move || {
             self.write_out(false)?;
             if let Some(f) = self.file.take() {
@@ -773,7 +794,7 @@ impl PartWriter {
                 None => Ok(()),
             };
             let renamed = place(&self.path, &dest, id, at_dest, &sha256, &claim)?;
-            sync_dir(dest.parent().unwrap_or(Path::new(".")));
+            dest_dir.sync();
             if self.meta_written {
                 let _ = std::fs::remove_file(meta_path(&self.path));
             }
@@ -813,6 +834,38 @@ impl PartWriter {
             .await
             .map_err(std::io::Error::other)?
     }
+}
+
+/// Create the file at `path`, which was not there when the run started. Should something be
+/// there after all (a link planted meanwhile, say), it goes first: this download starts from
+/// zero either way, and removing a link never touches what it points to.
+fn create_exclusive(path: &Path) -> std::io::Result<std::fs::File> {
+    match own_options().create_new(true).open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path)?;
+            own_options().create_new(true).open(path)
+        }
+        other => other,
+    }
+}
+
+/// Write every byte of `chunks`, in order, in as few `writev` calls as the system allows.
+fn write_all_vectored(f: &mut std::fs::File, chunks: &[bytes::Bytes]) -> std::io::Result<()> {
+    use std::io::{IoSlice, Write};
+    // Most systems take at most 1,024 slices a call; a buffer holds far fewer chunks.
+    for group in chunks.chunks(512) {
+        let mut slices: Vec<IoSlice> = group.iter().map(|c| IoSlice::new(c)).collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match f.write_vectored(slices) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Forget a partial file and what was known about it: the next attempt starts from zero.
@@ -866,19 +919,24 @@ async fn attempt(
     client: &reqwest::Client,
     job: &FileJob,
     policy: &DownloadPolicy,
+    no_part: bool,
 ) -> Result<(Whole, PartWriter), AttemptError> {
     // Never write through a link planted where the temporary file goes (a symbolic link, or a
     // hard link to a file elsewhere): it could point outside the output directory. (A lookup
-    // in fetchdocs' own directory: made here, not worth a trip to the blocking pool.)
-    let have = match std::fs::symlink_metadata(&job.part) {
-        Ok(m) if m.is_file() && link_count(&m) <= 1 => m.len(),
-        Ok(_) => {
-            tokio::fs::remove_file(&job.part)
-                .await
-                .map_err(|e| local_error(&job.part, e))?;
-            0
-        }
-        Err(_) => 0,
+    // in fetchdocs' own directory: made here, not worth a trip to the blocking pool.) Known
+    // to be absent: not looked for, and created exclusively.
+    let have = match no_part {
+        true => 0,
+        false => match std::fs::symlink_metadata(&job.part) {
+            Ok(m) if m.is_file() && link_count(&m) <= 1 => m.len(),
+            Ok(_) => {
+                tokio::fs::remove_file(&job.part)
+                    .await
+                    .map_err(|e| local_error(&job.part, e))?;
+                0
+            }
+            Err(_) => 0,
+        },
     };
     // Bytes on disk are resumed only with what the first answer said about them.
     let meta = match have {
@@ -978,7 +1036,7 @@ async fn attempt(
     }
     // Bytes gather in memory and go to disk a buffer at a time, each in one trip to the
     // blocking pool (a small file: one trip in all, with its sync and its move into place).
-    let mut out = PartWriter::new(&job.part, (start == 0).then(|| meta.clone()));
+    let mut out = PartWriter::new(&job.part, (start == 0).then(|| meta.clone()), no_part);
     job.progress
         .total
         .store(total.unwrap_or(0), Ordering::Relaxed);
@@ -1064,13 +1122,14 @@ async fn attempt(
                 _ = cap.take(chunk.len()) => {}
             }
         }
-        out.push(&chunk)
+        digests.update(&chunk);
+        let len = chunk.len() as u64;
+        out.push(chunk)
             .await
             .map_err(|e| local_error(&job.part, e))?;
-        digests.update(&chunk);
-        written += chunk.len() as u64;
+        written += len;
         job.progress.done.store(written, Ordering::Relaxed);
-        job.watcher.advance(chunk.len() as u64);
+        job.watcher.advance(len);
     }
     let short = match total {
         Some(t) if written != t => Some(format!(

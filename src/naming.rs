@@ -159,10 +159,24 @@ impl NameRegistry {
         self.taken.find(f, |&t| t == f).is_some()
     }
 
-    /// Choose the name for `id` in `dir`. `previous` is the name an earlier run saved this ID
-    /// under (its own by the record), reused so that re-downloads (`--force`) replace their own
-    /// file.
-    pub fn assign(&mut self, dir: &Path, id: Uuid, label: &str, previous: Option<&str>) -> String {
+    /// Take every name in `dir` (the user's files, another tool's, earlier runs'): one read of
+    /// the directory instead of a look at each name as it is chosen. What appears there later
+    /// (another run sharing the directory) is caught by the move into place, which never
+    /// replaces a file. Returns how many entries there were.
+    pub fn occupied_in(&mut self, dir: &Path) -> std::io::Result<usize> {
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            self.claim(&entry.file_name().to_string_lossy());
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Choose the name for `id` among the names taken so far (see [`NameRegistry::claim`] and
+    /// [`NameRegistry::occupied_in`]). `previous` is the name an earlier run saved this ID under
+    /// (its own by the record), reused so that re-downloads (`--force`) replace their own file.
+    pub fn assign(&mut self, id: Uuid, label: &str, previous: Option<&str>) -> String {
         if let Some(prev) = previous {
             self.claim(prev);
             return prev.to_string();
@@ -175,7 +189,7 @@ impl NameRegistry {
         ];
         for name in candidates {
             // A file we did not write (the user's own, or another tool's) is never replaced.
-            if !self.is_claimed(&name) && dir.join(&name).symlink_metadata().is_err() {
+            if !self.is_claimed(&name) {
                 self.claim(&name);
                 return name;
             }
@@ -185,7 +199,7 @@ impl NameRegistry {
         let mut n = 1u32;
         loop {
             let name = format!("{} ({n})", id.simple());
-            if !self.is_claimed(&name) && dir.join(&name).symlink_metadata().is_err() {
+            if !self.is_claimed(&name) {
                 self.claim(&name);
                 return name;
             }
@@ -221,14 +235,14 @@ mod tests {
         assert_eq!(sanitize(nfd, &id(1)), nfc, "names are composed (NFC)");
         let dir = tempfile::tempdir().unwrap();
         let mut reg = NameRegistry::default();
-        let a = reg.assign(dir.path(), id(1), nfc, None);
-        let b = reg.assign(dir.path(), id(2), nfd, None);
+        let a = reg.assign(id(1), nfc, None);
+        let b = reg.assign(id(2), nfd, None);
         assert_eq!(a, nfc);
         assert_ne!(key(&a), key(&b), "the second gets a name of its own: {b}");
         // A name an earlier run recorded in NFD still owns its NFC spelling.
         let mut reg = NameRegistry::default();
         reg.claim(nfd);
-        assert_ne!(reg.assign(dir.path(), id(4), nfc, None), nfc);
+        assert_ne!(reg.assign(id(4), nfc, None), nfc);
     }
 
     #[test]
@@ -285,14 +299,14 @@ mod tests {
     fn registry_disambiguates_collisions_by_id() {
         let dir = tempfile::tempdir().unwrap();
         let mut reg = NameRegistry::default();
-        let a = reg.assign(dir.path(), id(1), "report.pdf", None);
-        let b = reg.assign(dir.path(), id(2), "Report.PDF", None);
+        let a = reg.assign(id(1), "report.pdf", None);
+        let b = reg.assign(id(2), "Report.PDF", None);
         assert_eq!(a, "report.pdf");
         assert_ne!(a.to_lowercase(), b.to_lowercase());
         assert!(b.contains(&id(2).simple().to_string()[..8]));
         // Same ID asks again: same name.
         assert_eq!(
-            reg.assign(dir.path(), id(1), "report.pdf", Some("report.pdf")),
+            reg.assign(id(1), "report.pdf", Some("report.pdf")),
             a
         );
     }
@@ -301,8 +315,11 @@ mod tests {
     fn registry_never_takes_a_file_it_did_not_write() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
         let mut reg = NameRegistry::default();
-        let name = reg.assign(dir.path(), id(3), "notes.txt", None);
+        assert_eq!(reg.occupied_in(dir.path()).unwrap(), 2);
+        assert_ne!(reg.assign(id(4), "sub", None), "sub", "a directory takes its name too");
+        let name = reg.assign(id(3), "notes.txt", None);
         assert_ne!(name, "notes.txt");
         assert!(name.starts_with("notes (") && name.ends_with(").txt"));
     }
@@ -315,9 +332,9 @@ mod tests {
         reg.claim("a.pdf");
         // The owner gets its own file back; another ID does not.
         assert_eq!(
-            reg.assign(dir.path(), id(1), "a.pdf", Some("a.pdf")),
+            reg.assign(id(1), "a.pdf", Some("a.pdf")),
             "a.pdf"
         );
-        assert_ne!(reg.assign(dir.path(), id(2), "a.pdf", None), "a.pdf");
+        assert_ne!(reg.assign(id(2), "a.pdf", None), "a.pdf");
     }
 }

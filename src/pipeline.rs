@@ -23,7 +23,7 @@ use crate::report::{FileEntry, ListingReport, Recorder, Status, human_bytes};
 use crate::scheduler::{
     Action, Item, MAX_MINTS_IN_FLIGHT, Ready, RunStats, Scheduler, Settings, Stop,
 };
-use crate::state::State;
+use crate::state::{DirHandle, State};
 
 /// How long in-flight downloads get to flush their data after Ctrl-C before they are aborted.
 const WIND_DOWN: Duration = Duration::from_millis(1500);
@@ -111,6 +111,11 @@ pub struct Pipeline<'a, P: Provider> {
     pub listing: Option<(Source, u32)>,
     /// Only this shard's IDs (of those the listing names).
     pub shard: Option<Shard>,
+    /// The IDs that may have a temporary file: those with one when the run started, and
+    /// those whose download ended unfinished since. `None`: unknown, so every download looks.
+    pub parts: Option<std::collections::HashSet<uuid::Uuid>>,
+    /// The output directory, held open to make each move into it durable.
+    pub dest_dir: Arc<DirHandle>,
 }
 
 /// How far the walk of a listing has come.
@@ -255,7 +260,14 @@ impl<P: Provider> Pipeline<'_, P> {
                     item,
                     name,
                     outcome,
-                }) => scheduler.finished(item, name, outcome, Instant::now()),
+                }) => {
+                    if !matches!(outcome, Outcome::Done(_))
+                        && let Some(parts) = &mut self.parts
+                    {
+                        parts.insert(item.id);
+                    }
+                    scheduler.finished(item, name, outcome, Instant::now())
+                }
                 Err(e) => {
                     // A worker panicked (a bug): the scheduler can no longer account for its
                     // IDs, so end the run with every ID reported rather than risk a hang.
@@ -535,11 +547,21 @@ impl<P: Provider> Pipeline<'_, P> {
             if let Err(e) = self.state.for_each_name(|_, name| names.claim(name)) {
                 log::warn!("cannot read the names earlier runs used ({e})");
             }
+            // And what is in the directory now, whoever put it there.
+            if let Err(e) = names.occupied_in(&self.output_dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                log::warn!(
+                    "cannot list {} ({e}); a name found taken when the file is moved into \
+                     place gets the ID in it",
+                    self.output_dir.display()
+                );
+            }
             self.names.seeded = true;
         }
         let name = self
             .names
-            .assign(&self.output_dir, item.id, label, item.previous.as_deref());
+            .assign(item.id, label, item.previous.as_deref());
         item.name = Some(name.clone());
         name
     }
@@ -572,6 +594,8 @@ impl<P: Provider> Pipeline<'_, P> {
             log: self.state.log(),
             id: item.id,
             at_dest,
+            no_part: self.parts.as_ref().is_some_and(|p| !p.contains(&item.id)),
+            dest_dir: self.dest_dir.clone(),
         };
         let policy = self.policy.clone();
         tasks.lanes.spawn(move |client| async move {

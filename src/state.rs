@@ -395,6 +395,21 @@ impl State {
         self.dir.join(PARTIAL).join(format!("{id}.part"))
     }
 
+    /// The IDs with a temporary file (or anything else) under the partial directory now: one
+    /// read of the directory, so that a download known to have none need not look for one.
+    pub fn partial_ids(&self) -> io::Result<std::collections::HashSet<Uuid>> {
+        let mut ids = std::collections::HashSet::new();
+        for entry in fs::read_dir(self.dir.join(PARTIAL))? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            // `<id>.part`, and the `<id>.part.meta` beside it.
+            if let Some(id) = name.split('.').next().and_then(|s| Uuid::parse_str(s).ok()) {
+                ids.insert(id);
+            }
+        }
+        Ok(ids)
+    }
+
     /// Record a completed file (see [`Log::record`]).
     #[cfg(test)]
     pub fn record(&self, rec: Record) -> io::Result<()> {
@@ -672,6 +687,30 @@ pub fn own_options() -> OpenOptions {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_NOFOLLOW);
     o
+}
+
+/// A directory held open, to make renames in it durable without opening it each time.
+#[derive(Debug)]
+pub struct DirHandle(Option<File>);
+
+impl DirHandle {
+    /// `dir`, opened now. If it cannot be (or directories cannot be synced here), a sync does
+    /// nothing, as [`sync_dir`] would.
+    pub fn open(dir: &Path) -> DirHandle {
+        #[cfg(unix)]
+        let handle = File::open(dir).ok();
+        #[cfg(not(unix))]
+        let handle = None;
+        let _ = dir;
+        DirHandle(handle)
+    }
+
+    /// Make the renames made in the directory so far durable.
+    pub fn sync(&self) {
+        if let Some(d) = &self.0 {
+            let _ = d.sync_all();
+        }
+    }
 }
 
 /// Make a rename in `dir` durable (a no-op where directories cannot be synced).

@@ -24,7 +24,7 @@ use crate::provider::{AnyProvider, ProviderKind};
 use crate::ratelimit::RateLimiter;
 use crate::report::{FileEntry, Lines, Recorder, human_bytes};
 use crate::retry::Backoff;
-use crate::state::{STATE_DIR, State, record_file_name};
+use crate::state::{DirHandle, STATE_DIR, State, record_file_name};
 
 /// `fetchdocs download` with this process's environment.
 pub fn run(args: DownloadArgs, runtime: &tokio::runtime::Runtime) -> Result<Exit, Fatal> {
@@ -192,6 +192,8 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                 cursor: 0,
                 listing: cfg.from,
                 shard: cfg.shard,
+                parts: state.partial_ids().ok(),
+                dest_dir: Arc::new(DirHandle::open(&cfg.output_dir)),
             };
             pipeline.run().await.map(|_| ())
         }
