@@ -141,10 +141,7 @@ impl NameRegistry {
     /// Record that `name` belongs to some ID (an earlier run's record, or the report's own
     /// file): it is not handed out to another.
     pub fn claim(&mut self, name: &str) {
-        let f = self.fingerprint(name);
-        if self.taken.find(f, |&t| t == f).is_none() {
-            self.taken.insert_unique(f, f, |&t| t);
-        }
+        self.take_if_free(name);
     }
 
     /// Make room for `n` more names at once (growing a large table step by step holds the old
@@ -153,10 +150,14 @@ impl NameRegistry {
         self.taken.reserve(n, |&t| t);
     }
 
-    /// Whether `name` (in any spelling that compares equal) belongs to an ID.
-    pub fn is_claimed(&self, name: &str) -> bool {
+    /// Take `name` if no ID has it (in any spelling that compares equal); whether it was free.
+    fn take_if_free(&mut self, name: &str) -> bool {
         let f = self.fingerprint(name);
-        self.taken.find(f, |&t| t == f).is_some()
+        if self.taken.find(f, |&t| t == f).is_some() {
+            return false;
+        }
+        self.taken.insert_unique(f, f, |&t| t);
+        true
     }
 
     /// Take every name in `dir` (the user's files, another tool's, earlier runs'): one read of
@@ -182,15 +183,13 @@ impl NameRegistry {
             return prev.to_string();
         }
         let base = sanitize(label, &id);
-        let candidates = [
-            base.clone(),
-            with_id_suffix(&base, &id, false),
-            with_id_suffix(&base, &id, true),
-        ];
-        for name in candidates {
-            // A file we did not write (the user's own, or another tool's) is never replaced.
-            if !self.is_claimed(&name) {
-                self.claim(&name);
+        // A file we did not write (the user's own, or another tool's) is never replaced.
+        if self.take_if_free(&base) {
+            return base;
+        }
+        for full in [false, true] {
+            let name = with_id_suffix(&base, &id, full);
+            if self.take_if_free(&name) {
                 return name;
             }
         }
@@ -199,8 +198,7 @@ impl NameRegistry {
         let mut n = 1u32;
         loop {
             let name = format!("{} ({n})", id.simple());
-            if !self.is_claimed(&name) {
-                self.claim(&name);
+            if self.take_if_free(&name) {
                 return name;
             }
             n += 1;
@@ -233,7 +231,6 @@ mod tests {
         let nfc = "Caf\u{e9} menu.pdf";
         let nfd = "Cafe\u{301} menu.pdf";
         assert_eq!(sanitize(nfd, &id(1)), nfc, "names are composed (NFC)");
-        let dir = tempfile::tempdir().unwrap();
         let mut reg = NameRegistry::default();
         let a = reg.assign(id(1), nfc, None);
         let b = reg.assign(id(2), nfd, None);
@@ -297,7 +294,6 @@ mod tests {
 
     #[test]
     fn registry_disambiguates_collisions_by_id() {
-        let dir = tempfile::tempdir().unwrap();
         let mut reg = NameRegistry::default();
         let a = reg.assign(id(1), "report.pdf", None);
         let b = reg.assign(id(2), "Report.PDF", None);
@@ -305,10 +301,7 @@ mod tests {
         assert_ne!(a.to_lowercase(), b.to_lowercase());
         assert!(b.contains(&id(2).simple().to_string()[..8]));
         // Same ID asks again: same name.
-        assert_eq!(
-            reg.assign(id(1), "report.pdf", Some("report.pdf")),
-            a
-        );
+        assert_eq!(reg.assign(id(1), "report.pdf", Some("report.pdf")), a);
     }
 
     #[test]
@@ -318,7 +311,11 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         let mut reg = NameRegistry::default();
         assert_eq!(reg.occupied_in(dir.path()).unwrap(), 2);
-        assert_ne!(reg.assign(id(4), "sub", None), "sub", "a directory takes its name too");
+        assert_ne!(
+            reg.assign(id(4), "sub", None),
+            "sub",
+            "a directory takes its name too"
+        );
         let name = reg.assign(id(3), "notes.txt", None);
         assert_ne!(name, "notes.txt");
         assert!(name.starts_with("notes (") && name.ends_with(").txt"));
@@ -331,10 +328,7 @@ mod tests {
         let mut reg = NameRegistry::default();
         reg.claim("a.pdf");
         // The owner gets its own file back; another ID does not.
-        assert_eq!(
-            reg.assign(id(1), "a.pdf", Some("a.pdf")),
-            "a.pdf"
-        );
+        assert_eq!(reg.assign(id(1), "a.pdf", Some("a.pdf")), "a.pdf");
         assert_ne!(reg.assign(id(2), "a.pdf", None), "a.pdf");
     }
 }
