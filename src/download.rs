@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
+use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, LOCATION, RANGE};
 use reqwest::{StatusCode, Url};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -114,10 +114,38 @@ impl RateCap {
 /// Most redirects one file request follows.
 const MAX_REDIRECTS: usize = 5;
 
+/// Where `resp` (to a request for `from`) redirects, if it is a redirect: the next URL, or why
+/// it is not followed.
+fn redirect_target(from: &Url, resp: &reqwest::Response) -> Option<Result<Url, String>> {
+    let s = resp.status();
+    let followed = [
+        StatusCode::MOVED_PERMANENTLY,
+        StatusCode::FOUND,
+        StatusCode::SEE_OTHER,
+        StatusCode::TEMPORARY_REDIRECT,
+        StatusCode::PERMANENT_REDIRECT,
+    ];
+    if !followed.contains(&s) {
+        return None;
+    }
+    let Some(location) = resp.headers().get(LOCATION) else {
+        return Some(Err(format!("a redirect (HTTP {s}) without a Location")));
+    };
+    let to = location
+        .to_str()
+        .ok()
+        .and_then(|l| from.join(l).ok())
+        .ok_or_else(|| format!("a redirect (HTTP {s}) to an unreadable Location"));
+    Some(to.and_then(|to| match redirect_refusal(from, &to) {
+        Some(why) => Err(why),
+        None => Ok(to),
+    }))
+}
+
 /// The client for file hosts: no API key, no `Authorization`, nothing but the signed URL — and
-/// no `Referer`, which after a redirect would hand the signed URL to the next host. Redirects
-/// are followed only where [`redirect_refusal`] allows. A body that sends nothing for
-/// `read_timeout` is cut (and resumed by the retry).
+/// no `Referer`, which after a redirect would hand the signed URL to the next host. It follows
+/// no redirect itself: [`attempt`] does, where [`redirect_refusal`] allows. A body that sends
+/// nothing for `read_timeout` is cut (and resumed by the retry).
 pub fn file_host_client(
     read_timeout: Duration,
     extra_roots: &[reqwest::Certificate],
@@ -128,19 +156,7 @@ pub fn file_host_client(
         .connect_timeout(Duration::from_secs(15))
         .read_timeout(read_timeout)
         .referer(false)
-        .redirect(reqwest::redirect::Policy::custom(|attempt| {
-            if attempt.previous().len() > MAX_REDIRECTS {
-                return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
-            }
-            let refusal = attempt
-                .previous()
-                .last()
-                .and_then(|from| redirect_refusal(from, attempt.url()));
-            match refusal {
-                Some(why) => attempt.error(why),
-                None => attempt.follow(),
-            }
-        }))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
 }
 
@@ -563,7 +579,13 @@ impl Expected {
 
 /// Bytes as lowercase hex, as digests are written.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// The digests of a file's bytes, computed as they stream.
@@ -944,28 +966,49 @@ async fn attempt(
         _ => read_meta(&job.part),
     };
     let have = if meta.is_some() { have } else { 0 };
-    let mut req = client.get(job.url.clone());
-    if let Some(meta) = &meta {
-        req = req.header(RANGE, format!("bytes={have}-"));
-        if let Some(validator) = meta.if_range() {
-            // The host sends the whole file (200) if it is no longer the one we have half of.
-            req = req.header(IF_RANGE, validator);
-        }
-    }
     let requested_at = Instant::now();
-    let resp = tokio::select! {
-        _ = job.cancel.cancelled() => return Err(AttemptError::Cancelled),
-        r = req.send() => r,
-    };
-    let resp = resp.map_err(|e| {
-        let transient = retry::is_transient_reqwest(&e);
-        let msg = format!("file host: {}", error_chain(&e.without_url()));
-        if transient {
-            AttemptError::Transient(msg, None)
-        } else {
-            AttemptError::Final(msg)
+    // Redirects are followed here rather than by the client: each hop is checked by
+    // `redirect_refusal` (a signed URL never leaves TLS, nor goes in plain http to a host that
+    // is not this machine) and the request goes again with its headers, nothing added.
+    let mut url = job.url.clone();
+    let mut hops = 0;
+    let resp = loop {
+        let mut req = client.get(url.clone());
+        if let Some(meta) = &meta {
+            req = req.header(RANGE, format!("bytes={have}-"));
+            if let Some(validator) = meta.if_range() {
+                // The host sends the whole file (200) if it is no longer the one we have half
+                // of.
+                req = req.header(IF_RANGE, validator);
+            }
         }
-    })?;
+        let resp = tokio::select! {
+            _ = job.cancel.cancelled() => return Err(AttemptError::Cancelled),
+            r = req.send() => r,
+        };
+        let resp = resp.map_err(|e| {
+            let transient = retry::is_transient_reqwest(&e);
+            let msg = format!("file host: {}", error_chain(&e.without_url()));
+            if transient {
+                AttemptError::Transient(msg, None)
+            } else {
+                AttemptError::Final(msg)
+            }
+        })?;
+        match redirect_target(&url, &resp) {
+            None => break resp,
+            Some(Err(why)) => return Err(AttemptError::Final(format!("file host: {why}"))),
+            Some(Ok(_)) if hops == MAX_REDIRECTS => {
+                return Err(AttemptError::Final(format!(
+                    "file host: more than {MAX_REDIRECTS} redirects"
+                )));
+            }
+            Some(Ok(next)) => {
+                hops += 1;
+                url = next;
+            }
+        }
+    };
     let status = resp.status();
     let (start, total, meta) = match (status, meta) {
         (StatusCode::OK, _) => {
@@ -1209,6 +1252,57 @@ mod tests {
         assert_eq!(redirect_refusal(&local, &u("https://cdn.example/a")), None);
         assert!(redirect_refusal(&local, &u("http://cdn.example/a")).is_some());
         assert!(redirect_refusal(&local, &u("ftp://127.0.0.1/a")).is_some());
+    }
+
+    #[test]
+    fn a_redirect_is_followed_only_where_it_may_go() {
+        let answer = |status: u16, location: Option<&str>| {
+            let mut r = http::Response::builder().status(status);
+            if let Some(l) = location {
+                r = r.header(LOCATION, l);
+            }
+            reqwest::Response::from(r.body(Vec::<u8>::new()).unwrap())
+        };
+        let from = Url::parse("https://files.example/d/a.pdf?sig=1").unwrap();
+        let to = |status, location| redirect_target(&from, &answer(status, location));
+        assert_eq!(
+            to(302, Some("../b.pdf?sig=2")).unwrap().unwrap().as_str(),
+            "https://files.example/b.pdf?sig=2"
+        );
+        for status in [301, 303, 307, 308] {
+            assert!(to(status, Some("https://cdn.example/a")).unwrap().is_ok());
+        }
+        assert!(to(302, Some("http://cdn.example/a")).unwrap().is_err());
+        assert!(to(302, None).unwrap().is_err());
+        for status in [200, 206, 304, 403] {
+            assert!(
+                to(status, Some("https://cdn.example/a")).is_none(),
+                "{status}"
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_exclusive_part_never_writes_through_what_was_planted_at_its_name() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        for plant in ["symlink", "hard link", "file"] {
+            let part = dir.path().join("x.part");
+            match plant {
+                "symlink" => std::os::unix::fs::symlink(&victim, &part).unwrap(),
+                "hard link" => std::fs::hard_link(&victim, &part).unwrap(),
+                _ => std::fs::write(&part, b"stale").unwrap(),
+            }
+            let mut f = create_exclusive(&part).unwrap();
+            f.write_all(b"new").unwrap();
+            drop(f);
+            assert_eq!(std::fs::read(&part).unwrap(), b"new", "{plant}");
+            assert_eq!(std::fs::read(&victim).unwrap(), b"keep me", "{plant}");
+            std::fs::remove_file(&part).unwrap();
+        }
     }
 
     #[test]
