@@ -559,9 +559,7 @@ impl<P: Provider> Pipeline<'_, P> {
             }
             self.names.seeded = true;
         }
-        let name = self
-            .names
-            .assign(item.id, label, item.previous.as_deref());
+        let name = self.names.assign(item.id, label, item.previous.as_deref());
         item.name = Some(name.clone());
         name
     }

@@ -345,18 +345,33 @@ fn name_in_dir(dir: &std::path::Path, path: &std::path::Path) -> Option<String> 
 
 /// The vendor's API client (paced by its limits) and the file-host clients, one per download
 /// lane (see [`crate::lanes`]).
+///
+/// Each client reads the system's root certificates when it is built (a few milliseconds, on
+/// the way to the first request): they are built at once, one thread each.
 fn clients(cfg: &Config) -> Result<(AnyProvider, Vec<reqwest::Client>), Fatal> {
-    let api = api_client(cfg)?;
+    let (api, files) = std::thread::scope(|scope| {
+        let files: Vec<_> = (0..lanes_for(cfg.concurrency))
+            .map(|_| scope.spawn(|| file_host_client(cfg.read_timeout, &cfg.ca_certs)))
+            .collect();
+        let api = api_client(cfg);
+        let files = files
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| panic!("building an HTTP client panicked"))
+            })
+            .collect::<Result<Vec<_>, _>>();
+        (api, files)
+    });
+    let api = api?;
+    let files =
+        files.map_err(|e| Fatal::Internal(format!("cannot set up the HTTP client: {e}")))?;
     let provider = match cfg.provider {
         ProviderKind::Veridox => AnyProvider::Veridox(Veridox::new(api)),
         ProviderKind::Keelvar => {
             AnyProvider::Keelvar(Keelvar::new(api, cfg.job_timeout, PollPolicy::default()))
         }
     };
-    let files = (0..lanes_for(cfg.concurrency))
-        .map(|_| file_host_client(cfg.read_timeout, &cfg.ca_certs))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Fatal::Internal(format!("cannot set up the HTTP client: {e}")))?;
     Ok((provider, files))
 }
 
