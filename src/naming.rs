@@ -22,10 +22,12 @@ const MAX_EXT_BYTES: usize = 16;
 /// names or trailing dots/spaces, at most [`MAX_NAME_BYTES`] bytes.
 pub fn sanitize(label: &str, id: &Uuid) -> String {
     // One spelling per name: composed (NFC), as most systems store it and as APFS compares it.
-    let mut name: String = label
-        .nfc()
-        .map(|c| if is_unsafe_char(c) { '_' } else { c })
-        .collect();
+    // (ASCII is NFC already.)
+    let safe = |c| if is_unsafe_char(c) { '_' } else { c };
+    let mut name: String = match label.is_ascii() {
+        true => label.chars().map(safe).collect(),
+        false => label.nfc().map(safe).collect(),
+    };
     // Windows strips trailing dots and spaces; leading/trailing blanks are never intended.
     name = trim_tail(name.trim_start_matches(char::is_whitespace)).to_string();
     // No hidden files, no `.`/`..`, and nothing that could clash with the `.fetchdocs` directory.
@@ -115,7 +117,11 @@ pub fn same_name(a: &str, b: &str) -> bool {
 /// Case- and normalisation-insensitive key, so `Report.pdf` and `report.pdf`, or `Café` in NFC
 /// and in NFD, collide as they would on macOS (and the first pair on Windows).
 fn key(name: &str) -> String {
-    name.nfc().collect::<String>().to_lowercase()
+    match name.is_ascii() {
+        // NFC already.
+        true => name.to_ascii_lowercase(),
+        false => name.nfc().collect::<String>().to_lowercase(),
+    }
 }
 
 /// Hands out final names so that no two IDs share one, and no file that fetchdocs did not write
