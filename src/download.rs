@@ -259,6 +259,8 @@ pub struct FileJob {
     pub no_part: bool,
     /// The directory `dest` is in, opened once for the run, to make each move durable.
     pub dest_dir: Arc<DirHandle>,
+    /// The directory `part` is in, opened once for the run.
+    pub part_dir: Arc<DirHandle>,
 }
 
 /// What a file already at the final name may be, and so whether it may be replaced. A move
@@ -365,8 +367,8 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
 /// [`AtDest`]): if the name is taken, the file gets the name with the ID in it, returned.
 /// Each name is claimed (`claim`) before the file takes it, unless it is this ID's already.
 fn place(
-    part: &Path,
-    dest: &Path,
+    (part, part_dir): (&Path, &DirHandle),
+    (dest, dest_dir): (&Path, &DirHandle),
     id: uuid::Uuid,
     at_dest: AtDest,
     sha256: &str,
@@ -389,7 +391,7 @@ fn place(
     if at_dest == AtDest::Nothing {
         claim(&name)?;
     }
-    match move_no_replace(part, dest) {
+    match move_no_replace((part, part_dir), (dest, dest_dir)) {
         Ok(()) => return Ok(None),
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
         Err(_) => {}
@@ -398,7 +400,7 @@ fn place(
     for full in [false, true] {
         let other = crate::naming::with_id_suffix(&name, &id, full);
         claim(&other)?;
-        match move_no_replace(part, &dir.join(&other)) {
+        match move_no_replace((part, part_dir), (&dir.join(&other), dest_dir)) {
             Ok(()) => {
                 log::debug!("{name} was taken meanwhile; saved as {other}");
                 return Ok(Some(other));
@@ -430,21 +432,23 @@ fn same_bytes(dest: &Path, part: &Path, sha256: &str) -> bool {
 }
 
 /// Rename `from` to `to` unless `to` exists (then `AlreadyExists`), atomically where the
-/// system can.
-fn move_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+/// system can. Each path comes with a directory held open that it may lie in.
+fn move_no_replace(
+    (from, from_dir): (&Path, &DirHandle),
+    (to, to_dir): (&Path, &DirHandle),
+) -> std::io::Result<()> {
+    #[cfg(not(target_os = "linux"))]
+    let _ = (from_dir, to_dir);
     #[cfg(target_os = "linux")]
     {
-        use std::os::unix::ffi::OsStrExt;
-        let c = |p: &Path| {
-            std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other)
-        };
-        let (f, t) = (c(from)?, c(to)?);
-        // SAFETY: two valid, NUL-terminated paths; renameat2 reads them only.
+        let ((fd_from, f), (fd_to, t)) = (from_dir.at(from)?, to_dir.at(to)?);
+        // SAFETY: two valid, NUL-terminated paths, each relative to a directory descriptor
+        // held open (or the working directory); renameat2 reads them only.
         let rc = unsafe {
             libc::renameat2(
-                libc::AT_FDCWD,
+                fd_from,
                 f.as_ptr(),
-                libc::AT_FDCWD,
+                fd_to,
                 t.as_ptr(),
                 libc::RENAME_NOREPLACE,
             )
@@ -712,12 +716,20 @@ struct PartWriter {
     meta_written: bool,
     /// Create the file only if nothing is there (see [`FileJob::no_part`]).
     exclusive: bool,
+    /// The directory `path` is in.
+    part_dir: Arc<DirHandle>,
 }
 
 impl PartWriter {
-    fn new(path: &Path, fresh: Option<PartMeta>, exclusive: bool) -> PartWriter {
+    fn new(
+        path: &Path,
+        part_dir: &Arc<DirHandle>,
+        fresh: Option<PartMeta>,
+        exclusive: bool,
+    ) -> PartWriter {
         PartWriter {
             exclusive,
+            part_dir: part_dir.clone(),
             path: path.to_path_buf(),
             meta_written: fresh.is_none(),
             fresh,
@@ -746,6 +758,7 @@ impl PartWriter {
             buffered: std::mem::take(&mut self.buffered),
             meta_written: self.meta_written,
             exclusive: self.exclusive,
+            part_dir: self.part_dir.clone(),
         };
         let this = tokio::task::spawn_blocking(move || {
             this.write_out(true)?;
@@ -775,7 +788,7 @@ impl PartWriter {
                         self.meta_written = true;
                     }
                     if self.exclusive {
-                        create_exclusive(&self.path)?
+                        create_exclusive(&self.path, &self.part_dir)?
                     } else {
                         own_options().truncate(true).open(&self.path)?
                     }
@@ -815,7 +828,14 @@ impl PartWriter {
                 Some(log) => log.claim(id, name),
                 None => Ok(()),
             };
-            let renamed = place(&self.path, &dest, id, at_dest, &sha256, &claim)?;
+            let renamed = place(
+                (&self.path, &self.part_dir),
+                (&dest, &dest_dir),
+                id,
+                at_dest,
+                &sha256,
+                &claim,
+            )?;
             dest_dir.sync();
             if self.meta_written {
                 let _ = std::fs::remove_file(meta_path(&self.path));
@@ -861,13 +881,38 @@ impl PartWriter {
 /// Create the file at `path`, which was not there when the run started. Should something be
 /// there after all (a link planted meanwhile, say), it goes first: this download starts from
 /// zero either way, and removing a link never touches what it points to.
-fn create_exclusive(path: &Path) -> std::io::Result<std::fs::File> {
-    match own_options().create_new(true).open(path) {
+fn create_exclusive(path: &Path, dir: &DirHandle) -> std::io::Result<std::fs::File> {
+    match open_new(path, dir) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             std::fs::remove_file(path)?;
-            own_options().create_new(true).open(path)
+            open_new(path, dir)
         }
         other => other,
+    }
+}
+
+/// Create a file at `path` that is not there (or `AlreadyExists`), through `dir` where it
+/// lies in it. Never follows a link.
+fn open_new(path: &Path, dir: &DirHandle) -> std::io::Result<std::fs::File> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::FromRawFd;
+        let (fd, name) = dir.at(path)?;
+        let flags =
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: a valid NUL-terminated name relative to a directory descriptor held open (or
+        // the working directory); the descriptor returned is new and owned by the File.
+        let rc = unsafe { libc::openat(fd, name.as_ptr(), flags, 0o666 as libc::c_uint) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `rc` is a descriptor this call just opened and nothing else owns.
+        Ok(unsafe { std::fs::File::from_raw_fd(rc) })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        own_options().create_new(true).open(path)
     }
 }
 
@@ -1079,7 +1124,12 @@ async fn attempt(
     }
     // Bytes gather in memory and go to disk a buffer at a time, each in one trip to the
     // blocking pool (a small file: one trip in all, with its sync and its move into place).
-    let mut out = PartWriter::new(&job.part, (start == 0).then(|| meta.clone()), no_part);
+    let mut out = PartWriter::new(
+        &job.part,
+        &job.part_dir,
+        (start == 0).then(|| meta.clone()),
+        no_part,
+    );
     job.progress
         .total
         .store(total.unwrap_or(0), Ordering::Relaxed);
@@ -1296,7 +1346,7 @@ mod tests {
                 "hard link" => std::fs::hard_link(&victim, &part).unwrap(),
                 _ => std::fs::write(&part, b"stale").unwrap(),
             }
-            let mut f = create_exclusive(&part).unwrap();
+            let mut f = create_exclusive(&part, &DirHandle::open(dir.path())).unwrap();
             f.write_all(b"new").unwrap();
             drop(f);
             assert_eq!(std::fs::read(&part).unwrap(), b"new", "{plant}");

@@ -116,6 +116,8 @@ pub struct Pipeline<'a, P: Provider> {
     pub parts: Option<std::collections::HashSet<uuid::Uuid>>,
     /// The output directory, held open to make each move into it durable.
     pub dest_dir: Arc<DirHandle>,
+    /// The directory of temporary files, held open.
+    pub part_dir: Arc<DirHandle>,
 }
 
 /// How far the walk of a listing has come.
@@ -594,6 +596,7 @@ impl<P: Provider> Pipeline<'_, P> {
             at_dest,
             no_part: self.parts.as_ref().is_some_and(|p| !p.contains(&item.id)),
             dest_dir: self.dest_dir.clone(),
+            part_dir: self.part_dir.clone(),
         };
         let policy = self.policy.clone();
         tasks.lanes.spawn(move |client| async move {

@@ -390,6 +390,11 @@ impl State {
         }
     }
 
+    /// The directory the partial data lives in.
+    pub fn partial_dir(&self) -> PathBuf {
+        self.dir.join(PARTIAL)
+    }
+
     /// Where the partial data of `id` lives.
     pub fn part_path(&self, id: &Uuid) -> PathBuf {
         self.dir.join(PARTIAL).join(format!("{id}.part"))
@@ -721,24 +726,45 @@ pub fn own_options() -> OpenOptions {
 
 /// A directory held open, to make renames in it durable without opening it each time.
 #[derive(Debug)]
-pub struct DirHandle(Option<File>);
+pub struct DirHandle {
+    path: PathBuf,
+    file: Option<File>,
+}
 
 impl DirHandle {
     /// `dir`, opened now. If it cannot be (or directories cannot be synced here), a sync does
-    /// nothing, as [`sync_dir`] would.
+    /// nothing, as [`sync_dir`] would, and paths in it are used whole.
     pub fn open(dir: &Path) -> DirHandle {
         #[cfg(unix)]
-        let handle = File::open(dir).ok();
+        let file = File::open(dir).ok();
         #[cfg(not(unix))]
-        let handle = None;
-        let _ = dir;
-        DirHandle(handle)
+        let file = None;
+        DirHandle {
+            path: dir.to_path_buf(),
+            file,
+        }
     }
 
     /// Make the renames made in the directory so far durable.
     pub fn sync(&self) {
-        if let Some(d) = &self.0 {
+        if let Some(d) = &self.file {
             let _ = d.sync_all();
+        }
+    }
+
+    /// `path` as a system call takes it: its name relative to this directory (held open), when
+    /// it lies in it, which spares the system a walk down the whole path; else the whole path.
+    #[cfg(unix)]
+    pub fn at(&self, path: &Path) -> io::Result<(std::os::fd::RawFd, std::ffi::CString)> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let c =
+            |p: &std::ffi::OsStr| std::ffi::CString::new(p.as_bytes()).map_err(io::Error::other);
+        match (&self.file, path.parent(), path.file_name()) {
+            (Some(dir), Some(parent), Some(name)) if parent == self.path => {
+                Ok((dir.as_raw_fd(), c(name)?))
+            }
+            _ => Ok((libc::AT_FDCWD, c(path.as_os_str())?)),
         }
     }
 }

@@ -194,6 +194,7 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                 shard: cfg.shard,
                 parts: state.partial_ids().ok(),
                 dest_dir: Arc::new(DirHandle::open(&cfg.output_dir)),
+                part_dir: Arc::new(DirHandle::open(&state.partial_dir())),
             };
             pipeline.run().await.map(|_| ())
         }
