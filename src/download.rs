@@ -40,7 +40,9 @@ pub struct DownloadPolicy {
 /// and so where it runs: on the download's own thread while the disk answers at once (tmpfs,
 /// a fast SSD), where a trip to the blocking pool and back would cost more than the work; on
 /// the blocking pool once it is slow (a disk whose sync takes a millisecond), where the syncs
-/// of several files proceed at once and no other download waits on them.
+/// of several files proceed at once and no other download waits on them. (Lane 0 is the
+/// scheduler's thread: an inline step holds the scheduler that long, which the threshold keeps
+/// to a couple of hundred microseconds.)
 ///
 /// The average is recent (each step weighs an eighth), so one slow sync moves the next steps
 /// off the thread at once, and a fast disk brings them back within a few dozen files. It
@@ -701,7 +703,8 @@ fn write_meta(part: &Path, meta: &PartMeta) -> std::io::Result<()> {
 
 /// The temporary file of one download, written a buffer at a time: each write (and the first
 /// one's creation of the file and its [`PartMeta`]) is one trip to the blocking pool, and the
-/// last buffer goes down with the sync and the move into place in one more.
+/// last buffer goes down with the sync and the move into place in one more step (on this
+/// thread while the disk is fast: see [`DiskPace`]).
 struct PartWriter {
     path: PathBuf,
     /// Written beside the file when it is created; `None`: resuming, the file and its meta
@@ -805,7 +808,8 @@ impl PartWriter {
     }
 
     /// The whole file is here: write the rest, sync, and give it its final name (see
-    /// [`place`]); the name it got if not `dest`. One trip to the blocking pool.
+    /// [`place`]); the name it got if not `dest`. One step, on this thread or the blocking
+    /// pool as [`DiskPace`] says.
     /// Claims the name in the record first and records the completion after (see
     /// [`FileJob::log`]).
     async fn complete(
@@ -1123,7 +1127,7 @@ async fn attempt(
         )));
     }
     // Bytes gather in memory and go to disk a buffer at a time, each in one trip to the
-    // blocking pool (a small file: one trip in all, with its sync and its move into place).
+    // blocking pool (a small file: one step in all, with its sync and its move into place).
     let mut out = PartWriter::new(
         &job.part,
         &job.part_dir,

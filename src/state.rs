@@ -425,7 +425,7 @@ impl State {
     }
 
     /// The record file's writer, to be shared with the downloads (which claim and record
-    /// their files themselves, in the same trip to the blocking pool as the move into place).
+    /// their files themselves, in the same step as the move into place).
     pub fn log(&self) -> Option<Arc<Log>> {
         self.log.clone()
     }
