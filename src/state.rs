@@ -304,14 +304,7 @@ impl State {
     /// The record of `id` (at `index` in the run's list) if an earlier run completed it and
     /// the file is still there, whole.
     pub fn completed(&self, id: &Uuid, index: u32) -> Option<Record> {
-        let at = self.at(self.slot(id, index)?);
-        if at == NONE || at & DONE_BIT == 0 {
-            return None;
-        }
-        let line = self.line_at(at).ok().flatten()?;
-        if line.id != *id {
-            return None;
-        }
+        let line = self.own_line(id, index, true)?;
         let meta = fs::metadata(self.output_dir.join(&line.path)).ok()?;
         let bytes = line.bytes?;
         (meta.is_file() && meta.len() == bytes).then_some(Record {
@@ -325,29 +318,23 @@ impl State {
     /// The name under which an earlier run recorded `id` as completed, whether or not the file
     /// is still there and whole.
     pub fn recorded_name(&self, id: &Uuid, index: u32) -> Option<String> {
-        let at = self.at(self.slot(id, index)?);
-        if at == NONE || at & DONE_BIT == 0 {
-            return None;
-        }
-        self.line_at(at)
-            .ok()
-            .flatten()
-            .filter(|l| l.id == *id)
-            .map(|l| l.path)
+        self.own_line(id, index, true).map(|l| l.path)
     }
 
     /// The name `id` owns from an earlier run (claimed or completed), whether or not the file is
     /// still there.
     pub fn previous_name(&self, id: &Uuid, index: u32) -> Option<String> {
+        self.own_line(id, index, false).map(|l| l.path)
+    }
+
+    /// The last line earlier runs wrote for `id` (`done`: only if it records a completion),
+    /// read back from its record file.
+    fn own_line(&self, id: &Uuid, index: u32, done: bool) -> Option<Line> {
         let at = self.at(self.slot(id, index)?);
-        if at == NONE {
+        if at == NONE || (done && at & DONE_BIT == 0) {
             return None;
         }
-        self.line_at(at)
-            .ok()
-            .flatten()
-            .filter(|l| l.id == *id)
-            .map(|l| l.path)
+        self.line_at(at).ok().flatten().filter(|l| l.id == *id)
     }
 
     /// The slot of an ID read from a line, where the index can tell (not in
