@@ -296,7 +296,7 @@ impl State {
             out.get_ref().sync_all()?;
         }
         fs::rename(&tmp, &path)?;
-        sync_dir(path.parent().unwrap_or(Path::new(".")));
+        DirHandle::open(path.parent().unwrap_or(Path::new("."))).sync();
         self.files[own_no as usize].1 = File::open(&path)?;
         Ok(())
     }
@@ -459,11 +459,7 @@ impl Log {
         serde_json::to_writer(&mut *pending, line).map_err(io::Error::other)?;
         pending.push(b'\n');
         if now || pending.len() >= PENDING_MAX {
-            let written = file.write_all(pending);
-            // Written or not, not again: a line cut short by a failed write is what a crash
-            // leaves too, and the reader skips it.
-            pending.clear();
-            written?;
+            write_pending(file, pending)?;
         }
         Ok(())
     }
@@ -500,14 +496,21 @@ impl Log {
         {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             let (file, pending) = &mut *inner;
-            if !pending.is_empty() {
-                let written = file.write_all(pending);
-                pending.clear();
-                written?;
-            }
+            write_pending(file, pending)?;
         }
         self.sync.sync_data()
     }
+}
+
+/// Write out the lines that wait, if any. Written or not, they are not tried again: a line cut
+/// short by a failed write is what a crash leaves too, and the reader skips it.
+fn write_pending(file: &mut File, pending: &mut Vec<u8>) -> io::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let written = file.write_all(pending);
+    pending.clear();
+    written
 }
 
 impl Drop for State {
@@ -720,7 +723,7 @@ pub struct DirHandle {
 
 impl DirHandle {
     /// `dir`, opened now. If it cannot be (or directories cannot be synced here), a sync does
-    /// nothing, as [`sync_dir`] would, and paths in it are used whole.
+    /// nothing, and paths in it are used whole.
     pub fn open(dir: &Path) -> DirHandle {
         #[cfg(unix)]
         let file = File::open(dir).ok();
@@ -754,16 +757,6 @@ impl DirHandle {
             _ => Ok((libc::AT_FDCWD, c(path.as_os_str())?)),
         }
     }
-}
-
-/// Make a rename in `dir` durable (a no-op where directories cannot be synced).
-pub fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
 }
 
 #[cfg(test)]
