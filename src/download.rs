@@ -753,17 +753,11 @@ impl PartWriter {
 
     /// Write out what is buffered (and `sync` it); the file is created first if need be.
     async fn flush(&mut self, sync: bool) -> std::io::Result<()> {
-        let mut this = PartWriter {
-            path: self.path.clone(),
-            fresh: self.fresh.take(),
-            file: self.file.take(),
-            buf: std::mem::take(&mut self.buf),
-            buffered: std::mem::take(&mut self.buffered),
-            meta_written: self.meta_written,
-            exclusive: self.exclusive,
-            part_dir: self.part_dir.clone(),
-        };
-        let this = tokio::task::spawn_blocking(move || {
+        // The writer goes to the blocking pool and comes back; meanwhile (and if that fails,
+        // after which the attempt ends) an empty one stands in.
+        let stand_in = PartWriter::new(&self.path, &self.part_dir, None, self.exclusive);
+        let mut this = std::mem::replace(self, stand_in);
+        *self = tokio::task::spawn_blocking(move || {
             this.write_out(true)?;
             if sync && let Some(f) = &this.file {
                 f.sync_data()?;
@@ -772,9 +766,6 @@ impl PartWriter {
         })
         .await
         .map_err(std::io::Error::other)??;
-        self.file = this.file;
-        self.buf = this.buf;
-        self.meta_written = this.meta_written;
         Ok(())
     }
 

@@ -359,7 +359,7 @@ fn clients(cfg: &Config) -> Result<(AnyProvider, Vec<reqwest::Client>), Fatal> {
             .into_iter()
             .map(|t| {
                 t.join()
-                    .unwrap_or_else(|_| panic!("building an HTTP client panicked"))
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             })
             .collect::<Result<Vec<_>, _>>();
         (api, files)
