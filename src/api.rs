@@ -132,7 +132,7 @@ impl ApiClient {
         limiter: Arc<RateLimiter>,
         backoff: Backoff,
         read_timeout: Duration,
-        extra_roots: &[reqwest::Certificate],
+        tls: &rustls::ClientConfig,
     ) -> Result<Self, String> {
         let (name, value) = match style {
             AuthStyle::XApiKey => (
@@ -154,7 +154,7 @@ impl ApiClient {
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(read_timeout)
             .timeout(API_TIMEOUT)
-            .tls_certs_merge(extra_roots.iter().cloned())
+            .tls_backend_preconfigured(tls.clone())
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
         Ok(ApiClient {

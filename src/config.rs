@@ -121,7 +121,7 @@ pub struct Config {
     /// Total download bandwidth cap, bytes a second.
     pub limit_rate: Option<u64>,
     /// CA certificates trusted beside the system's (`--ca-cert`).
-    pub ca_certs: Vec<reqwest::Certificate>,
+    pub ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Show progress bars (stderr is a terminal and not quiet).
     pub progress_bars: bool,
     /// What goes to stdout per ID: `--json` lines; with `--dry-run`, the name each ID would be
@@ -307,16 +307,29 @@ fn key_from_config(loaded: Option<&profile::Loaded>) -> Result<ApiKey, Fatal> {
     }
 }
 
-/// The certificates of a PEM file, or a sentence saying what is wrong with it.
-fn read_ca_certs(path: &Path) -> Result<Vec<reqwest::Certificate>, Fatal> {
+/// The certificates of a PEM file, each one a usable root, or a sentence saying what is wrong.
+fn read_ca_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, Fatal> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
     let bad = |why: String| Fatal::Usage(format!("--ca-cert {}: {why}", path.display()));
     let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("not a PEM certificate file ({e})")))?;
     if certs.is_empty() {
         return Err(bad(
             "holds no certificate (expected -----BEGIN CERTIFICATE----- blocks)".into(),
         ));
+    }
+    // Checked now, not at the first https connection.
+    let mut roots = rustls::RootCertStore::empty();
+    for (n, cert) in certs.iter().enumerate() {
+        roots.add(cert.clone()).map_err(|e| {
+            bad(format!(
+                "certificate {} of {} is not usable as a CA certificate ({e})",
+                n + 1,
+                certs.len()
+            ))
+        })?;
     }
     Ok(certs)
 }

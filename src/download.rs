@@ -150,10 +150,10 @@ fn redirect_target(from: &Url, resp: &reqwest::Response) -> Option<Result<Url, S
 /// nothing for `read_timeout` is cut (and resumed by the retry).
 pub fn file_host_client(
     read_timeout: Duration,
-    extra_roots: &[reqwest::Certificate],
+    tls: &rustls::ClientConfig,
 ) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
-        .tls_certs_merge(extra_roots.iter().cloned())
+        .tls_backend_preconfigured(tls.clone())
         .user_agent(concat!("fetchdocs/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))
         .read_timeout(read_timeout)

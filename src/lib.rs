@@ -29,6 +29,7 @@ mod report;
 mod retry;
 mod scheduler;
 mod state;
+mod tls;
 
 /// The functions the fuzz targets exercise (`fuzz/`): the very ones production calls on input
 /// from users and vendors.

@@ -345,28 +345,15 @@ fn name_in_dir(dir: &std::path::Path, path: &std::path::Path) -> Option<String> 
 }
 
 /// The vendor's API client (paced by its limits) and the file-host clients, one per download
-/// lane (see [`crate::lanes`]).
-///
-/// Each client reads the system's root certificates when it is built (a few milliseconds, on
-/// the way to the first request): they are built at once, one thread each.
+/// lane (see [`crate::lanes`]). They share one TLS set-up, which reads the system's root
+/// certificates only when a first https host needs them (see [`crate::tls`]).
 fn clients(cfg: &Config) -> Result<(AnyProvider, Vec<reqwest::Client>), Fatal> {
-    let (api, files) = std::thread::scope(|scope| {
-        let files: Vec<_> = (0..lanes_for(cfg.concurrency))
-            .map(|_| scope.spawn(|| file_host_client(cfg.read_timeout, &cfg.ca_certs)))
-            .collect();
-        let api = api_client(cfg);
-        let files = files
-            .into_iter()
-            .map(|t| {
-                t.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect::<Result<Vec<_>, _>>();
-        (api, files)
-    });
-    let api = api?;
-    let files =
-        files.map_err(|e| Fatal::Internal(format!("cannot set up the HTTP client: {e}")))?;
+    let tls = crate::tls::client_config(&cfg.ca_certs).map_err(Fatal::Internal)?;
+    let api = api_client(cfg, &tls)?;
+    let files = (0..lanes_for(cfg.concurrency))
+        .map(|_| file_host_client(cfg.read_timeout, &tls))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Fatal::Internal(format!("cannot set up the HTTP client: {e}")))?;
     let provider = match cfg.provider {
         ProviderKind::Veridox => AnyProvider::Veridox(Veridox::new(api)),
         ProviderKind::Keelvar => {
@@ -377,7 +364,7 @@ fn clients(cfg: &Config) -> Result<(AnyProvider, Vec<reqwest::Client>), Fatal> {
 }
 
 /// The client for the vendor's API host, paced by the vendor's limits.
-fn api_client(cfg: &Config) -> Result<ApiClient, Fatal> {
+fn api_client(cfg: &Config, tls: &rustls::ClientConfig) -> Result<ApiClient, Fatal> {
     let limiter = Arc::new(RateLimiter::new(
         &cfg.provider.vendor().rate_limits(cfg.requests_per_minute),
     ));
@@ -388,7 +375,7 @@ fn api_client(cfg: &Config) -> Result<ApiClient, Fatal> {
         limiter,
         Backoff::default(),
         cfg.read_timeout,
-        &cfg.ca_certs,
+        tls,
     )
     .map_err(Fatal::Internal)
 }

@@ -57,6 +57,10 @@ fn a_ca_cert_file_that_is_not_one_is_refused_before_any_request() {
     for (content, why) in [
         ("not a certificate\n", "holds no certificate"),
         ("", "holds no"),
+        (
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "certificate 1 of 1 is not usable as a CA certificate",
+        ),
     ] {
         let bad = env.path("bad.pem");
         std::fs::write(&bad, content).unwrap();
