@@ -365,35 +365,63 @@ pub async fn download(client: &reqwest::Client, job: &FileJob, policy: &Download
     }
 }
 
+/// Where a complete, synced file waits for its final name.
+enum Temp<'a> {
+    /// The `.part` file (in the directory it lies in).
+    Part(&'a Path, &'a DirHandle),
+    /// A file with no name yet, in the destination's directory (see
+    /// [`DirHandle::create_unnamed`]); only for a name where nothing of this ID's is
+    /// ([`AtDest::Nothing`]): it can take a free name, not replace a file.
+    #[cfg(target_os = "linux")]
+    Unnamed(&'a std::fs::File),
+}
+
+impl Temp<'_> {
+    /// Give the file the name `to` (in `to_dir`) unless it exists (`AlreadyExists`).
+    fn move_no_replace(&self, to: &Path, to_dir: &DirHandle) -> std::io::Result<()> {
+        match self {
+            Temp::Part(part, part_dir) => move_no_replace((part, part_dir), (to, to_dir)),
+            #[cfg(target_os = "linux")]
+            Temp::Unnamed(file) => to_dir.link_unnamed(file, to),
+        }
+    }
+}
+
 /// Give the synced temporary file its final name, never replacing another's file (see
 /// [`AtDest`]): if the name is taken, the file gets the name with the ID in it, returned.
 /// Each name is claimed (`claim`) before the file takes it, unless it is this ID's already.
 fn place(
-    (part, part_dir): (&Path, &DirHandle),
+    temp: Temp,
     (dest, dest_dir): (&Path, &DirHandle),
     id: uuid::Uuid,
     at_dest: AtDest,
     sha256: &str,
     claim: &dyn Fn(&str) -> std::io::Result<()>,
 ) -> std::io::Result<Option<String>> {
-    let replace = match at_dest {
-        AtDest::OwnFile => true,
-        AtDest::OwnClaim => same_bytes(dest, part, sha256),
-        AtDest::Nothing => false,
+    let replace = match (&temp, at_dest) {
+        (_, AtDest::Nothing) => false,
+        (Temp::Part(..), AtDest::OwnFile) => true,
+        (Temp::Part(part, _), AtDest::OwnClaim) => same_bytes(dest, part, sha256),
+        #[cfg(target_os = "linux")]
+        (Temp::Unnamed(_), _) => {
+            return Err(std::io::Error::other(
+                "internal error: a file with no name cannot replace this ID's own",
+            ));
+        }
     };
     let name = dest
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default()
         .to_string();
-    if replace {
+    if let (true, Temp::Part(part, _)) = (replace, &temp) {
         std::fs::rename(part, dest)?;
         return Ok(None);
     }
     if at_dest == AtDest::Nothing {
         claim(&name)?;
     }
-    match move_no_replace((part, part_dir), (dest, dest_dir)) {
+    match temp.move_no_replace(dest, dest_dir) {
         Ok(()) => return Ok(None),
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
         Err(_) => {}
@@ -402,7 +430,7 @@ fn place(
     for full in [false, true] {
         let other = crate::naming::with_id_suffix(&name, &id, full);
         claim(&other)?;
-        match move_no_replace((part, part_dir), (&dir.join(&other), dest_dir)) {
+        match temp.move_no_replace(&dir.join(&other), dest_dir) {
             Ok(()) => {
                 log::debug!("{name} was taken meanwhile; saved as {other}");
                 return Ok(Some(other));
@@ -798,6 +826,57 @@ impl PartWriter {
         Ok(())
     }
 
+    /// A file that is all in the buffer, with nothing of it on disk nor of this ID's at its
+    /// name, is written to a file with no name in the destination's directory, synced and
+    /// linked under its name (see [`place`]): no `.part` to create, move and remove, and a
+    /// crash at any point leaves nothing behind. `None`: not such a file, or this file system
+    /// cannot (from then on the `.part` is used; the buffer is still whole for it).
+    #[cfg(target_os = "linux")]
+    fn place_unnamed(
+        &mut self,
+        dest: (&Path, &DirHandle),
+        id: uuid::Uuid,
+        at_dest: AtDest,
+        claim: &dyn Fn(&str) -> std::io::Result<()>,
+    ) -> Option<std::io::Result<Option<String>>> {
+        if self.file.is_some() || self.fresh.is_none() || !self.exclusive {
+            return None;
+        }
+        if at_dest != AtDest::Nothing {
+            return None;
+        }
+        let mut file = dest.1.create_unnamed()?;
+        let linked = write_all_vectored(&mut file, &self.buf)
+            .and_then(|()| file.sync_all())
+            // No digest needed: only `AtDest::OwnClaim` compares bytes.
+            .and_then(|()| place(Temp::Unnamed(&file), dest, id, at_dest, "", claim));
+        match linked {
+            Ok(renamed) => Some(Ok(renamed)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Some(Err(e)),
+            Err(e) => {
+                // No links here (a FUSE or FAT file system), no /proc: the `.part` way from
+                // now on, starting with this file. Should the cause be the disk's (full, say),
+                // that way meets it too, and says so.
+                log::debug!(
+                    "cannot write a file with no name and link it ({e}); using .part files"
+                );
+                dest.1.no_unnamed();
+                None
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn place_unnamed(
+        &mut self,
+        _: (&Path, &DirHandle),
+        _: uuid::Uuid,
+        _: AtDest,
+        _: &dyn Fn(&str) -> std::io::Result<()>,
+    ) -> Option<std::io::Result<Option<String>>> {
+        None
+    }
+
     /// The whole file is here: write the rest, sync, and give it its final name (see
     /// [`place`]); the name it got if not `dest`. One step, on this thread or the blocking
     /// pool as [`DiskPace`] says.
@@ -815,26 +894,32 @@ impl PartWriter {
         let (id, at_dest, log) = (job.id, job.at_dest, job.log.clone());
         let dest_dir = job.dest_dir.clone();
         let work = move || {
-            self.write_out(false)?;
-            if let Some(f) = self.file.take() {
-                f.sync_all()?;
-            }
             let claim = |name: &str| match &log {
                 Some(log) => log.claim(id, name),
                 None => Ok(()),
             };
-            let renamed = place(
-                (&self.path, &self.part_dir),
-                (&dest, &dest_dir),
-                id,
-                at_dest,
-                &sha256,
-                &claim,
-            )?;
+            let renamed = match self.place_unnamed((&dest, &dest_dir), id, at_dest, &claim) {
+                Some(renamed) => renamed?,
+                None => {
+                    self.write_out(false)?;
+                    if let Some(f) = self.file.take() {
+                        f.sync_all()?;
+                    }
+                    let renamed = place(
+                        Temp::Part(&self.path, &self.part_dir),
+                        (&dest, &dest_dir),
+                        id,
+                        at_dest,
+                        &sha256,
+                        &claim,
+                    )?;
+                    if self.meta_written {
+                        let _ = std::fs::remove_file(meta_path(&self.path));
+                    }
+                    renamed
+                }
+            };
             dest_dir.sync();
-            if self.meta_written {
-                let _ = std::fs::remove_file(meta_path(&self.path));
-            }
             if let Some(log) = &log {
                 let name = match &renamed {
                     Some(n) => n.clone(),
@@ -1348,6 +1433,86 @@ mod tests {
             assert_eq!(std::fs::read(&victim).unwrap(), b"keep me", "{plant}");
             std::fs::remove_file(&part).unwrap();
         }
+    }
+
+    /// A writer holding a whole small file, nothing of it on disk yet.
+    #[cfg(target_os = "linux")]
+    fn buffered(part: &Path, part_dir: &Arc<DirHandle>, body: &[&'static [u8]]) -> PartWriter {
+        let mut w = PartWriter::new(part, part_dir, Some(PartMeta::default()), true);
+        for chunk in body {
+            w.buffered += chunk.len();
+            w.buf.push(bytes::Bytes::from_static(chunk));
+        }
+        w
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_with_no_name_takes_a_free_name_and_never_one_that_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, partial) = (dir.path().join("out"), dir.path().join("partial"));
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::create_dir_all(&partial).unwrap();
+        let (dest_dir, part_dir) = (DirHandle::open(&out), Arc::new(DirHandle::open(&partial)));
+        let id = uuid::Uuid::from_u128(0x0198_0000_0000_7000_8000_0000_0000_00aa);
+        let claims = std::sync::Mutex::new(Vec::new());
+        let claim = |name: &str| {
+            claims.lock().unwrap().push(name.to_string());
+            Ok(())
+        };
+        let part = partial.join(format!("{id}.part"));
+
+        // A free name: the file is there, whole, and no `.part` ever was.
+        let mut w = buffered(&part, &part_dir, &[b"hello ", b"world"]);
+        let placed = w.place_unnamed((&out.join("a.pdf"), &dest_dir), id, AtDest::Nothing, &claim);
+        assert_eq!(placed.unwrap().unwrap(), None);
+        assert_eq!(std::fs::read(out.join("a.pdf")).unwrap(), b"hello world");
+        assert!(!part.exists());
+
+        // Taken by someone else's file, then by a link to a victim: neither is replaced nor
+        // written through; the file takes a name with the ID in it.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, out.join("b.pdf")).unwrap();
+        for taken in ["a.pdf", "b.pdf"] {
+            let mut w = buffered(&part, &part_dir, &[b"second"]);
+            let placed =
+                w.place_unnamed((&out.join(taken), &dest_dir), id, AtDest::Nothing, &claim);
+            let other = placed.unwrap().unwrap().expect("another name");
+            assert_eq!(std::fs::read(out.join(&other)).unwrap(), b"second");
+            std::fs::remove_file(out.join(&other)).unwrap();
+        }
+        assert_eq!(std::fs::read(out.join("a.pdf")).unwrap(), b"hello world");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        // Each name claimed before the file took it.
+        let claims = claims.lock().unwrap().clone();
+        assert_eq!(claims.len(), 5, "{claims:?}");
+        assert_eq!(claims[0], "a.pdf");
+
+        // Only for a name where nothing of this ID's is, a fresh file, and nothing on disk.
+        for at_dest in [AtDest::OwnFile, AtDest::OwnClaim] {
+            let mut w = buffered(&part, &part_dir, &[b"x"]);
+            assert!(
+                w.place_unnamed((&out.join("c.pdf"), &dest_dir), id, at_dest, &claim)
+                    .is_none()
+            );
+        }
+        let mut w = PartWriter::new(&part, &part_dir, None, false);
+        assert!(
+            w.place_unnamed((&out.join("c.pdf"), &dest_dir), id, AtDest::Nothing, &claim)
+                .is_none()
+        );
+
+        // Where files with no name cannot be made, the buffer is left whole for the `.part`.
+        dest_dir.no_unnamed();
+        let mut w = buffered(&part, &part_dir, &[b"via ", b"part"]);
+        assert!(
+            w.place_unnamed((&out.join("c.pdf"), &dest_dir), id, AtDest::Nothing, &claim)
+                .is_none()
+        );
+        assert_eq!((w.buf.len(), w.buffered), (2, 8));
+        assert!(w.fresh.is_some() && w.file.is_none());
+        assert!(!out.join("c.pdf").exists());
     }
 
     #[test]

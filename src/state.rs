@@ -719,6 +719,9 @@ pub fn own_options() -> OpenOptions {
 pub struct DirHandle {
     path: PathBuf,
     file: Option<File>,
+    /// Files with no name may still be tried here (see [`DirHandle::create_unnamed`]).
+    #[cfg(target_os = "linux")]
+    unnamed: std::sync::atomic::AtomicBool,
 }
 
 impl DirHandle {
@@ -731,6 +734,8 @@ impl DirHandle {
         let file = None;
         DirHandle {
             path: dir.to_path_buf(),
+            #[cfg(target_os = "linux")]
+            unnamed: std::sync::atomic::AtomicBool::new(file.is_some()),
             file,
         }
     }
@@ -756,6 +761,92 @@ impl DirHandle {
             }
             _ => Ok((libc::AT_FDCWD, c(path.as_os_str())?)),
         }
+    }
+
+    /// A new file in this directory that has no name yet (`O_TMPFILE`): should the run die
+    /// before [`DirHandle::link_unnamed`], it vanishes with the process, and nothing is left
+    /// to clean up. `None` where this file system (or system) has no such files, or after
+    /// [`DirHandle::no_unnamed`]: use a named temporary file instead.
+    #[cfg(target_os = "linux")]
+    pub fn create_unnamed(&self) -> Option<File> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::sync::atomic::Ordering;
+        let dir = self.file.as_ref()?;
+        if !self.unnamed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let flags = libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC;
+        // SAFETY: "." relative to a directory descriptor held open; the descriptor returned
+        // is new and owned by the File.
+        let fd =
+            unsafe { libc::openat(dir.as_raw_fd(), c".".as_ptr(), flags, 0o666 as libc::c_uint) };
+        if fd >= 0 {
+            // SAFETY: `fd` was just opened and is owned by nothing else.
+            return Some(unsafe { File::from_raw_fd(fd) });
+        }
+        let e = io::Error::last_os_error();
+        // Not here (a network or FAT file system; EISDIR from a kernel older than 3.11): named
+        // files from now on. Anything else (a full disk) is for the named file to meet and say.
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOSYS)
+        ) {
+            self.no_unnamed();
+        }
+        None
+    }
+
+    /// Give `file`, from [`DirHandle::create_unnamed`], the name `path` in this directory,
+    /// unless that name exists (`AlreadyExists`, as `renameat2(RENAME_NOREPLACE)` says it).
+    /// A link, so nothing at `path` is ever replaced, nor followed.
+    #[cfg(target_os = "linux")]
+    pub fn link_unnamed(&self, file: &File, path: &Path) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (dir, name) = self.at(path)?;
+        // SAFETY: a descriptor owned by `file`, an empty path (AT_EMPTY_PATH: the descriptor
+        // itself), and a valid NUL-terminated name relative to a directory descriptor.
+        let rc = unsafe {
+            libc::linkat(
+                file.as_raw_fd(),
+                c"".as_ptr(),
+                dir,
+                name.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOENT) {
+            return Err(e);
+        }
+        // Before Linux 6.10, AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (ENOENT without it); the
+        // descriptor's entry under /proc links the same file for anyone.
+        let proc = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .map_err(io::Error::other)?;
+        // SAFETY: two valid NUL-terminated paths; linkat reads them only.
+        let rc = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                proc.as_ptr(),
+                dir,
+                name.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// No more files with no name here: one could not be created or linked.
+    #[cfg(target_os = "linux")]
+    pub fn no_unnamed(&self) {
+        self.unnamed
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
