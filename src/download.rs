@@ -1461,6 +1461,10 @@ mod tests {
             Ok(())
         };
         let part = partial.join(format!("{id}.part"));
+        if DirHandle::open(&out).create_unnamed().is_none() {
+            eprintln!("no O_TMPFILE where the test's temporary directory is: not tested here");
+            return;
+        }
 
         // A free name: the file is there, whole, and no `.part` ever was.
         let mut w = buffered(&part, &part_dir, &[b"hello ", b"world"]);

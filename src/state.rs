@@ -722,6 +722,9 @@ pub struct DirHandle {
     /// Files with no name may still be tried here (see [`DirHandle::create_unnamed`]).
     #[cfg(target_os = "linux")]
     unnamed: std::sync::atomic::AtomicBool,
+    /// `linkat(AT_EMPTY_PATH)` was refused: link through `/proc/self/fd` straight away.
+    #[cfg(target_os = "linux")]
+    link_by_proc: std::sync::atomic::AtomicBool,
 }
 
 impl DirHandle {
@@ -736,6 +739,8 @@ impl DirHandle {
             path: dir.to_path_buf(),
             #[cfg(target_os = "linux")]
             unnamed: std::sync::atomic::AtomicBool::new(file.is_some()),
+            #[cfg(target_os = "linux")]
+            link_by_proc: std::sync::atomic::AtomicBool::new(false),
             file,
         }
     }
@@ -802,44 +807,32 @@ impl DirHandle {
     #[cfg(target_os = "linux")]
     pub fn link_unnamed(&self, file: &File, path: &Path) -> io::Result<()> {
         use std::os::fd::AsRawFd;
+        use std::sync::atomic::Ordering;
         let (dir, name) = self.at(path)?;
-        // SAFETY: a descriptor owned by `file`, an empty path (AT_EMPTY_PATH: the descriptor
-        // itself), and a valid NUL-terminated name relative to a directory descriptor.
-        let rc = unsafe {
-            libc::linkat(
-                file.as_raw_fd(),
-                c"".as_ptr(),
-                dir,
-                name.as_ptr(),
-                libc::AT_EMPTY_PATH,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
+        if !self.link_by_proc.load(Ordering::Relaxed) {
+            // SAFETY: a descriptor owned by `file`, an empty path (AT_EMPTY_PATH: the
+            // descriptor itself), and a valid NUL-terminated name relative to a directory
+            // descriptor.
+            let rc = unsafe {
+                libc::linkat(
+                    file.as_raw_fd(),
+                    c"".as_ptr(),
+                    dir,
+                    name.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                )
+            };
+            if rc == 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                return Err(e);
+            }
+            // Before Linux 6.10, AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (ENOENT without it).
+            self.link_by_proc.store(true, Ordering::Relaxed);
         }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ENOENT) {
-            return Err(e);
-        }
-        // Before Linux 6.10, AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (ENOENT without it); the
-        // descriptor's entry under /proc links the same file for anyone.
-        let proc = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
-            .map_err(io::Error::other)?;
-        // SAFETY: two valid NUL-terminated paths; linkat reads them only.
-        let rc = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                proc.as_ptr(),
-                dir,
-                name.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        link_by_proc(file, dir, &name)
     }
 
     /// No more files with no name here: one could not be created or linked.
@@ -850,9 +843,69 @@ impl DirHandle {
     }
 }
 
+/// Link `file` as `name` in the directory `dir` through its entry under `/proc/self/fd`,
+/// which any process may (where `linkat(AT_EMPTY_PATH)` needs a capability).
+#[cfg(target_os = "linux")]
+fn link_by_proc(file: &File, dir: std::os::fd::RawFd, name: &std::ffi::CStr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let proc = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(io::Error::other)?;
+    // SAFETY: two valid NUL-terminated paths and a directory descriptor; linkat reads them.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc.as_ptr(),
+            dir,
+            name.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_with_no_name_is_linked_either_way_and_never_over_a_name() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let handle = DirHandle::open(dir.path());
+        let dir_fd = handle.file.as_ref().unwrap().as_raw_fd();
+        std::fs::write(dir.path().join("taken"), b"keep").unwrap();
+        if DirHandle::open(dir.path()).create_unnamed().is_none() {
+            eprintln!("no O_TMPFILE where the test's temporary directory is: not tested here");
+            return;
+        }
+        for by_proc in [false, true] {
+            let mut f = handle.create_unnamed().unwrap();
+            f.write_all(b"data").unwrap();
+            let name = format!("new-{by_proc}");
+            if by_proc {
+                let taken = link_by_proc(&f, dir_fd, c"taken").unwrap_err();
+                assert_eq!(taken.kind(), io::ErrorKind::AlreadyExists);
+                link_by_proc(&f, dir_fd, &std::ffi::CString::new(name.clone()).unwrap()).unwrap();
+            } else {
+                let taken = handle
+                    .link_unnamed(&f, &dir.path().join("taken"))
+                    .unwrap_err();
+                assert_eq!(taken.kind(), io::ErrorKind::AlreadyExists);
+                handle.link_unnamed(&f, &dir.path().join(&name)).unwrap();
+            }
+            assert_eq!(fs::read(dir.path().join(&name)).unwrap(), b"data");
+        }
+        assert_eq!(fs::read(dir.path().join("taken")).unwrap(), b"keep");
+        // Refused once, it is not asked for again.
+        handle.no_unnamed();
+        assert!(handle.create_unnamed().is_none());
+    }
 
     fn rec(n: u128, path: &str, bytes: u64) -> Record {
         Record {
