@@ -717,6 +717,8 @@ pub fn own_options() -> OpenOptions {
 /// A directory held open, to make renames in it durable without opening it each time.
 #[derive(Debug)]
 pub struct DirHandle {
+    /// Where it is, to tell the paths that lie in it (see [`DirHandle::at`]).
+    #[cfg(unix)]
     path: PathBuf,
     file: Option<File>,
     /// Files with no name may still be tried here (see [`DirHandle::create_unnamed`]).
@@ -734,8 +736,12 @@ impl DirHandle {
         #[cfg(unix)]
         let file = File::open(dir).ok();
         #[cfg(not(unix))]
-        let file = None;
+        let file = {
+            let _ = dir;
+            None
+        };
         DirHandle {
+            #[cfg(unix)]
             path: dir.to_path_buf(),
             #[cfg(target_os = "linux")]
             unnamed: std::sync::atomic::AtomicBool::new(file.is_some()),
