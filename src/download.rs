@@ -839,10 +839,8 @@ impl PartWriter {
         at_dest: AtDest,
         claim: &dyn Fn(&str) -> std::io::Result<()>,
     ) -> Option<std::io::Result<Option<String>>> {
-        if self.file.is_some() || self.fresh.is_none() || !self.exclusive {
-            return None;
-        }
-        if at_dest != AtDest::Nothing {
+        let whole_and_new = self.file.is_none() && self.fresh.is_some() && self.exclusive;
+        if !whole_and_new || at_dest != AtDest::Nothing {
             return None;
         }
         let mut file = dest.1.create_unnamed()?;

@@ -816,27 +816,14 @@ impl DirHandle {
         use std::sync::atomic::Ordering;
         let (dir, name) = self.at(path)?;
         if !self.link_by_proc.load(Ordering::Relaxed) {
-            // SAFETY: a descriptor owned by `file`, an empty path (AT_EMPTY_PATH: the
-            // descriptor itself), and a valid NUL-terminated name relative to a directory
-            // descriptor.
-            let rc = unsafe {
-                libc::linkat(
-                    file.as_raw_fd(),
-                    c"".as_ptr(),
-                    dir,
-                    name.as_ptr(),
-                    libc::AT_EMPTY_PATH,
-                )
-            };
-            if rc == 0 {
-                return Ok(());
+            // AT_EMPTY_PATH: the empty path names the descriptor itself.
+            match link_at((file.as_raw_fd(), c""), (dir, &name), libc::AT_EMPTY_PATH) {
+                // Before Linux 6.10, AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (ENOENT without).
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    self.link_by_proc.store(true, Ordering::Relaxed);
+                }
+                done => return done,
             }
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::ENOENT) {
-                return Err(e);
-            }
-            // Before Linux 6.10, AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (ENOENT without it).
-            self.link_by_proc.store(true, Ordering::Relaxed);
         }
         link_by_proc(file, dir, &name)
     }
@@ -856,16 +843,24 @@ fn link_by_proc(file: &File, dir: std::os::fd::RawFd, name: &std::ffi::CStr) -> 
     use std::os::fd::AsRawFd;
     let proc = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
         .map_err(io::Error::other)?;
-    // SAFETY: two valid NUL-terminated paths and a directory descriptor; linkat reads them.
-    let rc = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            proc.as_ptr(),
-            dir,
-            name.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
+    link_at(
+        (libc::AT_FDCWD, &proc),
+        (dir, name),
+        libc::AT_SYMLINK_FOLLOW,
+    )
+}
+
+/// `linkat(2)`: `from` (relative to its directory descriptor) gets the name `to` (relative to
+/// its own), which must not exist.
+#[cfg(target_os = "linux")]
+fn link_at(
+    (from_dir, from): (std::os::fd::RawFd, &std::ffi::CStr),
+    (to_dir, to): (std::os::fd::RawFd, &std::ffi::CStr),
+    flags: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: two NUL-terminated paths (CStr), each with a descriptor the caller holds open
+    // (or AT_FDCWD); linkat only reads them.
+    let rc = unsafe { libc::linkat(from_dir, from.as_ptr(), to_dir, to.as_ptr(), flags) };
     if rc == 0 {
         Ok(())
     } else {
