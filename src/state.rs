@@ -666,15 +666,31 @@ fn is_plain_name(name: &str) -> bool {
 /// Make sure `dir`, one of fetchdocs' own directories inside the output directory, is a real
 /// directory (created if missing): a link planted there would send writes elsewhere.
 pub fn own_dir(dir: &Path) -> io::Result<()> {
+    own_dir_made_by(dir, |d| fs::create_dir(d))
+}
+
+/// [`own_dir`], creating with `create`. Two runs that share the output directory (shards)
+/// may both find the directory missing: the one that loses the race to create it checks what
+/// the other made instead of failing.
+fn own_dir_made_by(dir: &Path, create: impl Fn(&Path) -> io::Result<()>) -> io::Result<()> {
+    // `symlink_metadata` does not follow: a link is not a directory here.
+    let check = |m: fs::Metadata| {
+        if m.is_dir() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "{} is a link or a file, not fetchdocs' own directory; remove it and run again \
+                 (fetchdocs writes nothing outside the output directory)",
+                dir.display()
+            )))
+        }
+    };
     match fs::symlink_metadata(dir) {
-        // `symlink_metadata` does not follow: a link is not a directory here.
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(io::Error::other(format!(
-            "{} is a link or a file, not fetchdocs' own directory; remove it and run again \
-             (fetchdocs writes nothing outside the output directory)",
-            dir.display()
-        ))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(dir),
+        Ok(m) => check(m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match create(dir) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => check(fs::symlink_metadata(dir)?),
+            made => made,
+        },
         Err(e) => Err(e),
     }
 }
@@ -904,6 +920,30 @@ mod tests {
         // Refused once, it is not asked for again.
         handle.no_unnamed();
         assert!(handle.create_unnamed().is_none());
+    }
+
+    #[test]
+    fn a_directory_another_run_made_first_is_taken_if_it_is_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join(STATE_DIR);
+        // The other run creates it between our look and our create.
+        let race = |d: &Path| {
+            fs::create_dir(d)?;
+            fs::create_dir(d)
+        };
+        own_dir_made_by(&own, race).unwrap();
+        assert!(own.is_dir());
+        // What the other side made is still checked: a file there is refused.
+        let file = dir.path().join("partial");
+        let plant = |d: &Path| {
+            fs::write(d, b"x")?;
+            fs::create_dir(d)
+        };
+        let err = own_dir_made_by(&file, plant).unwrap_err();
+        assert!(
+            err.to_string().contains("not fetchdocs' own directory"),
+            "{err}"
+        );
     }
 
     fn rec(n: u128, path: &str, bytes: u64) -> Record {
