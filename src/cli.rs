@@ -312,6 +312,9 @@ pub struct FaultArgs {
     /// Throttle each file body to this many bytes per second (0 = no limit).
     #[arg(long, default_value_t = 0, value_name = "BYTES")]
     pub slow_body: u64,
+    /// Milliseconds each vendor API request takes to be answered (a real API's latency).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub api_latency: u64,
     /// Keelvar: seconds a URL lives after its job completes.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub keelvar_url_lifetime: u64,

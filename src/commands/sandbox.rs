@@ -85,6 +85,7 @@ fn faults_from_args(f: &FaultArgs) -> Faults {
         url_lifetime: Duration::from_secs(f.url_lifetime),
         rate_limit: per_minute(f.rate_limit, false),
         slow_body_bps: f.slow_body,
+        api_latency: Duration::from_millis(f.api_latency),
         ..Faults::default()
     }
 }

@@ -242,6 +242,9 @@ pub struct Faults {
     pub retry_after_secs: u64,
     /// Bytes per second per file body (0 = unthrottled).
     pub slow_body_bps: u64,
+    /// How long each vendor API request takes to be answered (a real API's latency; the
+    /// sandbox alone answers in well under a millisecond).
+    pub api_latency: Duration,
     /// File bodies that stop sending half-way and never finish (percent).
     #[cfg(feature = "test-controls")]
     pub stall_percent: u32,
@@ -344,6 +347,7 @@ impl Default for Faults {
             #[cfg(feature = "test-controls")]
             retry_after_secs: 1,
             slow_body_bps: 0,
+            api_latency: Duration::ZERO,
             #[cfg(feature = "test-controls")]
             stall_percent: 0,
             #[cfg(feature = "test-controls")]
@@ -908,8 +912,19 @@ impl Sandbox {
             jobs: Mutex::new(keelvar::Jobs::default()),
         });
         let stop = CancellationToken::new();
-        let api: Router = veridox::routes()
-            .merge(keelvar::routes())
+        let vendors = veridox::routes().merge(keelvar::routes());
+        let api_latency = shared.cfg.faults.api_latency;
+        let vendors = if api_latency.is_zero() {
+            vendors
+        } else {
+            vendors.layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                    tokio::time::sleep(api_latency).await;
+                    next.run(req).await
+                },
+            ))
+        };
+        let api: Router = vendors
             .route("/_sandbox/stats", axum::routing::get(stats_handler))
             .with_state(shared.clone());
         let file_host: Router = files::routes().with_state(shared.clone());
