@@ -12,19 +12,26 @@
 //! * `free`: download slots free now (`-j` minus active downloads);
 //! * `soon`: downloads predicted to finish within `T = mint latency + horizon`, where the
 //!   horizon is a quarter of the URL lifetime, at most 30 s (Keelvar: 15 s). The prediction is
-//!   the larger of (a) active downloads whose own ETA (bytes left ÷ their rate) is within `T`,
-//!   and (b) the recent completion rate × `T`;
+//!   the largest of (a) active downloads whose own ETA (bytes left ÷ their rate) is within `T`,
+//!   (b) the recent completion rate × `T`, and (c) the downloads under way × `T` ÷ their average
+//!   duration (Little's law, known from the first completion);
 //! * `supply`: URLs minted but not started, plus IDs in mint calls under way.
 //!
 //! It mints `min(free + soon − supply, max batch, pending)` IDs, and never lets `supply` pass
-//! `-j + 2 × max batch`. And it decides only when the rate limiter would let the request go
-//! *now*: while the limiter holds requests back, slots keep freeing and the batch it finally
-//! sends is larger. So:
+//! `-j + MAX_MINTS_IN_FLIGHT × max batch`. And it decides only when the rate limiter would let
+//! the request go *now*: while the limiter holds requests back, slots keep freeing and the
+//! batch it finally sends is larger. So:
 //!
 //! * fast, small files: completions are frequent, `soon` is large, batches are full (25/50)
 //!   and each request (and each Keelvar job, which costs a submit plus polls) buys the most files;
 //! * slow, large files: `soon` counts only the downloads about to finish, batches are small, and
 //!   no URL waits long enough to expire; the rate limit is not the bottleneck there anyway.
+//!
+//! URLs that live long (Veridox's hour) are minted in full batches, whenever fewer than `-j` +
+//! the larger of two batches and (what finishes within twice the mint latency + a batch) are in
+//! hand or being minted. So mint calls overlap as much as the API's latency needs: an API that
+//! takes 20 ms to answer, feeding downloads that take a millisecond each, reaches the cap of
+//! [`MAX_MINTS_IN_FLIGHT`] calls out; one as fast as the downloads has two to four.
 //!
 //! URLs are checked before a download starts. One is re-minted unused only if it is provably
 //! dead: near the vendor's stated expiry, or at least as old as a URL the file host has already
@@ -48,9 +55,11 @@ use crate::error::ApiError;
 use crate::provider::MintOutcome;
 
 /// Most mint calls under way at once (Keelvar jobs are polled while the next are submitted).
-/// How many actually run is the demand's business: the cap on URLs in hand keeps it near one
-/// or two unless downloads finish fast enough to use more.
-pub const MAX_MINTS_IN_FLIGHT: usize = 4;
+/// How many actually run is the demand's business: enough to cover the downloads that finish
+/// while a call is out (the completion rate × the mint latency, Little's law), so that an API
+/// that takes 20 ms to answer does not starve downloads that each take one; one or two when
+/// downloads are slow next to the API. The rate limiter still decides when each goes out.
+pub const MAX_MINTS_IN_FLIGHT: usize = 16;
 /// Mint calls in a row that fail after their retries before every pending ID fails with the
 /// cause (a circuit breaker: an API that is down is not asked for each ID in turn).
 pub const BREAKER_AFTER: u32 = 3;
@@ -328,7 +337,9 @@ pub struct Scheduler {
     /// IDs in mint calls under way, and those calls.
     minting: usize,
     mint_calls_open: usize,
+    /// How long a mint call takes (a moving average; a first guess until one was answered).
     mint_latency: Duration,
+    mint_latency_known: bool,
     completions: VecDeque<Instant>,
     avg_duration: Option<Duration>,
     stats: RunStats,
@@ -360,6 +371,7 @@ impl Scheduler {
             minting: 0,
             mint_calls_open: 0,
             mint_latency: Duration::from_secs(1),
+            mint_latency_known: false,
             completions: VecDeque::with_capacity(64),
             avg_duration: None,
             stats: RunStats::default(),
@@ -468,7 +480,7 @@ impl Scheduler {
         let max_open = if self.healthy { MAX_MINTS_IN_FLIGHT } else { 1 };
         if !self.pending.is_empty() && self.mint_calls_open < max_open {
             let n = if self.long_lived() {
-                self.long_lived_batch()
+                self.long_lived_batch(now)
             } else {
                 batch_size(&self.demand(now))
             }
@@ -502,13 +514,13 @@ impl Scheduler {
         !self.settings.dry_run && self.lifetime.estimate() >= LONG_LIVED
     }
 
-    /// With long-lived URLs: a full batch whenever at most two batches beyond the free slots are
-    /// in hand; the last, partial batch (or IDs to ask for again) only when nothing is in hand
-    /// and no more IDs are coming (or no download is under way to wait for).
-    fn long_lived_batch(&self) -> usize {
+    /// With long-lived URLs: a full batch whenever fewer URLs than [`Self::long_lived_target`]
+    /// are in hand or being minted; the last, partial batch (or IDs to ask for again) only when
+    /// nothing is in hand and no more IDs are coming (or no download is under way to wait for).
+    fn long_lived_batch(&self, now: Instant) -> usize {
         let max_batch = self.settings.max_batch;
         let in_hand = self.ready.len() + self.minting;
-        if in_hand >= self.settings.concurrency + 2 * max_batch {
+        if in_hand >= self.long_lived_target(now) {
             return 0;
         }
         if self.pending.len() >= max_batch {
@@ -518,6 +530,21 @@ impl Scheduler {
         } else {
             0
         }
+    }
+
+    /// How many URLs to keep in hand or being minted when they live long: `-j` and two batches,
+    /// or, when the API is slow next to the downloads, what is predicted to finish within twice
+    /// the mint latency and a batch more. Below that a call would come back to idle slots.
+    fn long_lived_target(&self, now: Instant) -> usize {
+        let max_batch = self.settings.max_batch;
+        let during_mint = finishing_within(
+            &self.active,
+            &self.completions,
+            self.avg_duration,
+            now,
+            self.mint_latency * 2,
+        );
+        self.settings.concurrency + (2 * max_batch).max(during_mint + max_batch)
     }
 
     /// The inputs of the minting decision at `now`.
@@ -580,7 +607,14 @@ impl Scheduler {
         let mut actions = Vec::new();
         self.minting -= items.len();
         self.mint_calls_open -= 1;
-        self.mint_latency = (self.mint_latency * 3 + took) / 4;
+        // The first answer replaces the guess outright: a guess of a second would otherwise
+        // take a dozen answers to fade, and meanwhile size the calls for an API that slow.
+        self.mint_latency = if self.mint_latency_known {
+            (self.mint_latency * 3 + took) / 4
+        } else {
+            took
+        };
+        self.mint_latency_known = true;
         self.healthy = matches!(result, Ok(_) | Err(ApiError::Rejected(_)));
         match result {
             Err(ApiError::Auth(msg)) => actions.push(Action::Stop(Stop::Credentials(msg))),
@@ -839,7 +873,15 @@ fn finishing_within(
         }
         _ => 0,
     };
-    by_eta.max(by_rate)
+    // Little's law: the downloads under way, at their average duration, finish this many in
+    // `t`. Known from the first completion, before the window above says anything.
+    let by_pace = match avg_duration {
+        Some(avg) if !avg.is_zero() => {
+            (active.len() as f64 * t.as_secs_f64() / avg.as_secs_f64()) as usize
+        }
+        _ => 0,
+    };
+    by_eta.max(by_rate).max(by_pace)
 }
 
 #[cfg(test)]
@@ -1013,11 +1055,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn one_mint_call_until_the_api_answers_then_several_at_once() {
+        // Slots enough for every call the cap allows to be wanted at once.
         let settings = Settings {
-            concurrency: 256,
+            concurrency: 1024,
             ..KEELVAR
         };
-        let mut s = Scheduler::new(settings, items(1000));
+        let mut s = Scheduler::new(settings, items(2000));
         let now = Instant::now();
         let mut calls = Vec::new();
         for _ in 0..5 {
@@ -1027,7 +1070,7 @@ mod tests {
         let first = calls.pop().unwrap();
         let out = answer(&first, now, None);
         s.minted(first, Ok(out), Duration::from_millis(50), now);
-        for _ in 0..8 {
+        for _ in 0..2 * MAX_MINTS_IN_FLIGHT {
             calls.extend(take_mints(s.next(now, Duration::ZERO).0));
         }
         assert_eq!(
@@ -1072,6 +1115,91 @@ mod tests {
         // Not started, and asked for again straight away.
         assert_eq!(mints(&actions), [vec![Uuid::from_u128(1)]]);
         assert!(starts(actions).is_empty());
+    }
+
+    /// A run of 3,000 files through `-j 16` in simulated time: each mint call is answered
+    /// `latency` after it goes out, each download takes `each`. Returns the most mint calls
+    /// that were out at once, and the share of the time that all 16 slots were busy, from when
+    /// the pace is known (the first call's answer, the first downloads, and a call sent after
+    /// them answered: nothing can keep slots busy before that) until nothing is left to mint.
+    async fn simulate(settings: Settings, latency: Duration, each: Duration) -> (usize, f64) {
+        let mut s = Scheduler::new(
+            Settings {
+                concurrency: 16,
+                ..settings
+            },
+            items(3000),
+        );
+        let step = each / 4;
+        let mut calls: Vec<(Instant, Vec<Item>)> = Vec::new();
+        let mut downloads: Vec<(Instant, Ready)> = Vec::new();
+        let (mut most_calls, mut steps, mut full) = (0, 0u32, 0u32);
+        let learned = Instant::now() + 2 * latency + 2 * each;
+        while !s.is_idle() {
+            let now = Instant::now();
+            for (_, batch) in extract(&mut calls, now) {
+                let out = answer(&batch, now, None);
+                s.minted(batch, Ok(out), latency, now);
+            }
+            for (_, r) in extract(&mut downloads, now) {
+                s.finished(r.item, "x".into(), Outcome::Done(whole(1)), now);
+            }
+            loop {
+                let (actions, _) = s.next(now, Duration::ZERO);
+                if actions.is_empty() {
+                    break;
+                }
+                for a in actions {
+                    match a {
+                        Action::Mint(batch) => calls.push((now + latency, batch)),
+                        Action::Start { ready, .. } => downloads.push((now + each, ready)),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+            most_calls = most_calls.max(calls.len());
+            if now >= learned && (!s.pending.is_empty() || !calls.is_empty()) {
+                steps += 1;
+                full += u32::from(downloads.len() == 16);
+            }
+            tokio::time::advance(step).await;
+        }
+        (most_calls, f64::from(full) / f64::from(steps.max(1)))
+    }
+
+    /// Take out what is due at `now`.
+    fn extract<T>(v: &mut Vec<(Instant, T)>, now: Instant) -> Vec<(Instant, T)> {
+        let (due, later) = std::mem::take(v).into_iter().partition(|(t, _)| *t <= now);
+        *v = later;
+        due
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_api_gets_enough_calls_at_once_to_keep_fast_downloads_busy() {
+        let ms = Duration::from_millis;
+        // 16 downloads a millisecond and an API that takes 20 ms: a batch of 25 lasts 1.6 ms,
+        // so with two or three calls out the slots would sit idle most of the time.
+        for settings in [VERIDOX, KEELVAR] {
+            let (calls, busy) = simulate(settings, ms(20), ms(1)).await;
+            assert!(calls > 8 && calls <= MAX_MINTS_IN_FLIGHT, "{calls} calls");
+            assert!(
+                busy > 0.9,
+                "slots all busy {:.0}% of the time",
+                busy * 100.0
+            );
+        }
+        // An API as fast as the downloads: a few calls ahead are enough.
+        let (calls, busy) = simulate(VERIDOX, ms(1), ms(1)).await;
+        assert!(calls <= 4, "{calls} calls");
+        assert!(
+            busy > 0.9,
+            "slots all busy {:.0}% of the time",
+            busy * 100.0
+        );
+        // Downloads of a second each: a slow API is far ahead of them; what is asked for stays
+        // within -j and two batches (16 + 50), so at most three calls are ever out.
+        let (calls, _) = simulate(VERIDOX, ms(20), ms(1000)).await;
+        assert!(calls <= 3, "{calls} calls");
     }
 
     /// Mint for what is wanted now, answer every ID with a URL issued `now`, and start what
@@ -1506,19 +1634,20 @@ mod tests {
 
     #[test]
     fn unstarted_urls_are_capped() {
-        // 8 + 4×50 = 208 at most in hand. With 160 in hand a full batch of 50 would pass it,
-        // so nothing is minted until a full batch fits again.
+        // -j + MAX_MINTS_IN_FLIGHT×50 at most in hand (8 + 16×50 = 808). With 10 short of it
+        // in hand, a full batch of 50 would pass it, so nothing is minted until one fits again.
+        let cap = 8 + MAX_MINTS_IN_FLIGHT * 50;
         let d = Demand {
             free_slots: 8,
             finishing_soon: 10_000,
             ready: 100,
-            minting: 60,
+            minting: cap - 100 - 10,
             ..demand()
         };
         assert_eq!(batch_size(&d), 0);
         let room = Demand {
             ready: 100,
-            minting: 50,
+            minting: cap - 100 - 50,
             ..d
         };
         assert_eq!(batch_size(&room), 50);
