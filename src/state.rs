@@ -579,18 +579,23 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// What earlier runs completed in `output_dir`, read without writing anything (for `verify`);
-/// `None` if no run ever used it.
-pub fn completed_records(output_dir: &Path) -> io::Result<Option<Vec<Record>>> {
+/// Each file earlier runs completed in `output_dir`, in the order they were first recorded,
+/// read without writing anything (for `verify`). One record is in memory at a time, besides the
+/// index (about 42 bytes a recorded ID). `None` if no run ever used the directory; otherwise
+/// how many records were passed to `f`.
+pub fn for_each_completed(
+    output_dir: &Path,
+    mut f: impl FnMut(Record),
+) -> io::Result<Option<usize>> {
     let paths = match record_files(&output_dir.join(STATE_DIR)) {
         Ok(paths) if !paths.is_empty() => paths,
         _ => return Ok(None),
     };
     let state = State::read_only(output_dir, paths)?;
-    let mut records = Vec::new();
     let Index::Own(_, at) = &state.index else {
-        return Ok(Some(records));
+        return Ok(Some(0));
     };
+    let mut n = 0;
     for &at in at {
         if at == NONE || at & DONE_BIT == 0 {
             continue;
@@ -602,7 +607,8 @@ pub fn completed_records(output_dir: &Path) -> io::Result<Option<Vec<Record>>> {
             sha256,
         }) = state.line_at(at)?
         {
-            records.push(Record {
+            n += 1;
+            f(Record {
                 id,
                 path,
                 bytes,
@@ -610,8 +616,7 @@ pub fn completed_records(output_dir: &Path) -> io::Result<Option<Vec<Record>>> {
             });
         }
     }
-    records.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(Some(records))
+    Ok(Some(n))
 }
 
 impl State {
