@@ -1177,25 +1177,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_slow_api_gets_enough_calls_at_once_to_keep_fast_downloads_busy() {
         let ms = Duration::from_millis;
+        let busy_enough = |busy: f64| busy > 0.9;
         // 16 downloads a millisecond and an API that takes 20 ms: a batch of 25 lasts 1.6 ms,
         // so with two or three calls out the slots would sit idle most of the time.
         for settings in [VERIDOX, KEELVAR] {
             let (calls, busy) = simulate(settings, ms(20), ms(1)).await;
             assert!(calls > 8 && calls <= MAX_MINTS_IN_FLIGHT, "{calls} calls");
-            assert!(
-                busy > 0.9,
-                "slots all busy {:.0}% of the time",
-                busy * 100.0
-            );
+            assert!(busy_enough(busy), "slots all busy {busy:.2} of the time");
         }
         // An API as fast as the downloads: a few calls ahead are enough.
         let (calls, busy) = simulate(VERIDOX, ms(1), ms(1)).await;
         assert!(calls <= 4, "{calls} calls");
-        assert!(
-            busy > 0.9,
-            "slots all busy {:.0}% of the time",
-            busy * 100.0
-        );
+        assert!(busy_enough(busy), "slots all busy {busy:.2} of the time");
         // Downloads of a second each: a slow API is far ahead of them; what is asked for stays
         // within -j and two batches (16 + 50), so at most three calls are ever out.
         let (calls, _) = simulate(VERIDOX, ms(20), ms(1000)).await;
