@@ -624,7 +624,8 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// The digests of a file's bytes, computed as they stream.
 struct Digests {
-    sha256: sha2::Sha256,
+    /// `None`: the sha256 waits for the whole file (see [`Digests::deferred`]).
+    sha256: Option<crate::hash::Sha256>,
     md5: Option<md5::Md5>,
     crc32c: Option<u32>,
     expected: Expected,
@@ -634,16 +635,27 @@ impl Digests {
     fn new(expected: Expected) -> Self {
         use md5::Digest;
         Digests {
-            sha256: sha2::Sha256::new(),
+            sha256: Some(crate::hash::Sha256::new()),
             md5: expected.md5.is_some().then(md5::Md5::new),
             crc32c: expected.crc32c.is_some().then_some(0),
             expected,
         }
     }
 
+    /// The sha256 is left to [`Digests::finish`], which is given the whole file: it can then be
+    /// hashed beside another file's bytes ([`crate::hash::digest_chunks`]).
+    fn deferred(expected: Expected) -> Self {
+        Digests {
+            sha256: None,
+            ..Digests::new(expected)
+        }
+    }
+
     fn update(&mut self, data: &[u8]) {
-        use sha2::Digest;
-        self.sha256.update(data);
+        use md5::Digest;
+        if let Some(h) = &mut self.sha256 {
+            h.update(data);
+        }
         if let Some(m) = &mut self.md5 {
             m.update(data);
         }
@@ -652,9 +664,10 @@ impl Digests {
         }
     }
 
-    /// Which of the host's digests the bytes do not match, if any; and the sha256.
-    fn finish(self) -> Result<String, String> {
-        use sha2::Digest;
+    /// Which of the host's digests the bytes do not match, if any; and the sha256 (of `whole`,
+    /// the file's chunks, when it was deferred).
+    async fn finish(self, whole: &[bytes::Bytes]) -> Result<String, String> {
+        use md5::Digest;
         if let (Some(m), Some((want, from))) = (self.md5, &self.expected.md5)
             && hex(&m.finalize()) != *want
         {
@@ -665,7 +678,10 @@ impl Digests {
         {
             return Err(from.clone());
         }
-        Ok(hex(&self.sha256.finalize()))
+        Ok(hex(&match self.sha256 {
+            Some(h) => h.finalize(),
+            None => crate::hash::digest_chunks(whole.to_vec()).await,
+        }))
     }
 }
 
@@ -1215,7 +1231,14 @@ async fn attempt(
     job.progress.done.store(start, Ordering::Relaxed);
     job.watcher.begin(start, total);
 
-    let mut digests = Digests::new(meta.expected.clone());
+    // A file that will be whole in the buffer at the end is hashed there, where it can be
+    // paired with another's; a larger one (or a resume) as it streams.
+    let mut digests = match total {
+        Some(t) if start == 0 && t < WRITE_BUFFER as u64 => {
+            Digests::deferred(meta.expected.clone())
+        }
+        _ => Digests::new(meta.expected.clone()),
+    };
     if start > 0 {
         digest_prefix(&job.part, start, &mut digests)
             .await
@@ -1326,7 +1349,16 @@ async fn attempt(
     let note = total.is_none().then(|| {
         "the file host announced no length; accepted because the transfer ended cleanly".into()
     });
-    match digests.finish() {
+    if digests.sha256.is_none() && out.buffered as u64 != written {
+        // A deferred sha256 is taken over the buffer, which must hold the whole file.
+        drop(out);
+        discard(&job.part).await;
+        return Err(AttemptError::Transient(
+            format!("internal: {written} bytes received but not all held to be hashed; again"),
+            None,
+        ));
+    }
+    match digests.finish(&out.buf).await {
         Ok(sha256) => Ok((
             Whole {
                 bytes: written,

@@ -15,6 +15,7 @@ mod api;
 mod config;
 mod download;
 mod error;
+mod hash;
 mod ids;
 mod lanes;
 mod listing;
