@@ -571,18 +571,25 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn files_finishing_together_are_hashed_together_and_each_gets_its_own() {
-        let mut rng = fastrand::Rng::with_seed(5);
-        let files: Vec<Vec<u8>> = (0..9).map(|i| bytes(rng.usize(0..40_000), i)).collect();
-        // Nine tasks on one thread, all ready at once: they meet in pairs, the odd one alone.
+    /// `n` files of up to `max` bytes, each through [`digest_chunks`] in a task of its own, all
+    /// spawned at once; every digest checked.
+    async fn digest_at_once(n: u64, max: usize, rng: &mut fastrand::Rng) -> Vec<Vec<u8>> {
+        let files: Vec<Vec<u8>> = (0..n).map(|i| bytes(rng.usize(0..max), i)).collect();
         let tasks: Vec<_> = files
             .iter()
-            .map(|f| tokio::spawn(digest_chunks(chunked(f, &mut rng))))
+            .map(|f| tokio::spawn(digest_chunks(chunked(f, rng))))
             .collect();
         for (task, f) in tasks.into_iter().zip(&files) {
             assert_eq!(task.await.unwrap(), reference(f));
         }
+        files
+    }
+
+    #[tokio::test]
+    async fn files_finishing_together_are_hashed_together_and_each_gets_its_own() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        // Nine tasks on one thread, all ready at once: they meet in pairs, the odd one alone.
+        let files = digest_at_once(9, 40_000, &mut rng).await;
         if pairs_pay() {
             assert_eq!(PAIRED.with(|p| p.get()), 4, "four pairs and one alone");
         }
@@ -601,14 +608,7 @@ mod tests {
     async fn on_a_runtime_of_several_threads_every_result_is_still_right() {
         let mut rng = fastrand::Rng::with_seed(6);
         for _ in 0..20 {
-            let files: Vec<Vec<u8>> = (0..16).map(|i| bytes(rng.usize(0..20_000), i)).collect();
-            let tasks: Vec<_> = files
-                .iter()
-                .map(|f| tokio::spawn(digest_chunks(chunked(f, &mut rng))))
-                .collect();
-            for (task, f) in tasks.into_iter().zip(&files) {
-                assert_eq!(task.await.unwrap(), reference(f));
-            }
+            digest_at_once(16, 20_000, &mut rng).await;
         }
     }
 
