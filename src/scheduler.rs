@@ -337,9 +337,9 @@ pub struct Scheduler {
     /// IDs in mint calls under way, and those calls.
     minting: usize,
     mint_calls_open: usize,
-    /// How long a mint call takes (a moving average; a first guess until one was answered).
-    mint_latency: Duration,
-    mint_latency_known: bool,
+    /// How long a mint call takes (a moving average); `None` until one was answered (see
+    /// [`Scheduler::mint_latency`]).
+    mint_latency: Option<Duration>,
     completions: VecDeque<Instant>,
     avg_duration: Option<Duration>,
     stats: RunStats,
@@ -370,8 +370,7 @@ impl Scheduler {
             active: HashMap::new(),
             minting: 0,
             mint_calls_open: 0,
-            mint_latency: Duration::from_secs(1),
-            mint_latency_known: false,
+            mint_latency: None,
             completions: VecDeque::with_capacity(64),
             avg_duration: None,
             stats: RunStats::default(),
@@ -532,6 +531,12 @@ impl Scheduler {
         }
     }
 
+    /// How long a mint call takes: the average of those answered, or a guess of a second before
+    /// the first answer.
+    fn mint_latency(&self) -> Duration {
+        self.mint_latency.unwrap_or(Duration::from_secs(1))
+    }
+
     /// How many URLs to keep in hand or being minted when they live long: `-j` and two batches,
     /// or, when the API is slow next to the downloads, what is predicted to finish within twice
     /// the mint latency and a batch more. Below that a call would come back to idle slots.
@@ -542,7 +547,7 @@ impl Scheduler {
             &self.completions,
             self.avg_duration,
             now,
-            self.mint_latency * 2,
+            self.mint_latency() * 2,
         );
         self.settings.concurrency + (2 * max_batch).max(during_mint + max_batch)
     }
@@ -563,7 +568,7 @@ impl Scheduler {
             };
         }
         let j = self.settings.concurrency;
-        let t = self.mint_latency + horizon(self.lifetime.estimate());
+        let t = self.mint_latency() + horizon(self.lifetime.estimate());
         // At the very start nothing is known of the downloads' pace. A full batch is asked for
         // if it starts within a few waves of -j downloads: each request (for Keelvar, a job
         // and its polls) then buys the most, and a URL that would wait too long is re-minted
@@ -609,12 +614,7 @@ impl Scheduler {
         self.mint_calls_open -= 1;
         // The first answer replaces the guess outright: a guess of a second would otherwise
         // take a dozen answers to fade, and meanwhile size the calls for an API that slow.
-        self.mint_latency = if self.mint_latency_known {
-            (self.mint_latency * 3 + took) / 4
-        } else {
-            took
-        };
-        self.mint_latency_known = true;
+        self.mint_latency = Some(self.mint_latency.map_or(took, |avg| (avg * 3 + took) / 4));
         self.healthy = matches!(result, Ok(_) | Err(ApiError::Rejected(_)));
         match result {
             Err(ApiError::Auth(msg)) => actions.push(Action::Stop(Stop::Credentials(msg))),
