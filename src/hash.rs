@@ -55,12 +55,10 @@ impl Sha256 {
         Self::default()
     }
 
-    pub fn update(&mut self, mut data: &[u8]) {
+    pub fn update(&mut self, data: &[u8]) {
         self.len += data.len() as u64;
-        data = self.fill_buf(data);
-        let whole = data.len() / BLOCK * BLOCK;
-        compress(&mut self.state, &data[..whole]);
-        self.keep(&data[whole..]);
+        let rest = self.fill_buf(data);
+        self.absorb(rest);
     }
 
     pub fn finalize(mut self) -> [u8; 32] {
@@ -95,6 +93,13 @@ impl Sha256 {
         &data[take..]
     }
 
+    /// After [`Self::fill_buf`]: the whole blocks of `data` into the state, the rest kept.
+    fn absorb(&mut self, data: &[u8]) {
+        let whole = data.len() / BLOCK * BLOCK;
+        compress(&mut self.state, &data[..whole]);
+        self.keep(&data[whole..]);
+    }
+
     /// Keep less than a block for later (after [`Self::fill_buf`]: either the partial block
     /// took all the data, or it was completed and is empty).
     fn keep(&mut self, rest: &[u8]) {
@@ -118,11 +123,8 @@ pub fn update_pair(a: &mut Sha256, da: &[u8], b: &mut Sha256, db: &[u8]) {
     let (pa, ra) = da.split_at(common);
     let (pb, rb) = db.split_at(common);
     compress_pair(&mut a.state, pa, &mut b.state, pb);
-    for (h, rest) in [(a, ra), (b, rb)] {
-        let whole = rest.len() / BLOCK * BLOCK;
-        compress(&mut h.state, &rest[..whole]);
-        h.keep(&rest[whole..]);
-    }
+    a.absorb(ra);
+    b.absorb(rb);
 }
 
 /// The sha256 of a file's bytes, given as the chunks they came in, hashed beside another
@@ -408,18 +410,13 @@ mod shani {
                 rounds4!(a1, b1, 1);
                 rounds4!(a2, b2, 2);
                 rounds4!(a3, b3, 3);
-                schedule_rounds4!(a0, a1, a2, a3, b0, b1, b2, b3, 4);
-                schedule_rounds4!(a1, a2, a3, a0, b1, b2, b3, b0, 5);
-                schedule_rounds4!(a2, a3, a0, a1, b2, b3, b0, b1, 6);
-                schedule_rounds4!(a3, a0, a1, a2, b3, b0, b1, b2, 7);
-                schedule_rounds4!(a0, a1, a2, a3, b0, b1, b2, b3, 8);
-                schedule_rounds4!(a1, a2, a3, a0, b1, b2, b3, b0, 9);
-                schedule_rounds4!(a2, a3, a0, a1, b2, b3, b0, b1, 10);
-                schedule_rounds4!(a3, a0, a1, a2, b3, b0, b1, b2, 11);
-                schedule_rounds4!(a0, a1, a2, a3, b0, b1, b2, b3, 12);
-                schedule_rounds4!(a1, a2, a3, a0, b1, b2, b3, b0, 13);
-                schedule_rounds4!(a2, a3, a0, a1, b2, b3, b0, b1, 14);
-                schedule_rounds4!(a3, a0, a1, a2, b3, b0, b1, b2, 15);
+                // Rounds 16-63: the message words rotate through the four registers.
+                for i in [4, 8, 12] {
+                    schedule_rounds4!(a0, a1, a2, a3, b0, b1, b2, b3, i);
+                    schedule_rounds4!(a1, a2, a3, a0, b1, b2, b3, b0, i + 1);
+                    schedule_rounds4!(a2, a3, a0, a1, b2, b3, b0, b1, i + 2);
+                    schedule_rounds4!(a3, a0, a1, a2, b3, b0, b1, b2, i + 3);
+                }
                 abef_a = _mm_add_epi32(abef_a, save_abef_a);
                 cdgh_a = _mm_add_epi32(cdgh_a, save_cdgh_a);
                 abef_b = _mm_add_epi32(abef_b, save_abef_b);
