@@ -321,6 +321,9 @@ pub struct FaultArgs {
     /// Keelvar: API requests allowed per minute (0 = no limit).
     #[arg(long, default_value_t = 30, value_name = "N")]
     pub keelvar_rate_limit: u32,
+    /// Keelvar: API requests allowed per hour, on top of the per-minute limit (0 = no limit).
+    #[arg(long, default_value_t = 600, value_name = "N")]
+    pub keelvar_hourly_limit: u32,
     /// Keelvar: polls before a job completes.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub job_polls: u32,
@@ -330,6 +333,11 @@ pub struct FaultArgs {
     /// Keelvar: the first N jobs end FAILED.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub fail_first_jobs: u32,
+    /// Run the vendors' clocks N times fast: both vendors' rate windows, both URL lifetimes and
+    /// the job time are divided by N (--api-latency and --slow-body are not).
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub time_scale: u32,
 }
 
 #[cfg(feature = "sandbox")]

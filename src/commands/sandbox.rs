@@ -49,6 +49,15 @@ pub async fn run(args: SandboxArgs) -> Result<Exit, Fatal> {
         args.files
     );
     println!("stats:              {}/_sandbox/stats", sandbox.api_url);
+    let scale = time_scale(&args.faults);
+    if scale > 1 {
+        println!(
+            "time:               compressed {scale}x: a vendor minute lasts {:.3} s; rate \
+             windows, URL lifetimes and job time are divided by {scale} (tell fetchdocs: \
+             FETCHDOCS_TIME_SCALE={scale})",
+            60.0 / f64::from(scale)
+        );
+    }
     println!();
     for (provider, key) in [("veridox", &cfg.veridox_key), ("keelvar", &cfg.keelvar.key)] {
         println!(
@@ -75,38 +84,57 @@ pub async fn start(cfg: SandboxConfig) -> Result<Sandbox, Fatal> {
         .map_err(|e| Fatal::Internal(format!("cannot start the sandbox: {e}")))
 }
 
-/// Sandbox faults from the command line.
+/// How many times faster than real time the vendors' clocks run (at least 1).
+fn time_scale(f: &FaultArgs) -> u32 {
+    f.time_scale.max(1)
+}
+
+/// Sandbox faults from the command line; the vendor's time constants divided by
+/// `--time-scale`.
 fn faults_from_args(f: &FaultArgs) -> Faults {
+    let scale = time_scale(f);
     Faults {
         api_5xx_percent: f.api_5xx_rate.min(100),
         file_5xx_percent: f.file_5xx_rate.min(100),
         cut_percent: f.cut_rate.min(100),
         max_per_item: f.max_faults_per_item,
-        url_lifetime: Duration::from_secs(f.url_lifetime),
-        rate_limit: per_minute(f.rate_limit, false),
+        url_lifetime: Duration::from_secs(f.url_lifetime) / scale,
+        rate_limit: per_window(f.rate_limit, Duration::from_secs(60) / scale, false),
         slow_body_bps: f.slow_body,
         api_latency: Duration::from_millis(f.api_latency),
         ..Faults::default()
     }
 }
 
-/// Keelvar's sandbox settings from the command line.
+/// Keelvar's sandbox settings from the command line; its time constants divided by
+/// `--time-scale`.
 fn keelvar_from_args(f: &FaultArgs) -> KeelvarConfig {
+    let scale = time_scale(f);
     KeelvarConfig {
         polls_to_complete: f.job_polls,
-        min_job_time: Duration::from_millis(f.job_time),
+        min_job_time: Duration::from_millis(f.job_time) / scale,
         fail_first_jobs: f.fail_first_jobs,
-        url_lifetime: Duration::from_secs(f.keelvar_url_lifetime),
-        rate_limit: per_minute(f.keelvar_rate_limit, true),
+        url_lifetime: Duration::from_secs(f.keelvar_url_lifetime) / scale,
+        rate_limit: per_window(f.keelvar_rate_limit, Duration::from_secs(60) / scale, true),
+        rate_limit_hourly: per_window(
+            f.keelvar_hourly_limit,
+            Duration::from_secs(3600) / scale,
+            true,
+        ),
         ..KeelvarConfig::default()
     }
 }
 
 /// At most `limit` requests a minute (0: no limit), with or without `RateLimit-*` headers.
 pub fn per_minute(limit: u32, headers: bool) -> Option<RateRule> {
+    per_window(limit, Duration::from_secs(60), headers)
+}
+
+/// At most `limit` requests in any `window` (0: no limit).
+fn per_window(limit: u32, window: Duration, headers: bool) -> Option<RateRule> {
     (limit > 0).then_some(RateRule {
         limit,
-        window: Duration::from_secs(60),
+        window,
         headers,
     })
 }
@@ -119,4 +147,55 @@ pub fn write_ids(path: &Path, ids: impl Iterator<Item = Uuid>) -> std::io::Resul
         text.push('\n');
     }
     std::fs::write(path, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn fault_args(extra: &[&str]) -> FaultArgs {
+        let argv = ["fetchdocs", "sandbox"].iter().chain(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Sandbox(args) => args.faults,
+            _ => unreachable!(),
+        }
+    }
+
+    fn window(rule: Option<RateRule>) -> Option<(u32, Duration)> {
+        rule.map(|r| (r.limit, r.window))
+    }
+
+    #[test]
+    fn the_vendors_limits_by_default() {
+        let f = fault_args(&[]);
+        let (faults, keelvar) = (faults_from_args(&f), keelvar_from_args(&f));
+        let min = Duration::from_secs(60);
+        assert_eq!(window(faults.rate_limit), Some((20, min)));
+        assert_eq!(window(keelvar.rate_limit), Some((30, min)));
+        assert_eq!(window(keelvar.rate_limit_hourly), Some((600, 60 * min)));
+        assert_eq!(keelvar.url_lifetime, min);
+        assert!(
+            window(
+                keelvar_from_args(&fault_args(&["--keelvar-hourly-limit", "0"])).rate_limit_hourly
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn time_scale_divides_every_vendor_time_constant() {
+        let f = fault_args(&["--time-scale", "10", "--job-time", "45000"]);
+        let (faults, keelvar) = (faults_from_args(&f), keelvar_from_args(&f));
+        let secs = Duration::from_secs;
+        assert_eq!(window(faults.rate_limit), Some((20, secs(6))));
+        assert_eq!(faults.url_lifetime, secs(360));
+        assert_eq!(window(keelvar.rate_limit), Some((30, secs(6))));
+        assert_eq!(window(keelvar.rate_limit_hourly), Some((600, secs(360))));
+        assert_eq!(keelvar.url_lifetime, secs(6));
+        assert_eq!(keelvar.min_job_time, Duration::from_millis(4500));
+        assert!(Cli::try_parse_from(["fetchdocs", "sandbox", "--time-scale", "0"]).is_err());
+    }
 }

@@ -250,6 +250,10 @@ async fn serve(
     if !valid_sig {
         return plain(StatusCode::FORBIDDEN, "bad signature");
     }
+    // (The signature names the URL: its ID, `iat` and `exp`.)
+    if let Ok(sig) = u64::from_str_radix(&q.sig, 16) {
+        stats.url_used(sig);
+    }
     let now = shared.now_ms();
     if now >= q.exp {
         stats.expired_hits.fetch_add(1, Ordering::SeqCst);
@@ -550,4 +554,40 @@ fn parse_range(v: &str) -> Option<(u64, Option<u64>)> {
         }
     };
     Some((start, end))
+}
+
+/// Ask the file host for a signed URL as the sandbox minted it (for the crate's tests).
+#[cfg(test)]
+pub(crate) async fn fetch(shared: &Arc<Shared>, url: &str) -> StatusCode {
+    let (path, query) = url
+        .strip_prefix(shared.files_url.as_str())
+        .and_then(|rest| rest.split_once('?'))
+        .expect("a URL on the sandbox's own file host");
+    let id = path
+        .trim_start_matches("/dl/")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or("")
+            .to_string()
+    };
+    let signed = Signed {
+        iat: param("iat").parse().unwrap_or(0),
+        exp: param("exp").parse().unwrap_or(0),
+        sig: param("sig"),
+        hop: None,
+    };
+    let path = std::collections::HashMap::from([("id".to_string(), id.to_string())]);
+    serve(
+        State(shared.clone()),
+        Path(path),
+        Query(signed),
+        HeaderMap::new(),
+    )
+    .await
+    .status()
 }

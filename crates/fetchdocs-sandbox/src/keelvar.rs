@@ -10,19 +10,19 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{FaultKind, Shared, Vendor, key_of, lock, parse_api_uuid};
+use super::{FaultKind, RateHeaders, Shared, Vendor, key_of, lock, parse_api_uuid};
 
 /// Most jobs remembered; the oldest are forgotten first (a long-running sandbox stays bounded).
 const MAX_JOBS: usize = 50_000;
 
 pub(crate) struct Job {
     ids: Vec<Uuid>,
-    created: Instant,
     created_ms: u64,
     polls: u32,
+    /// When the poll that met `polls_to_complete` arrived (the submission, with 0).
+    polled_enough_ms: Option<u64>,
     fail: bool,
     /// Once terminal: the status and the detail, fixed from then on.
     end: Option<(&'static str, Value)>,
@@ -42,7 +42,11 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
 }
 
 /// Rate limit, injected 5xx, then the Bearer key: none → 401, wrong → 403 with an empty body.
-fn gate(shared: &Shared, headers: &HeaderMap, fault_key: u64) -> Result<(u64, u64), Box<Response>> {
+fn gate(
+    shared: &Shared,
+    headers: &HeaderMap,
+    fault_key: u64,
+) -> Result<Option<RateHeaders>, Box<Response>> {
     let limits = match shared.admit_api(Vendor::Keelvar) {
         Ok(l) => l,
         Err(wait) => {
@@ -101,7 +105,11 @@ fn bad_request(field: Option<&str>, msg: &str) -> Response {
     (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
-async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
+pub(crate) async fn submit(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     let limits = match gate(&shared, &headers, key_of(&body)) {
         Ok(l) => l,
         Err(resp) => return *resp,
@@ -134,20 +142,16 @@ async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Str
         .fetch_max(ids.len() as u64, Ordering::SeqCst);
     let kcfg = &shared.cfg.keelvar;
     let id = Uuid::new_v4().to_string();
+    let now = shared.now_ms();
     let mut job = Job {
         ids,
-        created: Instant::now(),
-        created_ms: shared.now_ms(),
+        created_ms: now,
         polls: 0,
+        polled_enough_ms: (kcfg.polls_to_complete == 0).then_some(now),
         fail: n < u64::from(kcfg.fail_first_jobs),
         end: None,
     };
-    if kcfg.polls_to_complete == 0
-        && kcfg.min_job_time.is_zero()
-        && !control!(false, kcfg.never_complete)
-    {
-        finish(&shared, &mut job);
-    }
+    settle(&shared, &mut job, now);
     let resp = job_json(&shared, &id, &job);
     let mut jobs = lock(&shared.jobs);
     jobs.by_id.insert(id.clone(), job);
@@ -162,17 +166,35 @@ async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Str
     if let Ok(v) = HeaderValue::from_str(&format!("/api/jobs/{id}")) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
-    shared.with_rate_headers(Vendor::Keelvar, resp, limits)
+    shared.with_rate_headers(resp, limits)
 }
 
-/// Make a job terminal: FAILED if it is to fail, else COMPLETED with URLs signed now.
-fn finish(shared: &Shared, job: &mut Job) {
+/// Make a job terminal if its work is done by `now` (sandbox ms). The work is done at the later
+/// of `min_job_time` after submission and the poll that met `polls_to_complete`: that is when
+/// the job completed, whenever the client asks.
+fn settle(shared: &Shared, job: &mut Job, now: u64) {
+    let kcfg = &shared.cfg.keelvar;
+    if job.end.is_some() || control!(false, kcfg.never_complete) {
+        return;
+    }
+    let Some(polled_enough) = job.polled_enough_ms else {
+        return;
+    };
+    let done = polled_enough.max(job.created_ms + kcfg.min_job_time.as_millis() as u64);
+    if now >= done {
+        finish(shared, job, done);
+    }
+}
+
+/// Make a job terminal: FAILED if it is to fail, else COMPLETED with URLs signed valid from
+/// `done` (the moment its work was done, sandbox ms). The answer that carries them is about to
+/// be sent: they count as minted now, once.
+fn finish(shared: &Shared, job: &mut Job, done: u64) {
     if job.fail {
         shared.stats.jobs_failed.fetch_add(1, Ordering::SeqCst);
         job.end = Some(("FAILED", json!("Internal error while generating links")));
         return;
     }
-    let now = shared.now_ms();
     let lifetime = shared.cfg.keelvar.url_lifetime;
     let mut data = Vec::new();
     let mut errors = Vec::new();
@@ -181,12 +203,16 @@ fn finish(shared: &Shared, job: &mut Job) {
             Some(f) if !f.denied => data.push(json!({
                 "file_uuid": id,
                 "file_name": f.label,
-                "download_url": shared.sign_url(id, now, lifetime, false),
+                "download_url": shared.sign_url(id, done, lifetime, false),
             })),
             Some(_) => errors.push(json!({"file_uuid": id, "error": "permission_denied"})),
             None => errors.push(json!({"file_uuid": id, "error": "not_found"})),
         }
     }
+    shared
+        .stats
+        .urls_minted
+        .fetch_add(data.len() as u64, Ordering::SeqCst);
     job.end = Some(("COMPLETED", json!({"data": data, "errors": errors})));
 }
 
@@ -212,7 +238,7 @@ fn job_json(shared: &Shared, id: &str, job: &Job) -> Value {
     body
 }
 
-async fn poll(
+pub(crate) async fn poll(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -242,17 +268,14 @@ async fn poll(
             .into_response();
     };
     job.polls += 1;
-    let kcfg = &shared.cfg.keelvar;
-    if job.end.is_none()
-        && !control!(false, kcfg.never_complete)
-        && job.polls >= kcfg.polls_to_complete
-        && job.created.elapsed() >= kcfg.min_job_time
-    {
-        finish(&shared, job);
+    let now = shared.now_ms();
+    if job.polled_enough_ms.is_none() && job.polls >= shared.cfg.keelvar.polls_to_complete {
+        job.polled_enough_ms = Some(now);
     }
+    settle(&shared, job, now);
     let body = job_json(&shared, &id, job);
     drop(jobs);
-    shared.with_rate_headers(Vendor::Keelvar, axum::Json(body).into_response(), limits)
+    shared.with_rate_headers(axum::Json(body).into_response(), limits)
 }
 
 #[derive(serde::Deserialize)]
@@ -348,5 +371,136 @@ async fn feed(
             resp.headers_mut().insert(header::LINK, v);
         }
     }
-    shared.with_rate_headers(Vendor::Keelvar, resp, limits)
+    shared.with_rate_headers(resp, limits)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::testkit::{self, validity};
+    use crate::{Catalog, SandboxConfig};
+
+    /// A sandbox of one file whose jobs complete after `polls` polls and `job_ms`, URLs living
+    /// `lifetime_s`.
+    fn sandbox(polls: u32, job_ms: u64, lifetime_s: u64) -> Arc<Shared> {
+        let mut cfg = SandboxConfig::new(Catalog::generate(1, 3));
+        cfg.keelvar.polls_to_complete = polls;
+        cfg.keelvar.min_job_time = Duration::from_millis(job_ms);
+        cfg.keelvar.url_lifetime = Duration::from_secs(lifetime_s);
+        testkit::shared(cfg)
+    }
+
+    /// Submit a job for the sandbox's file: its id and the answer.
+    async fn submit_job(shared: &Arc<Shared>) -> (String, Value) {
+        let id = shared.cfg.catalog.files()[0].id;
+        let body = format!(r#"{{"file_uuids": ["{id}"]}}"#);
+        let resp = submit(State(shared.clone()), testkit::keelvar_auth(shared), body).await;
+        let (status, _, job) = testkit::read(resp).await;
+        assert_eq!(status, StatusCode::CREATED, "{job}");
+        (job["id"].as_str().unwrap().to_string(), job)
+    }
+
+    async fn poll_job(shared: &Arc<Shared>, id: &str) -> Value {
+        let resp = poll(
+            State(shared.clone()),
+            Path(id.to_string()),
+            testkit::keelvar_auth(shared),
+        )
+        .await;
+        testkit::read(resp).await.2
+    }
+
+    fn url_of(job: &Value) -> &str {
+        assert_eq!(job["status"], "COMPLETED", "{job}");
+        job["detail"]["data"][0]["download_url"].as_str().unwrap()
+    }
+
+    async fn advance_to(shared: &Shared, ms: u64) {
+        let now = shared.now_ms();
+        assert!(ms >= now);
+        tokio::time::advance(Duration::from_millis(ms - now)).await;
+        assert_eq!(shared.now_ms(), ms);
+    }
+
+    /// Polled enough early, the job is done at created + job time: polled 29 s after that, its
+    /// URL has been valid since then, and a minute from then it dies.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_poll_gets_urls_signed_when_the_job_completed() {
+        let shared = sandbox(1, 1000, 60);
+        let (id, job) = submit_job(&shared).await;
+        assert_eq!(job["status"], "PENDING");
+        advance_to(&shared, 200).await;
+        assert_eq!(poll_job(&shared, &id).await["status"], "RUNNING");
+        advance_to(&shared, 30_000).await;
+        let job = poll_job(&shared, &id).await;
+        assert_eq!(validity(url_of(&job)), (1000, 61_000));
+        // Polled again, the same URLs.
+        advance_to(&shared, 40_000).await;
+        assert_eq!(poll_job(&shared, &id).await["detail"], job["detail"]);
+        assert_eq!(shared.stats.snapshot().urls_minted, 1);
+    }
+
+    /// When the poll that the job waits for comes after its job time, the job completes at
+    /// that poll.
+    #[tokio::test(start_paused = true)]
+    async fn the_last_needed_poll_completes_a_job_past_its_job_time() {
+        let shared = sandbox(2, 1000, 60);
+        let (id, _) = submit_job(&shared).await;
+        advance_to(&shared, 500).await;
+        assert_eq!(poll_job(&shared, &id).await["status"], "RUNNING");
+        advance_to(&shared, 5000).await;
+        let job = poll_job(&shared, &id).await;
+        assert_eq!(validity(url_of(&job)), (5000, 65_000));
+    }
+
+    /// With no polls needed, the submission counts: a job first polled after its URLs' lifetime
+    /// hands out URLs that are already dead.
+    #[tokio::test(start_paused = true)]
+    async fn a_job_polled_after_its_urls_died_hands_out_dead_urls() {
+        let shared = sandbox(0, 1000, 2);
+        let (id, job) = submit_job(&shared).await;
+        assert_eq!(job["status"], "PENDING", "not done before its job time");
+        advance_to(&shared, 10_000).await;
+        let job = poll_job(&shared, &id).await;
+        let url = url_of(&job);
+        assert_eq!(validity(url), (1000, 3000));
+        assert_eq!(
+            crate::files::fetch(&shared, url).await,
+            StatusCode::FORBIDDEN
+        );
+        let s = shared.stats.snapshot();
+        assert_eq!((s.expired_hits, s.urls_minted, s.urls_used), (1, 1, 1));
+    }
+
+    /// No polls and no job time: the submission's answer is COMPLETED already.
+    #[tokio::test(start_paused = true)]
+    async fn a_job_with_nothing_to_wait_for_completes_at_submission() {
+        let shared = sandbox(0, 0, 60);
+        advance_to(&shared, 700).await;
+        let (_, job) = submit_job(&shared).await;
+        assert_eq!(validity(url_of(&job)), (700, 60_700));
+        assert_eq!(shared.stats.snapshot().urls_minted, 1);
+    }
+
+    /// Jobs set to fail still end FAILED (at their completion), with no URLs.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_job_ends_failed_when_its_work_is_done() {
+        let mut cfg = SandboxConfig::new(Catalog::generate(1, 3));
+        cfg.keelvar.polls_to_complete = 1;
+        cfg.keelvar.min_job_time = Duration::from_secs(1);
+        cfg.keelvar.fail_first_jobs = 1;
+        let shared = testkit::shared(cfg);
+        let (id, _) = submit_job(&shared).await;
+        assert_eq!(poll_job(&shared, &id).await["status"], "RUNNING");
+        advance_to(&shared, 1000).await;
+        assert_eq!(poll_job(&shared, &id).await["status"], "FAILED");
+        let s = shared.stats.snapshot();
+        assert_eq!((s.jobs_failed, s.urls_minted), (1, 0));
+    }
 }

@@ -31,7 +31,7 @@ mod keelvar;
 mod tls;
 mod veridox;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hash};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -410,10 +410,11 @@ impl Default for Faults {
 #[derive(Debug, Clone)]
 pub struct KeelvarConfig {
     pub key: String,
-    /// A job completes at the poll that is at least this many polls after submission (0: the
-    /// submission answer is already COMPLETED)…
+    /// A job's work is done once it has been polled this many times (0: at submission)…
     pub polls_to_complete: u32,
-    /// …and at least this long after submission.
+    /// …and this long after submission. It completes at the later of the two moments, whenever
+    /// the client next polls: its URLs are signed valid from that moment, so a client that polls
+    /// late gets URLs already partly (or wholly) used up, as from the real Keelvar.
     pub min_job_time: Duration,
     /// The first N jobs end FAILED.
     pub fail_first_jobs: u32,
@@ -424,6 +425,9 @@ pub struct KeelvarConfig {
     pub url_lifetime: Duration,
     /// Documented: 30 a minute, with `RateLimit-*` headers.
     pub rate_limit: Option<RateRule>,
+    /// Documented: 600 an hour sustained, on top of `rate_limit` (a request must fit both; the
+    /// `RateLimit-*` headers tell of whichever leaves fewer requests).
+    pub rate_limit_hourly: Option<RateRule>,
     /// Act as if a proxy stripped `Authorization` (so every request is "no key": 401).
     #[cfg(feature = "test-controls")]
     pub strip_auth: bool,
@@ -453,6 +457,7 @@ impl Default for KeelvarConfig {
             never_complete: false,
             url_lifetime: Duration::from_secs(60),
             rate_limit: None,
+            rate_limit_hourly: None,
             #[cfg(feature = "test-controls")]
             strip_auth: false,
             #[cfg(feature = "test-controls")]
@@ -528,6 +533,13 @@ pub struct Stats {
     pub jobs_submitted: AtomicU64,
     pub jobs_failed: AtomicU64,
     pub job_polls: AtomicU64,
+    /// Signed URLs handed out by either vendor's API (counted when the answer carrying them is
+    /// sent; a completed Keelvar job's URLs once, however often it is polled).
+    pub urls_minted: AtomicU64,
+    /// The signatures of the signed URLs the file host was asked for at least once (expired or
+    /// not). Past `MAX_USED_URLS` no more are added, so on a very long run `urls_used` stops
+    /// growing and under-counts. (URLs minted on `external_files` never reach the sandbox.)
+    urls_used: Mutex<HashSet<u64>>,
     /// Age of each URL (ms since it became valid) when a download with it began.
     url_ages_ms: Mutex<Vec<u64>>,
     /// When each API request arrived (ms since the sandbox started).
@@ -559,6 +571,11 @@ pub struct StatsSnapshot {
     pub jobs_submitted: u64,
     pub jobs_failed: u64,
     pub job_polls: u64,
+    /// Signed URLs the APIs handed out.
+    pub urls_minted: u64,
+    /// Distinct signed URLs the file host was asked for (expired or not): `urls_minted -
+    /// urls_used` were never used.
+    pub urls_used: u64,
     pub url_ages_ms: Vec<u64>,
     pub api_times_ms: Vec<u64>,
     /// Listing pages served (either vendor).
@@ -570,6 +587,8 @@ pub struct StatsSnapshot {
 
 /// Keep per-request lists bounded on a long-running sandbox.
 const MAX_SAMPLES: usize = 100_000;
+/// Most URLs remembered as used (about 40 MB of signatures at most).
+const MAX_USED_URLS: usize = 2_000_000;
 
 impl Stats {
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -594,6 +613,8 @@ impl Stats {
             jobs_submitted: g(&self.jobs_submitted),
             jobs_failed: g(&self.jobs_failed),
             job_polls: g(&self.job_polls),
+            urls_minted: g(&self.urls_minted),
+            urls_used: lock(&self.urls_used).len() as u64,
             url_ages_ms: lock(&self.url_ages_ms).clone(),
             api_times_ms: lock(&self.api_times_ms).clone(),
             listing_pages: g(&self.listing_pages),
@@ -605,6 +626,14 @@ impl Stats {
         let mut l = lock(list);
         if l.len() < MAX_SAMPLES {
             l.push(v);
+        }
+    }
+
+    /// The file host was asked for the signed URL with signature `sig`.
+    pub(crate) fn url_used(&self, sig: u64) {
+        let mut used = lock(&self.urls_used);
+        if used.len() < MAX_USED_URLS {
+            used.insert(sig);
         }
     }
 }
@@ -625,6 +654,15 @@ pub(crate) struct Shared {
     veridox_log: Mutex<VecDeque<Instant>>,
     keelvar_log: Mutex<VecDeque<Instant>>,
     pub(crate) jobs: Mutex<keelvar::Jobs>,
+}
+
+/// What an admitted API request's `RateLimit-*` headers say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateHeaders {
+    pub(crate) limit: u32,
+    pub(crate) remaining: u64,
+    /// Seconds until the window's oldest request leaves it.
+    pub(crate) reset: u64,
 }
 
 /// Which vendor API a request is for (each has its own rate limit).
@@ -672,6 +710,20 @@ pub(crate) enum FaultKind {
 }
 
 impl Shared {
+    pub(crate) fn new(cfg: SandboxConfig, files_url: String) -> Self {
+        Shared {
+            cfg,
+            stats: Stats::default(),
+            files_url,
+            started: Instant::now(),
+            signer: std::hash::RandomState::new(),
+            counters: Mutex::new(HashMap::new()),
+            veridox_log: Mutex::new(VecDeque::new()),
+            keelvar_log: Mutex::new(VecDeque::new()),
+            jobs: Mutex::new(keelvar::Jobs::default()),
+        }
+    }
+
     /// Whether the API is to leave `id` out of its answer (`omit_ids`).
     pub(crate) fn omitted(&self, id: &Uuid) -> bool {
         #[cfg(not(feature = "test-controls"))]
@@ -679,7 +731,6 @@ impl Shared {
         control!(false, self.cfg.faults.omit_ids.contains(id))
     }
 
-    /// Milliseconds since the sandbox started.
     /// A fault injected into page `page` (from 1) of a listing, if any.
     pub(crate) fn listing_fault(&self, page: u32) -> Option<axum::response::Response> {
         let _ = page;
@@ -712,6 +763,7 @@ impl Shared {
         })
     }
 
+    /// Milliseconds since the sandbox started.
     pub(crate) fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -754,16 +806,23 @@ impl Shared {
         cap == 0 || so_far < cap
     }
 
-    pub(crate) fn rate_rule(&self, vendor: Vendor) -> Option<RateRule> {
-        match vendor {
-            Vendor::Veridox => self.cfg.faults.rate_limit,
-            Vendor::Keelvar => self.cfg.keelvar.rate_limit,
-        }
+    /// The vendor's rate rules: Veridox's one, Keelvar's per minute and per hour.
+    fn rate_rules(&self, vendor: Vendor) -> impl Iterator<Item = RateRule> {
+        let (a, b) = match vendor {
+            Vendor::Veridox => (self.cfg.faults.rate_limit, None),
+            Vendor::Keelvar => (
+                self.cfg.keelvar.rate_limit,
+                self.cfg.keelvar.rate_limit_hourly,
+            ),
+        };
+        a.into_iter().chain(b)
     }
 
-    /// Record an API request and apply the vendor's rate limit. `Err(wait)` means: answer 429.
-    /// `Ok(remaining, reset)` gives what to put in `RateLimit-*` headers.
-    pub(crate) fn admit_api(&self, vendor: Vendor) -> Result<(u64, u64), Duration> {
+    /// Record an API request and apply the vendor's rate limits: it must fit in every rule's
+    /// sliding window. `Err(wait)` means: answer 429, with the longest wait any rule asks.
+    /// `Ok(Some(_))` gives what to put in `RateLimit-*` headers (of the rule that leaves the
+    /// fewest requests), where the vendor sends them.
+    pub(crate) fn admit_api(&self, vendor: Vendor) -> Result<Option<RateHeaders>, Duration> {
         self.stats.api_requests.fetch_add(1, Ordering::SeqCst);
         Stats::push_sample(&self.stats.api_times_ms, self.now_ms());
         let forced = match vendor {
@@ -777,51 +836,74 @@ impl Shared {
                 self.cfg.faults.retry_after_secs
             )));
         }
-        let Some(rule) = self.rate_rule(vendor) else {
-            return Ok((u64::MAX, 0));
+        let rules: Vec<RateRule> = self.rate_rules(vendor).collect();
+        let Some(longest) = rules.iter().map(|r| r.window).max() else {
+            return Ok(None);
         };
         let now = Instant::now();
+        // One log of admitted requests serves every rule: it keeps the longest window.
         let mut log = lock(match vendor {
             Vendor::Veridox => &self.veridox_log,
             Vendor::Keelvar => &self.keelvar_log,
         });
-        while log.front().is_some_and(|t| *t + rule.window <= now) {
+        while log.front().is_some_and(|t| *t + longest <= now) {
             log.pop_front();
         }
-        if log.len() >= rule.limit as usize {
+        // Where the requests still inside `window` begin.
+        let first_in =
+            |log: &VecDeque<Instant>, window: Duration| log.partition_point(|t| *t + window <= now);
+        let mut wait = None::<Duration>;
+        for rule in &rules {
+            let first = first_in(&log, rule.window);
+            let used = log.len() - first;
+            if used >= rule.limit as usize {
+                // It fits once enough of the window's requests have left it.
+                let frees = log
+                    .get(first + used - rule.limit as usize)
+                    .map_or(rule.window, |t| {
+                        (*t + rule.window).saturating_duration_since(now)
+                    });
+                wait = Some(wait.unwrap_or_default().max(frees));
+            }
+        }
+        if let Some(wait) = wait {
             self.stats.api_throttled.fetch_add(1, Ordering::SeqCst);
-            let oldest = log.front().copied().unwrap_or(now);
-            return Err((oldest + rule.window).saturating_duration_since(now));
+            return Err(wait);
         }
         log.push_back(now);
-        let remaining = (rule.limit as usize - log.len()) as u64;
-        let reset = log
-            .front()
-            .map(|t| {
-                (*t + rule.window)
-                    .saturating_duration_since(now)
-                    .as_secs_f64()
-                    .ceil() as u64
+        let tightest = rules
+            .iter()
+            .map(|rule| {
+                let first = first_in(&log, rule.window);
+                let reset = log.get(first).map_or(0, |t| {
+                    (*t + rule.window)
+                        .saturating_duration_since(now)
+                        .as_secs_f64()
+                        .ceil() as u64
+                });
+                RateHeaders {
+                    limit: rule.limit,
+                    remaining: rule.limit.saturating_sub((log.len() - first) as u32).into(),
+                    reset,
+                }
             })
-            .unwrap_or(0);
-        Ok((remaining, reset))
+            // The fewest remaining; of equals, the later reset.
+            .min_by_key(|h| (h.remaining, std::cmp::Reverse(h.reset)));
+        Ok(tightest.filter(|_| rules.iter().any(|r| r.headers)))
     }
 
-    /// Add `RateLimit-Limit/Remaining/Reset` to an answer, where the vendor's rule says so.
+    /// Add `RateLimit-Limit/Remaining/Reset` to an answer, where the vendor sends them.
     pub(crate) fn with_rate_headers(
         &self,
-        vendor: Vendor,
         mut resp: axum::response::Response,
-        (remaining, reset): (u64, u64),
+        limits: Option<RateHeaders>,
     ) -> axum::response::Response {
-        if let Some(rule) = self.rate_rule(vendor)
-            && rule.headers
-        {
+        if let Some(l) = limits {
             use axum::http::HeaderValue;
             let h = resp.headers_mut();
-            h.insert("ratelimit-limit", HeaderValue::from(rule.limit));
-            h.insert("ratelimit-remaining", HeaderValue::from(remaining));
-            h.insert("ratelimit-reset", HeaderValue::from(reset));
+            h.insert("ratelimit-limit", HeaderValue::from(l.limit));
+            h.insert("ratelimit-remaining", HeaderValue::from(l.remaining));
+            h.insert("ratelimit-reset", HeaderValue::from(l.reset));
         }
         resp
     }
@@ -900,17 +982,7 @@ impl Sandbox {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let api_url = format!("{scheme}://{}", api_listener.local_addr()?);
         let files_url = format!("{scheme}://{}", files_listener.local_addr()?);
-        let shared = Arc::new(Shared {
-            cfg,
-            stats: Stats::default(),
-            files_url: files_url.clone(),
-            started: Instant::now(),
-            signer: std::hash::RandomState::new(),
-            counters: Mutex::new(HashMap::new()),
-            veridox_log: Mutex::new(VecDeque::new()),
-            keelvar_log: Mutex::new(VecDeque::new()),
-            jobs: Mutex::new(keelvar::Jobs::default()),
-        });
+        let shared = Arc::new(Shared::new(cfg, files_url.clone()));
         let stop = CancellationToken::new();
         let vendors = veridox::routes().merge(keelvar::routes());
         let api_latency = shared.cfg.faults.api_latency;
@@ -1045,9 +1117,78 @@ pub(crate) fn key_of<T: Hash>(v: &T) -> u64 {
     h.finish()
 }
 
+/// What the crate's own tests need to talk to the handlers directly (no sockets), on tokio's
+/// paused clock.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use std::sync::Arc;
+
+    use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+    use axum::response::Response;
+    use serde_json::Value;
+
+    use super::{SandboxConfig, Shared};
+
+    pub(crate) const FILES_URL: &str = "http://files.test";
+
+    pub(crate) fn shared(cfg: SandboxConfig) -> Arc<Shared> {
+        Arc::new(Shared::new(cfg, FILES_URL.into()))
+    }
+
+    /// An answer's status, headers and JSON body (`Null` when the body is not JSON).
+    pub(crate) async fn read(resp: Response) -> (StatusCode, HeaderMap, Value) {
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (parts.status, parts.headers, json)
+    }
+
+    pub(crate) fn keelvar_auth(shared: &Shared) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let bearer = format!("Bearer {}", shared.cfg.keelvar.key);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&bearer).unwrap(),
+        );
+        h
+    }
+
+    pub(crate) fn veridox_auth(shared: &Shared) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-api-key",
+            HeaderValue::from_str(&shared.cfg.veridox_key).unwrap(),
+        );
+        h
+    }
+
+    /// A header's value as a number.
+    pub(crate) fn num(h: &HeaderMap, name: &str) -> u64 {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no numeric {name} in {h:?}"))
+    }
+
+    /// The `iat` and `exp` (sandbox ms) a signed URL carries.
+    pub(crate) fn validity(url: &str) -> (u64, u64) {
+        let field = |name: &str| -> u64 {
+            url.split(['?', '&'])
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {url}"))
+        };
+        (field("iat"), field("exp"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::extract::State;
+    use axum::http::StatusCode;
 
     #[test]
     fn content_is_deterministic_and_range_consistent() {
@@ -1091,5 +1232,182 @@ mod tests {
             assert!(seen.insert(f.id));
             assert!(f.size >= 1024 && f.size <= 2 * 1024 * 1024 + 1024);
         }
+    }
+
+    fn keelvar_limits(minute: (u32, u64), hour: (u32, u64)) -> SandboxConfig {
+        let mut cfg = SandboxConfig::new(Catalog::generate(2, 5));
+        let rule = |(limit, secs): (u32, u64)| RateRule {
+            limit,
+            window: Duration::from_secs(secs),
+            headers: true,
+        };
+        cfg.keelvar.rate_limit = Some(rule(minute));
+        cfg.keelvar.rate_limit_hourly = Some(rule(hour));
+        cfg
+    }
+
+    fn admitted(limit: u32, remaining: u64, reset: u64) -> Result<Option<RateHeaders>, Duration> {
+        Ok(Some(RateHeaders {
+            limit,
+            remaining,
+            reset,
+        }))
+    }
+
+    /// 3 a minute and 5 an hour: the minute rule refuses first, then the hour's, each 429
+    /// asking for the longer wait, and the headers tell of whichever rule leaves fewer.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_must_fit_the_minute_and_the_hour() {
+        let shared = testkit::shared(keelvar_limits((3, 60), (5, 3600)));
+        let admit = || shared.admit_api(Vendor::Keelvar);
+        assert_eq!(admit(), admitted(3, 2, 60));
+        assert_eq!(admit(), admitted(3, 1, 60));
+        assert_eq!(admit(), admitted(3, 0, 60));
+        assert_eq!(admit(), Err(Duration::from_secs(60)), "the minute is full");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        // The minute's window is empty again; the hour's holds 3 + this one of 5.
+        assert_eq!(admit(), admitted(5, 1, 3540));
+        assert_eq!(admit(), admitted(5, 0, 3540));
+        assert_eq!(
+            admit(),
+            Err(Duration::from_secs(3540)),
+            "the minute has room, the hour has not: wait for the hour"
+        );
+        tokio::time::advance(Duration::from_secs(3539)).await;
+        assert!(admit().is_err(), "a second early");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // The first three left the hour; the minute holds none of the last two.
+        assert_eq!(admit(), admitted(3, 2, 60));
+        let s = shared.stats.snapshot();
+        assert_eq!((s.api_requests, s.api_throttled), (9, 3), "{s:?}");
+    }
+
+    /// Over HTTP: the `RateLimit-*` headers of the tighter rule; a 429 whose `Retry-After` is
+    /// the longer wait (both rules full).
+    #[tokio::test(start_paused = true)]
+    async fn the_hourly_rule_shows_in_the_headers_and_in_retry_after() {
+        let shared = testkit::shared(keelvar_limits((1, 60), (1, 3600)));
+        let id = shared.cfg.catalog.files()[0].id;
+        let body = format!(r#"{{"file_uuids": ["{id}"]}}"#);
+        let submit = || {
+            keelvar::submit(
+                State(shared.clone()),
+                testkit::keelvar_auth(&shared),
+                body.clone(),
+            )
+        };
+        let (status, h, _) = testkit::read(submit().await).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let header = |name| testkit::num(&h, name);
+        assert_eq!(
+            (
+                header("ratelimit-limit"),
+                header("ratelimit-remaining"),
+                header("ratelimit-reset")
+            ),
+            (1, 0, 3600)
+        );
+        tokio::time::advance(Duration::from_secs(90)).await;
+        let (status, h, _) = testkit::read(submit().await).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(testkit::num(&h, "retry-after"), 3510);
+        assert_eq!(shared.stats.snapshot().api_throttled, 1);
+    }
+
+    /// Each signed URL handed out counts once as minted (a completed job polled twice, once);
+    /// each one asked of the file host counts once as used, expired or not; refusals and
+    /// forged signatures are neither.
+    #[tokio::test(start_paused = true)]
+    async fn urls_minted_and_used_are_counted_once_each() {
+        let mut catalog = Catalog::generate(6, 9);
+        let ids: Vec<Uuid> = catalog.files().iter().map(|f| f.id).collect();
+        catalog.deny(&ids[3]);
+        let mut cfg = SandboxConfig::new(catalog);
+        cfg.keelvar.polls_to_complete = 1;
+        let shared = testkit::shared(cfg);
+        let list = |ids: &[Uuid]| {
+            ids.iter()
+                .map(|id| format!("\"{id}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+
+        // Veridox: 4 asked, one of them denied: 3 URLs.
+        let resp = veridox::download(
+            State(shared.clone()),
+            testkit::veridox_auth(&shared),
+            format!(r#"{{"file_ids": [{}]}}"#, list(&ids[..4])),
+        )
+        .await;
+        let (status, _, v) = testkit::read(resp).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let veridox_urls: Vec<String> = v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["download_url"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(veridox_urls.len(), 3);
+        assert_eq!(shared.stats.snapshot().urls_minted, 3);
+
+        // Keelvar: a job of 2, PENDING at submission, COMPLETED at its first poll and again
+        // at the second (the same URLs).
+        let resp = keelvar::submit(
+            State(shared.clone()),
+            testkit::keelvar_auth(&shared),
+            format!(r#"{{"file_uuids": [{}]}}"#, list(&ids[4..])),
+        )
+        .await;
+        let (_, _, job) = testkit::read(resp).await;
+        assert_eq!(job["status"], "PENDING");
+        assert_eq!(
+            shared.stats.snapshot().urls_minted,
+            3,
+            "nothing handed out yet"
+        );
+        let job_id = job["id"].as_str().unwrap().to_string();
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let resp = keelvar::poll(
+                State(shared.clone()),
+                axum::extract::Path(job_id.clone()),
+                testkit::keelvar_auth(&shared),
+            )
+            .await;
+            answers.push(testkit::read(resp).await.2);
+        }
+        assert_eq!(answers[0]["status"], "COMPLETED");
+        assert_eq!(answers[0]["detail"], answers[1]["detail"]);
+        let keelvar_urls: Vec<String> = answers[0]["detail"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["download_url"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(keelvar_urls.len(), 2);
+        let s = shared.stats.snapshot();
+        assert_eq!((s.urls_minted, s.urls_used), (5, 0), "{s:?}");
+
+        // One Veridox URL twice, another once; a forged signature; one Keelvar URL in time.
+        let fetch = |url: &str| {
+            let (shared, url) = (shared.clone(), url.to_string());
+            async move { files::fetch(&shared, &url).await }
+        };
+        assert_eq!(fetch(&veridox_urls[0]).await, StatusCode::OK);
+        assert_eq!(fetch(&veridox_urls[0]).await, StatusCode::OK);
+        assert_eq!(fetch(&veridox_urls[1]).await, StatusCode::OK);
+        let forged = format!("{}&sig=0", veridox_urls[2].rsplit_once("&sig=").unwrap().0);
+        assert_eq!(fetch(&forged).await, StatusCode::FORBIDDEN);
+        assert_eq!(fetch(&keelvar_urls[0]).await, StatusCode::OK);
+        assert_eq!(shared.stats.snapshot().urls_used, 3);
+        // The other Keelvar URL after its minute: refused, but it was used.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(fetch(&keelvar_urls[1]).await, StatusCode::FORBIDDEN);
+        let s = shared.stats.snapshot();
+        assert_eq!(
+            (s.urls_minted, s.urls_used, s.expired_hits),
+            (5, 4, 1),
+            "{s:?}"
+        );
     }
 }

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{FaultKind, Shared, Vendor, key_of, parse_api_uuid};
+use super::{FaultKind, RateHeaders, Shared, Vendor, key_of, parse_api_uuid};
 use uuid::Uuid;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -29,7 +29,11 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// Rate limit, injected 5xx and key check, in that order. `Ok` carries `RateLimit-*` values.
-fn gate(shared: &Shared, headers: &HeaderMap, fault_key: u64) -> Result<(u64, u64), Box<Response>> {
+fn gate(
+    shared: &Shared,
+    headers: &HeaderMap,
+    fault_key: u64,
+) -> Result<Option<RateHeaders>, Box<Response>> {
     let limits = match shared.admit_api(Vendor::Veridox) {
         Ok(l) => l,
         Err(wait) => {
@@ -80,7 +84,11 @@ fn gate(shared: &Shared, headers: &HeaderMap, fault_key: u64) -> Result<(u64, u6
     }
 }
 
-async fn download(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
+pub(crate) async fn download(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     let presented = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
@@ -119,7 +127,7 @@ async fn download(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         return axum::Json(json!({"files": [], "errors": [], "padding": pad})).into_response();
     }
     let resp = mint(&shared, &body, &presented);
-    shared.with_rate_headers(Vendor::Veridox, resp, limits)
+    shared.with_rate_headers(resp, limits)
 }
 
 fn mint(shared: &Shared, body: &str, presented_key: &str) -> Response {
@@ -168,6 +176,7 @@ fn mint(shared: &Shared, body: &str, presented_key: &str) -> Response {
     let now = shared.now_ms();
     let mut files = Vec::new();
     let mut errors = Vec::new();
+    let mut minted = 0;
     for id in parsed_ids.into_iter().filter(|id| !shared.omitted(id)) {
         match shared.cfg.catalog.get(&id) {
             Some(f) if !f.denied => {
@@ -179,6 +188,8 @@ fn mint(shared: &Shared, body: &str, presented_key: &str) -> Response {
                 let mut url = shared.sign_url(&id, now, shared.cfg.faults.url_lifetime, expired);
                 if control!(false, shared.cfg.faults.bad_scheme_ids.contains(&id)) {
                     url = format!("ftp://files.invalid/{id}");
+                } else {
+                    minted += 1;
                 }
                 let exp_ms = if expired {
                     now
@@ -200,6 +211,7 @@ fn mint(shared: &Shared, body: &str, presented_key: &str) -> Response {
             None => errors.push(json!({"file_id": id, "error": "not_found"})),
         }
     }
+    shared.stats.urls_minted.fetch_add(minted, Ordering::SeqCst);
     if control!(false, shared.cfg.faults.api_noise)
         && let Some(first) = files.first().cloned()
     {
@@ -260,5 +272,5 @@ async fn list(
         })
         .collect();
     let resp = axum::Json(json!({"files": files, "total": all.len()})).into_response();
-    shared.with_rate_headers(Vendor::Veridox, resp, limits)
+    shared.with_rate_headers(resp, limits)
 }
