@@ -13,7 +13,7 @@ use reqwest::{Method, StatusCode, Url};
 use tokio::time::Instant;
 
 use crate::error::ApiError;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{Need, RateLimiter, Reservation};
 use crate::retry::{self, Backoff};
 
 /// Most bytes read from any API response; a larger body is an error, not an allocation.
@@ -113,6 +113,18 @@ pub struct ApiResponse {
     pub body: Bytes,
 }
 
+/// Where a request's place in the request budget comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Slot<'a> {
+    /// An ordinary request (a listing page).
+    Ordinary,
+    /// A mint call's request, on the reservation taken when it was decided (its first
+    /// request; ordinary places for retries and resubmissions).
+    First(&'a Reservation),
+    /// A Keelvar poll, on the slot promised to its job.
+    Poll(&'a Reservation),
+}
+
 /// A client for one API host.
 pub struct ApiClient {
     http: reqwest::Client,
@@ -179,15 +191,18 @@ impl ApiClient {
         url
     }
 
-    /// Send one request, paced by the rate limiter; retry transient failures and 429s (bounded);
-    /// return the first answer that is not worth retrying. Redirects are returned as answers.
-    pub async fn send(
+    /// Send one request to an API path, paced by the rate limiter, its place in the request
+    /// budget from `slot` (a mint call's own reservation, or the promise its job holds for
+    /// polls); retry transient failures and 429s (bounded); return the first answer that is
+    /// not worth retrying. Redirects are returned as answers.
+    pub async fn send_in(
         &self,
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
+        slot: Slot<'_>,
     ) -> Result<ApiResponse, ApiError> {
-        self.send_to(method, self.url(path), body).await
+        self.send_needing(method, self.url(path), body, slot).await
     }
 
     /// Whether `url` is on the API host itself (same scheme, host and port as `--base-url`):
@@ -196,13 +211,23 @@ impl ApiClient {
         url.origin() == self.base.origin()
     }
 
-    /// [`ApiClient::send`] to an absolute URL the API handed out (a listing's next page). It
+    /// [`ApiClient::send_in`] to an absolute URL the API handed out (a listing's next page). It
     /// must be on the API host: the key never follows a link anywhere else.
     pub async fn send_to(
         &self,
         method: Method,
         url: Url,
         body: Option<&serde_json::Value>,
+    ) -> Result<ApiResponse, ApiError> {
+        self.send_needing(method, url, body, Slot::Ordinary).await
+    }
+
+    async fn send_needing(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+        slot: Slot<'_>,
     ) -> Result<ApiResponse, ApiError> {
         if !self.is_api_origin(&url) {
             return Err(ApiError::Request(format!(
@@ -218,7 +243,11 @@ impl ApiClient {
         // When the host was first found unreachable in this request's life.
         let mut unreachable_since: Option<Instant> = None;
         loop {
-            let permit = self.limiter.acquire().await;
+            let permit = match slot {
+                Slot::Ordinary => self.limiter.acquire_for(Need::Request).await,
+                Slot::First(r) => r.permit().await,
+                Slot::Poll(r) => r.poll_permit().await,
+            };
             log::trace!("{what}");
             let mut req = self
                 .http

@@ -12,6 +12,8 @@ use crate::provider::ProviderKind;
 /// these same ranges).
 pub const CONCURRENCY: std::ops::RangeInclusive<i64> = 1..=256;
 pub const REQUESTS_PER_MINUTE: std::ops::RangeInclusive<i64> = 1..=1_000_000;
+pub const REQUESTS_PER_HOUR: std::ops::RangeInclusive<i64> = 1..=60_000_000;
+pub const TIME_SCALE: std::ops::RangeInclusive<i64> = 1..=3600;
 pub const READ_TIMEOUT: std::ops::RangeInclusive<u64> = 1..=3600;
 
 #[derive(Debug, Parser)]
@@ -129,10 +131,24 @@ pub struct DownloadArgs {
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
-    /// Most API requests per minute, polls included [default: the vendor's limit: Veridox 20, Keelvar 30].
+    /// Most API requests per minute, polls and listing pages included [default: the vendor's
+    /// limit: Veridox 20, Keelvar 30; with --shard K/N, that divided by N].
     #[arg(long, env = "FETCHDOCS_REQUESTS_PER_MINUTE", value_name = "N",
           value_parser = clap::value_parser!(u32).range(REQUESTS_PER_MINUTE))]
     pub requests_per_minute: Option<u32>,
+
+    /// Most API requests per hour, polls and listing pages included [default: the vendor's
+    /// hourly limit (Keelvar 600; raised in proportion with --requests-per-minute above the
+    /// vendor's); with --shard K/N, that divided by N].
+    #[arg(long, env = "FETCHDOCS_REQUESTS_PER_HOUR", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(REQUESTS_PER_HOUR))]
+    pub requests_per_hour: Option<u32>,
+
+    /// For benchmarks against `fetchdocs sandbox --time-scale N` only: vendor time runs N times
+    /// faster (rate-limit windows, URL lifetimes and poll timings divided by N).
+    #[arg(long, env = "FETCHDOCS_TIME_SCALE", value_name = "N", hide = true,
+          default_value_t = 1, value_parser = clap::value_parser!(u32).range(TIME_SCALE))]
+    pub time_scale: u32,
 
     /// Resolve IDs to URLs, download nothing.
     #[arg(long)]

@@ -15,7 +15,7 @@ use crate::ids::Shard;
 use crate::listing::Source;
 use crate::profile;
 use crate::progress::Verbosity;
-use crate::provider::ProviderKind;
+use crate::provider::{Budget, ProviderKind};
 use crate::report::Lines;
 
 /// What a run takes from its surroundings besides its flags: the process's own for `download`,
@@ -102,7 +102,12 @@ pub struct Config {
     pub concurrency: usize,
     pub report: Option<PathBuf>,
     pub verbosity: Verbosity,
-    pub requests_per_minute: u32,
+    /// The API requests this run may send (`--requests-per-minute`, `--requests-per-hour`;
+    /// by default the vendor's limits, shared among shards).
+    pub budget: Budget,
+    /// Vendor time runs this many times faster (hidden; benchmarks against a sandbox with
+    /// compressed time). 1 otherwise.
+    pub time_scale: u32,
     pub dry_run: bool,
     pub force: bool,
     /// Keelvar: the longest one job may take.
@@ -228,10 +233,12 @@ impl Config {
             concurrency: args.concurrency.or(from_file.concurrency).unwrap_or(8) as usize,
             report: args.report,
             verbosity,
-            requests_per_minute: args
-                .requests_per_minute
-                .or(from_file.requests_per_minute)
-                .unwrap_or(vendor.requests_per_minute),
+            budget: vendor.budget(
+                args.requests_per_minute.or(from_file.requests_per_minute),
+                args.requests_per_hour.or(from_file.requests_per_hour),
+                shard.map_or(1, |s| s.count),
+            ),
+            time_scale: args.time_scale.max(1),
             dry_run: args.dry_run,
             force: args.force,
             job_timeout: std::time::Duration::from_secs(args.job_timeout),

@@ -21,6 +21,7 @@ mod lanes;
 mod listing;
 mod lock;
 mod naming;
+mod pacing;
 mod pipeline;
 mod profile;
 mod progress;

@@ -17,8 +17,9 @@ use crate::ids::Shard;
 use crate::lanes::Lanes;
 use crate::listing::{Cursor, Event, Listed, Source, Walk};
 use crate::naming::NameRegistry;
-use crate::progress::Ui;
-use crate::provider::{MintOutcome, Provider};
+use crate::pacing::Pacing;
+use crate::progress::{Ui, human_duration};
+use crate::provider::{Budget, MintOutcome, Provider};
 use crate::report::{FileEntry, ListingReport, Recorder, Status, human_bytes};
 use crate::scheduler::{
     Action, Item, MAX_MINTS_IN_FLIGHT, Ready, RunStats, Scheduler, Settings, Stop,
@@ -95,6 +96,10 @@ pub struct Pipeline<'a, P: Provider> {
     pub dry_run: bool,
     /// How long one ID may take across mints, retries and waits.
     pub give_up_after: Duration,
+    /// Vendor time runs this many times faster (benchmarks against a compressed sandbox).
+    pub time_scale: u32,
+    /// The API requests the run may send (for what the display says of it).
+    pub budget: Budget,
     /// When the whole run stops (`--max-run-time`).
     pub deadline: Option<Instant>,
     pub output_dir: PathBuf,
@@ -148,15 +153,16 @@ impl<P: Provider> Pipeline<'_, P> {
             Settings {
                 concurrency: self.concurrency,
                 max_batch: vendor.max_batch,
-                url_lifetime: vendor.url_lifetime,
+                url_lifetime: vendor.url_lifetime / self.time_scale.max(1),
                 dry_run: self.dry_run,
                 give_up_after: self.give_up_after,
+                time_scale: self.time_scale,
             },
             Vec::new(),
         );
         let lanes = Lanes::new(std::mem::take(&mut self.files))
             .map_err(|e| Fatal::Internal(format!("cannot start the download threads: {e}")))?;
-        log::debug!("downloads run in {} lane(s)", lanes.count());
+        log::debug!("downloads run on {} thread(s)", lanes.count());
         let mut tasks = Running {
             tasks: JoinSet::new(),
             lanes,
@@ -173,6 +179,7 @@ impl<P: Provider> Pipeline<'_, P> {
             walked.open = true;
             tokio::spawn(walk(self.provider.clone(), source, size, tx))
         });
+        let mut pacing = Pacing::new(vendor, self.budget);
         // The walk is asked for its next page while fewer IDs than this wait for the scheduler.
         let low_water = self.concurrency + (MAX_MINTS_IN_FLIGHT + 1) * vendor.max_batch;
 
@@ -204,13 +211,27 @@ impl<P: Provider> Pipeline<'_, P> {
                 wake
             };
 
+            let to_mint = scheduler.to_mint() + (self.recorder.ids().len() - self.cursor);
+            let limiter = self.provider.api().limiter();
+            if pacing.update(Instant::now(), limiter, scheduler.held_back(), to_mint) {
+                self.ui.set_waiting(pacing.waiting().map(str::to_string));
+                self.ui.set_plan_eta(pacing.plan_eta());
+            }
             self.ui.plain_status(|| {
                 // Skipped files were finished before the run; the rest are this run's.
                 let s = self.recorder.summary();
                 let done = s.downloaded + s.failed + s.resolved.unwrap_or(0);
                 let total_open = s.requested - s.skipped;
+                let eta = pacing
+                    .plan_eta()
+                    .map(|eta| format!(", about {} left (API budget)", human_duration(eta)))
+                    .unwrap_or_default();
+                let waiting = pacing
+                    .waiting()
+                    .map(|w| format!("; {w}"))
+                    .unwrap_or_default();
                 format!(
-                    "fetchdocs: {done}/{total_open} files done ({} failed), {} in {:.0}s",
+                    "fetchdocs: {done}/{total_open} files done ({} failed), {} in {:.0}s{eta}{waiting}",
                     s.failed,
                     human_bytes(self.recorder.bytes()),
                     started.elapsed().as_secs_f64()
@@ -297,7 +318,7 @@ impl<P: Provider> Pipeline<'_, P> {
         self.ui.finish();
         let stats = scheduler.stats();
         log::debug!(
-            "{} mint request(s); {} URL(s) expired at the file host, {} re-minted before use",
+            "{} request(s) for signed URLs; {} URL(s) expired at the file host, {} re-minted before use",
             stats.mint_calls,
             stats.expired_hits,
             stats.stale_before_start
@@ -421,7 +442,7 @@ impl<P: Provider> Pipeline<'_, P> {
                 && let Some(rec) = self.state.completed(&id, index)
             {
                 self.recorder.finish(index, FileEntry::skipped(rec));
-                self.ui.file_finished();
+                self.ui.file_skipped();
                 continue;
             }
             items.push(Item::new(index, id, self.state.previous_name(&id, index)));
@@ -444,10 +465,12 @@ impl<P: Provider> Pipeline<'_, P> {
                 Action::Start { ready, progress } => self.spawn_download(tasks, ready, progress),
                 Action::Mint(batch) => {
                     let provider = self.provider.clone();
+                    // Taken now, before the task runs: the scheduler's next decision sees it.
+                    let slots = provider.reserve();
                     tasks.tasks.spawn(async move {
                         let start = Instant::now();
                         let ids = batch.iter().map(|i| i.id).collect();
-                        let result = provider.mint(ids).await;
+                        let result = provider.mint(ids, slots).await;
                         Done::Mint {
                             items: batch,
                             result,

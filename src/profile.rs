@@ -48,6 +48,7 @@ pub struct Settings {
     pub output_dir: Option<PathBuf>,
     pub concurrency: Option<u32>,
     pub requests_per_minute: Option<u32>,
+    pub requests_per_hour: Option<u32>,
     pub read_timeout: Option<u64>,
 }
 
@@ -62,6 +63,7 @@ impl Settings {
             output_dir: self.output_dir.or(under.output_dir),
             concurrency: self.concurrency.or(under.concurrency),
             requests_per_minute: self.requests_per_minute.or(under.requests_per_minute),
+            requests_per_hour: self.requests_per_hour.or(under.requests_per_hour),
             read_timeout: self.read_timeout.or(under.read_timeout),
         }
     }
@@ -190,6 +192,11 @@ fn check(loaded: &Loaded) -> Result<(), Fatal> {
         .is_some_and(|n| !cli::REQUESTS_PER_MINUTE.contains(&i64::from(n)))
     {
         return bad("requests_per_minute", &must_be(&cli::REQUESTS_PER_MINUTE));
+    }
+    if s.requests_per_hour
+        .is_some_and(|n| !cli::REQUESTS_PER_HOUR.contains(&i64::from(n)))
+    {
+        return bad("requests_per_hour", &must_be(&cli::REQUESTS_PER_HOUR));
     }
     if s.read_timeout
         .is_some_and(|n| !cli::READ_TIMEOUT.contains(&n))

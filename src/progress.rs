@@ -150,20 +150,45 @@ pub struct Ui {
     file_bars: Arc<AtomicUsize>,
     /// `failed:` lines printed so far.
     failures_shown: AtomicUsize,
+    /// What the overall bar says beside the counts: failures, and what the run waits for.
+    message: Mutex<(usize, Option<String>)>,
+    /// The ETA the request budget allows, when the budget is what limits the run (the bar
+    /// shows the later of it and the pace of the downloads).
+    plan_eta: Arc<Mutex<Option<Duration>>>,
+}
+
+/// A duration as people say it: `45s`, `3m 20s`, `1h 05m`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs_f64().round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
 }
 
 impl Ui {
     /// `bars`: draw progress bars (stderr is a terminal and not quiet). `total_files`: what the
     /// overall bar counts to.
     pub fn new(verbosity: Verbosity, bars: bool, total_files: u64) -> Ui {
+        let plan_eta: Arc<Mutex<Option<Duration>>> = Arc::default();
         let bars = bars.then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
             let files = multi.add(ProgressBar::new(total_files));
+            let plan = plan_eta.clone();
             files.set_style(
                 ProgressStyle::with_template(
-                    "{spinner:.green} [{elapsed_precise}] [{bar:30.cyan/blue}] {pos}/{len} files  ETA {eta}  {msg}",
+                    "{spinner:.green} [{elapsed_precise}] [{bar:30.cyan/blue}] {pos}/{len} files  ETA {plan_eta}  {msg}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .with_key(
+                    "plan_eta",
+                    move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let plan = *plan.lock().unwrap_or_else(|e| e.into_inner());
+                        let eta = plan.map_or(state.eta(), |p| p.max(state.eta()));
+                        let _ = w.write_str(&human_duration(eta));
+                    },
+                )
                 .progress_chars("=> "),
             );
             let bytes = multi.add(ProgressBar::no_length());
@@ -185,6 +210,30 @@ impl Ui {
             last_status: Mutex::new(Instant::now()),
             file_bars: Arc::new(AtomicUsize::new(0)),
             failures_shown: AtomicUsize::new(0),
+            message: Mutex::new((0, None)),
+            plan_eta,
+        }
+    }
+
+    /// The ETA that the request budget allows (`None`: the budget does not limit the run).
+    pub fn set_plan_eta(&self, eta: Option<Duration>) {
+        *self.plan_eta.lock().unwrap_or_else(|e| e.into_inner()) = eta;
+    }
+
+    /// What the run waits for, on the overall bar (`None`: nothing).
+    pub fn set_waiting(&self, what: Option<String>) {
+        let mut m = self.message.lock().unwrap_or_else(|e| e.into_inner());
+        if m.1 != what {
+            m.1 = what;
+            self.show_message(&m);
+        }
+    }
+
+    fn show_message(&self, (failed, waiting): &(usize, Option<String>)) {
+        if let Some(b) = &self.bars {
+            let failed = (*failed > 0).then(|| format!("{failed} failed"));
+            let parts: Vec<&str> = failed.iter().chain(waiting).map(String::as_str).collect();
+            b.files.set_message(parts.join("  "));
         }
     }
 
@@ -248,12 +297,20 @@ impl Ui {
         }
     }
 
+    /// A file an earlier run completed: not this run's work, so it leaves the count (and
+    /// never counts as speed in the ETA).
+    pub fn file_skipped(&self) {
+        if let Some(b) = &self.bars {
+            b.files.dec_length(1);
+        }
+    }
+
     /// Note the failures so far on the overall bar.
     pub fn set_failed(&self, failed: usize) {
-        if let Some(b) = &self.bars
-            && failed > 0
-        {
-            b.files.set_message(format!("{failed} failed"));
+        let mut m = self.message.lock().unwrap_or_else(|e| e.into_inner());
+        if failed > 0 && m.0 != failed {
+            m.0 = failed;
+            self.show_message(&m);
         }
     }
 

@@ -322,6 +322,9 @@ pub struct Settings {
     pub dry_run: bool,
     /// How long one ID may take across mints, retries and waits.
     pub give_up_after: Duration,
+    /// Vendor time runs this many times faster than real time (a benchmark against a sandbox
+    /// with compressed time; 1 otherwise): the policy's own durations shrink with it.
+    pub time_scale: u32,
 }
 
 /// The run's scheduling state (see the module docs for the policy).
@@ -354,6 +357,8 @@ pub struct Scheduler {
     input_open: bool,
     /// The latest mint call was answered (not failed through its retries).
     healthy: bool,
+    /// At the latest `next`, a mint call was due but the request budget held it back.
+    held_back: bool,
 }
 
 impl Scheduler {
@@ -361,6 +366,7 @@ impl Scheduler {
         Scheduler {
             settings: Settings {
                 concurrency: settings.concurrency.max(1),
+                time_scale: settings.time_scale.max(1),
                 ..settings
             },
             lifetime: Lifetime::new(settings.url_lifetime),
@@ -379,6 +385,7 @@ impl Scheduler {
             now: Instant::now(),
             input_open: false,
             healthy: false,
+            held_back: false,
         }
     }
 
@@ -421,6 +428,17 @@ impl Scheduler {
         self.stats
     }
 
+    /// At the latest [`Scheduler::next`], a mint call was due but the request budget held it
+    /// back (what the progress display says the run waits for).
+    pub fn held_back(&self) -> bool {
+        self.held_back
+    }
+
+    /// IDs handed to the scheduler that still need a mint call.
+    pub fn to_mint(&self) -> usize {
+        self.pending.len() + self.omitted.len()
+    }
+
     /// Nothing is left to mint, start or wait for.
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty()
@@ -442,7 +460,7 @@ impl Scheduler {
             && let Some(r) = self.ready.pop_front()
         {
             let age = now.saturating_duration_since(r.issued);
-            if now + start_margin(self.settings.url_lifetime) >= r.expires
+            if now + self.start_margin(self.settings.url_lifetime) >= r.expires
                 || self.lifetime.provably_expired(age)
             {
                 self.stats.stale_before_start += 1;
@@ -474,6 +492,7 @@ impl Scheduler {
         }
         // Mint what will be needed soon, if the API would take a request now.
         let mut wake = now + TICK;
+        self.held_back = false;
         // Calls overlap only once the API has answered well: one at a time at first and while
         // it is failing, so that an API that is down is not asked several times over.
         let max_open = if self.healthy { MAX_MINTS_IN_FLIGHT } else { 1 };
@@ -481,7 +500,7 @@ impl Scheduler {
             let n = if self.long_lived() {
                 self.long_lived_batch(now)
             } else {
-                batch_size(&self.demand(now))
+                self.batch_for(batch_size(&self.demand(now)))
             }
             .min(self.pending.len());
             if n > 0 {
@@ -500,6 +519,7 @@ impl Scheduler {
                     actions.push(Action::Mint(batch));
                     wake = now;
                 } else {
+                    self.held_back = true;
                     wake = wake.min(now + api_delay);
                 }
             }
@@ -510,7 +530,54 @@ impl Scheduler {
     /// URLs that outlive any wait in hand (Veridox's hour): nothing is gained by minting them
     /// late, so every request buys a full batch.
     fn long_lived(&self) -> bool {
-        !self.settings.dry_run && self.lifetime.estimate() >= LONG_LIVED
+        !self.settings.dry_run && self.lifetime.estimate() * self.settings.time_scale >= LONG_LIVED
+    }
+
+    /// [`horizon`], in the vendor's time.
+    fn horizon(&self, lifetime: Duration) -> Duration {
+        let scale = self.settings.time_scale;
+        horizon(lifetime * scale) / scale
+    }
+
+    /// [`start_margin`], in the vendor's time.
+    fn start_margin(&self, lifetime: Duration) -> Duration {
+        let scale = self.settings.time_scale;
+        start_margin(lifetime * scale) / scale
+    }
+
+    /// How many URLs minted now could still be started before they expire, beyond those in
+    /// hand or being minted: the free slots, and what `-j` slots get through at the
+    /// downloads' average pace in the life the URLs have left when they arrive (less the
+    /// start margin). `None` until a download has finished (nothing is known of the pace).
+    fn usable_before_expiry(&self) -> Option<usize> {
+        let avg = self.avg_duration?;
+        let life = self.lifetime.estimate();
+        let usable = life.saturating_sub(self.mint_latency() + self.start_margin(life));
+        let j = self.settings.concurrency;
+        let free = j - self.active.len().min(j);
+        let through = if avg.is_zero() {
+            usize::MAX / 2
+        } else {
+            (j as f64 * usable.as_secs_f64() / avg.as_secs_f64()).min(1e9) as usize
+        };
+        Some((free + through).saturating_sub(self.ready.len() + self.minting))
+    }
+
+    /// The size of the next mint call, once one is due: a full batch whenever a full batch's
+    /// URLs would all be started before they expire, because every request (every Keelvar job
+    /// and its poll) costs the same out of the vendor's budget, whatever it carries. Fewer
+    /// (`wanted`, and never more than can be started in time) when a full batch could not be
+    /// used before it expires, or fewer IDs wait.
+    fn batch_for(&self, wanted: usize) -> usize {
+        if wanted == 0 {
+            return 0;
+        }
+        let full = self.settings.max_batch.min(self.pending_for_batching());
+        match self.usable_before_expiry() {
+            None => wanted,
+            Some(usable) if usable >= full => full,
+            Some(usable) => wanted.min(usable),
+        }
     }
 
     /// With long-lived URLs: a full batch whenever fewer URLs than [`Self::long_lived_target`]
@@ -546,6 +613,7 @@ impl Scheduler {
             &self.active,
             &self.completions,
             self.avg_duration,
+            self.settings.concurrency,
             now,
             self.mint_latency() * 2,
         );
@@ -568,7 +636,7 @@ impl Scheduler {
             };
         }
         let j = self.settings.concurrency;
-        let t = self.mint_latency() + horizon(self.lifetime.estimate());
+        let t = self.mint_latency() + self.horizon(self.lifetime.estimate());
         // At the very start nothing is known of the downloads' pace. A full batch is asked for
         // if it starts within a few waves of -j downloads: each request (for Keelvar, a job
         // and its polls) then buys the most, and a URL that would wait too long is re-minted
@@ -577,7 +645,14 @@ impl Scheduler {
         let finishing_soon = if cold && max_batch <= COLD_WAVES * j {
             max_batch
         } else {
-            finishing_within(&self.active, &self.completions, self.avg_duration, now, t)
+            finishing_within(
+                &self.active,
+                &self.completions,
+                self.avg_duration,
+                j,
+                now,
+                t,
+            )
         };
         Demand {
             concurrency: j,
@@ -842,11 +917,14 @@ impl Scheduler {
 
 /// Downloads predicted to finish within `t`: the larger of those whose own ETA is within `t`
 /// (or, before their first bytes, whose age plus the average duration is) and the recent
-/// completion rate × `t`.
+/// completion rate × `t`. The rate is never taken above what `concurrency` slots can do at
+/// the average duration (downloads that started together finish together: their burst of
+/// completions says nothing of the next second).
 fn finishing_within(
     active: &HashMap<Uuid, Active>,
     completions: &VecDeque<Instant>,
     avg_duration: Option<Duration>,
+    concurrency: usize,
     now: Instant,
     t: Duration,
 ) -> usize {
@@ -865,8 +943,12 @@ fn finishing_within(
             // Rate over the recent window, counting the time since the last completion too, so
             // that a stall lowers the estimate.
             let span = now.saturating_duration_since(*first).as_secs_f64();
+            let ceiling = match avg_duration {
+                Some(avg) if !avg.is_zero() => concurrency as f64 / avg.as_secs_f64(),
+                _ => f64::INFINITY,
+            };
             if span > 0.0 {
-                ((n - 1) as f64 / span * t.as_secs_f64()) as usize
+                (((n - 1) as f64 / span).min(ceiling) * t.as_secs_f64()) as usize
             } else {
                 0
             }
@@ -885,6 +967,9 @@ fn finishing_within(
 }
 
 #[cfg(test)]
+mod budget_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::provider::Minted;
@@ -898,6 +983,7 @@ mod tests {
         url_lifetime: Duration::from_secs(3600),
         dry_run: false,
         give_up_after: Duration::from_secs(3600),
+        time_scale: 1,
     };
     const KEELVAR: Settings = Settings {
         concurrency: 4,
@@ -905,6 +991,7 @@ mod tests {
         url_lifetime: Duration::from_secs(60),
         dry_run: false,
         give_up_after: Duration::from_secs(3600),
+        time_scale: 1,
     };
 
     fn whole(bytes: u64) -> Whole {
@@ -1219,10 +1306,8 @@ mod tests {
             ..KEELVAR
         };
         let mut s = Scheduler::new(settings, items(100));
-        // Two fast files: at the completion rate they show, a full batch is worth minting ahead.
-        for _ in 0..2 {
-            download_one(&mut s).await;
-        }
+        // A fast file: at the pace it shows, a full batch is used long before it expires.
+        download_one(&mut s).await;
         let t0 = Instant::now();
         let batch = take_mint(s.next(t0, Duration::ZERO).0);
         assert_eq!(batch.len(), 50, "full batch");
@@ -1266,9 +1351,7 @@ mod tests {
             ..KEELVAR
         };
         let mut s = Scheduler::new(settings, items(100));
-        for _ in 0..2 {
-            download_one(&mut s).await;
-        }
+        download_one(&mut s).await;
         let t0 = Instant::now();
         let batch = take_mint(s.next(t0, Duration::ZERO).0);
         let out = answer(&batch, t0, None);
@@ -1741,6 +1824,7 @@ mod tests {
             &HashMap::new(),
             &completions,
             None,
+            16,
             now,
             Duration::from_secs(5),
         );

@@ -70,6 +70,13 @@ pub fn show(config: Option<PathBuf>, profile: Option<String>) -> Result<Exit, Fa
             default: "(the provider's limit)",
         },
         Row {
+            name: "requests_per_hour",
+            env: "FETCHDOCS_REQUESTS_PER_HOUR",
+            from_file: file.requests_per_hour.map(|v| v.to_string()),
+            in_profile: own.requests_per_hour.is_some(),
+            default: "(the provider's limit)",
+        },
+        Row {
             name: "read_timeout",
             env: "FETCHDOCS_READ_TIMEOUT",
             from_file: file.read_timeout.map(|v| v.to_string()),

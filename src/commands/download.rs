@@ -181,6 +181,8 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                 concurrency: cfg.concurrency,
                 dry_run: cfg.dry_run,
                 give_up_after: cfg.give_up_after,
+                time_scale: cfg.time_scale,
+                budget: cfg.budget,
                 deadline: cfg.max_run_time.map(|t| tokio::time::Instant::now() + t),
                 output_dir: cfg.output_dir.clone(),
                 force: cfg.force,
@@ -240,7 +242,7 @@ fn skip_completed(recorder: &mut Recorder, state: &State, force: bool, ui: &Ui) 
         let id = recorder.ids()[i];
         if let Some(rec) = state.completed(&id, i as u32) {
             recorder.finish(i as u32, FileEntry::skipped(rec));
-            ui.file_finished();
+            ui.file_skipped();
         }
     }
 }
@@ -357,7 +359,14 @@ fn clients(cfg: &Config) -> Result<(AnyProvider, Vec<reqwest::Client>), Fatal> {
     let provider = match cfg.provider {
         ProviderKind::Veridox => AnyProvider::Veridox(Veridox::new(api)),
         ProviderKind::Keelvar => {
-            AnyProvider::Keelvar(Keelvar::new(api, cfg.job_timeout, PollPolicy::default()))
+            // URLs that die a minute after their job completes (sooner with compressed time).
+            let lifetime = cfg.provider.vendor().url_lifetime / cfg.time_scale;
+            AnyProvider::Keelvar(Keelvar::new(
+                api,
+                cfg.job_timeout,
+                PollPolicy::scaled(lifetime, cfg.time_scale),
+                lifetime,
+            ))
         }
     };
     Ok((provider, files))
@@ -365,9 +374,7 @@ fn clients(cfg: &Config) -> Result<(AnyProvider, Vec<reqwest::Client>), Fatal> {
 
 /// The client for the vendor's API host, paced by the vendor's limits.
 fn api_client(cfg: &Config, tls: &rustls::ClientConfig) -> Result<ApiClient, Fatal> {
-    let limiter = Arc::new(RateLimiter::new(
-        &cfg.provider.vendor().rate_limits(cfg.requests_per_minute),
-    ));
+    let limiter = Arc::new(RateLimiter::new(&cfg.budget.rate_limits(cfg.time_scale)));
     ApiClient::new(
         cfg.base_url.clone(),
         &cfg.api_key,

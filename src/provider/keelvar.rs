@@ -11,10 +11,11 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{MintOutcome, Provider, RawFile, Vendor, reason_text, reconcile, wrong_listing};
-use crate::api::{ApiClient, ApiResponse, AuthStyle, describe_body, origin_of};
+use crate::api::{ApiClient, ApiResponse, AuthStyle, Slot, describe_body, origin_of};
 use crate::error::ApiError;
 use crate::ids::IdRule;
 use crate::listing::{Cursor, Found, Listed, Source, collect_file_uuids, next_link};
+use crate::ratelimit::{Need, Reservation};
 
 /// Keelvar, by its documentation: 30 requests a minute and 600 an hour, polls included; URLs
 /// die 60 seconds after their job completes.
@@ -27,9 +28,14 @@ pub const VENDOR: Vendor = Vendor {
     id_rule: IdRule::AnyUuid,
     max_batch: 50,
     url_lifetime: Duration::from_secs(60),
+    mint_need: Need::Job,
 };
 
-/// How often to poll a job: fast at first, backing off to a cap.
+/// How often to poll a job. Every poll is a request out of the vendor's budget (30 a minute,
+/// 600 an hour), so a job whose duration is not known yet is probed with doubling waits
+/// (0.5 s, 1 s, 2 s, …): a few polls find any duration within a factor of two. The waits are
+/// capped at a quarter of the URLs' life, so a job that completed just after a poll still
+/// hands over URLs with three quarters of their life left when the next poll finds it done.
 #[derive(Debug, Clone, Copy)]
 pub struct PollPolicy {
     pub first: Duration,
@@ -39,15 +45,27 @@ pub struct PollPolicy {
 
 impl Default for PollPolicy {
     fn default() -> Self {
-        PollPolicy {
-            first: Duration::from_millis(250),
-            factor: 1.5,
-            cap: Duration::from_secs(5),
-        }
+        PollPolicy::for_lifetime(VENDOR.url_lifetime)
     }
 }
 
 impl PollPolicy {
+    /// The policy for URLs that live `lifetime` after their job completes.
+    pub fn for_lifetime(lifetime: Duration) -> Self {
+        Self::scaled(lifetime, 1)
+    }
+
+    /// [`PollPolicy::for_lifetime`] with vendor time running `scale` times faster (benchmarks
+    /// against a sandbox with compressed time).
+    pub fn scaled(lifetime: Duration, scale: u32) -> Self {
+        let first = (Duration::from_millis(500) / scale.max(1)).min(lifetime / 8);
+        PollPolicy {
+            first,
+            factor: 2.0,
+            cap: (lifetime / 4).max(first),
+        }
+    }
+
     /// The wait before poll number `n` (0-based). `learned`: when the first poll is likely to
     /// find the job done ([`JobClock::first_wait`]); then the first poll waits that long (each
     /// poll is a request out of the rate limit), and a job not done by then is polled again
@@ -72,7 +90,7 @@ impl PollPolicy {
 ///
 /// A poll that finds a job still running proves jobs take at least that long: the first poll
 /// of the next job waits [`JobClock::MARGIN`] × the longest such age (or, after a job that took
-/// several polls, as long as the poll that found it done). Each job that the first
+/// several polls, the margin × the age of the poll that found it done). Each job that the first
 /// poll found done lowers that age a little ([`JobClock::DECAY`]), so that jobs that become
 /// faster are noticed after a few dozen jobs, at the cost of one extra poll.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -95,9 +113,11 @@ impl JobClock {
     }
 
     /// A later poll, sent `age` after submission, found the job done: the next first poll
-    /// waits at least that long.
+    /// waits the margin longer than that, so that the small decay after each job found done
+    /// at once does not bring it below the jobs' real duration for several dozen jobs (a
+    /// burst of jobs submitted together would otherwise all pay a second poll).
     pub fn done_late(&mut self, age: Duration) {
-        self.saw_running(age.div_f64(Self::MARGIN));
+        self.saw_running(age);
     }
 
     /// The first poll of a job found it done.
@@ -136,17 +156,26 @@ pub struct Keelvar {
     api: ApiClient,
     job_timeout: Duration,
     poll: PollPolicy,
+    /// How long URLs live after their job completes (the documented minute, unless time is
+    /// compressed for a benchmark).
+    url_lifetime: Duration,
     job_clock: std::sync::Mutex<JobClock>,
     /// Undocumented statuses already reported (each is said once).
     unknown_statuses: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Keelvar {
-    pub fn new(api: ApiClient, job_timeout: Duration, poll: PollPolicy) -> Self {
+    pub fn new(
+        api: ApiClient,
+        job_timeout: Duration,
+        poll: PollPolicy,
+        url_lifetime: Duration,
+    ) -> Self {
         Keelvar {
             api,
             job_timeout,
             poll,
+            url_lifetime,
             job_clock: Default::default(),
             unknown_statuses: Default::default(),
         }
@@ -279,7 +308,9 @@ fn job_id(v: &Value) -> Option<String> {
 }
 
 enum JobEnd {
-    Completed(Option<Value>, Instant),
+    /// The detail; the last moment the job was seen unfinished; the moment the answer that
+    /// found it completed arrived.
+    Completed(Option<Value>, Instant, Instant),
     Failed(String),
 }
 
@@ -304,13 +335,17 @@ pub fn decode_job(body: &[u8]) -> Result<JobAnswer, String> {
     })
 }
 
-/// Read a completed job's `detail` for the `requested` IDs; `issued` is the earliest moment the
-/// job can have completed. No detail at all means no file came back. Never panics, whatever the
-/// value (fuzzed: `fuzz/fuzz_targets/keelvar_response.rs`).
+/// Read a completed job's `detail` for the `requested` IDs. The job completed somewhere
+/// between `issued` (the last moment it was seen unfinished: URL ages count from there, so
+/// they are never underestimated) and `expires` less the URLs' life (the answer that found it
+/// completed): `expires` is the latest moment its URLs can still work. No detail at all means
+/// no file came back. Never panics, whatever the value (fuzzed:
+/// `fuzz/fuzz_targets/keelvar_response.rs`).
 pub fn decode_completed(
     requested: &[Uuid],
     detail: Option<Value>,
     issued: Instant,
+    expires: Instant,
 ) -> Result<MintOutcome, String> {
     let detail: Detail = match detail {
         Some(d) => serde_json::from_value(d).map_err(|e| e.to_string())?,
@@ -325,7 +360,7 @@ pub fn decode_completed(
                 url: d.download_url.unwrap_or_default(),
                 label: d.file_name,
                 issued,
-                expires: Some(issued + VENDOR.url_lifetime),
+                expires: Some(expires),
             })
         })
         .collect();
@@ -350,14 +385,19 @@ fn failure_reason(detail: Option<&Value>) -> String {
 }
 
 impl Keelvar {
-    async fn submit(&self, ids: &[Uuid]) -> Result<(String, JobAnswer), ApiError> {
+    async fn submit(
+        &self,
+        ids: &[Uuid],
+        slots: &Reservation,
+    ) -> Result<(String, JobAnswer), ApiError> {
         let body = serde_json::json!({ "file_uuids": ids });
         let resp = self
             .api
-            .send(
+            .send_in(
                 Method::POST,
                 "api/jobs/generate-file-download-links",
                 Some(&body),
+                Slot::First(slots),
             )
             .await?;
         match resp.status {
@@ -404,6 +444,7 @@ impl Keelvar {
         first: JobAnswer,
         submitted: Instant,
         deadline: Instant,
+        slots: &Reservation,
     ) -> Result<JobEnd, ApiError> {
         let path = format!("api/jobs/{id}");
         // The job can have completed at any moment after the server last saw it unfinished:
@@ -412,9 +453,18 @@ impl Keelvar {
         let mut job = first;
         let mut n = 0u32;
         let mut bad_polls = 0u32;
+        // What was known of jobs' durations when this one was submitted: its first poll waits
+        // that long; without it, this job's polls probe (its own polls teach the next jobs).
+        let learned = lock(&self.job_clock).first_wait();
         loop {
             match job.state {
-                JobState::Completed => return Ok(JobEnd::Completed(job.detail, last_unfinished)),
+                JobState::Completed => {
+                    return Ok(JobEnd::Completed(
+                        job.detail,
+                        last_unfinished,
+                        Instant::now(),
+                    ));
+                }
                 JobState::Failed(status) => {
                     let why = failure_reason(job.detail.as_ref());
                     return Ok(JobEnd::Failed(format!("job {id} ended {status}{why}")));
@@ -438,14 +488,19 @@ impl Keelvar {
                 )));
             }
             // The last poll lands on the deadline itself, not short of it.
-            let learned = lock(&self.job_clock).first_wait();
             let wait = self.poll.delay(n, learned).min(deadline - now);
             n += 1;
             tokio::time::sleep(wait).await;
             let sent = Instant::now();
             // --job-timeout holds also while polls wait out 429s.
-            let Ok(resp) =
-                tokio::time::timeout_at(deadline, self.api.send(Method::GET, &path, None)).await
+            // The poll uses the slot promised to this job (see `mint`): it never waits for the
+            // minute's window to roll over while the job's URLs age.
+            let Ok(resp) = tokio::time::timeout_at(
+                deadline,
+                self.api
+                    .send_in(Method::GET, &path, None, Slot::Poll(slots)),
+            )
+            .await
             else {
                 return Err(ApiError::Rejected(format!(
                     "the Keelvar job {id} did not complete within {}s (--job-timeout)",
@@ -573,16 +628,20 @@ impl Provider for Keelvar {
         })
     }
 
-    async fn mint(&self, ids: Vec<Uuid>) -> Result<MintOutcome, ApiError> {
+    /// `slots` holds this job's submission and a slot for its polls in every window of the
+    /// budget until the job ends, so its URLs are fetched as soon as it completes (the
+    /// scheduler decided this job only when both fit: `VENDOR.mint_need`).
+    async fn mint(&self, ids: Vec<Uuid>, slots: Reservation) -> Result<MintOutcome, ApiError> {
         let mut last_failure = String::new();
         for attempt in 1..=MAX_SUBMISSIONS {
             let submitted = Instant::now();
             let deadline = submitted + self.job_timeout;
-            let (id, job) = self.submit(&ids).await?;
+            let (id, job) = self.submit(&ids, &slots).await?;
             log::trace!("Keelvar job {id} submitted for {} file(s)", ids.len());
-            match self.wait(&id, job, submitted, deadline).await? {
-                JobEnd::Completed(detail, issued) => {
-                    return decode_completed(&ids, detail, issued).map_err(|e| {
+            match self.wait(&id, job, submitted, deadline, &slots).await? {
+                JobEnd::Completed(detail, issued, found) => {
+                    let expires = found + self.url_lifetime;
+                    return decode_completed(&ids, detail, issued, expires).map_err(|e| {
                         ApiError::Request(format!(
                             "the completed Keelvar job {id} has an unreadable detail ({e})"
                         ))
@@ -651,10 +710,15 @@ mod tests {
     #[test]
     fn poll_backs_off_to_a_cap() {
         let p = PollPolicy::default();
-        assert_eq!(p.delay(0, None), Duration::from_millis(250));
-        assert!(p.delay(1, None) > p.delay(0, None));
-        assert_eq!(p.delay(30, None), Duration::from_secs(5));
-        assert_eq!(p.delay(u32::MAX, None), Duration::from_secs(5));
+        assert_eq!(p.delay(0, None), Duration::from_millis(500));
+        assert_eq!(p.delay(1, None), Duration::from_secs(1));
+        // Capped at a quarter of the URLs' minute: a job found done late still hands over
+        // URLs with most of their life left.
+        assert_eq!(p.delay(30, None), Duration::from_secs(15));
+        assert_eq!(p.delay(u32::MAX, None), Duration::from_secs(15));
+        // Shorter-lived URLs, shorter waits.
+        let short = PollPolicy::for_lifetime(Duration::from_secs(20));
+        assert_eq!(short.delay(30, None), Duration::from_secs(5));
     }
 
     #[test]
@@ -663,7 +727,7 @@ mod tests {
         let learned = Some(Duration::from_secs(2));
         assert_eq!(p.delay(0, learned), Duration::from_secs(2));
         // A job not done by then is asked again soon, backing off.
-        assert_eq!(p.delay(1, learned), Duration::from_millis(200));
+        assert_eq!(p.delay(1, learned), Duration::from_millis(250));
         assert!(p.delay(2, learned) > p.delay(1, learned));
         // Long jobs are not capped at the backoff's cap: one poll, late, not many.
         assert_eq!(
@@ -673,7 +737,7 @@ mod tests {
         // Fast jobs never poll faster than the policy's first step.
         assert_eq!(
             p.delay(0, Some(Duration::from_millis(10))),
-            Duration::from_millis(250)
+            Duration::from_millis(500)
         );
     }
 

@@ -16,6 +16,7 @@ use crate::api::{ApiClient, AuthStyle, is_loopback};
 use crate::error::ApiError;
 use crate::ids::IdRule;
 use crate::listing::{Cursor, Listed, Source};
+use crate::ratelimit::{Need, Reservation};
 
 /// The vendors fetchdocs speaks (also the `--provider` values, and `provider = "…"` in the
 /// config file).
@@ -56,20 +57,52 @@ pub struct Vendor {
     pub max_batch: usize,
     /// How long a signed URL lives by the documentation (Keelvar: from the job's completion).
     pub url_lifetime: Duration,
+    /// What one mint call takes from the request budget when it starts: one request
+    /// (Veridox), or a job, whose poll is promised a slot before it is submitted (Keelvar).
+    pub mint_need: Need,
+}
+
+/// The request budget a run keeps to: at most `per_minute` API requests in any minute, and
+/// `per_hour` in any hour where there is an hourly limit. Polls and listing pages count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub per_minute: u32,
+    pub per_hour: Option<u32>,
 }
 
 impl Vendor {
-    /// The rate limits to keep to: `(requests, period)` pairs. `per_minute` (from
-    /// `--requests-per-minute`) replaces the documented per-minute figure; an hourly limit
-    /// applies as well. A per-minute figure above the documented one is a deployment with
-    /// raised limits (private, a sandbox): the hourly limit is raised in proportion, never
-    /// lowered.
-    pub fn rate_limits(&self, per_minute: u32) -> Vec<(u32, Duration)> {
-        let mut limits = vec![(per_minute, Duration::from_secs(60))];
-        if let Some(hourly) = self.requests_per_hour {
-            let scale = (per_minute as u64).div_ceil(self.requests_per_minute.max(1) as u64);
-            let hourly = (hourly as u64 * scale.max(1)).min(u32::MAX as u64) as u32;
-            limits.push((hourly, Duration::from_secs(3600)));
+    /// The budget of one run. `per_minute` and `per_hour` (the flags, the environment or the
+    /// config file) win where given. Otherwise the vendor's documented limits, divided among
+    /// `shards` runs that share one API key (`--shard K/N`). A per-minute figure above the
+    /// documented one is a deployment with raised limits (private, a sandbox): then the hourly
+    /// limit is raised in proportion, never lowered.
+    pub fn budget(&self, per_minute: Option<u32>, per_hour: Option<u32>, shards: u32) -> Budget {
+        let shards = shards.max(1);
+        let minute = per_minute.unwrap_or((self.requests_per_minute / shards).max(1));
+        let hour = per_hour.or_else(|| {
+            let hourly = self.requests_per_hour?;
+            let raised = u64::from(minute).div_ceil(u64::from(self.requests_per_minute.max(1)));
+            Some(if raised > 1 {
+                (u64::from(hourly) * raised).min(u64::from(u32::MAX)) as u32
+            } else {
+                (hourly / shards).max(1)
+            })
+        });
+        Budget {
+            per_minute: minute,
+            per_hour: hour,
+        }
+    }
+}
+
+impl Budget {
+    /// The rate limits to keep to, as `(requests, period)` pairs; with time compressed `scale`
+    /// times (benchmarks against the sandbox), each period is that much shorter.
+    pub fn rate_limits(&self, scale: u32) -> Vec<(u32, Duration)> {
+        let scale = scale.max(1);
+        let mut limits = vec![(self.per_minute, Duration::from_secs(60) / scale)];
+        if let Some(hourly) = self.per_hour {
+            limits.push((hourly, Duration::from_secs(3600) / scale));
         }
         limits
     }
@@ -111,11 +144,21 @@ pub trait Provider: Send + Sync + 'static {
     /// How long until the next API request may be sent (so the scheduler can decide what to
     /// ask for at the last moment).
     fn next_request_delay(&self) -> Duration {
-        self.api().limiter().delay()
+        self.api().limiter().delay_for(self.vendor().mint_need)
     }
 
-    /// Turn a batch of at most `vendor().max_batch` IDs into signed URLs.
-    fn mint(&self, ids: Vec<Uuid>) -> impl Future<Output = Result<MintOutcome, ApiError>> + Send;
+    /// Turn a batch of at most `vendor().max_batch` IDs into signed URLs, on the part of the
+    /// request budget reserved for this call when it was decided ([`Provider::reserve`]).
+    fn mint(
+        &self,
+        ids: Vec<Uuid>,
+        slots: Reservation,
+    ) -> impl Future<Output = Result<MintOutcome, ApiError>> + Send;
+
+    /// Take what one mint call needs from the request budget, now (see [`Vendor::mint_need`]).
+    fn reserve(&self) -> Reservation {
+        self.api().limiter().reserve(self.vendor().mint_need)
+    }
 
     /// One page of the vendor's listing `source`, at `cursor`.
     fn list_page(
@@ -147,10 +190,10 @@ impl Provider for AnyProvider {
         }
     }
 
-    async fn mint(&self, ids: Vec<Uuid>) -> Result<MintOutcome, ApiError> {
+    async fn mint(&self, ids: Vec<Uuid>, slots: Reservation) -> Result<MintOutcome, ApiError> {
         match self {
-            AnyProvider::Veridox(p) => p.mint(ids).await,
-            AnyProvider::Keelvar(p) => p.mint(ids).await,
+            AnyProvider::Veridox(p) => p.mint(ids, slots).await,
+            AnyProvider::Keelvar(p) => p.mint(ids, slots).await,
         }
     }
 
@@ -290,10 +333,39 @@ mod tests {
     #[test]
     fn raised_per_minute_limits_raise_the_hourly_one_in_proportion() {
         let k = &keelvar::VENDOR;
-        assert_eq!(k.rate_limits(30)[1].0, 600);
-        assert_eq!(k.rate_limits(10)[1].0, 600, "never lowered");
-        assert_eq!(k.rate_limits(60)[1].0, 1200);
-        assert_eq!(k.rate_limits(1_000_000)[1].0, 600 * 33_334);
+        let hourly = |m: Option<u32>| k.budget(m, None, 1).per_hour.unwrap();
+        assert_eq!(hourly(None), 600);
+        assert_eq!(hourly(Some(30)), 600);
+        assert_eq!(hourly(Some(10)), 600, "never lowered");
+        assert_eq!(hourly(Some(60)), 1200);
+        assert_eq!(hourly(Some(1_000_000)), 600 * 33_334);
+        assert_eq!(veridox::VENDOR.budget(None, None, 1).per_hour, None);
+    }
+
+    #[test]
+    fn shards_share_one_keys_budget_unless_told_otherwise() {
+        let k = &keelvar::VENDOR;
+        assert_eq!(
+            k.budget(None, None, 3),
+            Budget {
+                per_minute: 10,
+                per_hour: Some(200)
+            }
+        );
+        // The flags win, each on its own.
+        assert_eq!(k.budget(Some(12), None, 3).per_minute, 12);
+        assert_eq!(k.budget(Some(12), None, 3).per_hour, Some(200));
+        assert_eq!(k.budget(None, Some(450), 3).per_hour, Some(450));
+        // Never below one request.
+        assert_eq!(veridox::VENDOR.budget(None, None, 64).per_minute, 1);
+        // Compressed time shortens the windows, not the counts.
+        assert_eq!(
+            k.budget(None, None, 1).rate_limits(10),
+            [
+                (30, Duration::from_secs(6)),
+                (600, Duration::from_secs(360))
+            ]
+        );
     }
 
     use super::*;

@@ -8,10 +8,11 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{MintOutcome, Provider, RawFile, Vendor, reason_text, reconcile, wrong_listing};
-use crate::api::{ApiClient, ApiResponse, AuthStyle, describe_body};
+use crate::api::{ApiClient, ApiResponse, AuthStyle, Slot, describe_body};
 use crate::error::ApiError;
 use crate::ids::IdRule;
 use crate::listing::{Cursor, Found, Listed, Source};
+use crate::ratelimit::{Need, Reservation};
 
 /// Veridox, by its documentation.
 pub const VENDOR: Vendor = Vendor {
@@ -23,6 +24,7 @@ pub const VENDOR: Vendor = Vendor {
     id_rule: IdRule::UuidV7,
     max_batch: 25,
     url_lifetime: Duration::from_secs(60 * 60),
+    mint_need: Need::Request,
 };
 
 pub struct Veridox {
@@ -122,11 +124,16 @@ impl Provider for Veridox {
         &self.api
     }
 
-    async fn mint(&self, ids: Vec<Uuid>) -> Result<MintOutcome, ApiError> {
+    async fn mint(&self, ids: Vec<Uuid>, slot: Reservation) -> Result<MintOutcome, ApiError> {
         let body = serde_json::json!({ "file_ids": ids });
         let resp = self
             .api
-            .send(Method::POST, "files/download", Some(&body))
+            .send_in(
+                Method::POST,
+                "files/download",
+                Some(&body),
+                Slot::First(&slot),
+            )
             .await?;
         match resp.status {
             s if s.is_success() => {}

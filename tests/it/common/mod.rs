@@ -211,7 +211,9 @@ impl Env {
 }
 
 /// Variables from the caller's environment that must not leak into a test run.
-pub const ENV_VARS: [&str; 27] = [
+pub const ENV_VARS: [&str; 29] = [
+    "FETCHDOCS_REQUESTS_PER_HOUR",
+    "FETCHDOCS_TIME_SCALE",
     "FETCHDOCS_PROVIDER",
     "FETCHDOCS_BASE_URL",
     "FETCHDOCS_OUTPUT_DIR",
