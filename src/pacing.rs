@@ -60,6 +60,14 @@ impl Pacing {
             budget.per_minute,
             mints.max(1) * vendor.max_batch
         );
+        if per_mint > 1 && budget.per_minute < 3 {
+            log::warn!(
+                "{} requests a minute cannot hold a job, its poll and a spare poll in one \
+                 minute: each job's links may die before they are fetched. Allow at least 3 \
+                 (--requests-per-minute)",
+                budget.per_minute
+            );
+        }
         Pacing {
             need: vendor.mint_need,
             max_batch: vendor.max_batch,

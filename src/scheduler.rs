@@ -359,6 +359,8 @@ pub struct Scheduler {
     healthy: bool,
     /// At the latest `next`, a mint call was due but the request budget held it back.
     held_back: bool,
+    /// The life the URLs of the latest mint answer had left when it arrived.
+    arrival_life: Option<Duration>,
 }
 
 impl Scheduler {
@@ -386,6 +388,7 @@ impl Scheduler {
             input_open: false,
             healthy: false,
             held_back: false,
+            arrival_life: None,
         }
     }
 
@@ -552,7 +555,13 @@ impl Scheduler {
     fn usable_before_expiry(&self) -> Option<usize> {
         let avg = self.avg_duration?;
         let life = self.lifetime.estimate();
-        let usable = life.saturating_sub(self.mint_latency() + self.start_margin(life));
+        // The life URLs had left when the latest answer arrived (a Keelvar job's URLs age only
+        // from its completion, not while it runs); before any, the life less the mint latency.
+        let left = self
+            .arrival_life
+            .unwrap_or_else(|| life.saturating_sub(self.mint_latency()))
+            .min(life);
+        let usable = left.saturating_sub(self.start_margin(life));
         let j = self.settings.concurrency;
         let free = j - self.active.len().min(j);
         let through = if avg.is_zero() {
@@ -749,6 +758,16 @@ impl Scheduler {
                         self.omitted_by_api(item, &mut actions);
                     }
                 }
+                let life_left = outcome
+                    .files
+                    .iter()
+                    .map(|m| {
+                        m.expires
+                            .unwrap_or(m.issued + self.settings.url_lifetime)
+                            .saturating_duration_since(now)
+                    })
+                    .min();
+                self.arrival_life = life_left.or(self.arrival_life);
                 for m in outcome.files {
                     let Some(item) = by_id.remove(&m.id) else {
                         continue;

@@ -21,7 +21,7 @@ use crate::progress::{Ui, Verbosity, init_logging};
 use crate::provider::keelvar::{Keelvar, PollPolicy};
 use crate::provider::veridox::Veridox;
 use crate::provider::{AnyProvider, ProviderKind};
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{Need, RateLimiter};
 use crate::report::{FileEntry, Lines, Recorder, human_bytes};
 use crate::retry::Backoff;
 use crate::state::{DirHandle, STATE_DIR, State, record_file_name};
@@ -374,7 +374,15 @@ fn clients(cfg: &Config) -> Result<(AnyProvider, Vec<reqwest::Client>), Fatal> {
 
 /// The client for the vendor's API host, paced by the vendor's limits.
 fn api_client(cfg: &Config, tls: &rustls::ClientConfig) -> Result<ApiClient, Fatal> {
-    let limiter = Arc::new(RateLimiter::new(&cfg.budget.rate_limits(cfg.time_scale)));
+    let vendor = cfg.provider.vendor();
+    // A job's later poll may wait a quarter of the URLs' life for a slot (see `ratelimit`).
+    let spare_horizon = match vendor.mint_need {
+        Need::Job => vendor.url_lifetime / 4 / cfg.time_scale,
+        _ => std::time::Duration::ZERO,
+    };
+    let limiter = Arc::new(
+        RateLimiter::new(&cfg.budget.rate_limits(cfg.time_scale)).with_spare_horizon(spare_horizon),
+    );
     ApiClient::new(
         cfg.base_url.clone(),
         &cfg.api_key,

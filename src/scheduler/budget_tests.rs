@@ -222,7 +222,7 @@ async fn run(
     log: ServerLog,
 ) -> Tally {
     let start = Instant::now();
-    let limiter = Arc::new(RateLimiter::new(budget));
+    let limiter = Arc::new(RateLimiter::new(budget).with_spare_horizon(vendor.url_life / 4));
     let clock = Arc::new(Mutex::new(JobClock::default()));
     let settings = Settings {
         concurrency: 16,
