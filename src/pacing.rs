@@ -52,8 +52,8 @@ impl Pacing {
                 vendor.max_batch
             )
         };
-        // A job's submission, its poll and one spare poll must fit; then pairs.
-        let mints = (budget.per_minute as usize).saturating_sub(per_mint - 1) / per_mint;
+        // A job is its submission and its poll.
+        let mints = budget.per_minute as usize / per_mint;
         log::debug!(
             "API budget: {} requests a minute{hourly}, polls and listing pages included; {cost}, \
              so at most about {} files a minute",
@@ -156,7 +156,7 @@ impl Pacing {
 fn requests_per_mint(need: Need) -> usize {
     match need {
         Need::Job => 2,
-        Need::Request | Need::Reserved | Need::Promised | Need::ExtraPoll => 1,
+        _ => 1,
     }
 }
 

@@ -49,6 +49,9 @@ pub enum Need {
     Promised,
     /// A job's later poll (the first found it still running): it may use the spare.
     ExtraPoll,
+    /// A mint call's later request (a retry, a job submitted again), not held back by the
+    /// call's own promise (`promised`: it still holds one).
+    Again { promised: bool },
 }
 
 /// Which limit holds requests back.
@@ -92,13 +95,16 @@ struct Window {
     period: Duration,
     /// The period as configured (for messages).
     nominal: Duration,
-    /// When requests were sent (or answered), and how many at that moment, oldest first.
-    /// Under a large limit, requests less than [`Window::grain`] apart share one entry stamped
-    /// with the latest of them (so they leave the window no sooner than they would one by
-    /// one): memory stays at most [`GRAINS`] entries whatever the limit.
+    /// When requests were answered (or given up on), and how many at that moment, oldest
+    /// first: a request stays in the window a period from then. Under a large limit, requests
+    /// less than [`Window::grain`] apart share one entry stamped with the latest of them (so
+    /// they leave the window no sooner than they would one by one): memory stays at most
+    /// [`GRAINS`] entries whatever the limit.
     sent: VecDeque<(Instant, usize)>,
     /// Requests in `sent`.
     count: usize,
+    /// Requests sent and not answered yet: in the window until a period after their answer.
+    in_flight: usize,
 }
 
 /// Most entries one window keeps.
@@ -120,36 +126,20 @@ impl Window {
         }
     }
 
-    fn push(&mut self, now: Instant) {
+    /// A request was answered (or given up on) at `now`: the server counted it no later, so
+    /// it leaves the window a period from now.
+    fn answered(&mut self, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
         let grain = self.grain();
         self.count += 1;
         if let Some((at, n)) = self.sent.back_mut()
-            && !grain.is_zero()
-            && now.saturating_duration_since(*at) < grain
+            && (*at >= now || (!grain.is_zero() && now.saturating_duration_since(*at) < grain))
         {
-            *at = now;
+            *at = (*at).max(now);
             *n += 1;
             return;
         }
         self.sent.push_back((now, 1));
-    }
-
-    /// The request sent at `sent` was answered at `now`: it stays in the window a period from
-    /// now (the server saw it no later). Only where each request has its own entry.
-    fn answered(&mut self, sent: Instant, now: Instant) {
-        if !self.grain().is_zero() || now <= sent {
-            return;
-        }
-        let Some(i) = self.sent.iter().rposition(|&(at, n)| at == sent && n == 1) else {
-            return;
-        };
-        self.sent.remove(i);
-        let at = self
-            .sent
-            .iter()
-            .rposition(|&(t, _)| t <= now)
-            .map_or(0, |p| p + 1);
-        self.sent.insert(at, (now, 1));
     }
 
     /// Forget what has left the window.
@@ -164,16 +154,23 @@ impl Window {
         }
     }
 
+    /// Requests in the window: answered within a period, or not answered yet.
+    fn used(&mut self, now: Instant) -> usize {
+        self.expire(now);
+        self.count + self.in_flight
+    }
+
     /// How long until `reserved` requests (promised or spare) and `more` new ones fit. `alone`:
     /// no other call holds a reservation.
     fn wait(&mut self, now: Instant, reserved: usize, more: usize, alone: bool) -> Duration {
-        self.expire(now);
-        if self.count + reserved + more <= self.limit {
+        let used = self.used(now);
+        if used + reserved + more <= self.limit {
             return Duration::ZERO;
         }
-        // The entry whose leaving makes room.
-        let mut to_free = (self.count + reserved + more).saturating_sub(self.limit);
-        if to_free > self.count {
+        // The entry whose leaving makes room (requests in flight leave only after their
+        // answer: an answer wakes the waiters).
+        let mut to_free = (used + reserved + more).saturating_sub(self.limit);
+        if to_free > used {
             if !alone {
                 // Other calls' reservations fill it: they are given back (and waiters woken)
                 // as those calls go.
@@ -182,10 +179,13 @@ impl Window {
             // Even an empty window could not hold this call's own needs (a limit smaller than
             // a job and its polls): one request at a time, each into an empty window, rather
             // than none ever.
-            if self.count == 0 {
+            if used == 0 {
                 return Duration::ZERO;
             }
-            to_free = self.count;
+            to_free = used;
+        }
+        if to_free > self.count {
+            return self.period;
         }
         for &(at, n) in &self.sent {
             if n >= to_free {
@@ -234,14 +234,16 @@ impl State {
         let kept = self.promised + self.pending;
         match need {
             Need::Request => (kept, spare, 1),
-            // Its own slot is among the pending ones.
-            Need::Reserved => (kept.saturating_sub(1), spare, 1),
+            // Its own slot is among the pending ones: sending it leaves the rest as they were.
+            Need::Reserved => (kept.saturating_sub(1), 0, 1),
             // The submission and the poll promised to it; the spare, which it will need.
             Need::Job => (kept, 1, 2),
             // Its own slot is among the promised ones.
-            Need::Promised => (kept.saturating_sub(1), spare, 1),
+            Need::Promised => (kept.saturating_sub(1), 0, 1),
             // The spare is for it.
             Need::ExtraPoll => (kept, 0, 1),
+            // Its own promise is not in its way.
+            Need::Again { promised } => (kept.saturating_sub(usize::from(promised)), spare, 1),
         }
     }
 
@@ -249,7 +251,9 @@ impl State {
     fn others(&self, need: Need) -> usize {
         match need {
             Need::Request | Need::Job => self.calls,
-            Need::Reserved | Need::Promised | Need::ExtraPoll => self.calls.saturating_sub(1),
+            Need::Reserved | Need::Promised | Need::ExtraPoll | Need::Again { .. } => {
+                self.calls.saturating_sub(1)
+            }
         }
     }
 
@@ -258,7 +262,7 @@ impl State {
         match need {
             Need::Reserved => self.pending = self.pending.saturating_sub(1),
             Need::Promised => self.promised = self.promised.saturating_sub(1),
-            Need::Request | Need::Job | Need::ExtraPoll => {}
+            Need::Request | Need::Job | Need::ExtraPoll | Need::Again { .. } => {}
         }
     }
 }
@@ -283,6 +287,7 @@ impl RateLimiter {
                 nominal: period,
                 sent: VecDeque::with_capacity(limit.min(GRAINS) as usize),
                 count: 0,
+                in_flight: 0,
             })
             .collect();
         RateLimiter {
@@ -376,7 +381,7 @@ impl RateLimiter {
                 if wait.is_zero() {
                     state.sent(need);
                     for w in &mut state.windows {
-                        w.push(now);
+                        w.in_flight += 1;
                     }
                     if let Some((left, _)) = &mut state.budget {
                         *left = left.saturating_sub(1);
@@ -384,7 +389,6 @@ impl RateLimiter {
                     state.in_flight += 1;
                     return Permit {
                         limiter: self,
-                        sent: now,
                         done: false,
                     };
                 }
@@ -413,26 +417,28 @@ impl RateLimiter {
         let now = Instant::now();
         let mut state = self.lock();
         let start = now.max(state.not_before);
+        // Windows this large are lifted limits: the budget sets no pace worth planning.
+        if state.windows.iter().any(|w| w.limit as u32 > GRAINS) {
+            return Duration::ZERO;
+        }
+        // Calls already decided will send their first requests and polls too.
+        let requests = requests + state.pending + state.promised;
         let mut sim: Vec<(usize, Duration, VecDeque<Instant>)> = state
             .windows
             .iter_mut()
             .map(|w| {
                 w.expire(now);
-                let mut times = VecDeque::new();
-                for &(at, n) in &w.sent {
-                    for _ in 0..n.min(w.limit) {
-                        times.push_back(at);
-                    }
-                }
-                // Only the latest `limit` entries matter for when the next request fits.
-                while times.len() > w.limit {
-                    times.pop_front();
-                }
+                // Requests in flight leave a period after now at the earliest.
+                let times = w
+                    .sent
+                    .iter()
+                    .flat_map(|&(at, n)| std::iter::repeat_n(at, n))
+                    .chain(std::iter::repeat_n(now, w.in_flight))
+                    .collect();
                 (w.limit, w.period, times)
             })
             .collect();
-        // The spare poll kept while jobs are under way (their promised polls are among the
-        // requests counted).
+        // The spare poll kept while jobs are under way.
         let reserved = usize::from(state.jobs > 0);
         drop(state);
         let steps = requests.min(PLAN_STEPS);
@@ -465,18 +471,33 @@ impl RateLimiter {
         planned + per_request * (requests - steps) as u32
     }
 
-    fn finish(&self, sent: Instant, remaining: Option<u64>, reset: Option<Duration>) {
+    fn finish(&self, remaining: Option<u64>, reset: Option<Duration>) {
         let mut state = self.lock();
         let now = Instant::now();
         for w in &mut state.windows {
-            w.answered(sent, now);
+            w.answered(now);
         }
         state.in_flight = state.in_flight.saturating_sub(1);
+        // What our own windows leave (requests in flight included): the tightest of them.
+        let own_left = state
+            .windows
+            .iter_mut()
+            .map(|w| w.limit.saturating_sub(w.used(now)) as u64)
+            .min();
         if let (Some(remaining), Some(reset)) = (remaining, reset) {
             // Requests still in flight were sent after the server counted this one (or at the
             // same time): they will use up what it says is left.
             let left = remaining.saturating_sub(state.in_flight as u64);
             let until = now + reset;
+            // The server's figure adds something only when it has seen requests our windows
+            // have not (another program, or shards over budget, on the same key). Otherwise our
+            // windows are as strict and more precise: its reset comes in whole seconds, and
+            // waiting for it would idle up to a second at every roll-over.
+            if own_left.is_some_and(|own| left >= own) {
+                drop(state);
+                self.changed.notify_waiters();
+                return;
+            }
             // Answers can arrive out of order: within a window, an older answer must never
             // raise what is believed left. Only a passed reset clears the budget.
             state.budget = match state.budget {
@@ -511,7 +532,8 @@ impl Reservation {
     /// after that (a retry, a job submitted again).
     pub async fn permit(&self) -> Permit<'_> {
         if self.first_sent.load(Ordering::SeqCst) {
-            return self.limiter.acquire_for(Need::Request).await;
+            let promised = self.promised.load(Ordering::SeqCst);
+            return self.limiter.acquire_for(Need::Again { promised }).await;
         }
         let permit = self.limiter.acquire_for(Need::Reserved).await;
         self.first_sent.store(true, Ordering::SeqCst);
@@ -521,7 +543,10 @@ impl Reservation {
     /// Wait for a poll's place: the promised slot the first time, the spare after that.
     pub async fn poll_permit(&self) -> Permit<'_> {
         if !self.job {
-            return self.limiter.acquire_for(Need::Request).await;
+            return self
+                .limiter
+                .acquire_for(Need::Again { promised: false })
+                .await;
         }
         if !self.promised.load(Ordering::SeqCst) {
             return self.limiter.acquire_for(Need::ExtraPoll).await;
@@ -554,7 +579,6 @@ impl Drop for Reservation {
 #[must_use = "report the answer's headers with observe(), or drop for no answer"]
 pub struct Permit<'a> {
     limiter: &'a RateLimiter,
-    sent: Instant,
     done: bool,
 }
 
@@ -562,14 +586,14 @@ impl Permit<'_> {
     /// The answer arrived: take its `RateLimit-Remaining` / `RateLimit-Reset` into account.
     pub fn observe(mut self, remaining: Option<u64>, reset: Option<Duration>) {
         self.done = true;
-        self.limiter.finish(self.sent, remaining, reset);
+        self.limiter.finish(remaining, reset);
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.limiter.finish(self.sent, None, None);
+            self.limiter.finish(None, None);
         }
     }
 }
@@ -817,5 +841,54 @@ mod tests {
         drop(job);
         drop(limiter.acquire().await);
         assert!(Instant::now() - start < Duration::from_secs(122));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_servers_whole_second_reset_does_not_idle_a_window_it_agrees_with() {
+        let limiter = per_minute(2);
+        let start = Instant::now();
+        limiter
+            .acquire()
+            .await
+            .observe(Some(1), Some(Duration::from_secs(60)));
+        tokio::time::advance(Duration::from_millis(59_700)).await;
+        // The server counts what we count: none left, for 0.3 s, which it rounds up to 1 s.
+        limiter
+            .acquire()
+            .await
+            .observe(Some(0), Some(Duration::from_secs(1)));
+        let _ = limiter.acquire().await;
+        let at = Instant::now() - start;
+        assert!(at < Duration::from_millis(60_500), "{at:?}");
+        // A server that has seen more than we sent (another program on the key) is heeded.
+        let limiter = per_minute(10);
+        let start = Instant::now();
+        limiter
+            .acquire()
+            .await
+            .observe(Some(0), Some(Duration::from_secs(5)));
+        let _ = limiter.acquire().await;
+        assert!(Instant::now() - start >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retried_or_resubmitted_job_is_not_held_back_by_its_own_slots() {
+        for per_minute_limit in [1, 2, 30] {
+            let limiter = Arc::new(per_minute(per_minute_limit));
+            let start = Instant::now();
+            let job = limiter.reserve(Need::Job);
+            drop(job.permit().await);
+            // The submission failed (503): sent again, then polled, then (the job FAILED)
+            // submitted again and polled again. Each waits at most for the window to empty.
+            drop(job.permit().await);
+            drop(job.poll_permit().await);
+            drop(job.permit().await);
+            drop(job.poll_permit().await);
+            let took = Instant::now() - start;
+            assert!(
+                took <= Duration::from_secs(61) * 4,
+                "{per_minute_limit}/min: {took:?}"
+            );
+        }
     }
 }

@@ -71,16 +71,17 @@ impl PollPolicy {
     /// poll is a request out of the rate limit), and a job not done by then is polled again
     /// soon after, backing off. Without it, polls back off from `first` to `cap`.
     pub fn delay(&self, n: u32, learned: Option<Duration>) -> Duration {
-        match learned {
-            Some(first) if n == 0 => first.max(self.first),
-            Some(first) => (first / 10)
-                .max(self.first / 2)
-                .mul_f64(self.factor.powi((n - 1).min(60) as i32))
-                .min(self.cap),
-            None => self
-                .first
-                .mul_f64(self.factor.powi(n.min(60) as i32))
-                .min(self.cap),
+        let (base, steps) = match learned {
+            Some(first) if n == 0 => return first.max(self.first),
+            Some(first) => ((first / 10).max(self.first / 2), n - 1),
+            None => (self.first, n),
+        };
+        // In floating point and capped before it becomes a Duration: never an overflow.
+        let secs = base.as_secs_f64() * self.factor.powi(steps.min(60) as i32);
+        if secs.is_finite() && secs < self.cap.as_secs_f64() {
+            Duration::from_secs_f64(secs)
+        } else {
+            self.cap
         }
     }
 }
@@ -88,43 +89,46 @@ impl PollPolicy {
 /// When a job is likely done, learned from the jobs seen so far, so that most jobs cost one
 /// poll.
 ///
-/// A poll that finds a job still running proves jobs take at least that long: the first poll
-/// of the next job waits [`JobClock::MARGIN`] × the longest such age (or, after a job that took
-/// several polls, the margin × the age of the poll that found it done). Each job that the first
-/// poll found done lowers that age a little ([`JobClock::DECAY`]), so that jobs that become
-/// faster are noticed after a few dozen jobs, at the cost of one extra poll.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+/// Each job that ended leaves a figure: the age at which a poll found it done, when its first
+/// poll found it still running (a job that took several polls); or, when its first poll
+/// sufficed, the wait that poll used, lowered a little ([`JobClock::DECAY`]), so that jobs
+/// that become faster are noticed after a few dozen jobs at the cost of one extra poll. A
+/// job's first poll waits [`JobClock::MARGIN`] × the median of the last
+/// [`JobClock::REMEMBERED`] figures: one job that took far longer than the rest (the vendor
+/// had a hiccup) does not make every later job's first poll late, which would hand over URLs
+/// already near their end.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct JobClock {
-    running_at: Option<Duration>,
+    recent: std::collections::VecDeque<Duration>,
 }
 
 impl JobClock {
     pub const MARGIN: f64 = 1.2;
-    pub const DECAY: f64 = 0.997;
+    /// A median of the last 8 figures follows a steady fall with a lag of about 4 figures:
+    /// 0.988 a figure lowers the first wait by about 0.3% a job.
+    pub const DECAY: f64 = 0.988;
+    pub const REMEMBERED: usize = 8;
 
     /// How long after submitting a job to poll it first, once something is known.
     pub fn first_wait(&self) -> Option<Duration> {
-        self.running_at.map(|t| t.mul_f64(Self::MARGIN))
+        let mut figures: Vec<Duration> = self.recent.iter().copied().collect();
+        figures.sort();
+        figures
+            .get(figures.len() / 2)
+            .map(|t| t.mul_f64(Self::MARGIN))
     }
 
-    /// A poll sent `age` after the job's submission found it still running.
-    pub fn saw_running(&mut self, age: Duration) {
-        self.running_at = Some(self.running_at.map_or(age, |t| t.max(age)));
-    }
-
-    /// A later poll, sent `age` after submission, found the job done: the next first poll
-    /// waits the margin longer than that, so that the small decay after each job found done
-    /// at once does not bring it below the jobs' real duration for several dozen jobs (a
-    /// burst of jobs submitted together would otherwise all pay a second poll).
-    pub fn done_late(&mut self, age: Duration) {
-        self.saw_running(age);
-    }
-
-    /// The first poll of a job found it done.
-    pub fn first_poll_sufficed(&mut self) {
-        if let Some(t) = &mut self.running_at {
-            *t = t.mul_f64(Self::DECAY);
+    /// A job ended: its first poll waited `first_wait` (if anything was known), it took
+    /// `polls` polls, and the last of them, sent `found` after submission, found it ended.
+    pub fn job_ended(&mut self, first_wait: Option<Duration>, polls: u32, found: Duration) {
+        let figure = match first_wait {
+            Some(wait) if polls <= 1 => wait.div_f64(Self::MARGIN).mul_f64(Self::DECAY),
+            _ => found,
+        };
+        if self.recent.len() == Self::REMEMBERED {
+            self.recent.pop_front();
         }
+        self.recent.push_back(figure);
     }
 }
 
@@ -545,14 +549,10 @@ impl Keelvar {
             bad_polls = 0;
             if matches!(next.state, JobState::Running | JobState::Unknown(_)) {
                 last_unfinished = sent;
-                lock(&self.job_clock).saw_running(sent.saturating_duration_since(submitted));
-            } else if next.state == JobState::Completed {
-                let mut clock = lock(&self.job_clock);
-                if n == 1 {
-                    clock.first_poll_sufficed();
-                } else {
-                    clock.done_late(sent.saturating_duration_since(submitted));
-                }
+            } else {
+                // Its answer's arrival: the poll itself may have waited for its slot.
+                let found = Instant::now().saturating_duration_since(submitted);
+                lock(&self.job_clock).job_ended(learned, n, found);
             }
             job = next;
         }
@@ -634,9 +634,11 @@ impl Provider for Keelvar {
     async fn mint(&self, ids: Vec<Uuid>, slots: Reservation) -> Result<MintOutcome, ApiError> {
         let mut last_failure = String::new();
         for attempt in 1..=MAX_SUBMISSIONS {
-            let submitted = Instant::now();
-            let deadline = submitted + self.job_timeout;
+            let deadline = Instant::now() + self.job_timeout;
             let (id, job) = self.submit(&ids, &slots).await?;
+            // When the submission was answered: the job exists from then at the latest (the
+            // submission may have waited for its slot, a 429 or a retry before).
+            let submitted = Instant::now();
             log::trace!("Keelvar job {id} submitted for {} file(s)", ids.len());
             match self.wait(&id, job, submitted, deadline, &slots).await? {
                 JobEnd::Completed(detail, issued, found) => {
@@ -742,45 +744,71 @@ mod tests {
     }
 
     /// Simulate jobs that each take `job`: how many polls the run costs.
-    fn polls_for(jobs: usize, job: impl Fn(usize) -> Duration) -> usize {
+    /// Simulate jobs that each take `job`: how many polls the run costs, and the first poll's
+    /// wait for each job.
+    fn polls_for(jobs: usize, job: impl Fn(usize) -> Duration) -> (usize, Vec<Duration>) {
         let p = PollPolicy::default();
         let mut clock = JobClock::default();
         let mut polls = 0;
+        let mut firsts = Vec::new();
         for j in 0..jobs {
+            let learned = clock.first_wait();
+            firsts.push(p.delay(0, learned));
             let mut age = Duration::ZERO;
             for n in 0.. {
-                age += p.delay(n, clock.first_wait());
+                age += p.delay(n, learned);
                 polls += 1;
                 if age >= job(j) {
-                    if n == 0 {
-                        clock.first_poll_sufficed();
-                    } else {
-                        clock.done_late(age);
-                    }
+                    clock.job_ended(learned, n + 1, age);
                     break;
                 }
-                clock.saw_running(age);
             }
         }
-        polls
+        (polls, firsts)
     }
 
     #[test]
     fn most_jobs_cost_one_poll_once_their_time_is_learned() {
         // 60 jobs of a second each (3,000 files in full batches of 50).
-        let polls = polls_for(60, |_| Duration::from_secs(1));
+        let (polls, _) = polls_for(60, |_| Duration::from_secs(1));
         assert!(polls <= 64, "{polls} polls for 60 jobs");
+        // 200 jobs (10,000 files).
+        let (polls, _) = polls_for(200, |_| Duration::from_secs(1));
+        assert!(polls <= 210, "{polls} polls for 200 jobs");
         // Jobs that vary between 0.8 and 1.2 s.
-        let polls = polls_for(60, |j| Duration::from_millis(800 + (j as u64 * 37) % 400));
-        assert!(polls <= 70, "{polls} polls for 60 varying jobs");
+        let (polls, _) = polls_for(60, |j| Duration::from_millis(800 + (j as u64 * 37) % 400));
+        assert!(polls <= 72, "{polls} polls for 60 varying jobs");
         // Jobs that become much faster are noticed: the first poll comes earlier again.
-        let p = PollPolicy::default();
-        let mut clock = JobClock::default();
-        clock.saw_running(Duration::from_secs(2));
-        for _ in 0..400 {
-            clock.first_poll_sufficed();
+        let (_, firsts) = polls_for(400, |j| {
+            Duration::from_millis(if j < 10 { 2000 } else { 200 })
+        });
+        assert!(
+            firsts[399] < firsts[10] / 2,
+            "{:?} then {:?}",
+            firsts[10],
+            firsts[399]
+        );
+    }
+
+    #[test]
+    fn one_slow_job_does_not_make_later_first_polls_late() {
+        // Jobs of 10 s, one of which took 130 s (the vendor had a hiccup).
+        let (_, firsts) = polls_for(40, |j| Duration::from_secs(if j == 20 { 130 } else { 10 }));
+        for (j, first) in firsts.iter().enumerate().skip(21) {
+            assert!(
+                *first < Duration::from_secs(20),
+                "job {j}: first poll at {first:?}"
+            );
         }
-        assert!(p.delay(0, clock.first_wait()) < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn waits_never_overflow_however_long_the_learned_time() {
+        let p = PollPolicy::default();
+        let learned = Some(Duration::from_secs(1_000_000));
+        for n in [0, 1, 61, 1000, u32::MAX] {
+            assert!(p.delay(n, learned) >= p.cap.min(Duration::from_secs(1)));
+        }
     }
 
     #[test]

@@ -151,15 +151,12 @@ async fn job(
         polls += 1;
         if sent < completes {
             last_unfinished = sent;
-            clock.lock().unwrap().saw_running(sent - submitted);
             continue;
         }
-        let mut c = clock.lock().unwrap();
-        if polls == 1 {
-            c.first_poll_sufficed();
-        } else {
-            c.done_late(sent - submitted);
-        }
+        clock
+            .lock()
+            .unwrap()
+            .job_ended(learned, polls as u32, sent - submitted);
         break;
     }
     // The answer that found the job done: its URLs can live no longer than from here.

@@ -76,6 +76,10 @@ fn keelvar_at_its_real_limits_uses_every_url_it_mints() {
         s.jobs_submitted,
         s.job_polls
     );
+    assert_eq!(
+        s.expired_hits, 0,
+        "no download started on a dead URL: {s:?}"
+    );
     let unused = s.urls_minted - s.urls_used;
     assert!(
         unused * 100 <= s.urls_minted,
