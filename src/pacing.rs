@@ -53,12 +53,16 @@ impl Pacing {
             )
         };
         // A job is its submission and its poll.
-        let mints = budget.per_minute as usize / per_mint;
+        let files = |requests: u32| (requests as usize / per_mint).max(1) * vendor.max_batch;
+        let per_hour = budget
+            .per_hour
+            .map(|h| format!(" and {} an hour", files(h)))
+            .unwrap_or_default();
         log::debug!(
             "API budget: {} requests a minute{hourly}, polls and listing pages included; {cost}, \
-             so at most about {} files a minute",
+             so at most about {} files a minute{per_hour}",
             budget.per_minute,
-            mints.max(1) * vendor.max_batch
+            files(budget.per_minute)
         );
         if per_mint > 1 && budget.per_minute < 3 {
             log::warn!(
