@@ -758,13 +758,18 @@ impl Scheduler {
                         self.omitted_by_api(item, &mut actions);
                     }
                 }
+                // What the vendor states (for Keelvar: the latest moment, a lifetime after the
+                // answer that found the job done), but no more than half a lifetime beyond
+                // what the earliest possible issue allows: a job polled late may have completed
+                // long before it was found, and batches are sized with this.
+                let lifetime = self.settings.url_lifetime;
                 let life_left = outcome
                     .files
                     .iter()
                     .map(|m| {
-                        m.expires
-                            .unwrap_or(m.issued + self.settings.url_lifetime)
-                            .saturating_duration_since(now)
+                        let stated = m.expires.unwrap_or(m.issued + lifetime);
+                        let earliest = m.issued + lifetime + lifetime / 2;
+                        stated.min(earliest).saturating_duration_since(now)
                     })
                     .min();
                 self.arrival_life = life_left.or(self.arrival_life);

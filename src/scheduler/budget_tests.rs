@@ -433,3 +433,22 @@ async fn large_files_get_small_jobs_whose_urls_are_used_in_time() {
         assert!(worst <= limit);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn slow_jobs_and_large_files_together_still_use_their_urls() {
+    // 45 s jobs found done late, and downloads of 20 s: a job's URLs may have much less than
+    // their minute left when they arrive, and a full job's 50 cannot all start in it.
+    let vendor = keelvar(45.0, 60);
+    let log = ServerLog::default();
+    let t = run(
+        200,
+        1,
+        Duration::from_secs(20),
+        vendor,
+        &keelvar_budget(),
+        log.clone(),
+    )
+    .await;
+    assert!(t.failures.is_empty() && t.files == 200, "{t:?}");
+    assert!(t.unused_share() <= 0.01, "{t:?}");
+}
