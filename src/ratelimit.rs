@@ -101,10 +101,9 @@ struct Window {
     /// they leave the window no sooner than they would one by one): memory stays at most
     /// [`GRAINS`] entries whatever the limit.
     sent: VecDeque<(Instant, usize)>,
-    /// Requests in `sent`.
+    /// Requests in `sent`. Requests sent and not answered yet ([`State::in_flight`]) are in
+    /// every window too, until a period after their answer.
     count: usize,
-    /// Requests sent and not answered yet: in the window until a period after their answer.
-    in_flight: usize,
 }
 
 /// Most entries one window keeps.
@@ -129,7 +128,6 @@ impl Window {
     /// A request was answered (or given up on) at `now`: the server counted it no later, so
     /// it leaves the window a period from now.
     fn answered(&mut self, now: Instant) {
-        self.in_flight = self.in_flight.saturating_sub(1);
         let grain = self.grain();
         self.count += 1;
         if let Some((at, n)) = self.sent.back_mut()
@@ -154,16 +152,22 @@ impl Window {
         }
     }
 
-    /// Requests in the window: answered within a period, or not answered yet.
-    fn used(&mut self, now: Instant) -> usize {
+    /// Requests in the window: answered within a period, or not answered yet (`in_flight`).
+    fn used(&mut self, now: Instant, in_flight: usize) -> usize {
         self.expire(now);
-        self.count + self.in_flight
+        self.count + in_flight
     }
 
-    /// How long until `reserved` requests (promised or spare) and `more` new ones fit. `alone`:
-    /// no other call holds a reservation.
-    fn wait(&mut self, now: Instant, reserved: usize, more: usize, alone: bool) -> Duration {
-        let used = self.used(now);
+    /// How long until `reserved` requests (promised or spare) and `more` new ones fit, with
+    /// `in_flight` requests not answered yet. `alone`: no other call holds a reservation.
+    fn wait(
+        &mut self,
+        now: Instant,
+        in_flight: usize,
+        (reserved, more): (usize, usize),
+        alone: bool,
+    ) -> Duration {
+        let used = self.used(now, in_flight);
         if used + reserved + more <= self.limit {
             return Duration::ZERO;
         }
@@ -287,7 +291,6 @@ impl RateLimiter {
                 nominal: period,
                 sent: VecDeque::with_capacity(limit.min(GRAINS) as usize),
                 count: 0,
-                in_flight: 0,
             })
             .collect();
         RateLimiter {
@@ -380,9 +383,6 @@ impl RateLimiter {
                 let (wait, _) = wait_locked(&mut state, now, need);
                 if wait.is_zero() {
                     state.sent(need);
-                    for w in &mut state.windows {
-                        w.in_flight += 1;
-                    }
                     if let Some((left, _)) = &mut state.budget {
                         *left = left.saturating_sub(1);
                     }
@@ -423,6 +423,7 @@ impl RateLimiter {
         }
         // Calls already decided will send their first requests and polls too.
         let requests = requests + state.pending + state.promised;
+        let in_flight = state.in_flight;
         let mut sim: Vec<(usize, Duration, VecDeque<Instant>)> = state
             .windows
             .iter_mut()
@@ -433,7 +434,7 @@ impl RateLimiter {
                     .sent
                     .iter()
                     .flat_map(|&(at, n)| std::iter::repeat_n(at, n))
-                    .chain(std::iter::repeat_n(now, w.in_flight))
+                    .chain(std::iter::repeat_n(now, in_flight))
                     .collect();
                 (w.limit, w.period, times)
             })
@@ -479,10 +480,11 @@ impl RateLimiter {
         }
         state.in_flight = state.in_flight.saturating_sub(1);
         // What our own windows leave (requests in flight included): the tightest of them.
+        let in_flight = state.in_flight;
         let own_left = state
             .windows
             .iter_mut()
-            .map(|w| w.limit.saturating_sub(w.used(now)) as u64)
+            .map(|w| w.limit.saturating_sub(w.used(now, in_flight)) as u64)
             .min();
         if let (Some(remaining), Some(reset)) = (remaining, reset) {
             // Requests still in flight were sent after the server counted this one (or at the
@@ -602,6 +604,7 @@ impl Drop for Permit<'_> {
 fn wait_locked(state: &mut State, now: Instant, need: Need) -> (Duration, Holdback) {
     let (kept, spare, more) = state.reserved(need);
     let alone = state.others(need) == 0;
+    let in_flight = state.in_flight;
     // The spare poll may also be a slot that frees within the spare horizon: a later poll
     // that waits that long still finds the job's URLs with most of their life.
     let horizon = state.spare_horizon;
@@ -618,9 +621,9 @@ fn wait_locked(state: &mut State, now: Instant, need: Need) -> (Duration, Holdba
         _ => {}
     }
     for w in &mut state.windows {
-        let mut w_wait = w.wait(now, kept + spare, more, alone);
+        let mut w_wait = w.wait(now, in_flight, (kept + spare, more), alone);
         if spare > 0 && !horizon.is_zero() && !w_wait.is_zero() {
-            let without_spare = w.wait(now, kept, more, alone);
+            let without_spare = w.wait(now, in_flight, (kept, more), alone);
             w_wait = without_spare.max(w_wait.saturating_sub(horizon));
         }
         if w_wait > wait {
