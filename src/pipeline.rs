@@ -153,7 +153,7 @@ impl<P: Provider> Pipeline<'_, P> {
             Settings {
                 concurrency: self.concurrency,
                 max_batch: vendor.max_batch,
-                url_lifetime: vendor.url_lifetime / self.time_scale.max(1),
+                url_lifetime: vendor.url_lifetime_at(self.time_scale),
                 dry_run: self.dry_run,
                 give_up_after: self.give_up_after,
                 time_scale: self.time_scale,

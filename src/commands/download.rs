@@ -360,7 +360,7 @@ fn clients(cfg: &Config) -> Result<(AnyProvider, Vec<reqwest::Client>), Fatal> {
         ProviderKind::Veridox => AnyProvider::Veridox(Veridox::new(api)),
         ProviderKind::Keelvar => {
             // URLs that die a minute after their job completes (sooner with compressed time).
-            let lifetime = cfg.provider.vendor().url_lifetime / cfg.time_scale;
+            let lifetime = cfg.provider.vendor().url_lifetime_at(cfg.time_scale);
             AnyProvider::Keelvar(Keelvar::new(
                 api,
                 cfg.job_timeout,
@@ -377,7 +377,7 @@ fn api_client(cfg: &Config, tls: &rustls::ClientConfig) -> Result<ApiClient, Fat
     let vendor = cfg.provider.vendor();
     // A job's later poll may wait a quarter of the URLs' life for a slot (see `ratelimit`).
     let spare_horizon = match vendor.mint_need {
-        Need::Job => vendor.url_lifetime / 4 / cfg.time_scale,
+        Need::Job => vendor.url_lifetime_at(cfg.time_scale) / 4,
         _ => std::time::Duration::ZERO,
     };
     let limiter = Arc::new(

@@ -71,6 +71,12 @@ pub struct Budget {
 }
 
 impl Vendor {
+    /// How long a signed URL lives, with vendor time running `time_scale` times faster (1:
+    /// as documented; more only against a sandbox with compressed time).
+    pub fn url_lifetime_at(&self, time_scale: u32) -> Duration {
+        self.url_lifetime / time_scale.max(1)
+    }
+
     /// The budget of one run. `per_minute` and `per_hour` (the flags, the environment or the
     /// config file) win where given. Otherwise the vendor's documented limits, divided among
     /// `shards` runs that share one API key (`--shard K/N`). A per-minute figure above the
