@@ -211,32 +211,7 @@ impl<P: Provider> Pipeline<'_, P> {
                 wake
             };
 
-            let to_mint = scheduler.to_mint() + (self.recorder.ids().len() - self.cursor);
-            let limiter = self.provider.api().limiter();
-            if pacing.update(Instant::now(), limiter, scheduler.held_back(), to_mint) {
-                self.ui.set_waiting(pacing.waiting().map(str::to_string));
-                self.ui.set_plan_eta(pacing.plan_eta());
-            }
-            self.ui.plain_status(|| {
-                // Skipped files were finished before the run; the rest are this run's.
-                let s = self.recorder.summary();
-                let done = s.downloaded + s.failed + s.resolved.unwrap_or(0);
-                let total_open = s.requested - s.skipped;
-                let eta = pacing
-                    .plan_eta()
-                    .map(|eta| format!(", about {} left (API budget)", human_duration(eta)))
-                    .unwrap_or_default();
-                let waiting = pacing
-                    .waiting()
-                    .map(|w| format!("; {w}"))
-                    .unwrap_or_default();
-                format!(
-                    "fetchdocs: {done}/{total_open} files done ({} failed), {} in {:.0}s{eta}{waiting}",
-                    s.failed,
-                    human_bytes(self.recorder.bytes()),
-                    started.elapsed().as_secs_f64()
-                )
-            });
+            self.show_progress(&scheduler, &mut pacing, started);
 
             let joined = tokio::select! {
                 biased;
@@ -353,6 +328,37 @@ impl<P: Provider> Pipeline<'_, P> {
                 Ok(stats)
             }
         }
+    }
+
+    /// What the user sees between events: what the budget makes the run wait for and the
+    /// ETA it allows (on the bar), and off a terminal the periodic status line.
+    fn show_progress(&self, scheduler: &Scheduler, pacing: &mut Pacing, started: Instant) {
+        let to_mint = scheduler.to_mint() + (self.recorder.ids().len() - self.cursor);
+        let limiter = self.provider.api().limiter();
+        if pacing.update(Instant::now(), limiter, scheduler.held_back(), to_mint) {
+            self.ui.set_waiting(pacing.waiting().map(str::to_string));
+            self.ui.set_plan_eta(pacing.plan_eta());
+        }
+        self.ui.plain_status(|| {
+            // Skipped files were finished before the run; the rest are this run's.
+            let s = self.recorder.summary();
+            let done = s.downloaded + s.failed + s.resolved.unwrap_or(0);
+            let total_open = s.requested - s.skipped;
+            let eta = pacing
+                .plan_eta()
+                .map(|eta| format!(", about {} left (API budget)", human_duration(eta)))
+                .unwrap_or_default();
+            let waiting = pacing
+                .waiting()
+                .map(|w| format!("; {w}"))
+                .unwrap_or_default();
+            format!(
+                "fetchdocs: {done}/{total_open} files done ({} failed), {} in {:.0}s{eta}{waiting}",
+                s.failed,
+                human_bytes(self.recorder.bytes()),
+                started.elapsed().as_secs_f64()
+            )
+        });
     }
 
     /// Whether IDs are left that the scheduler has not seen.
