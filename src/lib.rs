@@ -15,7 +15,6 @@ mod api;
 mod config;
 mod download;
 mod error;
-mod hash;
 mod ids;
 mod lanes;
 mod listing;

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::download::{self, AtDest, DownloadPolicy, FileJob, Outcome, Progress, Whole};
+use crate::download::{self, AtDest, DownloadPolicy, FileJob, LocalDir, Outcome, Progress, Whole};
 use crate::error::{ApiError, Fatal};
 use crate::ids::Shard;
 use crate::lanes::Lanes;
@@ -24,7 +24,7 @@ use crate::report::{FileEntry, ListingReport, Recorder, Status, human_bytes};
 use crate::scheduler::{
     Action, Item, MAX_MINTS_IN_FLIGHT, Ready, RunStats, Scheduler, Settings, Stop,
 };
-use crate::state::{DirHandle, State};
+use crate::state::State;
 
 /// How long in-flight downloads get to flush their data after Ctrl-C before they are aborted.
 const WIND_DOWN: Duration = Duration::from_millis(1500);
@@ -119,10 +119,8 @@ pub struct Pipeline<'a, P: Provider> {
     /// The IDs that may have a temporary file: those with one when the run started, and
     /// those whose download ended unfinished since. `None`: unknown, so every download looks.
     pub parts: Option<std::collections::HashSet<uuid::Uuid>>,
-    /// The output directory, held open to make each move into it durable.
-    pub dest_dir: Arc<DirHandle>,
-    /// The directory of temporary files, held open.
-    pub part_dir: Arc<DirHandle>,
+    /// Where finished files go.
+    pub dest: Arc<LocalDir>,
 }
 
 /// How far the walk of a listing has come.
@@ -615,21 +613,18 @@ impl<P: Provider> Pipeline<'_, P> {
         };
         let job = FileJob {
             url,
-            part: self.state.part_path(&item.id),
-            dest: self.output_dir.join(&name),
+            id: item.id,
+            name: name.clone(),
+            at_dest,
+            no_part: self.parts.as_ref().is_some_and(|p| !p.contains(&item.id)),
             progress,
             watcher: Box::new(self.ui.file_bar(&name)),
             cancel: self.cancel.child_token(),
-            log: self.state.log(),
-            id: item.id,
-            at_dest,
-            no_part: self.parts.as_ref().is_some_and(|p| !p.contains(&item.id)),
-            dest_dir: self.dest_dir.clone(),
-            part_dir: self.part_dir.clone(),
         };
         let policy = self.policy.clone();
+        let dest = self.dest.clone();
         tasks.lanes.spawn(move |client| async move {
-            let outcome = download::download(&client, &job, &policy).await;
+            let outcome = download::download(&client, &job, &policy, &*dest).await;
             Done::File {
                 item,
                 name,

@@ -382,11 +382,6 @@ impl State {
         self.dir.join(PARTIAL)
     }
 
-    /// Where the partial data of `id` lives.
-    pub fn part_path(&self, id: &Uuid) -> PathBuf {
-        self.dir.join(PARTIAL).join(format!("{id}.part"))
-    }
-
     /// The IDs with a temporary file (or anything else) under the partial directory now: one
     /// read of the directory, so that a download known to have none need not look for one.
     pub fn partial_ids(&self) -> io::Result<std::collections::HashSet<Uuid>> {
@@ -428,12 +423,13 @@ impl State {
 
 /// Appends to this run's record file; shared by the downloads.
 ///
-/// A claim is written and synced before it returns: the file takes the name only after. A
-/// completion waits in memory and goes down with the next claim, in the same write and under
-/// its sync (or at the end of the run, or once 64 KiB of them wait). So a file costs one write
-/// and one sync of the record, on the download's own thread or blocking trip, never on the
-/// scheduler's task. A completion lost to a crash (kill -9 included) costs one download again,
-/// to the same (claimed) name: never a wrong file.
+/// A claim is durable before its file takes the name: [`Log::claim`] syncs it at once, and the
+/// sync stage (`download::durable`) writes a group's claims with [`Log::claim_unsynced`] and
+/// makes them durable with the group's files, in one sync. A completion waits in memory and
+/// goes down with the next claims, in the same write and under their sync (or at the end of
+/// the run, or once 64 KiB of them wait), never on the scheduler's task. A completion lost to
+/// a crash (kill -9 included) costs one download again, to the same (claimed) name: never a
+/// wrong file.
 pub struct Log {
     /// The file, and the completions not written yet.
     inner: std::sync::Mutex<(File, Vec<u8>)>,
@@ -478,6 +474,21 @@ impl Log {
         self.sync.sync_data()
     }
 
+    /// Claim `name` for `id`, written but not synced: the caller makes it durable (with the
+    /// files it names, by one sync of the whole file system, or by [`Log::sync`]) before any
+    /// file takes the name.
+    pub fn claim_unsynced(&self, id: Uuid, name: &str) -> io::Result<()> {
+        self.append(
+            &Line {
+                id,
+                path: name.to_string(),
+                bytes: None,
+                sha256: None,
+            },
+            true,
+        )
+    }
+
     /// Record a completed file. Call only once the file is durable under its final name.
     pub fn record(&self, rec: Record) -> io::Result<()> {
         self.append(
@@ -517,6 +528,12 @@ impl Drop for State {
     fn drop(&mut self) {
         let _ = self.close();
     }
+}
+
+/// The name of the file the partial data of `id` waits in, in the partial directory
+/// ([`State::partial_dir`]).
+pub fn part_file_name(id: &Uuid) -> String {
+    format!("{id}.part")
 }
 
 /// The name of the record file a run writes: one per shard, so that shards sharing the
@@ -777,6 +794,20 @@ impl DirHandle {
         if let Some(d) = &self.file {
             let _ = d.sync_all();
         }
+    }
+
+    /// Make everything written to this directory's file system durable (Linux `syncfs`).
+    pub fn sync_filesystem(&self) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if let Some(d) = &self.file {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a descriptor held open by `d` for the call's length.
+            if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
+                return Ok(());
+            }
+            return Err(io::Error::last_os_error());
+        }
+        Err(io::ErrorKind::Unsupported.into())
     }
 
     /// `path` as a system call takes it: its name relative to this directory (held open), when

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiClient;
 use crate::cli::DownloadArgs;
 use crate::config::{Config, IdSource, Surroundings};
-use crate::download::{DownloadPolicy, RateCap, file_host_client};
+use crate::download::{DownloadPolicy, LocalDir, RateCap, file_host_client};
 use crate::error::{Exit, Fatal};
 use crate::ids::{self, IdList, IdSet, Shard};
 use crate::lanes::lanes_for;
@@ -24,7 +24,7 @@ use crate::provider::{AnyProvider, ProviderKind};
 use crate::ratelimit::{Need, RateLimiter};
 use crate::report::{FileEntry, Lines, Recorder, human_bytes};
 use crate::retry::Backoff;
-use crate::state::{DirHandle, STATE_DIR, State, record_file_name};
+use crate::state::{STATE_DIR, State, record_file_name};
 
 /// `fetchdocs download` with this process's environment.
 pub fn run(args: DownloadArgs, runtime: &tokio::runtime::Runtime) -> Result<Exit, Fatal> {
@@ -154,14 +154,14 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     }
 
     let started = Instant::now();
-    let result = match clients(cfg) {
+    let result = match clients(cfg).and_then(|(p, f)| Ok((p, f, destination(cfg, &state)?))) {
         Err(e) => {
             // What is already here is still reported as such.
             skip_completed(&mut recorder, &state, cfg.force, &ui);
             recorder.fail_unfinished(&format!("not attempted: {e}"));
             Err(e)
         }
-        Ok((provider, files)) => {
+        Ok((provider, files, dest)) => {
             let pipeline = Pipeline {
                 provider: Arc::new(provider),
                 files,
@@ -176,7 +176,6 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                     speed_time: cfg.speed_time,
                     max_file_size: cfg.max_file_size,
                     rate_cap: cfg.limit_rate.map(RateCap::new),
-                    pace: Default::default(),
                 },
                 concurrency: cfg.concurrency,
                 dry_run: cfg.dry_run,
@@ -195,8 +194,7 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                 listing: cfg.from,
                 shard: cfg.shard,
                 parts: state.partial_ids().ok(),
-                dest_dir: Arc::new(DirHandle::open(&cfg.output_dir)),
-                part_dir: Arc::new(DirHandle::open(&state.partial_dir())),
+                dest,
             };
             pipeline.run().await.map(|_| ())
         }
@@ -344,6 +342,18 @@ fn name_in_dir(dir: &std::path::Path, path: &std::path::Path) -> Option<String> 
     };
     let same = std::fs::canonicalize(parent).ok()? == std::fs::canonicalize(dir).ok()?;
     same.then_some(name)
+}
+
+/// Where the files go: the output directory, with the run's partial files and record.
+fn destination(cfg: &Config, state: &State) -> Result<Arc<LocalDir>, Fatal> {
+    LocalDir::new(&cfg.output_dir, &state.partial_dir(), state.log())
+        .map(Arc::new)
+        .map_err(|e| {
+            Fatal::Local(format!(
+                "cannot start writing to {}: {e}",
+                cfg.output_dir.display()
+            ))
+        })
 }
 
 /// The vendor's API client (paced by its limits) and the file-host clients, one per download

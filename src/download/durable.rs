@@ -1,0 +1,251 @@
+//! Durability paid together. A finished file is handed here unsynced; a thread of its own
+//! takes every file that waits and, for the whole group:
+//!
+//! 1. writes the claims of the names they take into the run's record;
+//! 2. makes their bytes and those claims durable: one `syncfs` of the file system when the
+//!    group has several files and the output directory, the temporary files and the record
+//!    share one file system (Linux), otherwise an `fsync` of each file and of the record;
+//! 3. gives each file its final name, never replacing another's (see [`super::local`]);
+//! 4. syncs the output directory once, so that every new name is durable;
+//! 5. appends the completions to the record (durable with the next group's sync, or at the
+//!    end of the run) and answers each download.
+//!
+//! So a file recorded as completed is durable under its final name, and a crash at any moment
+//! loses at most files not yet recorded: the next run downloads them again, to the names they
+//! claimed. While one group is synced the next gathers, so a disk whose sync takes a
+//! millisecond costs about one sync per group, not three per file.
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use super::AtDest;
+use super::local::{Placement, place};
+use crate::state::{DirHandle, Log, Record};
+
+/// Most files synced in one group (each holds a file descriptor while it waits).
+const MAX_GROUP: usize = 256;
+
+/// Where a finished, unsynced file waits for its name.
+#[derive(Debug)]
+pub enum Temp {
+    /// A file with no name in the output directory (Linux `O_TMPFILE`).
+    Unnamed(File),
+    /// The `.part` file; `meta`: a `.part.meta` lies beside it, to remove once placed.
+    Part {
+        file: File,
+        path: PathBuf,
+        meta: bool,
+    },
+}
+
+impl Temp {
+    fn file(&self) -> &File {
+        match self {
+            Temp::Unnamed(f) | Temp::Part { file: f, .. } => f,
+        }
+    }
+}
+
+/// A whole, verified file, to make durable under `name` and record.
+#[derive(Debug)]
+pub struct Finished {
+    pub temp: Temp,
+    pub name: String,
+    pub id: uuid::Uuid,
+    pub at_dest: AtDest,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// The name a file got, if not the one chosen; or why it could not be placed.
+pub type Placed = io::Result<Option<String>>;
+
+type Request = (Finished, oneshot::Sender<Placed>);
+
+/// What the sync stage works with.
+pub struct Context {
+    /// The output directory, held open (and where it is).
+    pub out: Arc<DirHandle>,
+    pub out_path: PathBuf,
+    /// The directory of `.part` files, held open.
+    pub partial: Arc<DirHandle>,
+    pub log: Option<Arc<Log>>,
+    /// The output directory, the temporary files and the record are on one file system, so
+    /// one sync of it covers them all.
+    pub one_file_system: bool,
+}
+
+/// The thread that syncs, names and records finished files in groups.
+pub struct SyncStage {
+    tx: Option<mpsc::Sender<Request>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SyncStage {
+    pub fn start(cx: Context) -> io::Result<SyncStage> {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let thread = std::thread::Builder::new()
+            .name("fetchdocs-sync".into())
+            .spawn(move || run(&cx, &rx))?;
+        Ok(SyncStage {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Make `file` durable under its name (or another, returned) and record it: done with
+    /// whatever other files wait.
+    pub async fn place(&self, file: Finished) -> Placed {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.tx.as_ref().map(|tx| tx.send((file, reply)));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(io::Error::other(
+                "internal error: the sync stage has stopped",
+            ));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("internal error: the sync stage failed")))
+    }
+}
+
+impl Drop for SyncStage {
+    /// Finish what was handed over before the run's record is closed.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The thread: a group is whatever waits when the last one is done.
+fn run(cx: &Context, rx: &mpsc::Receiver<Request>) {
+    let (mut groups, mut files) = (0u64, 0u64);
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        groups += 1;
+        files += group.len() as u64;
+        run_group(cx, group);
+    }
+    if groups > 0 {
+        log::debug!(
+            "{files} file(s) made durable in {groups} group(s) ({:.1} a sync)",
+            files as f64 / groups as f64
+        );
+    }
+}
+
+/// One group, steps 1 to 5 (see the module's comment). A file that fails a step is answered
+/// with its error at once and leaves the group; the others go on.
+fn run_group(cx: &Context, group: Vec<Request>) {
+    let mut group: Vec<Request> = group
+        .into_iter()
+        .filter_map(|(file, reply)| match claim_first(cx, &file) {
+            Ok(()) => Some((file, reply)),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                None
+            }
+        })
+        .collect();
+    group = make_durable(cx, group);
+    let mut placed = Vec::with_capacity(group.len());
+    for (file, reply) in group {
+        let claim = |name: &str| match &cx.log {
+            Some(log) => log.claim(file.id, name),
+            None => Ok(()),
+        };
+        match place(&file, cx, &claim) {
+            Ok(p) => placed.push((file, p, reply)),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+    if placed.is_empty() {
+        return;
+    }
+    cx.out.sync();
+    for (file, placement, reply) in placed {
+        record(cx, &file, &placement);
+        if let Temp::Part {
+            path, meta: true, ..
+        } = &file.temp
+        {
+            let _ = std::fs::remove_file(super::part::meta_path(path));
+        }
+        let _ = reply.send(Ok(placement.renamed));
+    }
+}
+
+/// Step 1: the claim of a name no file of this ID's stands at yet.
+fn claim_first(cx: &Context, file: &Finished) -> io::Result<()> {
+    match (&cx.log, file.at_dest) {
+        (Some(log), AtDest::Nothing) => log.claim_unsynced(file.id, &file.name),
+        _ => Ok(()),
+    }
+}
+
+/// Step 2: the group's bytes and claims durable. Returns the files that are.
+fn make_durable(cx: &Context, group: Vec<Request>) -> Vec<Request> {
+    if group.len() > 1 && cx.one_file_system {
+        match cx.out.sync_filesystem() {
+            Ok(()) => return group,
+            // Not here (not Linux), or an error to pin on the files it concerns: one by one.
+            Err(e) => log::debug!("cannot sync the file system at once ({e}); file by file"),
+        }
+    }
+    let synced: Vec<Request> = group
+        .into_iter()
+        .filter_map(|(file, reply)| match file.temp.file().sync_all() {
+            Ok(()) => Some((file, reply)),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                None
+            }
+        })
+        .collect();
+    if let Some(log) = &cx.log
+        && let Err(e) = log.sync()
+    {
+        // Without durable claims no file may take its name.
+        for (_, reply) in synced {
+            let _ = reply.send(Err(io::Error::new(e.kind(), e.to_string())));
+        }
+        return Vec::new();
+    }
+    synced
+}
+
+/// Step 5: the completion, in the record.
+fn record(cx: &Context, file: &Finished, placement: &Placement) {
+    let Some(log) = &cx.log else { return };
+    let name = placement
+        .renamed
+        .clone()
+        .unwrap_or_else(|| file.name.clone());
+    let recorded = log.record(Record {
+        id: file.id,
+        path: name.clone(),
+        bytes: file.bytes,
+        sha256: Some(file.sha256.clone()),
+    });
+    if let Err(e) = recorded {
+        log::warn!(
+            "{name} is complete but could not be recorded as done ({e}); the next run will \
+             download it again"
+        );
+    }
+}

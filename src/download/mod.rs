@@ -1,0 +1,310 @@
+//! One file: ask the file host for it (resuming with `Range` where it allows), stream the
+//! bytes to where they wait, check them, and hand the whole file to its [`Destination`], which
+//! makes it durable under its final name. A final name never holds a partial file.
+//!
+//! One concern a file:
+//! - [`send`]: the file-host client, the request, redirects followed one checked hop at a time;
+//! - [`classify`]: what an answer means (a pure function), apart from the loop acting on it;
+//! - [`attempt`]: one try, from the request to the verified bytes;
+//! - [`stream`]: the body to the sink, with the speed check, the caps and Ctrl-C;
+//! - [`part`]: the `.part` file and what the host said of it ([`part::PartMeta`]);
+//! - [`integrity`]: the sha256 and the host's own digests;
+//! - [`pace`]: where disk writes run, and the shared bandwidth cap;
+//! - [`destination`]: the seam where a finished file is placed; [`local`] places files in a
+//!   directory, and [`durable`] pays for their syncs together.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::Url;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::retry::{self, Backoff};
+
+mod attempt;
+mod classify;
+mod destination;
+mod durable;
+mod integrity;
+mod local;
+mod pace;
+mod part;
+mod send;
+mod stream;
+
+pub use destination::Destination;
+pub use integrity::hex;
+pub use local::LocalDir;
+pub use pace::RateCap;
+pub use send::file_host_client;
+
+/// How downloads behave.
+#[derive(Debug, Clone)]
+pub struct DownloadPolicy {
+    pub backoff: Backoff,
+    /// A transfer slower than `speed_limit` bytes/s over `speed_time` is cut (and resumed).
+    pub speed_limit: u64,
+    pub speed_time: Duration,
+    /// Largest file accepted, announced or not.
+    pub max_file_size: u64,
+    /// The bandwidth cap all downloads share (`--limit-rate`).
+    pub rate_cap: Option<Arc<RateCap>>,
+}
+
+/// Live numbers about one download, read by the scheduler to predict when a slot frees.
+#[derive(Debug)]
+pub struct Progress {
+    pub started: Instant,
+    done: AtomicU64,
+    /// Total length, 0 while unknown.
+    total: AtomicU64,
+    /// Bytes already on disk when this download started (not counted in its rate).
+    resumed: AtomicU64,
+    /// When the file host first accepted the URL (a 200 or 206).
+    accepted: std::sync::OnceLock<Instant>,
+}
+
+impl Progress {
+    pub fn new() -> Arc<Progress> {
+        Arc::new(Progress {
+            started: Instant::now(),
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            resumed: AtomicU64::new(0),
+            accepted: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// When the file host first accepted the URL, if it did.
+    pub fn accepted(&self) -> Option<Instant> {
+        self.accepted.get().copied()
+    }
+
+    /// Estimated time to completion, if the length is known and bytes are flowing.
+    pub fn eta(&self, now: Instant) -> Option<Duration> {
+        let total = self.total.load(Ordering::Relaxed);
+        let done = self.done.load(Ordering::Relaxed);
+        let fresh = done.saturating_sub(self.resumed.load(Ordering::Relaxed));
+        let elapsed = now.saturating_duration_since(self.started).as_secs_f64();
+        if total == 0 || fresh == 0 || elapsed <= 0.0 {
+            return None;
+        }
+        let rate = fresh as f64 / elapsed;
+        Some(Duration::from_secs_f64(
+            (total.saturating_sub(done) as f64 / rate).min(1e6),
+        ))
+    }
+}
+
+/// Whoever wants to see a download's bytes arrive (the UI's per-file bar), without this module
+/// knowing what a terminal is.
+pub trait Watcher: Send + Sync {
+    /// The body starts at byte `at` of `total` (if known).
+    fn begin(&self, at: u64, total: Option<u64>);
+    /// `n` more bytes were written.
+    fn advance(&self, n: u64);
+}
+
+/// One file to fetch.
+pub struct FileJob {
+    pub url: Url,
+    /// Whose file this is (for the record, and a distinguishing name if `name` is taken
+    /// meanwhile).
+    pub id: uuid::Uuid,
+    /// The name chosen for it.
+    pub name: String,
+    /// What may stand at `name` already.
+    pub at_dest: AtDest,
+    /// No bytes of this ID were kept when the run started, and none were left by an attempt
+    /// of this run: the first attempt starts from zero without looking, and creates its
+    /// temporary file only if it still does not exist (so never writes through anything put
+    /// there).
+    pub no_part: bool,
+    pub progress: Arc<Progress>,
+    pub watcher: Box<dyn Watcher>,
+    /// Cancelled on Ctrl-C: stop, keep what arrived, and return [`Outcome::Cancelled`].
+    pub cancel: CancellationToken,
+}
+
+/// What a file already at the final name may be, and so whether it may be replaced. A move
+/// into place never replaces anything else: another run sharing the directory (a shard) or
+/// the user may have put a file there since the name was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtDest {
+    /// This ID's own completed file, by the record (downloaded again: `--force`, or it was
+    /// changed since): replaced.
+    OwnFile,
+    /// This ID claimed the name in an earlier run that may have crashed after the move: a file
+    /// there with the very same bytes is that one, and is replaced (by itself).
+    OwnClaim,
+    /// Nothing of this ID's: if the name is taken, a name with the ID in it is used.
+    Nothing,
+}
+
+/// A file complete under its final name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Whole {
+    pub bytes: u64,
+    /// Of every byte, computed as they streamed (and over the resumed prefix, read once).
+    pub sha256: String,
+    /// Something the report should say about this file although it is complete.
+    pub note: Option<String>,
+    /// The name it was saved under, if not the one chosen (that was taken meanwhile).
+    pub renamed: Option<String>,
+}
+
+/// How one download ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Done(Whole),
+    /// The file host refused the signed URL (403): mint a new one. Bytes on disk are kept.
+    Expired {
+        requested_at: Instant,
+    },
+    Failed(String),
+    /// The local disk refused the data in a way that will fail every other file too (full,
+    /// read-only, over quota). The temporary file is removed.
+    StorageFailed(String),
+    /// Stopped by Ctrl-C; what arrived is on disk for the next run.
+    Cancelled,
+}
+
+/// Fetch one file into `dest`, retrying transient failures with backoff.
+pub async fn download<D: Destination>(
+    client: &reqwest::Client,
+    job: &FileJob,
+    policy: &DownloadPolicy,
+    dest: &D,
+) -> Outcome {
+    let mut failures = 0u32;
+    loop {
+        let fresh = job.no_part && failures == 0;
+        let failed = match attempt::attempt(client, job, policy, dest, fresh).await {
+            Ok((whole, sink)) => return placed(dest.place(sink, job, &whole).await, whole),
+            Err(e) => e,
+        };
+        match after_failure(failed, &mut failures, &policy.backoff) {
+            Next::Wait(wait) => {
+                tokio::select! {
+                    _ = job.cancel.cancelled() => return Outcome::Cancelled,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            Next::End(outcome) => {
+                if let Outcome::StorageFailed(_) = outcome {
+                    dest.discard(job).await;
+                }
+                return outcome;
+            }
+        }
+    }
+}
+
+/// What follows a failed attempt.
+#[derive(Debug)]
+enum Next {
+    /// Try again after this wait.
+    Wait(Duration),
+    End(Outcome),
+}
+
+/// The retry decision, apart from the loop: `failures` counts the transient failures so far
+/// (this one included once counted), and the backoff bounds them.
+fn after_failure(e: AttemptError, failures: &mut u32, backoff: &Backoff) -> Next {
+    match e {
+        AttemptError::Expired(at) => Next::End(Outcome::Expired { requested_at: at }),
+        AttemptError::Final(reason) => Next::End(Outcome::Failed(reason)),
+        AttemptError::Storage(reason) => Next::End(Outcome::StorageFailed(reason)),
+        AttemptError::Cancelled => Next::End(Outcome::Cancelled),
+        AttemptError::Transient(reason, server_wait) => {
+            *failures += 1;
+            match backoff.next_wait(*failures, server_wait) {
+                Some(wait) => Next::Wait(wait),
+                None => Next::End(Outcome::Failed(retry::gave_up(&reason, *failures))),
+            }
+        }
+    }
+}
+
+/// How placing a whole file ended.
+fn placed(result: std::io::Result<Option<String>>, whole: Whole) -> Outcome {
+    match result {
+        Ok(renamed) => Outcome::Done(Whole { renamed, ..whole }),
+        Err(e) if is_storage_wide(e.kind()) => {
+            Outcome::StorageFailed(format!("cannot write the finished file: {e}"))
+        }
+        Err(e) => Outcome::Failed(format!("cannot move the finished file into place: {e}")),
+    }
+}
+
+/// Why one attempt did not bring the whole file.
+#[derive(Debug)]
+pub enum AttemptError {
+    /// The host refused the signed URL (the request was sent at this instant).
+    Expired(Instant),
+    /// Worth retrying with the same URL, after a wait (the server's `Retry-After` if it gave one).
+    Transient(String, Option<Duration>),
+    Final(String),
+    /// The disk refused the data in a way that fails every file.
+    Storage(String),
+    Cancelled,
+}
+
+/// Errors that will fail every file written to this disk, not just this one.
+pub fn is_storage_wide(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(kind, StorageFull | ReadOnlyFilesystem | QuotaExceeded)
+}
+
+/// A local error writing `what`: storage-wide (the run stops) or this file's alone.
+pub fn local_error(what: &std::path::Path, e: std::io::Error) -> AttemptError {
+    let msg = format!("cannot write {}: {e}", what.display());
+    if is_storage_wide(e.kind()) {
+        AttemptError::Storage(msg)
+    } else {
+        AttemptError::Final(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transient_failure_waits_until_the_backoff_gives_up_and_others_end_at_once() {
+        let backoff = Backoff::default();
+        let mut failures = 0;
+        let mut waits = 0;
+        loop {
+            let e = AttemptError::Transient("cut".into(), None);
+            match after_failure(e, &mut failures, &backoff) {
+                Next::Wait(_) => waits += 1,
+                Next::End(Outcome::Failed(reason)) => {
+                    assert!(reason.contains("cut"), "{reason}");
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(waits < 100, "the backoff never gives up");
+        }
+        assert!(waits >= 1);
+        // A server's Retry-After is the wait.
+        let e = AttemptError::Transient("503".into(), Some(Duration::from_secs(3)));
+        assert!(
+            matches!(after_failure(e, &mut 0, &backoff), Next::Wait(w) if w >= Duration::from_secs(3))
+        );
+        for (e, want) in [
+            (AttemptError::Final("no".into()), "Failed"),
+            (AttemptError::Storage("full".into()), "StorageFailed"),
+            (AttemptError::Cancelled, "Cancelled"),
+            (AttemptError::Expired(Instant::now()), "Expired"),
+        ] {
+            let Next::End(outcome) = after_failure(e, &mut 0, &backoff) else {
+                panic!("{want} waits");
+            };
+            assert!(format!("{outcome:?}").starts_with(want), "{outcome:?}");
+        }
+    }
+}
