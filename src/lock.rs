@@ -10,7 +10,9 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::ids::Shard;
-use crate::state::{STATE_DIR, own_dir, own_file, own_options};
+use fsx::{own_dir, own_file, own_options};
+
+use crate::state::STATE_DIR;
 
 /// Held for the whole run; dropping it releases the directory.
 #[derive(Debug)]

@@ -13,13 +13,15 @@
 //! renamed) when it has grown well past what it describes. Partial downloads live in
 //! `.fetchdocs/partial/<id>.part`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use fsx::{own_dir, own_file, own_options};
 
 use crate::ids::IdSet;
 
@@ -296,7 +298,7 @@ impl State {
             out.get_ref().sync_all()?;
         }
         fs::rename(&tmp, &path)?;
-        DirHandle::open(path.parent().unwrap_or(Path::new("."))).sync();
+        let _ = fsx::Dir::open(path.parent().unwrap_or(Path::new("."))).and_then(|d| d.sync());
         self.files[own_no as usize].1 = File::open(&path)?;
         Ok(())
     }
@@ -685,302 +687,9 @@ fn is_plain_name(name: &str) -> bool {
         && matches!(p.components().next(), Some(std::path::Component::Normal(_)))
 }
 
-/// Make sure `dir`, one of fetchdocs' own directories inside the output directory, is a real
-/// directory (created if missing): a link planted there would send writes elsewhere.
-pub fn own_dir(dir: &Path) -> io::Result<()> {
-    own_dir_made_by(dir, |d| fs::create_dir(d))
-}
-
-/// [`own_dir`], creating with `create`. Two runs that share the output directory (shards)
-/// may both find the directory missing: the one that loses the race to create it checks what
-/// the other made instead of failing.
-fn own_dir_made_by(dir: &Path, create: impl Fn(&Path) -> io::Result<()>) -> io::Result<()> {
-    // `symlink_metadata` does not follow: a link is not a directory here.
-    let check = |m: fs::Metadata| {
-        if m.is_dir() {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!(
-                "{} is a link or a file, not fetchdocs' own directory; remove it and run again \
-                 (fetchdocs writes nothing outside the output directory)",
-                dir.display()
-            )))
-        }
-    };
-    match fs::symlink_metadata(dir) {
-        Ok(m) => check(m),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => match create(dir) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => check(fs::symlink_metadata(dir)?),
-            made => made,
-        },
-        Err(e) => Err(e),
-    }
-}
-
-/// Make `path`, one of fetchdocs' own files, safe to open for writing: a symbolic link or a
-/// hard-linked file standing there is removed (only that name goes; whatever it pointed at is
-/// untouched), so the next open creates a file of our own.
-pub fn own_file(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_file() && link_count(&m) <= 1 => Ok(()),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// How many names a file has (1 where that cannot be told).
-pub fn link_count(m: &fs::Metadata) -> u64 {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::MetadataExt::nlink(m)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = m;
-        1
-    }
-}
-
-/// Options to create or write one of fetchdocs' own files: never through a symbolic link
-/// (`O_NOFOLLOW`: a link planted after [`own_file`] looked makes the open fail).
-pub fn own_options() -> OpenOptions {
-    let mut o = OpenOptions::new();
-    o.write(true).create(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_NOFOLLOW);
-    o
-}
-
-/// A directory held open, to make renames in it durable without opening it each time.
-#[derive(Debug)]
-pub struct DirHandle {
-    /// Where it is, to tell the paths that lie in it (see [`DirHandle::at`]).
-    #[cfg(unix)]
-    path: PathBuf,
-    file: Option<File>,
-    /// Files with no name may still be tried here (see [`DirHandle::create_unnamed`]).
-    #[cfg(target_os = "linux")]
-    unnamed: std::sync::atomic::AtomicBool,
-    /// `linkat(AT_EMPTY_PATH)` was refused: link through `/proc/self/fd` straight away.
-    #[cfg(target_os = "linux")]
-    link_by_proc: std::sync::atomic::AtomicBool,
-}
-
-impl DirHandle {
-    /// `dir`, opened now. If it cannot be (or directories cannot be synced here), a sync does
-    /// nothing, and paths in it are used whole.
-    pub fn open(dir: &Path) -> DirHandle {
-        #[cfg(unix)]
-        let file = File::open(dir).ok();
-        #[cfg(not(unix))]
-        let file = {
-            let _ = dir;
-            None
-        };
-        DirHandle {
-            #[cfg(unix)]
-            path: dir.to_path_buf(),
-            #[cfg(target_os = "linux")]
-            unnamed: std::sync::atomic::AtomicBool::new(file.is_some()),
-            #[cfg(target_os = "linux")]
-            link_by_proc: std::sync::atomic::AtomicBool::new(false),
-            file,
-        }
-    }
-
-    /// Make the renames made in the directory so far durable.
-    pub fn sync(&self) {
-        if let Some(d) = &self.file {
-            let _ = d.sync_all();
-        }
-    }
-
-    /// Make everything written to this directory's file system durable (Linux `syncfs`).
-    pub fn sync_filesystem(&self) -> io::Result<()> {
-        #[cfg(target_os = "linux")]
-        if let Some(d) = &self.file {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a descriptor held open by `d` for the call's length.
-            if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
-                return Ok(());
-            }
-            return Err(io::Error::last_os_error());
-        }
-        Err(io::ErrorKind::Unsupported.into())
-    }
-
-    /// `path` as a system call takes it: its name relative to this directory (held open), when
-    /// it lies in it, which spares the system a walk down the whole path; else the whole path.
-    #[cfg(unix)]
-    pub fn at(&self, path: &Path) -> io::Result<(std::os::fd::RawFd, std::ffi::CString)> {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::ffi::OsStrExt;
-        let c =
-            |p: &std::ffi::OsStr| std::ffi::CString::new(p.as_bytes()).map_err(io::Error::other);
-        match (&self.file, path.parent(), path.file_name()) {
-            (Some(dir), Some(parent), Some(name)) if parent == self.path => {
-                Ok((dir.as_raw_fd(), c(name)?))
-            }
-            _ => Ok((libc::AT_FDCWD, c(path.as_os_str())?)),
-        }
-    }
-
-    /// A new file in this directory that has no name yet (`O_TMPFILE`): should the run die
-    /// before [`DirHandle::link_unnamed`], it vanishes with the process, and nothing is left
-    /// to clean up. `None` where this file system (or system) has no such files, or after
-    /// [`DirHandle::no_unnamed`]: use a named temporary file instead.
-    #[cfg(target_os = "linux")]
-    pub fn create_unnamed(&self) -> Option<File> {
-        use std::os::fd::{AsRawFd, FromRawFd};
-        use std::sync::atomic::Ordering;
-        let dir = self.file.as_ref()?;
-        if !self.unnamed.load(Ordering::Relaxed) {
-            return None;
-        }
-        let flags = libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC;
-        // SAFETY: "." relative to a directory descriptor held open; the descriptor returned
-        // is new and owned by the File.
-        let fd =
-            unsafe { libc::openat(dir.as_raw_fd(), c".".as_ptr(), flags, 0o666 as libc::c_uint) };
-        if fd >= 0 {
-            // SAFETY: `fd` was just opened and is owned by nothing else.
-            return Some(unsafe { File::from_raw_fd(fd) });
-        }
-        let e = io::Error::last_os_error();
-        // Not here (a network or FAT file system; EISDIR from a kernel older than 3.11): named
-        // files from now on. Anything else (a full disk) is for the named file to meet and say.
-        if matches!(
-            e.raw_os_error(),
-            Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOSYS)
-        ) {
-            self.no_unnamed();
-        }
-        None
-    }
-
-    /// Give `file`, from [`DirHandle::create_unnamed`], the name `path` in this directory,
-    /// unless that name exists (`AlreadyExists`, as `renameat2(RENAME_NOREPLACE)` says it).
-    /// A link, so nothing at `path` is ever replaced, nor followed.
-    #[cfg(target_os = "linux")]
-    pub fn link_unnamed(&self, file: &File, path: &Path) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        use std::sync::atomic::Ordering;
-        let (dir, name) = self.at(path)?;
-        if !self.link_by_proc.load(Ordering::Relaxed) {
-            // AT_EMPTY_PATH: the empty path names the descriptor itself.
-            match link_at((file.as_raw_fd(), c""), (dir, &name), libc::AT_EMPTY_PATH) {
-                // Before Linux 6.10, AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (ENOENT without).
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    self.link_by_proc.store(true, Ordering::Relaxed);
-                }
-                done => return done,
-            }
-        }
-        link_by_proc(file, dir, &name)
-    }
-
-    /// No more files with no name here: one could not be created or linked.
-    #[cfg(target_os = "linux")]
-    pub fn no_unnamed(&self) {
-        self.unnamed
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Link `file` as `name` in the directory `dir` through its entry under `/proc/self/fd`,
-/// which any process may (where `linkat(AT_EMPTY_PATH)` needs a capability).
-#[cfg(target_os = "linux")]
-fn link_by_proc(file: &File, dir: std::os::fd::RawFd, name: &std::ffi::CStr) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let proc = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .map_err(io::Error::other)?;
-    link_at(
-        (libc::AT_FDCWD, &proc),
-        (dir, name),
-        libc::AT_SYMLINK_FOLLOW,
-    )
-}
-
-/// `linkat(2)`: `from` (relative to its directory descriptor) gets the name `to` (relative to
-/// its own), which must not exist.
-#[cfg(target_os = "linux")]
-fn link_at(
-    (from_dir, from): (std::os::fd::RawFd, &std::ffi::CStr),
-    (to_dir, to): (std::os::fd::RawFd, &std::ffi::CStr),
-    flags: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: two NUL-terminated paths (CStr), each with a descriptor the caller holds open
-    // (or AT_FDCWD); linkat only reads them.
-    let rc = unsafe { libc::linkat(from_dir, from.as_ptr(), to_dir, to.as_ptr(), flags) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_file_with_no_name_is_linked_either_way_and_never_over_a_name() {
-        use std::io::Write;
-        use std::os::fd::AsRawFd;
-        let dir = tempfile::tempdir().unwrap();
-        let handle = DirHandle::open(dir.path());
-        let dir_fd = handle.file.as_ref().unwrap().as_raw_fd();
-        std::fs::write(dir.path().join("taken"), b"keep").unwrap();
-        for by_proc in [false, true] {
-            let mut f = handle.create_unnamed().expect(
-                "no O_TMPFILE in the test's temporary directory: set TMPDIR to a local file system",
-            );
-            f.write_all(b"data").unwrap();
-            let name = format!("new-{by_proc}");
-            if by_proc {
-                let taken = link_by_proc(&f, dir_fd, c"taken").unwrap_err();
-                assert_eq!(taken.kind(), io::ErrorKind::AlreadyExists);
-                link_by_proc(&f, dir_fd, &std::ffi::CString::new(name.clone()).unwrap()).unwrap();
-            } else {
-                let taken = handle
-                    .link_unnamed(&f, &dir.path().join("taken"))
-                    .unwrap_err();
-                assert_eq!(taken.kind(), io::ErrorKind::AlreadyExists);
-                handle.link_unnamed(&f, &dir.path().join(&name)).unwrap();
-            }
-            assert_eq!(fs::read(dir.path().join(&name)).unwrap(), b"data");
-        }
-        assert_eq!(fs::read(dir.path().join("taken")).unwrap(), b"keep");
-        // Refused once, it is not asked for again.
-        handle.no_unnamed();
-        assert!(handle.create_unnamed().is_none());
-    }
-
-    #[test]
-    fn a_directory_another_run_made_first_is_taken_if_it_is_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let own = dir.path().join(STATE_DIR);
-        // The other run creates it between our look and our create.
-        let race = |d: &Path| {
-            fs::create_dir(d)?;
-            fs::create_dir(d)
-        };
-        own_dir_made_by(&own, race).unwrap();
-        assert!(own.is_dir());
-        // What the other side made is still checked: a file there is refused.
-        let file = dir.path().join("partial");
-        let plant = |d: &Path| {
-            fs::write(d, b"x")?;
-            fs::create_dir(d)
-        };
-        let err = own_dir_made_by(&file, plant).unwrap_err();
-        assert!(
-            err.to_string().contains("not fetchdocs' own directory"),
-            "{err}"
-        );
-    }
 
     fn rec(n: u128, path: &str, bytes: u64) -> Record {
         Record {

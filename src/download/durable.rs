@@ -15,9 +15,9 @@
 //! claimed. While one group is synced the next gathers, so a disk whose sync takes a
 //! millisecond costs about one sync per group, not three per file.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
 
@@ -25,7 +25,9 @@ use tokio::sync::oneshot;
 
 use super::AtDest;
 use super::local::{Placement, place};
-use crate::state::{DirHandle, Log, Record};
+use fsx::Dir;
+
+use crate::state::{Log, Record};
 
 /// Most files synced in one group (each holds a file descriptor while it waits).
 const MAX_GROUP: usize = 256;
@@ -35,10 +37,11 @@ const MAX_GROUP: usize = 256;
 pub enum Temp {
     /// A file with no name in the output directory (Linux `O_TMPFILE`).
     Unnamed(File),
-    /// The `.part` file; `meta`: a `.part.meta` lies beside it, to remove once placed.
+    /// The `.part` file (its name in the partial directory); `meta`: a `.part.meta` lies
+    /// beside it, to remove once placed.
     Part {
         file: File,
-        path: PathBuf,
+        name: OsString,
         meta: bool,
     },
 }
@@ -69,11 +72,10 @@ type Request = (Finished, oneshot::Sender<Placed>);
 
 /// What the sync stage works with.
 pub struct Context {
-    /// The output directory, held open (and where it is).
-    pub out: Arc<DirHandle>,
-    pub out_path: PathBuf,
+    /// The output directory, held open.
+    pub out: Arc<Dir>,
     /// The directory of `.part` files, held open.
-    pub partial: Arc<DirHandle>,
+    pub partial: Arc<Dir>,
     pub log: Option<Arc<Log>>,
     /// The output directory, the temporary files and the record are on one file system, so
     /// one sync of it covers them all.
@@ -177,14 +179,18 @@ fn run_group(cx: &Context, group: Vec<Request>) {
     if placed.is_empty() {
         return;
     }
-    cx.out.sync();
+    if let Err(e) = cx.out.sync() {
+        // Some file systems cannot sync a directory (and say so): nothing more can be done
+        // for the names there.
+        log::debug!("cannot sync {} ({e})", cx.out.path().display());
+    }
     for (file, placement, reply) in placed {
         record(cx, &file, &placement);
         if let Temp::Part {
-            path, meta: true, ..
+            name, meta: true, ..
         } = &file.temp
         {
-            let _ = std::fs::remove_file(super::part::meta_path(path));
+            let _ = cx.partial.remove_file(&super::part::meta_name(name));
         }
         let _ = reply.send(Ok(placement.renamed));
     }

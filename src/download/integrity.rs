@@ -1,7 +1,9 @@
 //! Integrity: the sha256 of every file (for the report and `verify`), and the digests the file
 //! host vouches for, checked as the bytes stream.
 
-use std::path::Path;
+use std::ffi::OsStr;
+
+use fsx::{Dir, Entry};
 
 use reqwest::header::ETAG;
 use sha2::Digest as _;
@@ -127,11 +129,16 @@ impl Digests {
     }
 }
 
-/// Feed the first `len` bytes of the file at `path` to `digests` (a resume: the bytes kept are
-/// read once).
-pub async fn digest_prefix(path: &Path, len: u64, digests: &mut Digests) -> std::io::Result<()> {
+/// Feed the first `len` bytes of the file `name` in `dir` to `digests` (a resume: the bytes
+/// kept are read once).
+pub async fn digest_prefix(
+    dir: &Dir,
+    name: &OsStr,
+    len: u64,
+    digests: &mut Digests,
+) -> std::io::Result<()> {
     use tokio::io::AsyncReadExt;
-    let mut f = tokio::fs::File::open(path).await?;
+    let mut f = tokio::fs::File::from_std(dir.open_read(name)?);
     let mut buf = vec![0; WRITE_BUFFER];
     let mut left = len;
     while left > 0 {
@@ -146,15 +153,13 @@ pub async fn digest_prefix(path: &Path, len: u64, digests: &mut Digests) -> std:
     Ok(())
 }
 
-/// Whether the file at `path` is a plain file of `len` bytes whose sha256 is `sha256`.
-pub fn has_bytes(path: &Path, len: u64, sha256: &str) -> bool {
-    let Ok(m) = std::fs::symlink_metadata(path) else {
-        return false;
-    };
-    if !m.is_file() || m.len() != len {
+/// Whether `name` in `dir` is a plain file of `len` bytes whose sha256 is `sha256` (never read
+/// through a link).
+pub fn has_bytes(dir: &Dir, name: &OsStr, len: u64, sha256: &str) -> bool {
+    if dir.entry(name).ok() != Some(Entry::Plain { len }) {
         return false;
     }
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Ok(mut f) = dir.open_read(name) else {
         return false;
     };
     let mut hasher = sha2::Sha256::new();

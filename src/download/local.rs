@@ -2,109 +2,90 @@
 //! file that arrives whole, in a file with no name in the output directory), and a finished
 //! file takes its final name only once durable, never over another's file.
 
-use std::path::{Path, PathBuf};
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
 use std::sync::Arc;
+
+use fsx::{Dir, Entry};
 
 use super::destination::{Destination, Kept, Sink};
 use super::durable::{Context, Finished, SyncStage, Temp};
 use super::integrity::{Digests, digest_prefix, has_bytes};
 use super::pace::DiskPace;
-use super::part::{PartMeta, PartWriter, discard, read_meta, write_all_vectored};
+use super::part::{PartMeta, PartWriter, discard, read_meta};
 use super::{AtDest, AttemptError, FileJob, Whole, local_error};
-use crate::state::{DirHandle, Log, link_count, part_file_name};
+use crate::state::{Log, part_file_name};
 
 /// The output directory, and where partial files wait beside it.
 pub struct LocalDir {
-    out: Arc<DirHandle>,
-    partial: Arc<DirHandle>,
-    partial_path: PathBuf,
+    out: Arc<Dir>,
+    partial: Arc<Dir>,
     pace: Arc<DiskPace>,
     stage: SyncStage,
 }
 
 impl LocalDir {
-    /// Files go to `out`; partial data waits in `partial`; completions go to `log` (none: a
-    /// run that records nothing).
+    /// Files go to `out`; partial data waits in `partial` (fetchdocs' own directory, inside
+    /// `out`'s); completions go to `log` (none: a run that records nothing).
     pub fn new(out: &Path, partial: &Path, log: Option<Arc<Log>>) -> std::io::Result<LocalDir> {
-        let out_dir = Arc::new(DirHandle::open(out));
-        let partial_dir = Arc::new(DirHandle::open(partial));
-        let one_file_system = same_file_system(&[out, partial]);
-        #[cfg(target_os = "linux")]
-        probe_unnamed(&out_dir, partial);
+        let out = Arc::new(Dir::open(out)?);
+        let partial = Arc::new(Dir::open(partial)?);
+        // The record lies in the partial directory's parent.
+        let records = Dir::open(partial.path().parent().unwrap_or(partial.path()))?;
+        let one_file_system = out.same_filesystem(&partial) && out.same_filesystem(&records);
+        probe_unnamed(&out, &partial);
         let stage = SyncStage::start(Context {
-            out: out_dir.clone(),
-            out_path: out.to_path_buf(),
-            partial: partial_dir.clone(),
+            out: out.clone(),
+            partial: partial.clone(),
             log,
             one_file_system,
         })?;
         Ok(LocalDir {
-            out: out_dir,
-            partial: partial_dir,
-            partial_path: partial.to_path_buf(),
+            out,
+            partial,
             pace: Arc::new(DiskPace::default()),
             stage,
         })
     }
 
-    fn part_path(&self, id: &uuid::Uuid) -> PathBuf {
-        self.partial_path.join(part_file_name(id))
+    fn part_name(id: &uuid::Uuid) -> OsString {
+        OsString::from(part_file_name(id))
     }
 }
 
 /// The last bytes written out, unsynced: to a file with no name in the output directory `out`
 /// when the whole file is in the buffer, new, and to take a name where nothing of this ID's
 /// is; else to the `.part`.
-fn write_last(out: &DirHandle, mut sink: PartWriter, at_dest: AtDest) -> std::io::Result<Temp> {
+fn write_last(out: &Dir, mut sink: PartWriter, at_dest: AtDest) -> std::io::Result<Temp> {
     if sink.all_in_buffer()
         && at_dest == AtDest::Nothing
-        && let Some(mut file) = out.create_unnamed()
+        && let Some(mut file) = out.create_unnamed()?
     {
-        write_all_vectored(&mut file, &sink.buf)?;
+        fsx::write_all_vectored(&mut file, &sink.buf)?;
         return Ok(Temp::Unnamed(file));
     }
     sink.write_out(false)?;
     match sink.file.take() {
         Some(file) => Ok(Temp::Part {
             file,
-            path: sink.path,
+            name: sink.name,
             meta: sink.meta_written,
         }),
         None => Err(std::io::Error::other("internal error: no file was written")),
     }
 }
 
-/// Whether the directories `dirs` all lie on one file system (unknown: no).
-fn same_file_system(dirs: &[&Path]) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let devs: Vec<Option<u64>> = dirs
-            .iter()
-            .map(|d| std::fs::metadata(d).ok().map(|m| m.dev()))
-            .collect();
-        devs.iter().all(|d| d.is_some() && *d == devs[0])
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dirs;
-        false
-    }
-}
-
 /// Whether files with no name can be made in `out` and linked: tried once, with a name in
 /// `partial` (then removed), so that a file system without them is known before any file
-/// relies on them.
-#[cfg(target_os = "linux")]
-fn probe_unnamed(out: &DirHandle, partial: &Path) {
-    let Some(file) = out.create_unnamed() else {
+/// relies on them. (Only Linux has them; elsewhere nothing is tried.)
+fn probe_unnamed(out: &Dir, partial: &Dir) {
+    let Ok(Some(file)) = out.create_unnamed() else {
         return;
     };
-    let name = partial.join(format!("probe-{}", std::process::id()));
-    let partial_dir = DirHandle::open(partial);
-    match partial_dir.link_unnamed(&file, &name) {
+    let name = OsString::from(format!("probe-{}", std::process::id()));
+    match partial.link_unnamed(&file, &name) {
         Ok(()) => {
-            let _ = std::fs::remove_file(&name);
+            let _ = partial.remove_file(&name);
         }
         Err(e) => {
             log::debug!("cannot link a file with no name here ({e}); using .part files");
@@ -135,21 +116,21 @@ impl Destination for LocalDir {
     /// are resumed only with what the first answer said about them. (A lookup in fetchdocs'
     /// own directory: made here, not worth a trip to the blocking pool.)
     async fn kept(&self, file: &FileJob) -> Result<Option<Kept>, AttemptError> {
-        let part = self.part_path(&file.id);
-        let len = match std::fs::symlink_metadata(&part) {
-            Ok(m) if m.is_file() && link_count(&m) <= 1 => m.len(),
-            Ok(_) => {
-                tokio::fs::remove_file(&part)
-                    .await
-                    .map_err(|e| local_error(&part, e))?;
+        let name = LocalDir::part_name(&file.id);
+        let len = match self.partial.entry(&name) {
+            Ok(Entry::Plain { len }) => len,
+            Ok(Entry::Other) => {
+                self.partial
+                    .remove_file(&name)
+                    .map_err(|e| local_error(&self.partial.join(&name), e))?;
                 0
             }
-            Err(_) => 0,
+            Ok(Entry::Missing) | Err(_) => 0,
         };
         if len == 0 {
             return Ok(None);
         }
-        Ok(read_meta(&part).map(|meta| Kept { len, meta }))
+        Ok(read_meta(&self.partial, &name).map(|meta| Kept { len, meta }))
     }
 
     async fn digest_kept(
@@ -158,20 +139,20 @@ impl Destination for LocalDir {
         len: u64,
         digests: &mut Digests,
     ) -> Result<(), AttemptError> {
-        let part = self.part_path(&file.id);
-        digest_prefix(&part, len, digests)
+        let name = LocalDir::part_name(&file.id);
+        digest_prefix(&self.partial, &name, len, digests)
             .await
-            .map_err(|e| local_error(&part, e))
+            .map_err(|e| local_error(&self.partial.join(&name), e))
     }
 
     fn sink(&self, file: &FileJob, start: u64, meta: &PartMeta, fresh: bool) -> PartWriter {
         let fresh_meta = (start == 0).then(|| meta.clone());
-        let path = self.part_path(&file.id);
-        PartWriter::new(path, &self.partial, &self.pace, fresh_meta, fresh)
+        let name = LocalDir::part_name(&file.id);
+        PartWriter::new(name, &self.partial, &self.pace, fresh_meta, fresh)
     }
 
     async fn discard(&self, file: &FileJob) {
-        discard(&self.part_path(&file.id)).await;
+        discard(&self.partial.join(&LocalDir::part_name(&file.id))).await;
     }
 
     /// The last bytes go down (on this thread or the blocking pool, as [`DiskPace`] says),
@@ -228,25 +209,25 @@ pub fn place(
     cx: &Context,
     claim: &dyn Fn(&str) -> std::io::Result<()>,
 ) -> std::io::Result<Placement> {
-    let dest = cx.out_path.join(&file.name);
+    let dest = OsStr::new(&file.name);
     let replace = match (&file.temp, file.at_dest) {
         (_, AtDest::Nothing) => false,
         (Temp::Part { .. }, AtDest::OwnFile) => true,
-        (Temp::Part { .. }, AtDest::OwnClaim) => has_bytes(&dest, file.bytes, &file.sha256),
+        (Temp::Part { .. }, AtDest::OwnClaim) => has_bytes(&cx.out, dest, file.bytes, &file.sha256),
         (Temp::Unnamed(_), _) => {
             return Err(std::io::Error::other(
                 "internal error: a file with no name cannot replace this ID's own",
             ));
         }
     };
-    if let (true, Temp::Part { path, .. }) = (replace, &file.temp) {
-        std::fs::rename(path, &dest)?;
+    if let (true, Temp::Part { name, .. }) = (replace, &file.temp) {
+        cx.partial.rename_replace(name, &cx.out, dest)?;
         return Ok(Placement { renamed: None });
     }
     if file.at_dest != AtDest::Nothing {
         claim(&file.name)?;
     }
-    match move_no_replace(&file.temp, &dest, cx) {
+    match move_no_replace(&file.temp, dest, cx) {
         Ok(()) => return Ok(Placement { renamed: None }),
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
         Err(_) => {}
@@ -254,7 +235,7 @@ pub fn place(
     for full in [false, true] {
         let other = crate::naming::with_id_suffix(&file.name, &file.id, full);
         claim(&other)?;
-        match move_no_replace(&file.temp, &cx.out_path.join(&other), cx) {
+        match move_no_replace(&file.temp, OsStr::new(&other), cx) {
             Ok(()) => {
                 log::debug!("{} was taken meanwhile; saved as {other}", file.name);
                 return Ok(Placement {
@@ -274,64 +255,177 @@ pub fn place(
     ))
 }
 
-/// Give the temporary file the name `to` (in the output directory) unless it exists
-/// (`AlreadyExists`), atomically where the system can.
-fn move_no_replace(temp: &Temp, to: &Path, cx: &Context) -> std::io::Result<()> {
+/// Give the temporary file the name `to` in the output directory unless it exists
+/// (`AlreadyExists`), atomically where the system can (see [`fsx::Dir::rename_no_replace`]).
+fn move_no_replace(temp: &Temp, to: &OsStr, cx: &Context) -> std::io::Result<()> {
     match temp {
-        Temp::Part { path, .. } => rename_no_replace((path, &cx.partial), (to, &cx.out)),
-        #[cfg(target_os = "linux")]
+        Temp::Part { name, .. } => cx.partial.rename_no_replace(name, &cx.out, to),
         Temp::Unnamed(file) => cx.out.link_unnamed(file, to),
-        #[cfg(not(target_os = "linux"))]
-        Temp::Unnamed(_) => Err(std::io::Error::other(
-            "internal error: no files with no name here",
-        )),
     }
 }
 
-/// Rename `from` to `to` unless `to` exists (then `AlreadyExists`), atomically where the
-/// system can. Each path comes with a directory held open that it may lie in.
-fn rename_no_replace(
-    (from, from_dir): (&Path, &DirHandle),
-    (to, to_dir): (&Path, &DirHandle),
-) -> std::io::Result<()> {
-    #[cfg(not(target_os = "linux"))]
-    let _ = (from_dir, to_dir);
-    #[cfg(target_os = "linux")]
-    {
-        let ((fd_from, f), (fd_to, t)) = (from_dir.at(from)?, to_dir.at(to)?);
-        // SAFETY: two valid, NUL-terminated paths, each relative to a directory descriptor
-        // held open (or the working directory); renameat2 reads them only.
-        let rc = unsafe {
-            libc::renameat2(
-                fd_from,
-                f.as_ptr(),
-                fd_to,
-                t.as_ptr(),
-                libc::RENAME_NOREPLACE,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        // A file system without RENAME_NOREPLACE: fall through to a link.
-        if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
-            return Err(e);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{State, record_file_name};
+    use std::io::Write;
+
+    struct Setup {
+        dir: tempfile::TempDir,
+        state: State,
+        out: Arc<Dir>,
+        partial: Arc<Dir>,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path(), &record_file_name(None), None).unwrap();
+        let out = Arc::new(Dir::open(dir.path()).unwrap());
+        let partial = Arc::new(Dir::open(&state.partial_dir()).unwrap());
+        Setup {
+            dir,
+            state,
+            out,
+            partial,
         }
     }
-    // A hard link fails if the name exists; then the temporary name goes.
-    match std::fs::hard_link(from, to) {
-        Ok(()) => {
-            std::fs::remove_file(from)?;
-            Ok(())
+
+    impl Setup {
+        fn stage(&self) -> SyncStage {
+            SyncStage::start(Context {
+                out: self.out.clone(),
+                partial: self.partial.clone(),
+                log: self.state.log(),
+                one_file_system: true,
+            })
+            .unwrap()
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
-        Err(_) => {
-            // No links here either (FAT, some network shares): look, then rename.
-            if std::fs::symlink_metadata(to).is_ok() {
-                return Err(std::io::ErrorKind::AlreadyExists.into());
+
+        /// A finished file `body` for `id`, in a `.part` or (where it can be) with no name.
+        fn finished(&self, n: u128, name: &str, body: &[u8], at_dest: AtDest) -> Finished {
+            let id = uuid::Uuid::from_u128(n);
+            let unnamed = match at_dest {
+                AtDest::Nothing if n.is_multiple_of(2) => self.out.create_unnamed().unwrap(),
+                _ => None,
+            };
+            let temp = match unnamed {
+                Some(mut f) => {
+                    f.write_all(body).unwrap();
+                    Temp::Unnamed(f)
+                }
+                None => {
+                    let part = LocalDir::part_name(&id);
+                    let mut f = self.partial.create_new(&part).unwrap();
+                    f.write_all(body).unwrap();
+                    Temp::Part {
+                        file: f,
+                        name: part,
+                        meta: false,
+                    }
+                }
+            };
+            let mut digests = Digests::new(Default::default());
+            digests.update(body);
+            Finished {
+                temp,
+                name: name.into(),
+                id,
+                at_dest,
+                bytes: body.len() as u64,
+                sha256: digests.finish().unwrap(),
             }
-            std::fs::rename(from, to)
         }
+
+        fn read(&self, name: &str) -> Vec<u8> {
+            std::fs::read(self.dir.path().join(name)).unwrap()
+        }
+
+        /// The completions recorded, once the record is closed: (id number, name).
+        fn recorded(mut self) -> Vec<(u128, String)> {
+            self.state.close().unwrap();
+            let mut got = Vec::new();
+            crate::state::for_each_completed(self.dir.path(), |r| {
+                got.push((r.id.as_u128(), r.path))
+            })
+            .unwrap();
+            got.sort();
+            got
+        }
+    }
+
+    #[tokio::test]
+    async fn files_handed_over_together_take_their_names_and_are_recorded() {
+        let s = setup();
+        let stage = s.stage();
+        let files: Vec<Finished> = (0..40)
+            .map(|n| {
+                s.finished(
+                    n,
+                    &format!("f{n}.pdf"),
+                    format!("body {n}").as_bytes(),
+                    AtDest::Nothing,
+                )
+            })
+            .collect();
+        let placed =
+            futures_util::future::join_all(files.into_iter().map(|f| stage.place(f))).await;
+        assert!(placed.iter().all(|p| matches!(p, Ok(None))), "{placed:?}");
+        for n in 0..40 {
+            assert_eq!(s.read(&format!("f{n}.pdf")), format!("body {n}").as_bytes());
+        }
+        // No `.part` is left behind.
+        assert_eq!(std::fs::read_dir(s.partial.path()).unwrap().count(), 0);
+        drop(stage);
+        let recorded = s.recorded();
+        assert_eq!(recorded.len(), 40);
+        assert_eq!(recorded[7], (7, "f7.pdf".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_name_taken_meanwhile_is_never_replaced_nor_written_through() {
+        let s = setup();
+        let stage = s.stage();
+        std::fs::write(s.dir.path().join("a.pdf"), b"someone else's").unwrap();
+        #[cfg(unix)]
+        {
+            std::fs::write(s.dir.path().join("victim"), b"keep me").unwrap();
+            std::os::unix::fs::symlink(s.dir.path().join("victim"), s.dir.path().join("b.pdf"))
+                .unwrap();
+        }
+        for (n, name) in [(2u128, "a.pdf"), (3, "a.pdf"), (4, "b.pdf")] {
+            let f = s.finished(n, name, b"mine", AtDest::Nothing);
+            let other = stage.place(f).await.unwrap().expect("another name");
+            assert!(
+                other.contains(&uuid::Uuid::from_u128(n).to_string()[..8]),
+                "{other}"
+            );
+            assert_eq!(s.read(&other), b"mine");
+        }
+        assert_eq!(s.read("a.pdf"), b"someone else's");
+        #[cfg(unix)]
+        assert_eq!(s.read("victim"), b"keep me");
+        drop(stage);
+        assert_eq!(s.recorded().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn only_this_ids_own_file_is_replaced() {
+        let s = setup();
+        let stage = s.stage();
+        // Recorded as this ID's: replaced whatever it holds now.
+        std::fs::write(s.dir.path().join("own.pdf"), b"changed since").unwrap();
+        let f = s.finished(1, "own.pdf", b"fresh", AtDest::OwnFile);
+        assert_eq!(stage.place(f).await.unwrap(), None);
+        assert_eq!(s.read("own.pdf"), b"fresh");
+        // Claimed by this ID in a run that crashed after the move: the very same bytes are
+        // that file, replaced by itself; other bytes are someone else's, kept.
+        std::fs::write(s.dir.path().join("claimed.pdf"), b"same").unwrap();
+        let f = s.finished(3, "claimed.pdf", b"same", AtDest::OwnClaim);
+        assert_eq!(stage.place(f).await.unwrap(), None);
+        std::fs::write(s.dir.path().join("other.pdf"), b"not mine").unwrap();
+        let f = s.finished(5, "other.pdf", b"mine", AtDest::OwnClaim);
+        let renamed = stage.place(f).await.unwrap().expect("another name");
+        assert_eq!(s.read("other.pdf"), b"not mine");
+        assert_eq!(s.read(&renamed), b"mine");
     }
 }

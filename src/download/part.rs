@@ -2,14 +2,17 @@
 //! a buffer at a time, and what the file host said of the file ([`PartMeta`]), kept beside it
 //! so that a resume never splices two versions.
 
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use fsx::{Dir, Entry, WriteMode};
 
 use reqwest::header::{ETAG, HeaderMap, LAST_MODIFIED};
 
 use super::integrity::Expected;
 use super::pace::DiskPace;
-use crate::state::{DirHandle, own_file, own_options};
 
 /// Buffer between the network and the disk.
 pub const WRITE_BUFFER: usize = 256 * 1024;
@@ -54,29 +57,39 @@ impl PartMeta {
     }
 }
 
-pub fn meta_path(part: &Path) -> PathBuf {
-    let mut p = part.as_os_str().to_owned();
-    p.push(".meta");
-    PathBuf::from(p)
+/// The name of the file beside the `.part` named `part` that holds its [`PartMeta`].
+pub fn meta_name(part: &OsStr) -> OsString {
+    let mut name = part.to_owned();
+    name.push(".meta");
+    name
 }
 
-pub fn read_meta(part: &Path) -> Option<PartMeta> {
-    let data = std::fs::read(meta_path(part)).ok()?;
+/// The [`PartMeta`] kept beside the `.part` named `part` in `dir`, if there is a readable one
+/// (never read through a link).
+pub fn read_meta(dir: &Dir, part: &OsStr) -> Option<PartMeta> {
+    let mut data = Vec::new();
+    dir.open_read(&meta_name(part))
+        .and_then(|mut f| f.read_to_end(&mut data))
+        .ok()?;
     serde_json::from_slice(&data).ok()
 }
 
-fn write_meta(part: &Path, meta: &PartMeta) -> std::io::Result<()> {
-    use std::io::Write;
+fn write_meta(dir: &Dir, part: &OsStr, meta: &PartMeta) -> std::io::Result<()> {
     let data = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
-    let path = meta_path(part);
-    own_file(&path)?;
-    own_options().truncate(true).open(&path)?.write_all(&data)
+    let name = meta_name(part);
+    // A link planted at the name goes (only the name: never written through).
+    if dir.entry(&name)? == Entry::Other {
+        dir.remove_file(&name)?;
+    }
+    dir.open_write(&name, WriteMode::Truncate)?.write_all(&data)
 }
 
 /// Forget a partial file and what was known about it: the next attempt starts from zero.
 pub async fn discard(part: &Path) {
     let _ = tokio::fs::remove_file(part).await;
-    let _ = tokio::fs::remove_file(meta_path(part)).await;
+    let mut meta = part.as_os_str().to_owned();
+    meta.push(".meta");
+    let _ = tokio::fs::remove_file(meta).await;
 }
 
 /// The temporary file of one download, written a buffer at a time: each write (and the first
@@ -84,7 +97,9 @@ pub async fn discard(part: &Path) {
 /// pool as [`DiskPace`] says. A small file is all in the buffer when it ends, and never becomes
 /// a `.part` at all (see [`super::local`]).
 pub struct PartWriter {
+    /// Where it is (for messages), and its name in `dir`.
     pub path: PathBuf,
+    pub name: OsString,
     /// Written beside the file when it is created; `None`: resuming, the file and its meta
     /// are there.
     pub fresh: Option<PartMeta>,
@@ -97,15 +112,15 @@ pub struct PartWriter {
     pub meta_written: bool,
     /// Create the file only if nothing is there (see [`super::FileJob::no_part`]).
     pub exclusive: bool,
-    /// The directory `path` is in.
-    pub dir: Arc<DirHandle>,
+    /// The directory it is in.
+    pub dir: Arc<Dir>,
     pub pace: Arc<DiskPace>,
 }
 
 impl PartWriter {
     pub fn new(
-        path: PathBuf,
-        dir: &Arc<DirHandle>,
+        name: OsString,
+        dir: &Arc<Dir>,
         pace: &Arc<DiskPace>,
         fresh: Option<PartMeta>,
         exclusive: bool,
@@ -114,7 +129,8 @@ impl PartWriter {
             exclusive,
             dir: dir.clone(),
             pace: pace.clone(),
-            path,
+            path: dir.join(&name),
+            name,
             meta_written: fresh.is_none(),
             fresh,
             file: None,
@@ -167,7 +183,7 @@ impl PartWriter {
 
     fn stand_in(&self) -> PartWriter {
         PartWriter::new(
-            self.path.clone(),
+            self.name.clone(),
             &self.dir,
             &self.pace,
             None,
@@ -183,20 +199,20 @@ impl PartWriter {
             self.file = Some(match self.fresh.take() {
                 Some(meta) => {
                     if with_meta {
-                        write_meta(&self.path, &meta)?;
+                        write_meta(&self.dir, &self.name, &meta)?;
                         self.meta_written = true;
                     }
                     if self.exclusive {
-                        create_exclusive(&self.path, &self.dir)?
+                        create_exclusive(&self.dir, &self.name)?
                     } else {
-                        own_options().truncate(true).open(&self.path)?
+                        self.dir.open_write(&self.name, WriteMode::Truncate)?
                     }
                 }
-                None => own_options().append(true).open(&self.path)?,
+                None => self.dir.open_write(&self.name, WriteMode::Append)?,
             });
         }
         if let Some(f) = &mut self.file {
-            write_all_vectored(f, &self.buf)?;
+            fsx::write_all_vectored(f, &self.buf)?;
         }
         self.buf.clear();
         self.buffered = 0;
@@ -209,57 +225,68 @@ impl PartWriter {
         self.file.is_none() && self.fresh.is_some() && self.exclusive
     }
 }
-/// Create the file at `path`, which was not there when the run started. Should something be
-/// there after all (a link planted meanwhile, say), it goes first: this download starts from
-/// zero either way, and removing a link never touches what it points to.
-fn create_exclusive(path: &Path, dir: &DirHandle) -> std::io::Result<std::fs::File> {
-    match open_new(path, dir) {
+/// Create the file `name` in `dir`, which was not there when the run started. Should something
+/// be there after all (a link planted meanwhile, say), it goes first: this download starts
+/// from zero either way, and removing a link never touches what it points to.
+fn create_exclusive(dir: &Dir, name: &OsStr) -> std::io::Result<std::fs::File> {
+    match dir.create_new(name) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            std::fs::remove_file(path)?;
-            open_new(path, dir)
+            dir.remove_file(name)?;
+            dir.create_new(name)
         }
         other => other,
     }
 }
-/// Create a file at `path` that is not there (or `AlreadyExists`), through `dir` where it
-/// lies in it. Never follows a link.
-fn open_new(path: &Path, dir: &DirHandle) -> std::io::Result<std::fs::File> {
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
     #[cfg(unix)]
-    {
-        use std::os::fd::FromRawFd;
-        let (fd, name) = dir.at(path)?;
-        let flags =
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        // SAFETY: a valid NUL-terminated name relative to a directory descriptor held open (or
-        // the working directory); the descriptor returned is new and owned by the File.
-        let rc = unsafe { libc::openat(fd, name.as_ptr(), flags, 0o666 as libc::c_uint) };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `rc` is a descriptor this call just opened and nothing else owns.
-        Ok(unsafe { std::fs::File::from_raw_fd(rc) })
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        own_options().create_new(true).open(path)
-    }
-}
-/// Write every byte of `chunks`, in order, in as few `writev` calls as the system allows.
-pub fn write_all_vectored(f: &mut std::fs::File, chunks: &[bytes::Bytes]) -> std::io::Result<()> {
-    use std::io::{IoSlice, Write};
-    // Most systems take at most 1,024 slices a call; a buffer holds far fewer chunks.
-    for group in chunks.chunks(512) {
-        let mut slices: Vec<IoSlice> = group.iter().map(|c| IoSlice::new(c)).collect();
-        let mut slices = &mut slices[..];
-        while !slices.is_empty() {
-            match f.write_vectored(slices) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut slices, n),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+    #[test]
+    fn an_exclusive_part_never_writes_through_what_was_planted_at_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let held = Dir::open(dir.path()).unwrap();
+        let part = dir.path().join("x.part");
+        for plant in ["symlink", "hard link", "file"] {
+            match plant {
+                "symlink" => std::os::unix::fs::symlink(&victim, &part).unwrap(),
+                "hard link" => std::fs::hard_link(&victim, &part).unwrap(),
+                _ => std::fs::write(&part, b"stale").unwrap(),
             }
+            let mut f = create_exclusive(&held, OsStr::new("x.part")).unwrap();
+            f.write_all(b"new").unwrap();
+            drop(f);
+            assert_eq!(std::fs::read(&part).unwrap(), b"new", "{plant}");
+            assert_eq!(std::fs::read(&victim).unwrap(), b"keep me", "{plant}");
+            std::fs::remove_file(&part).unwrap();
         }
     }
-    Ok(())
+
+    #[test]
+    fn the_meta_beside_a_part_is_read_back_and_a_link_there_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = Dir::open(dir.path()).unwrap();
+        let meta = PartMeta {
+            total: Some(9),
+            etag: Some("\"v1\"".into()),
+            ..PartMeta::default()
+        };
+        let part = OsStr::new("x.part");
+        assert_eq!(read_meta(&held, part), None);
+        #[cfg(unix)]
+        {
+            let victim = dir.path().join("victim");
+            std::fs::write(&victim, b"keep me").unwrap();
+            std::os::unix::fs::symlink(&victim, dir.path().join("x.part.meta")).unwrap();
+            // Not read through the link either.
+            assert_eq!(read_meta(&held, part), None);
+            write_meta(&held, part, &meta).unwrap();
+            assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        }
+        write_meta(&held, part, &meta).unwrap();
+        assert_eq!(read_meta(&held, part), Some(meta));
+    }
 }
