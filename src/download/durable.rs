@@ -5,7 +5,7 @@
 //! 2. makes their bytes and those claims durable: one `syncfs` of the file system when the
 //!    group has several files and the output directory, the temporary files and the record
 //!    share one file system (Linux), otherwise an `fsync` of each file and of the record;
-//! 3. gives each file its final name, never replacing another's (see [`super::local`]);
+//! 3. gives each file its final name, never replacing another's ([`place`]);
 //! 4. syncs the output directory once, so that every new name is durable;
 //! 5. appends the completions to the record (durable with the next group's sync, or at the
 //!    end of the run) and answers each download.
@@ -15,7 +15,7 @@
 //! claimed. While one group is synced the next gathers, so a disk whose sync takes a
 //! millisecond costs about one sync per group, not three per file.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use std::sync::mpsc;
 use tokio::sync::oneshot;
 
 use super::AtDest;
-use super::local::{Placement, place};
+use super::integrity::has_bytes;
 use fsx::Dir;
 
 use crate::state::{Log, Record};
@@ -104,8 +104,11 @@ impl SyncStage {
     /// whatever other files wait.
     pub async fn place(&self, file: Finished) -> Placed {
         let (reply, answer) = oneshot::channel();
-        let sent = self.tx.as_ref().map(|tx| tx.send((file, reply)));
-        if !matches!(sent, Some(Ok(()))) {
+        let sent = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send((file, reply)).is_ok());
+        if !sent {
             return Err(io::Error::other(
                 "internal error: the sync stage has stopped",
             ));
@@ -253,5 +256,76 @@ fn record(cx: &Context, file: &Finished, placement: &Placement) {
             "{name} is complete but could not be recorded as done ({e}); the next run will \
              download it again"
         );
+    }
+}
+
+/// How a placed file was named.
+#[derive(Debug)]
+pub struct Placement {
+    /// The name it got, if not the one chosen (that was taken meanwhile).
+    pub renamed: Option<String>,
+}
+
+/// Give the durable temporary file its final name, never replacing another's file (see
+/// [`AtDest`]): if the name is taken, the file gets the name with the ID in it. The chosen
+/// name was claimed already (durably, with the file's bytes); each other name is claimed
+/// (`claim`, synced) before the file takes it.
+pub fn place(
+    file: &Finished,
+    cx: &Context,
+    claim: &dyn Fn(&str) -> std::io::Result<()>,
+) -> std::io::Result<Placement> {
+    let dest = OsStr::new(&file.name);
+    let replace = match (&file.temp, file.at_dest) {
+        (_, AtDest::Nothing) => false,
+        (Temp::Part { .. }, AtDest::OwnFile) => true,
+        (Temp::Part { .. }, AtDest::OwnClaim) => has_bytes(&cx.out, dest, file.bytes, &file.sha256),
+        (Temp::Unnamed(_), _) => {
+            return Err(std::io::Error::other(
+                "internal error: a file with no name cannot replace this ID's own",
+            ));
+        }
+    };
+    if let (true, Temp::Part { name, .. }) = (replace, &file.temp) {
+        cx.partial.rename_replace(name, &cx.out, dest)?;
+        return Ok(Placement { renamed: None });
+    }
+    if file.at_dest != AtDest::Nothing {
+        claim(&file.name)?;
+    }
+    match move_no_replace(&file.temp, dest, cx) {
+        Ok(()) => return Ok(Placement { renamed: None }),
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        Err(_) => {}
+    }
+    for full in [false, true] {
+        let other = crate::naming::with_id_suffix(&file.name, &file.id, full);
+        claim(&other)?;
+        match move_no_replace(&file.temp, OsStr::new(&other), cx) {
+            Ok(()) => {
+                log::debug!("{} was taken meanwhile; saved as {other}", file.name);
+                return Ok(Placement {
+                    renamed: Some(other),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!(
+            "{} and the names with the ID in it are all taken",
+            file.name
+        ),
+    ))
+}
+
+/// Give the temporary file the name `to` in the output directory unless it exists
+/// (`AlreadyExists`), atomically where the system can (see [`fsx::Dir::rename_no_replace`]).
+fn move_no_replace(temp: &Temp, to: &OsStr, cx: &Context) -> std::io::Result<()> {
+    match temp {
+        Temp::Part { name, .. } => cx.partial.rename_no_replace(name, &cx.out, to),
+        Temp::Unnamed(file) => cx.out.link_unnamed(file, to),
     }
 }

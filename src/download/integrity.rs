@@ -8,8 +8,6 @@ use fsx::{Dir, Entry};
 use reqwest::header::ETAG;
 use sha2::Digest as _;
 
-use super::part::WRITE_BUFFER;
-
 /// Digests the file host vouches for, with where each came from (for messages).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Expected {
@@ -129,6 +127,9 @@ impl Digests {
     }
 }
 
+/// How much of a file kept from earlier is read at a time, to hash it.
+const READ_BUFFER: usize = 256 * 1024;
+
 /// Feed the first `len` bytes of the file `name` in `dir` to `digests` (a resume: the bytes
 /// kept are read once).
 pub async fn digest_prefix(
@@ -139,7 +140,7 @@ pub async fn digest_prefix(
 ) -> std::io::Result<()> {
     use tokio::io::AsyncReadExt;
     let mut f = tokio::fs::File::from_std(dir.open_read(name)?);
-    let mut buf = vec![0; WRITE_BUFFER];
+    let mut buf = vec![0; READ_BUFFER];
     let mut left = len;
     while left > 0 {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));

@@ -2,7 +2,7 @@
 //! file that arrives whole, in a file with no name in the output directory), and a finished
 //! file takes its final name only once durable, never over another's file.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use fsx::{Dir, Entry};
 
 use super::destination::{Destination, Kept, Sink};
 use super::durable::{Context, Finished, SyncStage, Temp};
-use super::integrity::{Digests, digest_prefix, has_bytes};
+use super::integrity::{Digests, digest_prefix};
 use super::pace::DiskPace;
 use super::part::{PartMeta, PartWriter, discard, read_meta};
 use super::{AtDest, AttemptError, FileJob, Whole, local_error};
@@ -190,77 +190,6 @@ impl Destination for LocalDir {
                 sha256: whole.sha256.clone(),
             })
             .await
-    }
-}
-
-/// How a placed file was named.
-#[derive(Debug)]
-pub struct Placement {
-    /// The name it got, if not the one chosen (that was taken meanwhile).
-    pub renamed: Option<String>,
-}
-
-/// Give the durable temporary file its final name, never replacing another's file (see
-/// [`AtDest`]): if the name is taken, the file gets the name with the ID in it. The chosen
-/// name was claimed already (durably, with the file's bytes); each other name is claimed
-/// (`claim`, synced) before the file takes it.
-pub fn place(
-    file: &Finished,
-    cx: &Context,
-    claim: &dyn Fn(&str) -> std::io::Result<()>,
-) -> std::io::Result<Placement> {
-    let dest = OsStr::new(&file.name);
-    let replace = match (&file.temp, file.at_dest) {
-        (_, AtDest::Nothing) => false,
-        (Temp::Part { .. }, AtDest::OwnFile) => true,
-        (Temp::Part { .. }, AtDest::OwnClaim) => has_bytes(&cx.out, dest, file.bytes, &file.sha256),
-        (Temp::Unnamed(_), _) => {
-            return Err(std::io::Error::other(
-                "internal error: a file with no name cannot replace this ID's own",
-            ));
-        }
-    };
-    if let (true, Temp::Part { name, .. }) = (replace, &file.temp) {
-        cx.partial.rename_replace(name, &cx.out, dest)?;
-        return Ok(Placement { renamed: None });
-    }
-    if file.at_dest != AtDest::Nothing {
-        claim(&file.name)?;
-    }
-    match move_no_replace(&file.temp, dest, cx) {
-        Ok(()) => return Ok(Placement { renamed: None }),
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-        Err(_) => {}
-    }
-    for full in [false, true] {
-        let other = crate::naming::with_id_suffix(&file.name, &file.id, full);
-        claim(&other)?;
-        match move_no_replace(&file.temp, OsStr::new(&other), cx) {
-            Ok(()) => {
-                log::debug!("{} was taken meanwhile; saved as {other}", file.name);
-                return Ok(Placement {
-                    renamed: Some(other),
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AlreadyExists,
-        format!(
-            "{} and the names with the ID in it are all taken",
-            file.name
-        ),
-    ))
-}
-
-/// Give the temporary file the name `to` in the output directory unless it exists
-/// (`AlreadyExists`), atomically where the system can (see [`fsx::Dir::rename_no_replace`]).
-fn move_no_replace(temp: &Temp, to: &OsStr, cx: &Context) -> std::io::Result<()> {
-    match temp {
-        Temp::Part { name, .. } => cx.partial.rename_no_replace(name, &cx.out, to),
-        Temp::Unnamed(file) => cx.out.link_unnamed(file, to),
     }
 }
 

@@ -171,3 +171,122 @@ fn the_http_clients_decoders_and_policy_know_nothing_of_the_terminal() {
         }
     }
 }
+
+/// The module graph as ARCHITECTURE.md draws it: in its "module graph" block, each line
+/// `a ─► b, c` says that `a` uses `b` and `c` (and nothing else of the crate's; a module that
+/// uses nothing has a line `a ─► ·`).
+fn drawn_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md"))
+            .expect("read ARCHITECTURE.md");
+    let block = doc
+        .split("<!-- module graph: checked by tests/it/architecture.rs -->")
+        .nth(1)
+        .and_then(|rest| rest.split("```").nth(1))
+        .expect("ARCHITECTURE.md has the checked module graph block");
+    let mut drawn: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in block.lines() {
+        let Some((from, to)) = line.split_once('─') else {
+            continue;
+        };
+        let to = to.trim_start_matches(['─', '►', ' ']);
+        let deps = to
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .map(str::trim)
+            .filter(|d| !d.is_empty() && *d != "·")
+            .map(|d| match from.trim().strip_prefix("download::") {
+                // Inside the directory, siblings are named alone.
+                Some(_) => format!("download::{d}"),
+                None => d.to_string(),
+            });
+        drawn
+            .entry(from.trim().to_string())
+            .or_default()
+            .extend(deps);
+    }
+    drawn
+}
+
+/// The modules inside `src/download/` (`download::send`, …) → those of them each uses through
+/// `super::` (the directory's `mod.rs`, which holds them all together, is left out).
+fn download_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/download");
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).expect("read src/download") {
+        let path = entry.expect("entry").path();
+        let name = path.file_stem().and_then(|n| n.to_str()).expect("a name");
+        if name != "mod" && path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).expect("read");
+            let code: String = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            files.insert(
+                name.to_string(),
+                code.replace("crate::download::", "super::"),
+            );
+        }
+    }
+    let known: BTreeSet<String> = files.keys().cloned().collect();
+    files
+        .iter()
+        .map(|(name, code)| {
+            let mut deps = uses(&code.replace("super::", "crate::"), &known);
+            deps.remove(name);
+            let prefixed = |n: &String| format!("download::{n}");
+            (prefixed(name), deps.iter().map(prefixed).collect())
+        })
+        .collect()
+}
+
+/// Where the drawn graph and the code's differ, one line each.
+fn differences(
+    code: &BTreeMap<String, BTreeSet<String>>,
+    drawn: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for (module, deps) in code {
+        match drawn.get(module) {
+            None => wrong.push(format!("{module} is not drawn (it uses {deps:?})")),
+            Some(d) if d != deps => wrong.push(format!(
+                "{module}: drawn using {d:?}, the code uses {deps:?}"
+            )),
+            Some(_) => {}
+        }
+    }
+    for module in drawn.keys().filter(|m| !code.contains_key(*m)) {
+        wrong.push(format!("{module} is drawn but is no module"));
+    }
+    wrong
+}
+
+#[test]
+fn the_drawn_module_graph_is_the_codes() {
+    let mut code = graph();
+    let inside = download_graph();
+    assert!(inside.contains_key("download::classify"), "{inside:?}");
+    if let Some(cycle) = find_cycle(&inside) {
+        panic!("module cycle in src/download: {}", cycle.join(" → "));
+    }
+    code.extend(inside);
+    let wrong = differences(&code, &drawn_graph());
+    assert!(
+        wrong.is_empty(),
+        "ARCHITECTURE.md's module graph is out of date:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_drawing_check_sees_an_edge_missing_or_added() {
+    let mut code = graph();
+    code.extend(download_graph());
+    let mut drawn = drawn_graph();
+    drawn
+        .get_mut("download::stream")
+        .expect("drawn")
+        .remove("download::integrity");
+    drawn.get_mut("lock").expect("drawn").insert("api".into());
+    assert_eq!(differences(&code, &drawn).len(), 2);
+}
