@@ -11,7 +11,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::download::{self, AtDest, DownloadPolicy, FileJob, LocalDir, Outcome, Progress, Whole};
+use crate::download::{
+    self, AtDest, DownloadPolicy, FileJob, LocalDir, Outcome, Placing, Progress, Whole,
+};
 use crate::error::{ApiError, Fatal};
 use crate::ids::Shard;
 use crate::lanes::Lanes;
@@ -44,7 +46,17 @@ pub enum Done {
         result: Result<MintOutcome, ApiError>,
         took: Duration,
     },
+    /// A download ended; a file that arrived whole is handed to the destination
+    /// (`placing`), and its slot is free.
     File {
+        item: Item,
+        name: String,
+        outcome: Outcome,
+        placing: Option<Placing>,
+    },
+    /// A file handed over is durable under its name (`Outcome::Done`), or could not be put
+    /// there.
+    Placed {
         item: Item,
         name: String,
         outcome: Outcome,
@@ -59,11 +71,27 @@ const FEED_PER_TURN: usize = 4096;
 struct Running {
     tasks: JoinSet<Done>,
     lanes: Lanes<Done>,
+    /// Files handed to the destination, until each is durable under its name.
+    placing: JoinSet<Done>,
+    /// Placings of downloads just ended, until the scheduler says what they mean (by item).
+    handed: std::collections::HashMap<u32, Placing>,
 }
 
 impl Running {
     fn is_empty(&self) -> bool {
-        self.tasks.is_empty() && self.lanes.in_flight() == 0
+        self.tasks.is_empty() && self.lanes.in_flight() == 0 && self.placing.is_empty()
+    }
+
+    /// Wait for `placing` (the file `item` handed over as `whole`) in a task of its own.
+    fn await_placing(&mut self, item: Item, name: String, whole: Whole, placing: Placing) {
+        self.placing.spawn(async move {
+            let outcome = download::settle(placing.await, whole);
+            Done::Placed {
+                item,
+                name,
+                outcome,
+            }
+        });
     }
 
     /// The next task to end: what it returned, or `None` if it was aborted; an error if it
@@ -76,12 +104,18 @@ impl Running {
                 Err(e) => Some(Err(e.to_string())),
             },
             Some(finished) = self.lanes.next(), if self.lanes.in_flight() > 0 => Some(finished),
+            Some(joined) = self.placing.join_next(), if !self.placing.is_empty() => match joined {
+                Ok(done) => Some(Ok(done)),
+                Err(e) if e.is_cancelled() => None,
+                Err(e) => Some(Err(e.to_string())),
+            },
             else => None,
         }
     }
 
     fn shutdown(mut self) {
         self.tasks.abort_all();
+        self.placing.abort_all();
         self.lanes.shutdown();
     }
 }
@@ -164,6 +198,8 @@ impl<P: Provider> Pipeline<'_, P> {
         let mut tasks = Running {
             tasks: JoinSet::new(),
             lanes,
+            placing: JoinSet::new(),
+            handed: Default::default(),
         };
         let started = Instant::now();
         // A stop that lets what is under way finish first.
@@ -198,7 +234,11 @@ impl<P: Provider> Pipeline<'_, P> {
                     break 'run Some(stop);
                 }
             };
-            if scheduler.is_idle() && !self.more_to_feed() && !walked.open {
+            if scheduler.is_idle()
+                && !self.more_to_feed()
+                && !walked.open
+                && tasks.placing.is_empty()
+            {
                 break after_drain.take();
             }
             let want_page = walked.open && self.recorder.ids().len() - self.cursor < low_water;
@@ -256,14 +296,26 @@ impl<P: Provider> Pipeline<'_, P> {
                     item,
                     name,
                     outcome,
+                    placing,
                 }) => {
                     if !matches!(outcome, Outcome::Done(_))
                         && let Some(parts) = &mut self.parts
                     {
                         parts.insert(item.id);
                     }
+                    if let Some(placing) = placing {
+                        tasks.handed.insert(item.index, placing);
+                    }
                     scheduler.finished(item, name, outcome, Instant::now())
                 }
+                Ok(Done::Placed {
+                    item,
+                    name,
+                    outcome,
+                }) => match self.settled(&item, name, outcome) {
+                    Some(stop) => break Some(stop),
+                    None => Vec::new(),
+                },
                 Err(e) => {
                     // A worker panicked (a bug): the scheduler can no longer account for its
                     // IDs, so end the run with every ID reported rather than risk a hang.
@@ -486,7 +538,11 @@ impl<P: Provider> Pipeline<'_, P> {
                 // Said once for all of them, by the fatal error that ends the run.
                 Action::NotAttempted { item, reason } => self.fail(&item, reason, false),
                 Action::Resolved { item, label } => self.resolved(item, &label),
-                Action::Complete { item, name, file } => self.complete(&item, name, file),
+                // Reported once the file is durable under its name (`Done::Placed`).
+                Action::Complete { item, name, file } => match tasks.handed.remove(&item.index) {
+                    Some(placing) => tasks.await_placing(item, name, file, placing),
+                    None => self.complete(&item, name, file),
+                },
                 Action::Stop(Stop::Credentials(msg)) => return Some(Fatal::Auth(msg)),
                 Action::Stop(Stop::Unreachable(msg)) => {
                     log::debug!("{msg}; finishing the downloads under way");
@@ -512,19 +568,54 @@ impl<P: Provider> Pipeline<'_, P> {
                 j = tasks.next() => j,
                 _ = tokio::time::sleep_until(deadline) => break,
             };
-            if let Some(Ok(Done::File {
-                item,
-                name,
-                outcome: outcome @ Outcome::Done(_),
-            })) = joined
-            {
-                for action in scheduler.finished(item, name, outcome, Instant::now()) {
-                    if let Action::Complete { item, name, file } = action {
-                        self.complete(&item, name, file);
+            match joined {
+                Some(Ok(Done::File {
+                    item,
+                    name,
+                    outcome: outcome @ Outcome::Done(_),
+                    placing: Some(placing),
+                })) => {
+                    tasks.handed.insert(item.index, placing);
+                    for action in scheduler.finished(item, name, outcome, Instant::now()) {
+                        if let Action::Complete { item, name, file } = action
+                            && let Some(placing) = tasks.handed.remove(&item.index)
+                        {
+                            tasks.await_placing(item, name, file, placing);
+                        }
                     }
                 }
+                Some(Ok(Done::Placed {
+                    item,
+                    name,
+                    outcome,
+                })) => {
+                    let _ = self.settled(&item, name, outcome);
+                }
+                _ => {}
             }
         }
+    }
+
+    /// A file handed over is durable under its name, or could not be put there: report it.
+    /// A disk that refuses data stops the run.
+    fn settled(&mut self, item: &Item, name: String, outcome: Outcome) -> Option<Fatal> {
+        match outcome {
+            Outcome::Done(file) => self.complete(item, name, file),
+            Outcome::StorageFailed(reason) => {
+                self.fail(item, reason.clone(), true);
+                return Some(Fatal::Local(format!(
+                    "{reason}; stopping the run (free space or fix the output directory, \
+                     then run again: finished files are kept)"
+                )));
+            }
+            Outcome::Failed(reason) => self.fail(item, reason, true),
+            Outcome::Expired { .. } | Outcome::Cancelled => self.fail(
+                item,
+                "internal error: a placed file came back unfinished".into(),
+                true,
+            ),
+        }
+        None
     }
 
     /// `--dry-run`: `item` would be saved under the name `label` gives it.
@@ -624,11 +715,12 @@ impl<P: Provider> Pipeline<'_, P> {
         let policy = self.policy.clone();
         let dest = self.dest.clone();
         tasks.lanes.spawn(move |client| async move {
-            let outcome = download::download(&client, &job, &policy, &*dest).await;
+            let (outcome, placing) = download::download(&client, &job, &policy, &*dest).await;
             Done::File {
                 item,
                 name,
                 outcome,
+                placing,
             }
         });
     }

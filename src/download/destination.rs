@@ -9,6 +9,11 @@ use super::integrity::Digests;
 use super::part::PartMeta;
 use super::{AttemptError, FileJob, Whole};
 
+/// A file handed to its destination, until it is durable under its name: that name if not
+/// the one chosen, or why it could not be placed.
+pub type Placing =
+    std::pin::Pin<Box<dyn Future<Output = std::io::Result<Option<String>>> + Send + 'static>>;
+
 /// Bytes an earlier attempt kept of a file, resumable from their end.
 #[derive(Debug)]
 pub struct Kept {
@@ -45,15 +50,17 @@ pub trait Destination: Send + Sync + 'static {
     /// Forget what is kept of `file`: its next attempt starts from zero.
     fn discard(&self, file: &FileJob) -> impl Future<Output = ()> + Send;
 
-    /// `sink` holds all of `file`, verified (`whole`): make it durable under its final name
-    /// (or, if that was taken meanwhile, a name with the ID in it, returned) and record it.
-    /// Never replaces anything but this ID's own file ([`super::AtDest`]).
+    /// `sink` holds all of `file`, verified (`whole`): hand it over to be made durable under
+    /// its final name (or, if that was taken meanwhile, a name with the ID in it) and
+    /// recorded. Never replaces anything but this ID's own file ([`super::AtDest`]). Once this
+    /// returns, the download is over (its slot may go to another); the [`Placing`] ends when
+    /// the file is durable and recorded, with the name it got if not the one chosen.
     fn place(
         &self,
         sink: Self::Sink,
         file: &FileJob,
         whole: &Whole,
-    ) -> impl Future<Output = std::io::Result<Option<String>>> + Send;
+    ) -> impl Future<Output = std::io::Result<Placing>> + Send;
 }
 
 /// One file's bytes on their way.

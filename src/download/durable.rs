@@ -29,8 +29,10 @@ use fsx::Dir;
 
 use crate::state::{Log, Record};
 
-/// Most files synced in one group (each holds a file descriptor while it waits).
-const MAX_GROUP: usize = 256;
+/// Most files handed over and not yet placed, each holding a file descriptor and its unsynced
+/// bytes: a download that finds this many waiting waits for room before it hands its file
+/// over (and so before its slot frees).
+const MAX_WAITING: usize = 256;
 
 /// Where a finished, unsynced file waits for its name.
 #[derive(Debug)]
@@ -68,7 +70,20 @@ pub struct Finished {
 /// The name a file got, if not the one chosen; or why it could not be placed.
 pub type Placed = io::Result<Option<String>>;
 
-type Request = (Finished, oneshot::Sender<Placed>);
+type Request = (Finished, Reply);
+
+/// Where a file's placement is answered; while it lives, the file holds one of the
+/// [`MAX_WAITING`] places.
+struct Reply {
+    tx: oneshot::Sender<Placed>,
+    _room: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Reply {
+    fn send(self, placed: Placed) -> Result<(), Placed> {
+        self.tx.send(placed)
+    }
+}
 
 /// What the sync stage works with.
 pub struct Context {
@@ -85,6 +100,8 @@ pub struct Context {
 /// The thread that syncs, names and records finished files in groups.
 pub struct SyncStage {
     tx: Option<mpsc::Sender<Request>>,
+    /// Room for files handed over and not yet answered.
+    room: Arc<tokio::sync::Semaphore>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -96,26 +113,28 @@ impl SyncStage {
             .spawn(move || run(&cx, &rx))?;
         Ok(SyncStage {
             tx: Some(tx),
+            room: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING)),
             thread: Some(thread),
         })
     }
 
-    /// Make `file` durable under its name (or another, returned) and record it: done with
-    /// whatever other files wait.
-    pub async fn place(&self, file: Finished) -> Placed {
-        let (reply, answer) = oneshot::channel();
-        let sent = self
-            .tx
-            .as_ref()
-            .is_some_and(|tx| tx.send((file, reply)).is_ok());
-        if !sent {
-            return Err(io::Error::other(
-                "internal error: the sync stage has stopped",
-            ));
-        }
-        answer
+    /// Hand `file` over, once there is room: it is made durable under its name (or another,
+    /// the answer) and recorded, with whatever other files wait. The download's work is done
+    /// when this returns; the answer comes when the file is durable.
+    pub async fn hand(&self, file: Finished) -> io::Result<oneshot::Receiver<Placed>> {
+        let stopped = || io::Error::other("internal error: the sync stage has stopped");
+        let room = self
+            .room
+            .clone()
+            .acquire_owned()
             .await
-            .unwrap_or_else(|_| Err(io::Error::other("internal error: the sync stage failed")))
+            .map_err(|_| stopped())?;
+        let (tx, answer) = oneshot::channel();
+        let reply = Reply { tx, _room: room };
+        match &self.tx {
+            Some(to) if to.send((file, reply)).is_ok() => Ok(answer),
+            _ => Err(stopped()),
+        }
     }
 }
 
@@ -134,7 +153,7 @@ fn run(cx: &Context, rx: &mpsc::Receiver<Request>) {
     let (mut groups, mut files) = (0u64, 0u64);
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
-        while group.len() < MAX_GROUP {
+        while group.len() < MAX_WAITING {
             match rx.try_recv() {
                 Ok(next) => group.push(next),
                 Err(_) => break,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use fsx::{Dir, Entry};
 
-use super::destination::{Destination, Kept, Sink};
+use super::destination::{Destination, Kept, Placing, Sink};
 use super::durable::{Context, Finished, SyncStage, Temp};
 use super::integrity::{Digests, digest_prefix};
 use super::pace::DiskPace;
@@ -162,7 +162,7 @@ impl Destination for LocalDir {
         sink: PartWriter,
         file: &FileJob,
         whole: &Whole,
-    ) -> std::io::Result<Option<String>> {
+    ) -> std::io::Result<Placing> {
         let at_dest = file.at_dest;
         let temp = if self.pace.inline() {
             let start = std::time::Instant::now();
@@ -180,8 +180,9 @@ impl Destination for LocalDir {
             .await
             .map_err(std::io::Error::other)??
         };
-        self.stage
-            .place(Finished {
+        let answer = self
+            .stage
+            .hand(Finished {
                 temp,
                 name: file.name.clone(),
                 id: file.id,
@@ -189,7 +190,14 @@ impl Destination for LocalDir {
                 bytes: whole.bytes,
                 sha256: whole.sha256.clone(),
             })
-            .await
+            .await?;
+        Ok(Box::pin(async move {
+            answer.await.unwrap_or_else(|_| {
+                Err(std::io::Error::other(
+                    "internal error: the sync stage failed",
+                ))
+            })
+        }))
     }
 }
 
@@ -198,6 +206,11 @@ mod tests {
     use super::*;
     use crate::state::{State, record_file_name};
     use std::io::Write;
+
+    /// Hand `file` over and wait until it is placed.
+    async fn place(stage: &SyncStage, file: Finished) -> std::io::Result<Option<String>> {
+        stage.hand(file).await?.await.unwrap()
+    }
 
     struct Setup {
         dir: tempfile::TempDir,
@@ -297,7 +310,7 @@ mod tests {
             })
             .collect();
         let placed =
-            futures_util::future::join_all(files.into_iter().map(|f| stage.place(f))).await;
+            futures_util::future::join_all(files.into_iter().map(|f| place(&stage, f))).await;
         assert!(placed.iter().all(|p| matches!(p, Ok(None))), "{placed:?}");
         for n in 0..40 {
             assert_eq!(s.read(&format!("f{n}.pdf")), format!("body {n}").as_bytes());
@@ -323,7 +336,7 @@ mod tests {
         }
         for (n, name) in [(2u128, "a.pdf"), (3, "a.pdf"), (4, "b.pdf")] {
             let f = s.finished(n, name, b"mine", AtDest::Nothing);
-            let other = stage.place(f).await.unwrap().expect("another name");
+            let other = place(&stage, f).await.unwrap().expect("another name");
             assert!(
                 other.contains(&uuid::Uuid::from_u128(n).to_string()[..8]),
                 "{other}"
@@ -344,16 +357,16 @@ mod tests {
         // Recorded as this ID's: replaced whatever it holds now.
         std::fs::write(s.dir.path().join("own.pdf"), b"changed since").unwrap();
         let f = s.finished(1, "own.pdf", b"fresh", AtDest::OwnFile);
-        assert_eq!(stage.place(f).await.unwrap(), None);
+        assert_eq!(place(&stage, f).await.unwrap(), None);
         assert_eq!(s.read("own.pdf"), b"fresh");
         // Claimed by this ID in a run that crashed after the move: the very same bytes are
         // that file, replaced by itself; other bytes are someone else's, kept.
         std::fs::write(s.dir.path().join("claimed.pdf"), b"same").unwrap();
         let f = s.finished(3, "claimed.pdf", b"same", AtDest::OwnClaim);
-        assert_eq!(stage.place(f).await.unwrap(), None);
+        assert_eq!(place(&stage, f).await.unwrap(), None);
         std::fs::write(s.dir.path().join("other.pdf"), b"not mine").unwrap();
         let f = s.finished(5, "other.pdf", b"mine", AtDest::OwnClaim);
-        let renamed = stage.place(f).await.unwrap().expect("another name");
+        let renamed = place(&stage, f).await.unwrap().expect("another name");
         assert_eq!(s.read("other.pdf"), b"not mine");
         assert_eq!(s.read(&renamed), b"mine");
     }

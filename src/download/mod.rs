@@ -34,7 +34,7 @@ mod part;
 mod send;
 mod stream;
 
-pub use destination::Destination;
+pub use destination::{Destination, Placing};
 pub use integrity::hex;
 pub use local::LocalDir;
 pub use pace::RateCap;
@@ -171,24 +171,31 @@ pub enum Outcome {
     Cancelled,
 }
 
-/// Fetch one file into `dest`, retrying transient failures with backoff.
+/// Fetch one file into `dest`, retrying transient failures with backoff. A file that arrived
+/// whole is [`Outcome::Done`] as soon as it is handed to `dest` (the download's slot may go to
+/// another), with the [`Placing`] that ends when it is durable under its name: see [`settle`].
 pub async fn download<D: Destination>(
     client: &reqwest::Client,
     job: &FileJob,
     policy: &DownloadPolicy,
     dest: &D,
-) -> Outcome {
+) -> (Outcome, Option<Placing>) {
     let mut failures = 0u32;
     loop {
         let fresh = job.no_part && failures == 0;
         let failed = match attempt::attempt(client, job, policy, dest, fresh).await {
-            Ok((whole, sink)) => return placed(dest.place(sink, job, &whole).await, whole),
+            Ok((whole, sink)) => {
+                return match dest.place(sink, job, &whole).await {
+                    Ok(placing) => (Outcome::Done(whole), Some(placing)),
+                    Err(e) => (settle(Err(e), whole), None),
+                };
+            }
             Err(e) => e,
         };
         match after_failure(failed, &mut failures, &policy.backoff) {
             Next::Wait(wait) => {
                 tokio::select! {
-                    _ = job.cancel.cancelled() => return Outcome::Cancelled,
+                    _ = job.cancel.cancelled() => return (Outcome::Cancelled, None),
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
@@ -196,7 +203,7 @@ pub async fn download<D: Destination>(
                 if let Outcome::StorageFailed(_) = outcome {
                     dest.discard(job).await;
                 }
-                return outcome;
+                return (outcome, None);
             }
         }
     }
@@ -228,8 +235,8 @@ fn after_failure(e: AttemptError, failures: &mut u32, backoff: &Backoff) -> Next
     }
 }
 
-/// How placing a whole file ended.
-fn placed(result: std::io::Result<Option<String>>, whole: Whole) -> Outcome {
+/// How placing the whole file `whole` ended: done (under the name it got), or why not.
+pub fn settle(result: std::io::Result<Option<String>>, whole: Whole) -> Outcome {
     match result {
         Ok(renamed) => Outcome::Done(Whole { renamed, ..whole }),
         Err(e) if is_storage_wide(e.kind()) => {
