@@ -95,6 +95,8 @@ pub struct Context {
     /// The output directory, the temporary files and the record are on one file system, so
     /// one sync of it covers them all.
     pub one_file_system: bool,
+    /// And it lives in memory (tmpfs): nothing to sync, see [`place_at_once`].
+    pub in_memory: bool,
 }
 
 /// The thread that syncs, names and records finished files in groups.
@@ -106,7 +108,7 @@ pub struct SyncStage {
 }
 
 impl SyncStage {
-    pub fn start(cx: Context) -> io::Result<SyncStage> {
+    pub fn start(cx: Arc<Context>) -> io::Result<SyncStage> {
         let (tx, rx) = mpsc::channel::<Request>();
         let thread = std::thread::Builder::new()
             .name("fetchdocs-sync".into())
@@ -187,11 +189,7 @@ fn run_group(cx: &Context, group: Vec<Request>) {
     group = make_durable(cx, group);
     let mut placed = Vec::with_capacity(group.len());
     for (file, reply) in group {
-        let claim = |name: &str| match &cx.log {
-            Some(log) => log.claim(file.id, name),
-            None => Ok(()),
-        };
-        match place(&file, cx, &claim) {
+        match place(&file, cx, &claimer(cx, file.id)) {
             Ok(p) => placed.push((file, p, reply)),
             Err(e) => {
                 let _ = reply.send(Err(e));
@@ -208,13 +206,37 @@ fn run_group(cx: &Context, group: Vec<Request>) {
     }
     for (file, placement, reply) in placed {
         record(cx, &file, &placement);
-        if let Temp::Part {
-            name, meta: true, ..
-        } = &file.temp
-        {
-            let _ = cx.partial.remove_file(&super::part::meta_name(name));
-        }
+        remove_meta(cx, &file);
         let _ = reply.send(Ok(placement.renamed));
+    }
+}
+
+/// A file system in memory (tmpfs) has nothing to make durable, and a trip to the sync thread
+/// would cost more than the work: the file is claimed, named and recorded at once, on the
+/// caller's thread (steps 1, 3 and 5).
+pub fn place_at_once(cx: &Context, file: &Finished) -> Placed {
+    claim_first(cx, file)?;
+    let placement = place(file, cx, &claimer(cx, file.id))?;
+    record(cx, file, &placement);
+    remove_meta(cx, file);
+    Ok(placement.renamed)
+}
+
+/// How a name other than the one claimed first is claimed: durably, before the file takes it.
+fn claimer(cx: &Context, id: uuid::Uuid) -> impl Fn(&str) -> io::Result<()> + '_ {
+    move |name: &str| match &cx.log {
+        Some(log) => log.claim(id, name),
+        None => Ok(()),
+    }
+}
+
+/// What the host said of a `.part` goes with it.
+fn remove_meta(cx: &Context, file: &Finished) {
+    if let Temp::Part {
+        name, meta: true, ..
+    } = &file.temp
+    {
+        let _ = cx.partial.remove_file(&super::part::meta_name(name));
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use fsx::{Dir, Entry};
 
 use super::destination::{Destination, Kept, Placing, Sink};
-use super::durable::{Context, Finished, SyncStage, Temp};
+use super::durable::{Context, Finished, SyncStage, Temp, place_at_once};
 use super::integrity::{Digests, digest_prefix};
 use super::pace::DiskPace;
 use super::part::{PartMeta, PartWriter, discard, read_meta};
@@ -21,6 +21,8 @@ pub struct LocalDir {
     out: Arc<Dir>,
     partial: Arc<Dir>,
     pace: Arc<DiskPace>,
+    /// What placing works with (shared with the sync stage).
+    cx: Arc<Context>,
     stage: SyncStage,
 }
 
@@ -34,17 +36,20 @@ impl LocalDir {
         let records = Dir::open(partial.path().parent().unwrap_or(partial.path()))?;
         let one_file_system = out.same_filesystem(&partial) && out.same_filesystem(&records);
         probe_unnamed(&out, &partial);
-        let stage = SyncStage::start(Context {
+        let in_memory = one_file_system && out.in_memory();
+        let cx = Arc::new(Context {
             out: out.clone(),
             partial: partial.clone(),
             log,
             one_file_system,
-        })?;
+            in_memory,
+        });
         Ok(LocalDir {
             out,
             partial,
             pace: Arc::new(DiskPace::default()),
-            stage,
+            stage: SyncStage::start(cx.clone())?,
+            cx,
         })
     }
 
@@ -164,6 +169,22 @@ impl Destination for LocalDir {
         whole: &Whole,
     ) -> std::io::Result<Placing> {
         let at_dest = file.at_dest;
+        let finished = |temp| Finished {
+            temp,
+            name: file.name.clone(),
+            id: file.id,
+            at_dest,
+            bytes: whole.bytes,
+            sha256: whole.sha256.clone(),
+        };
+        if self.cx.in_memory {
+            // Nothing to sync: written, named and recorded here and now.
+            let start = std::time::Instant::now();
+            let placed = write_last(&self.out, sink, at_dest)
+                .and_then(|temp| place_at_once(&self.cx, &finished(temp)));
+            self.pace.observe(start.elapsed());
+            return Ok(Box::pin(std::future::ready(placed)));
+        }
         let temp = if self.pace.inline() {
             let start = std::time::Instant::now();
             let temp = write_last(&self.out, sink, at_dest);
@@ -180,17 +201,7 @@ impl Destination for LocalDir {
             .await
             .map_err(std::io::Error::other)??
         };
-        let answer = self
-            .stage
-            .hand(Finished {
-                temp,
-                name: file.name.clone(),
-                id: file.id,
-                at_dest,
-                bytes: whole.bytes,
-                sha256: whole.sha256.clone(),
-            })
-            .await?;
+        let answer = self.stage.hand(finished(temp)).await?;
         Ok(Box::pin(async move {
             answer.await.unwrap_or_else(|_| {
                 Err(std::io::Error::other(
@@ -234,12 +245,13 @@ mod tests {
 
     impl Setup {
         fn stage(&self) -> SyncStage {
-            SyncStage::start(Context {
+            SyncStage::start(Arc::new(Context {
                 out: self.out.clone(),
                 partial: self.partial.clone(),
                 log: self.state.log(),
                 one_file_system: true,
-            })
+                in_memory: false,
+            }))
             .unwrap()
         }
 
@@ -348,6 +360,31 @@ mod tests {
         assert_eq!(s.read("victim"), b"keep me");
         drop(stage);
         assert_eq!(s.recorded().len(), 3);
+    }
+
+    #[test]
+    fn in_memory_a_file_is_named_and_recorded_at_once_with_the_same_rules() {
+        let s = setup();
+        let cx = Context {
+            out: s.out.clone(),
+            partial: s.partial.clone(),
+            log: s.state.log(),
+            one_file_system: true,
+            in_memory: true,
+        };
+        std::fs::write(s.dir.path().join("a.pdf"), b"someone else's").unwrap();
+        assert_eq!(
+            place_at_once(&cx, &s.finished(2, "b.pdf", b"one", AtDest::Nothing)).unwrap(),
+            None
+        );
+        let other = place_at_once(&cx, &s.finished(4, "a.pdf", b"two", AtDest::Nothing))
+            .unwrap()
+            .expect("another name");
+        assert_eq!(s.read("b.pdf"), b"one");
+        assert_eq!(s.read(&other), b"two");
+        assert_eq!(s.read("a.pdf"), b"someone else's");
+        drop(cx);
+        assert_eq!(s.recorded().len(), 2);
     }
 
     #[tokio::test]

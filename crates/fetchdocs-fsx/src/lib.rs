@@ -115,6 +115,13 @@ impl Dir {
         sys::sync_filesystem(self)
     }
 
+    /// Whether this directory's file system lives in memory (Linux tmpfs or ramfs), where a
+    /// sync has nothing to make durable and nothing survives a reboot anyway. `false` when
+    /// that cannot be told, and on other systems.
+    pub fn in_memory(&self) -> bool {
+        sys::in_memory(self)
+    }
+
     /// Whether the two directories are on one file system (the same `st_dev`; on Windows the
     /// same volume serial number), so that a rename from one to the other can work. `false`
     /// when that cannot be told.

@@ -460,3 +460,13 @@ const _: fn() = || {
     fn shared<T: Send + Sync>() {}
     shared::<Dir>();
 };
+
+#[cfg(target_os = "linux")]
+#[test]
+fn tmpfs_is_told_apart_from_a_disk() {
+    // /dev/shm is tmpfs on Linux; /proc is neither tmpfs nor ramfs.
+    if let Ok(shm) = Dir::open(Path::new("/dev/shm")) {
+        assert!(shm.in_memory());
+    }
+    assert!(!Dir::open(Path::new("/proc")).unwrap().in_memory());
+}

@@ -64,6 +64,24 @@ pub(crate) fn sync(dir: &Dir) -> io::Result<()> {
     Ok(rustix::fs::fsync(&dir.sys.fd)?)
 }
 
+pub(crate) fn in_memory(dir: &Dir) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // statfs(2)'s f_type of tmpfs and ramfs.
+        const TMPFS_MAGIC: u64 = 0x0102_1994;
+        const RAMFS_MAGIC: u64 = 0x8584_58f6;
+        rustix::fs::fstatfs(&dir.sys.fd).is_ok_and(|s| {
+            let kind = s.f_type as u64;
+            kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        false
+    }
+}
+
 pub(crate) fn sync_filesystem(dir: &Dir) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {

@@ -36,6 +36,11 @@ pub(crate) fn sync(dir: &Dir) -> io::Result<()> {
     Ok(())
 }
 
+pub(crate) fn in_memory(dir: &Dir) -> bool {
+    let _ = dir;
+    false
+}
+
 pub(crate) fn sync_filesystem(dir: &Dir) -> io::Result<()> {
     let _ = dir;
     Err(io::Error::new(
