@@ -464,15 +464,7 @@ impl Log {
 
     /// Claim `name` for `id`, durably (with every completion that waits).
     pub fn claim(&self, id: Uuid, name: &str) -> io::Result<()> {
-        self.append(
-            &Line {
-                id,
-                path: name.to_string(),
-                bytes: None,
-                sha256: None,
-            },
-            true,
-        )?;
+        self.claim_unsynced(id, name)?;
         self.sync.sync_data()
     }
 

@@ -4,6 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// The source text of the file at `path`, comments removed.
+fn code_of(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).expect("read");
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 /// Top-level module → its source text (a directory module's files joined), comments removed.
 fn modules() -> BTreeMap<String, String> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -30,13 +39,7 @@ fn modules() -> BTreeMap<String, String> {
             if top == "lib" || top == "main" {
                 continue;
             }
-            let text = std::fs::read_to_string(&path).expect("read");
-            let code: String = text
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("//"))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            out.entry(top).or_default().push_str(&code);
+            out.entry(top).or_default().push_str(&code_of(&path));
         }
     }
     out
@@ -216,12 +219,7 @@ fn download_graph() -> BTreeMap<String, BTreeSet<String>> {
         let path = entry.expect("entry").path();
         let name = path.file_stem().and_then(|n| n.to_str()).expect("a name");
         if name != "mod" && path.extension().is_some_and(|e| e == "rs") {
-            let text = std::fs::read_to_string(&path).expect("read");
-            let code: String = text
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("//"))
-                .map(|l| format!("{l}\n"))
-                .collect();
+            let code = code_of(&path);
             files.insert(
                 name.to_string(),
                 code.replace("crate::download::", "super::"),
