@@ -327,6 +327,7 @@ impl<P: Provider> Pipeline<'_, P> {
                 break Some(stop);
             }
         };
+        self.finish_placing(&mut tasks).await;
         tasks.shutdown();
         if let Some(w) = walker {
             w.abort();
@@ -592,6 +593,22 @@ impl<P: Provider> Pipeline<'_, P> {
                     let _ = self.settled(&item, name, outcome);
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// Files handed over are placed whatever ended the run (the sync stage goes on with them):
+    /// wait for each and report it as it is. Bounded: at most the stage's room of files, and
+    /// placing never waits on the network.
+    async fn finish_placing(&mut self, tasks: &mut Running) {
+        while let Some(joined) = tasks.placing.join_next().await {
+            if let Ok(Done::Placed {
+                item,
+                name,
+                outcome,
+            }) = joined
+            {
+                let _ = self.settled(&item, name, outcome);
             }
         }
     }

@@ -507,6 +507,15 @@ impl Log {
     }
 }
 
+impl Drop for Log {
+    /// Completions still waiting go down (written, not synced) whoever holds the record last.
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        let (file, pending) = &mut *inner;
+        let _ = write_pending(file, pending);
+    }
+}
+
 /// Write out the lines that wait, if any. Written or not, they are not tried again: a line cut
 /// short by a failed write is what a crash leaves too, and the reader skips it.
 fn write_pending(file: &mut File, pending: &mut Vec<u8>) -> io::Result<()> {

@@ -194,9 +194,13 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                 listing: cfg.from,
                 shard: cfg.shard,
                 parts: state.partial_ids().ok(),
-                dest,
+                dest: dest.clone(),
             };
-            pipeline.run().await.map(|_| ())
+            let ran = pipeline.run().await.map(|_| ());
+            // Every file handed over placed and recorded before the record is closed (lane
+            // tasks aborted just now may still hold the destination).
+            let _ = tokio::task::spawn_blocking(move || dest.close()).await;
+            ran
         }
     };
     ui.finish();

@@ -101,10 +101,10 @@ pub struct Context {
 
 /// The thread that syncs, names and records finished files in groups.
 pub struct SyncStage {
-    tx: Option<mpsc::Sender<Request>>,
+    tx: std::sync::Mutex<Option<mpsc::Sender<Request>>>,
     /// Room for files handed over and not yet answered.
     room: Arc<tokio::sync::Semaphore>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl SyncStage {
@@ -114,9 +114,9 @@ impl SyncStage {
             .name("fetchdocs-sync".into())
             .spawn(move || run(&cx, &rx))?;
         Ok(SyncStage {
-            tx: Some(tx),
+            tx: std::sync::Mutex::new(Some(tx)),
             room: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING)),
-            thread: Some(thread),
+            thread: std::sync::Mutex::new(Some(thread)),
         })
     }
 
@@ -133,20 +133,28 @@ impl SyncStage {
             .map_err(|_| stopped())?;
         let (tx, answer) = oneshot::channel();
         let reply = Reply { tx, _room: room };
-        match &self.tx {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        match &*tx {
             Some(to) if to.send((file, reply)).is_ok() => Ok(answer),
             _ => Err(stopped()),
+        }
+    }
+
+    /// Take no more files, and return once every file handed over is placed and recorded
+    /// (blocks: call it off the runtime's threads, before the record is closed).
+    pub fn close(&self) {
+        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = t.join();
         }
     }
 }
 
 impl Drop for SyncStage {
-    /// Finish what was handed over before the run's record is closed.
+    /// Finish what was handed over (if [`SyncStage::close`] was not called).
     fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.close();
     }
 }
 
@@ -200,6 +208,17 @@ fn run_group(cx: &Context, group: Vec<Request>) {
         return;
     }
     if let Err(e) = cx.out.sync() {
+        if !matches!(
+            e.kind(),
+            io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+        ) {
+            // The names may not be durable: not recorded, so the next run checks them (they
+            // were claimed) rather than trusting them.
+            for (_, _, reply) in placed {
+                let _ = reply.send(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+            return;
+        }
         // Some file systems cannot sync a directory (and say so): nothing more can be done
         // for the names there.
         log::debug!("cannot sync {} ({e})", cx.out.path().display());
@@ -252,21 +271,14 @@ fn claim_first(cx: &Context, file: &Finished) -> io::Result<()> {
 fn make_durable(cx: &Context, group: Vec<Request>) -> Vec<Request> {
     if group.len() > 1 && cx.one_file_system {
         match cx.out.sync_filesystem() {
-            Ok(()) => return group,
+            // Before Linux 5.8 syncfs reports no write error: each file's own sync does (and
+            // costs nearly nothing now that none of it is dirty).
+            Ok(()) => return sync_each(group, |f| f.sync_data()),
             // Not here (not Linux), or an error to pin on the files it concerns: one by one.
             Err(e) => log::debug!("cannot sync the file system at once ({e}); file by file"),
         }
     }
-    let synced: Vec<Request> = group
-        .into_iter()
-        .filter_map(|(file, reply)| match file.temp.file().sync_all() {
-            Ok(()) => Some((file, reply)),
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                None
-            }
-        })
-        .collect();
+    let synced = sync_each(group, |f| f.sync_all());
     if let Some(log) = &cx.log
         && let Err(e) = log.sync()
     {
@@ -277,6 +289,20 @@ fn make_durable(cx: &Context, group: Vec<Request>) -> Vec<Request> {
         return Vec::new();
     }
     synced
+}
+
+/// The files of `group` that `sync` makes durable; each other one is answered with its error.
+fn sync_each(group: Vec<Request>, sync: impl Fn(&File) -> io::Result<()>) -> Vec<Request> {
+    group
+        .into_iter()
+        .filter_map(|(file, reply)| match sync(file.temp.file()) {
+            Ok(()) => Some((file, reply)),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                None
+            }
+        })
+        .collect()
 }
 
 /// Step 5: the completion, in the record.

@@ -53,6 +53,12 @@ impl LocalDir {
         })
     }
 
+    /// Take no more files, and return once every file handed over is placed and recorded
+    /// (blocks while the last group is synced): call before the run's record is closed.
+    pub fn close(&self) {
+        self.stage.close();
+    }
+
     fn part_name(id: &uuid::Uuid) -> OsString {
         OsString::from(part_file_name(id))
     }
