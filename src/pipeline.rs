@@ -73,8 +73,6 @@ struct Running {
     lanes: Lanes<Done>,
     /// Files handed to the destination, until each is durable under its name.
     placing: JoinSet<Done>,
-    /// Placings of downloads just ended, until the scheduler says what they mean (by item).
-    handed: std::collections::HashMap<u32, Placing>,
 }
 
 impl Running {
@@ -82,33 +80,50 @@ impl Running {
         self.tasks.is_empty() && self.lanes.in_flight() == 0 && self.placing.is_empty()
     }
 
-    /// Wait for `placing` (the file `item` handed over as `whole`) in a task of its own.
-    fn await_placing(&mut self, item: Item, name: String, whole: Whole, placing: Placing) {
-        self.placing.spawn(async move {
-            let outcome = download::settle(placing.await, whole);
-            Done::Placed {
-                item,
-                name,
-                outcome,
+    /// The download of `item` ended with `outcome`: what the scheduler makes of it. A file
+    /// handed to the destination (`placing`) is not reported complete now: its placement is
+    /// waited for in a task of its own, which ends in [`Done::Placed`].
+    fn file_ended(
+        &mut self,
+        scheduler: &mut Scheduler,
+        (item, name, outcome): (Item, String, Outcome),
+        mut placing: Option<Placing>,
+    ) -> Vec<Action> {
+        let actions = scheduler.finished(item, name, outcome, Instant::now());
+        let mut rest = Vec::with_capacity(actions.len());
+        for action in actions {
+            match (action, placing.take()) {
+                (Action::Complete { item, name, file }, Some(placing)) => {
+                    self.placing.spawn(async move {
+                        let outcome = download::settle(placing.await, file);
+                        Done::Placed {
+                            item,
+                            name,
+                            outcome,
+                        }
+                    });
+                }
+                (other, p) => {
+                    placing = p;
+                    rest.push(other);
+                }
             }
-        });
+        }
+        rest
     }
 
     /// The next task to end: what it returned, or `None` if it was aborted; an error if it
     /// panicked (a bug).
     async fn next(&mut self) -> Option<Result<Done, String>> {
+        let joined = |j: Result<Done, tokio::task::JoinError>| match j {
+            Ok(done) => Some(Ok(done)),
+            Err(e) if e.is_cancelled() => None,
+            Err(e) => Some(Err(e.to_string())),
+        };
         tokio::select! {
-            Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => match joined {
-                Ok(done) => Some(Ok(done)),
-                Err(e) if e.is_cancelled() => None,
-                Err(e) => Some(Err(e.to_string())),
-            },
+            Some(j) = self.tasks.join_next(), if !self.tasks.is_empty() => joined(j),
             Some(finished) = self.lanes.next(), if self.lanes.in_flight() > 0 => Some(finished),
-            Some(joined) = self.placing.join_next(), if !self.placing.is_empty() => match joined {
-                Ok(done) => Some(Ok(done)),
-                Err(e) if e.is_cancelled() => None,
-                Err(e) => Some(Err(e.to_string())),
-            },
+            Some(j) = self.placing.join_next(), if !self.placing.is_empty() => joined(j),
             else => None,
         }
     }
@@ -199,7 +214,6 @@ impl<P: Provider> Pipeline<'_, P> {
             tasks: JoinSet::new(),
             lanes,
             placing: JoinSet::new(),
-            handed: Default::default(),
         };
         let started = Instant::now();
         // A stop that lets what is under way finish first.
@@ -303,10 +317,7 @@ impl<P: Provider> Pipeline<'_, P> {
                     {
                         parts.insert(item.id);
                     }
-                    if let Some(placing) = placing {
-                        tasks.handed.insert(item.index, placing);
-                    }
-                    scheduler.finished(item, name, outcome, Instant::now())
+                    tasks.file_ended(&mut scheduler, (item, name, outcome), placing)
                 }
                 Ok(Done::Placed {
                     item,
@@ -539,11 +550,8 @@ impl<P: Provider> Pipeline<'_, P> {
                 // Said once for all of them, by the fatal error that ends the run.
                 Action::NotAttempted { item, reason } => self.fail(&item, reason, false),
                 Action::Resolved { item, label } => self.resolved(item, &label),
-                // Reported once the file is durable under its name (`Done::Placed`).
-                Action::Complete { item, name, file } => match tasks.handed.remove(&item.index) {
-                    Some(placing) => tasks.await_placing(item, name, file, placing),
-                    None => self.complete(&item, name, file),
-                },
+                // (A file handed to the destination never gets here: `Running::file_ended`.)
+                Action::Complete { item, name, file } => self.complete(&item, name, file),
                 Action::Stop(Stop::Credentials(msg)) => return Some(Fatal::Auth(msg)),
                 Action::Stop(Stop::Unreachable(msg)) => {
                     log::debug!("{msg}; finishing the downloads under way");
@@ -574,14 +582,12 @@ impl<P: Provider> Pipeline<'_, P> {
                     item,
                     name,
                     outcome: outcome @ Outcome::Done(_),
-                    placing: Some(placing),
+                    placing,
                 })) => {
-                    tasks.handed.insert(item.index, placing);
-                    for action in scheduler.finished(item, name, outcome, Instant::now()) {
-                        if let Action::Complete { item, name, file } = action
-                            && let Some(placing) = tasks.handed.remove(&item.index)
-                        {
-                            tasks.await_placing(item, name, file, placing);
+                    // Only the file's own completion; nothing new is started.
+                    for action in tasks.file_ended(scheduler, (item, name, outcome), placing) {
+                        if let Action::Complete { item, name, file } = action {
+                            self.complete(&item, name, file);
                         }
                     }
                 }

@@ -3,13 +3,10 @@
 //! a time and checked in groups spread over the cores, so a million files take the index's
 //! memory (about 42 bytes each), not a list of every record.
 
-use std::io::Read;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
 use crate::cli::VerifyArgs;
-use crate::download::hex;
+use crate::download::sha256_of;
 use crate::error::{Exit, Fatal};
 use crate::state::{Record, for_each_completed};
 
@@ -118,30 +115,18 @@ fn check(dir: &Path, rec: &Record) -> Found {
     let Some(want) = &rec.sha256 else {
         return Found::LengthOnly;
     };
-    match sha256_of(&path) {
+    match std::fs::File::open(&path).and_then(sha256_of) {
         Ok(got) if got == *want => Found::Intact,
         Ok(got) => Found::Changed(format!("sha256 {got}, was {want}")),
         Err(e) => Found::Changed(format!("cannot be read: {e}")),
     }
 }
 
-fn sha256_of(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::download::hex;
+    use sha2::{Digest, Sha256};
     use uuid::Uuid;
 
     #[test]

@@ -160,11 +160,22 @@ pub fn has_bytes(dir: &Dir, name: &OsStr, len: u64, sha256: &str) -> bool {
     if dir.entry(name).ok() != Some(Entry::Plain { len }) {
         return false;
     }
-    let Ok(mut f) = dir.open_read(name) else {
-        return false;
-    };
+    dir.open_read(name)
+        .and_then(sha256_of)
+        .is_ok_and(|got| got == sha256)
+}
+
+/// The sha256 of everything `r` reads, as hex.
+pub fn sha256_of(mut r: impl std::io::Read) -> std::io::Result<String> {
     let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut f, &mut hasher).is_ok() && hex(&hasher.finalize()) == sha256
+    let mut buf = vec![0; READ_BUFFER];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex(&hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
 }
 
 #[cfg(test)]

@@ -185,28 +185,17 @@ impl Destination for LocalDir {
         };
         if self.cx.in_memory {
             // Nothing to sync: written, named and recorded here and now.
-            let start = std::time::Instant::now();
-            let placed = write_last(&self.out, sink, at_dest)
-                .and_then(|temp| place_at_once(&self.cx, &finished(temp)));
-            self.pace.observe(start.elapsed());
+            let placed = self.pace.time(|| {
+                write_last(&self.out, sink, at_dest)
+                    .and_then(|temp| place_at_once(&self.cx, &finished(temp)))
+            });
             return Ok(Box::pin(std::future::ready(placed)));
         }
-        let temp = if self.pace.inline() {
-            let start = std::time::Instant::now();
-            let temp = write_last(&self.out, sink, at_dest);
-            self.pace.observe(start.elapsed());
-            temp?
-        } else {
-            let (out, pace) = (self.out.clone(), self.pace.clone());
-            tokio::task::spawn_blocking(move || {
-                let start = std::time::Instant::now();
-                let temp = write_last(&out, sink, at_dest);
-                pace.observe(start.elapsed());
-                temp
-            })
-            .await
-            .map_err(std::io::Error::other)??
-        };
+        let out = self.out.clone();
+        let temp = self
+            .pace
+            .write(move || write_last(&out, sink, at_dest))
+            .await??;
         let answer = self.stage.hand(finished(temp)).await?;
         Ok(Box::pin(async move {
             answer.await.unwrap_or_else(|_| {

@@ -35,7 +35,9 @@ mod send;
 mod stream;
 
 pub use destination::{Destination, Placing};
+#[cfg(test)]
 pub use integrity::hex;
+pub use integrity::sha256_of;
 pub use local::LocalDir;
 pub use pace::RateCap;
 pub use send::file_host_client;

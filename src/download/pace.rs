@@ -43,6 +43,29 @@ impl DiskPace {
         self.average_us.load(Ordering::Relaxed) < INLINE_BELOW_US
     }
 
+    /// Run `step` here, timed: its time goes into the average.
+    pub fn time<T>(&self, step: impl FnOnce() -> T) -> T {
+        let start = std::time::Instant::now();
+        let done = step();
+        self.observe(start.elapsed());
+        done
+    }
+
+    /// Run the write `step` where the disk's pace says (on this thread, or the blocking
+    /// pool), timed.
+    pub async fn write<T: Send + 'static>(
+        self: &Arc<Self>,
+        step: impl FnOnce() -> T + Send + 'static,
+    ) -> std::io::Result<T> {
+        if self.inline() {
+            return Ok(self.time(step));
+        }
+        let pace = self.clone();
+        tokio::task::spawn_blocking(move || pace.time(step))
+            .await
+            .map_err(std::io::Error::other)
+    }
+
     /// A step took `took`. (Steps finishing at once on two threads may each update from the
     /// same average: one of them is lost, which an average of recent steps can afford.)
     pub fn observe(&self, took: Duration) {

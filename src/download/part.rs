@@ -87,9 +87,7 @@ fn write_meta(dir: &Dir, part: &OsStr, meta: &PartMeta) -> std::io::Result<()> {
 /// Forget a partial file and what was known about it: the next attempt starts from zero.
 pub async fn discard(part: &Path) {
     let _ = tokio::fs::remove_file(part).await;
-    let mut meta = part.as_os_str().to_owned();
-    meta.push(".meta");
-    let _ = tokio::fs::remove_file(meta).await;
+    let _ = tokio::fs::remove_file(meta_name(part.as_os_str())).await;
 }
 
 /// The temporary file of one download, written a buffer at a time: each write (and the first
@@ -150,34 +148,23 @@ impl PartWriter {
 
     /// Write out what is buffered (and `sync` it); the file is created first if need be.
     pub async fn flush(&mut self, sync: bool) -> std::io::Result<()> {
-        let step = move |mut this: PartWriter| {
+        // The writer goes where the write runs and comes back; meanwhile (and if that fails,
+        // after which the attempt ends) an empty one stands in.
+        let mut this = std::mem::replace(self, self.stand_in());
+        let step = move || {
             this.write_out(true)?;
             if sync && let Some(f) = &this.file {
                 f.sync_data()?;
             }
             Ok::<_, std::io::Error>(this)
         };
-        if !sync && self.pace.inline() {
-            let start = std::time::Instant::now();
-            let this = std::mem::replace(self, self.stand_in());
-            *self = step(this)?;
-            self.pace.observe(start.elapsed());
-            return Ok(());
-        }
-        // The writer goes to the blocking pool and comes back; meanwhile (and if that fails,
-        // after which the attempt ends) an empty one stands in.
-        let this = std::mem::replace(self, self.stand_in());
-        let pace = self.pace.clone();
-        *self = tokio::task::spawn_blocking(move || {
-            let start = std::time::Instant::now();
-            let done = step(this);
-            if !sync {
-                pace.observe(start.elapsed());
-            }
-            done
-        })
-        .await
-        .map_err(std::io::Error::other)??;
+        *self = match sync {
+            // A sync says nothing of the disk's pace for writes, and always takes a while.
+            true => tokio::task::spawn_blocking(step)
+                .await
+                .map_err(std::io::Error::other)??,
+            false => self.pace.write(step).await??,
+        };
         Ok(())
     }
 

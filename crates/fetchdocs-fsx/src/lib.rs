@@ -198,7 +198,14 @@ impl Dir {
     /// asking again; also after [`Dir::no_unnamed`]: use a named temporary file instead. Other
     /// errors (a full disk) are returned. Other systems: always `Ok(None)`.
     pub fn create_unnamed(&self) -> io::Result<Option<File>> {
-        sys::create_unnamed(self)
+        #[cfg(target_os = "linux")]
+        {
+            sys::create_unnamed(self)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            Ok(None)
+        }
     }
 
     /// Give `file`, from [`Dir::create_unnamed`], the name `name` here. A link, so it never
@@ -210,12 +217,24 @@ impl Dir {
     /// systems: `Unsupported` (they never hand out such a file).
     pub fn link_unnamed(&self, file: &File, name: &OsStr) -> io::Result<()> {
         check_name(name)?;
-        sys::link_unnamed(self, file, name)
+        #[cfg(target_os = "linux")]
+        {
+            sys::link_unnamed(self, file, name)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = file;
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "files with no name exist on Linux only",
+            ))
+        }
     }
 
     /// No more files with no name here: one could not be created or linked, and named
     /// temporary files are used from now on.
     pub fn no_unnamed(&self) {
+        #[cfg(target_os = "linux")]
         sys::no_unnamed(self);
     }
 }

@@ -270,12 +270,6 @@ pub(crate) fn create_unnamed(dir: &Dir) -> io::Result<Option<File>> {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn create_unnamed(dir: &Dir) -> io::Result<Option<File>> {
-    let _ = dir;
-    Ok(None)
-}
-
 #[cfg(target_os = "linux")]
 pub(crate) fn link_unnamed(dir: &Dir, file: &File, name: &OsStr) -> io::Result<()> {
     if !dir.sys.link_by_proc.load(Ordering::Relaxed) {
@@ -304,18 +298,7 @@ pub(crate) fn link_by_proc(dir: &Dir, file: &File, name: &OsStr) -> io::Result<(
     )?)
 }
 
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn link_unnamed(dir: &Dir, file: &File, name: &OsStr) -> io::Result<()> {
-    let _ = (dir, file, name);
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "files with no name exist on Linux only",
-    ))
-}
-
+#[cfg(target_os = "linux")]
 pub(crate) fn no_unnamed(dir: &Dir) {
-    #[cfg(target_os = "linux")]
     dir.sys.unnamed.store(false, Ordering::Relaxed);
-    #[cfg(not(target_os = "linux"))]
-    let _ = dir;
 }

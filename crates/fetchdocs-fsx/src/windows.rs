@@ -219,20 +219,3 @@ pub(crate) fn rename_replace(
 ) -> io::Result<()> {
     fs::rename(from_dir.join(from), to_dir.join(to))
 }
-
-pub(crate) fn create_unnamed(dir: &Dir) -> io::Result<Option<File>> {
-    let _ = dir;
-    Ok(None)
-}
-
-pub(crate) fn link_unnamed(dir: &Dir, file: &File, name: &OsStr) -> io::Result<()> {
-    let _ = (dir, file, name);
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "files with no name exist on Linux only",
-    ))
-}
-
-pub(crate) fn no_unnamed(dir: &Dir) {
-    let _ = dir;
-}
