@@ -31,6 +31,17 @@ use crate::state::State;
 /// How long in-flight downloads get to flush their data after Ctrl-C before they are aborted.
 const WIND_DOWN: Duration = Duration::from_millis(1500);
 
+/// Most of the run's time that `--max-run-time` sets aside for the wind-down.
+const MAX_RUN_WIND_DOWN: Duration = Duration::from_millis(500);
+
+/// When a run that began at `started` and must be over at `end` begins to stop: early enough
+/// for the wind-down (which ends at `end` whatever is left) to flush what arrived — half a
+/// second, or a quarter of the run if that is less.
+fn stop_time(started: Instant, end: Instant) -> Instant {
+    let run = end.saturating_duration_since(started);
+    end - MAX_RUN_WIND_DOWN.min(run / 4)
+}
+
 /// Until `at`, or forever.
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
@@ -216,6 +227,9 @@ impl<P: Provider> Pipeline<'_, P> {
             placing: JoinSet::new(),
         };
         let started = Instant::now();
+        // `--max-run-time`: the run begins to stop a little before its end, so that the
+        // wind-down is over by then.
+        let stop_at = self.deadline.map(|end| stop_time(started, end));
         // A stop that lets what is under way finish first.
         let mut after_drain: Option<Fatal> = None;
         // The listing's walk, if there is one: a task of its own, a page at a time.
@@ -268,14 +282,16 @@ impl<P: Provider> Pipeline<'_, P> {
             let joined = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => {
-                    self.wind_down(&mut scheduler, &mut tasks).await;
+                    self.wind_down(&mut scheduler, &mut tasks, Instant::now() + WIND_DOWN).await;
                     break Some(Fatal::Interrupted);
                 }
-                _ = sleep_until_some(self.deadline) => {
+                _ = sleep_until_some(stop_at) => {
                     // As Ctrl-C would: what arrived is kept, and the next run resumes it.
                     self.cancel.cancel();
-                    self.wind_down(&mut scheduler, &mut tasks).await;
-                    break Some(Fatal::OutOfTime(started.elapsed().as_secs()));
+                    let end = self.deadline.unwrap_or_else(Instant::now);
+                    self.wind_down(&mut scheduler, &mut tasks, end).await;
+                    let limit = end.saturating_duration_since(started).as_secs_f64().round();
+                    break Some(Fatal::OutOfTime(limit as u64));
                 }
                 res = tasks.next(), if !tasks.is_empty() => res,
                 event = next_page(&mut pages), if want_page => {
@@ -568,10 +584,14 @@ impl<P: Provider> Pipeline<'_, P> {
         None
     }
 
-    /// After a cancel: give in-flight downloads up to [`WIND_DOWN`] to flush their partial data
-    /// (and record any that finished), then abort whatever is left.
-    async fn wind_down(&mut self, scheduler: &mut Scheduler, tasks: &mut Running) {
-        let deadline = Instant::now() + WIND_DOWN;
+    /// After a cancel: give in-flight downloads until `deadline` (Ctrl-C: [`WIND_DOWN`]) to
+    /// flush their partial data (and record any that finished), then abort whatever is left.
+    async fn wind_down(
+        &mut self,
+        scheduler: &mut Scheduler,
+        tasks: &mut Running,
+        deadline: Instant,
+    ) {
         while !tasks.is_empty() {
             let joined = tokio::select! {
                 j = tasks.next() => j,
@@ -654,6 +674,7 @@ impl<P: Provider> Pipeline<'_, P> {
         let Whole {
             bytes,
             sha256,
+            verified,
             note,
             renamed,
         } = file;
@@ -670,6 +691,7 @@ impl<P: Provider> Pipeline<'_, P> {
                 path: Some(name),
                 bytes: Some(bytes),
                 sha256: Some(sha256),
+                verified,
                 error: None,
                 note,
             },
@@ -734,6 +756,7 @@ impl<P: Provider> Pipeline<'_, P> {
             progress,
             watcher: Box::new(self.ui.file_bar(&name)),
             cancel: self.cancel.child_token(),
+            give_up_at: item.first_mint().map(|t| t + self.give_up_after),
         };
         let policy = self.policy.clone();
         let dest = self.dest.clone();
@@ -814,4 +837,28 @@ pub async fn walk<P: Provider>(
         }
     }
     let _ = tx.send(Event::End(walk)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_with_a_time_limit_begins_to_stop_so_that_its_wind_down_ends_by_then() {
+        let started = Instant::now();
+        let secs = Duration::from_secs;
+        // 100 s: stops at 99.5 s, and the wind-down ends at 100 s, never 101.
+        assert_eq!(
+            stop_time(started, started + secs(100)),
+            started + Duration::from_millis(99_500)
+        );
+        // A short run keeps most of its time.
+        assert_eq!(
+            stop_time(started, started + secs(1)),
+            started + Duration::from_millis(750)
+        );
+        // An end already past: stop now.
+        tokio::time::advance(secs(5)).await;
+        assert_eq!(stop_time(Instant::now(), started), started);
+    }
 }

@@ -34,6 +34,10 @@ pub struct FileEntry {
     /// files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The checksums the file host declared that the bytes were verified against, as
+    /// `algorithm:header` (`crc32c:x-goog-hash`). Absent when it declared none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub verified: Vec<String>,
     pub error: Option<String>,
     /// Something worth knowing about a file that is complete (e.g. its host announced no
     /// length). Absent when there is nothing to say.
@@ -50,6 +54,7 @@ impl FileEntry {
             path: Some(rec.path),
             bytes: Some(rec.bytes),
             sha256: rec.sha256,
+            verified: Vec::new(),
             error: None,
             note: None,
         }
@@ -63,6 +68,7 @@ impl FileEntry {
             path: Some(path),
             bytes: None,
             sha256: None,
+            verified: Vec::new(),
             error: None,
             note: None,
         }
@@ -76,6 +82,7 @@ impl FileEntry {
             path: None,
             bytes: None,
             sha256: None,
+            verified: Vec::new(),
             error: Some(reason),
             note: None,
         }
@@ -456,6 +463,7 @@ fn closed_entry(id: Uuid, status: Status, reason: Option<&str>) -> FileEntry {
         path: None,
         bytes: None,
         sha256: None,
+        verified: Vec::new(),
         error: reason.map(str::to_string),
         note: None,
     }
@@ -524,6 +532,7 @@ mod tests {
                 path: Some("c".into()),
                 bytes: Some(10),
                 sha256: None,
+                verified: Vec::new(),
                 error: None,
                 note: None,
             },
@@ -573,6 +582,7 @@ mod tests {
                     path: Some(format!("f{i}")),
                     bytes: None,
                     sha256: None,
+                    verified: Vec::new(),
                     error: None,
                     note: None,
                 },

@@ -242,6 +242,11 @@ impl Item {
             first_mint: None,
         }
     }
+
+    /// When it was first asked for (its `--give-up-after` counts from here).
+    pub fn first_mint(&self) -> Option<Instant> {
+        self.first_mint
+    }
 }
 
 /// A signed URL in hand, not started yet.
@@ -1022,6 +1027,7 @@ mod tests {
         Whole {
             bytes,
             sha256: String::new(),
+            verified: Vec::new(),
             note: None,
             renamed: None,
         }

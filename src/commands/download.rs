@@ -97,6 +97,8 @@ fn read_ids(source: &IdSource, kind: ProviderKind, shard: Option<Shard>) -> Resu
 
 /// The whole run of one validated `Config` (also what `demo` runs, once per vendor).
 pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fatal> {
+    // `--max-run-time` counts from here: reading the IDs and the record is part of the run.
+    let began = tokio::time::Instant::now();
     if let Some(path) = &cfg.report {
         check_report_path(path, &cfg.output_dir)?;
     }
@@ -182,7 +184,7 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                 give_up_after: cfg.give_up_after,
                 time_scale: cfg.time_scale,
                 budget: cfg.budget,
-                deadline: cfg.max_run_time.map(|t| tokio::time::Instant::now() + t),
+                deadline: cfg.max_run_time.map(|t| began + t),
                 output_dir: cfg.output_dir.clone(),
                 force: cfg.force,
                 ui: &ui,

@@ -28,9 +28,17 @@ pub async fn attempt<D: Destination>(
         true => None,
         false => dest.kept(job).await?,
     };
+    // Bytes nothing can show to be of the file the host has now are never continued.
+    let kept = match kept {
+        Some(k) if !k.meta.resumable() => {
+            dest.discard(job).await;
+            None
+        }
+        k => k,
+    };
     let requested_at = Instant::now();
     let resume = kept.as_ref().map(|k| (k.len, &k.meta));
-    let resp = send(client, &job.url, resume, &job.cancel).await?;
+    let resp = send(client, &job.url, resume, &job.cancel, job.give_up_at).await?;
     let answer = classify::classify(resp.status(), resp.headers(), resp.content_length(), resume);
     let Answer::Body { start, total, meta } = answer else {
         return Err(not_a_body(answer, resp, dest, job, requested_at).await);
@@ -58,6 +66,19 @@ pub async fn attempt<D: Destination>(
     job.watcher.begin(start, total);
     let span = Span { start, total };
     let flow = stream(resp, &mut sink, &mut digests, job, policy, span).await?;
+    let flow = match flow {
+        // Without a strong validator or a checksum of the whole file, a resume could splice
+        // two versions: what arrived goes, and the next attempt starts from byte 0.
+        Flow::Short(why) if !meta.resumable() => {
+            drop(sink);
+            dest.discard(job).await;
+            return Err(AttemptError::Transient(
+                format!("{why}; starting over (the host gives no strong validator to resume with)"),
+                None,
+            ));
+        }
+        flow => flow,
+    };
     finish(flow, sink, digests, total, dest, job).await
 }
 
@@ -115,7 +136,7 @@ async fn finish<D: Destination>(
 ) -> Result<(Whole, D::Sink), AttemptError> {
     match flow {
         Flow::Ended(bytes) => match digests.finish() {
-            Ok(sha256) => {
+            Ok(checked) => {
                 // No length was announced: the body ended with the connection closing
                 // cleanly, which is all there is to go by. Complete, but said so.
                 let note = total.is_none().then(|| {
@@ -125,7 +146,8 @@ async fn finish<D: Destination>(
                 });
                 let whole = Whole {
                     bytes,
-                    sha256,
+                    sha256: checked.sha256,
+                    verified: checked.verified,
                     note,
                     renamed: None,
                 };
@@ -148,6 +170,10 @@ async fn finish<D: Destination>(
         Flow::Cancelled => {
             sink.keep().await?;
             Err(AttemptError::Cancelled)
+        }
+        Flow::OutOfTime(why) => {
+            sink.keep().await?;
+            Err(AttemptError::OutOfTime(why))
         }
         Flow::Refused(e) => {
             drop(sink);

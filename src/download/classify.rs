@@ -195,10 +195,12 @@ mod tests {
             assert_eq!(meta.etag.as_deref(), Some("\"v2\""));
             assert_eq!(meta.if_range(), Some("\"v2\""));
         }
-        // A weak ETag cannot vouch for bytes: the date is the validator.
+        // A weak ETag cannot vouch for bytes: the date is the validator (strong: the answer
+        // came well after it).
         let weak = headers(&[
             ("etag", "W/\"v2\""),
             ("last-modified", "Tue, 01 Dec 2026 10:00:00 GMT"),
+            ("date", "Tue, 01 Dec 2026 11:00:00 GMT"),
         ]);
         let Answer::Body { meta, .. } = classify(StatusCode::OK, &weak, None, None) else {
             panic!("not a body");

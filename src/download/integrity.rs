@@ -1,74 +1,203 @@
-//! Integrity: the sha256 of every file (for the report and `verify`), and the digests the file
-//! host vouches for, checked as the bytes stream.
+//! Integrity: the sha256 of every file (for the report and `verify`), and the checksums the
+//! file host declares for the whole file, checked as the bytes stream.
+//!
+//! Only what a host declares as a checksum is checked: `Content-MD5` (of a body that is the
+//! whole file), `x-goog-hash` (md5, crc32c), S3's full-object `x-amz-checksum-*`, `Repr-Digest`
+//! (RFC 9530) and the older `Digest` (RFC 3230). An `ETag` is an opaque validator, never a
+//! checksum: S3 objects under SSE-KMS or SSE-C and multipart uploads have ETags of 32 hex
+//! digits (or `…-N`) that are not the content's MD5.
 
 use std::ffi::OsStr;
 
 use fsx::{Dir, Entry};
 
-use reqwest::header::ETAG;
+use reqwest::header::HeaderMap;
 use sha2::Digest as _;
 
-/// Digests the file host vouches for, with where each came from (for messages).
+/// A checksum algorithm a file host may declare.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    Md5,
+    Crc32,
+    Crc32c,
+    Crc64nvme,
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl Algorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "md5",
+            Algorithm::Crc32 => "crc32",
+            Algorithm::Crc32c => "crc32c",
+            Algorithm::Crc64nvme => "crc64nvme",
+            Algorithm::Sha1 => "sha1",
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+
+    /// The length of its digest, in bytes.
+    fn len(self) -> usize {
+        match self {
+            Algorithm::Crc32 | Algorithm::Crc32c => 4,
+            Algorithm::Crc64nvme => 8,
+            Algorithm::Md5 => 16,
+            Algorithm::Sha1 => 20,
+            Algorithm::Sha256 => 32,
+            Algorithm::Sha512 => 64,
+        }
+    }
+}
+
+/// One checksum the host declared for the whole file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Declared {
+    pub alg: Algorithm,
+    /// The digest, lowercase hex (a CRC as its big-endian bytes).
+    pub hex: String,
+    /// The header it came from (for messages and the report).
+    pub from: String,
+}
+
+impl Declared {
+    /// What the report says was verified: `sha256:x-amz-checksum-sha256`.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.alg.name(), self.from.to_ascii_lowercase())
+    }
+}
+
+/// The checksums the file host declares for the whole file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Expected {
-    /// MD5, hex.
-    pub md5: Option<(String, String)>,
-    /// CRC32C.
-    pub crc32c: Option<(u32, String)>,
+    #[serde(default)]
+    pub sums: Vec<Declared>,
 }
 
 impl Expected {
     /// From an answer's headers. `whole_body`: the body is the whole file (a 200), so that
-    /// `Content-MD5`, which describes the body, describes the file.
-    pub fn of(headers: &reqwest::header::HeaderMap, whole_body: bool) -> Expected {
-        use base64::Engine;
-        let b64 = |v: &str| {
-            base64::engine::general_purpose::STANDARD
-                .decode(v.trim())
-                .ok()
-        };
+    /// `Content-MD5` and `Content-Digest`, which describe the body, describe the file.
+    pub fn of(headers: &HeaderMap, whole_body: bool) -> Expected {
         let mut e = Expected::default();
-        if whole_body
-            && let Some(md5) = headers
-                .get("content-md5")
-                .and_then(|v| v.to_str().ok())
-                .and_then(b64)
-                .filter(|d| d.len() == 16)
-        {
-            e.md5 = Some((hex(&md5), "Content-MD5".into()));
+        let values = |name: &'static str| {
+            headers
+                .get_all(name)
+                .into_iter()
+                .filter_map(|v| v.to_str().ok())
+        };
+        if whole_body {
+            for v in values("content-md5") {
+                e.add(Algorithm::Md5, b64(v), "Content-MD5");
+            }
+            for v in values("content-digest") {
+                e.structured(v, "Content-Digest");
+            }
         }
         // x-goog-hash: crc32c=<b64>,md5=<b64> (one header or several).
-        for value in headers.get_all("x-goog-hash") {
-            for part in value.to_str().unwrap_or("").split(',') {
+        for v in values("x-goog-hash") {
+            for part in v.split(',') {
                 match part.trim().split_once('=') {
-                    Some(("md5", v)) => {
-                        if let Some(d) = b64(v).filter(|d| d.len() == 16) {
-                            e.md5.get_or_insert((hex(&d), "x-goog-hash md5".into()));
-                        }
+                    Some((k, v)) if k.trim().eq_ignore_ascii_case("md5") => {
+                        e.add(Algorithm::Md5, b64(v), "x-goog-hash");
                     }
-                    Some(("crc32c", v)) => {
-                        if let Some(d) = b64(v).and_then(|d| <[u8; 4]>::try_from(d).ok()) {
-                            e.crc32c = Some((u32::from_be_bytes(d), "x-goog-hash crc32c".into()));
-                        }
+                    Some((k, v)) if k.trim().eq_ignore_ascii_case("crc32c") => {
+                        e.add(Algorithm::Crc32c, b64(v), "x-goog-hash");
                     }
                     _ => {}
                 }
             }
         }
-        // An S3-style ETag of a single-part upload is the MD5 of the object (a multipart one has
-        // a `-N` suffix and is not).
-        if let Some(etag) = headers.get(ETAG).and_then(|v| v.to_str().ok()) {
-            let tag = etag.trim_start_matches("W/").trim_matches('"');
-            if tag.len() == 32
-                && tag.bytes().all(|b| b.is_ascii_hexdigit())
-                && !etag.starts_with("W/")
-            {
-                e.md5
-                    .get_or_insert((tag.to_ascii_lowercase(), "ETag (MD5)".into()));
+        // S3: full-object checksums only. A composite one (of the parts' checksums, marked by
+        // the type or a `-N` suffix) cannot be checked against the whole file.
+        let composite =
+            values("x-amz-checksum-type").any(|t| t.trim().eq_ignore_ascii_case("composite"));
+        if !composite {
+            for (alg, name) in [
+                (Algorithm::Crc32, "x-amz-checksum-crc32"),
+                (Algorithm::Crc32c, "x-amz-checksum-crc32c"),
+                (Algorithm::Crc64nvme, "x-amz-checksum-crc64nvme"),
+                (Algorithm::Sha1, "x-amz-checksum-sha1"),
+                (Algorithm::Sha256, "x-amz-checksum-sha256"),
+            ] {
+                for v in values(name).filter(|v| !v.contains('-')) {
+                    e.add(alg, b64(v), name);
+                }
+            }
+        }
+        for v in values("repr-digest") {
+            e.structured(v, "Repr-Digest");
+        }
+        // RFC 3230: `Digest: SHA-256=<b64>,SHA-512=<b64>` (names case-insensitive).
+        for v in values("digest") {
+            for part in v.split(',') {
+                let Some((k, v)) = part.trim().split_once('=') else {
+                    continue;
+                };
+                let alg = match k.trim().to_ascii_lowercase().as_str() {
+                    "sha-256" => Algorithm::Sha256,
+                    "sha-512" => Algorithm::Sha512,
+                    "sha" => Algorithm::Sha1,
+                    "md5" => Algorithm::Md5,
+                    _ => continue,
+                };
+                e.add(alg, b64(v.trim().trim_matches('"')), "Digest");
             }
         }
         e
     }
+
+    /// An RFC 9530 dictionary (`sha-256=:<b64>:, sha-512=:<b64>:`, parameters ignored).
+    fn structured(&mut self, value: &str, from: &'static str) {
+        for member in value.split(',') {
+            let Some((k, v)) = member.trim().split_once('=') else {
+                continue;
+            };
+            let alg = match k.trim() {
+                "sha-256" => Algorithm::Sha256,
+                "sha-512" => Algorithm::Sha512,
+                _ => continue,
+            };
+            let v = v.split(';').next().unwrap_or("").trim();
+            if let Some(bytes) = v.strip_prefix(':').and_then(|v| v.strip_suffix(':')) {
+                self.add(alg, b64(bytes), from);
+            }
+        }
+    }
+
+    /// Declare `digest` (if it decoded, and is as long as `alg`'s) from the header `from`.
+    fn add(&mut self, alg: Algorithm, digest: Option<Vec<u8>>, from: &str) {
+        if let Some(d) = digest.filter(|d| d.len() == alg.len()) {
+            let declared = Declared {
+                alg,
+                hex: hex(&d),
+                from: from.into(),
+            };
+            if !self.sums.contains(&declared) {
+                self.sums.push(declared);
+            }
+        }
+    }
+
+    /// Whether the host declared any checksum of the whole file.
+    pub fn any(&self) -> bool {
+        !self.sums.is_empty()
+    }
+
+    fn wants(&self, alg: Algorithm) -> bool {
+        self.sums.iter().any(|d| d.alg == alg)
+    }
+}
+
+fn b64(v: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .ok()
 }
 
 /// Bytes as lowercase hex, as digests are written.
@@ -82,48 +211,111 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// The digests of a file's bytes, computed as they stream.
+/// CRC-64/NVME, as S3 computes `x-amz-checksum-crc64nvme` (slice-by-16 tables).
+static CRC64NVME: crc::Crc<u64, crc::Table<16>> =
+    crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_NVME);
+
+/// One running digest besides the sha256.
+enum Hasher {
+    Md5(md5::Md5),
+    Crc32(crc32fast::Hasher),
+    Crc32c(u32),
+    Crc64nvme(crc::Digest<'static, u64, crc::Table<16>>),
+    Sha1(sha1::Sha1),
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    fn new(alg: Algorithm) -> Option<Hasher> {
+        Some(match alg {
+            Algorithm::Md5 => Hasher::Md5(md5::Md5::new()),
+            Algorithm::Crc32 => Hasher::Crc32(crc32fast::Hasher::new()),
+            Algorithm::Crc32c => Hasher::Crc32c(0),
+            Algorithm::Crc64nvme => Hasher::Crc64nvme(CRC64NVME.digest()),
+            Algorithm::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
+            Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
+            // Always computed.
+            Algorithm::Sha256 => return None,
+        })
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Md5(h) => h.update(data),
+            Hasher::Crc32(h) => h.update(data),
+            Hasher::Crc32c(c) => *c = crc32c::crc32c_append(*c, data),
+            Hasher::Crc64nvme(h) => h.update(data),
+            Hasher::Sha1(h) => h.update(data),
+            Hasher::Sha512(h) => h.update(data),
+        }
+    }
+
+    fn finish(self) -> (Algorithm, String) {
+        match self {
+            Hasher::Md5(h) => (Algorithm::Md5, hex(&h.finalize())),
+            Hasher::Crc32(h) => (Algorithm::Crc32, hex(&h.finalize().to_be_bytes())),
+            Hasher::Crc32c(c) => (Algorithm::Crc32c, hex(&c.to_be_bytes())),
+            Hasher::Crc64nvme(h) => (Algorithm::Crc64nvme, hex(&h.finalize().to_be_bytes())),
+            Hasher::Sha1(h) => (Algorithm::Sha1, hex(&h.finalize())),
+            Hasher::Sha512(h) => (Algorithm::Sha512, hex(&h.finalize())),
+        }
+    }
+}
+
+/// A file's bytes, checked: their sha256, and the host's checksums they matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub sha256: String,
+    /// [`Declared::label`] of each.
+    pub verified: Vec<String>,
+}
+
+/// The digests of a file's bytes, computed as they stream: the sha256 always, and each
+/// algorithm the host declared a checksum in, once however many headers declared it.
 pub struct Digests {
     sha256: sha2::Sha256,
-    md5: Option<md5::Md5>,
-    crc32c: Option<u32>,
+    others: Vec<Hasher>,
     expected: Expected,
 }
 
 impl Digests {
     /// The sha256, and whichever digests the host declared in `expected`.
     pub fn new(expected: Expected) -> Self {
+        let mut algs: Vec<Algorithm> = expected.sums.iter().map(|d| d.alg).collect();
+        algs.sort();
+        algs.dedup();
         Digests {
             sha256: sha2::Sha256::new(),
-            md5: expected.md5.is_some().then(md5::Md5::new),
-            crc32c: expected.crc32c.is_some().then_some(0),
+            others: algs.into_iter().filter_map(Hasher::new).collect(),
             expected,
         }
     }
 
     pub fn update(&mut self, data: &[u8]) {
         self.sha256.update(data);
-        if let Some(m) = &mut self.md5 {
-            m.update(data);
-        }
-        if let Some(c) = &mut self.crc32c {
-            *c = crc32c::crc32c_append(*c, data);
+        for h in &mut self.others {
+            h.update(data);
         }
     }
 
-    /// The sha256, as hex; or where the digest the bytes do not match came from.
-    pub fn finish(self) -> Result<String, String> {
-        if let (Some(m), Some((want, from))) = (self.md5, &self.expected.md5)
-            && hex(&m.finalize()) != *want
-        {
-            return Err(from.clone());
+    /// The sha256 and what was verified; or which declared checksum the bytes do not match
+    /// (`Content-MD5 (md5)`).
+    pub fn finish(self) -> Result<Checked, String> {
+        let sha256 = hex(&self.sha256.finalize());
+        let mut got: Vec<(Algorithm, String)> =
+            self.others.into_iter().map(Hasher::finish).collect();
+        if self.expected.wants(Algorithm::Sha256) {
+            got.push((Algorithm::Sha256, sha256.clone()));
         }
-        if let (Some(c), Some((want, from))) = (self.crc32c, &self.expected.crc32c)
-            && c != *want
-        {
-            return Err(from.clone());
+        let mut verified = Vec::new();
+        for d in &self.expected.sums {
+            let ok = got.iter().any(|(alg, hex)| *alg == d.alg && *hex == d.hex);
+            if !ok {
+                return Err(format!("{} ({})", d.from, d.alg.name()));
+            }
+            verified.push(d.label());
         }
-        Ok(hex(&self.sha256.finalize()))
+        Ok(Checked { sha256, verified })
     }
 }
 
@@ -198,77 +390,216 @@ mod tests {
         for (data, want) in cases {
             let mut whole = Digests::new(Expected::default());
             whole.update(data);
-            assert_eq!(whole.finish().unwrap(), want);
+            assert_eq!(whole.finish().unwrap().sha256, want);
             let mut pieces = Digests::new(Expected::default());
             for b in data {
                 pieces.update(std::slice::from_ref(b));
             }
-            assert_eq!(pieces.finish().unwrap(), want);
+            assert_eq!(pieces.finish().unwrap().sha256, want);
         }
     }
 
+    /// `data`'s digest under `alg`, by the code under test (the vectors below pin it).
+    fn digest(alg: Algorithm, data: &[u8]) -> String {
+        let declared = Expected {
+            sums: vec![Declared {
+                alg,
+                hex: String::new(),
+                from: "t".into(),
+            }],
+        };
+        let mut d = Digests::new(declared);
+        d.update(data);
+        if alg == Algorithm::Sha256 {
+            return hex(&sha2::Sha256::digest(data));
+        }
+        d.others.pop().expect("a hasher").finish().1
+    }
+
+    fn unhex(h: &str) -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn b64_of_hex(h: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(unhex(h))
+    }
+
     #[test]
-    fn bytes_that_do_not_match_the_hosts_digest_are_refused_and_say_which() {
-        let expected = Expected {
-            md5: Some((
-                "d41d8cd98f00b204e9800998ecf8427e".into(),
-                "Content-MD5".into(),
-            )),
-            crc32c: None,
-        };
-        assert!(Digests::new(expected.clone()).finish().is_ok());
-        let mut d = Digests::new(expected);
-        d.update(b"x");
-        assert_eq!(d.finish().unwrap_err(), "Content-MD5");
-        let crc = Expected {
-            md5: None,
-            crc32c: Some((0, "x-goog-hash crc32c".into())),
-        };
-        let mut d = Digests::new(crc);
-        d.update(b"x");
-        assert_eq!(d.finish().unwrap_err(), "x-goog-hash crc32c");
+    fn each_algorithm_matches_its_published_check_value() {
+        // The CRC catalogue's check values (of "123456789"), RFC 1321, FIPS 180-4.
+        let cases = [
+            (Algorithm::Crc32, "cbf43926"),
+            (Algorithm::Crc32c, "e3069283"),
+            (Algorithm::Crc64nvme, "ae8b14860a799888"),
+            (Algorithm::Md5, "25f9e794323b453885f5181f1b624d0b"),
+            (Algorithm::Sha1, "f7c3bc1d808e04732adf679965ccc34ca7ae3441"),
+        ];
+        for (alg, want) in cases {
+            assert_eq!(digest(alg, b"123456789"), want, "{alg:?}");
+        }
+        assert_eq!(
+            digest(Algorithm::Sha512, b"abc"),
+            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
+             2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
+        );
+    }
+
+    #[test]
+    fn bytes_are_checked_against_every_declared_checksum_and_a_mismatch_names_it() {
+        let data = b"123456789";
+        let all = [
+            Algorithm::Md5,
+            Algorithm::Crc32,
+            Algorithm::Crc32c,
+            Algorithm::Crc64nvme,
+            Algorithm::Sha1,
+            Algorithm::Sha256,
+            Algorithm::Sha512,
+        ];
+        for alg in all {
+            let right = Declared {
+                alg,
+                hex: digest(alg, data),
+                from: "X-Test".into(),
+            };
+            let mut d = Digests::new(Expected {
+                sums: vec![right.clone()],
+            });
+            // In any pieces: a resume feeds the kept prefix, then the rest.
+            d.update(&data[..4]);
+            d.update(&data[4..]);
+            let checked = d.finish().unwrap();
+            assert_eq!(checked.verified, [format!("{}:x-test", alg.name())]);
+            assert_eq!(checked.sha256, digest(Algorithm::Sha256, data));
+            let mut wrong = right;
+            wrong.hex = digest(alg, b"12345678x");
+            let mut d = Digests::new(Expected { sums: vec![wrong] });
+            d.update(data);
+            assert_eq!(d.finish().unwrap_err(), format!("X-Test ({})", alg.name()));
+        }
+        // Nothing declared: nothing verified, only the sha256.
+        let mut d = Digests::new(Expected::default());
+        d.update(data);
+        assert!(d.finish().unwrap().verified.is_empty());
     }
 
     #[test]
     fn the_hosts_checksums_are_read_from_their_headers() {
-        let mut h = reqwest::header::HeaderMap::new();
-        // md5("") and crc32c("") as GCS and S3 spell them.
-        h.insert("content-md5", "1B2M2Y8AsgTpgAmY7PhCfg==".parse().unwrap());
-        h.append("x-goog-hash", "crc32c=AAAAAA==".parse().unwrap());
+        let data = b"123456789";
+        let sum = |alg| b64_of_hex(&digest(alg, data));
+        let mut h = HeaderMap::new();
+        h.insert("content-md5", sum(Algorithm::Md5).parse().unwrap());
+        // GCS: repeated, and comma-joined.
         h.append(
             "x-goog-hash",
-            "md5=1B2M2Y8AsgTpgAmY7PhCfg==".parse().unwrap(),
+            format!("crc32c={}", sum(Algorithm::Crc32c))
+                .parse()
+                .unwrap(),
+        );
+        h.append(
+            "x-goog-hash",
+            format!(
+                "md5={}, crc32c={}",
+                sum(Algorithm::Md5),
+                sum(Algorithm::Crc32c)
+            )
+            .parse()
+            .unwrap(),
+        );
+        for (name, alg) in [
+            ("x-amz-checksum-crc32", Algorithm::Crc32),
+            ("x-amz-checksum-crc32c", Algorithm::Crc32c),
+            ("x-amz-checksum-crc64nvme", Algorithm::Crc64nvme),
+            ("x-amz-checksum-sha1", Algorithm::Sha1),
+            ("x-amz-checksum-sha256", Algorithm::Sha256),
+        ] {
+            h.insert(name, sum(alg).parse().unwrap());
+        }
+        h.insert("x-amz-checksum-type", "FULL_OBJECT".parse().unwrap());
+        h.insert(
+            "repr-digest",
+            format!(
+                "sha-256=:{}:, sha-512=:{}:",
+                sum(Algorithm::Sha256),
+                sum(Algorithm::Sha512)
+            )
+            .parse()
+            .unwrap(),
+        );
+        h.insert(
+            "digest",
+            format!("SHA-256={},unixsum=30637", sum(Algorithm::Sha256))
+                .parse()
+                .unwrap(),
         );
         let e = Expected::of(&h, true);
+        let mut d = Digests::new(e.clone());
+        d.update(data);
+        let verified = d.finish().unwrap().verified;
         assert_eq!(
-            e.md5,
-            Some((
-                "d41d8cd98f00b204e9800998ecf8427e".into(),
-                "Content-MD5".into()
-            ))
+            verified,
+            [
+                "md5:content-md5",
+                "crc32c:x-goog-hash",
+                "md5:x-goog-hash",
+                "crc32:x-amz-checksum-crc32",
+                "crc32c:x-amz-checksum-crc32c",
+                "crc64nvme:x-amz-checksum-crc64nvme",
+                "sha1:x-amz-checksum-sha1",
+                "sha256:x-amz-checksum-sha256",
+                "sha256:repr-digest",
+                "sha512:repr-digest",
+                "sha256:digest",
+            ]
         );
-        assert_eq!(e.crc32c, Some((0, "x-goog-hash crc32c".into())));
         // Content-MD5 of a partial body says nothing about the file.
-        assert_eq!(Expected::of(&h, false).md5.unwrap().1, "x-goog-hash md5");
-        let mut s3 = reqwest::header::HeaderMap::new();
-        s3.insert(
-            "etag",
-            "\"D41D8CD98F00B204E9800998ECF8427E\"".parse().unwrap(),
+        assert!(
+            !Expected::of(&h, false)
+                .sums
+                .iter()
+                .any(|d| d.from == "Content-MD5")
         );
-        assert_eq!(
-            Expected::of(&s3, true).md5.unwrap().0,
-            "d41d8cd98f00b204e9800998ecf8427e"
+        // Composite S3 checksums (the type says so, or a `-N` part count) are not the file's.
+        let mut composite = HeaderMap::new();
+        composite.insert(
+            "x-amz-checksum-crc32c",
+            sum(Algorithm::Crc32c).parse().unwrap(),
         );
-        // A multipart upload's ETag, or a weak one, is not an MD5.
-        s3.insert(
-            "etag",
-            "\"d41d8cd98f00b204e9800998ecf8427e-3\"".parse().unwrap(),
+        composite.insert("x-amz-checksum-type", "COMPOSITE".parse().unwrap());
+        assert_eq!(Expected::of(&composite, true), Expected::default());
+        let mut parts = HeaderMap::new();
+        parts.insert(
+            "x-amz-checksum-sha256",
+            format!("{}-3", sum(Algorithm::Sha256)).parse().unwrap(),
         );
-        assert_eq!(Expected::of(&s3, true), Expected::default());
-        s3.insert(
-            "etag",
-            "W/\"d41d8cd98f00b204e9800998ecf8427e\"".parse().unwrap(),
+        assert_eq!(Expected::of(&parts, true), Expected::default());
+        // Garbage and wrong lengths declare nothing.
+        let mut bad = HeaderMap::new();
+        bad.insert("content-md5", "not base64!".parse().unwrap());
+        bad.insert(
+            "x-amz-checksum-sha256",
+            sum(Algorithm::Md5).parse().unwrap(),
         );
-        assert_eq!(Expected::of(&s3, true), Expected::default());
+        bad.insert("repr-digest", "sha-256=abc, md5=:AAAA:".parse().unwrap());
+        assert_eq!(Expected::of(&bad, true), Expected::default());
+    }
+
+    #[test]
+    fn an_etag_is_never_taken_for_a_checksum() {
+        // An MD5-looking ETag (SSE-KMS objects have them, and they are not the MD5), a
+        // multipart one, a weak one.
+        for etag in [
+            "\"d41d8cd98f00b204e9800998ecf8427e\"",
+            "\"d41d8cd98f00b204e9800998ecf8427e-3\"",
+            "W/\"d41d8cd98f00b204e9800998ecf8427e\"",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("etag", etag.parse().unwrap());
+            assert_eq!(Expected::of(&h, true), Expected::default(), "{etag}");
+        }
     }
 }

@@ -281,7 +281,7 @@ mod tests {
                 id,
                 at_dest,
                 bytes: body.len() as u64,
-                sha256: digests.finish().unwrap(),
+                sha256: digests.finish().unwrap().sha256,
             }
         }
 

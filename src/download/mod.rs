@@ -128,6 +128,10 @@ pub struct FileJob {
     pub watcher: Box<dyn Watcher>,
     /// Cancelled on Ctrl-C: stop, keep what arrived, and return [`Outcome::Cancelled`].
     pub cancel: CancellationToken,
+    /// When this ID's time is up (`--give-up-after`, counted from its first mint): whatever
+    /// the download is doing then (waiting for an answer, streaming a body, backing off), it
+    /// stops, keeps what arrived, and fails.
+    pub give_up_at: Option<Instant>,
 }
 
 /// What a file already at the final name may be, and so whether it may be replaced. A move
@@ -151,6 +155,8 @@ pub struct Whole {
     pub bytes: u64,
     /// Of every byte, computed as they streamed (and over the resumed prefix, read once).
     pub sha256: String,
+    /// The checksums the host declared that the bytes matched (`sha256:repr-digest`).
+    pub verified: Vec<String>,
     /// Something the report should say about this file although it is complete.
     pub note: Option<String>,
     /// The name it was saved under, if not the one chosen (that was taken meanwhile).
@@ -182,9 +188,9 @@ pub async fn download<D: Destination>(
     policy: &DownloadPolicy,
     dest: &D,
 ) -> (Outcome, Option<Placing>) {
-    let mut failures = 0u32;
+    let mut tries = Tries::default();
     loop {
-        let fresh = job.no_part && failures == 0;
+        let fresh = job.no_part && tries.attempts == 0;
         let failed = match attempt::attempt(client, job, policy, dest, fresh).await {
             Ok((whole, sink)) => {
                 return match dest.place(sink, job, &whole).await {
@@ -194,10 +200,21 @@ pub async fn download<D: Destination>(
             }
             Err(e) => e,
         };
-        match after_failure(failed, &mut failures, &policy.backoff) {
+        // What is kept now, to tell an attempt that brought new bytes from one that did not.
+        let kept = match &failed {
+            AttemptError::Transient(..) => match dest.kept(job).await {
+                Ok(Some(k)) if k.meta.resumable() => k.len,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        match after_failure(failed, &mut tries, kept, &policy.backoff) {
             Next::Wait(wait) => {
                 tokio::select! {
                     _ = job.cancel.cancelled() => return (Outcome::Cancelled, None),
+                    _ = sleep_until_some(job.give_up_at) => {
+                        return (Outcome::Failed(out_of_time(&tries.last)), None);
+                    }
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
@@ -219,21 +236,63 @@ enum Next {
     End(Outcome),
 }
 
-/// The retry decision, apart from the loop: `failures` counts the transient failures so far
-/// (this one included once counted), and the backoff bounds them.
-fn after_failure(e: AttemptError, failures: &mut u32, backoff: &Backoff) -> Next {
+/// The attempts at one file so far, as the retry decision counts them.
+#[derive(Debug, Default)]
+struct Tries {
+    /// Every attempt that failed.
+    attempts: u32,
+    /// Failed attempts since the last that brought new bytes: what the backoff bounds.
+    fruitless: u32,
+    /// The most bytes kept after any attempt.
+    best: u64,
+    /// Why the last attempt failed.
+    last: String,
+}
+
+/// The retry decision, apart from the loop. `kept`: the bytes kept for a resume after this
+/// failure. An attempt that kept more than any before it brought progress: it does not count
+/// against the retries (a host that cuts every body half-way still delivers the file, each
+/// attempt resuming further), and the next waits only the first backoff step. Attempts that
+/// bring nothing new are bounded by the backoff; the whole download by `--give-up-after`
+/// (and the file's length: progress is strictly more bytes kept).
+fn after_failure(e: AttemptError, tries: &mut Tries, kept: u64, backoff: &Backoff) -> Next {
     match e {
         AttemptError::Expired(at) => Next::End(Outcome::Expired { requested_at: at }),
         AttemptError::Final(reason) => Next::End(Outcome::Failed(reason)),
         AttemptError::Storage(reason) => Next::End(Outcome::StorageFailed(reason)),
         AttemptError::Cancelled => Next::End(Outcome::Cancelled),
+        AttemptError::OutOfTime(reason) => Next::End(Outcome::Failed(reason)),
         AttemptError::Transient(reason, server_wait) => {
-            *failures += 1;
-            match backoff.next_wait(*failures, server_wait) {
-                Some(wait) => Next::Wait(wait),
-                None => Next::End(Outcome::Failed(retry::gave_up(&reason, *failures))),
+            tries.attempts += 1;
+            if kept > tries.best {
+                tries.best = kept;
+                tries.fruitless = 0;
+                let wait = server_wait.unwrap_or_default().max(backoff.delay(1));
+                tries.last = reason;
+                return Next::Wait(wait);
+            }
+            tries.fruitless += 1;
+            match backoff.next_wait(tries.fruitless, server_wait) {
+                Some(wait) => {
+                    tries.last = reason;
+                    Next::Wait(wait)
+                }
+                None => Next::End(Outcome::Failed(retry::gave_up(&reason, tries.attempts))),
             }
         }
+    }
+}
+
+/// Why a file fails when its `--give-up-after` comes while it waits to try again.
+fn out_of_time(last: &str) -> String {
+    format!("{last}; gave up on this file at --give-up-after")
+}
+
+/// Until `at`, or forever.
+pub(crate) async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -259,6 +318,8 @@ pub enum AttemptError {
     /// The disk refused the data in a way that fails every file.
     Storage(String),
     Cancelled,
+    /// The file's `--give-up-after` came (what arrived is kept): it fails, for this reason.
+    OutOfTime(String),
 }
 
 /// Errors that will fail every file written to this disk, not just this one.
@@ -282,35 +343,84 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_transient_failure_waits_until_the_backoff_gives_up_and_others_end_at_once() {
+    fn a_transient_failure_that_brings_nothing_new_waits_until_the_backoff_gives_up() {
         let backoff = Backoff::default();
-        let mut failures = 0;
+        let mut tries = Tries::default();
         let mut waits = 0;
         loop {
             let e = AttemptError::Transient("cut".into(), None);
-            match after_failure(e, &mut failures, &backoff) {
+            match after_failure(e, &mut tries, 0, &backoff) {
                 Next::Wait(_) => waits += 1,
                 Next::End(Outcome::Failed(reason)) => {
                     assert!(reason.contains("cut"), "{reason}");
+                    assert!(reason.contains("gave up after 6 attempts"), "{reason}");
                     break;
                 }
                 other => panic!("{other:?}"),
             }
             assert!(waits < 100, "the backoff never gives up");
         }
-        assert!(waits >= 1);
+        assert_eq!(waits, backoff.max_retries);
         // A server's Retry-After is the wait.
         let e = AttemptError::Transient("503".into(), Some(Duration::from_secs(3)));
-        assert!(
-            matches!(after_failure(e, &mut 0, &backoff), Next::Wait(w) if w >= Duration::from_secs(3))
+        assert!(matches!(
+            after_failure(e, &mut Tries::default(), 0, &backoff),
+            Next::Wait(w) if w >= Duration::from_secs(3)
+        ));
+    }
+
+    #[test]
+    fn attempts_that_bring_new_bytes_never_use_up_the_retries() {
+        let backoff = Backoff::default();
+        let mut tries = Tries::default();
+        // A hundred cuts, each resumed further: never given up, each wait the first step.
+        for n in 1..=100u64 {
+            let e = AttemptError::Transient("cut".into(), None);
+            match after_failure(e, &mut tries, n * 1000, &backoff) {
+                Next::Wait(w) => assert!(w <= backoff.base, "{w:?}"),
+                other => panic!("attempt {n}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            (tries.attempts, tries.fruitless, tries.best),
+            (100, 0, 100_000)
         );
+        // Then failures that bring nothing (a 503, a cut with nothing new, bytes lost to a
+        // start-over) count again, from zero; the message counts every attempt.
+        let mut ended = None;
+        for kept in [100_000, 0, 50_000, 100_000, 99_999, 0] {
+            let e = AttemptError::Transient("503".into(), None);
+            if let Next::End(o) = after_failure(e, &mut tries, kept, &backoff) {
+                ended = Some(o);
+            }
+        }
+        let Some(Outcome::Failed(reason)) = ended else {
+            panic!("{ended:?}");
+        };
+        assert!(reason.contains("gave up after 106 attempts"), "{reason}");
+        // Progress after some fruitless attempts starts their count over.
+        let mut tries = Tries::default();
+        for kept in [0, 0, 0, 0, 10, 10, 10, 10, 10, 20] {
+            let e = AttemptError::Transient("cut".into(), None);
+            assert!(matches!(
+                after_failure(e, &mut tries, kept, &backoff),
+                Next::Wait(_)
+            ));
+        }
+        assert_eq!(tries.fruitless, 0);
+    }
+
+    #[test]
+    fn other_failures_end_at_once() {
+        let backoff = Backoff::default();
         for (e, want) in [
             (AttemptError::Final("no".into()), "Failed"),
+            (AttemptError::OutOfTime("late".into()), "Failed"),
             (AttemptError::Storage("full".into()), "StorageFailed"),
             (AttemptError::Cancelled, "Cancelled"),
             (AttemptError::Expired(Instant::now()), "Expired"),
         ] {
-            let Next::End(outcome) = after_failure(e, &mut 0, &backoff) else {
+            let Next::End(outcome) = after_failure(e, &mut Tries::default(), 1000, &backoff) else {
                 panic!("{want} waits");
             };
             assert!(format!("{outcome:?}").starts_with(want), "{outcome:?}");

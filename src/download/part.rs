@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use fsx::{Dir, Entry, WriteMode};
 
-use reqwest::header::{ETAG, HeaderMap, LAST_MODIFIED};
+use reqwest::header::{DATE, ETAG, HeaderMap, LAST_MODIFIED};
 
 use super::integrity::Expected;
 use super::pace::DiskPace;
@@ -26,7 +26,7 @@ pub struct PartMeta {
     pub total: Option<u64>,
     /// A strong `ETag` of the first answer.
     pub etag: Option<String>,
-    /// Its `Last-Modified`.
+    /// Its `Last-Modified`, if that is a strong validator (see [`strong_date`]).
     pub last_modified: Option<String>,
     /// What the host says the whole file's digests are, to check the bytes against.
     #[serde(default)]
@@ -46,15 +46,39 @@ impl PartMeta {
             total,
             // A weak validator cannot vouch for bytes (RFC 9110 §13.1.5): not usable in If-Range.
             etag: header(ETAG).filter(|e| !e.starts_with("W/")),
-            last_modified: header(LAST_MODIFIED),
+            last_modified: strong_date(header(LAST_MODIFIED), header(DATE).as_deref()),
             expected: Expected::of(headers, true),
         }
     }
 
-    /// The `If-Range` value: the strong ETag, else the date.
+    /// The `If-Range` value: the strong ETag, else the (strong) date.
     pub fn if_range(&self) -> Option<&str> {
         self.etag.as_deref().or(self.last_modified.as_deref())
     }
+
+    /// Whether bytes of this file may be continued by a later request: only if the host can
+    /// tell whether the file is still the same (a strong validator, sent as `If-Range`), or
+    /// the whole file's checksum will show a splice of two versions. Otherwise a cut download
+    /// starts over from byte 0: a resume could append another version's bytes to these.
+    pub fn resumable(&self) -> bool {
+        self.if_range().is_some() || self.expected.any()
+    }
+}
+
+/// How long before the answer's `Date` the `Last-Modified` must be for the date to be a strong
+/// validator: RFC 9110 §8.8.2.2 asks for at least a second, and for the two to come from one
+/// clock or to be far enough apart that clocks do not matter; behind a CDN the edge writes
+/// `Date` and the origin `Last-Modified`, so a minute.
+pub const STRONG_DATE_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `last_modified`, if it is a strong validator: the same answer's `date` is at least
+/// [`STRONG_DATE_MARGIN`] after it (the file was not changing within the second it names,
+/// when the host answered). No `Date`, or either unreadable: weak, not usable in `If-Range`
+/// (RFC 9110 §13.1.5).
+pub fn strong_date(last_modified: Option<String>, date: Option<&str>) -> Option<String> {
+    let lm = httpdate::parse_http_date(last_modified.as_deref()?.trim()).ok()?;
+    let date = httpdate::parse_http_date(date?.trim()).ok()?;
+    (date.duration_since(lm).ok()? >= STRONG_DATE_MARGIN).then_some(last_modified?)
 }
 
 /// The name of the file beside the `.part` named `part` that holds its [`PartMeta`].
@@ -228,6 +252,67 @@ fn create_exclusive(dir: &Dir, name: &OsStr) -> std::io::Result<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_date_is_a_validator_only_when_the_answer_came_well_after_it() {
+        let lm = || Some("Wed, 01 Jan 2025 00:00:00 GMT".to_string());
+        assert_eq!(
+            strong_date(lm(), Some("Wed, 01 Jan 2025 00:01:00 GMT")),
+            lm()
+        );
+        // Within the margin, before it, no Date, unreadable: weak.
+        assert_eq!(
+            strong_date(lm(), Some("Wed, 01 Jan 2025 00:00:59 GMT")),
+            None
+        );
+        assert_eq!(
+            strong_date(lm(), Some("Tue, 31 Dec 2024 23:00:00 GMT")),
+            None
+        );
+        assert_eq!(strong_date(lm(), None), None);
+        assert_eq!(strong_date(lm(), Some("yesterday")), None);
+        assert_eq!(
+            strong_date(Some("soon".into()), Some("Wed, 01 Jan 2025 00:01:00 GMT")),
+            None
+        );
+    }
+
+    #[test]
+    fn bytes_are_resumable_only_with_a_strong_validator_or_a_whole_file_checksum() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, v.parse().unwrap());
+            }
+            h
+        };
+        let date = ("date", "Fri, 04 Dec 2026 12:00:00 GMT");
+        let lm = ("last-modified", "Wed, 01 Jan 2025 00:00:00 GMT");
+        let cases: [(&[(&'static str, &str)], bool); 8] = [
+            (&[], false),
+            (&[date], false),
+            (&[("etag", "\"v1\"")], true),
+            (&[("etag", "W/\"v1\""), date], false),
+            (&[lm], false),
+            (&[lm, date], true),
+            (
+                &[("last-modified", "Fri, 04 Dec 2026 12:00:00 GMT"), date],
+                false,
+            ),
+            // No validator, but the whole file's checksum shows any splice.
+            (&[("x-amz-checksum-crc32", "AAAAAA==")], true),
+        ];
+        for (pairs, want) in cases {
+            let meta = PartMeta::of(&headers(pairs), Some(10));
+            assert_eq!(meta.resumable(), want, "{pairs:?}");
+        }
+        // An MD5-looking ETag is a validator, not a checksum: resumable, nothing to verify.
+        let meta = PartMeta::of(
+            &headers(&[("etag", "\"d41d8cd98f00b204e9800998ecf8427e\"")]),
+            None,
+        );
+        assert!(meta.resumable() && !meta.expected.any());
+    }
 
     #[cfg(unix)]
     #[test]

@@ -43,6 +43,7 @@ pub async fn send(
     url: &Url,
     resume: Option<(u64, &PartMeta)>,
     cancel: &CancellationToken,
+    give_up_at: Option<tokio::time::Instant>,
 ) -> Result<reqwest::Response, AttemptError> {
     let mut url = url.clone();
     let mut hops = 0;
@@ -56,6 +57,11 @@ pub async fn send(
         }
         let resp = tokio::select! {
             _ = cancel.cancelled() => return Err(AttemptError::Cancelled),
+            _ = super::sleep_until_some(give_up_at) => {
+                return Err(AttemptError::OutOfTime(
+                    "file host: no answer yet; gave up on this file at --give-up-after".into(),
+                ));
+            }
             r = req.send() => r.map_err(unanswered)?,
         };
         match redirect_target(&url, &resp) {

@@ -21,6 +21,8 @@ pub enum Flow {
     Short(String),
     /// Ctrl-C: keep what arrived.
     Cancelled,
+    /// The file's `--give-up-after` came, for this reason: keep what arrived, and fail.
+    OutOfTime(String),
     /// More than the file may be: what arrived is not kept.
     Refused(AttemptError),
 }
@@ -51,6 +53,12 @@ pub async fn stream<S: Sink>(
         let next = tokio::select! {
             biased;
             _ = job.cancel.cancelled() => return Ok(Flow::Cancelled),
+            _ = super::sleep_until_some(job.give_up_at) => {
+                return Ok(Flow::OutOfTime(format!(
+                    "file host: still sending after {written} bytes; gave up on this file at \
+                     --give-up-after"
+                )));
+            }
             next = body.next() => next,
             _ = check.tick() => match speed.check(written) {
                 Some(why) => return Ok(Flow::Short(why)),
