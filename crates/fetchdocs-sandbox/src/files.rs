@@ -339,7 +339,11 @@ async fn serve(
     }
     // Faults that end the body half-way through what is being sent.
     let half = start + (end - start) / 2;
-    let ending = if shared.fault(FaultKind::Cut, f.cut_percent, key) {
+    let cut_first = control!(
+        false,
+        shared.next_count(super::Counter::CutFirst, key) < f.cut_first_requests
+    );
+    let ending = if cut_first || shared.fault(FaultKind::Cut, f.cut_percent, key) {
         stats.file_cuts.fetch_add(1, Ordering::SeqCst);
         Some((half, Ending::Cut))
     } else if shared.fault(FaultKind::Stall, control!(0, f.stall_percent), key) {
@@ -368,7 +372,12 @@ async fn serve(
         shared.next_count(super::Counter::Corrupted, key) < f.corrupt_first_requests
     );
     #[cfg(feature = "test-controls")]
-    let checksums = checksum_headers(f.checksum, &file, status == StatusCode::OK);
+    let checksums = checksum_headers(
+        f.checksum,
+        f.checksum_wrong,
+        &file,
+        status == StatusCode::OK,
+    );
     let body = Body::from_stream(futures_util::stream::unfold(
         BodyState {
             file,
@@ -398,7 +407,7 @@ async fn serve(
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if !control!(false, f.no_validators) {
         // (With `etag-md5` the ETag is the MD5, set above.)
-        if !control!(false, f.checksum == "etag-md5")
+        if !control!(false, f.checksum.starts_with("etag-"))
             && let Ok(v) = HeaderValue::from_str(&etag)
         {
             h.insert(header::ETAG, v);
@@ -456,30 +465,63 @@ struct BodyState {
 }
 
 /// The checksum headers of `kind` for the whole `file` (`Content-MD5` only on a 200, where
-/// the body is the whole file).
+/// the body is the whole file); `wrong`: of other bytes.
 #[cfg(feature = "test-controls")]
-fn checksum_headers(kind: &str, file: &CatalogFile, whole: bool) -> Vec<(&'static str, String)> {
+fn checksum_headers(
+    kind: &str,
+    wrong: bool,
+    file: &CatalogFile,
+    whole: bool,
+) -> Vec<(&'static str, String)> {
     use base64::Engine;
     use md5::Digest;
     if kind.is_empty() {
         return Vec::new();
     }
-    let bytes = file.bytes();
+    let mut bytes = file.bytes();
+    let real_md5 = md5::Md5::digest(&bytes);
+    if wrong && !kind.starts_with("etag-") {
+        bytes.push(b'!');
+    }
     let md5 = md5::Md5::digest(&bytes);
     let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let crc32c = || crc32c::crc32c(&bytes).to_be_bytes();
+    let sha256 = || sha2::Sha256::digest(&bytes);
+    let sha512 = || sha2::Sha512::digest(&bytes);
     match kind {
         "content-md5" if whole => vec![("content-md5", b64(&md5))],
-        "goog" => {
-            let crc = crc32c::crc32c(&bytes).to_be_bytes();
-            vec![(
-                "x-goog-hash",
-                format!("crc32c={},md5={}", b64(&crc), b64(&md5)),
-            )]
+        "goog" => vec![(
+            "x-goog-hash",
+            format!("crc32c={},md5={}", b64(&crc32c()), b64(&md5)),
+        )],
+        "etag-md5" => vec![("etag", format!("\"{}\"", hex(&real_md5)))],
+        // As SSE-KMS objects have: 32 hex digits that are not the MD5 of the bytes.
+        "etag-kms" => vec![(
+            "etag",
+            format!("\"{}\"", hex(&md5::Md5::digest(file.seed.to_be_bytes()))),
+        )],
+        "etag-multipart" => vec![("etag", format!("\"{}-3\"", hex(&real_md5)))],
+        "amz-crc32" => vec![(
+            "x-amz-checksum-crc32",
+            b64(&crc32fast::hash(&bytes).to_be_bytes()),
+        )],
+        "amz-crc32c" => vec![("x-amz-checksum-crc32c", b64(&crc32c()))],
+        "amz-crc64nvme" => {
+            let crc = crc::Crc::<u64>::new(&crc::CRC_64_NVME).checksum(&bytes);
+            vec![("x-amz-checksum-crc64nvme", b64(&crc.to_be_bytes()))]
         }
-        "etag-md5" => {
-            let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
-            vec![("etag", format!("\"{hex}\""))]
-        }
+        "amz-sha1" => vec![("x-amz-checksum-sha1", b64(&sha1::Sha1::digest(&bytes)))],
+        "amz-sha256" => vec![("x-amz-checksum-sha256", b64(&sha256()))],
+        // Of the parts' checksums: never the whole file's, wrong or not.
+        "amz-composite" => vec![
+            ("x-amz-checksum-crc32c", format!("{}-3", b64(&crc32c()))),
+            ("x-amz-checksum-type", "COMPOSITE".into()),
+        ],
+        "repr-sha256" => vec![("repr-digest", format!("sha-256=:{}:", b64(&sha256())))],
+        "repr-sha512" => vec![("repr-digest", format!("sha-512=:{}:", b64(&sha512())))],
+        "digest-sha256" => vec![("digest", format!("SHA-256={}", b64(&sha256())))],
+        "digest-sha512" => vec![("digest", format!("SHA-512={}", b64(&sha512())))],
         _ => Vec::new(),
     }
 }

@@ -314,9 +314,21 @@ pub struct Faults {
     #[cfg(feature = "test-controls")]
     pub drip_first_requests: u32,
     /// Which checksum header file answers carry: `"content-md5"`, `"goog"` (x-goog-hash md5 and
-    /// crc32c), `"etag-md5"` (an S3-style ETag that is the MD5), or `""` (none).
+    /// crc32c), `"etag-md5"` (an S3-style ETag that is the MD5), `"etag-kms"` (a 32-hex ETag
+    /// that is not the MD5, as under SSE-KMS), `"etag-multipart"` (`"<hex>-3"`),
+    /// `"amz-crc32"`, `"amz-crc32c"`, `"amz-crc64nvme"`, `"amz-sha1"`, `"amz-sha256"` (S3's
+    /// full-object `x-amz-checksum-*`), `"amz-composite"` (a COMPOSITE crc32c, of the parts),
+    /// `"repr-sha256"`, `"repr-sha512"` (`Repr-Digest`), `"digest-sha256"`, `"digest-sha512"`
+    /// (`Digest`), or `""` (none).
     #[cfg(feature = "test-controls")]
     pub checksum: &'static str,
+    /// The checksum header declares the digest of other bytes (a wrong checksum; for an
+    /// `etag-*` kind nothing changes: an ETag is not a checksum).
+    #[cfg(feature = "test-controls")]
+    pub checksum_wrong: bool,
+    /// The first N answers for each file are cut off half-way through the body.
+    #[cfg(feature = "test-controls")]
+    pub cut_first_requests: u32,
     /// The first N answers for each file have one byte of their body changed (same length).
     #[cfg(feature = "test-controls")]
     pub corrupt_first_requests: u32,
@@ -394,6 +406,10 @@ impl Default for Faults {
             drip_first_requests: 0,
             #[cfg(feature = "test-controls")]
             checksum: "",
+            #[cfg(feature = "test-controls")]
+            checksum_wrong: false,
+            #[cfg(feature = "test-controls")]
+            cut_first_requests: 0,
             #[cfg(feature = "test-controls")]
             corrupt_first_requests: 0,
             #[cfg(feature = "test-controls")]
@@ -691,6 +707,8 @@ pub(crate) enum Counter {
     Dripped,
     /// File bodies changed for `corrupt_first_requests`.
     Corrupted,
+    /// File bodies cut for `cut_first_requests`.
+    CutFirst,
 }
 
 /// Kinds of injected faults: each has its own attempt counter and cap per item.
