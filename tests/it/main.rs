@@ -12,6 +12,7 @@ mod auth_and_partial;
 mod budget;
 mod download;
 mod faults;
+mod host_checks;
 mod hostile;
 mod input;
 mod integrity;
