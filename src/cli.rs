@@ -188,13 +188,14 @@ pub struct DownloadArgs {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub speed_time: u64,
 
-    /// How long one ID may take across mints, retries and waits before it fails.
+    /// How long one ID may take across mints, retries, waits and its transfer before it fails
+    /// (a download still in progress then stops, keeping what arrived).
     #[arg(long, env = "FETCHDOCS_GIVE_UP_AFTER", value_name = "SECONDS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub give_up_after: u64,
 
-    /// Stop the whole run after this long, as Ctrl-C would (partial data kept for the next run),
-    /// and exit 1 [default: no limit].
+    /// Stop the whole run after this long (from its start; it is over by then), as Ctrl-C would
+    /// (partial data kept for the next run), and exit 1 [default: no limit].
     #[arg(long, env = "FETCHDOCS_MAX_RUN_TIME", value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub max_run_time: Option<u64>,
