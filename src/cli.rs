@@ -92,6 +92,13 @@ pub struct DownloadArgs {
     #[arg(long, value_name = "N", requires = "from")]
     pub page_size: Option<u32>,
 
+    /// Read at most this many pages of the listing [default: 10000]. A listing with more is
+    /// not read to its end: what was found downloads, the report says so, and the exit code
+    /// is 1. (Pages that link in a cycle, repeat, or bring nothing new stop the walk anyway.)
+    #[arg(long, value_name = "N", requires = "from",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pages: Option<u32>,
+
     /// Keep only the IDs of shard K of N (K from 0 to N-1), by a stable hash of the ID: the same
     /// ID is in the same shard on every machine and every run. `auto/N` takes K from
     /// JOB_COMPLETION_INDEX (a Kubernetes Indexed Job). Shards may share one output directory.

@@ -96,6 +96,8 @@ pub struct Config {
     pub ids: Option<IdSource>,
     /// The vendor's listing to take IDs from (`--from`), and its page size.
     pub from: Option<(Source, u32)>,
+    /// The most pages of the listing one run reads (`--max-pages`).
+    pub max_pages: u32,
     /// Only this shard's IDs.
     pub shard: Option<Shard>,
     pub output_dir: PathBuf,
@@ -225,6 +227,7 @@ impl Config {
             api_key,
             ids,
             from,
+            max_pages: args.max_pages.unwrap_or(crate::listing::DEFAULT_MAX_PAGES),
             shard,
             output_dir: args
                 .output_dir

@@ -17,11 +17,11 @@ use crate::download::{
 use crate::error::{ApiError, Fatal};
 use crate::ids::Shard;
 use crate::lanes::Lanes;
-use crate::listing::{Cursor, Event, Listed, Source, Walk};
+use crate::listing::{Cursor, Event, Guard, Incomplete, Listed, Source, StopReason, Verdict, Walk};
 use crate::naming::NameRegistry;
 use crate::pacing::Pacing;
 use crate::progress::{Ui, human_duration};
-use crate::provider::{Budget, MintOutcome, Provider};
+use crate::provider::{Budget, ListError, MintOutcome, Provider};
 use crate::report::{FileEntry, ListingReport, Recorder, Status, human_bytes};
 use crate::scheduler::{
     Action, Item, MAX_MINTS_IN_FLIGHT, Ready, RunStats, Scheduler, Settings, Stop,
@@ -174,6 +174,8 @@ pub struct Pipeline<'a, P: Provider> {
     pub cursor: usize,
     /// A listing to take IDs from while the run goes (`--from`), and its page size.
     pub listing: Option<(Source, u32)>,
+    /// The most pages of the listing to read (`--max-pages`).
+    pub max_pages: u32,
     /// Only this shard's IDs (of those the listing names).
     pub shard: Option<Shard>,
     /// The IDs that may have a temporary file: those with one when the run started, and
@@ -191,6 +193,8 @@ struct Walked {
     bad: usize,
     /// Pages are still coming.
     open: bool,
+    /// What the walk noticed that the report should say.
+    notes: Vec<String>,
 }
 
 /// The next event of the listing, if one is being walked.
@@ -239,7 +243,13 @@ impl<P: Provider> Pipeline<'_, P> {
             let (tx, rx) = mpsc::channel(1);
             pages = Some(rx);
             walked.open = true;
-            tokio::spawn(walk(self.provider.clone(), source, size, tx))
+            tokio::spawn(walk(
+                self.provider.clone(),
+                source,
+                size,
+                self.max_pages,
+                tx,
+            ))
         });
         let mut pacing = Pacing::new(vendor, self.budget);
         // The walk is asked for its next page while fewer IDs than this wait for the scheduler.
@@ -296,19 +306,29 @@ impl<P: Provider> Pipeline<'_, P> {
                 res = tasks.next(), if !tasks.is_empty() => res,
                 event = next_page(&mut pages), if want_page => {
                     match event {
-                        Some(Event::Page(page)) => self.take_page(page, &mut walked),
+                        Some(Event::Page(page)) => self.take_page(*page, &mut walked),
                         Some(Event::End(end)) => {
                             pages = None;
                             walked.open = false;
                             if let Some(msg) = end.auth {
                                 break Some(Fatal::Auth(msg));
                             }
+                            if let Some(fatal) = end.incomplete.as_ref().and_then(walk_fatal) {
+                                // As when a mint call finds it so: what is under way finishes,
+                                // then the run ends with this error alone.
+                                after_drain.get_or_insert(fatal);
+                            }
                             self.end_listing(&walked, end.incomplete);
                         }
                         None => {
                             pages = None;
                             walked.open = false;
-                            self.end_listing(&walked, Some("internal error: the walk of the listing stopped".into()));
+                            let why = Incomplete::at(
+                                StopReason::RunStopped,
+                                walked.pages,
+                                "internal error: the walk of the listing stopped",
+                            );
+                            self.end_listing(&walked, Some(why));
                         }
                     }
                     continue;
@@ -360,13 +380,12 @@ impl<P: Provider> Pipeline<'_, P> {
             w.abort();
         }
         if walked.open {
-            self.end_listing(
-                &walked,
-                Some(format!(
-                    "the run stopped after page {} before the listing's end",
-                    walked.pages
-                )),
+            let why = Incomplete::at(
+                StopReason::RunStopped,
+                walked.pages,
+                "the run ended before the listing did",
             );
+            self.end_listing(&walked, Some(why));
         }
         self.ui.finish();
         let stats = scheduler.stats();
@@ -449,6 +468,7 @@ impl<P: Provider> Pipeline<'_, P> {
     fn take_page(&mut self, page: Listed, walked: &mut Walked) {
         walked.pages += 1;
         walked.bad += page.bad;
+        walked.notes.extend(page.notes);
         let mut added = 0u64;
         for found in page.found {
             if self.shard.is_some_and(|s| !s.contains(&found.id)) {
@@ -478,16 +498,26 @@ impl<P: Provider> Pipeline<'_, P> {
 
     /// The walk of the listing ended: put how it went in the report, and say so if it did not
     /// reach the end.
-    fn end_listing(&mut self, walked: &Walked, incomplete: Option<String>) {
+    fn end_listing(&mut self, walked: &Walked, incomplete: Option<Incomplete>) {
         let Some((source, _)) = self.listing else {
             return;
         };
-        if let Some(why) = &incomplete {
-            log::error!(
-                "the {source} listing was not read to its end: {why}. The {} ID(s) found are \
-                 downloaded; run again to pick up the rest",
-                walked.ids
-            );
+        match &incomplete {
+            // Said once, by the error that ends the run.
+            Some(why) if walk_fatal(why).is_some() => {}
+            Some(why) => {
+                let then = match why.reason {
+                    r if r.transient() => "run again to pick up the rest",
+                    StopReason::MaxPages => "raise --max-pages to read further",
+                    _ => "running again will not get further until the listing is fixed",
+                };
+                log::error!(
+                    "the {source} listing was not read to its end: {why}. The {} ID(s) found \
+                     are downloaded; {then}",
+                    walked.ids
+                );
+            }
+            None => {}
         }
         if walked.bad > 0 {
             log::warn!(
@@ -502,7 +532,9 @@ impl<P: Provider> Pipeline<'_, P> {
             ids: walked.ids,
             bad_entries: walked.bad,
             complete: incomplete.is_none(),
-            error: incomplete,
+            reason: incomplete.as_ref().map(|i| i.reason.code()),
+            error: incomplete.map(|i| i.to_string()),
+            notes: walked.notes.clone(),
         });
     }
 
@@ -786,8 +818,20 @@ impl<P: Provider> Pipeline<'_, P> {
     }
 }
 
+/// What ends the whole run when the walk stopped so: an API that cannot be reached (exit 5,
+/// as for a mint call), a listing endpoint that is not there (exit 2: a wrong base URL or
+/// provider; only on the first page, since a later page's 404 is a link gone stale).
+fn walk_fatal(why: &Incomplete) -> Option<Fatal> {
+    match why.reason {
+        StopReason::Unreachable => Some(Fatal::Unreachable(why.detail.clone())),
+        StopReason::NotFound if why.page == 1 => Some(Fatal::Usage(why.detail.clone())),
+        _ => None,
+    }
+}
+
 /// Walk `source` from its first page to its last (or the first failure), handing each page to
-/// `tx` as the run asks for it.
+/// `tx` as the run asks for it. A [`Guard`] makes it end whatever the listing does (pages that
+/// link in a cycle or repeat, pages without anything new, more than `max_pages`).
 ///
 /// The walk runs as a task of its own and hands each page over a channel of one: it fetches
 /// the next page only once the run has taken the last one, and the run takes a page only when
@@ -798,9 +842,11 @@ pub async fn walk<P: Provider>(
     provider: Arc<P>,
     source: Source,
     page_size: u32,
+    max_pages: u32,
     tx: mpsc::Sender<Event>,
 ) {
     let mut cursor = Cursor::Start;
+    let mut guard = Guard::new(max_pages);
     let mut walk = Walk {
         pages: 0,
         bad: 0,
@@ -813,25 +859,31 @@ pub async fn walk<P: Provider>(
             Ok(mut page) => {
                 walk.pages = page_no;
                 walk.bad += page.bad;
-                let next = page.next.take();
-                if let Some(why) = page.stop.take() {
-                    walk.incomplete = Some(format!("stopped after page {page_no}: {why}"));
-                }
-                if tx.send(Event::Page(page)).await.is_err() {
+                let verdict = guard.judge(&mut page);
+                if tx.send(Event::Page(Box::new(page))).await.is_err() {
                     // The run has ended; nobody is listening.
                     return;
                 }
-                match next {
-                    Some(c) if walk.incomplete.is_none() => cursor = c,
-                    _ => break,
+                match verdict {
+                    Verdict::Next(c) => cursor = c,
+                    Verdict::Last => break,
+                    Verdict::Stop(why) => {
+                        walk.incomplete = Some(why);
+                        break;
+                    }
                 }
             }
-            Err(ApiError::Auth(msg)) => {
+            Err(ListError::Api(ApiError::Auth(msg))) => {
                 walk.auth = Some(msg);
                 break;
             }
             Err(e) => {
-                walk.incomplete = Some(format!("stopped at page {page_no}: {e}"));
+                let (reason, detail) = match e {
+                    ListError::Api(ApiError::Unreachable(msg)) => (StopReason::Unreachable, msg),
+                    ListError::Api(e) => (StopReason::PageFailed, e.to_string()),
+                    ListError::NotFound(msg) => (StopReason::NotFound, msg),
+                };
+                walk.incomplete = Some(Incomplete::at(reason, page_no, detail));
                 break;
             }
         }

@@ -161,9 +161,16 @@ pub struct ListingReport {
     pub bad_entries: usize,
     /// Walked to its last page.
     pub complete: bool,
+    /// Why not, as a word a script can match: `page_failed`, `unreachable`, `not_found`,
+    /// `next_link`, `cycle`, `repeated_page`, `no_new_ids`, `max_pages`, `run_stopped`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
     /// Why not, and where it stopped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the walk found odd but went on past (a `total` below what the pages hold).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Finished entries, one JSON line each, in the order they finished.

@@ -194,6 +194,7 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                 cancel,
                 cursor: 0,
                 listing: cfg.from,
+                max_pages: cfg.max_pages,
                 shard: cfg.shard,
                 parts: state.partial_ids().ok(),
                 dest: dest.clone(),
@@ -417,6 +418,10 @@ fn print_summary(cfg: &Config, recorder: &Recorder, took: std::time::Duration, u
         return;
     }
     if s.requested == 0 {
+        if recorder.listing().is_some_and(|l| !l.complete) {
+            // Not "nothing to do": the listing could not be read, and the error says why.
+            return;
+        }
         let place = match (&cfg.ids, cfg.from) {
             (_, Some((source, _))) => format!("the {source} listing"),
             (Some(ids), None) => ids.to_string(),

@@ -10,11 +10,14 @@ use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{MintOutcome, Provider, RawFile, Vendor, reason_text, reconcile, wrong_listing};
+use super::{
+    ListError, MintOutcome, Provider, RawFile, Vendor, listing_not_found, reason_text, reconcile,
+    wrong_listing,
+};
 use crate::api::{ApiClient, ApiResponse, AuthStyle, Slot, describe_body, origin_of};
 use crate::error::ApiError;
 use crate::ids::IdRule;
-use crate::listing::{Cursor, Found, Listed, Source, collect_file_uuids, next_link};
+use crate::listing::{Cursor, Found, Listed, Source, body_next, collect_file_uuids, next_link};
 use crate::ratelimit::{Need, Reservation};
 
 /// Keelvar, by its documentation: 30 requests a minute and 600 an hour, polls included; URLs
@@ -139,16 +142,31 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The RFI responses feed (with its questions, whose attachments are files too).
 pub const FEED_PATH: &str = "api/feeds/rfi-responses";
 
-/// The file UUIDs of one feed page, in the order they appear, and how many entries under the
-/// file keys were not UUIDs. Never panics.
-pub fn decode_feed(body: &[u8]) -> Result<(Vec<Uuid>, usize), String> {
+/// One page of the feed, read.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FeedPage {
+    /// The file UUIDs, in the order they appear.
+    pub ids: Vec<Uuid>,
+    /// Entries under the file keys that were not UUIDs.
+    pub bad: usize,
+    /// The next page's link if the body gives one (JSON:API `links.next`, or a top-level
+    /// `next`), as given; an error if it is there but not a link.
+    pub next: Option<Result<String, String>>,
+}
+
+/// Read one feed page. Never panics.
+pub fn decode_feed(body: &[u8]) -> Result<FeedPage, String> {
     let value: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     if !value.is_object() {
         return Err("not a JSON object".into());
     }
     let (mut ids, mut bad) = (Vec::new(), 0);
     collect_file_uuids(&value, &mut ids, &mut bad);
-    Ok((ids, bad))
+    Ok(FeedPage {
+        ids,
+        bad,
+        next: body_next(&value),
+    })
 }
 
 /// Most times one batch is submitted when its jobs keep failing.
@@ -573,7 +591,7 @@ impl Provider for Keelvar {
         source: Source,
         page_size: u32,
         cursor: &Cursor,
-    ) -> Result<Listed, ApiError> {
+    ) -> Result<Listed, ListError> {
         let url = match (source, cursor) {
             (Source::RfiResponses, Cursor::Start) => {
                 let mut url = self.api.url(FEED_PATH);
@@ -583,23 +601,37 @@ impl Provider for Keelvar {
                 url
             }
             (Source::RfiResponses, Cursor::Url(url)) => url.clone(),
-            _ => return Err(wrong_listing(&VENDOR, source)),
+            _ => return Err(wrong_listing(&VENDOR, source).into()),
         };
         let resp = self.api.send_to(Method::GET, url.clone(), None).await?;
         match resp.status {
             s if s.is_success() => {}
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err(auth_error(&resp)),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(auth_error(&resp).into());
+            }
+            StatusCode::NOT_FOUND => return Err(listing_not_found("Keelvar", &url, &resp.body)),
             s => {
                 return Err(ApiError::Rejected(format!(
                     "the Keelvar feed answered HTTP {}{}",
                     s.as_u16(),
                     describe_body(&resp.body)
-                )));
+                ))
+                .into());
             }
         }
-        let (found, bad) = decode_feed(&resp.body)
+        let page = decode_feed(&resp.body)
             .map_err(|e| ApiError::Request(format!("the Keelvar feed page is unreadable ({e})")))?;
-        let (next, stop) = match next_link(&resp.headers, &url) {
+        // The next page wherever the feed says it: the `Link` header, else the body (JSON:API
+        // `links.next`, or a top-level `next`), resolved against this page's URL.
+        let next = next_link(&resp.headers, &url).or_else(|| {
+            page.next.map(|target| {
+                target.and_then(|t| {
+                    url.join(&t)
+                        .map_err(|e| format!("the next page's link is not a URL ({e})"))
+                })
+            })
+        });
+        let (next, stop) = match next {
             None => (None, None),
             Some(Err(e)) => (None, Some(e)),
             // The key goes to the API host only: a link elsewhere is not followed.
@@ -611,20 +643,21 @@ impl Provider for Keelvar {
                     origin_of(&next)
                 )),
             ),
-            Some(Ok(next)) if next == url => (
-                None,
-                Some("the next page's link is the page itself".to_string()),
-            ),
             Some(Ok(next)) => (Some(Cursor::Url(next)), None),
         };
         Ok(Listed {
-            found: found
+            entries: page.ids.len() + page.bad,
+            found: page
+                .ids
                 .into_iter()
                 .map(|id| Found { id, label: None })
                 .collect(),
-            bad,
+            bad: page.bad,
             next,
             stop,
+            at: Cursor::Url(url),
+            total: None,
+            notes: Vec::new(),
         })
     }
 
@@ -701,7 +734,14 @@ mod tests {
     fn feed_pages_are_read_or_refused_never_panicking() {
         let id = Uuid::from_u128(77);
         let page = format!(r#"{{"data": [{{"document_file_uuids": ["{id}", "nope"]}}]}}"#);
-        assert_eq!(decode_feed(page.as_bytes()), Ok((vec![id], 1)));
+        assert_eq!(
+            decode_feed(page.as_bytes()),
+            Ok(FeedPage {
+                ids: vec![id],
+                bad: 1,
+                next: None
+            })
+        );
         assert!(decode_feed(b"[1, 2]").is_err());
         assert!(decode_feed(b"{\"data\": [").is_err());
         // Deeper than any parser should follow: an error, not a crash.

@@ -172,7 +172,35 @@ pub trait Provider: Send + Sync + 'static {
         source: Source,
         page_size: u32,
         cursor: &Cursor,
-    ) -> impl Future<Output = Result<Listed, ApiError>> + Send;
+    ) -> impl Future<Output = Result<Listed, ListError>> + Send;
+}
+
+/// Why a page of a listing could not be read.
+#[derive(Debug, Clone)]
+pub enum ListError {
+    /// As any API request fails.
+    Api(ApiError),
+    /// The page's endpoint answered 404: which one (method and path, where), and what to check.
+    NotFound(String),
+}
+
+impl From<ApiError> for ListError {
+    fn from(e: ApiError) -> Self {
+        ListError::Api(e)
+    }
+}
+
+/// A listing's page answered 404: say which endpoint (its path and host, never a query or a
+/// key) and what to check.
+pub fn listing_not_found(vendor: &str, url: &Url, body: &[u8]) -> ListError {
+    ListError::NotFound(format!(
+        "the {} listing endpoint GET {} answered HTTP 404{} at {}: check --base-url (the API's \
+         base URL) and --provider",
+        vendor,
+        url.path(),
+        crate::api::describe_body(body),
+        crate::api::origin_of(url),
+    ))
 }
 
 /// Either vendor, chosen at run time.
@@ -208,7 +236,7 @@ impl Provider for AnyProvider {
         source: Source,
         page_size: u32,
         cursor: &Cursor,
-    ) -> Result<Listed, ApiError> {
+    ) -> Result<Listed, ListError> {
         match self {
             AnyProvider::Veridox(p) => p.list_page(source, page_size, cursor).await,
             AnyProvider::Keelvar(p) => p.list_page(source, page_size, cursor).await,

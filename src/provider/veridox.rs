@@ -7,7 +7,10 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{MintOutcome, Provider, RawFile, Vendor, reason_text, reconcile, wrong_listing};
+use super::{
+    ListError, MintOutcome, Provider, RawFile, Vendor, listing_not_found, reason_text, reconcile,
+    wrong_listing,
+};
 use crate::api::{ApiClient, ApiResponse, AuthStyle, Slot, describe_body};
 use crate::error::ApiError;
 use crate::ids::IdRule;
@@ -166,25 +169,29 @@ impl Provider for Veridox {
         source: Source,
         page_size: u32,
         cursor: &Cursor,
-    ) -> Result<Listed, ApiError> {
+    ) -> Result<Listed, ListError> {
         let offset = match (source, cursor) {
             (Source::Files, Cursor::Start) => 0,
             (Source::Files, Cursor::Offset(n)) => *n,
-            _ => return Err(wrong_listing(&VENDOR, source)),
+            _ => return Err(wrong_listing(&VENDOR, source).into()),
         };
         let mut url = self.api.url("files");
         url.query_pairs_mut()
             .append_pair("limit", &page_size.to_string())
             .append_pair("offset", &offset.to_string());
-        let resp = self.api.send_to(Method::GET, url, None).await?;
+        let resp = self.api.send_to(Method::GET, url.clone(), None).await?;
         match resp.status {
             s if s.is_success() => {}
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err(auth_error(&resp)),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(auth_error(&resp).into());
+            }
+            StatusCode::NOT_FOUND => return Err(listing_not_found("Veridox", &url, &resp.body)),
             _ => {
                 return Err(ApiError::Rejected(format!(
                     "the Veridox listing at offset {offset} was refused: {}",
                     vendor_message(&resp)
-                )));
+                ))
+                .into());
             }
         }
         let page = decode_listing(&resp.body).map_err(|e| {
@@ -193,15 +200,19 @@ impl Provider for Veridox {
             ))
         })?;
         let next_offset = offset + page.entries as u64;
-        // The last page: empty, short, or reaching the total.
-        let last = page.entries == 0
-            || page.entries < page_size as usize
-            || page.total.is_some_and(|t| next_offset >= t);
+        // The last page: empty or short. Not `total`: a listing whose pages hold more than it
+        // says is read to its end (the walk says so), and a full last page costs one request
+        // more, an empty page.
+        let last = page.entries == 0 || page.entries < page_size as usize;
         Ok(Listed {
             found: page.found,
             bad: page.bad,
             next: (!last).then_some(Cursor::Offset(next_offset)),
             stop: None,
+            at: Cursor::Offset(offset),
+            entries: page.entries,
+            total: page.total,
+            notes: Vec::new(),
         })
     }
 }

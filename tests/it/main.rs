@@ -17,6 +17,7 @@ mod hostile;
 mod input;
 mod integrity;
 mod keelvar;
+mod listing_ends;
 mod listings;
 mod names;
 mod refusals;

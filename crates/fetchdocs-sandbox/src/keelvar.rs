@@ -347,16 +347,33 @@ async fn feed(
         }
         data.push(response);
     }
-    let mut resp = axum::Json(json!({"data": data, "included": included})).into_response();
+    let mut body = json!({"data": data, "included": included});
     let next = start + page_size;
-    if next < responses {
+    let endless = control!(false, shared.cfg.faults.listing_endless);
+    // Where the link is put: the header unless told otherwise.
+    let link_in: &str = control!("", shared.cfg.faults.listing_next_in);
+    let mut link = None;
+    if next < responses || endless {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("127.0.0.1");
-        let own = format!(
-            "http://{host}/api/feeds/rfi-responses?include=questions&page_size={page_size}&cursor=r{next}"
+        let path = format!(
+            "/api/feeds/rfi-responses?include=questions&page_size={page_size}&cursor=r{next}"
         );
+        let cycle = control!(
+            false,
+            shared.cfg.faults.listing_cycle_after == Some((start / page_size) as u32 + 1)
+        );
+        let own = if cycle {
+            // Back to the first page, by the very URL a client asks for it.
+            format!("http://{host}/api/feeds/rfi-responses?include=questions&page_size={page_size}")
+        } else if link_in == "links" {
+            // JSON:API servers often give a path.
+            path
+        } else {
+            format!("http://{host}{path}")
+        };
         let foreign: Option<String> = control!(
             None,
             shared
@@ -366,10 +383,20 @@ async fn feed(
                 .clone()
                 .filter(|_| start == 0)
         );
-        let link = foreign.unwrap_or(own);
-        if let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
-            resp.headers_mut().insert(header::LINK, v);
-        }
+        link = Some(foreign.unwrap_or(own));
+    }
+    let mut header_link = None;
+    match link_in {
+        "links" => body["links"] = json!({ "next": link }),
+        "links-href" => body["links"] = json!({ "next": link.map(|l| json!({ "href": l })) }),
+        "next" => body["next"] = json!(link),
+        _ => header_link = link,
+    }
+    let mut resp = axum::Json(body).into_response();
+    if let Some(link) = header_link
+        && let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"next\""))
+    {
+        resp.headers_mut().insert(header::LINK, v);
     }
     shared.with_rate_headers(resp, limits)
 }

@@ -341,6 +341,30 @@ pub struct Faults {
     /// The Keelvar feed's first page links its next page to this URL (another host).
     #[cfg(feature = "test-controls")]
     pub listing_foreign_next: Option<String>,
+    /// The Keelvar feed's page N (from 1) links back to its first page, by the URL the client
+    /// asked for it: the pages link in a cycle.
+    #[cfg(feature = "test-controls")]
+    pub listing_cycle_after: Option<u32>,
+    /// Past its last page, the Keelvar feed goes on linking to new cursors, each page empty.
+    #[cfg(feature = "test-controls")]
+    pub listing_endless: bool,
+    /// Where the Keelvar feed says its next page is: `""` in `Link: rel="next"` (as
+    /// documented); `"links"` in the body's JSON:API `links.next` (relative); `"links-href"` in
+    /// `links.next.href`; `"next"` in a top-level `next` (absolute).
+    #[cfg(feature = "test-controls")]
+    pub listing_next_in: &'static str,
+    /// Veridox `GET /files` ignores `offset`: every page is the first.
+    #[cfg(feature = "test-controls")]
+    pub files_ignore_offset: bool,
+    /// Veridox `GET /files` sends no `total`.
+    #[cfg(feature = "test-controls")]
+    pub files_no_total: bool,
+    /// Veridox `GET /files` announces this `total`, whatever the catalog holds.
+    #[cfg(feature = "test-controls")]
+    pub files_total: Option<u64>,
+    /// Either listing's endpoint answers 404 (as for a wrong base URL).
+    #[cfg(feature = "test-controls")]
+    pub listing_not_found: bool,
 }
 
 impl Default for Faults {
@@ -418,6 +442,20 @@ impl Default for Faults {
             listing_garbage_page: None,
             #[cfg(feature = "test-controls")]
             listing_foreign_next: None,
+            #[cfg(feature = "test-controls")]
+            listing_cycle_after: None,
+            #[cfg(feature = "test-controls")]
+            listing_endless: false,
+            #[cfg(feature = "test-controls")]
+            listing_next_in: "",
+            #[cfg(feature = "test-controls")]
+            files_ignore_offset: false,
+            #[cfg(feature = "test-controls")]
+            files_no_total: false,
+            #[cfg(feature = "test-controls")]
+            files_total: None,
+            #[cfg(feature = "test-controls")]
+            listing_not_found: false,
         }
     }
 }
@@ -761,6 +799,15 @@ impl Shared {
             use axum::http::StatusCode;
             use axum::response::IntoResponse;
             let f = &self.cfg.faults;
+            if f.listing_not_found {
+                return Some(
+                    (
+                        StatusCode::NOT_FOUND,
+                        axum::Json(serde_json::json!({"detail": "Not found."})),
+                    )
+                        .into_response(),
+                );
+            }
             if f.listing_fail_page == Some(page) {
                 self.stats.api_5xx.fetch_add(1, Ordering::SeqCst);
                 return Some(

@@ -258,9 +258,17 @@ async fn list(
         return resp;
     }
     let all = shared.cfg.catalog.files();
+    let skip = control!(
+        offset,
+        if shared.cfg.faults.files_ignore_offset {
+            0
+        } else {
+            offset
+        }
+    );
     let files: Vec<Value> = all
         .iter()
-        .skip(offset)
+        .skip(skip)
         .take(limit)
         .map(|f| {
             json!({
@@ -271,6 +279,17 @@ async fn list(
             })
         })
         .collect();
-    let resp = axum::Json(json!({"files": files, "total": all.len()})).into_response();
+    let total: Option<u64> = control!(
+        Some(all.len() as u64),
+        match &shared.cfg.faults {
+            f if f.files_no_total => None,
+            f => Some(f.files_total.unwrap_or(all.len() as u64)),
+        }
+    );
+    let body = match total {
+        Some(total) => json!({"files": files, "total": total}),
+        None => json!({"files": files}),
+    };
+    let resp = axum::Json(body).into_response();
     shared.with_rate_headers(resp, limits)
 }
