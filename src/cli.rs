@@ -150,6 +150,11 @@ pub struct DownloadArgs {
           default_value_t = 1, value_parser = clap::value_parser!(u32).range(TIME_SCALE))]
     pub time_scale: u32,
 
+    /// Skip the bad lines of the ID list instead of refusing the whole list: they are listed
+    /// (stderr and the report's `bad_lines`), the other IDs download, and the run exits 1.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
+
     /// Resolve IDs to URLs, download nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -22,7 +22,7 @@ use crate::provider::keelvar::{Keelvar, PollPolicy};
 use crate::provider::veridox::Veridox;
 use crate::provider::{AnyProvider, ProviderKind};
 use crate::ratelimit::{Need, RateLimiter};
-use crate::report::{FileEntry, Lines, Recorder, human_bytes};
+use crate::report::{BadLineEntry, BadLinesReport, FileEntry, Lines, Recorder, human_bytes};
 use crate::retry::Backoff;
 use crate::state::{STATE_DIR, State, record_file_name};
 
@@ -37,8 +37,15 @@ pub fn run(args: DownloadArgs, runtime: &tokio::runtime::Runtime) -> Result<Exit
     })
 }
 
-/// Read and validate the ID list, one line at a time.
-fn read_ids(source: &IdSource, kind: ProviderKind, shard: Option<Shard>) -> Result<IdList, Fatal> {
+/// Read and validate the ID list, one line at a time. With `skip_bad`, bad lines are listed on
+/// stderr and returned for the report, and the valid ones still download; without, a bad line
+/// stops the run before any request.
+fn read_ids(
+    source: &IdSource,
+    kind: ProviderKind,
+    shard: Option<Shard>,
+    skip_bad: bool,
+) -> Result<(IdList, Option<BadLinesReport>), Fatal> {
     let rule = kind.vendor().id_rule;
     let mut list = IdList::default();
     let read = match source {
@@ -68,12 +75,43 @@ fn read_ids(source: &IdSource, kind: ProviderKind, shard: Option<Shard>) -> Resu
         Ok(duplicates) => {
             list.duplicates = duplicates;
             list.ids.shrink_to_fit();
-            Ok(list)
+            Ok((list, None))
         }
         Err(bad) if bad.total == 0 => Err(Fatal::Usage(format!(
             "cannot read the ID list from {source}: {}",
             bad.unreadable.unwrap_or_default()
         ))),
+        // Skipped only when every line was read: a list cut short by an I/O error (or too long)
+        // is not "the rest".
+        Err(bad) if skip_bad && bad.unreadable.is_none() => {
+            let mut msg = format!(
+                "{} bad line{} in {source}, skipped (--skip-bad-lines); the other IDs are \
+                 downloaded and the run exits 1:",
+                bad.total,
+                if bad.total == 1 { "" } else { "s" },
+            );
+            for line in &bad.lines {
+                msg.push_str(&format!("\n  {line}"));
+            }
+            if bad.total > bad.lines.len() {
+                msg.push_str(&format!("\n  … and {} more", bad.total - bad.lines.len()));
+            }
+            log::error!("{msg}");
+            list.ids.shrink_to_fit();
+            let report = BadLinesReport {
+                source: source.to_string(),
+                total: bad.total,
+                lines: bad
+                    .lines
+                    .into_iter()
+                    .map(|b| BadLineEntry {
+                        line: b.line,
+                        error: b.reason,
+                    })
+                    .collect(),
+            };
+            Ok((list, Some(report)))
+        }
         Err(bad) => {
             let mut msg = format!(
                 "{} bad line{} in {source}; nothing was requested. Fix {} and run again:",
@@ -101,11 +139,12 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
         check_report_path(path, &cfg.output_dir)?;
     }
     // From here on every way out writes the report, so yesterday's never passes for today's.
-    let list = match &cfg.ids {
-        Some(source) => read_ids(source, cfg.provider, cfg.shard)
+    let (list, bad_lines) = match &cfg.ids {
+        Some(source) => read_ids(source, cfg.provider, cfg.shard, cfg.skip_bad_lines)
             .map_err(|e| report_early(cfg, IdSet::default(), e))?,
-        None => IdList::default(),
+        None => (IdList::default(), None),
     };
+    let skipped_bad_lines = bad_lines.is_some();
     // With a listing, IDs come during the run: the record is indexed by ID, not by place.
     let known = cfg.from.is_none().then_some(&list.ids);
     let (_lock, mut state) = match open_output_dir(&cfg.output_dir, cfg.shard, known) {
@@ -126,6 +165,9 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     let vendor = cfg.provider.vendor();
     let mut recorder = Recorder::new(vendor.name, list.ids, cfg.lines, cfg.dry_run);
     recorder.spool_in(&cfg.output_dir.join(STATE_DIR));
+    if let Some(bad) = bad_lines {
+        recorder.set_bad_lines(bad);
+    }
     if cfg.from.is_none() {
         // Every ID is known: from here on they are found by their index alone.
         recorder.freeze();
@@ -227,7 +269,7 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     result?;
     let listing_incomplete = recorder.listing().is_some_and(|l| !l.complete);
     Ok(
-        if recorder.summary().failed > 0 || !reported || listing_incomplete {
+        if recorder.summary().failed > 0 || !reported || listing_incomplete || skipped_bad_lines {
             Exit::FilesFailed
         } else {
             Exit::Success

@@ -22,3 +22,4 @@ mod refusals;
 mod resilience;
 mod secrets;
 mod tls;
+mod userface;

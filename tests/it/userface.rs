@@ -1,0 +1,119 @@
+//! What a user meets first (issue 21, points 14–18): bad lines skipped on request, the
+//! Kubernetes example, the man pages, and the small things.
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// Five good IDs around two bad lines.
+fn list_with_bad_lines(env: &Env) -> std::path::PathBuf {
+    let ids = env.all_ids();
+    let text = format!(
+        "{}\nnot-a-uuid\n{}\n{}\n\n{}x\n{}\n",
+        ids[0],
+        ids[1],
+        ids[2],
+        &ids[3].to_string()[..35],
+        ids[4]
+    );
+    let path = env.path("ids.txt");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn skip_bad_lines_downloads_the_rest_lists_them_and_exits_1() {
+    let env = Env::generated(5);
+    let ids = list_with_bad_lines(&env);
+    let report = env.path("report.json");
+
+    // Without the flag: as before, nothing is contacted, exit 2.
+    let out = env
+        .cmd()
+        .arg("--ids")
+        .arg(&ids)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing was requested"));
+    assert_eq!(env.sandbox.stats().api_requests, 0);
+    assert_eq!(env.sandbox.stats().file_requests, 0);
+
+    // With it: the bad lines are listed, the other four IDs download, exit 1.
+    let out = env
+        .cmd()
+        .arg("--ids")
+        .arg(&ids)
+        .arg("--report")
+        .arg(&report)
+        .arg("--skip-bad-lines")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("2 bad lines"), "{err}");
+    assert!(
+        err.contains("line 2: \"not-a-uuid\" is not a UUID"),
+        "{err}"
+    );
+    assert!(err.contains("line 6:"), "{err}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(summary(&report), (4, 4, 0, 0), "{report}");
+    env.assert_intact(&report);
+    let all = env.all_ids();
+    for id in [all[0], all[1], all[2], all[4]] {
+        let f = report["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == id.to_string())
+            .unwrap();
+        assert_eq!(f["status"], "downloaded");
+    }
+    let bad = &report["bad_lines"];
+    assert_eq!(bad["total"], 2, "{report}");
+    assert_eq!(bad["source"], ids.display().to_string());
+    assert_eq!(bad["lines"][0]["line"], 2);
+    assert!(
+        bad["lines"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a UUID")
+    );
+    assert_eq!(bad["lines"][1]["line"], 6);
+    // The rest of the report is as it always was.
+    assert_eq!(report["provider"], "veridox");
+    assert!(report.get("error").is_none(), "{report}");
+}
+
+#[test]
+fn a_job_completion_index_with_a_sign_or_a_space_is_refused_in_one_line() {
+    let env = Env::generated(3);
+    let ids = env.ids_file(&env.all_ids());
+    for bad in ["+1", "3 ", " 1", "1\n"] {
+        let out = env
+            .cmd()
+            .env("JOB_COMPLETION_INDEX", bad)
+            .args(["--shard", "auto/4", "--ids"])
+            .arg(&ids)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "{bad:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{bad:?}: {err}");
+        assert!(err.contains("JOB_COMPLETION_INDEX"), "{err}");
+        assert!(err.contains(&format!("{bad:?}")), "{err}");
+    }
+    assert_eq!(env.sandbox.stats().api_requests, 0);
+    // A well-formed index still runs.
+    let out = env
+        .cmd()
+        .env("JOB_COMPLETION_INDEX", "3")
+        .args(["--shard", "auto/4", "--ids"])
+        .arg(&ids)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
