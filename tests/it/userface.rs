@@ -117,3 +117,38 @@ fn a_job_completion_index_with_a_sign_or_a_space_is_refused_in_one_line() {
         .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+/// `.invalid` never resolves (RFC 6761): whether the machine has a network or not, the lookup
+/// fails (at once, or after the resolver's own timeout) and the message must say which name.
+#[test]
+fn a_dns_failure_names_the_host_for_the_api_and_the_file_host() {
+    // The file host: signed URLs on a name that does not resolve.
+    let mut cfg = fetchdocs_sandbox::SandboxConfig::new(fetchdocs_sandbox::Catalog::generate(
+        2, 42,
+    ));
+    cfg.external_files = Some("https://files.fetchdocs-test.invalid/f".into());
+    let env = Env::start(cfg, "veridox");
+    let (out, report) = env.run(&env.all_ids(), &["--give-up-after", "2"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    for f in report["files"].as_array().unwrap() {
+        assert_eq!(f["status"], "failed");
+        let why = f["error"].as_str().unwrap();
+        assert!(
+            why.contains("files.fetchdocs-test.invalid") && why.contains("DNS"),
+            "{why}"
+        );
+    }
+    assert!(stderr(&out).contains("files.fetchdocs-test.invalid"));
+    assert_eq!(env.sandbox.stats().file_requests, 0);
+
+    // The API host: exit 5, one line naming it.
+    let out = env
+        .cmd()
+        .args(["--base-url", "https://api.fetchdocs-test.invalid", "--ids"])
+        .arg(env.ids_file(&env.all_ids()))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 5, "{err}");
+    assert!(err.contains("api.fetchdocs-test.invalid"), "{err}");
+}
