@@ -5,6 +5,7 @@ mod config;
 #[cfg(feature = "sandbox")]
 mod demo;
 mod download;
+mod man;
 #[cfg(feature = "sandbox")]
 mod sandbox;
 mod verify;
@@ -49,13 +50,12 @@ pub fn run(cli: Cli) -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "fetchdocs", &mut script);
             print_out(&script)
         }
-        Command::Man => {
-            let mut page = Vec::new();
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-                .render(&mut page)
-                .map_err(|e| Fatal::Internal(format!("cannot render the man page: {e}")))
-                .and_then(|()| print_out(&page))
-        }
+        Command::Man { command } => man::page(command.as_deref())
+            .map_err(|e| match command {
+                Some(_) => Fatal::Usage(format!("fetchdocs man: {e}")),
+                None => Fatal::Internal(format!("cannot render the man page: {e}")),
+            })
+            .and_then(|page| print_out(&page)),
         #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => runtime.block_on(sandbox::run(args)),
         #[cfg(feature = "sandbox")]

@@ -123,9 +123,8 @@ fn a_job_completion_index_with_a_sign_or_a_space_is_refused_in_one_line() {
 #[test]
 fn a_dns_failure_names_the_host_for_the_api_and_the_file_host() {
     // The file host: signed URLs on a name that does not resolve.
-    let mut cfg = fetchdocs_sandbox::SandboxConfig::new(fetchdocs_sandbox::Catalog::generate(
-        2, 42,
-    ));
+    let mut cfg =
+        fetchdocs_sandbox::SandboxConfig::new(fetchdocs_sandbox::Catalog::generate(2, 42));
     cfg.external_files = Some("https://files.fetchdocs-test.invalid/f".into());
     let env = Env::start(cfg, "veridox");
     let (out, report) = env.run(&env.all_ids(), &["--give-up-after", "2"]);
@@ -151,4 +150,86 @@ fn a_dns_failure_names_the_host_for_the_api_and_the_file_host() {
     let err = stderr(&out);
     assert_eq!(code(&out), 5, "{err}");
     assert!(err.contains("api.fetchdocs-test.invalid"), "{err}");
+}
+
+/// The roff spelling of a long option (`--max-run-time` is `\-\-max\-run\-time`).
+fn roff(s: &str) -> String {
+    s.replace('-', "\\-")
+}
+
+#[test]
+fn each_command_has_a_complete_man_page_and_man_alone_prints_the_top_one() {
+    use clap::CommandFactory;
+    let man = |args: &[&str]| {
+        assert_cmd::Command::cargo_bin("fetchdocs")
+            .unwrap()
+            .arg("man")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let top = man(&[]);
+    assert_eq!(code(&top), 0);
+    let top = stdout(&top);
+    assert!(top.contains(".TH fetchdocs 1"), "{top}");
+    assert!(top.contains("fetchdocs\\-download(1)"), "{top}");
+
+    let cli = fetchdocs::cli::Cli::command();
+    let mut pages = 0;
+    for cmd in cli
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+    {
+        let name = cmd.get_name();
+        let out = man(&[name]);
+        assert_eq!(code(&out), 0, "{name}: {}", stderr(&out));
+        let page = stdout(&out);
+        assert!(
+            page.contains(&format!(".TH fetchdocs-{name} 1")),
+            "{name}: {page}"
+        );
+        // Every long option clap knows, of the command and of its own subcommands.
+        let mut all = vec![cmd.clone()];
+        all.extend(cmd.get_subcommands().cloned());
+        for c in &all {
+            for arg in c.get_arguments().filter(|a| !a.is_hide_set()) {
+                if let Some(long) = arg.get_long() {
+                    let flag = roff(&format!("--{long}"));
+                    assert!(page.contains(&flag), "{name}: --{long} missing");
+                }
+                if let Some(env) = arg.get_env() {
+                    let env = env.to_string_lossy();
+                    assert!(page.contains(&*env), "{name}: {env} missing");
+                }
+            }
+        }
+        assert!(page.contains(".SH ENVIRONMENT"), "{name}: {page}");
+        assert!(page.contains(".SH \"EXIT STATUS\""), "{name}: {page}");
+        pages += 1;
+    }
+    assert!(pages >= 5, "{pages} pages");
+    let download = stdout(&man(&["download"]));
+    for must in [
+        "FETCHDOCS_API_KEY",
+        "JOB_COMPLETION_INDEX",
+        "\\-\\-skip\\-bad\\-lines",
+    ] {
+        assert!(download.contains(must), "{must} missing");
+    }
+    for exit in [0, 1, 2, 3, 4, 5, 70, 130] {
+        assert!(
+            download.contains(&format!(".TP\n\\fB{exit}\\fR\n")),
+            "exit {exit} missing"
+        );
+    }
+    let verify = stdout(&man(&["verify"]));
+    assert!(verify.contains("FETCHDOCS_OUTPUT_DIR"));
+    // An unknown page is a usage error naming the pages there are.
+    let out = man(&["nope"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("download, verify"),
+        "{}",
+        stderr(&out)
+    );
 }
