@@ -136,7 +136,7 @@ fn read_ids(
 /// The whole run of one validated `Config` (also what `demo` runs, once per vendor).
 pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fatal> {
     if let Some(path) = &cfg.report {
-        check_report_path(path, &cfg.output_dir)?;
+        check_report_path(path)?;
     }
     // From here on every way out writes the report, so yesterday's never passes for today's.
     let (list, bad_lines) = match &cfg.ids {
@@ -147,7 +147,25 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     let skipped_bad_lines = bad_lines.is_some();
     // With a listing, IDs come during the run: the record is indexed by ID, not by place.
     let known = cfg.from.is_none().then_some(&list.ids);
-    let (_lock, mut state) = match open_output_dir(&cfg.output_dir, cfg.shard, known) {
+    // A dry run creates nothing on disk: where no earlier run left a record, its (empty) state
+    // lives in a scratch directory that is gone when it ends. Where one did, that record is
+    // read, under the lock, as by any run.
+    let scratch = match cfg.dry_run && !cfg.output_dir.join(STATE_DIR).is_dir() {
+        true => match tempfile::tempdir() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let e = Fatal::Local(format!(
+                    "cannot make a scratch directory for the dry run: {e}"
+                ));
+                return Err(report_early(cfg, list.ids, e));
+            }
+        },
+        false => None,
+    };
+    let state_dir = scratch
+        .as_ref()
+        .map_or(cfg.output_dir.as_path(), |t| t.path());
+    let (_lock, mut state) = match open_output_dir(state_dir, cfg.shard, known) {
         Ok(opened) => opened,
         Err(e) => return Err(report_early(cfg, list.ids, e)),
     };
@@ -164,7 +182,7 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
 
     let vendor = cfg.provider.vendor();
     let mut recorder = Recorder::new(vendor.name, list.ids, cfg.lines, cfg.dry_run);
-    recorder.spool_in(&cfg.output_dir.join(STATE_DIR));
+    recorder.spool_in(&state_dir.join(STATE_DIR));
     if let Some(bad) = bad_lines {
         recorder.set_bad_lines(bad);
     }
@@ -196,7 +214,7 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     }
 
     let started = Instant::now();
-    let result = match clients(cfg).and_then(|(p, f)| Ok((p, f, destination(cfg, &state)?))) {
+    let result = match clients(cfg).and_then(|(p, f)| Ok((p, f, destination(state_dir, &state)?))) {
         Err(e) => {
             // What is already here is still reported as such.
             skip_completed(&mut recorder, &state, cfg.force, &ui);
@@ -330,8 +348,8 @@ fn open_output_dir(
 }
 
 /// Refuse a `--report` path that cannot be written, before anything is requested. Its directory
-/// must exist, unless it is the output directory, which the run creates.
-fn check_report_path(path: &std::path::Path, output_dir: &std::path::Path) -> Result<(), Fatal> {
+/// is created if missing, as the output directory is (a Kubernetes volume starts empty).
+fn check_report_path(path: &std::path::Path) -> Result<(), Fatal> {
     let bad = |why: String| Fatal::Usage(format!("--report {}: {why}", path.display()));
     if path.is_dir() {
         return Err(bad("is a directory; give a file name".into()));
@@ -340,14 +358,20 @@ fn check_report_path(path: &std::path::Path, output_dir: &std::path::Path) -> Re
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => std::path::Path::new("."),
     };
-    if !dir.is_dir() {
-        if dir.components().eq(output_dir.components()) {
-            return Ok(());
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(bad(format!(
+                "{} exists but is not a directory",
+                dir.display()
+            )));
         }
-        return Err(bad(format!(
-            "the directory {} does not exist; create it first",
-            dir.display()
-        )));
+        Err(_) => std::fs::create_dir_all(dir).map_err(|e| {
+            bad(format!(
+                "cannot create the directory {}: {e}",
+                dir.display()
+            ))
+        })?,
     }
     // The report is written aside and renamed over the path: try exactly that much.
     tempfile::NamedTempFile::new_in(dir)
@@ -390,16 +414,12 @@ fn name_in_dir(dir: &std::path::Path, path: &std::path::Path) -> Option<String> 
     same.then_some(name)
 }
 
-/// Where the files go: the output directory, with the run's partial files and record.
-fn destination(cfg: &Config, state: &State) -> Result<Arc<LocalDir>, Fatal> {
-    LocalDir::new(&cfg.output_dir, &state.partial_dir(), state.log())
+/// Where the files go: the output directory (a dry run's scratch one), with the run's partial
+/// files and record.
+fn destination(dir: &std::path::Path, state: &State) -> Result<Arc<LocalDir>, Fatal> {
+    LocalDir::new(dir, &state.partial_dir(), state.log())
         .map(Arc::new)
-        .map_err(|e| {
-            Fatal::Local(format!(
-                "cannot start writing to {}: {e}",
-                cfg.output_dir.display()
-            ))
-        })
+        .map_err(|e| Fatal::Local(format!("cannot start writing to {}: {e}", dir.display())))
 }
 
 /// The vendor's API client (paced by its limits) and the file-host clients, one per download

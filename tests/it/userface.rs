@@ -233,3 +233,75 @@ fn each_command_has_a_complete_man_page_and_man_alone_prints_the_top_one() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_dry_run_creates_nothing_on_disk() {
+    let env = Env::generated(4);
+    let ids = env.ids_file(&env.all_ids());
+    let before: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    // A directory that does not exist yet: not created, and nothing else is.
+    let out = env
+        .cmd()
+        .arg("--ids")
+        .arg(&ids)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let names: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v.get("id").is_some())
+        .collect();
+    assert_eq!(names.len(), 4, "{}", stdout(&out));
+    assert!(names.iter().all(|n| n["status"] == "resolved"));
+    assert!(!env.out().exists(), "the dry run created {}", env.out().display());
+    let after: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after);
+    assert!(env.sandbox.stats().urls_minted >= 4);
+    assert_eq!(env.sandbox.stats().file_requests, 0);
+
+    // An existing directory no run has used: no .fetchdocs appears in it.
+    std::fs::create_dir(env.out()).unwrap();
+    let out = env
+        .cmd()
+        .arg("--ids")
+        .arg(&ids)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(listing_all(&env.out()), Vec::<String>::new());
+
+    // A report only where one is asked for.
+    let report = env.path("reports/dry.json");
+    let out = env
+        .cmd()
+        .arg("--ids")
+        .arg(&ids)
+        .arg("--dry-run")
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["summary"]["resolved"], 4);
+    assert_eq!(listing_all(&env.out()), Vec::<String>::new());
+}
+
+/// Every entry of `dir`, hidden ones too.
+fn listing_all(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
