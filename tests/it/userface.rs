@@ -258,7 +258,11 @@ fn a_dry_run_creates_nothing_on_disk() {
         .collect();
     assert_eq!(names.len(), 4, "{}", stdout(&out));
     assert!(names.iter().all(|n| n["status"] == "resolved"));
-    assert!(!env.out().exists(), "the dry run created {}", env.out().display());
+    assert!(
+        !env.out().exists(),
+        "the dry run created {}",
+        env.out().display()
+    );
     let after: Vec<_> = std::fs::read_dir(env.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -304,4 +308,144 @@ fn listing_all(dir: &std::path::Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The repository's top directory.
+fn repo_file(path: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// `$(NAME)` replaced by `env`'s value, as the kubelet expands a container's args.
+fn expand(arg: &str, env: &[(String, String)]) -> String {
+    let mut out = arg.to_string();
+    for (name, value) in env {
+        out = out.replace(&format!("$({name})"), value);
+    }
+    assert!(
+        !out.contains("$("),
+        "{arg}: a variable the manifest does not set"
+    );
+    out
+}
+
+#[test]
+fn the_kubernetes_example_runs_on_a_new_volume_one_report_per_shard() {
+    let yaml = repo_file("deploy/k8s/indexed-job.yaml");
+    // README shows the manifest as it is.
+    assert!(
+        repo_file("README.md").contains(&format!("```yaml\n{yaml}```")),
+        "README.md's example is not deploy/k8s/indexed-job.yaml"
+    );
+    let job: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+    assert_eq!(job["kind"], "Job");
+    assert_eq!(job["spec"]["completionMode"], "Indexed");
+    let completions = job["spec"]["completions"].as_u64().unwrap();
+    let pod = &job["spec"]["template"]["spec"];
+
+    // The pod runs as the image's user, and a new volume is made writable for it.
+    let docker = repo_file("Dockerfile");
+    let user = docker
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("USER "))
+        .expect("the Dockerfile names its user");
+    let (uid, gid) = user.trim().split_once(':').expect("USER uid:gid");
+    let (uid, gid): (u64, u64) = (uid.parse().unwrap(), gid.parse().unwrap());
+    assert_ne!(uid, 0, "the image runs as root");
+    let sc = &pod["securityContext"];
+    assert_eq!(sc["fsGroup"].as_u64(), Some(gid), "{sc}");
+    assert_eq!(sc["runAsUser"].as_u64(), Some(uid), "{sc}");
+    assert_eq!(sc["runAsGroup"].as_u64(), Some(gid), "{sc}");
+    assert_eq!(sc["runAsNonRoot"], true);
+
+    let container = &pod["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().expect("args are strings").to_string())
+        .collect();
+    let shard = args
+        .iter()
+        .skip_while(|a| *a != "--shard")
+        .nth(1)
+        .expect("--shard");
+    assert_eq!(shard, &format!("auto/{completions}"));
+    let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
+
+    // The sandbox stands in for Keelvar; the volume is a new, empty directory.
+    let env = Env::keelvar(
+        fetchdocs_sandbox::Catalog::generate(24, 7),
+        fetchdocs_sandbox::Faults::default(),
+        fetchdocs_sandbox::KeelvarConfig::default(),
+    );
+    let volume = env.path("volume");
+    std::fs::create_dir(&volume).unwrap();
+    let remap = |a: &str| match a.strip_prefix(mount) {
+        Some(rest) => format!("{}{rest}", volume.display()),
+        None => a.to_string(),
+    };
+
+    // One process per index, all at once, as the Job's pods run.
+    let children: Vec<_> = (0..completions)
+        .map(|index| {
+            let index = index.to_string();
+            let mut vars = vec![("JOB_COMPLETION_INDEX".to_string(), index.clone())];
+            for var in container["env"].as_array().unwrap() {
+                let name = var["name"].as_str().unwrap().to_string();
+                let from = &var["valueFrom"];
+                let value = if let Some(v) = var["value"].as_str() {
+                    v.to_string()
+                } else if from["secretKeyRef"].is_object() {
+                    assert_eq!(name, "FETCHDOCS_API_KEY", "{var}");
+                    env.key.clone()
+                } else {
+                    let path = from["fieldRef"]["fieldPath"].as_str().unwrap();
+                    assert_eq!(
+                        path,
+                        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+                    );
+                    index.clone()
+                };
+                vars.push((name, value));
+            }
+            let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("fetchdocs"));
+            for var in ENV_VARS {
+                c.env_remove(var);
+            }
+            c.env("XDG_CONFIG_HOME", env.path("xdg"))
+                // Where the image would reach the real vendor.
+                .env("FETCHDOCS_BASE_URL", &env.sandbox.api_url)
+                .envs(vars.iter().map(|(k, v)| (k, v)))
+                .args(args.iter().map(|a| remap(&expand(a, &vars))))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    let mut downloaded = std::collections::HashSet::new();
+    for (index, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(code(&out), 0, "shard {index}: {}", stderr(&out));
+        let report = volume.join(format!("reports/shard-{index}.json"));
+        let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap())
+            .unwrap_or_else(|e| panic!("shard {index}'s report: {e}"));
+        assert_eq!(report["listing"]["complete"], true, "{report}");
+        for f in report["files"].as_array().unwrap() {
+            assert_eq!(f["status"], "downloaded", "{f}");
+            let path = volume.join("rfi").join(f["path"].as_str().unwrap());
+            let id: uuid::Uuid = f["id"].as_str().unwrap().parse().unwrap();
+            assert_eq!(
+                sha256(&std::fs::read(&path).unwrap()),
+                sha256(&env.catalog.get(&id).unwrap().bytes())
+            );
+            assert!(downloaded.insert(id), "{id} in two shards' reports");
+        }
+    }
+    let all: std::collections::HashSet<_> = env.all_ids().into_iter().collect();
+    assert_eq!(
+        downloaded, all,
+        "the shards together downloaded every file once"
+    );
 }
