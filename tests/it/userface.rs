@@ -449,3 +449,128 @@ fn the_kubernetes_example_runs_on_a_new_volume_one_report_per_shard() {
         "the shards together downloaded every file once"
     );
 }
+
+/// `sh -c line` in `dir`, with the built fetchdocs first on PATH and a clean environment.
+fn run_as_printed(line: &str, dir: &std::path::Path) -> std::process::Output {
+    let bin = assert_cmd::cargo::cargo_bin("fetchdocs");
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut c = std::process::Command::new("sh");
+    for var in ENV_VARS {
+        c.env_remove(var);
+    }
+    c.arg("-c")
+        .arg(line)
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("XDG_CONFIG_HOME", dir.join("xdg"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn the_sandbox_banner_uses_the_ids_out_file_given_and_its_command_runs_as_printed() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let ids = dir.path().join("my ids.txt");
+    let mut sandbox = std::process::Command::new(assert_cmd::cargo::cargo_bin("fetchdocs"))
+        .args(["sandbox", "--files", "3", "--ids-out"])
+        .arg(&ids)
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = Vec::new();
+    for line in std::io::BufReader::new(sandbox.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let last = line.starts_with("Ctrl-C stops");
+        banner.push(line);
+        if last {
+            break;
+        }
+    }
+    let text = banner.join("\n");
+    assert!(!text.contains("pass --ids-out"), "{text}");
+    assert!(text.contains("(their IDs in"), "{text}");
+    // The Veridox "try:" command, with its continuation line.
+    let at = banner
+        .iter()
+        .position(|l| l.starts_with("try:") && l.contains("veridox"))
+        .expect("a try line");
+    let command = format!(
+        "{}\n{}",
+        banner[at].trim_start_matches("try:"),
+        banner[at + 1]
+    );
+    assert!(
+        command.contains("'"),
+        "the path with a space is quoted: {command}"
+    );
+    let out = run_as_printed(&command, dir.path());
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
+    assert_eq!(code(&out), 0, "{command}\n{}", stderr(&out));
+    assert_eq!(listing_all(&dir.path().join("out-veridox")).len(), 4); // 3 files + .fetchdocs
+}
+
+#[cfg(unix)]
+#[test]
+fn the_demo_prints_commands_that_run_as_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = assert_cmd::Command::cargo_bin("fetchdocs")
+        .unwrap()
+        .args(["demo", "--files", "5", "-o", "the demo"])
+        .current_dir(dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("xdg"))
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    let printed = |prefix: &str| -> Vec<String> {
+        err.lines()
+            .filter_map(|l| l.strip_prefix(prefix).map(str::to_string))
+            .collect()
+    };
+    let downloads = printed("fetchdocs demo: ");
+    let downloads: Vec<&String> = downloads
+        .iter()
+        .filter(|l| l.starts_with("FETCHDOCS_API_KEY="))
+        .collect();
+    assert_eq!(downloads.len(), 2, "{err}");
+    let checks = printed("fetchdocs demo: check them any time: ");
+    assert_eq!(checks.len(), 2, "{err}");
+    for check in &checks {
+        let out = run_as_printed(check, dir.path());
+        assert_eq!(code(&out), 0, "{check}: {}", stderr(&out));
+    }
+
+    // The download command again, as printed, against a sandbox where the demo's was (same
+    // address, same generated files; the demo's has stopped).
+    let veridox = downloads.iter().find(|l| l.contains("veridox")).unwrap();
+    let api = veridox
+        .split_whitespace()
+        .skip_while(|w| *w != "--base-url")
+        .nth(1)
+        .unwrap();
+    let port: u16 = api.rsplit(':').next().unwrap().parse().unwrap();
+    let mut cfg = fetchdocs_sandbox::SandboxConfig::new(fetchdocs_sandbox::Catalog::generate(5, 1));
+    cfg.port = port;
+    let sandbox = fetchdocs_sandbox::BackgroundSandbox::start(cfg).expect("the demo's port");
+    std::fs::remove_dir_all(dir.path().join("the demo/veridox")).unwrap();
+    let out = run_as_printed(veridox, dir.path());
+    assert_eq!(code(&out), 0, "{veridox}\n{}", stderr(&out));
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("the demo/veridox-report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary(&report), (5, 5, 0, 0), "{report}");
+    assert!(sandbox.stats().file_requests >= 5);
+}
