@@ -270,6 +270,7 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
              download them again"
         );
     }
+    crate::progress::print_repeated_warnings();
     let skipped = recorder.summary().skipped;
     if skipped > 0 {
         log::debug!("{skipped} file(s) already downloaded by an earlier run; skipped them");

@@ -574,3 +574,39 @@ fn the_demo_prints_commands_that_run_as_printed() {
     assert_eq!(summary(&report), (5, 5, 0, 0), "{report}");
     assert!(sandbox.stats().file_requests >= 5);
 }
+
+#[test]
+fn a_repeated_warning_prints_once_then_its_count_at_the_end() {
+    // Every mint answer too large once: the same warning for each batch.
+    let faults = fetchdocs_sandbox::Faults {
+        api_huge_percent: 100,
+        max_per_item: 1,
+        ..fetchdocs_sandbox::Faults::default()
+    };
+    let env = Env::new(fetchdocs_sandbox::Catalog::generate(12, 5), faults);
+    let (out, report) = env.run(&env.all_ids(), &["-j", "1"]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    env.assert_intact(&report);
+    let said = "the API sent a response larger than";
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains(said)).collect();
+    assert_eq!(lines.len(), 2, "once, then the count: {err}");
+    assert!(!lines[0].contains("repeated"), "{err}");
+    let n: u64 = lines[1]
+        .rsplit_once("(repeated ")
+        .and_then(|(_, n)| n.strip_suffix(" times)"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count: {err}"));
+    assert_eq!(lines[1], format!("{} (repeated {n} times)", lines[0]));
+    // Each was an answer the sandbox sent, besides the answers that minted the files.
+    let api = env.sandbox.stats().api_requests;
+    assert!(n >= 2 && n < api, "{n} of {api}");
+    // The summary comes before the run's last line.
+    assert!(
+        err.trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("fetchdocs: 12 downloaded")
+    );
+}
