@@ -34,8 +34,8 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Fatal> {
     let files = cfg.catalog.files().len();
     let sandbox = start(cfg).await?;
     init_logging(Verbosity::Normal);
-    let cancel = CancellationToken::new();
-    super::spawn_signal_handler(cancel.clone());
+    let (cancel, now) = (CancellationToken::new(), CancellationToken::new());
+    super::spawn_signal_handler(cancel.clone(), now.clone());
     let mut worst = Ok(Exit::Success);
     let mut checks = Vec::new();
     for (provider, key) in keys {
@@ -103,7 +103,7 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Fatal> {
             "fetchdocs verify -o {}",
             shell_quote(&cfg.output_dir.display().to_string())
         ));
-        let result = super::download::execute(&cfg, cancel.clone()).await;
+        let result = super::download::execute(&cfg, cancel.clone(), now.clone()).await;
         if !matches!(result, Ok(Exit::Success)) {
             worst = result;
             break;

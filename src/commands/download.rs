@@ -31,9 +31,9 @@ pub fn run(args: DownloadArgs, runtime: &tokio::runtime::Runtime) -> Result<Exit
     let cfg = Config::from_args(args, &Surroundings::of_process())?;
     init_logging(cfg.verbosity);
     runtime.block_on(async {
-        let cancel = CancellationToken::new();
-        super::spawn_signal_handler(cancel.clone());
-        execute(&cfg, cancel).await
+        let (cancel, now) = (CancellationToken::new(), CancellationToken::new());
+        super::spawn_signal_handler(cancel.clone(), now.clone());
+        execute(&cfg, cancel, now).await
     })
 }
 
@@ -133,8 +133,14 @@ fn read_ids(
     }
 }
 
-/// The whole run of one validated `Config` (also what `demo` runs, once per vendor).
-pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fatal> {
+/// The whole run of one validated `Config` (also what `demo` runs, once per vendor). `cancel`
+/// stops it (a first Ctrl-C); `now` stops even the wait for downloads to wind down (a second
+/// one): what is unfinished is reported `interrupted`, and the report is still written.
+pub async fn execute(
+    cfg: &Config,
+    cancel: CancellationToken,
+    now: CancellationToken,
+) -> Result<Exit, Fatal> {
     if let Some(path) = &cfg.report {
         check_report_path(path)?;
     }
@@ -256,11 +262,24 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                 parts: state.partial_ids().ok(),
                 dest: dest.clone(),
             };
-            let ran = pipeline.run().await.map(|_| ());
-            // Every file handed over placed and recorded before the record is closed (lane
-            // tasks aborted just now may still hold the destination).
-            let _ = tokio::task::spawn_blocking(move || dest.close()).await;
-            ran
+            let ran = tokio::select! {
+                biased;
+                () = now.cancelled() => None,
+                ran = pipeline.run() => Some(ran.map(|_| ())),
+            };
+            match ran {
+                Some(ran) => {
+                    // Every file handed over placed and recorded before the record is closed
+                    // (lane tasks aborted just now may still hold the destination).
+                    let _ = tokio::task::spawn_blocking(move || dest.close()).await;
+                    ran
+                }
+                // Interrupted twice: the run (and its wind-down) dropped, no more waiting.
+                None => {
+                    recorder.interrupt_unfinished();
+                    Err(Fatal::Interrupted)
+                }
+            }
         }
     };
     ui.finish();

@@ -610,3 +610,181 @@ fn a_repeated_warning_prints_once_then_its_count_at_the_end() {
             .starts_with("fetchdocs: 12 downloaded")
     );
 }
+
+/// Send `signal` (a `kill -s` name) to `pid`.
+#[cfg(unix)]
+fn kill(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -s {signal} {pid}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_second_ctrl_c_still_writes_the_report() {
+    use std::io::BufRead;
+    // An API that takes the request and never answers: after the first Ctrl-C the run waits
+    // for the mint in flight (its wind-down), and the second comes during that wait.
+    let env = Env::generated(5);
+    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", api.local_addr().unwrap());
+    let report = env.path("report.json");
+    std::fs::write(&report, b"yesterday's").unwrap();
+    let mut child = env.spawn(&env.all_ids(), &["--base-url", &base]);
+    // Held open, unanswered, until the test ends.
+    let (_held, _) = api.accept().unwrap();
+    let pid = child.id();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    kill(pid, "INT");
+    // The second only once the first was taken (two at once may arrive as one).
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "stderr ended: {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("interrupted; stopping") {
+            break;
+        }
+    }
+    kill(pid, "INT");
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap())
+        .unwrap_or_else(|e| panic!("the report: {e}\n{seen}{rest}"));
+    assert_eq!(report["summary"]["requested"], 5, "{report}");
+    assert_eq!(report["summary"]["interrupted"], 5, "{report}");
+    for f in report["files"].as_array().unwrap() {
+        assert_eq!(f["status"], "interrupted", "{f}");
+    }
+    assert!(rest.contains("interrupted again"), "{seen}{rest}");
+    assert_eq!(env.sandbox.stats().api_requests, 0);
+}
+
+/// The README's cron script, its paths moved under `root`.
+fn cron_script(root: &std::path::Path) -> String {
+    let readme = repo_file("README.md");
+    let start = readme
+        .find("#!/bin/sh\n# /etc/cron.daily/")
+        .expect("the cron example");
+    let end = start + readme[start..].find("\n```").unwrap();
+    readme[start..end]
+        .replace("/srv/compliance", &root.join("srv").display().to_string())
+        .replace("/etc/fetchdocs", &root.join("etc").display().to_string())
+}
+
+#[cfg(unix)]
+#[test]
+fn the_readme_cron_example_sets_max_run_time_and_reports_a_busy_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::keelvar(
+        fetchdocs_sandbox::Catalog::generate(6, 3),
+        fetchdocs_sandbox::Faults::default(),
+        fetchdocs_sandbox::KeelvarConfig::default(),
+    );
+    let root = env.dir.path();
+    let script = cron_script(root);
+    let max_run_time: u64 = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .skip_while(|w| *w != "--max-run-time")
+        .nth(1)
+        .expect("the cron example sets --max-run-time")
+        .parse()
+        .unwrap();
+    assert!(
+        max_run_time < 86_400,
+        "below a day, the interval: {max_run_time}"
+    );
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("srv")).unwrap();
+    std::fs::write(root.join("etc/keelvar.key"), &env.key).unwrap();
+    // `mail` that writes its subject and message into mail.log.
+    let bin = root.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = root.join("mail.log");
+    std::fs::write(
+        bin.join("mail"),
+        format!(
+            "#!/bin/sh\necho \"$2\" >> '{0}'\ncat >> '{0}'\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("mail"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run_script = || {
+        let fetchdocs = assert_cmd::cargo::cargo_bin("fetchdocs");
+        let mut c = std::process::Command::new("sh");
+        for var in ENV_VARS {
+            c.env_remove(var);
+        }
+        c.arg("-c")
+            .arg(&script)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}:{}",
+                    bin.display(),
+                    fetchdocs.parent().unwrap().display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("XDG_CONFIG_HOME", root.join("xdg"))
+            .env("FETCHDOCS_BASE_URL", &env.sandbox.api_url)
+            .env("FETCHDOCS_REQUESTS_PER_MINUTE", "100000")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    // A good night: everything downloaded, no mail.
+    let out = run_script();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!log.exists(), "{}", std::fs::read_to_string(&log).unwrap());
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(root.join("srv/last-run.json")).unwrap()).unwrap();
+    assert_eq!(summary(&report), (6, 6, 0, 0));
+
+    // The directory held by another run (one waiting on an API that never answers): exit 4,
+    // and the script says so rather than keeping quiet.
+    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut holder = std::process::Command::new(assert_cmd::cargo::cargo_bin("fetchdocs"));
+    for var in ENV_VARS {
+        holder.env_remove(var);
+    }
+    let mut holder = holder
+        .env("FETCHDOCS_API_KEY", &env.key)
+        .env("XDG_CONFIG_HOME", root.join("xdg"))
+        .args([
+            "download",
+            "--provider",
+            "keelvar",
+            "--from",
+            "rfi-responses",
+        ])
+        .arg("--base-url")
+        .arg(format!("http://{}", api.local_addr().unwrap()))
+        .arg("-o")
+        .arg(root.join("srv/rfi"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (_held, _) = api.accept().unwrap();
+    let out = run_script();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mail = std::fs::read_to_string(&log).unwrap();
+    assert!(mail.contains("fetchdocs: directory busy"), "{mail}");
+    assert!(mail.contains("in use by another run"), "{mail}");
+}
