@@ -150,7 +150,7 @@ pub async fn execute(
             .map_err(|e| report_early(cfg, IdSet::default(), e))?,
         None => (IdList::default(), None),
     };
-    let skipped_bad_lines = bad_lines.is_some();
+    let skipped_bad_lines = bad_lines.as_ref().map_or(0, |b| b.total);
     // With a listing, IDs come during the run: the record is indexed by ID, not by place.
     let known = cfg.from.is_none().then_some(&list.ids);
     // A dry run creates nothing on disk: where no earlier run left a record, its (empty) state
@@ -304,10 +304,17 @@ pub async fn execute(
         recorder.print_json_summary();
     }
     print_summary(cfg, &recorder, started.elapsed(), &ui);
+    if skipped_bad_lines > 0 {
+        ui.info(&format!(
+            "fetchdocs: {skipped_bad_lines} bad line(s) of the ID list skipped (--skip-bad-lines; \
+             listed above and in the report's bad_lines), so the exit code is 1"
+        ));
+    }
     result?;
     let listing_incomplete = recorder.listing().is_some_and(|l| !l.complete);
     Ok(
-        if recorder.summary().failed > 0 || !reported || listing_incomplete || skipped_bad_lines {
+        if recorder.summary().failed > 0 || !reported || listing_incomplete || skipped_bad_lines > 0
+        {
             Exit::FilesFailed
         } else {
             Exit::Success
