@@ -59,7 +59,10 @@ fn skip_bad_lines_downloads_the_rest_lists_them_and_exits_1() {
         "{err}"
     );
     assert!(err.contains("line 6:"), "{err}");
-    assert!(err.contains("2 bad line(s) of the ID list skipped"), "{err}");
+    assert!(
+        err.contains("2 bad line(s) of the ID list skipped"),
+        "{err}"
+    );
     let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(summary(&report), (4, 4, 0, 0), "{report}");
     env.assert_intact(&report);
