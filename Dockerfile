@@ -6,4 +6,7 @@
 #       download --provider veridox --ids /out/ids.txt -o /out
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY fetchdocs /usr/local/bin/fetchdocs
+# The base image's "nonroot" user, said here so that a pod's securityContext (runAsUser,
+# fsGroup) can be checked against it: deploy/k8s/indexed-job.yaml is, by tests/it/userface.rs.
+USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/fetchdocs"]

@@ -40,8 +40,14 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), e.g. `fetchdocs man > /usr/local/share/man/man1/fetchdocs.1`.
-    Man,
+    /// Print the man page (roff), e.g. `fetchdocs man > /usr/local/share/man/man1/fetchdocs.1`;
+    /// `fetchdocs man download` prints fetchdocs-download(1), and so on for each command.
+    Man {
+        /// The command whose page to print (download, verify, config, …) [default: the top
+        /// page, fetchdocs(1)].
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
     /// The config file: `fetchdocs config show [--profile P]` prints the settings a download
     /// would use and where each comes from (the API key never, only its source).
     Config {
@@ -156,6 +162,11 @@ pub struct DownloadArgs {
     #[arg(long, env = "FETCHDOCS_TIME_SCALE", value_name = "N", hide = true,
           default_value_t = 1, value_parser = clap::value_parser!(u32).range(TIME_SCALE))]
     pub time_scale: u32,
+
+    /// Skip the bad lines of the ID list instead of refusing the whole list: they are listed
+    /// (stderr and the report's `bad_lines`), the other IDs download, and the run exits 1.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
 
     /// Resolve IDs to URLs, download nothing.
     #[arg(long)]

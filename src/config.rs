@@ -112,6 +112,8 @@ pub struct Config {
     pub time_scale: u32,
     pub dry_run: bool,
     pub force: bool,
+    /// Skip bad lines of the ID list (listed and reported) rather than refuse it.
+    pub skip_bad_lines: bool,
     /// Keelvar: the longest one job may take.
     pub job_timeout: std::time::Duration,
     /// The longest a body may stall before it is cut and retried.
@@ -244,6 +246,7 @@ impl Config {
             time_scale: args.time_scale.max(1),
             dry_run: args.dry_run,
             force: args.force,
+            skip_bad_lines: args.skip_bad_lines,
             job_timeout: std::time::Duration::from_secs(args.job_timeout),
             read_timeout: std::time::Duration::from_secs(
                 args.read_timeout.or(from_file.read_timeout).unwrap_or(30),

@@ -165,8 +165,8 @@ impl Shard {
         let Some((k, n)) = raw.trim().split_once('/') else {
             return Err(format!("--shard {raw:?}: {usage}"));
         };
-        let count: u32 = match n.trim().parse() {
-            Ok(n) if n >= 1 => n,
+        let count: u32 = match whole_number(n.trim()) {
+            Some(n) if n >= 1 => n,
             _ => {
                 return Err(format!(
                     "--shard {raw:?}: N must be a whole number of at least 1; {usage}"
@@ -174,8 +174,10 @@ impl Shard {
             }
         };
         let (k, from) = match k.trim() {
+            // Taken as set, untrimmed: Kubernetes writes digits only, so anything else (`3 `,
+            // `+1`) is a deployment mistake worth naming rather than guessing around.
             "auto" => match job_index {
-                Some(v) => (v.trim().to_string(), "JOB_COMPLETION_INDEX"),
+                Some(v) => (v.to_string(), "JOB_COMPLETION_INDEX"),
                 None => {
                     return Err(format!(
                         "--shard {raw}: auto takes K from JOB_COMPLETION_INDEX, which is not set \
@@ -185,9 +187,9 @@ impl Shard {
             },
             k => (k.to_string(), "K"),
         };
-        let index: u32 = k
-            .parse()
-            .map_err(|_| format!("--shard {raw}: {from} is {k:?}, not a whole number; {usage}"))?;
+        let index: u32 = whole_number(&k).ok_or_else(|| {
+            format!("--shard {raw}: {from} is {k:?}, not a whole number; {usage}")
+        })?;
         if index >= count {
             return Err(format!(
                 "--shard {raw}: {from} is {index}, but shards count from 0: the shards of {count} \
@@ -211,6 +213,14 @@ impl Shard {
         let h = mix((v as u64) ^ mix((v >> 64) as u64));
         h % self.count as u64 == self.index as u64
     }
+}
+
+/// A whole number written in ASCII digits only: no sign, no space (`str::parse` takes `+1`).
+fn whole_number(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 impl fmt::Display for Shard {
@@ -264,8 +274,9 @@ pub fn parse_ids(input: &[u8], rule: IdRule) -> Result<IdList, BadInput> {
 
 /// Read an ID list line by line into `set`, holding one line at a time. Blank lines and `#`
 /// comments are ignored, whitespace and `\r` trimmed, duplicates folded (first occurrence wins).
-/// Returns how many lines repeated an ID, or every bad line, not just the first. With a
-/// `shard`, only its IDs are kept (every line is still checked).
+/// Returns how many lines repeated an ID, or every bad line, not just the first; either way
+/// `set` holds every valid ID read. With a `shard`, only its IDs are kept (every line is still
+/// checked).
 pub fn read_ids(
     mut input: impl std::io::BufRead,
     rule: IdRule,
@@ -313,7 +324,9 @@ pub fn read_ids(
         };
         match result {
             Ok(id) if shard.is_some_and(|s| !s.contains(&id)) => {}
-            Ok(id) if bad.total == 0 => {
+            // Valid lines are kept even after a bad one: the caller decides whether a bad line
+            // stops the run (the default) or is skipped (`--skip-bad-lines`).
+            Ok(id) => {
                 if set.is_full() {
                     bad.unreadable = Some(format!(
                         "more than {MAX_IDS} IDs; split the list into several runs"
@@ -324,8 +337,6 @@ pub fn read_ids(
                     duplicates += 1;
                 }
             }
-            // Once a line is bad nothing will be requested: only look for more bad lines.
-            Ok(_) => {}
             Err(reason) => {
                 bad.total += 1;
                 if bad.lines.len() < MAX_LISTED_BAD_LINES {
@@ -562,6 +573,14 @@ mod tests {
                 .unwrap_err()
                 .contains("JOB_COMPLETION_INDEX")
         );
+        // Kubernetes writes digits only: a sign or a space is a mistake, named, not guessed at.
+        for bad in ["+1", "3 ", " 3", "-0", "1.0", "", "３"] {
+            let err = Shard::parse("auto/4", Some(bad)).unwrap_err();
+            assert!(err.contains("JOB_COMPLETION_INDEX"), "{bad:?}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        assert!(Shard::parse("+1/3", None).is_err());
+        assert!(Shard::parse("1/+3", None).is_err());
         assert!(Shard::parse("1/0", None).is_err());
         assert!(Shard::parse("2", None).is_err());
     }

@@ -89,7 +89,13 @@ impl log::Log for Logger {
         let msg = record.args();
         let line = match record.level() {
             Level::Error => format!("error: {msg}"),
-            Level::Warn => format!("warning: {msg}"),
+            Level::Warn => {
+                let msg = msg.to_string();
+                if !first_time(&msg) {
+                    return;
+                }
+                format!("warning: {msg}")
+            }
             Level::Info | Level::Debug => msg.to_string(),
             Level::Trace => format!("trace: {msg}"),
         };
@@ -97,6 +103,36 @@ impl log::Log for Logger {
     }
 
     fn flush(&self) {}
+}
+
+/// Warnings printed so far and how often each came (see [`first_time`]).
+static WARNINGS: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
+/// Most distinct warnings counted; past that, each is printed every time (memory stays bounded).
+const MAX_COUNTED_WARNINGS: usize = 256;
+
+/// Whether the warning `msg` is to be printed: the first time it comes, yes; again, it is only
+/// counted, and [`print_repeated_warnings`] says how often it came when the run ends.
+fn first_time(msg: &str) -> bool {
+    let mut seen = WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, n)) = seen.iter_mut().find(|(m, _)| m == msg) {
+        *n += 1;
+        return false;
+    }
+    if seen.len() < MAX_COUNTED_WARNINGS {
+        seen.push((msg.to_string(), 1));
+    }
+    true
+}
+
+/// At the end of a run: each warning that came more than once, once more with its count
+/// (`warning: … (repeated N times)`, N counting the first). The count starts again after.
+pub fn print_repeated_warnings() {
+    let seen = std::mem::take(&mut *WARNINGS.lock().unwrap_or_else(|e| e.into_inner()));
+    for (msg, n) in seen {
+        if n > 1 {
+            eprint_line(&format!("warning: {msg} (repeated {n} times)"));
+        }
+    }
 }
 
 /// Run `print` with the bars (if any) lifted out of the way.

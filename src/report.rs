@@ -146,6 +146,25 @@ pub struct Recorder {
     error: Option<String>,
     /// How the walk of a listing went (`--from`).
     listing: Option<ListingReport>,
+    /// The ID list's bad lines, skipped with `--skip-bad-lines`.
+    bad_lines: Option<BadLinesReport>,
+}
+
+/// The `bad_lines` part of the report: the lines of the ID list skipped by `--skip-bad-lines`
+/// (the first [`crate::ids::MAX_LISTED_BAD_LINES`] of them, and how many in all).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BadLinesReport {
+    /// Where the list came from (a file's path, or "standard input").
+    pub source: String,
+    pub total: usize,
+    pub lines: Vec<BadLineEntry>,
+}
+
+/// One skipped line: its number (from 1) and what is wrong with it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BadLineEntry {
+    pub line: usize,
+    pub error: String,
 }
 
 /// The `listing` part of the report: how far the walk of `--from` went.
@@ -198,7 +217,13 @@ impl Recorder {
             bytes: 0,
             error: None,
             listing: None,
+            bad_lines: None,
         }
+    }
+
+    /// The ID list's lines that `--skip-bad-lines` skipped.
+    pub fn set_bad_lines(&mut self, bad: BadLinesReport) {
+        self.bad_lines = Some(bad);
     }
 
     /// How the walk of the listing went.
@@ -398,6 +423,9 @@ impl Recorder {
         writeln!(out, "  \"summary\": {},", json(&self.counts)?)?;
         if let Some(l) = &self.listing {
             writeln!(out, "  \"listing\": {},", json(l)?)?;
+        }
+        if let Some(b) = &self.bad_lines {
+            writeln!(out, "  \"bad_lines\": {},", json(b)?)?;
         }
         write!(out, "  \"files\": [")?;
         let mut reader = match &mut self.spool {

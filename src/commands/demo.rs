@@ -7,7 +7,7 @@ use clap::Parser;
 use fetchdocs_sandbox::{Catalog, SandboxConfig};
 use tokio_util::sync::CancellationToken;
 
-use super::sandbox::{per_minute, start, write_ids};
+use super::sandbox::{per_minute, shell_quote, start, write_ids};
 use crate::cli::{Cli, Command, DemoArgs};
 use crate::config::{Config, Surroundings};
 use crate::error::{Exit, Fatal};
@@ -34,9 +34,10 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Fatal> {
     let files = cfg.catalog.files().len();
     let sandbox = start(cfg).await?;
     init_logging(Verbosity::Normal);
-    let cancel = CancellationToken::new();
-    super::spawn_signal_handler(cancel.clone());
+    let (cancel, now) = (CancellationToken::new(), CancellationToken::new());
+    super::spawn_signal_handler(cancel.clone(), now.clone());
     let mut worst = Ok(Exit::Success);
+    let mut checks = Vec::new();
     for (provider, key) in keys {
         let name = provider.vendor().name;
         let out = args.output_dir.join(name);
@@ -51,11 +52,6 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Fatal> {
             ProviderKind::Veridox => ["--ids".into(), ids_file.clone().into_os_string()],
             ProviderKind::Keelvar => ["--from".into(), provider.listing().name().into()],
         };
-        eprintln!(
-            "fetchdocs demo: fetchdocs download --provider {name} {} {}",
-            source[0].to_string_lossy(),
-            source[1].to_string_lossy()
-        );
         let mut argv: Vec<std::ffi::OsString> = vec![
             "fetchdocs".into(),
             "download".into(),
@@ -77,6 +73,17 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Fatal> {
             "--requests-per-minute".into(),
             provider.vendor().requests_per_minute.to_string().into(),
         ]);
+        // Printed as run, key and all (the sandbox's key is no secret: its banner prints it
+        // too), so that it runs as printed while a sandbox answers there.
+        let words: Vec<String> = argv[1..]
+            .iter()
+            .map(|w| shell_quote(&w.to_string_lossy()))
+            .collect();
+        eprintln!(
+            "fetchdocs demo: FETCHDOCS_API_KEY={} fetchdocs {}",
+            shell_quote(&key),
+            words.join(" ")
+        );
         let Command::Download(download) = Cli::try_parse_from(argv)
             .map_err(|e| Fatal::Internal(format!("the demo's own command line: {e}")))?
             .command
@@ -92,7 +99,11 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Fatal> {
             ..Surroundings::of_process()
         };
         let cfg = Config::from_args(*download, &surroundings)?;
-        let result = super::download::execute(&cfg, cancel.clone()).await;
+        checks.push(format!(
+            "fetchdocs verify -o {}",
+            shell_quote(&cfg.output_dir.display().to_string())
+        ));
+        let result = super::download::execute(&cfg, cancel.clone(), now.clone()).await;
         if !matches!(result, Ok(Exit::Success)) {
             worst = result;
             break;
@@ -107,5 +118,10 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Fatal> {
         stats.api_throttled,
         args.output_dir.display()
     );
+    if matches!(worst, Ok(Exit::Success)) {
+        for check in checks {
+            eprintln!("fetchdocs demo: check them any time: {check}");
+        }
+    }
     worst
 }

@@ -22,7 +22,7 @@ use crate::provider::keelvar::{Keelvar, PollPolicy};
 use crate::provider::veridox::Veridox;
 use crate::provider::{AnyProvider, ProviderKind};
 use crate::ratelimit::{Need, RateLimiter};
-use crate::report::{FileEntry, Lines, Recorder, human_bytes};
+use crate::report::{BadLineEntry, BadLinesReport, FileEntry, Lines, Recorder, human_bytes};
 use crate::retry::Backoff;
 use crate::state::{STATE_DIR, State, record_file_name};
 
@@ -31,14 +31,21 @@ pub fn run(args: DownloadArgs, runtime: &tokio::runtime::Runtime) -> Result<Exit
     let cfg = Config::from_args(args, &Surroundings::of_process())?;
     init_logging(cfg.verbosity);
     runtime.block_on(async {
-        let cancel = CancellationToken::new();
-        super::spawn_signal_handler(cancel.clone());
-        execute(&cfg, cancel).await
+        let (cancel, now) = (CancellationToken::new(), CancellationToken::new());
+        super::spawn_signal_handler(cancel.clone(), now.clone());
+        execute(&cfg, cancel, now).await
     })
 }
 
-/// Read and validate the ID list, one line at a time.
-fn read_ids(source: &IdSource, kind: ProviderKind, shard: Option<Shard>) -> Result<IdList, Fatal> {
+/// Read and validate the ID list, one line at a time. With `skip_bad`, bad lines are listed on
+/// stderr and returned for the report, and the valid ones still download; without, a bad line
+/// stops the run before any request.
+fn read_ids(
+    source: &IdSource,
+    kind: ProviderKind,
+    shard: Option<Shard>,
+    skip_bad: bool,
+) -> Result<(IdList, Option<BadLinesReport>), Fatal> {
     let rule = kind.vendor().id_rule;
     let mut list = IdList::default();
     let read = match source {
@@ -68,12 +75,43 @@ fn read_ids(source: &IdSource, kind: ProviderKind, shard: Option<Shard>) -> Resu
         Ok(duplicates) => {
             list.duplicates = duplicates;
             list.ids.shrink_to_fit();
-            Ok(list)
+            Ok((list, None))
         }
         Err(bad) if bad.total == 0 => Err(Fatal::Usage(format!(
             "cannot read the ID list from {source}: {}",
             bad.unreadable.unwrap_or_default()
         ))),
+        // Skipped only when every line was read: a list cut short by an I/O error (or too long)
+        // is not "the rest".
+        Err(bad) if skip_bad && bad.unreadable.is_none() => {
+            let mut msg = format!(
+                "{} bad line{} in {source}, skipped (--skip-bad-lines); the other IDs are \
+                 downloaded and the run exits 1:",
+                bad.total,
+                if bad.total == 1 { "" } else { "s" },
+            );
+            for line in &bad.lines {
+                msg.push_str(&format!("\n  {line}"));
+            }
+            if bad.total > bad.lines.len() {
+                msg.push_str(&format!("\n  … and {} more", bad.total - bad.lines.len()));
+            }
+            log::error!("{msg}");
+            list.ids.shrink_to_fit();
+            let report = BadLinesReport {
+                source: source.to_string(),
+                total: bad.total,
+                lines: bad
+                    .lines
+                    .into_iter()
+                    .map(|b| BadLineEntry {
+                        line: b.line,
+                        error: b.reason,
+                    })
+                    .collect(),
+            };
+            Ok((list, Some(report)))
+        }
         Err(bad) => {
             let mut msg = format!(
                 "{} bad line{} in {source}; nothing was requested. Fix {} and run again:",
@@ -95,22 +133,47 @@ fn read_ids(source: &IdSource, kind: ProviderKind, shard: Option<Shard>) -> Resu
     }
 }
 
-/// The whole run of one validated `Config` (also what `demo` runs, once per vendor).
-pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fatal> {
+/// The whole run of one validated `Config` (also what `demo` runs, once per vendor). `cancel`
+/// stops it (a first Ctrl-C); `now` stops even the wait for downloads to wind down (a second
+/// one): what is unfinished is reported `interrupted`, and the report is still written.
+pub async fn execute(
+    cfg: &Config,
+    cancel: CancellationToken,
+    now: CancellationToken,
+) -> Result<Exit, Fatal> {
     // `--max-run-time` counts from here: reading the IDs and the record is part of the run.
     let began = tokio::time::Instant::now();
     if let Some(path) = &cfg.report {
-        check_report_path(path, &cfg.output_dir)?;
+        check_report_path(path)?;
     }
     // From here on every way out writes the report, so yesterday's never passes for today's.
-    let list = match &cfg.ids {
-        Some(source) => read_ids(source, cfg.provider, cfg.shard)
+    let (list, bad_lines) = match &cfg.ids {
+        Some(source) => read_ids(source, cfg.provider, cfg.shard, cfg.skip_bad_lines)
             .map_err(|e| report_early(cfg, IdSet::default(), e))?,
-        None => IdList::default(),
+        None => (IdList::default(), None),
     };
+    let skipped_bad_lines = bad_lines.as_ref().map_or(0, |b| b.total);
     // With a listing, IDs come during the run: the record is indexed by ID, not by place.
     let known = cfg.from.is_none().then_some(&list.ids);
-    let (_lock, mut state) = match open_output_dir(&cfg.output_dir, cfg.shard, known) {
+    // A dry run creates nothing on disk: where no earlier run left a record, its (empty) state
+    // lives in a scratch directory that is gone when it ends. Where one did, that record is
+    // read, under the lock, as by any run.
+    let scratch = match cfg.dry_run && !cfg.output_dir.join(STATE_DIR).is_dir() {
+        true => match tempfile::tempdir() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let e = Fatal::Local(format!(
+                    "cannot make a scratch directory for the dry run: {e}"
+                ));
+                return Err(report_early(cfg, list.ids, e));
+            }
+        },
+        false => None,
+    };
+    let state_dir = scratch
+        .as_ref()
+        .map_or(cfg.output_dir.as_path(), |t| t.path());
+    let (_lock, mut state) = match open_output_dir(state_dir, cfg.shard, known) {
         Ok(opened) => opened,
         Err(e) => return Err(report_early(cfg, list.ids, e)),
     };
@@ -127,7 +190,10 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
 
     let vendor = cfg.provider.vendor();
     let mut recorder = Recorder::new(vendor.name, list.ids, cfg.lines, cfg.dry_run);
-    recorder.spool_in(&cfg.output_dir.join(STATE_DIR));
+    recorder.spool_in(&state_dir.join(STATE_DIR));
+    if let Some(bad) = bad_lines {
+        recorder.set_bad_lines(bad);
+    }
     if cfg.from.is_none() {
         // Every ID is known: from here on they are found by their index alone.
         recorder.freeze();
@@ -156,7 +222,7 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
     }
 
     let started = Instant::now();
-    let result = match clients(cfg).and_then(|(p, f)| Ok((p, f, destination(cfg, &state)?))) {
+    let result = match clients(cfg).and_then(|(p, f)| Ok((p, f, destination(state_dir, &state)?))) {
         Err(e) => {
             // What is already here is still reported as such.
             skip_completed(&mut recorder, &state, cfg.force, &ui);
@@ -199,11 +265,24 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                 parts: state.partial_ids().ok(),
                 dest: dest.clone(),
             };
-            let ran = pipeline.run().await.map(|_| ());
-            // Every file handed over placed and recorded before the record is closed (lane
-            // tasks aborted just now may still hold the destination).
-            let _ = tokio::task::spawn_blocking(move || dest.close()).await;
-            ran
+            let ran = tokio::select! {
+                biased;
+                () = now.cancelled() => None,
+                ran = pipeline.run() => Some(ran.map(|_| ())),
+            };
+            match ran {
+                Some(ran) => {
+                    // Every file handed over placed and recorded before the record is closed
+                    // (lane tasks aborted just now may still hold the destination).
+                    let _ = tokio::task::spawn_blocking(move || dest.close()).await;
+                    ran
+                }
+                // Interrupted twice: the run (and its wind-down) dropped, no more waiting.
+                None => {
+                    recorder.interrupt_unfinished();
+                    Err(Fatal::Interrupted)
+                }
+            }
         }
     };
     ui.finish();
@@ -213,6 +292,7 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
              download them again"
         );
     }
+    crate::progress::print_repeated_warnings();
     let skipped = recorder.summary().skipped;
     if skipped > 0 {
         log::debug!("{skipped} file(s) already downloaded by an earlier run; skipped them");
@@ -227,10 +307,17 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
         recorder.print_json_summary();
     }
     print_summary(cfg, &recorder, started.elapsed(), &ui);
+    if skipped_bad_lines > 0 {
+        ui.info(&format!(
+            "fetchdocs: {skipped_bad_lines} bad line(s) of the ID list skipped (--skip-bad-lines; \
+             listed above and in the report's bad_lines), so the exit code is 1"
+        ));
+    }
     result?;
     let listing_incomplete = recorder.listing().is_some_and(|l| !l.complete);
     Ok(
-        if recorder.summary().failed > 0 || !reported || listing_incomplete {
+        if recorder.summary().failed > 0 || !reported || listing_incomplete || skipped_bad_lines > 0
+        {
             Exit::FilesFailed
         } else {
             Exit::Success
@@ -291,8 +378,8 @@ fn open_output_dir(
 }
 
 /// Refuse a `--report` path that cannot be written, before anything is requested. Its directory
-/// must exist, unless it is the output directory, which the run creates.
-fn check_report_path(path: &std::path::Path, output_dir: &std::path::Path) -> Result<(), Fatal> {
+/// is created if missing, as the output directory is (a Kubernetes volume starts empty).
+fn check_report_path(path: &std::path::Path) -> Result<(), Fatal> {
     let bad = |why: String| Fatal::Usage(format!("--report {}: {why}", path.display()));
     if path.is_dir() {
         return Err(bad("is a directory; give a file name".into()));
@@ -301,14 +388,20 @@ fn check_report_path(path: &std::path::Path, output_dir: &std::path::Path) -> Re
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => std::path::Path::new("."),
     };
-    if !dir.is_dir() {
-        if dir.components().eq(output_dir.components()) {
-            return Ok(());
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(bad(format!(
+                "{} exists but is not a directory",
+                dir.display()
+            )));
         }
-        return Err(bad(format!(
-            "the directory {} does not exist; create it first",
-            dir.display()
-        )));
+        Err(_) => std::fs::create_dir_all(dir).map_err(|e| {
+            bad(format!(
+                "cannot create the directory {}: {e}",
+                dir.display()
+            ))
+        })?,
     }
     // The report is written aside and renamed over the path: try exactly that much.
     tempfile::NamedTempFile::new_in(dir)
@@ -351,16 +444,12 @@ fn name_in_dir(dir: &std::path::Path, path: &std::path::Path) -> Option<String> 
     same.then_some(name)
 }
 
-/// Where the files go: the output directory, with the run's partial files and record.
-fn destination(cfg: &Config, state: &State) -> Result<Arc<LocalDir>, Fatal> {
-    LocalDir::new(&cfg.output_dir, &state.partial_dir(), state.log())
+/// Where the files go: the output directory (a dry run's scratch one), with the run's partial
+/// files and record.
+fn destination(dir: &std::path::Path, state: &State) -> Result<Arc<LocalDir>, Fatal> {
+    LocalDir::new(dir, &state.partial_dir(), state.log())
         .map(Arc::new)
-        .map_err(|e| {
-            Fatal::Local(format!(
-                "cannot start writing to {}: {e}",
-                cfg.output_dir.display()
-            ))
-        })
+        .map_err(|e| Fatal::Local(format!("cannot start writing to {}: {e}", dir.display())))
 }
 
 /// The vendor's API client (paced by its limits) and the file-host clients, one per download

@@ -5,6 +5,7 @@ mod config;
 #[cfg(feature = "sandbox")]
 mod demo;
 mod download;
+mod man;
 #[cfg(feature = "sandbox")]
 mod sandbox;
 mod verify;
@@ -49,13 +50,12 @@ pub fn run(cli: Cli) -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "fetchdocs", &mut script);
             print_out(&script)
         }
-        Command::Man => {
-            let mut page = Vec::new();
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-                .render(&mut page)
-                .map_err(|e| Fatal::Internal(format!("cannot render the man page: {e}")))
-                .and_then(|()| print_out(&page))
-        }
+        Command::Man { command } => man::page(command.as_deref())
+            .map_err(|e| match command {
+                Some(_) => Fatal::Usage(format!("fetchdocs man: {e}")),
+                None => Fatal::Internal(format!("cannot render the man page: {e}")),
+            })
+            .and_then(|page| print_out(&page)),
         #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => runtime.block_on(sandbox::run(args)),
         #[cfg(feature = "sandbox")]
@@ -84,43 +84,80 @@ fn fatal(e: &Fatal) -> Exit {
     e.exit()
 }
 
-/// Ctrl-C or SIGTERM cancels the run (partial data is kept for the next run); a second one
+/// Ctrl-C or SIGTERM cancels the run (`cancel`: partial data is kept for the next run); a
+/// second one stops waiting for anything (`now`: the run writes its report and ends); a third
 /// exits at once.
-fn spawn_signal_handler(cancel: CancellationToken) {
+fn spawn_signal_handler(cancel: CancellationToken, now: CancellationToken) {
+    // Listening from here on, before anything else runs, and for the whole run: a signal that
+    // comes while the one before is being handled is not lost.
+    let mut signals = Signals::listen();
     tokio::spawn(async move {
         let mut count = 0;
         loop {
-            if !wait_for_signal().await {
+            if !signals.next().await {
                 return;
             }
             count += 1;
-            if count == 1 {
-                crate::progress::eprint_line(
-                    "fetchdocs: interrupted; stopping (press Ctrl-C again to quit at once)",
-                );
-                cancel.cancel();
-            } else {
-                std::process::exit(Exit::Interrupted as i32);
+            match count {
+                1 => {
+                    crate::progress::eprint_line(
+                        "fetchdocs: interrupted; stopping (press Ctrl-C again to quit at once)",
+                    );
+                    cancel.cancel();
+                }
+                2 => {
+                    crate::progress::eprint_line(
+                        "fetchdocs: interrupted again; writing the report and quitting (once \
+                         more to quit without it)",
+                    );
+                    now.cancel();
+                }
+                _ => std::process::exit(Exit::Interrupted as i32),
             }
         }
     });
 }
 
-#[cfg(unix)]
-async fn wait_for_signal() -> bool {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return tokio::signal::ctrl_c().await.is_ok();
-    };
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.is_ok(),
-        r = term.recv() => r.is_some(),
-    }
+/// SIGINT and SIGTERM (Ctrl-C elsewhere), listened to once for the whole run.
+struct Signals {
+    #[cfg(unix)]
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
 
-#[cfg(not(unix))]
-async fn wait_for_signal() -> bool {
-    tokio::signal::ctrl_c().await.is_ok()
+impl Signals {
+    fn listen() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                unix: signal(SignalKind::interrupt())
+                    .and_then(|int| Ok((int, signal(SignalKind::terminate())?)))
+                    .ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
+    }
+
+    /// The next signal; false if none can come.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            match &mut self.unix {
+                Some((int, term)) => tokio::select! {
+                    r = int.recv() => r.is_some(),
+                    r = term.recv() => r.is_some(),
+                },
+                None => tokio::signal::ctrl_c().await.is_ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.is_ok()
+        }
+    }
 }
 
 /// Create the output directory if needed, and refuse what cannot be one.

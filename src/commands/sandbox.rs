@@ -34,20 +34,28 @@ pub async fn run(args: SandboxArgs) -> Result<Exit, Fatal> {
             .map_err(|e| Fatal::Usage(format!("cannot write {}: {e}", path.display())))?;
     }
     let sandbox = start(cfg).await?;
+    // The commands below run as printed when --ids-out was given (its path, quoted for the
+    // shell); without it they name ids.txt, which --ids-out ids.txt would write.
     let ids_hint = args
         .ids_out
         .as_ref()
-        .map(|p| p.display().to_string())
+        .map(|p| shell_quote(&p.display().to_string()))
         .unwrap_or_else(|| "ids.txt".into());
     let cfg = sandbox.config();
     println!("API (both vendors): {}", sandbox.api_url);
     println!("file host:          {}", sandbox.files_url);
     println!("Veridox API key:    {}", cfg.veridox_key);
     println!("Keelvar API key:    {}", cfg.keelvar.key);
-    println!(
-        "files:              {} (pass --ids-out FILE to save their IDs)",
-        args.files
-    );
+    match &args.ids_out {
+        Some(_) => println!(
+            "files:              {} (their IDs in {ids_hint})",
+            args.files
+        ),
+        None => println!(
+            "files:              {} (pass --ids-out FILE to save their IDs)",
+            args.files
+        ),
+    }
     println!("stats:              {}/_sandbox/stats", sandbox.api_url);
     let scale = time_scale(&args.faults);
     if scale > 1 {
@@ -139,6 +147,18 @@ fn per_window(limit: u32, window: Duration, headers: bool) -> Option<RateRule> {
     })
 }
 
+/// `s` as one shell word: as is when it holds nothing the shell would read otherwise, else in
+/// single quotes.
+pub fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./:-=+,@%".contains(c));
+    match plain {
+        true => s.to_string(),
+        false => format!("'{}'", s.replace('\'', "'\\''")),
+    }
+}
+
 /// Write IDs one per line.
 pub fn write_ids(path: &Path, ids: impl Iterator<Item = Uuid>) -> std::io::Result<()> {
     let mut text = String::new();
@@ -166,6 +186,14 @@ mod tests {
 
     fn window(rule: Option<RateRule>) -> Option<(u32, Duration)> {
         rule.map(|r| (r.limit, r.window))
+    }
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_quote("out/ids.txt"), "out/ids.txt");
+        assert_eq!(shell_quote("my ids.txt"), "'my ids.txt'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 
     #[test]

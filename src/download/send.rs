@@ -62,7 +62,7 @@ pub async fn send(
                     "file host: no answer yet; gave up on this file at --give-up-after".into(),
                 ));
             }
-            r = req.send() => r.map_err(unanswered)?,
+            r = req.send() => r.map_err(|e| unanswered(e, &url))?,
         };
         match redirect_target(&url, &resp) {
             None => return Ok(resp),
@@ -80,10 +80,18 @@ pub async fn send(
     }
 }
 
-/// A request that got no answer: worth another try if the cause is passing.
-fn unanswered(e: reqwest::Error) -> AttemptError {
+/// A request to `url` that got no answer: worth another try if the cause is passing. The
+/// message names the host (never the rest of the signed URL); a name that does not resolve
+/// says so first, since "Name or service not known" alone does not say which name.
+fn unanswered(e: reqwest::Error, url: &Url) -> AttemptError {
     let transient = retry::is_transient_reqwest(&e);
-    let msg = format!("file host: {}", error_chain(&e.without_url()));
+    let host = url.host_str().unwrap_or("(no host)");
+    let chain = error_chain(&e.without_url());
+    let msg = if chain.contains("dns error") {
+        format!("file host {host}: the name {host} does not resolve (DNS): {chain}")
+    } else {
+        format!("file host {host}: {chain}")
+    };
     if transient {
         AttemptError::Transient(msg, None)
     } else {

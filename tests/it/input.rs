@@ -191,8 +191,13 @@ fn an_empty_list_given_on_purpose_is_nothing_to_do() {
 fn a_report_path_that_cannot_be_written_is_refused_before_any_request() {
     let env = Env::generated(2);
     let ids = env.ids_file(&env.all_ids());
+    // A missing directory is created (see userface.rs); one that is a file cannot be.
+    std::fs::write(env.path("a-file"), b"").unwrap();
     for (report, why) in [
-        (env.path("no/such/dir/report.json"), "does not exist"),
+        (
+            env.path("a-file/report.json"),
+            "exists but is not a directory",
+        ),
         (env.dir.path().to_path_buf(), "is a directory"),
     ] {
         let out = env

@@ -24,3 +24,4 @@ mod refusals;
 mod resilience;
 mod secrets;
 mod tls;
+mod userface;
