@@ -88,6 +88,9 @@ pub struct Loaded {
     pub settings: Settings,
     /// The profile's table alone (empty without a profile).
     pub profile_table: Settings,
+    /// What the user should hear about the file (one line each): a key in it that others can
+    /// read, in a table this run does not use.
+    pub warnings: Vec<String>,
 }
 
 impl Loaded {
@@ -140,11 +143,24 @@ pub fn load(explicit: Option<&Path>, profile: Option<&str>) -> Result<Option<Loa
     })?;
     let file: File = toml::from_str(&text).map_err(|e| {
         Fatal::Usage(format!(
-            "the config file {} is not valid: {}Fix it, or name another with --config",
+            "the config file {} is not valid: {}. Fix it, or name another with --config",
             path.display(),
-            e.to_string().trim_end().to_string() + "\n"
+            describe_toml_error(&text, &e)
         ))
     })?;
+    let keys_in: Vec<String> = file
+        .default
+        .as_ref()
+        .filter(|d| d.api_key.is_some())
+        .map(|_| "[default]".to_string())
+        .into_iter()
+        .chain(
+            file.profiles
+                .iter()
+                .filter(|(_, p)| p.api_key.is_some())
+                .map(|(name, _)| format!("[profiles.{name}]")),
+        )
+        .collect();
     let base = file.default.unwrap_or_default();
     let (settings, profile_table) = match profile {
         None => (base, Settings::default()),
@@ -163,14 +179,96 @@ pub fn load(explicit: Option<&Path>, profile: Option<&str>) -> Result<Option<Loa
             }
         },
     };
-    let loaded = Loaded {
+    let mut loaded = Loaded {
         path,
         profile: profile.map(str::to_string),
         settings,
         profile_table,
+        warnings: Vec::new(),
     };
     check(&loaded)?;
+    // A key this run would use is refused above; one in another table is still readable.
+    if !keys_in.is_empty()
+        && let Some(mode) = readable_by_others(&loaded.path)
+    {
+        loaded.warnings.push(format!(
+            "{} holds an API key (api_key in {}) and others can read it (mode {mode:o}); run \
+             `chmod 600 {}`",
+            loaded.path.display(),
+            keys_in.join(", "),
+            loaded.path.display()
+        ));
+    }
     Ok(Some(loaded))
+}
+
+/// What is wrong with a config file, by line and column, without a word of the file's own text:
+/// the offending line could hold the API key (an unterminated string, a misspelt `api_key`, a
+/// key in an array), so neither the line nor a value quoted in the parser's message is shown.
+/// Only the names fetchdocs itself defines (settings, tables, providers) and single punctuation
+/// marks survive from the message.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let place = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        format!("line {line}, column {column}: ")
+    });
+    format!(
+        "{}{}",
+        place.unwrap_or_default(),
+        redact_quoted(e.message())
+    )
+}
+
+/// The words a config-file error may quote: what fetchdocs names, never what the user wrote.
+const KNOWN_WORDS: &[&str] = &[
+    "default",
+    "profiles",
+    "veridox",
+    "keelvar",
+    "provider",
+    "base_url",
+    "api_key_file",
+    "api_key",
+    "output_dir",
+    "concurrency",
+    "requests_per_minute",
+    "requests_per_hour",
+    "read_timeout",
+];
+
+/// `message` with every quoted part (`` `…` `` or `"…"`) that is not a known word or a single
+/// punctuation mark replaced by `…`, and its lines joined.
+fn redact_quoted(message: &str) -> String {
+    let keep = |inner: &str| {
+        KNOWN_WORDS.contains(&inner)
+            || (inner.chars().count() == 1 && inner.chars().all(|c| c.is_ascii_punctuation()))
+    };
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find(['`', '"']) {
+        let quote = rest[open..].chars().next().unwrap_or('`');
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find(quote) else {
+            // An unpaired quote: nothing after it is shown.
+            out.push('…');
+            rest = "";
+            break;
+        };
+        let inner = &after[..close];
+        out.push(quote);
+        out.push_str(if keep(inner) { inner } else { "…" });
+        out.push(quote);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// "must be 1 to 256", from the range the command line accepts.
@@ -206,21 +304,33 @@ fn check(loaded: &Loaded) -> Result<(), Fatal> {
             &format!("{} seconds", must_be(&cli::READ_TIMEOUT)),
         );
     }
-    #[cfg(unix)]
-    if s.api_key.is_some() {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&loaded.path)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0o777);
-        if mode & 0o077 != 0 {
-            return Err(Fatal::Usage(format!(
-                "{} holds an API key but others can read it (mode {:o}); run `chmod 600 {}`, \
-                 or put the key in a file of its own and name it with api_key_file",
-                loaded.path.display(),
-                mode & 0o777,
-                loaded.path.display()
-            )));
-        }
+    if s.api_key.is_some()
+        && let Some(mode) = readable_by_others(&loaded.path)
+    {
+        return Err(Fatal::Usage(format!(
+            "{} holds an API key but others can read it (mode {mode:o}); run `chmod 600 {}`, \
+             or put the key in a file of its own and name it with api_key_file",
+            loaded.path.display(),
+            loaded.path.display()
+        )));
     }
     Ok(())
+}
+
+/// The permission bits of a file (followed through a link) that its group or others can read
+/// or write, or `None` if only its owner can (or the platform has no such bits).
+pub fn readable_by_others(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0o777);
+        (mode & 0o077 != 0).then_some(mode & 0o777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }

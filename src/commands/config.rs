@@ -28,6 +28,9 @@ pub fn show(config: Option<PathBuf>, profile: Option<String>) -> Result<Exit, Fa
         .as_ref()
         .map(|l| l.profile_table.clone())
         .unwrap_or_default();
+    for warning in loaded.iter().flat_map(|l| &l.warnings) {
+        eprintln!("warning: {warning}");
+    }
     match (&loaded, profile::default_path()) {
         (Some(l), _) => println!("config file: {}", l.source()),
         (None, Some(p)) => println!("config file: none (looked for {})", p.display()),
@@ -90,6 +93,10 @@ pub fn show(config: Option<PathBuf>, profile: Option<String>) -> Result<Exit, Fa
             (Err(_), Some(v)) => (v, source_of(loaded.as_ref(), row.in_profile)),
             (Err(_), None) => (row.default.to_string(), "default".to_string()),
         };
+        let value = match row.name {
+            "base_url" => crate::config::redact_userinfo(&value),
+            _ => value,
+        };
         println!("{:<20} {value:<40} {source}", row.name);
     }
     // The key: where it would come from, never what it is.
@@ -97,6 +104,13 @@ pub fn show(config: Option<PathBuf>, profile: Option<String>) -> Result<Exit, Fa
         format!("from the environment ({API_KEY_ENV})")
     } else if let Some(f) = &file.api_key_file {
         let from = source_of(loaded.as_ref(), own.api_key_file.is_some());
+        if let Some(mode) = profile::readable_by_others(f) {
+            eprintln!(
+                "warning: the API key file {} can be read by others (mode {mode:o}); run `chmod 600 {}`",
+                f.display(),
+                f.display()
+            );
+        }
         format!("from the file {} ({from})", f.display())
     } else if file.api_key.is_some() {
         let from = source_of(loaded.as_ref(), own.api_key.is_some());

@@ -20,5 +20,6 @@ mod listings;
 mod names;
 mod refusals;
 mod resilience;
+mod secret_leaks;
 mod secrets;
 mod tls;
