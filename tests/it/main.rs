@@ -23,3 +23,4 @@ mod resilience;
 mod secret_leaks;
 mod secrets;
 mod tls;
+mod verify_planted;
