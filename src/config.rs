@@ -171,11 +171,12 @@ impl Config {
             (None, Some(value)) => read_api_key(None, Some(value), &mut warnings)?,
             (None, None) => key_from_config(loaded.as_ref(), &mut warnings)?,
         };
+        let from_listing = args.from.or(from_file.from);
         let ids = match args.ids {
             Some(p) if p.as_os_str() == "-" => Some(IdSource::Stdin),
             Some(p) => Some(IdSource::File(p)),
             // A listing is the source; standard input only when asked for (`--ids -`).
-            None if args.from.is_some() => None,
+            None if from_listing.is_some() => None,
             // Implicitly from stdin only when something is piped in: a cron job that forgot
             // --ids (stdin /dev/null) must not succeed with "0 of 0".
             None if !env.stdin_has_data => {
@@ -187,7 +188,7 @@ impl Config {
             }
             None => Some(IdSource::Stdin),
         };
-        let from = match args.from {
+        let from = match from_listing {
             None => None,
             Some(source) if source != provider.listing() => {
                 return Err(Fatal::Usage(format!(
@@ -199,7 +200,10 @@ impl Config {
             }
             Some(source) => {
                 let sizes = source.page_sizes();
-                let size = args.page_size.unwrap_or(*sizes.end());
+                let size = args
+                    .page_size
+                    .or(from_file.page_size)
+                    .unwrap_or(*sizes.end());
                 if !sizes.contains(&size) {
                     return Err(Fatal::Usage(format!(
                         "--page-size {size}: the {source} listing takes {} to {} entries a page",
@@ -237,7 +241,7 @@ impl Config {
                 .or(from_file.output_dir)
                 .unwrap_or_else(|| PathBuf::from(".")),
             concurrency: args.concurrency.or(from_file.concurrency).unwrap_or(8) as usize,
-            report: args.report,
+            report: args.report.or(from_file.report),
             verbosity,
             budget: vendor.budget(
                 args.requests_per_minute.or(from_file.requests_per_minute),
@@ -247,17 +251,34 @@ impl Config {
             time_scale: args.time_scale.max(1),
             dry_run: args.dry_run,
             force: args.force,
-            job_timeout: std::time::Duration::from_secs(args.job_timeout),
+            job_timeout: std::time::Duration::from_secs(
+                args.job_timeout.or(from_file.job_timeout).unwrap_or(600),
+            ),
             read_timeout: std::time::Duration::from_secs(
                 args.read_timeout.or(from_file.read_timeout).unwrap_or(30),
             ),
-            speed_limit: args.speed_limit,
-            speed_time: std::time::Duration::from_secs(args.speed_time),
-            give_up_after: std::time::Duration::from_secs(args.give_up_after),
-            max_run_time: args.max_run_time.map(std::time::Duration::from_secs),
-            max_file_size: args.max_file_size,
-            limit_rate: args.limit_rate,
-            ca_certs: match &args.ca_cert {
+            speed_limit: args.speed_limit.or(from_file.speed_limit).unwrap_or(1024),
+            speed_time: std::time::Duration::from_secs(
+                args.speed_time.or(from_file.speed_time).unwrap_or(60),
+            ),
+            give_up_after: std::time::Duration::from_secs(
+                args.give_up_after
+                    .or(from_file.give_up_after)
+                    .unwrap_or(3600),
+            ),
+            max_run_time: args
+                .max_run_time
+                .or(from_file.max_run_time)
+                .map(std::time::Duration::from_secs),
+            max_file_size: match args.max_file_size {
+                Some(n) => n,
+                None => file_size(from_file.max_file_size.as_ref())?.unwrap_or(10 << 30),
+            },
+            limit_rate: match args.limit_rate {
+                Some(n) => Some(n),
+                None => file_size(from_file.limit_rate.as_ref())?,
+            },
+            ca_certs: match args.ca_cert.as_ref().or(from_file.ca_cert.as_ref()) {
                 Some(path) => read_ca_certs(path)?,
                 None => Vec::new(),
             },
@@ -283,6 +304,13 @@ pub fn redact_userinfo(raw: &str) -> String {
         Some(at) => format!("{}***{}", &raw[..start], &raw[start + at..]),
         None => raw.to_string(),
     }
+}
+
+/// A size the config file gives, in bytes (checked when the file was read).
+fn file_size(size: Option<&profile::Size>) -> Result<Option<u64>, Fatal> {
+    size.map(profile::Size::bytes)
+        .transpose()
+        .map_err(|e| Fatal::Usage(format!("in the config file: {e}")))
 }
 
 /// Parse a base URL: http(s) only, and plain http only to a loopback host. Messages never

@@ -168,7 +168,7 @@ fn a_bad_config_file_is_refused_with_its_name_the_line_and_the_fix() {
         ),
         (
             "[profiles.sandbox]\nprovider = \"acme\"\n",
-            "unknown variant `acme`",
+            "unknown variant `…`, expected `veridox` or `keelvar`",
         ),
     ] {
         std::fs::write(&path, text).unwrap();
