@@ -116,11 +116,9 @@ pub fn proxies_but_loopback(builder: reqwest::ClientBuilder) -> reqwest::ClientB
         var(["HTTPS_PROXY", "https_proxy"]).map(reqwest::Proxy::https),
         all.map(reqwest::Proxy::all),
     ];
-    for proxy in proxies.into_iter().flatten() {
-        // A proxy setting that is not a URL is passed over, as reqwest does.
-        if let Ok(proxy) = proxy {
-            builder = builder.proxy(proxy.no_proxy(no.clone()));
-        }
+    // A proxy setting that is not a URL is passed over, as reqwest does.
+    for proxy in proxies.into_iter().flatten().flatten() {
+        builder = builder.proxy(proxy.no_proxy(no.clone()));
     }
     builder
 }

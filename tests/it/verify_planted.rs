@@ -1,6 +1,7 @@
 //! Issue 21, point 12: `verify` (and a download) opens regular files only, in `.fetchdocs/`
 //! and under the recorded names: a FIFO or a link to a device planted there is reported, never
 //! waited on or read without end.
+#![cfg(unix)]
 
 use std::path::Path;
 
@@ -27,7 +28,6 @@ fn verify(dir: &Path) -> std::process::Output {
         .unwrap()
 }
 
-#[cfg(unix)]
 #[test]
 fn verify_reports_fifos_and_device_links_instead_of_reading_them() {
     let env = Env::generated(4);
