@@ -58,8 +58,8 @@ impl ApiKey {
         }
         if key.len() < MIN_KEY_LEN {
             return Err(format!(
-                "the API key is {} characters long, too short to be a real key (at least \
-                 {MIN_KEY_LEN}); check that the whole key was copied",
+                "the API key is too short to be a real key ({} of at least {MIN_KEY_LEN} \
+                 characters); check that the whole key was copied",
                 key.len()
             ));
         }
