@@ -79,10 +79,13 @@ macro_rules! settings {
 // `args.NAME.or(file.NAME)` where `Config::from_args` reads it: the file's checks (the flag's
 // own parser), its error messages and `config show` follow from this list.
 //
-// Deliberately not here: `ids` and `shard` (each run's or machine's own), `dry_run` and
-// `force` (one-off actions), `json`, `quiet` and `verbose` (how one invocation talks, with no
-// flag to undo them), `time_scale` (benchmarks only), `config` and `profile` (they choose the
-// file), and the key itself beside `api_key` (see `api_key_file`).
+// A switch (a `bool` flag) can be a key too (`name: bool`), read as
+// `args.NAME || file.NAME.unwrap_or(false)`; no flag can then turn it off for one run.
+//
+// Deliberately not here ([`NOT_IN_THE_FILE`]): `ids` and `shard` (each run's or machine's
+// own), `dry_run` and `force` (one-off actions), `json`, `quiet` and `verbose` (how one
+// invocation talks, with no flag to undo them), `time_scale` (benchmarks only), `config` and
+// `profile` (they choose the file).
 settings! {
     provider: ProviderKind = "(none: required)";
     base_url: String = "(the provider's)";
@@ -106,6 +109,21 @@ settings! {
     max_file_size: Size = "10G";
     ca_cert: PathBuf = "(none)";
 }
+
+/// The `download` options that have no key in the config file, on purpose (see above). Every
+/// other option must have one: a test holds the two lists and the flags together.
+pub const NOT_IN_THE_FILE: &[&str] = &[
+    "ids",
+    "shard",
+    "dry_run",
+    "force",
+    "json",
+    "quiet",
+    "verbose",
+    "time_scale",
+    "config",
+    "profile",
+];
 
 /// A size in the config file, as the flag takes it (`20M`) or a number of bytes.
 #[derive(Debug, Clone, Deserialize)]
@@ -137,7 +155,7 @@ macro_rules! shown_by_display {
         }
     })*};
 }
-shown_by_display!(String, u32, u64);
+shown_by_display!(String, bool, u32, u64);
 
 impl Shown for PathBuf {
     fn shown(&self) -> String {
@@ -404,6 +422,10 @@ fn check(loaded: &Loaded) -> Result<(), Fatal> {
         ) else {
             continue;
         };
+        // A switch (`--flag`, no value) is a TOML boolean, which serde has checked.
+        if !arg.get_action().takes_values() {
+            continue;
+        }
         // The flag alone, with nothing taken from the environment.
         let probe = clap::Command::new("check").no_binary_name(true).arg(
             arg.clone()
@@ -455,5 +477,55 @@ pub fn readable_by_others(path: &Path) -> Option<u32> {
     {
         let _ = path;
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_download_option_is_a_key_of_the_file_or_left_out_on_purpose() {
+        let download =
+            <cli::DownloadArgs as clap::Args>::augment_args(clap::Command::new("download"));
+        let flags: Vec<String> = download
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .filter(|id| id != "help")
+            .collect();
+        for (key, _) in Settings::KEYS {
+            assert!(flags.iter().any(|f| f == key), "{key} is no download flag");
+            assert!(!NOT_IN_THE_FILE.contains(key), "{key} in both lists");
+        }
+        for flag in &flags {
+            assert!(
+                Settings::KEYS.iter().any(|(k, _)| k == flag) || NOT_IN_THE_FILE.contains(&&**flag),
+                "--{flag}: add it to `settings!` in src/profile.rs (and read it in \
+                 Config::from_args), or to NOT_IN_THE_FILE with the reason"
+            );
+        }
+    }
+
+    #[test]
+    fn a_config_error_quotes_no_text_of_the_file() {
+        assert_eq!(
+            redact_quoted("unknown variant `vdx_secret_123`, expected `veridox` or `keelvar`"),
+            "unknown variant `…`, expected `veridox` or `keelvar`"
+        );
+        assert_eq!(
+            redact_quoted("invalid type: string \"vdx_secret_123\", expected u32"),
+            "invalid type: string \"…\", expected u32"
+        );
+        assert_eq!(
+            redact_quoted("unknown field `concurency`, expected `concurrency`"),
+            "unknown field `concurency`, expected `concurrency`"
+        );
+        assert_eq!(
+            redact_quoted("invalid basic string, expected `\"`"),
+            "invalid basic string, expected `\"`"
+        );
+        assert_eq!(redact_quoted("odd `vdx_secret"), "odd …");
+        assert_eq!(edit_distance("concurency", "concurrency"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 }
