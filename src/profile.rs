@@ -82,7 +82,7 @@ macro_rules! settings {
 // A switch (a `bool` flag) can be a key too (`name: bool`), read as
 // `args.NAME || file.NAME.unwrap_or(false)`; no flag can then turn it off for one run.
 //
-// Deliberately not here ([`NOT_IN_THE_FILE`]): `ids` and `shard` (each run's or machine's
+// Deliberately not here (`NOT_IN_THE_FILE` in the tests below): `ids` and `shard` (each run's or machine's
 // own), `dry_run` and `force` (one-off actions), `json`, `quiet` and `verbose` (how one
 // invocation talks, with no flag to undo them), `time_scale` (benchmarks only), `config` and
 // `profile` (they choose the file).
@@ -109,21 +109,6 @@ settings! {
     max_file_size: Size = "10G";
     ca_cert: PathBuf = "(none)";
 }
-
-/// The `download` options that have no key in the config file, on purpose (see above). Every
-/// other option must have one: a test holds the two lists and the flags together.
-pub const NOT_IN_THE_FILE: &[&str] = &[
-    "ids",
-    "shard",
-    "dry_run",
-    "force",
-    "json",
-    "quiet",
-    "verbose",
-    "time_scale",
-    "config",
-    "profile",
-];
 
 /// A size in the config file, as the flag takes it (`20M`) or a number of bytes.
 #[derive(Debug, Clone, Deserialize)]
@@ -483,6 +468,21 @@ pub fn readable_by_others(path: &Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `download` options that have no key in the config file, on purpose (see above). Every
+    /// other option must have one: a test holds the two lists and the flags together.
+    const NOT_IN_THE_FILE: &[&str] = &[
+        "ids",
+        "shard",
+        "dry_run",
+        "force",
+        "json",
+        "quiet",
+        "verbose",
+        "time_scale",
+        "config",
+        "profile",
+    ];
 
     #[test]
     fn every_download_option_is_a_key_of_the_file_or_left_out_on_purpose() {
