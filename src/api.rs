@@ -32,13 +32,19 @@ pub const UNREACHABLE_WITHIN: Duration = Duration::from_secs(30);
 /// The environment variable that holds the API key.
 pub const API_KEY_ENV: &str = "FETCHDOCS_API_KEY";
 
+/// The fewest characters a key may have. Vendors' keys are far longer (`vdx_` and a long
+/// random part); a shorter one is a mistake (a placeholder, a truncated paste), and a short key
+/// could not be redacted without redacting ordinary words ("key" for a key "k").
+pub const MIN_KEY_LEN: usize = 12;
+
 /// An API key. Its `Debug` never shows the value, and it has no `Display`; only the client
 /// below reads it, to build its header.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(String);
 
 impl ApiKey {
-    /// Validate a key: non-empty, and sendable as an HTTP header value.
+    /// Validate a key: non-empty, sendable as an HTTP header value, and long enough to be a
+    /// real one ([`MIN_KEY_LEN`]).
     pub fn new(raw: &str) -> Result<Self, String> {
         let key = raw.trim();
         if key.is_empty() {
@@ -49,6 +55,13 @@ impl ApiKey {
                 "the API key contains spaces or characters that cannot be sent in an HTTP header"
                     .into(),
             );
+        }
+        if key.len() < MIN_KEY_LEN {
+            return Err(format!(
+                "the API key is too short to be a real key ({} of at least {MIN_KEY_LEN} \
+                 characters); check that the whole key was copied",
+                key.len()
+            ));
         }
         Ok(ApiKey(key.to_string()))
     }
@@ -72,6 +85,42 @@ pub fn is_loopback(url: &Url) -> bool {
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
         None => false,
     }
+}
+
+/// `builder` with the environment's proxies (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and
+/// their lower-case forms, `NO_PROXY`), read as reqwest itself reads them, except that nothing
+/// for this machine (`127.0.0.0/8`, `::1`, `localhost`) goes through a proxy: plain http is
+/// allowed to loopback only because it never leaves the machine, and a proxy would receive
+/// the API key and the signed URLs in clear.
+pub fn proxies_but_loopback(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    let var = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok())
+            .filter(|v| !v.trim().is_empty())
+    };
+    // As reqwest: under CGI, `HTTP_PROXY` may be a request header, so no proxy at all.
+    let mut builder = builder.no_proxy();
+    if std::env::var_os("REQUEST_METHOD").is_some() {
+        return builder;
+    }
+    let no = format!(
+        "127.0.0.0/8,::1,localhost,{}",
+        var(["NO_PROXY", "no_proxy"]).unwrap_or_default()
+    );
+    let no = reqwest::NoProxy::from_string(&no);
+    let all = var(["ALL_PROXY", "all_proxy"]);
+    // The first that matches a request wins: the scheme's own, then `ALL_PROXY`.
+    let proxies = [
+        var(["HTTP_PROXY", "http_proxy"]).map(reqwest::Proxy::http),
+        var(["HTTPS_PROXY", "https_proxy"]).map(reqwest::Proxy::https),
+        all.map(reqwest::Proxy::all),
+    ];
+    // A proxy setting that is not a URL is passed over, as reqwest does.
+    for proxy in proxies.into_iter().flatten().flatten() {
+        builder = builder.proxy(proxy.no_proxy(no.clone()));
+    }
+    builder
 }
 
 /// How the key is sent.
@@ -159,7 +208,7 @@ impl ApiClient {
         let mut value = HeaderValue::from_str(&value)
             .map_err(|_| "the API key cannot be sent as an HTTP header".to_string())?;
         value.set_sensitive(true);
-        let http = reqwest::Client::builder()
+        let http = proxies_but_loopback(reqwest::Client::builder())
             .user_agent(concat!("fetchdocs/", env!("CARGO_PKG_VERSION")))
             // Never follow redirects with the key: a redirect could carry it to another host.
             .redirect(reqwest::redirect::Policy::none())
@@ -376,8 +425,9 @@ impl ApiClient {
     }
 }
 
-/// The body with every occurrence of the key replaced: a vendor that echoes the key in an error
-/// text must not get it printed or written into a report.
+/// The body with every occurrence of the key replaced, whole: a vendor that echoes the key in an
+/// error text must not get it printed or written into a report. Only the exact key is replaced
+/// (never a part of it), and keys are at least [`MIN_KEY_LEN`] long, so ordinary words stay.
 fn redact(body: Bytes, key: &ApiKey) -> Bytes {
     let secret = key.expose().as_bytes();
     if secret.is_empty() {
@@ -470,14 +520,33 @@ mod tests {
 
     #[test]
     fn the_key_is_taken_out_of_vendor_text() {
-        let key = ApiKey::new("vdx_s3cret").unwrap();
-        let body = Bytes::from_static(b"{\"error\": \"bad key vdx_s3cret (vdx_s3cret)\"}");
+        let key = ApiKey::new("vdx_s3cret_0001").unwrap();
+        let body =
+            Bytes::from_static(b"{\"error\": \"bad key vdx_s3cret_0001 (vdx_s3cret_0001)\"}");
         assert_eq!(
             &redact(body, &key)[..],
             b"{\"error\": \"bad key [redacted] ([redacted])\"}"
         );
         let clean = Bytes::from_static(b"nothing here");
         assert_eq!(&redact(clean, &key)[..], b"nothing here");
+        // Parts of the key are not the key: the words around stay whole.
+        let near = Bytes::from_static(b"Invalid API key vdx_s3cret_000 vdx_");
+        assert_eq!(&redact(near.clone(), &key)[..], &near[..]);
+    }
+
+    #[test]
+    fn a_key_too_short_to_be_real_is_refused() {
+        assert!(ApiKey::new("k").unwrap_err().contains("too short"));
+        assert!(ApiKey::new("vdx_s3cret").is_err());
+        assert!(ApiKey::new(" vdx_12345678 \n").is_ok());
+        for key in [
+            "vdx_sandbox_key_0123456789",
+            "klv_sandbox_key_0123456789",
+            "vdx_wrong_key",
+            "klv_not_the_key",
+        ] {
+            assert!(ApiKey::new(key).is_ok(), "{key}");
+        }
     }
 
     #[test]

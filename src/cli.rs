@@ -186,31 +186,26 @@ pub struct DownloadArgs {
           value_parser = clap::value_parser!(u64).range(READ_TIMEOUT))]
     pub read_timeout: Option<u64>,
 
-    /// Keelvar: how long one job may take before its files fail.
-    #[arg(long, env = "FETCHDOCS_JOB_TIMEOUT", value_name = "SECONDS", default_value_t = 600,
+    /// Keelvar: how long one job may take before its files fail [default: 600].
+    #[arg(long, env = "FETCHDOCS_JOB_TIMEOUT", value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub job_timeout: u64,
+    pub job_timeout: Option<u64>,
 
     /// A download slower than this many bytes a second for --speed-time is cut and resumed
-    /// (0: never).
-    #[arg(
-        long,
-        env = "FETCHDOCS_SPEED_LIMIT",
-        value_name = "BYTES",
-        default_value_t = 1024
-    )]
-    pub speed_limit: u64,
+    /// (0: never) [default: 1024].
+    #[arg(long, env = "FETCHDOCS_SPEED_LIMIT", value_name = "BYTES")]
+    pub speed_limit: Option<u64>,
 
-    /// See --speed-limit.
-    #[arg(long, env = "FETCHDOCS_SPEED_TIME", value_name = "SECONDS", default_value_t = 60,
+    /// See --speed-limit [default: 60].
+    #[arg(long, env = "FETCHDOCS_SPEED_TIME", value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub speed_time: u64,
+    pub speed_time: Option<u64>,
 
     /// How long one ID may take across mints, retries, waits and its transfer before it fails
-    /// (a download still in progress then stops, keeping what arrived).
-    #[arg(long, env = "FETCHDOCS_GIVE_UP_AFTER", value_name = "SECONDS", default_value_t = 3600,
+    /// (a download still in progress then stops, keeping what arrived) [default: 3600].
+    #[arg(long, env = "FETCHDOCS_GIVE_UP_AFTER", value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=604_800))]
-    pub give_up_after: u64,
+    pub give_up_after: Option<u64>,
 
     /// Stop the whole run after this long (from its start; it is over by then), as Ctrl-C would
     /// (partial data kept for the next run), and exit 1 [default: no limit].
@@ -229,10 +224,9 @@ pub struct DownloadArgs {
     pub limit_rate: Option<u64>,
 
     /// Largest file accepted (e.g. 500M, 10G): a longer announced length, or a body without
-    /// one that grows past it, fails that file.
-    #[arg(long, env = "FETCHDOCS_MAX_FILE_SIZE", value_name = "SIZE", default_value = "10G",
-          value_parser = parse_size)]
-    pub max_file_size: u64,
+    /// one that grows past it, fails that file [default: 10G].
+    #[arg(long, env = "FETCHDOCS_MAX_FILE_SIZE", value_name = "SIZE", value_parser = parse_size)]
+    pub max_file_size: Option<u64>,
 }
 
 /// `123`, `500K`, `20M`, `10G`, `1T` (powers of 1024; a trailing `B` or `iB` is allowed).
@@ -262,15 +256,11 @@ pub fn parse_size(raw: &str) -> Result<u64, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigAction {
-    /// Print the effective settings and where each comes from.
-    Show {
-        /// The config file [default: the platform's config dir].
-        #[arg(long, env = "FETCHDOCS_CONFIG", value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// The profile to show.
-        #[arg(long, env = "FETCHDOCS_PROFILE", value_name = "NAME")]
-        profile: Option<String>,
-    },
+    /// Print the settings a download would use and where each comes from (flag, environment,
+    /// config file and profile, or default). Takes the options of `download` (--config,
+    /// --profile and the rest), to show what a download given them would use.
+    #[command(after_help = "Exit codes: 0 shown; 2 the config file or an option is not valid.")]
+    Show(Box<DownloadArgs>),
 }
 
 #[derive(Debug, Args)]

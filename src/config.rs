@@ -136,6 +136,8 @@ pub struct Config {
     /// What goes to stdout per ID: `--json` lines; with `--dry-run`, the name each ID would be
     /// saved under (a table on a terminal, JSON lines otherwise).
     pub lines: Lines,
+    /// Warnings about the settings (a key others can read), one line each, for the run to say.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -164,16 +166,21 @@ impl Config {
                 .or(from_file.base_url.as_deref())
                 .unwrap_or(vendor.default_base_url),
         )?;
+        let mut warnings = loaded
+            .as_ref()
+            .map(|l| l.warnings.clone())
+            .unwrap_or_default();
         let api_key = match (&args.api_key_file, &env.api_key) {
-            (Some(file), _) => read_api_key(Some(file), None)?,
-            (None, Some(value)) => read_api_key(None, Some(value))?,
-            (None, None) => key_from_config(loaded.as_ref())?,
+            (Some(file), _) => read_api_key(Some(file), None, &mut warnings)?,
+            (None, Some(value)) => read_api_key(None, Some(value), &mut warnings)?,
+            (None, None) => key_from_config(loaded.as_ref(), &mut warnings)?,
         };
+        let from_listing = args.from.or(from_file.from);
         let ids = match args.ids {
             Some(p) if p.as_os_str() == "-" => Some(IdSource::Stdin),
             Some(p) => Some(IdSource::File(p)),
             // A listing is the source; standard input only when asked for (`--ids -`).
-            None if args.from.is_some() => None,
+            None if from_listing.is_some() => None,
             // Implicitly from stdin only when something is piped in: a cron job that forgot
             // --ids (stdin /dev/null) must not succeed with "0 of 0".
             None if !env.stdin_has_data => {
@@ -185,7 +192,7 @@ impl Config {
             }
             None => Some(IdSource::Stdin),
         };
-        let from = match args.from {
+        let from = match from_listing {
             None => None,
             Some(source) if source != provider.listing() => {
                 return Err(Fatal::Usage(format!(
@@ -197,7 +204,10 @@ impl Config {
             }
             Some(source) => {
                 let sizes = source.page_sizes();
-                let size = args.page_size.unwrap_or(*sizes.end());
+                let size = args
+                    .page_size
+                    .or(from_file.page_size)
+                    .unwrap_or(*sizes.end());
                 if !sizes.contains(&size) {
                     return Err(Fatal::Usage(format!(
                         "--page-size {size}: the {source} listing takes {} to {} entries a page",
@@ -229,14 +239,17 @@ impl Config {
             api_key,
             ids,
             from,
-            max_pages: args.max_pages.unwrap_or(crate::listing::DEFAULT_MAX_PAGES),
+            max_pages: args
+                .max_pages
+                .or(from_file.max_pages)
+                .unwrap_or(crate::listing::DEFAULT_MAX_PAGES),
             shard,
             output_dir: args
                 .output_dir
                 .or(from_file.output_dir)
                 .unwrap_or_else(|| PathBuf::from(".")),
             concurrency: args.concurrency.or(from_file.concurrency).unwrap_or(8) as usize,
-            report: args.report,
+            report: args.report.or(from_file.report),
             verbosity,
             budget: vendor.budget(
                 args.requests_per_minute.or(from_file.requests_per_minute),
@@ -246,18 +259,35 @@ impl Config {
             time_scale: args.time_scale.max(1),
             dry_run: args.dry_run,
             force: args.force,
-            skip_bad_lines: args.skip_bad_lines,
-            job_timeout: std::time::Duration::from_secs(args.job_timeout),
+            skip_bad_lines: args.skip_bad_lines || from_file.skip_bad_lines.unwrap_or(false),
+            job_timeout: std::time::Duration::from_secs(
+                args.job_timeout.or(from_file.job_timeout).unwrap_or(600),
+            ),
             read_timeout: std::time::Duration::from_secs(
                 args.read_timeout.or(from_file.read_timeout).unwrap_or(30),
             ),
-            speed_limit: args.speed_limit,
-            speed_time: std::time::Duration::from_secs(args.speed_time),
-            give_up_after: std::time::Duration::from_secs(args.give_up_after),
-            max_run_time: args.max_run_time.map(std::time::Duration::from_secs),
-            max_file_size: args.max_file_size,
-            limit_rate: args.limit_rate,
-            ca_certs: match &args.ca_cert {
+            speed_limit: args.speed_limit.or(from_file.speed_limit).unwrap_or(1024),
+            speed_time: std::time::Duration::from_secs(
+                args.speed_time.or(from_file.speed_time).unwrap_or(60),
+            ),
+            give_up_after: std::time::Duration::from_secs(
+                args.give_up_after
+                    .or(from_file.give_up_after)
+                    .unwrap_or(3600),
+            ),
+            max_run_time: args
+                .max_run_time
+                .or(from_file.max_run_time)
+                .map(std::time::Duration::from_secs),
+            max_file_size: match args.max_file_size {
+                Some(n) => n,
+                None => file_size(from_file.max_file_size.as_ref())?.unwrap_or(10 << 30),
+            },
+            limit_rate: match args.limit_rate {
+                Some(n) => Some(n),
+                None => file_size(from_file.limit_rate.as_ref())?,
+            },
+            ca_certs: match args.ca_cert.as_ref().or(from_file.ca_cert.as_ref()) {
                 Some(path) => read_ca_certs(path)?,
                 None => Vec::new(),
             },
@@ -267,21 +297,45 @@ impl Config {
                 (false, true, true) => Lines::Table,
                 (false, false, _) => Lines::None,
             },
+            warnings,
         })
     }
 }
 
-/// Parse a base URL: http(s) only, and plain http only to a loopback host.
+/// A base URL as it may be shown: a user name and password in it (`user:pass@`) become
+/// `***@`, whether or not the rest parses as a URL.
+pub fn redact_userinfo(raw: &str) -> String {
+    let start = raw.find("://").map_or(0, |at| at + 3);
+    let authority_end = raw[start..]
+        .find(['/', '?', '#'])
+        .map_or(raw.len(), |at| start + at);
+    match raw[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &raw[..start], &raw[start + at..]),
+        None => raw.to_string(),
+    }
+}
+
+/// A size the config file gives, in bytes (checked when the file was read).
+fn file_size(size: Option<&profile::Size>) -> Result<Option<u64>, Fatal> {
+    size.map(profile::Size::bytes)
+        .transpose()
+        .map_err(|e| Fatal::Usage(format!("in the config file: {e}")))
+}
+
+/// Parse a base URL: http(s) only, and plain http only to a loopback host. Messages never
+/// repeat a user name or password written into it.
 pub fn parse_base_url(raw: &str) -> Result<Url, Fatal> {
+    let shown = redact_userinfo(raw);
     let url = Url::parse(raw.trim())
-        .map_err(|e| Fatal::Usage(format!("--base-url {raw:?} is not a URL: {e}")))?;
+        .map_err(|e| Fatal::Usage(format!("--base-url {shown:?} is not a URL: {e}")))?;
     match url.scheme() {
         "https" => {}
         "http" if is_loopback(&url) => {}
         "http" => {
             return Err(Fatal::Usage(format!(
-                "--base-url {url} uses plain http to a remote host; the API key would travel \
-                 unencrypted. Use https (plain http is allowed only for 127.0.0.1, ::1 or localhost)"
+                "--base-url {} uses plain http to a remote host; the API key would travel \
+                 unencrypted. Use https (plain http is allowed only for 127.0.0.1, ::1 or localhost)",
+                redact_userinfo(url.as_str())
             )));
         }
         other => {
@@ -296,13 +350,16 @@ pub fn parse_base_url(raw: &str) -> Result<Url, Fatal> {
         ));
     }
     if url.host().is_none() {
-        return Err(Fatal::Usage(format!("--base-url {url} has no host")));
+        return Err(Fatal::Usage(format!("--base-url {shown} has no host")));
     }
     Ok(url)
 }
 
 /// The key a config file gives (a key file, else an inline key), or what to do for one.
-fn key_from_config(loaded: Option<&profile::Loaded>) -> Result<ApiKey, Fatal> {
+fn key_from_config(
+    loaded: Option<&profile::Loaded>,
+    warnings: &mut Vec<String>,
+) -> Result<ApiKey, Fatal> {
     let none = || {
         Fatal::Usage(format!(
             "no API key: set {API_KEY_ENV}, or pass --api-key-file FILE, or name api_key_file \
@@ -313,7 +370,7 @@ fn key_from_config(loaded: Option<&profile::Loaded>) -> Result<ApiKey, Fatal> {
         return Err(none());
     };
     match (&loaded.settings.api_key_file, &loaded.settings.api_key) {
-        (Some(file), _) => read_api_key(Some(file), None),
+        (Some(file), _) => read_api_key(Some(file), None, warnings),
         (None, Some(inline)) => ApiKey::new(&inline.0)
             .map_err(|e| Fatal::Usage(format!("{e} (api_key in {})", loaded.source()))),
         (None, None) => Err(none()),
@@ -347,8 +404,19 @@ fn read_ca_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'s
     Ok(certs)
 }
 
-fn read_api_key(file: Option<&Path>, env_value: Option<&OsString>) -> Result<ApiKey, Fatal> {
+fn read_api_key(
+    file: Option<&Path>,
+    env_value: Option<&OsString>,
+    warnings: &mut Vec<String>,
+) -> Result<ApiKey, Fatal> {
     if let Some(path) = file {
+        if let Some(mode) = profile::readable_by_others(path) {
+            warnings.push(format!(
+                "the API key file {} can be read by others (mode {mode:o}); run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            ));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| {
             Fatal::Usage(format!(
                 "cannot read the API key file {}: {e}",
@@ -372,6 +440,27 @@ fn read_api_key(file: Option<&Path>, env_value: Option<&OsString>) -> Result<Api
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_in_a_base_url_is_never_repeated() {
+        assert_eq!(
+            redact_userinfo("https://me:s3cret@api.example.com/v1?x=a@b"),
+            "https://***@api.example.com/v1?x=a@b"
+        );
+        assert_eq!(redact_userinfo("me:s3cret@h:1/p"), "***@h:1/p");
+        assert_eq!(redact_userinfo("https://h/p@q"), "https://h/p@q");
+        for raw in [
+            "http://me:s3cret@api.example.com",
+            "http://me:s3cret@[::1",
+            "ftp://me:s3cret@127.0.0.1",
+            "https://me:s3cret@127.0.0.1",
+        ] {
+            let Err(e) = parse_base_url(raw) else {
+                panic!("{raw} accepted")
+            };
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
+    }
 
     #[test]
     fn plain_http_is_refused_except_for_loopback() {

@@ -162,13 +162,15 @@ impl State {
     /// Read one record file into the index.
     fn load(&mut self, path: PathBuf, requested: Option<&IdSet>) -> io::Result<LoadStats> {
         let file_no = self.files.len() as u64;
-        let file = match File::open(&path) {
+        // A regular file only: a FIFO planted here would hang the read, a link to
+        // `/dev/zero` would never end.
+        let file = match fsx::open_regular(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 own_options().truncate(false).open(&path)?;
-                File::open(&path)?
+                fsx::open_regular(&path)?
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
         };
         let mut stats = LoadStats::default();
         for_each_line(&file, |at, buf| {
@@ -559,18 +561,23 @@ struct LoadStats {
 }
 
 /// Call `f` with each line of `file`, read from its start, and the line's offset in it (a last
-/// line without its newline as it is).
+/// line without its newline as it is). A line longer than [`MAX_LINE`] is no record (none is
+/// that long): it is passed over without being held in memory.
 fn for_each_line(file: &File, mut f: impl FnMut(u64, &[u8]) -> io::Result<()>) -> io::Result<()> {
     let mut reader = BufReader::with_capacity(256 * 1024, file.try_clone()?);
     io::Seek::seek(&mut reader, io::SeekFrom::Start(0))?;
     let (mut offset, mut buf) = (0u64, Vec::with_capacity(512));
     loop {
         buf.clear();
-        let n = reader.read_until(b'\n', &mut buf)?;
+        let mut n = io::Read::take(&mut reader, MAX_LINE as u64).read_until(b'\n', &mut buf)?;
         if n == 0 {
             return Ok(());
         }
-        f(offset, &buf)?;
+        if n == MAX_LINE && !buf.ends_with(b"\n") {
+            n += reader.skip_until(b'\n')?;
+        } else {
+            f(offset, &buf)?;
+        }
         offset += n as u64;
     }
 }
@@ -880,5 +887,25 @@ mod tests {
         let all = State::open(dir.path(), COMPLETED, None).unwrap();
         assert!(all.completed(&Uuid::from_u128(1), 0).is_some());
         assert!(all.completed(&Uuid::from_u128(2), 0).is_some());
+    }
+
+    #[test]
+    fn a_line_longer_than_any_record_is_passed_over_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let mut text = vec![b'x'; MAX_LINE * 3];
+        text.extend_from_slice(b"\nshort\nlast");
+        fs::write(&path, &text).unwrap();
+        let mut seen = Vec::new();
+        for_each_line(&File::open(&path).unwrap(), |at, buf| {
+            seen.push((at, buf.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        let long = (MAX_LINE * 3 + 1) as u64;
+        assert_eq!(
+            seen,
+            [(long, b"short\n".to_vec()), (long + 6, b"last".to_vec())]
+        );
     }
 }

@@ -30,6 +30,9 @@ use crate::state::{STATE_DIR, State, record_file_name};
 pub fn run(args: DownloadArgs, runtime: &tokio::runtime::Runtime) -> Result<Exit, Fatal> {
     let cfg = Config::from_args(args, &Surroundings::of_process())?;
     init_logging(cfg.verbosity);
+    for warning in &cfg.warnings {
+        log::warn!("{warning}");
+    }
     runtime.block_on(async {
         let (cancel, now) = (CancellationToken::new(), CancellationToken::new());
         super::spawn_signal_handler(cancel.clone(), now.clone());

@@ -42,8 +42,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Download(args) => download::run(*args, &runtime),
         Command::Verify(args) => verify::run(&args),
         Command::Config {
-            action: ConfigAction::Show { config, profile },
-        } => config::show(config, profile),
+            action: ConfigAction::Show(args),
+        } => config::show(&args),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -103,19 +103,27 @@ impl Tally {
 
 fn check(dir: &Path, rec: &Record) -> Found {
     let path = dir.join(&rec.path);
-    let Ok(meta) = std::fs::symlink_metadata(&path) else {
-        return Found::Missing;
+    // A regular file only, its type and length taken from the open handle: a FIFO, a device
+    // or a link planted under a recorded name is reported, never read.
+    let file = match fsx::open_regular(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Missing,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            return Found::Changed(e.to_string());
+        }
+        Err(e) => return Found::Changed(format!("cannot be read: {e}")),
     };
-    if !meta.is_file() {
-        return Found::Changed("no longer a regular file".into());
-    }
-    if meta.len() != rec.bytes {
-        return Found::Changed(format!("{} bytes, was {}", meta.len(), rec.bytes));
+    let len = match file.metadata() {
+        Ok(meta) => meta.len(),
+        Err(e) => return Found::Changed(format!("cannot be read: {e}")),
+    };
+    if len != rec.bytes {
+        return Found::Changed(format!("{len} bytes, was {}", rec.bytes));
     }
     let Some(want) = &rec.sha256 else {
         return Found::LengthOnly;
     };
-    match std::fs::File::open(&path).and_then(sha256_of) {
+    match sha256_of(file) {
         Ok(got) if got == *want => Found::Intact,
         Ok(got) => Found::Changed(format!("sha256 {got}, was {want}")),
         Err(e) => Found::Changed(format!("cannot be read: {e}")),

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::AttemptError;
 use super::part::PartMeta;
-use crate::api::{error_chain, is_loopback};
+use crate::api::{error_chain, is_loopback, proxies_but_loopback};
 use crate::retry;
 
 /// Most redirects one file request follows.
@@ -18,12 +18,13 @@ const MAX_REDIRECTS: usize = 5;
 /// The client for file hosts: no API key, no `Authorization`, nothing but the signed URL — and
 /// no `Referer`, which after a redirect would hand the signed URL to the next host. It follows
 /// no redirect itself: [`send`] does, where [`redirect_refusal`] allows. A body that sends
-/// nothing for `read_timeout` is cut (and resumed by the retry).
+/// nothing for `read_timeout` is cut (and resumed by the retry). A file host on this machine is
+/// never reached through a proxy.
 pub fn file_host_client(
     read_timeout: Duration,
     tls: &rustls::ClientConfig,
 ) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+    proxies_but_loopback(reqwest::Client::builder())
         .tls_backend_preconfigured(tls.clone())
         .user_agent(concat!("fetchdocs/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))

@@ -168,7 +168,7 @@ fn a_bad_config_file_is_refused_with_its_name_the_line_and_the_fix() {
         ),
         (
             "[profiles.sandbox]\nprovider = \"acme\"\n",
-            "unknown variant `acme`",
+            "unknown variant `…`, expected `veridox` or `keelvar`",
         ),
     ] {
         std::fs::write(&path, text).unwrap();
@@ -197,4 +197,147 @@ fn a_bad_config_file_is_refused_with_its_name_the_line_and_the_fix() {
         stderr(&out)
     );
     assert_eq!(env.sandbox.stats().api_requests, 0);
+}
+
+/// Issue 21, point 17: what a nightly job repeats lives in the profile (here the listing to
+/// walk, its page size, the report's path, the largest file, the run's and each ID's time
+/// limits, the bandwidth cap), the run obeys it, `config show` names its source for each, and
+/// a flag or the environment still wins.
+#[test]
+fn a_nightly_jobs_options_live_in_the_profile_and_config_show_names_their_source() {
+    use fetchdocs_sandbox::{Catalog, Faults};
+    let files = vec![
+        file(1, "small.pdf", 1_000),
+        file(2, "also-small.pdf", 2_000),
+        file(3, "big.pdf", 50_000),
+    ];
+    let env = Env::new(Catalog::new(files), Faults::default());
+    let report = env.path("nightly-report.json");
+    let path = write_config(
+        &env,
+        &format!(
+            "from = \"files\"\npage_size = 2\nreport = \"{}\"\nmax_file_size = \"20K\"\n\
+             max_run_time = 600\ngive_up_after = 300\njob_timeout = 120\nlimit_rate = \"50M\"\n\
+             speed_limit = 10\nspeed_time = 30\n",
+            report.display()
+        ),
+    );
+    // No --ids, no --from, no --report: the profile says it all.
+    let out = bare(&env)
+        .args(["download", "--profile", "sandbox"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(summary(&json), (3, 2, 0, 1));
+    let big = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["status"] == "failed")
+        .unwrap();
+    assert!(
+        big["error"].as_str().unwrap().contains("--max-file-size"),
+        "{big}"
+    );
+    assert_eq!(
+        listing(&env.path("from-profile")),
+        ["also-small.pdf", "small.pdf"]
+    );
+    // Two entries a page: the listing was walked in pages of the profile's size.
+    assert!(env.sandbox.stats().listing_pages >= 2);
+
+    let show = |extra: &[&str], vars: &[(&str, &str)]| {
+        let mut c = bare(&env);
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let out = c
+            .args(["config", "show", "--profile", "sandbox"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        stdout(&out)
+    };
+    let line = |text: &str, name: &str| -> String {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+            .to_string()
+    };
+    let text = show(&[], &[]);
+    for (name, value) in [
+        ("from", "files"),
+        ("page_size", "2"),
+        ("max_file_size", "20K"),
+        ("max_run_time", "600"),
+        ("give_up_after", "300"),
+        ("job_timeout", "120"),
+        ("limit_rate", "50M"),
+        ("speed_limit", "10"),
+        ("speed_time", "30"),
+    ] {
+        let l = line(&text, name);
+        assert!(
+            l.contains(value) && l.contains("profile sandbox in"),
+            "{name}: {l}"
+        );
+    }
+    assert!(line(&text, "report").contains(&*report.to_string_lossy()));
+    assert!(
+        line(&text, "read_timeout").contains("[default] in"),
+        "{text}"
+    );
+    assert!(line(&text, "ca_cert").ends_with("default"), "{text}");
+    // A flag beats the environment, which beats the profile: in `config show`…
+    let text = show(
+        &["--max-file-size", "10G", "--limit-rate", "1M"],
+        &[
+            ("FETCHDOCS_MAX_FILE_SIZE", "30K"),
+            ("FETCHDOCS_MAX_RUN_TIME", "700"),
+        ],
+    );
+    let l = line(&text, "max_file_size");
+    assert!(
+        l.contains("10G") && l.contains("flag --max-file-size"),
+        "{l}"
+    );
+    let l = line(&text, "limit_rate");
+    assert!(l.contains("1M") && l.contains("flag --limit-rate"), "{l}");
+    let l = line(&text, "max_run_time");
+    assert!(
+        l.contains("700") && l.contains("environment (FETCHDOCS_MAX_RUN_TIME)"),
+        "{l}"
+    );
+    // …and in a download: the environment's larger limit lets the big file through.
+    let out = bare(&env)
+        .env("FETCHDOCS_MAX_FILE_SIZE", "100K")
+        .args(["download", "--profile", "sandbox"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(summary(&json), (3, 1, 2, 0));
+    assert_eq!(listing(&env.path("from-profile")).len(), 3);
+
+    // A value the flag would refuse is refused in the file, naming the key and the table.
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("max_run_time = 600", "max_run_time = 0"),
+    )
+    .unwrap();
+    let out = bare(&env)
+        .args(["download", "--profile", "sandbox"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("max_run_time in profile sandbox in")
+            && stderr(&out).contains("1..=604800"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -22,6 +22,8 @@ mod listings;
 mod names;
 mod refusals;
 mod resilience;
+mod secret_leaks;
 mod secrets;
 mod tls;
 mod userface;
+mod verify_planted;

@@ -252,6 +252,22 @@ pub fn entry(path: &Path) -> io::Result<Entry> {
     sys::entry(path)
 }
 
+/// Open `path` for reading only if it is a regular file: a symbolic link there is not followed,
+/// a FIFO, socket or device is never opened (so nothing blocks on a FIFO with no writer, nor
+/// reads without end from `/dev/zero`), and the type is checked again on the open handle. What
+/// else stands there is an [`io::ErrorKind::InvalidInput`] error that says what it is.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    sys::open_regular(path)
+}
+
+/// The error for a name that is not a regular file.
+pub(crate) fn not_regular(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("not a regular file ({what})"),
+    )
+}
+
 /// How many names the open file has: `st_nlink` on unix, `nNumberOfLinks` from
 /// `GetFileInformationByHandle` on Windows (where std's metadata does not tell it).
 pub fn link_count(file: &File) -> io::Result<u64> {

@@ -470,3 +470,40 @@ fn tmpfs_is_told_apart_from_a_disk() {
     }
     assert!(!Dir::open(Path::new("/proc")).unwrap().in_memory());
 }
+
+#[cfg(unix)]
+#[test]
+fn open_regular_opens_nothing_but_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    fs::write(&file, b"abc").unwrap();
+    let mut text = String::new();
+    open_regular(&file)
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, "abc");
+    let link = dir.path().join("zero");
+    symlink(Path::new("/dev/zero"), &link);
+    let fifo = dir.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for (path, what) in [
+        (&link, "a symbolic link"),
+        (&fifo, "a FIFO"),
+        (&dir.path().to_path_buf(), "a directory"),
+    ] {
+        let e = open_regular(path).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains(what), "{e}");
+    }
+    assert_eq!(
+        open_regular(&dir.path().join("none")).unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
+}

@@ -120,6 +120,42 @@ pub(crate) fn open_read(dir: &Dir, name: &OsStr) -> io::Result<File> {
     open_at(dir, name, OFlags::RDONLY)
 }
 
+pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
+    // Looked at first, so that nothing but a regular file is ever opened (opening a device can
+    // do something by itself); then opened without following a link or waiting on a FIFO, and
+    // checked again on the handle, in case the name changed in between.
+    let kind = |st: &Stat| FileType::from_raw_mode(st.st_mode);
+    let st = rustix::fs::statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW)?;
+    if kind(&st) != FileType::RegularFile {
+        return Err(crate::not_regular(describe(kind(&st))));
+    }
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let fd = match rustix::fs::openat(CWD, path, flags | OFlags::CLOEXEC, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::LOOP | Errno::MLINK) => return Err(crate::not_regular("a symbolic link")),
+        Err(e) => return Err(e.into()),
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    if kind(&st) != FileType::RegularFile {
+        return Err(crate::not_regular(describe(kind(&st))));
+    }
+    Ok(fd.into())
+}
+
+/// A file type in words.
+fn describe(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symbolic link",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        _ => "of an unknown type",
+    }
+}
+
 pub(crate) fn entry_in(dir: &Dir, name: &OsStr) -> io::Result<Entry> {
     classify(rustix::fs::statat(
         &dir.sys.fd,

@@ -219,3 +219,25 @@ pub(crate) fn rename_replace(
 ) -> io::Result<()> {
     fs::rename(from_dir.join(from), to_dir.join(to))
 }
+
+pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
+    let what = |m: &std::fs::Metadata| {
+        if m.is_symlink() {
+            "a symbolic link or junction"
+        } else if m.is_dir() {
+            "a directory"
+        } else {
+            "not a plain file"
+        }
+    };
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.is_file() {
+        return Err(crate::not_regular(what(&meta)));
+    }
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(crate::not_regular(what(&meta)));
+    }
+    Ok(file)
+}
