@@ -76,7 +76,11 @@ fn a_host_that_refuses_each_first_request_costs_a_fresh_url_per_file_not_a_failu
         s.file_requests, 120,
         "one refusal and one download each: {s:?}"
     );
-    assert!(s.api_requests <= 12, "{s:?}");
+    // 60 IDs fit in 3 calls and their 60 refused URLs in 3 more when each refusal waits for a
+    // full batch; how many refusals have come back when the URLs in hand run out depends on
+    // the machine's pace (12 on a quiet machine, up to 18 seen under load), so the bound is the
+    // one that holds at any pace: far fewer calls than refused URLs (which would be 63).
+    assert!(s.api_requests <= 30, "{s:?}");
 }
 
 #[test]
