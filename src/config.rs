@@ -13,6 +13,7 @@ use crate::cli::DownloadArgs;
 use crate::error::Fatal;
 use crate::ids::Shard;
 use crate::listing::Source;
+use crate::output::BucketUrl;
 use crate::profile;
 use crate::progress::Verbosity;
 use crate::provider::{Budget, ProviderKind};
@@ -101,6 +102,8 @@ pub struct Config {
     /// Only this shard's IDs.
     pub shard: Option<Shard>,
     pub output_dir: PathBuf,
+    /// `-o` names a prefix in an object store, not a directory (`output_dir` is then unused).
+    pub bucket: Option<BucketUrl>,
     pub concurrency: usize,
     pub report: Option<PathBuf>,
     pub verbosity: Verbosity,
@@ -233,6 +236,16 @@ impl Config {
                 _ => Verbosity::Debug,
             }
         };
+        let output_from = match args.output_dir.is_some() {
+            true => "-o",
+            false => "output_dir (config file)",
+        };
+        let output_dir = args
+            .output_dir
+            .clone()
+            .or(from_file.output_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let bucket = crate::output::parse(&output_dir, output_from).map_err(Fatal::Usage)?;
         Ok(Config {
             provider,
             base_url,
@@ -244,10 +257,8 @@ impl Config {
                 .or(from_file.max_pages)
                 .unwrap_or(crate::listing::DEFAULT_MAX_PAGES),
             shard,
-            output_dir: args
-                .output_dir
-                .or(from_file.output_dir)
-                .unwrap_or_else(|| PathBuf::from(".")),
+            output_dir,
+            bucket,
             concurrency: args.concurrency.or(from_file.concurrency).unwrap_or(8) as usize,
             report: args.report.or(from_file.report),
             verbosity,

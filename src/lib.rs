@@ -20,6 +20,7 @@ mod lanes;
 mod listing;
 mod lock;
 mod naming;
+mod output;
 mod pacing;
 mod pipeline;
 mod profile;

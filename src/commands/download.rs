@@ -149,6 +149,12 @@ pub async fn execute(
     if let Some(path) = &cfg.report {
         check_report_path(path)?;
     }
+    if let Some(bucket) = &cfg.bucket {
+        let e = Fatal::Usage(format!(
+            "-o {bucket}: writing to an object store is not built yet"
+        ));
+        return Err(report_early(cfg, IdSet::default(), e));
+    }
     // From here on every way out writes the report, so yesterday's never passes for today's.
     let (list, bad_lines) = match &cfg.ids {
         Some(source) => read_ids(source, cfg.provider, cfg.shard, cfg.skip_bad_lines)
