@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::download::{
-    self, AtDest, DownloadPolicy, FileJob, LocalDir, Outcome, Placing, Progress, Whole,
+    self, AnyDest, AtDest, DownloadPolicy, FileJob, Outcome, Placing, Progress, Whole,
 };
 use crate::error::{ApiError, Fatal};
 use crate::ids::Shard;
@@ -182,7 +182,7 @@ pub struct Pipeline<'a, P: Provider> {
     /// those whose download ended unfinished since. `None`: unknown, so every download looks.
     pub parts: Option<std::collections::HashSet<uuid::Uuid>>,
     /// Where finished files go.
-    pub dest: Arc<LocalDir>,
+    pub dest: Arc<AnyDest>,
 }
 
 /// How far the walk of a listing has come.

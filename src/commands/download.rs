@@ -9,13 +9,16 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiClient;
 use crate::cli::DownloadArgs;
 use crate::config::{Config, IdSource, Surroundings};
-use crate::download::{DownloadPolicy, LocalDir, RateCap, file_host_client};
+use crate::download::{
+    AnyDest, BucketDest, BucketError, DownloadPolicy, LocalDir, RateCap, file_host_client,
+};
 use crate::error::{Exit, Fatal};
 use crate::ids::{self, IdList, IdSet, Shard};
 use crate::lanes::lanes_for;
 use crate::lock::{DirLock, LockError};
 use crate::naming::NameRegistry;
 use crate::naming::same_name;
+use crate::output::BucketUrl;
 use crate::pipeline::Pipeline;
 use crate::progress::{Ui, Verbosity, init_logging};
 use crate::provider::keelvar::{Keelvar, PollPolicy};
@@ -149,9 +152,11 @@ pub async fn execute(
     if let Some(path) = &cfg.report {
         check_report_path(path)?;
     }
-    if let Some(bucket) = &cfg.bucket {
+    if let Some(bucket) = &cfg.bucket
+        && cfg.from.is_some()
+    {
         let e = Fatal::Usage(format!(
-            "-o {bucket}: writing to an object store is not built yet"
+            "-o {bucket}: --from (a listing) into a bucket is not supported yet; give --ids"
         ));
         return Err(report_early(cfg, IdSet::default(), e));
     }
@@ -167,18 +172,20 @@ pub async fn execute(
     // A dry run creates nothing on disk: where no earlier run left a record, its (empty) state
     // lives in a scratch directory that is gone when it ends. Where one did, that record is
     // read, under the lock, as by any run.
-    let scratch = match cfg.dry_run && !cfg.output_dir.join(STATE_DIR).is_dir() {
-        true => match tempfile::tempdir() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let e = Fatal::Local(format!(
-                    "cannot make a scratch directory for the dry run: {e}"
-                ));
-                return Err(report_early(cfg, list.ids, e));
-            }
-        },
-        false => None,
-    };
+    // A bucket's record lives in the bucket: the local state (lock, names) is a scratch one.
+    let scratch =
+        match cfg.bucket.is_some() || (cfg.dry_run && !cfg.output_dir.join(STATE_DIR).is_dir()) {
+            true => match tempfile::tempdir() {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    let e = Fatal::Local(format!(
+                        "cannot make a scratch directory for the dry run: {e}"
+                    ));
+                    return Err(report_early(cfg, list.ids, e));
+                }
+            },
+            false => None,
+        };
     let state_dir = scratch
         .as_ref()
         .map_or(cfg.output_dir.as_path(), |t| t.path());
@@ -231,7 +238,11 @@ pub async fn execute(
     }
 
     let started = Instant::now();
-    let result = match clients(cfg).and_then(|(p, f)| Ok((p, f, destination(state_dir, &state)?))) {
+    let dest = match &cfg.bucket {
+        None => destination(state_dir, &state),
+        Some(url) => bucket_destination(url, cfg.force, &mut recorder, &ui).await,
+    };
+    let result = match clients(cfg).and_then(|(p, f)| Ok((p, f, dest?))) {
         Err(e) => {
             // What is already here is still reported as such.
             skip_completed(&mut recorder, &state, cfg.force, &ui);
@@ -260,7 +271,10 @@ pub async fn execute(
                 time_scale: cfg.time_scale,
                 budget: cfg.budget,
                 deadline: cfg.max_run_time.map(|t| began + t),
-                output_dir: cfg.output_dir.clone(),
+                output_dir: match cfg.bucket {
+                    Some(_) => state_dir.to_path_buf(),
+                    None => cfg.output_dir.clone(),
+                },
                 force: cfg.force,
                 ui: &ui,
                 state: &state,
@@ -283,7 +297,7 @@ pub async fn execute(
                 Some(ran) => {
                     // Every file handed over placed and recorded before the record is closed
                     // (lane tasks aborted just now may still hold the destination).
-                    let _ = tokio::task::spawn_blocking(move || dest.close()).await;
+                    dest.close().await;
                     ran
                 }
                 // Interrupted twice: the run (and its wind-down) dropped, no more waiting.
@@ -455,10 +469,43 @@ fn name_in_dir(dir: &std::path::Path, path: &std::path::Path) -> Option<String> 
 
 /// Where the files go: the output directory (a dry run's scratch one), with the run's partial
 /// files and record.
-fn destination(dir: &std::path::Path, state: &State) -> Result<Arc<LocalDir>, Fatal> {
+fn destination(dir: &std::path::Path, state: &State) -> Result<Arc<AnyDest>, Fatal> {
     LocalDir::new(dir, &state.partial_dir(), state.log())
-        .map(Arc::new)
+        .map(|d| Arc::new(AnyDest::Local(d)))
         .map_err(|e| Fatal::Local(format!("cannot start writing to {}: {e}", dir.display())))
+}
+
+/// A bucket prefix as the destination, with what earlier runs completed there reported as
+/// skipped (unless `force`).
+async fn bucket_destination(
+    url: &BucketUrl,
+    force: bool,
+    recorder: &mut Recorder,
+    ui: &Ui,
+) -> Result<Arc<AnyDest>, Fatal> {
+    let dest = BucketDest::open(url).await.map_err(|e| match e {
+        BucketError::Auth(why) => Fatal::Auth(format!(
+            "-o {url}: the store refused the credentials: {why}"
+        )),
+        BucketError::Config(why) => Fatal::Usage(format!("-o {url}: {why}")),
+        BucketError::Unreachable(why) => Fatal::Unreachable(format!("-o {url}: {why}")),
+    })?;
+    if !force {
+        for i in 0..recorder.ids().len() {
+            let id = recorder.ids()[i];
+            if let Some(line) = dest.completed(&id) {
+                let rec = crate::state::Record {
+                    id,
+                    path: line.path.clone(),
+                    bytes: line.bytes,
+                    sha256: Some(line.sha256.clone()),
+                };
+                recorder.finish(i as u32, FileEntry::skipped(rec));
+                ui.file_skipped();
+            }
+        }
+    }
+    Ok(Arc::new(AnyDest::Bucket(dest)))
 }
 
 /// The vendor's API client (paced by its limits) and the file-host clients, one per download

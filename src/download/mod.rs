@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::retry::{self, Backoff};
 
+mod any;
 mod attempt;
+mod bucket;
 mod classify;
 mod destination;
 mod durable;
@@ -34,6 +36,8 @@ mod part;
 mod send;
 mod stream;
 
+pub use any::AnyDest;
+pub use bucket::{BucketDest, OpenError as BucketError};
 pub use destination::{Destination, Placing};
 #[cfg(test)]
 pub use integrity::hex;

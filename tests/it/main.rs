@@ -9,6 +9,7 @@ mod api_down;
 mod architecture;
 
 mod auth_and_partial;
+mod bucket;
 mod budget;
 mod download;
 mod faults;

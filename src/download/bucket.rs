@@ -1,0 +1,622 @@
+//! A prefix in an object store as the destination (`-o s3://BUCKET/PREFIX`, `gs://…`,
+//! `az://…`), through the `object_store` crate.
+//!
+//! * Bytes stream into a multipart upload at a staging key of fetchdocs' own
+//!   (`PREFIX/.fetchdocs/uploads/<id>`), one part in memory at a time (8 MiB, more for files
+//!   that would need over 10,000 parts); a file that fits in one part is one conditional PUT.
+//! * Nothing appears at a final key until the file is whole and verified (the [`Whole`] that
+//!   [`Destination::place`] gets): the staged object is then copied to its key only if that key
+//!   is free (`copy_if_not_exists`: S3's multipart copy completed with `If-None-Match: *`), a
+//!   small file put there with `PutMode::Create`. A key already taken, by anyone, keeps its
+//!   bytes: the file takes the ID-suffixed name, as in a directory.
+//! * An upload an attempt gives up (a cut body, wrong bytes) is aborted; a cut download starts
+//!   over from byte 0 (nothing is resumed across attempts in a bucket).
+//! * Completions are recorded in the bucket, `PREFIX/.fetchdocs/records/<run>-<n>.jsonl`, every
+//!   [`RECORDS_PER_OBJECT`] files and when the run ends; a run reads them all at its start.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use object_store::path::Path as Key;
+use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutPayload};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::destination::{Destination, Kept, Placing, Sink};
+use super::integrity::Digests;
+use super::part::PartMeta;
+use super::{AttemptError, FileJob, Whole};
+use crate::naming::with_id_suffix;
+use crate::output::{BucketUrl, Scheme};
+
+/// The smallest part (S3 wants 5 MiB at least, but the last).
+const PART: usize = 8 << 20;
+/// S3's most parts in one upload.
+const MAX_PARTS: u64 = 10_000;
+/// Completions written to the bucket in one record object (and at the end of the run).
+pub const RECORDS_PER_OBJECT: usize = 500;
+/// fetchdocs' own keys, under the prefix.
+const OWN: &str = ".fetchdocs";
+
+/// Why the bucket cannot be used at all.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Credentials missing, wrong, or not allowed.
+    Auth(String),
+    /// The URL or the environment's settings do not make a store.
+    Config(String),
+    /// The store could not be reached or answered otherwise.
+    Unreachable(String),
+}
+
+/// One completed file, as recorded in the bucket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Line {
+    pub id: Uuid,
+    /// Relative to the prefix.
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// The object store prefix, with what earlier runs completed in it.
+pub struct BucketDest {
+    store: Arc<dyn ObjectStore>,
+    url: BucketUrl,
+    /// This run's records: `<run>-<n>.jsonl`.
+    run: Uuid,
+    seq: AtomicU32,
+    /// Earlier runs' completions (the last of each ID), the object still there with its size.
+    done: HashMap<Uuid, Line>,
+    /// Completions not yet written to the bucket.
+    pending: Mutex<Vec<Line>>,
+    /// Record objects that could not be written (said once at the end).
+    unrecorded: AtomicU32,
+}
+
+impl BucketDest {
+    /// Connect to `url` with the platform's standard credential chain and read what earlier
+    /// runs completed there.
+    pub async fn open(url: &BucketUrl) -> Result<BucketDest, OpenError> {
+        let store = build_store(url)?;
+        BucketDest::with_store(store, url.clone()).await
+    }
+
+    async fn with_store(store: Arc<dyn ObjectStore>, url: BucketUrl) -> Result<Self, OpenError> {
+        let mut dest = BucketDest {
+            store,
+            url,
+            run: Uuid::now_v7(),
+            seq: AtomicU32::new(0),
+            done: HashMap::new(),
+            pending: Mutex::new(Vec::new()),
+            unrecorded: AtomicU32::new(0),
+        };
+        dest.done = dest.read_records().await?;
+        Ok(dest)
+    }
+
+    /// What earlier runs completed here, and is still here whole (an object of the recorded
+    /// size at the recorded key).
+    pub fn completed(&self, id: &Uuid) -> Option<&Line> {
+        self.done.get(id)
+    }
+
+    fn key(&self, name: &str) -> Key {
+        Key::from(self.url.key(name))
+    }
+
+    fn own(&self, name: &str) -> Key {
+        Key::from(self.url.key(&format!("{OWN}/{name}")))
+    }
+
+    /// Every record object under `PREFIX/.fetchdocs/records/`, oldest first (keys begin with
+    /// a v7 UUID), each line kept if its object is there with the recorded size.
+    async fn read_records(&self) -> Result<HashMap<Uuid, Line>, OpenError> {
+        let records = self.own("records");
+        let mut keys = Vec::new();
+        let mut listed = self.store.list(Some(&records));
+        while let Some(meta) = listed.next().await {
+            keys.push(meta.map_err(open_error)?.location);
+        }
+        keys.sort();
+        let mut lines: HashMap<Uuid, Line> = HashMap::new();
+        for key in keys {
+            let body = self
+                .store
+                .get(&key)
+                .await
+                .map_err(open_error)?
+                .bytes()
+                .await
+                .map_err(open_error)?;
+            for text in body.split(|b| *b == b'\n') {
+                if let Ok(line) = serde_json::from_slice::<Line>(text) {
+                    lines.insert(line.id, line);
+                }
+            }
+        }
+        if lines.is_empty() {
+            return Ok(lines);
+        }
+        // What is at the prefix now (one listing, not a request per file).
+        let top = match self.url.prefix.is_empty() {
+            true => None,
+            false => Some(Key::from(self.url.prefix.as_str())),
+        };
+        let listed = self
+            .store
+            .list_with_delimiter(top.as_ref())
+            .await
+            .map_err(open_error)?;
+        let sizes: HashMap<String, u64> = listed
+            .objects
+            .into_iter()
+            .map(|o| (o.location.to_string(), o.size))
+            .collect();
+        lines.retain(|_, l| sizes.get(&self.url.key(&l.path)) == Some(&l.bytes));
+        Ok(lines)
+    }
+
+    /// Write the completions not yet written (all of them when `all`, else only a full
+    /// object's worth) as a record object of their own.
+    async fn flush_records(&self, all: bool) {
+        let lines = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.is_empty() || (!all && pending.len() < RECORDS_PER_OBJECT) {
+                return;
+            }
+            std::mem::take(&mut *pending)
+        };
+        let mut body = Vec::new();
+        for line in &lines {
+            if let Ok(text) = serde_json::to_vec(line) {
+                body.extend_from_slice(&text);
+                body.push(b'\n');
+            }
+        }
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let key = self.own(&format!("records/{}-{n:06}.jsonl", self.run));
+        let put = self
+            .store
+            .put_opts(&key, body.into(), PutMode::Create.into())
+            .await;
+        if let Err(e) = put {
+            self.unrecorded
+                .fetch_add(lines.len() as u32, Ordering::Relaxed);
+            log::warn!(
+                "cannot record {} finished file(s) in {}: {}",
+                lines.len(),
+                self.url,
+                redact(&e.to_string())
+            );
+        }
+    }
+
+    /// Record every completion not yet written; how many could not be.
+    pub async fn close(&self) -> u32 {
+        self.flush_records(true).await;
+        self.unrecorded.load(Ordering::Relaxed)
+    }
+
+    /// Put the whole file (`staged` at a staging key, or `small` in memory) at `name`, or an
+    /// ID-suffixed name if that is taken: the name it got.
+    async fn claim(
+        &self,
+        file: &FileJob,
+        staged: Option<&Key>,
+        small: PutPayload,
+    ) -> std::io::Result<String> {
+        let own = self.done.get(&file.id).map(|l| l.path.as_str());
+        let names = [
+            file.name.clone(),
+            with_id_suffix(&file.name, &file.id, false),
+            with_id_suffix(&file.name, &file.id, true),
+        ];
+        for name in names {
+            let key = self.key(&name);
+            // Only this ID's own recorded object is ever replaced (`--force`).
+            let replace = own == Some(name.as_str());
+            let put = match (staged, replace) {
+                (Some(from), true) => self.store.copy(from, &key).await,
+                (Some(from), false) => self.store.copy_if_not_exists(from, &key).await,
+                (None, replace) => {
+                    let mode = if replace {
+                        PutMode::Overwrite
+                    } else {
+                        PutMode::Create
+                    };
+                    self.store
+                        .put_opts(&key, small.clone(), mode.into())
+                        .await
+                        .map(drop)
+                }
+            };
+            match put {
+                Ok(()) => return Ok(name),
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    log::debug!(
+                        "{} is taken; trying a name with the ID in it",
+                        self.key(&name)
+                    );
+                }
+                Err(e) => return Err(io_error(e)),
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} and the names with its ID are all taken", file.name),
+        ))
+    }
+}
+
+/// The store `url` names, from the platform's standard environment: `AWS_*` (keys, session
+/// token, region, `AWS_ENDPOINT_URL`, web identity, instance metadata), `GOOGLE_*`,
+/// `AZURE_*`. Plain http only to a loopback endpoint, or with `AWS_ALLOW_HTTP=true`.
+fn build_store(url: &BucketUrl) -> Result<Arc<dyn ObjectStore>, OpenError> {
+    let config = |e: object_store::Error| OpenError::Config(redact(&e.to_string()));
+    let store: Arc<dyn ObjectStore> = match url.scheme {
+        Scheme::S3 => {
+            use object_store::aws::{AmazonS3Builder, S3ConditionalPut, S3CopyIfNotExists};
+            let mut b = AmazonS3Builder::from_env()
+                .with_bucket_name(&url.bucket)
+                .with_conditional_put(S3ConditionalPut::ETagMatch);
+            if std::env::var_os("AWS_COPY_IF_NOT_EXISTS").is_none() {
+                b = b.with_copy_if_not_exists(S3CopyIfNotExists::Multipart);
+            }
+            let endpoint = std::env::var("AWS_ENDPOINT_URL")
+                .or_else(|_| std::env::var("AWS_ENDPOINT"))
+                .ok();
+            if let Some(endpoint) = endpoint
+                && is_loopback_http(&endpoint)
+            {
+                b = b.with_allow_http(true);
+            }
+            Arc::new(b.build().map_err(config)?)
+        }
+        Scheme::Gcs => Arc::new(
+            object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(&url.bucket)
+                .build()
+                .map_err(config)?,
+        ),
+        Scheme::Azure => Arc::new(
+            object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(&url.bucket)
+                .build()
+                .map_err(config)?,
+        ),
+    };
+    Ok(store)
+}
+
+/// `http://` to 127.0.0.0/8, ::1 or localhost.
+fn is_loopback_http(endpoint: &str) -> bool {
+    let Ok(u) = url::Url::parse(endpoint) else {
+        return false;
+    };
+    u.scheme() == "http"
+        && match u.host() {
+            Some(url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(url::Host::Ipv6(a)) => a.is_loopback(),
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            None => false,
+        }
+}
+
+/// The store's message with every credential from the environment taken out, on one line.
+pub fn redact(msg: &str) -> String {
+    let mut out = msg.replace(['\n', '\r'], " ");
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AZURE_STORAGE_ACCOUNT_KEY",
+        "AZURE_STORAGE_ACCESS_KEY",
+        "AZURE_STORAGE_SAS_KEY",
+        "AZURE_STORAGE_TOKEN",
+        "AZURE_CLIENT_SECRET",
+        "GOOGLE_SERVICE_ACCOUNT_KEY",
+    ] {
+        if let Ok(v) = std::env::var(var)
+            && v.len() >= 4
+        {
+            out = out.replace(&v, "[redacted]");
+        }
+    }
+    out
+}
+
+fn open_error(e: object_store::Error) -> OpenError {
+    let msg = redact(&e.to_string());
+    match e {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => OpenError::Auth(msg),
+        object_store::Error::UnknownConfigurationKey { .. } => OpenError::Config(msg),
+        // A listing's refusal comes wrapped as a generic error: told by its status.
+        _ if refused(&msg) => OpenError::Auth(msg),
+        _ => OpenError::Unreachable(msg),
+    }
+}
+
+/// The store's message tells of a 401 or 403 answer.
+fn refused(msg: &str) -> bool {
+    msg.contains("401 Unauthorized") || msg.contains("403 Forbidden")
+}
+
+fn io_error(e: object_store::Error) -> std::io::Error {
+    let kind = match e {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => std::io::ErrorKind::PermissionDenied,
+        _ => std::io::ErrorKind::Other,
+    };
+    std::io::Error::new(kind, format!("object store: {}", redact(&e.to_string())))
+}
+
+/// An attempt's error from the store: credentials refused fail every file (the run stops);
+/// anything else (the store's own retries spent) is retried from byte 0.
+fn attempt_error(e: object_store::Error) -> AttemptError {
+    let msg = format!("object store: {}", redact(&e.to_string()));
+    match e {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => AttemptError::Storage(msg),
+        _ if refused(&msg) => AttemptError::Storage(msg),
+        _ => AttemptError::Transient(msg, None),
+    }
+}
+
+/// The part size for a file of `total` bytes: [`PART`], or more so it needs at most
+/// [`MAX_PARTS`] parts. Unknown length: growing with the parts already sent (8 MiB for the
+/// first 2,000, then doubling every 2,000), which keeps 10,000 parts above 490 GB.
+fn part_size(total: Option<u64>, parts_sent: u32) -> usize {
+    match total {
+        Some(t) => {
+            let need = t.div_ceil(MAX_PARTS - 1);
+            (need.div_ceil(1 << 20) << 20).max(PART as u64) as usize
+        }
+        None => PART << (parts_sent / 2000).min(6),
+    }
+}
+
+/// One file's bytes on their way to the store: at most a part in memory.
+pub struct BucketSink {
+    store: Arc<dyn ObjectStore>,
+    staging: Key,
+    total: Option<u64>,
+    buf: Vec<Bytes>,
+    buffered: usize,
+    upload: Option<Box<dyn MultipartUpload>>,
+    parts: u32,
+}
+
+impl BucketSink {
+    /// Send what is buffered as the next part (starting the upload with the first).
+    async fn send_part(&mut self) -> Result<(), object_store::Error> {
+        if self.upload.is_none() {
+            self.upload = Some(self.store.put_multipart(&self.staging).await?);
+        }
+        let payload: PutPayload = self.buf.drain(..).collect();
+        self.buffered = 0;
+        self.parts += 1;
+        match &mut self.upload {
+            Some(upload) => upload.put_part(payload).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Give the upload up (abort it in the store), in the background.
+    fn abandon(&mut self) {
+        if let Some(mut upload) = self.upload.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                if let Err(e) = upload.abort().await {
+                    log::debug!("cannot abort an upload: {}", redact(&e.to_string()));
+                }
+            });
+        }
+    }
+}
+
+impl Drop for BucketSink {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}
+
+impl Sink for BucketSink {
+    async fn push(&mut self, chunk: Bytes) -> Result<(), AttemptError> {
+        self.buffered += chunk.len();
+        self.buf.push(chunk);
+        if self.buffered >= part_size(self.total, self.parts) {
+            self.send_part().await.map_err(attempt_error)?;
+        }
+        Ok(())
+    }
+
+    /// Nothing is resumed in a bucket: the upload is aborted, the next attempt starts over.
+    async fn keep(mut self) -> Result<(), AttemptError> {
+        if let Some(mut upload) = self.upload.take()
+            && let Err(e) = upload.abort().await
+        {
+            log::debug!("cannot abort an upload: {}", redact(&e.to_string()));
+        }
+        Ok(())
+    }
+}
+
+impl Destination for BucketDest {
+    type Sink = BucketSink;
+
+    async fn kept(&self, _file: &FileJob) -> Result<Option<Kept>, AttemptError> {
+        Ok(None)
+    }
+
+    async fn digest_kept(
+        &self,
+        _file: &FileJob,
+        _len: u64,
+        _digests: &mut Digests,
+    ) -> Result<(), AttemptError> {
+        Ok(())
+    }
+
+    fn sink(&self, file: &FileJob, _start: u64, meta: &PartMeta, _fresh: bool) -> BucketSink {
+        BucketSink {
+            store: self.store.clone(),
+            staging: self.own(&format!("uploads/{}", file.id)),
+            total: meta.total,
+            buf: Vec::new(),
+            buffered: 0,
+            upload: None,
+            parts: 0,
+        }
+    }
+
+    async fn discard(&self, _file: &FileJob) {}
+
+    /// The file, verified, goes to its key (never over another's object), then is recorded.
+    async fn place(
+        &self,
+        mut sink: BucketSink,
+        file: &FileJob,
+        whole: &Whole,
+    ) -> std::io::Result<Placing> {
+        let staged = match sink.upload.is_some() {
+            true => {
+                if sink.buffered > 0 {
+                    sink.send_part().await.map_err(io_error)?;
+                }
+                let mut upload = sink.upload.take().ok_or_else(|| {
+                    std::io::Error::other("internal error: an upload with no parts")
+                })?;
+                if let Err(e) = upload.complete().await {
+                    let _ = upload.abort().await;
+                    return Err(io_error(e));
+                }
+                Some(sink.staging.clone())
+            }
+            false => None,
+        };
+        let small: PutPayload = sink.buf.drain(..).collect();
+        let claimed = self.claim(file, staged.as_ref(), small).await;
+        if let Some(staging) = &staged
+            && let Err(e) = self.store.delete(staging).await
+        {
+            log::debug!("cannot delete {staging}: {}", redact(&e.to_string()));
+        }
+        let name = claimed?;
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Line {
+                id: file.id,
+                path: name.clone(),
+                bytes: whole.bytes,
+                sha256: whole.sha256.clone(),
+            });
+        self.flush_records(false).await;
+        let renamed = (name != file.name).then_some(name);
+        Ok(Box::pin(std::future::ready(Ok(renamed))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_stay_within_the_limit_and_start_at_8_mib() {
+        assert_eq!(part_size(Some(100), 0), PART);
+        assert_eq!(part_size(Some(160 << 20), 0), PART);
+        for total in [80u64 << 30, 1 << 40, 5 << 40] {
+            let p = part_size(Some(total), 0) as u64;
+            assert!(total.div_ceil(p) <= MAX_PARTS, "{total}: {p}");
+            assert_eq!(p % (1 << 20), 0);
+        }
+        // Unknown length: 10,000 parts hold far more than any vendor's file.
+        let held: u64 = (0..MAX_PARTS as u32)
+            .map(|n| part_size(None, n) as u64)
+            .sum();
+        assert!(held > 400 << 30, "{held}");
+    }
+
+    #[test]
+    fn only_loopback_may_be_plain_http() {
+        assert!(is_loopback_http("http://127.0.0.1:9000"));
+        assert!(is_loopback_http("http://localhost:9000/"));
+        assert!(is_loopback_http("http://[::1]:9000"));
+        assert!(!is_loopback_http("http://10.0.0.1:9000"));
+        assert!(!is_loopback_http("https://127.0.0.1:9000"));
+        assert!(!is_loopback_http("http://s3.example.com"));
+    }
+
+    #[tokio::test]
+    async fn a_taken_key_keeps_its_bytes_and_the_file_takes_the_suffixed_name() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let url = crate::output::parse(std::path::Path::new("s3://b/p"), "-o")
+            .unwrap()
+            .unwrap();
+        store
+            .put(&Key::from("p/a.pdf"), Bytes::from_static(b"foreign").into())
+            .await
+            .unwrap();
+        let dest = BucketDest::with_store(store.clone(), url.clone())
+            .await
+            .unwrap();
+        let id = Uuid::from_u128(0xabcdef12_0000_0000_0000_000000000001);
+        let job = FileJob {
+            url: "http://127.0.0.1/x".parse().unwrap(),
+            id,
+            name: "a.pdf".into(),
+            at_dest: super::super::AtDest::Nothing,
+            no_part: true,
+            progress: super::super::Progress::new(),
+            watcher: Box::new(NoWatch),
+            cancel: Default::default(),
+            give_up_at: None,
+        };
+        let mut sink = dest.sink(&job, 0, &PartMeta::default(), true);
+        sink.push(Bytes::from_static(b"ours")).await.unwrap();
+        let whole = Whole {
+            bytes: 4,
+            sha256: "x".into(),
+            verified: vec![],
+            note: None,
+            renamed: None,
+        };
+        let placed = dest.place(sink, &job, &whole).await.unwrap().await.unwrap();
+        assert_eq!(placed.as_deref(), Some("a (abcdef12).pdf"));
+        let get = |k: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .get(&Key::from(k))
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(get("p/a.pdf").await, Bytes::from_static(b"foreign"));
+        assert_eq!(get("p/a (abcdef12).pdf").await, Bytes::from_static(b"ours"));
+        assert_eq!(dest.close().await, 0);
+        // The next run finds it done.
+        let again = BucketDest::with_store(store, url).await.unwrap();
+        assert_eq!(
+            again.completed(&id).map(|l| l.path.as_str()),
+            Some("a (abcdef12).pdf")
+        );
+    }
+
+    struct NoWatch;
+    impl super::super::Watcher for NoWatch {
+        fn begin(&self, _: u64, _: Option<u64>) {}
+        fn advance(&self, _: u64) {}
+    }
+}

@@ -1,0 +1,543 @@
+//! `-o s3://BUCKET/PREFIX`: the real binary against the sandbox and a small S3 stand-in on
+//! 127.0.0.1 port 0 (exactly what fetchdocs uses: PutObject and CompleteMultipartUpload with
+//! `If-None-Match: *`, Create/UploadPart/UploadPartCopy/Abort, CopyObject, GetObject,
+//! HeadObject, ListObjectsV2, DeleteObject(s); the access key checked, the signature not).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use fetchdocs_sandbox::{Catalog, Faults};
+use uuid::Uuid;
+
+use crate::common::{Env, code, file, sha256, stderr, summary};
+
+const KEY_ID: &str = "AKIAFETCHDOCSTEST";
+const SECRET: &str = "s3cr3t-never-printed-anywhere";
+
+#[derive(Default)]
+struct Store {
+    objects: BTreeMap<String, Vec<u8>>,
+    uploads: HashMap<String, (String, BTreeMap<u32, Vec<u8>>)>,
+    next: u64,
+    /// The next this many UploadPart requests answer 503.
+    fail_parts: u32,
+    parts_failed: u32,
+    aborted: u32,
+    refused_creates: u32,
+}
+
+/// The S3 stand-in, serving on its own thread until dropped with the test.
+struct S3 {
+    url: String,
+    store: Arc<Mutex<Store>>,
+}
+
+impl S3 {
+    fn start() -> S3 {
+        let store = Arc::new(Mutex::new(Store::default()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .fallback(handle)
+            .layer(DefaultBodyLimit::disable())
+            .with_state(store.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        S3 { url, store }
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) {
+        let mut s = self.store.lock().unwrap();
+        s.objects.insert(format!("bkt/{key}"), bytes.to_vec());
+    }
+
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.store
+            .lock()
+            .unwrap()
+            .objects
+            .get(&format!("bkt/{key}"))
+            .cloned()
+    }
+
+    /// Keys under `prefix/` not in fetchdocs' own `.fetchdocs/`.
+    fn files(&self, prefix: &str) -> Vec<String> {
+        let s = self.store.lock().unwrap();
+        let start = format!("bkt/{prefix}/");
+        s.objects
+            .keys()
+            .filter_map(|k| k.strip_prefix(&start))
+            .filter(|k| !k.starts_with(".fetchdocs/"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn etag(b: &[u8]) -> String {
+    format!("\"{}\"", &sha256(b)[..32])
+}
+
+fn xml(status: StatusCode, body: String) -> Response {
+    (status, [("content-type", "application/xml")], body).into_response()
+}
+
+fn error(status: StatusCode, code: &str) -> Response {
+    xml(
+        status,
+        format!("<Error><Code>{code}</Code><Message>{code}</Message></Error>"),
+    )
+}
+
+const DATE: &str = "Wed, 01 Jan 2025 00:00:00 GMT";
+
+async fn handle(
+    State(store): State<Arc<Mutex<Store>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !auth.contains(&format!("Credential={KEY_ID}/")) {
+        return error(StatusCode::FORBIDDEN, "InvalidAccessKeyId");
+    }
+    let path = uri.path().trim_start_matches('/');
+    let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
+    let key = decode(key);
+    let full = format!("{bucket}/{key}");
+    let q: HashMap<String, String> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let create_only = headers
+        .get("if-none-match")
+        .is_some_and(|v| v.as_bytes() == b"*");
+    let copy_source = headers
+        .get("x-amz-copy-source")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| decode(v.trim_start_matches('/')));
+    let mut s = store.lock().unwrap();
+    match method {
+        Method::PUT => {
+            if let (Some(id), Some(n)) = (q.get("uploadId"), q.get("partNumber")) {
+                let n: u32 = n.parse().unwrap_or(0);
+                let data = match &copy_source {
+                    Some(src) => match s.objects.get(src) {
+                        Some(b) => b.clone(),
+                        None => return error(StatusCode::NOT_FOUND, "NoSuchKey"),
+                    },
+                    None => {
+                        if s.fail_parts > 0 {
+                            s.fail_parts -= 1;
+                            s.parts_failed += 1;
+                            return error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown");
+                        }
+                        body.to_vec()
+                    }
+                };
+                let tag = etag(&data);
+                let Some((_, parts)) = s.uploads.get_mut(id) else {
+                    return error(StatusCode::NOT_FOUND, "NoSuchUpload");
+                };
+                parts.insert(n, data);
+                if copy_source.is_some() {
+                    return xml(
+                        StatusCode::OK,
+                        format!("<CopyPartResult><ETag>{tag}</ETag></CopyPartResult>"),
+                    );
+                }
+                return (StatusCode::OK, [("etag", tag)]).into_response();
+            }
+            let data = match &copy_source {
+                Some(src) => match s.objects.get(src) {
+                    Some(b) => b.clone(),
+                    None => return error(StatusCode::NOT_FOUND, "NoSuchKey"),
+                },
+                None => body.to_vec(),
+            };
+            if create_only && s.objects.contains_key(&full) {
+                s.refused_creates += 1;
+                return error(StatusCode::PRECONDITION_FAILED, "PreconditionFailed");
+            }
+            let tag = etag(&data);
+            s.objects.insert(full, data);
+            match copy_source {
+                Some(_) => xml(
+                    StatusCode::OK,
+                    format!(
+                        "<CopyObjectResult><ETag>{tag}</ETag><LastModified>2025-01-01T00:00:00.000Z</LastModified></CopyObjectResult>"
+                    ),
+                ),
+                None => (StatusCode::OK, [("etag", tag)]).into_response(),
+            }
+        }
+        Method::POST if q.contains_key("uploads") => {
+            s.next += 1;
+            let id = format!("up{}", s.next);
+            s.uploads.insert(id.clone(), (full, BTreeMap::new()));
+            xml(
+                StatusCode::OK,
+                format!(
+                    "<InitiateMultipartUploadResult><Bucket>{bucket}</Bucket><Key>k</Key><UploadId>{id}</UploadId></InitiateMultipartUploadResult>"
+                ),
+            )
+        }
+        Method::POST if q.contains_key("uploadId") => {
+            let id = &q["uploadId"];
+            if create_only && s.objects.contains_key(&full) {
+                s.refused_creates += 1;
+                s.uploads.remove(id);
+                return error(StatusCode::PRECONDITION_FAILED, "PreconditionFailed");
+            }
+            let Some((_, parts)) = s.uploads.remove(id) else {
+                return error(StatusCode::NOT_FOUND, "NoSuchUpload");
+            };
+            let text = String::from_utf8_lossy(&body);
+            let mut data = Vec::new();
+            for piece in text.split("<PartNumber>").skip(1) {
+                let n: u32 = piece
+                    .split('<')
+                    .next()
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0);
+                match parts.get(&n) {
+                    Some(p) => data.extend_from_slice(p),
+                    None => return error(StatusCode::BAD_REQUEST, "InvalidPart"),
+                }
+            }
+            let tag = etag(&data);
+            s.objects.insert(full, data);
+            xml(
+                StatusCode::OK,
+                format!(
+                    "<CompleteMultipartUploadResult><ETag>{tag}</ETag></CompleteMultipartUploadResult>"
+                ),
+            )
+        }
+        Method::POST if q.contains_key("delete") => {
+            // DeleteObjects (how object_store deletes, one key or many).
+            let text = String::from_utf8_lossy(&body);
+            let mut deleted = String::new();
+            for piece in text.split("<Key>").skip(1) {
+                let k = piece.split("</Key>").next().unwrap_or("");
+                let k = k
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&amp;", "&");
+                s.objects.remove(&format!("{bucket}/{k}"));
+                deleted.push_str(&format!(
+                    "<Deleted><Key>{}</Key></Deleted>",
+                    piece.split("</Key>").next().unwrap_or("")
+                ));
+            }
+            xml(
+                StatusCode::OK,
+                format!("<DeleteResult>{deleted}</DeleteResult>"),
+            )
+        }
+        Method::DELETE => {
+            if let Some(id) = q.get("uploadId") {
+                if s.uploads.remove(id).is_some() {
+                    s.aborted += 1;
+                }
+            } else {
+                s.objects.remove(&full);
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Method::GET if key.is_empty() => {
+            let prefix = q.get("prefix").cloned().unwrap_or_default();
+            let delimiter = q.get("delimiter").cloned().unwrap_or_default();
+            let mut contents = String::new();
+            let mut common = std::collections::BTreeSet::new();
+            let start = format!("{bucket}/");
+            for (k, v) in &s.objects {
+                let Some(k) = k.strip_prefix(&start) else {
+                    continue;
+                };
+                let Some(rest) = k.strip_prefix(&prefix) else {
+                    continue;
+                };
+                if !delimiter.is_empty()
+                    && let Some(at) = rest.find(&delimiter)
+                {
+                    common.insert(format!("{prefix}{}", &rest[..at + delimiter.len()]));
+                    continue;
+                }
+                let k = k
+                    .replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;");
+                contents.push_str(&format!(
+                    "<Contents><Key>{k}</Key><LastModified>2025-01-01T00:00:00.000Z</LastModified><ETag>{}</ETag><Size>{}</Size></Contents>",
+                    etag(v).replace('"', "&quot;"),
+                    v.len()
+                ));
+            }
+            for p in common {
+                contents.push_str(&format!(
+                    "<CommonPrefixes><Prefix>{p}</Prefix></CommonPrefixes>"
+                ));
+            }
+            xml(
+                StatusCode::OK,
+                format!(
+                    "<ListBucketResult><Name>{bucket}</Name><IsTruncated>false</IsTruncated>{contents}</ListBucketResult>"
+                ),
+            )
+        }
+        Method::GET | Method::HEAD => match s.objects.get(&full) {
+            Some(b) => {
+                let len = b.len().to_string();
+                let h = [
+                    ("etag", etag(b)),
+                    ("last-modified", DATE.to_string()),
+                    ("content-length", len),
+                ];
+                match method {
+                    Method::HEAD => (StatusCode::OK, h).into_response(),
+                    _ => (StatusCode::OK, h, b.clone()).into_response(),
+                }
+            }
+            None => error(StatusCode::NOT_FOUND, "NoSuchKey"),
+        },
+        _ => error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
+    }
+}
+
+/// `fetchdocs download -o s3://bkt/PREFIX` against `env`'s sandbox and `s3`, with `--ids`,
+/// `--report` and `extra`; the access key `key_id`.
+fn run_into(
+    env: &Env,
+    s3: &S3,
+    prefix: &str,
+    ids: &[Uuid],
+    extra: &[&str],
+    key_id: &str,
+) -> (std::process::Output, serde_json::Value) {
+    let report = env.path("report.json");
+    let _ = std::fs::remove_file(&report);
+    let mut c = env.cmd();
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            c.env_remove(k);
+        }
+    }
+    let out = c
+        .env("AWS_ACCESS_KEY_ID", key_id)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &s3.url)
+        .arg("-o")
+        .arg(format!("s3://bkt/{prefix}"))
+        .arg("--ids")
+        .arg(env.ids_file(ids))
+        .arg("--report")
+        .arg(&report)
+        .args(extra)
+        .output()
+        .unwrap();
+    let report = std::fs::read(&report)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (out, report)
+}
+
+/// Every file the report says is downloaded or skipped is in the bucket, byte for byte.
+fn assert_intact_in(env: &Env, s3: &S3, prefix: &str, report: &serde_json::Value) -> usize {
+    let mut n = 0;
+    for f in report["files"].as_array().expect("files") {
+        let id: Uuid = f["id"].as_str().unwrap().parse().unwrap();
+        let want = env.catalog.get(&id).unwrap().bytes();
+        let path = f["path"].as_str().expect("a path");
+        let got = s3
+            .get(&format!("{prefix}/{path}"))
+            .unwrap_or_else(|| panic!("{path} is not in the bucket"));
+        assert_eq!(got.len(), want.len(), "{path}");
+        assert_eq!(sha256(&got), sha256(&want), "{path} is corrupt");
+        assert_eq!(f["sha256"].as_str(), Some(sha256(&want).as_str()), "{path}");
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn three_hundred_files_land_in_the_bucket_and_the_same_command_again_mints_nothing() {
+    let env = Env::generated(300);
+    let s3 = S3::start();
+    let (out, report) = run_into(&env, &s3, "night/run", &env.all_ids(), &[], KEY_ID);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (300, 300, 0, 0));
+    assert_eq!(assert_intact_in(&env, &s3, "night/run", &report), 300);
+    assert_eq!(s3.files("night/run").len(), 300);
+    // Nothing written locally (no ./s3:/ directory, nothing in the default output directory).
+    assert!(!env.out().exists());
+    // No upload left open, nothing left at a staging key.
+    let s = s3.store.lock().unwrap();
+    assert!(s.uploads.is_empty());
+    assert!(!s.objects.keys().any(|k| k.contains("/.fetchdocs/uploads/")));
+    drop(s);
+
+    let minted = env.sandbox.stats().urls_minted;
+    let (out, report) = run_into(&env, &s3, "night/run", &env.all_ids(), &[], KEY_ID);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (300, 0, 300, 0));
+    assert_eq!(
+        env.sandbox.stats().urls_minted,
+        minted,
+        "a re-run minted URLs"
+    );
+    assert_eq!(assert_intact_in(&env, &s3, "night/run", &report), 300);
+    // Another prefix of the same bucket remembers nothing of this one.
+    let (out, report) = run_into(&env, &s3, "other", &env.all_ids()[..5], &[], KEY_ID);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (5, 5, 0, 0));
+}
+
+#[test]
+fn a_foreign_object_at_a_key_keeps_its_bytes_and_large_files_go_up_in_parts_through_503s() {
+    // Two files over one 8 MiB part (multipart, staged, copied with If-None-Match), one small.
+    let files = vec![
+        file(1, "big.bin", 20 << 20),
+        file(2, "taken.pdf", 3000),
+        file(3, "huge taken.bin", 17 << 20),
+    ];
+    let env = Env::new(Catalog::new(files.clone()), Faults::default());
+    let s3 = S3::start();
+    s3.put("p/taken.pdf", b"someone else's");
+    s3.put("p/huge taken.bin", b"someone else's too");
+    s3.store.lock().unwrap().fail_parts = 3;
+    let (out, report) = run_into(&env, &s3, "p", &env.all_ids(), &["-j", "1"], KEY_ID);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (3, 3, 0, 0));
+    assert_eq!(assert_intact_in(&env, &s3, "p", &report), 3);
+    assert_eq!(s3.get("p/taken.pdf").unwrap(), b"someone else's");
+    assert_eq!(s3.get("p/huge taken.bin").unwrap(), b"someone else's too");
+    let path_of = |id: Uuid| {
+        report["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == id.to_string())
+            .unwrap()["path"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let tag = |n: usize| files[n].id.simple().to_string()[..8].to_string();
+    assert_eq!(path_of(files[1].id), format!("taken ({}).pdf", tag(1)));
+    assert_eq!(path_of(files[2].id), format!("huge taken ({}).bin", tag(2)));
+    assert_eq!(path_of(files[0].id), "big.bin");
+    let s = s3.store.lock().unwrap();
+    assert_eq!(s.parts_failed, 3, "the 503s were not met");
+    assert!(s.refused_creates >= 2, "no conditional create was refused");
+    assert!(s.uploads.is_empty(), "an upload was left open");
+    let staged: Vec<&String> = s
+        .objects
+        .keys()
+        .filter(|k| k.contains("/.fetchdocs/uploads/"))
+        .collect();
+    assert!(staged.is_empty(), "{staged:?}");
+    drop(s);
+    // --force downloads again, replacing only its own objects.
+    let (out, report) = run_into(&env, &s3, "p", &env.all_ids(), &["--force"], KEY_ID);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (3, 3, 0, 0));
+    assert_eq!(assert_intact_in(&env, &s3, "p", &report), 3);
+    assert_eq!(s3.files("p").len(), 5, "{:?}", s3.files("p"));
+    assert_eq!(s3.get("p/taken.pdf").unwrap(), b"someone else's");
+}
+
+#[test]
+fn wrong_credentials_exit_3_in_one_line_and_no_secret_is_printed() {
+    let env = Env::generated(3);
+    let s3 = S3::start();
+    let (out, report) = run_into(&env, &s3, "p", &env.all_ids(), &[], "AKIAWRONGKEYID");
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains("-o s3://bkt/p") && errors[0].contains("credentials"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(SECRET) && !err.contains("AKIAWRONGKEYID"),
+        "{err}"
+    );
+    assert_eq!(env.sandbox.stats().urls_minted, 0);
+    assert_eq!(summary(&report).2, 0);
+    assert!(s3.files("p").is_empty());
+}
+
+#[test]
+fn an_unknown_scheme_is_refused_with_exit_2_and_creates_nothing() {
+    let env = Env::generated(1);
+    for (flag, value) in [("-o", "ftp://host/x"), ("-o", "http://127.0.0.1/x")] {
+        let out = env
+            .cmd()
+            .current_dir(env.dir.path())
+            .arg(flag)
+            .arg(value)
+            .arg("--ids")
+            .arg(env.ids_file(&env.all_ids()))
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("is not a place fetchdocs can write to"),
+            "{err}"
+        );
+        assert!(!env.dir.path().join("ftp:").exists());
+        assert!(!env.dir.path().join("http:").exists());
+    }
+    assert_eq!(env.sandbox.stats().api_requests, 0);
+    // The same from the environment.
+    let out = env
+        .cmd()
+        .current_dir(env.dir.path())
+        .env("FETCHDOCS_OUTPUT_DIR", "sftp://h/x")
+        .arg("--ids")
+        .arg(env.ids_file(&env.all_ids()))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}
