@@ -111,7 +111,9 @@ pub struct DownloadArgs {
     #[arg(long, value_name = "K/N")]
     pub shard: Option<String>,
 
-    /// Directory the files are saved in (created if missing) [default: .].
+    /// Directory the files are saved in (created if missing) [default: .], or a bucket prefix:
+    /// s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX (credentials from the
+    /// platform's usual environment). Any other scheme:// is refused.
     #[arg(short = 'o', long, env = "FETCHDOCS_OUTPUT_DIR", value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
 
