@@ -12,7 +12,9 @@
 //! * An upload an attempt gives up (a cut body, wrong bytes) is aborted; a cut download starts
 //!   over from byte 0 (nothing is resumed across attempts in a bucket).
 //! * Completions are recorded in the bucket, `PREFIX/.fetchdocs/records/<run>-<n>.jsonl`, every
-//!   [`RECORDS_PER_OBJECT`] files and when the run ends; a run reads them all at its start.
+//!   [`RECORDS_PER_OBJECT`] files or [`RECORD_EVERY`], and when the run ends; a run reads them
+//!   all at its start. A file a killed run placed but did not record is found at its key on
+//!   the next attempt (same size and sha256) and kept, not duplicated under another name.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::destination::{Destination, Kept, Placing, Sink};
-use super::integrity::Digests;
+use super::integrity::{Digests, hex};
 use super::part::PartMeta;
 use super::{AttemptError, FileJob, Whole};
 use crate::naming::with_id_suffix;
@@ -39,6 +41,8 @@ const PART: usize = 8 << 20;
 const MAX_PARTS: u64 = 10_000;
 /// Completions written to the bucket in one record object (and at the end of the run).
 pub const RECORDS_PER_OBJECT: usize = 500;
+/// The longest completions wait to be written while files complete.
+const RECORD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// fetchdocs' own keys, under the prefix.
 const OWN: &str = ".fetchdocs";
 
@@ -76,6 +80,9 @@ pub struct BucketDest {
     pending: Mutex<Vec<Line>>,
     /// Record objects that could not be written (said once at the end).
     unrecorded: AtomicU32,
+    /// When completions were last written: they are written at least every [`RECORD_EVERY`]
+    /// while files complete, so a killed run leaves little unrecorded.
+    flushed: Mutex<std::time::Instant>,
 }
 
 impl BucketDest {
@@ -95,6 +102,7 @@ impl BucketDest {
             done: HashMap::new(),
             pending: Mutex::new(Vec::new()),
             unrecorded: AtomicU32::new(0),
+            flushed: Mutex::new(std::time::Instant::now()),
         };
         dest.done = dest.read_records().await?;
         Ok(dest)
@@ -167,9 +175,13 @@ impl BucketDest {
     async fn flush_records(&self, all: bool) {
         let lines = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if pending.is_empty() || (!all && pending.len() < RECORDS_PER_OBJECT) {
+            let mut flushed = self.flushed.lock().unwrap_or_else(|e| e.into_inner());
+            let due =
+                all || pending.len() >= RECORDS_PER_OBJECT || flushed.elapsed() >= RECORD_EVERY;
+            if pending.is_empty() || !due {
                 return;
             }
+            *flushed = std::time::Instant::now();
             std::mem::take(&mut *pending)
         };
         let mut body = Vec::new();
@@ -208,6 +220,7 @@ impl BucketDest {
     async fn claim(
         &self,
         file: &FileJob,
+        whole: &Whole,
         staged: Option<&Key>,
         small: PutPayload,
     ) -> std::io::Result<String> {
@@ -239,10 +252,12 @@ impl BucketDest {
             match put {
                 Ok(()) => return Ok(name),
                 Err(object_store::Error::AlreadyExists { .. }) => {
-                    log::debug!(
-                        "{} is taken; trying a name with the ID in it",
-                        self.key(&name)
-                    );
+                    if self.holds(&key, whole).await {
+                        // This file, put there by a run killed before it recorded it.
+                        log::debug!("{key} already holds this file's bytes; kept");
+                        return Ok(name);
+                    }
+                    log::debug!("{key} is taken; trying a name with the ID in it");
                 }
                 Err(e) => return Err(io_error(e)),
             }
@@ -251,6 +266,30 @@ impl BucketDest {
             std::io::ErrorKind::AlreadyExists,
             format!("{} and the names with its ID are all taken", file.name),
         ))
+    }
+}
+
+impl BucketDest {
+    /// Whether the object at `key` is exactly `whole` (its size, then its sha256, read
+    /// through: only when a key this run wanted is found taken).
+    async fn holds(&self, key: &Key, whole: &Whole) -> bool {
+        use sha2::Digest;
+        match self.store.head(key).await {
+            Ok(meta) if meta.size == whole.bytes => {}
+            _ => return false,
+        }
+        let Ok(got) = self.store.get(key).await else {
+            return false;
+        };
+        let mut body = got.into_stream();
+        let mut hasher = sha2::Sha256::new();
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(c) => hasher.update(&c),
+                Err(_) => return false,
+            }
+        }
+        hex(&hasher.finalize()) == whole.sha256
     }
 }
 
@@ -503,7 +542,7 @@ impl Destination for BucketDest {
             false => None,
         };
         let small: PutPayload = sink.buf.drain(..).collect();
-        let claimed = self.claim(file, staged.as_ref(), small).await;
+        let claimed = self.claim(file, whole, staged.as_ref(), small).await;
         if let Some(staging) = &staged
             && let Err(e) = self.store.delete(staging).await
         {

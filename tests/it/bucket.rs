@@ -541,3 +541,71 @@ fn an_unknown_scheme_is_refused_with_exit_2_and_creates_nothing() {
         .unwrap();
     assert_eq!(code(&out), 2, "{}", stderr(&out));
 }
+
+#[test]
+fn killed_mid_run_then_run_again_every_file_is_there_whole_and_once() {
+    let faults = Faults {
+        slow_body_bps: 2 << 20,
+        ..Faults::default()
+    };
+    let env = Env::new(Catalog::generate(60, 9), faults);
+    let s3 = S3::start();
+    let ids = env.all_ids();
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("fetchdocs"));
+    for var in crate::common::ENV_VARS {
+        c.env_remove(var);
+    }
+    c.env("FETCHDOCS_API_KEY", &env.key)
+        .env("FETCHDOCS_BASE_URL", &env.sandbox.api_url)
+        .env("XDG_CONFIG_HOME", env.path("xdg"))
+        .args(["download", "--provider", env.provider]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            c.env_remove(k);
+        }
+    }
+    let mut child = c
+        .env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &s3.url)
+        .arg("-o")
+        .arg("s3://bkt/k")
+        .arg("--ids")
+        .arg(env.ids_file(&ids))
+        .args(["-j", "4"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed (SIGKILL) once some files are in place and others on their way.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s3.files("k").len() < 10 {
+        assert!(std::time::Instant::now() < deadline, "no file arrived");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended before it was killed: {status}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Nothing at a final key is anything but a whole file.
+    let good: std::collections::HashSet<String> = env
+        .catalog
+        .files()
+        .iter()
+        .map(|f| sha256(&f.bytes()))
+        .collect();
+    for name in s3.files("k") {
+        let bytes = s3.get(&format!("k/{name}")).unwrap();
+        assert!(good.contains(&sha256(&bytes)), "{name} is not a whole file");
+    }
+    let (out, report) = run_into(&env, &s3, "k", &ids, &[], KEY_ID);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (requested, downloaded, skipped, failed) = summary(&report);
+    assert_eq!((requested, downloaded + skipped, failed), (60, 60, 0));
+    assert_eq!(assert_intact_in(&env, &s3, "k", &report), 60);
+    // Each file once: none downloaded again under a name with its ID in it.
+    let files = s3.files("k");
+    assert_eq!(files.len(), 60, "{files:?}");
+}
