@@ -505,7 +505,7 @@ fn three_hundred_files_land_in_the_bucket_and_the_same_command_again_mints_nothi
 
 #[test]
 fn a_foreign_object_at_a_key_keeps_its_bytes_and_large_files_go_up_in_parts_through_503s() {
-    // Two files over one 8 MiB part (multipart, staged, copied with If-None-Match), one small.
+    // Two files over one 5 MiB part (multipart, staged, copied with If-None-Match), one small.
     let files = vec![
         file(1, "big.bin", 20 << 20),
         file(2, "taken.pdf", 3000),
