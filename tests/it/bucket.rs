@@ -625,26 +625,7 @@ fn killed_mid_run_then_run_again_every_file_is_there_whole_and_once() {
     let env = Env::new(Catalog::generate(60, 9), faults);
     let s3 = S3::start();
     let ids = env.all_ids();
-    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("fetchdocs"));
-    for var in crate::common::ENV_VARS {
-        c.env_remove(var);
-    }
-    c.env("FETCHDOCS_API_KEY", &env.key)
-        .env("FETCHDOCS_BASE_URL", &env.sandbox.api_url)
-        .env("XDG_CONFIG_HOME", env.path("xdg"))
-        .args(["download", "--provider", env.provider]);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_") {
-            c.env_remove(k);
-        }
-    }
-    let mut child = c
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &s3.url)
-        .arg("-o")
-        .arg(format!("s3://{}/k", s3.bucket))
+    let mut child = bucket_cmd(&env, &s3, "k")
         .arg("--ids")
         .arg(env.ids_file(&ids))
         .args(["-j", "4"])
@@ -682,4 +663,70 @@ fn killed_mid_run_then_run_again_every_file_is_there_whole_and_once() {
     // Each file once: none downloaded again under a name with its ID in it.
     let files = s3.files("k");
     assert_eq!(files.len(), 60, "{files:?}");
+}
+
+/// `fetchdocs download -o s3://BUCKET/PREFIX` as a std `Command` (to spawn), with this
+/// sandbox's key and URL and the S3 server's endpoint and credentials.
+fn bucket_cmd(env: &Env, s3: &S3, prefix: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("fetchdocs"));
+    for var in crate::common::ENV_VARS {
+        c.env_remove(var);
+    }
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("FETCHDOCS_API_KEY", &env.key)
+        .env("FETCHDOCS_BASE_URL", &env.sandbox.api_url)
+        .env("XDG_CONFIG_HOME", env.path("xdg"))
+        .env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &s3.url)
+        .args(["download", "--provider", env.provider, "-o"])
+        .arg(format!("s3://{}/{prefix}", s3.bucket));
+    c
+}
+
+#[test]
+fn three_shards_at_once_into_one_prefix_download_every_id_once() {
+    let env = Env::generated(90);
+    let s3 = S3::start();
+    let ids = env.all_ids();
+    let ids_file = env.ids_file(&ids);
+    let shards: Vec<_> = (0..3)
+        .map(|k| {
+            bucket_cmd(&env, &s3, "shared")
+                .arg("--ids")
+                .arg(&ids_file)
+                .args(["--shard", &format!("{k}/3"), "--report"])
+                .arg(env.path(&format!("shard{k}.json")))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for (k, shard) in shards.into_iter().enumerate() {
+        let out = shard.wait_with_output().unwrap();
+        assert_eq!(code(&out), 0, "shard {k}: {}", stderr(&out));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(env.path(&format!("shard{k}.json"))).unwrap())
+                .unwrap();
+        assert_eq!(summary(&report).1, summary(&report).0, "shard {k}");
+        assert_intact_in(&env, &s3, "shared", &report);
+        for f in report["files"].as_array().unwrap() {
+            assert!(seen.insert(f["id"].as_str().unwrap().to_string()), "{f}");
+        }
+    }
+    assert_eq!(seen.len(), 90);
+    assert_eq!(s3.files("shared").len(), 90, "{:?}", s3.files("shared"));
+    // The whole run afterwards finds every shard's record: nothing minted.
+    let minted = env.sandbox.stats().urls_minted;
+    let (out, report) = run_into(&env, &s3, "shared", &ids, &[], KEY_ID);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (90, 0, 90, 0));
+    assert_eq!(env.sandbox.stats().urls_minted, minted);
 }
