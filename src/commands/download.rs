@@ -240,7 +240,7 @@ pub async fn execute(
     let started = Instant::now();
     let dest = match &cfg.bucket {
         None => destination(state_dir, &state),
-        Some(url) => bucket_destination(url, cfg.force, &mut recorder, &ui).await,
+        Some(url) => bucket_destination(cfg, url, &mut recorder, &ui).await,
     };
     let result = match clients(cfg).and_then(|(p, f)| Ok((p, f, dest?))) {
         Err(e) => {
@@ -478,19 +478,24 @@ fn destination(dir: &std::path::Path, state: &State) -> Result<Arc<AnyDest>, Fat
 /// A bucket prefix as the destination, with what earlier runs completed there reported as
 /// skipped (unless `force`).
 async fn bucket_destination(
+    cfg: &Config,
     url: &BucketUrl,
-    force: bool,
     recorder: &mut Recorder,
     ui: &Ui,
 ) -> Result<Arc<AnyDest>, Fatal> {
-    let dest = BucketDest::open(url).await.map_err(|e| match e {
+    let shard = cfg.shard.map(|s| (s.index, s.count));
+    let dest = BucketDest::open(url, shard).await.map_err(|e| match e {
+        BucketError::Locked(who) => Fatal::Locked(format!(
+            "another fetchdocs run is using {url} ({who}); nothing was done. Wait for it to \
+             finish, or stop it: a stopped run's lease expires within a minute"
+        )),
         BucketError::Auth(why) => Fatal::Auth(format!(
             "-o {url}: the store refused the credentials: {why}"
         )),
         BucketError::Config(why) => Fatal::Usage(format!("-o {url}: {why}")),
         BucketError::Unreachable(why) => Fatal::Unreachable(format!("-o {url}: {why}")),
     })?;
-    if !force {
+    if !cfg.force {
         for i in 0..recorder.ids().len() {
             let id = recorder.ids()[i];
             if let Some(line) = dest.completed(&id) {

@@ -30,10 +30,12 @@ use uuid::Uuid;
 
 use super::destination::{Destination, Kept, Placing, Sink};
 use super::integrity::{Digests, hex};
+use super::lease::{Lease, LeaseError};
 use super::part::PartMeta;
+use super::store::{build_store, redact};
 use super::{AttemptError, FileJob, Whole};
 use crate::naming::with_id_suffix;
-use crate::output::{BucketUrl, Scheme};
+use crate::output::BucketUrl;
 
 /// The smallest part: S3's least (but the last), which keeps memory low: a part of each file
 /// in flight is what a bucket run holds beyond a run to disk (6 × 160 MiB at `-j 16`: 61 MiB
@@ -57,6 +59,8 @@ pub enum OpenError {
     Auth(String),
     /// The URL or the environment's settings do not make a store.
     Config(String),
+    /// Another live run holds the prefix (its lease): who.
+    Locked(String),
     /// The store could not be reached or answered otherwise.
     Unreachable(String),
 }
@@ -87,17 +91,24 @@ pub struct BucketDest {
     /// When completions were last written: they are written at least every [`RECORD_EVERY`]
     /// while files complete, so a killed run leaves little unrecorded.
     flushed: Mutex<std::time::Instant>,
+    /// This run's lease on the prefix, until [`BucketDest::close`].
+    lease: Mutex<Option<Lease>>,
 }
 
 impl BucketDest {
     /// Connect to `url` with the platform's standard credential chain and read what earlier
     /// runs completed there.
-    pub async fn open(url: &BucketUrl) -> Result<BucketDest, OpenError> {
-        let store = build_store(url)?;
-        BucketDest::with_store(store, url.clone()).await
+    /// `shard`: (K, N) of `--shard K/N`, for the lease it takes.
+    pub async fn open(url: &BucketUrl, shard: Option<(u32, u32)>) -> Result<BucketDest, OpenError> {
+        let store = build_store(url).map_err(OpenError::Config)?;
+        BucketDest::with_store(store, url.clone(), shard).await
     }
 
-    async fn with_store(store: Arc<dyn ObjectStore>, url: BucketUrl) -> Result<Self, OpenError> {
+    async fn with_store(
+        store: Arc<dyn ObjectStore>,
+        url: BucketUrl,
+        shard: Option<(u32, u32)>,
+    ) -> Result<Self, OpenError> {
         let mut dest = BucketDest {
             store,
             url,
@@ -107,8 +118,22 @@ impl BucketDest {
             pending: Mutex::new(Vec::new()),
             unrecorded: AtomicU32::new(0),
             flushed: Mutex::new(std::time::Instant::now()),
+            lease: Mutex::new(None),
         };
-        dest.done = dest.read_records().await?;
+        let lease = Lease::take(dest.store.clone(), &dest.own_dir(), shard, dest.run)
+            .await
+            .map_err(|e| match e {
+                LeaseError::Held(who) => OpenError::Locked(who),
+                LeaseError::Store(e) => open_error(e),
+            })?;
+        match dest.read_records().await {
+            Ok(done) => dest.done = done,
+            Err(e) => {
+                lease.release().await;
+                return Err(e);
+            }
+        }
+        *dest.lease.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(lease);
         Ok(dest)
     }
 
@@ -120,6 +145,10 @@ impl BucketDest {
 
     fn key(&self, name: &str) -> Key {
         Key::from(self.url.key(name))
+    }
+
+    fn own_dir(&self) -> Key {
+        Key::from(self.url.key(OWN))
     }
 
     fn own(&self, name: &str) -> Key {
@@ -216,6 +245,10 @@ impl BucketDest {
     /// Record every completion not yet written; how many could not be.
     pub async fn close(&self) -> u32 {
         self.flush_records(true).await;
+        let lease = self.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
         self.unrecorded.load(Ordering::Relaxed)
     }
 
@@ -295,83 +328,6 @@ impl BucketDest {
         }
         hex(&hasher.finalize()) == whole.sha256
     }
-}
-
-/// The store `url` names, from the platform's standard environment: `AWS_*` (keys, session
-/// token, region, `AWS_ENDPOINT_URL`, web identity, instance metadata), `GOOGLE_*`,
-/// `AZURE_*`. Plain http only to a loopback endpoint, or with `AWS_ALLOW_HTTP=true`.
-fn build_store(url: &BucketUrl) -> Result<Arc<dyn ObjectStore>, OpenError> {
-    let config = |e: object_store::Error| OpenError::Config(redact(&e.to_string()));
-    let store: Arc<dyn ObjectStore> = match url.scheme {
-        Scheme::S3 => {
-            use object_store::aws::{AmazonS3Builder, S3ConditionalPut, S3CopyIfNotExists};
-            let mut b = AmazonS3Builder::from_env()
-                .with_bucket_name(&url.bucket)
-                .with_conditional_put(S3ConditionalPut::ETagMatch);
-            if std::env::var_os("AWS_COPY_IF_NOT_EXISTS").is_none() {
-                b = b.with_copy_if_not_exists(S3CopyIfNotExists::Multipart);
-            }
-            let endpoint = std::env::var("AWS_ENDPOINT_URL")
-                .or_else(|_| std::env::var("AWS_ENDPOINT"))
-                .ok();
-            if let Some(endpoint) = endpoint
-                && is_loopback_http(&endpoint)
-            {
-                b = b.with_allow_http(true);
-            }
-            Arc::new(b.build().map_err(config)?)
-        }
-        Scheme::Gcs => Arc::new(
-            object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_bucket_name(&url.bucket)
-                .build()
-                .map_err(config)?,
-        ),
-        Scheme::Azure => Arc::new(
-            object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_container_name(&url.bucket)
-                .build()
-                .map_err(config)?,
-        ),
-    };
-    Ok(store)
-}
-
-/// `http://` to 127.0.0.0/8, ::1 or localhost.
-fn is_loopback_http(endpoint: &str) -> bool {
-    let Ok(u) = url::Url::parse(endpoint) else {
-        return false;
-    };
-    u.scheme() == "http"
-        && match u.host() {
-            Some(url::Host::Ipv4(a)) => a.is_loopback(),
-            Some(url::Host::Ipv6(a)) => a.is_loopback(),
-            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            None => false,
-        }
-}
-
-/// The store's message with every credential from the environment taken out, on one line.
-pub fn redact(msg: &str) -> String {
-    let mut out = msg.replace(['\n', '\r'], " ");
-    for var in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AZURE_STORAGE_ACCOUNT_KEY",
-        "AZURE_STORAGE_ACCESS_KEY",
-        "AZURE_STORAGE_SAS_KEY",
-        "AZURE_STORAGE_TOKEN",
-        "AZURE_CLIENT_SECRET",
-        "GOOGLE_SERVICE_ACCOUNT_KEY",
-    ] {
-        if let Ok(v) = std::env::var(var)
-            && v.len() >= 4
-        {
-            out = out.replace(&v, "[redacted]");
-        }
-    }
-    out
 }
 
 fn open_error(e: object_store::Error) -> OpenError {
@@ -603,16 +559,6 @@ mod tests {
         assert!(held > 300 << 30, "{held}");
     }
 
-    #[test]
-    fn only_loopback_may_be_plain_http() {
-        assert!(is_loopback_http("http://127.0.0.1:9000"));
-        assert!(is_loopback_http("http://localhost:9000/"));
-        assert!(is_loopback_http("http://[::1]:9000"));
-        assert!(!is_loopback_http("http://10.0.0.1:9000"));
-        assert!(!is_loopback_http("https://127.0.0.1:9000"));
-        assert!(!is_loopback_http("http://s3.example.com"));
-    }
-
     #[tokio::test]
     async fn a_taken_key_keeps_its_bytes_and_the_file_takes_the_suffixed_name() {
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
@@ -623,7 +569,7 @@ mod tests {
             .put(&Key::from("p/a.pdf"), Bytes::from_static(b"foreign").into())
             .await
             .unwrap();
-        let dest = BucketDest::with_store(store.clone(), url.clone())
+        let dest = BucketDest::with_store(store.clone(), url.clone(), None)
             .await
             .unwrap();
         let id = Uuid::from_u128(0xabcdef12_0000_0000_0000_000000000001);
@@ -665,7 +611,7 @@ mod tests {
         assert_eq!(get("p/a (abcdef12).pdf").await, Bytes::from_static(b"ours"));
         assert_eq!(dest.close().await, 0);
         // The next run finds it done.
-        let again = BucketDest::with_store(store, url).await.unwrap();
+        let again = BucketDest::with_store(store, url, None).await.unwrap();
         assert_eq!(
             again.completed(&id).map(|l| l.path.as_str()),
             Some("a (abcdef12).pdf")

@@ -30,10 +30,12 @@ mod classify;
 mod destination;
 mod durable;
 mod integrity;
+mod lease;
 mod local;
 mod pace;
 mod part;
 mod send;
+mod store;
 mod stream;
 
 pub use any::AnyDest;

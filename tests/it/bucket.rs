@@ -1,6 +1,7 @@
 //! `-o s3://BUCKET/PREFIX`: the real binary against the sandbox and a small S3 stand-in on
 //! 127.0.0.1 port 0 (exactly what fetchdocs uses: PutObject and CompleteMultipartUpload with
-//! `If-None-Match: *`, Create/UploadPart/UploadPartCopy/Abort, CopyObject, GetObject,
+//! `If-None-Match: *` (PutObject also with `If-Match`), Create/UploadPart/UploadPartCopy/Abort,
+//! CopyObject, GetObject,
 //! HeadObject, ListObjectsV2, DeleteObject(s); the access key checked, the signature not).
 
 use std::collections::{BTreeMap, HashMap};
@@ -267,6 +268,11 @@ async fn handle(
                 s.refused_creates += 1;
                 return error(StatusCode::PRECONDITION_FAILED, "PreconditionFailed");
             }
+            if let Some(want) = headers.get("if-match").and_then(|v| v.to_str().ok())
+                && s.objects.get(&full).map(|b| etag(b)).as_deref() != Some(want)
+            {
+                return error(StatusCode::PRECONDITION_FAILED, "PreconditionFailed");
+            }
             let tag = etag(&data);
             s.objects.insert(full, data);
             match copy_source {
@@ -483,6 +489,8 @@ fn three_hundred_files_land_in_the_bucket_and_the_same_command_again_mints_nothi
     assert!(!env.out().exists());
     // No upload left open, nothing left at a staging key.
     assert_eq!(s3.staged("night/run"), Vec::<String>::new());
+    // The run's lease is gone with it.
+    assert!(s3.get("night/run/.fetchdocs/lease").is_none());
     if let Some(s) = s3.stand_in() {
         assert!(s.uploads.is_empty());
     }
@@ -655,6 +663,11 @@ fn killed_mid_run_then_run_again_every_file_is_there_whole_and_once() {
         let bytes = s3.get(&format!("k/{name}")).unwrap();
         assert!(good.contains(&sha256(&bytes)), "{name} is not a whole file");
     }
+    // The killed run's lease holds the prefix until it expires (a minute): a run now is
+    // refused; one after the expiry (the lease rewritten as expired, not waited for) runs.
+    let (out, _) = run_into(&env, &s3, "k", &ids, &[], KEY_ID);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    s3.put("k/.fetchdocs/lease", &lease_body(-1));
     let (out, report) = run_into(&env, &s3, "k", &ids, &[], KEY_ID);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let (requested, downloaded, skipped, failed) = summary(&report);
@@ -729,4 +742,86 @@ fn three_shards_at_once_into_one_prefix_download_every_id_once() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(summary(&report), (90, 0, 90, 0));
     assert_eq!(env.sandbox.stats().urls_minted, minted);
+}
+
+fn lease_body(expires_in: i64) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    serde_json::to_vec(&serde_json::json!({
+        "run": Uuid::now_v7(), "pid": 4242, "expires": now + expires_in
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_live_lease_on_the_prefix_is_exit_4_and_an_expired_one_is_taken_over() {
+    let env = Env::generated(5);
+    let s3 = S3::start();
+    s3.put("p/.fetchdocs/lease", &lease_body(600));
+    let (out, report) = run_into(&env, &s3, "p", &env.all_ids(), &[], KEY_ID);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    let err = stderr(&out);
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains("pid 4242") && errors[0].contains("nothing was done"),
+        "{err}"
+    );
+    assert_eq!(env.sandbox.stats().urls_minted, 0);
+    assert!(s3.files("p").is_empty());
+    assert_eq!(summary(&report).1, 0);
+    // A shard may not run beside a whole run either.
+    let (out, _) = run_into(&env, &s3, "p", &env.all_ids(), &["--shard", "0/2"], KEY_ID);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+
+    // A killed run's lease, expired: taken over, and gone when this run ends.
+    s3.put("p/.fetchdocs/lease", &lease_body(-5));
+    let (out, report) = run_into(&env, &s3, "p", &env.all_ids(), &[], KEY_ID);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (5, 5, 0, 0));
+    assert!(s3.get("p/.fetchdocs/lease").is_none());
+}
+
+#[test]
+fn a_second_whole_run_beside_a_live_one_exits_4_and_takes_nothing_from_it() {
+    let faults = Faults {
+        slow_body_bps: 1 << 20,
+        ..Faults::default()
+    };
+    let env = Env::new(Catalog::generate(40, 5), faults);
+    let s3 = S3::start();
+    let ids = env.all_ids();
+    let mut first = bucket_cmd(&env, &s3, "q")
+        .arg("--ids")
+        .arg(env.ids_file(&ids))
+        .args(["-j", "2", "--report"])
+        .arg(env.path("first.json"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s3.files("q").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no file arrived");
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run ended already"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (out, _) = run_into(&env, &s3, "q", &ids, &[], KEY_ID);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another fetchdocs run is using"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(first.wait().unwrap().success());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path("first.json")).unwrap()).unwrap();
+    assert_eq!(summary(&report), (40, 40, 0, 0));
+    assert_eq!(assert_intact_in(&env, &s3, "q", &report), 40);
+    assert!(s3.get("q/.fetchdocs/lease").is_none());
 }
