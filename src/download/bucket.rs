@@ -48,7 +48,7 @@ const MAX_PARTS: u64 = 10_000;
 /// Completions written to the bucket in one record object (and at the end of the run).
 pub const RECORDS_PER_OBJECT: usize = 500;
 /// The longest completions wait to be written while files complete.
-const RECORD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+const RECORD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// fetchdocs' own keys, under the prefix.
 const OWN: &str = ".fetchdocs";
 
@@ -166,15 +166,13 @@ impl BucketDest {
         }
         keys.sort();
         let mut lines: HashMap<Uuid, Line> = HashMap::new();
-        for key in keys {
-            let body = self
-                .store
-                .get(&key)
-                .await
-                .map_err(open_error)?
-                .bytes()
-                .await
-                .map_err(open_error)?;
+        // Read 16 at a time, taken in order (a later record of an ID replaces an earlier).
+        let store = &self.store;
+        let mut bodies = futures_util::stream::iter(keys)
+            .map(|key| async move { store.get(&key).await?.bytes().await })
+            .buffered(16);
+        while let Some(body) = bodies.next().await {
+            let body = body.map_err(open_error)?;
             for text in body.split(|b| *b == b'\n') {
                 if let Ok(line) = serde_json::from_slice::<Line>(text) {
                     lines.insert(line.id, line);
