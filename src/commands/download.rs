@@ -282,6 +282,8 @@ fn open_output_dir(
         dir,
         &record_file_name(shard.map(|s| (s.index, s.count))),
         ids,
+        // A run of the whole holds the directory alone: it merges every shard's record.
+        shard.is_none(),
     )
     .map_err(unusable)?;
     Ok((lock, state))
