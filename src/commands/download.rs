@@ -276,6 +276,19 @@ fn open_output_dir(
                 None => String::new(),
             }
         )),
+        LockError::Shards(pids) => Fatal::Locked(format!(
+            "shards are using {} ({}); a run of the whole never runs beside them, and nothing \
+             was done. Wait for them to finish, or stop them",
+            dir.display(),
+            match pids.as_slice() {
+                [] => "pids unknown".to_string(),
+                [one] => format!("pid {one}"),
+                many => format!(
+                    "pids {}",
+                    many.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        )),
         LockError::Io(e) => unusable(e),
     })?;
     let state = State::open(
