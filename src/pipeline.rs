@@ -18,6 +18,7 @@ use crate::error::{ApiError, Fatal};
 use crate::ids::Shard;
 use crate::lanes::Lanes;
 use crate::listing::{Cursor, Event, Listed, Source, Walk};
+use crate::lock::Claims;
 use crate::naming::NameRegistry;
 use crate::pacing::Pacing;
 use crate::progress::{Ui, human_duration};
@@ -30,6 +31,25 @@ use crate::state::State;
 
 /// How long in-flight downloads get to flush their data after Ctrl-C before they are aborted.
 const WIND_DOWN: Duration = Duration::from_millis(1500);
+
+/// How often IDs another run holds are tried again.
+const CLAIM_RETRY: Duration = Duration::from_millis(200);
+
+/// Most IDs a run claims at once (each claim holds a descriptor open): the scheduler is fed
+/// no more until some are finished.
+const MAX_CLAIMS: usize = 512;
+
+/// IDs another run sharing the directory holds (see [`Claims`]): not handed to the scheduler
+/// (no URL is minted, no download slot taken) until this run gets them.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    /// Each ID's index, and since when it waits.
+    ids: Vec<(u32, uuid::Uuid, Instant)>,
+    /// When they are tried next.
+    next: Option<Instant>,
+    /// What the other runs record meanwhile (read once this run first claims an ID).
+    others: Option<crate::state::Others>,
+}
 
 /// Until `at`, or forever.
 async fn sleep_until_some(at: Option<Instant>) {
@@ -170,6 +190,10 @@ pub struct Pipeline<'a, P: Provider> {
     pub parts: Option<std::collections::HashSet<uuid::Uuid>>,
     /// Where finished files go.
     pub dest: Arc<LocalDir>,
+    /// The IDs this run works on, where other runs share the directory.
+    pub claims: &'a mut Claims,
+    /// Those other runs hold for now.
+    pub waiting: Waiting,
 }
 
 /// How far the walk of a listing has come.
@@ -250,6 +274,7 @@ impl<P: Provider> Pipeline<'_, P> {
             };
             if scheduler.is_idle()
                 && !self.more_to_feed()
+                && self.waiting.ids.is_empty()
                 && !walked.open
                 && tasks.placing.is_empty()
             {
@@ -257,10 +282,18 @@ impl<P: Provider> Pipeline<'_, P> {
             }
             let want_page = walked.open && self.recorder.ids().len() - self.cursor < low_water;
             // Skipping through IDs completed earlier: go on at once.
-            let wake = if self.more_to_feed() && scheduler.room() > 0 {
+            let wake = if self.more_to_feed()
+                && scheduler.room() > 0
+                && self.claims.held() < MAX_CLAIMS
+            {
                 Instant::now()
             } else {
                 wake
+            };
+            // IDs another run holds are tried again now and then.
+            let wake = match self.waiting.next {
+                Some(at) if !self.waiting.ids.is_empty() => wake.min(at),
+                _ => wake,
             };
 
             self.show_progress(&scheduler, &mut pacing, started);
@@ -496,8 +529,14 @@ impl<P: Provider> Pipeline<'_, P> {
     fn feed(&mut self, scheduler: &mut Scheduler, listing_open: bool) -> Vec<Action> {
         let mut items = Vec::new();
         let mut room = scheduler.room();
+        let mut claimed = self.retry_waiting(room);
+        room -= claimed.len();
         let mut looked = 0;
-        while room > 0 && looked < FEED_PER_TURN && self.more_to_feed() {
+        while room > 0
+            && looked < FEED_PER_TURN
+            && self.more_to_feed()
+            && self.claims.held() < MAX_CLAIMS
+        {
             let index = self.cursor;
             self.cursor += 1;
             looked += 1;
@@ -513,11 +552,125 @@ impl<P: Provider> Pipeline<'_, P> {
                 self.ui.file_skipped();
                 continue;
             }
+            // Before its URL is asked for: another run sharing the directory may be on it.
+            match self.claims.try_claim(id) {
+                Ok(true) if self.claims.active() => {
+                    claimed.push((index, id));
+                    room -= 1;
+                    continue;
+                }
+                Ok(true) => {}
+                Ok(false) => {
+                    log::debug!("{id}: another run sharing the directory is on it; waiting");
+                    self.waiting.ids.push((index, id, Instant::now()));
+                    self.waiting.next.get_or_insert(Instant::now() + CLAIM_RETRY);
+                    continue;
+                }
+                Err(e) => {
+                    self.fail(&Item::new(index, id, None), self.claim_failed(e), true);
+                    continue;
+                }
+            }
             items.push(Item::new(index, id, self.state.previous_name(&id, index)));
             room -= 1;
         }
+        self.take_claimed(claimed, &mut items);
+        // (IDs another run holds do not keep a partial batch waiting: they may wait long.)
         scheduler.set_input_open(self.more_to_feed() || listing_open);
         scheduler.add(items)
+    }
+
+    fn claim_failed(&self, e: std::io::Error) -> String {
+        format!(
+            "cannot claim it in {} ({e})",
+            self.output_dir.join(".fetchdocs").join("claims").display()
+        )
+    }
+
+    /// Try again the IDs another run held, when it is time (at most `room` of them): returns
+    /// those this run holds now. One that waits longer than a download may take
+    /// (`--give-up-after`) fails, to be picked up by a later run.
+    fn retry_waiting(&mut self, room: usize) -> Vec<(u32, uuid::Uuid)> {
+        let now = Instant::now();
+        let mut got = Vec::new();
+        if self.waiting.ids.is_empty() || room == 0 || self.waiting.next.is_some_and(|t| now < t)
+        {
+            return got;
+        }
+        self.waiting.next = Some(now + CLAIM_RETRY);
+        let mut still = Vec::new();
+        for (index, id, since) in std::mem::take(&mut self.waiting.ids) {
+            if self.recorder.is_finished(index) {
+                continue;
+            }
+            if got.len() >= room || self.claims.held() >= MAX_CLAIMS {
+                still.push((index, id, since));
+                continue;
+            }
+            match self.claims.try_claim(id) {
+                Ok(true) => got.push((index, id)),
+                Ok(false) if now.saturating_duration_since(since) >= self.give_up_after => {
+                    let reason = format!(
+                        "another run sharing the output directory has been working on it for \
+                         {}; not downloaded twice at once (run again once it is done)",
+                        human_duration(now.saturating_duration_since(since))
+                    );
+                    self.fail(&Item::new(index, id, None), reason, true);
+                }
+                Ok(false) => still.push((index, id, since)),
+                Err(e) => {
+                    self.fail(&Item::new(index, id, None), self.claim_failed(e), true);
+                }
+            }
+        }
+        self.waiting.ids = still;
+        got
+    }
+
+    /// IDs this run has just claimed: each goes to the scheduler (into `items`) unless another
+    /// run sharing the directory completed it since this run read the record (read afresh
+    /// now, after the claim, so nothing that run completed can be missed): that one is skipped
+    /// as downloaded.
+    fn take_claimed(&mut self, claimed: Vec<(u32, uuid::Uuid)>, items: &mut Vec<Item>) {
+        if claimed.is_empty() {
+            return;
+        }
+        let others = self.waiting.others.get_or_insert_with(|| self.state.others());
+        if let Err(e) = others.refresh() {
+            log::warn!("cannot read the records of other runs sharing the directory ({e})");
+        }
+        for (index, id) in claimed {
+            let done = self.waiting.others.as_ref().and_then(|o| o.completed(&id));
+            match done {
+                Some(rec) => {
+                    let entry = FileEntry {
+                        note: Some(
+                            "downloaded meanwhile by another run sharing the output directory"
+                                .into(),
+                        ),
+                        ..FileEntry::skipped(rec)
+                    };
+                    self.recorder.finish(index, entry);
+                    self.ui.file_skipped();
+                    self.claims.release(&id);
+                }
+                None => items.push(Item::new(index, id, self.state.previous_name(&id, index))),
+            }
+        }
+    }
+
+    /// `id` is finished: other runs sharing the directory may have it, and read this run's
+    /// record of it.
+    fn release(&mut self, id: &uuid::Uuid) {
+        if !self.claims.active() {
+            return;
+        }
+        if let Some(log) = self.state.log()
+            && let Err(e) = log.write_out()
+        {
+            log::debug!("cannot write the record out for other runs ({e})");
+        }
+        self.claims.release(id);
     }
 
     /// Carry out the scheduler's actions; a [`Stop`] ends the run with its fatal error, at once
@@ -647,6 +800,7 @@ impl<P: Provider> Pipeline<'_, P> {
         self.recorder
             .finish(item.index, FileEntry::resolved(item.id, name));
         self.ui.file_finished();
+        self.release(&item.id);
     }
 
     /// A file is durable under its final name: record it and report it.
@@ -675,6 +829,7 @@ impl<P: Provider> Pipeline<'_, P> {
             },
         );
         self.ui.file_finished();
+        self.release(&item.id);
     }
 
     fn name_for(&mut self, item: &mut Item, label: &str) -> String {
@@ -760,6 +915,7 @@ impl<P: Provider> Pipeline<'_, P> {
             .finish(item.index, FileEntry::failed(item.id, reason));
         self.ui.file_finished();
         self.ui.set_failed(self.recorder.summary().failed);
+        self.release(&item.id);
     }
 }
 

@@ -94,6 +94,8 @@ struct RecordFile {
     file: Option<File>,
     /// Merged into another and removed: none of the index points here any more.
     gone: bool,
+    /// Where its last whole line read ended.
+    read_to: u64,
 }
 
 /// A record file, held or opened for one read.
@@ -231,8 +233,11 @@ impl State {
             Err(e) => return Err(e),
         };
         let mut stats = LoadStats::default();
+        let mut read_to = 0;
         for_each_line(&file, |at, buf| {
-            if !buf.ends_with(b"\n") {
+            if buf.ends_with(b"\n") {
+                read_to = at + buf.len() as u64;
+            } else {
                 stats.torn_tail = true;
             }
             if buf.iter().all(u8::is_ascii_whitespace) {
@@ -302,6 +307,7 @@ impl State {
             path,
             file: ((file_no as usize) < OPEN_FILES).then_some(file),
             gone: false,
+            read_to,
         });
         Ok(stats)
     }
@@ -350,13 +356,13 @@ impl State {
         // A number no line read so far has, so that a line moved is never taken for one of
         // the lines still to come.
         let new_no = self.files.len() as u64;
+        let mut offset = 0u64;
         {
             own_file(&tmp)?;
             let f = own_options().truncate(true).open(&tmp)?;
             let mut out = io::BufWriter::with_capacity(256 * 1024, f);
             // The files' lines in order: an indexed ID's only if it is its current line, every
             // line of an ID not indexed (replayed, they say the same).
-            let mut offset = 0u64;
             for &no in &which {
                 let file = match self.handle(no)? {
                     Some(h) => h.try_clone()?,
@@ -401,6 +407,7 @@ impl State {
             file: Some(File::open(&path)?),
             path: path.clone(),
             gone: false,
+            read_to: offset,
         });
         self.own_no = new_no as usize;
         // The merged files go, in the order read; a failure stops there (those left are read
@@ -495,6 +502,22 @@ impl State {
         Ok(())
     }
 
+    /// What other runs sharing the directory record from now on (beyond what this run read).
+    pub fn others(&self) -> Others {
+        Others {
+            dir: self.dir.clone(),
+            output_dir: self.output_dir.clone(),
+            own: self.files[self.own_no].path.clone(),
+            read: self
+                .files
+                .iter()
+                .filter(|f| !f.gone)
+                .map(|f| (f.path.clone(), f.read_to))
+                .collect(),
+            last: std::collections::HashMap::new(),
+        }
+    }
+
     /// Claim `name` for `id`, durably: call before the file takes the name.
     #[cfg(test)]
     pub fn claim(&self, id: Uuid, name: &str) -> io::Result<()> {
@@ -545,6 +568,85 @@ impl State {
             Some(log) => log.sync(),
             None => Ok(()),
         }
+    }
+}
+
+/// The lines other runs sharing the directory (shards) append to their record files while this
+/// run goes, read as they come: an ID this run gets hold of may have been completed by one of
+/// them since this run read the record. Each of their IDs' latest state is kept (memory grows
+/// with what they record, not with the number of files).
+#[derive(Debug)]
+pub struct Others {
+    dir: PathBuf,
+    output_dir: PathBuf,
+    /// This run's own record file (not read).
+    own: PathBuf,
+    /// How far each record file has been read.
+    read: std::collections::HashMap<PathBuf, u64>,
+    /// Each ID's state by the rule of loading: a completion stands until a claim of another
+    /// name comes later.
+    last: std::collections::HashMap<Uuid, Line>,
+}
+
+impl Others {
+    /// Read what the record files gained since the last look (a file that shrank, rewritten
+    /// by its run, is read again from its start).
+    pub fn refresh(&mut self) -> io::Result<()> {
+        for path in record_files(&self.dir)? {
+            if path == self.own {
+                continue;
+            }
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let from = self.read.get(&path).copied().unwrap_or(0);
+            if !meta.is_file() || meta.len() == from {
+                continue;
+            }
+            let from = if meta.len() < from { 0 } else { from };
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let mut read_to = from;
+            let last = &mut self.last;
+            for_each_line_from(&file, from, |at, buf| {
+                if !buf.ends_with(b"\n") {
+                    // Being written: read again next time.
+                    return Ok(());
+                }
+                read_to = at + buf.len() as u64;
+                let Ok(line) = serde_json::from_slice::<Line>(buf) else {
+                    return Ok(());
+                };
+                if !is_plain_name(&line.path) {
+                    return Ok(());
+                }
+                let keep = line.bytes.is_none()
+                    && last
+                        .get(&line.id)
+                        .is_some_and(|l| l.bytes.is_some() && l.path == line.path);
+                if !keep {
+                    last.insert(line.id, line);
+                }
+                Ok(())
+            })?;
+            self.read.insert(path, read_to);
+        }
+        Ok(())
+    }
+
+    /// The record of `id` if another run completed it since this run read the record, its file
+    /// on disk and whole (as of the latest [`Others::refresh`]).
+    pub fn completed(&self, id: &Uuid) -> Option<Record> {
+        let l = self.last.get(id)?;
+        let bytes = l.bytes?;
+        let meta = fs::symlink_metadata(self.output_dir.join(&l.path)).ok()?;
+        (meta.is_file() && meta.len() == bytes).then(|| Record {
+            id: l.id,
+            path: l.path.clone(),
+            bytes,
+            sha256: l.sha256.clone(),
+        })
     }
 }
 
@@ -621,6 +723,13 @@ impl Log {
         )
     }
 
+    /// Write what waits (not synced): for other runs sharing the directory to read it now.
+    pub fn write_out(&self) -> io::Result<()> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (file, pending) = &mut *inner;
+        write_pending(file, pending)
+    }
+
     /// Write what waits, and make everything durable.
     pub fn sync(&self) -> io::Result<()> {
         {
@@ -685,10 +794,21 @@ struct LoadStats {
 
 /// Call `f` with each line of `file`, read from its start, and the line's offset in it (a last
 /// line without its newline as it is).
-fn for_each_line(file: &File, mut f: impl FnMut(u64, &[u8]) -> io::Result<()>) -> io::Result<()> {
-    let mut reader = BufReader::with_capacity(256 * 1024, file.try_clone()?);
-    io::Seek::seek(&mut reader, io::SeekFrom::Start(0))?;
-    let (mut offset, mut buf) = (0u64, Vec::with_capacity(512));
+fn for_each_line(file: &File, f: impl FnMut(u64, &[u8]) -> io::Result<()>) -> io::Result<()> {
+    for_each_line_from(file, 0, f)
+}
+
+/// [`for_each_line`] from `start` on.
+fn for_each_line_from(
+    file: &File,
+    start: u64,
+    mut f: impl FnMut(u64, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    // A whole file gets a large buffer; what was appended since the last look, a small one.
+    let capacity = if start == 0 { 256 * 1024 } else { 16 * 1024 };
+    let mut reader = BufReader::with_capacity(capacity, file.try_clone()?);
+    io::Seek::seek(&mut reader, io::SeekFrom::Start(start))?;
+    let (mut offset, mut buf) = (start, Vec::with_capacity(512));
     loop {
         buf.clear();
         let n = reader.read_until(b'\n', &mut buf)?;

@@ -13,7 +13,7 @@ use crate::download::{DownloadPolicy, LocalDir, RateCap, file_host_client};
 use crate::error::{Exit, Fatal};
 use crate::ids::{self, IdList, IdSet, Shard};
 use crate::lanes::lanes_for;
-use crate::lock::{DirLock, LockError};
+use crate::lock::{Claims, DirLock, LockError};
 use crate::naming::NameRegistry;
 use crate::naming::same_name;
 use crate::pipeline::Pipeline;
@@ -112,6 +112,21 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
         Ok(opened) => opened,
         Err(e) => return Err(report_early(cfg, list.ids, e)),
     };
+    // Shards of any layout never work on one ID at once (claimed here, released as each ends,
+    // the rest once the last file is placed).
+    let mut claims = match cfg.dry_run {
+        true => Claims::none(),
+        false => match Claims::open(&cfg.output_dir, cfg.shard) {
+            Ok(claims) => claims,
+            Err(e) => {
+                let e = Fatal::Usage(format!(
+                    "cannot use the output directory {}: {e}",
+                    cfg.output_dir.display()
+                ));
+                return Err(report_early(cfg, list.ids, e));
+            }
+        },
+    };
     let ui = Ui::new(cfg.verbosity, cfg.progress_bars, list.ids.len() as u64);
     if state.skipped_lines > 0 {
         log::warn!(
@@ -195,6 +210,8 @@ pub async fn execute(cfg: &Config, cancel: CancellationToken) -> Result<Exit, Fa
                 shard: cfg.shard,
                 parts: state.partial_ids().ok(),
                 dest: dest.clone(),
+                claims: &mut claims,
+                waiting: Default::default(),
             };
             let ran = pipeline.run().await.map(|_| ());
             // Every file handed over placed and recorded before the record is closed (lane

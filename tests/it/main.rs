@@ -21,4 +21,5 @@ mod names;
 mod refusals;
 mod resilience;
 mod secrets;
+mod shards;
 mod tls;
