@@ -282,14 +282,12 @@ impl<P: Provider> Pipeline<'_, P> {
             }
             let want_page = walked.open && self.recorder.ids().len() - self.cursor < low_water;
             // Skipping through IDs completed earlier: go on at once.
-            let wake = if self.more_to_feed()
-                && scheduler.room() > 0
-                && self.claims.held() < MAX_CLAIMS
-            {
-                Instant::now()
-            } else {
-                wake
-            };
+            let wake =
+                if self.more_to_feed() && scheduler.room() > 0 && self.claims.held() < MAX_CLAIMS {
+                    Instant::now()
+                } else {
+                    wake
+                };
             // IDs another run holds are tried again now and then.
             let wake = match self.waiting.next {
                 Some(at) if !self.waiting.ids.is_empty() => wake.min(at),
@@ -563,7 +561,9 @@ impl<P: Provider> Pipeline<'_, P> {
                 Ok(false) => {
                     log::debug!("{id}: another run sharing the directory is on it; waiting");
                     self.waiting.ids.push((index, id, Instant::now()));
-                    self.waiting.next.get_or_insert(Instant::now() + CLAIM_RETRY);
+                    self.waiting
+                        .next
+                        .get_or_insert(Instant::now() + CLAIM_RETRY);
                     continue;
                 }
                 Err(e) => {
@@ -593,8 +593,7 @@ impl<P: Provider> Pipeline<'_, P> {
     fn retry_waiting(&mut self, room: usize) -> Vec<(u32, uuid::Uuid)> {
         let now = Instant::now();
         let mut got = Vec::new();
-        if self.waiting.ids.is_empty() || room == 0 || self.waiting.next.is_some_and(|t| now < t)
-        {
+        if self.waiting.ids.is_empty() || room == 0 || self.waiting.next.is_some_and(|t| now < t) {
             return got;
         }
         self.waiting.next = Some(now + CLAIM_RETRY);
@@ -635,7 +634,10 @@ impl<P: Provider> Pipeline<'_, P> {
         if claimed.is_empty() {
             return;
         }
-        let others = self.waiting.others.get_or_insert_with(|| self.state.others());
+        let others = self
+            .waiting
+            .others
+            .get_or_insert_with(|| self.state.others());
         if let Err(e) = others.refresh() {
             log::warn!("cannot read the records of other runs sharing the directory ({e})");
         }

@@ -302,7 +302,10 @@ fn open_output_dir(
                 [one] => format!("pid {one}"),
                 many => format!(
                     "pids {}",
-                    many.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                    many.iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             }
         )),

@@ -353,7 +353,13 @@ pub fn place(
             ));
         }
     };
-    if let (true, Temp::Part { name, file: part, .. }) = (replace, &file.temp) {
+    if let (
+        true,
+        Temp::Part {
+            name, file: part, ..
+        },
+    ) = (replace, &file.temp)
+    {
         still_ours(cx, name, part)?;
         cx.partial.rename_replace(name, &cx.out, dest)?;
         return Ok(Placement { renamed: None });

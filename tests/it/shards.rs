@@ -36,8 +36,31 @@ fn in_both(count: usize, size: u64, from: u64) -> Vec<CatalogFile> {
         .collect()
 }
 
+/// A run in the background, killed if the test ends first (a failed assertion included).
+struct Run(Child);
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Run {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Run {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 /// One `fetchdocs download` of `ids` in the background, with its own IDs file and report.
-fn spawn(env: &Env, tag: &str, ids: &[Uuid], extra: &[&str]) -> (Child, PathBuf) {
+fn spawn(env: &Env, tag: &str, ids: &[Uuid], extra: &[&str]) -> (Run, PathBuf) {
     let ids_file = env.path(&format!("ids-{tag}.txt"));
     let text: String = ids.iter().map(|i| format!("{i}\n")).collect();
     std::fs::write(&ids_file, text).unwrap();
@@ -54,7 +77,7 @@ fn spawn(env: &Env, tag: &str, ids: &[Uuid], extra: &[&str]) -> (Child, PathBuf)
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn fetchdocs");
-    (child, report)
+    (Run(child), report)
 }
 
 fn read_report(path: &Path) -> Value {
@@ -112,7 +135,12 @@ fn a_shard_killed_mid_download_leaves_the_other_layouts_file_whole() {
     let env = Env::new(Catalog::new(vec![big.clone()]), faults);
     let ids = [big.id];
     // 0/3, capped at 200 KB/s, starts on the file first.
-    let (mut slow, _) = spawn(&env, "03", &ids, &["--shard", "0/3", "--limit-rate", "200K"]);
+    let (mut slow, _) = spawn(
+        &env,
+        "03",
+        &ids,
+        &["--shard", "0/3", "--limit-rate", "200K"],
+    );
     let part = env
         .out()
         .join(".fetchdocs/partial")
@@ -172,7 +200,10 @@ fn two_layouts_on_shared_ids_download_each_id_once_and_fail_none() {
         std::io::Read::read_to_string(c.stderr.as_mut().unwrap(), &mut err).unwrap();
     }
     assert_eq!((out_a.code(), out_b.code()), (Some(0), Some(0)), "{err}");
-    assert!(!err.contains("cannot move the finished file into place"), "{err}");
+    assert!(
+        !err.contains("cannot move the finished file into place"),
+        "{err}"
+    );
     let (ra, rb) = (read_report(&report_a), read_report(&report_b));
     for r in [&ra, &rb] {
         assert_eq!(summary(r).3, 0, "nothing failed: {r}");
@@ -195,7 +226,12 @@ fn two_layouts_on_shared_ids_download_each_id_once_and_fail_none() {
         assert_eq!(downloaded, 1, "{} downloaded {downloaded} times", f.id);
     }
     // One file per ID on disk: none twice under a name with the ID in it.
-    assert_eq!(listing(&env.out()).len(), files.len(), "{:?}", listing(&env.out()));
+    assert_eq!(
+        listing(&env.out()).len(),
+        files.len(),
+        "{:?}",
+        listing(&env.out())
+    );
     env.assert_no_partial_under_final_names();
 }
 
@@ -252,10 +288,15 @@ fn any_number_of_shard_records_count_and_a_whole_run_merges_them_into_one() {
             f["bytes"].as_u64().unwrap(),
             f["sha256"].as_str().unwrap(),
         );
-        std::fs::write(state.join(format!("completed.shard-{k}-of-140.jsonl")), line).unwrap();
+        std::fs::write(
+            state.join(format!("completed.shard-{k}-of-140.jsonl")),
+            line,
+        )
+        .unwrap();
     }
-    // The last shard's file is corrupted: verify catches it, however many record files.
-    let last = &report["files"][139];
+    // The file of the shard whose record sorts last (`…-99-of-140`) is corrupted: verify
+    // catches it, however many record files.
+    let last = &report["files"][99];
     let victim = env.out().join(last["path"].as_str().unwrap());
     let mut bytes = std::fs::read(&victim).unwrap();
     bytes[0] ^= 0xff;
@@ -268,7 +309,11 @@ fn any_number_of_shard_records_count_and_a_whole_run_merges_them_into_one() {
         .output()
         .unwrap();
     assert_ne!(code(&verify), 0, "verify passed over a corrupted file");
-    assert!(stderr(&verify).contains("139 intact, 1 changed"), "{}", stderr(&verify));
+    assert!(
+        stderr(&verify).contains("139 intact, 1 changed"),
+        "{}",
+        stderr(&verify)
+    );
     assert!(
         String::from_utf8_lossy(&verify.stdout).contains(last["path"].as_str().unwrap())
             || stderr(&verify).contains(last["path"].as_str().unwrap()),
