@@ -593,10 +593,14 @@ impl<P: Provider> Pipeline<'_, P> {
     fn retry_waiting(&mut self, room: usize) -> Vec<(u32, uuid::Uuid)> {
         let now = Instant::now();
         let mut got = Vec::new();
-        if self.waiting.ids.is_empty() || room == 0 || self.waiting.next.is_some_and(|t| now < t) {
+        if self.waiting.ids.is_empty() || self.waiting.next.is_some_and(|t| now < t) {
             return got;
         }
+        // (Set even when there is no room now: the loop's wake never lies in the past.)
         self.waiting.next = Some(now + CLAIM_RETRY);
+        if room == 0 {
+            return got;
+        }
         let mut still = Vec::new();
         for (index, id, since) in std::mem::take(&mut self.waiting.ids) {
             if self.recorder.is_finished(index) {
