@@ -515,6 +515,7 @@ impl State {
                 .map(|f| (f.path.clone(), f.read_to))
                 .collect(),
             last: std::collections::HashMap::new(),
+            listed: None,
         }
     }
 
@@ -583,6 +584,11 @@ pub struct Others {
     own: PathBuf,
     /// How far each record file has been read.
     read: std::collections::HashMap<PathBuf, u64>,
+    /// The other record files at the latest listing, the directory's modification time then,
+    /// and when it was listed: it is listed again only once that time changes (a record file
+    /// was created) or while the listing may have fallen in the same tick of the file system's
+    /// clock as the latest change.
+    listed: Option<(Vec<PathBuf>, std::time::SystemTime, std::time::SystemTime)>,
     /// Each ID's state by the rule of loading: a completion stands until a claim of another
     /// name comes later.
     last: std::collections::HashMap<Uuid, Line>,
@@ -592,19 +598,42 @@ impl Others {
     /// Read what the record files gained since the last look (a file that shrank, rewritten
     /// by its run, is read again from its start).
     pub fn refresh(&mut self) -> io::Result<()> {
-        for path in record_files(&self.dir)? {
-            if path == self.own {
-                continue;
+        let changed = fs::metadata(&self.dir)?.modified()?;
+        let relist = match &self.listed {
+            Some((_, seen, at)) => {
+                *seen != changed || *at < changed + std::time::Duration::from_secs(2)
             }
-            let Ok(meta) = fs::symlink_metadata(&path) else {
+            None => true,
+        };
+        if relist {
+            let at = std::time::SystemTime::now();
+            let mut paths = record_files(&self.dir)?;
+            paths.retain(|p| *p != self.own);
+            self.listed = Some((paths, changed, at));
+        }
+        let paths = match &mut self.listed {
+            Some(l) => std::mem::take(&mut l.0),
+            None => Vec::new(),
+        };
+        let read = self.read_tails(&paths);
+        if let Some(l) = &mut self.listed {
+            l.0 = paths;
+        }
+        read
+    }
+
+    /// Read what each of `paths` gained since it was last read.
+    fn read_tails(&mut self, paths: &[PathBuf]) -> io::Result<()> {
+        for path in paths {
+            let Ok(meta) = fs::symlink_metadata(path) else {
                 continue;
             };
-            let from = self.read.get(&path).copied().unwrap_or(0);
+            let from = self.read.get(path).copied().unwrap_or(0);
             if !meta.is_file() || meta.len() == from {
                 continue;
             }
             let from = if meta.len() < from { 0 } else { from };
-            let Ok(file) = File::open(&path) else {
+            let Ok(file) = File::open(path) else {
                 continue;
             };
             let mut read_to = from;
@@ -630,7 +659,7 @@ impl Others {
                 }
                 Ok(())
             })?;
-            self.read.insert(path, read_to);
+            self.read.insert(path.clone(), read_to);
         }
         Ok(())
     }
@@ -1205,5 +1234,36 @@ mod tests {
             assert!(st.completed(&id, 0).is_none(), "{left}");
             assert_eq!(st.previous_name(&id, 0).as_deref(), Some("b.pdf"), "{left}");
         }
+    }
+
+    #[test]
+    fn what_other_runs_complete_meanwhile_is_seen_new_record_files_too() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.pdf"), b"12345").unwrap();
+        fs::write(dir.path().join("b.pdf"), b"123").unwrap();
+        let other = State::open(dir.path(), &record_file_name(Some((0, 2))), None, false).unwrap();
+        let me = State::open(dir.path(), &record_file_name(Some((0, 3))), None, false).unwrap();
+        let mut others = me.others();
+        others.refresh().unwrap();
+        assert!(others.completed(&Uuid::from_u128(1)).is_none());
+        // Completed by the other run after this one read the record.
+        other.log().unwrap().record(rec(1, "a.pdf", 5)).unwrap();
+        other.log().unwrap().write_out().unwrap();
+        others.refresh().unwrap();
+        assert_eq!(others.completed(&Uuid::from_u128(1)).unwrap().path, "a.pdf");
+        // A run that started after this one, with a record file of its own.
+        let late = State::open(dir.path(), &record_file_name(Some((1, 4))), None, false).unwrap();
+        late.log().unwrap().record(rec(2, "b.pdf", 3)).unwrap();
+        late.log().unwrap().write_out().unwrap();
+        others.refresh().unwrap();
+        assert!(others.completed(&Uuid::from_u128(2)).is_some());
+        // A file whose bytes are not what was recorded is not complete.
+        fs::write(dir.path().join("b.pdf"), b"1234").unwrap();
+        assert!(others.completed(&Uuid::from_u128(2)).is_none());
+        // This run's own record is not another's.
+        me.log().unwrap().record(rec(3, "a.pdf", 5)).unwrap();
+        me.log().unwrap().write_out().unwrap();
+        others.refresh().unwrap();
+        assert!(others.completed(&Uuid::from_u128(3)).is_none());
     }
 }
