@@ -39,6 +39,10 @@ const CLAIM_RETRY: Duration = Duration::from_millis(200);
 /// no more until some are finished.
 const MAX_CLAIMS: usize = 512;
 
+/// Where IDs are claimed, the scheduler is fed once it has room for this many (it holds
+/// hundreds), so that the look at other runs' records after claiming is paid once for many.
+const CLAIM_BATCH: usize = 32;
+
 /// IDs another run sharing the directory holds (see [`Claims`]): not handed to the scheduler
 /// (no URL is minted, no download slot taken) until this run gets them.
 #[derive(Debug, Default)]
@@ -282,12 +286,11 @@ impl<P: Provider> Pipeline<'_, P> {
             }
             let want_page = walked.open && self.recorder.ids().len() - self.cursor < low_water;
             // Skipping through IDs completed earlier: go on at once.
-            let wake =
-                if self.more_to_feed() && scheduler.room() > 0 && self.claims.held() < MAX_CLAIMS {
-                    Instant::now()
-                } else {
-                    wake
-                };
+            let wake = if self.can_feed(scheduler.room()) {
+                Instant::now()
+            } else {
+                wake
+            };
             // IDs another run holds are tried again now and then.
             let wake = match self.waiting.next {
                 Some(at) if !self.waiting.ids.is_empty() => wake.min(at),
@@ -530,6 +533,9 @@ impl<P: Provider> Pipeline<'_, P> {
         let mut claimed = self.retry_waiting(room);
         room -= claimed.len();
         let mut looked = 0;
+        if !self.can_feed(room) {
+            room = 0;
+        }
         while room > 0
             && looked < FEED_PER_TURN
             && self.more_to_feed()
@@ -578,6 +584,15 @@ impl<P: Provider> Pipeline<'_, P> {
         // (IDs another run holds do not keep a partial batch waiting: they may wait long.)
         scheduler.set_input_open(self.more_to_feed() || listing_open);
         scheduler.add(items)
+    }
+
+    /// Whether IDs not handed to the scheduler yet may be now, with `room` for them.
+    fn can_feed(&self, room: usize) -> bool {
+        let enough = match self.claims.active() {
+            true => room >= CLAIM_BATCH,
+            false => room > 0,
+        };
+        enough && self.more_to_feed() && self.claims.held() < MAX_CLAIMS
     }
 
     fn claim_failed(&self, e: std::io::Error) -> String {
