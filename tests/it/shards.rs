@@ -237,32 +237,35 @@ fn two_layouts_on_shared_ids_download_each_id_once_and_fail_none() {
 
 #[test]
 fn a_whole_run_beside_shards_is_refused_and_names_their_pids() {
-    let slow = in_both(1, 2_000_000, 300).remove(0);
+    // One slow file for shard 0/2, another for shard 1/3: both are downloading.
+    let first = in_both(1, 2_000_000, 300).remove(0);
+    let second = (700..)
+        .map(|n| file(n, &format!("other-{n}.pdf"), 2_000_000))
+        .find(|f| in_shard(&f.id, 1, 3))
+        .unwrap();
     let faults = Faults {
         slow_body_bps: 100_000,
         ..Faults::default()
     };
-    let env = Env::new(Catalog::new(vec![slow.clone()]), faults);
-    let ids = [slow.id];
-    let (mut a, _) = spawn(&env, "02", &ids, &["--shard", "0/2"]);
-    let (mut b, _) = spawn(&env, "13", &[], &["--shard", "1/3"]);
-    // 0/2 is downloading; 1/3 (nothing to do) may have ended already: only 0/2 is named then.
-    let part = env
-        .out()
-        .join(".fetchdocs/partial")
-        .join(format!("{}.part", slow.id));
-    wait_until("0/2's partial file", || part.exists());
-    let (out, report) = env.run(&ids, &[]);
+    let env = Env::new(Catalog::new(vec![first.clone(), second.clone()]), faults);
+    let (a, _) = spawn(&env, "02", &[first.id], &["--shard", "0/2"]);
+    let (b, _) = spawn(&env, "13", &[second.id], &["--shard", "1/3"]);
+    for id in [first.id, second.id] {
+        let part = env
+            .out()
+            .join(".fetchdocs/partial")
+            .join(format!("{id}.part"));
+        wait_until("both shards' partial files", || part.exists());
+    }
+    let (out, report) = env.run(&[first.id, second.id], &[]);
     assert_eq!(code(&out), 4, "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains(&a.id().to_string()), "{err}");
     assert!(err.contains("shards"), "{err}");
-    // The report says why nothing was done.
+    let (lo, hi) = (a.id().min(b.id()), a.id().max(b.id()));
+    assert!(err.contains(&format!("pids {lo}, {hi}")), "{err}");
+    // Nothing was done, and the report says so.
     assert_eq!(summary(&report).1, 0);
-    for c in [&mut a, &mut b] {
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
+    assert_eq!(env.sandbox.stats().urls_minted, 2, "only the shards' own");
 }
 
 /// A record file in the format shard runs write: `id` completed as `name` (`bytes`, `sha`).
