@@ -18,6 +18,7 @@ use crate::error::{ApiError, Fatal};
 use crate::ids::Shard;
 use crate::lanes::Lanes;
 use crate::listing::{Cursor, Event, Guard, Incomplete, Listed, Source, StopReason, Verdict, Walk};
+use crate::lock::Claims;
 use crate::naming::NameRegistry;
 use crate::pacing::Pacing;
 use crate::progress::{Ui, human_duration};
@@ -40,6 +41,29 @@ const MAX_RUN_WIND_DOWN: Duration = Duration::from_millis(500);
 fn stop_time(started: Instant, end: Instant) -> Instant {
     let run = end.saturating_duration_since(started);
     end - MAX_RUN_WIND_DOWN.min(run / 4)
+}
+
+/// How often IDs another run holds are tried again.
+const CLAIM_RETRY: Duration = Duration::from_millis(200);
+
+/// Most IDs a run claims at once (each claim holds a descriptor open): the scheduler is fed
+/// no more until some are finished.
+const MAX_CLAIMS: usize = 512;
+
+/// Where IDs are claimed, the scheduler is fed once it has room for this many (it holds
+/// hundreds), so that the look at other runs' records after claiming is paid once for many.
+const CLAIM_BATCH: usize = 32;
+
+/// IDs another run sharing the directory holds (see [`Claims`]): not handed to the scheduler
+/// (no URL is minted, no download slot taken) until this run gets them.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    /// Each ID's index, and since when it waits.
+    ids: Vec<(u32, uuid::Uuid, Instant)>,
+    /// When they are tried next.
+    next: Option<Instant>,
+    /// What the other runs record meanwhile (read once this run first claims an ID).
+    others: Option<crate::state::Others>,
 }
 
 /// Until `at`, or forever.
@@ -183,6 +207,10 @@ pub struct Pipeline<'a, P: Provider> {
     pub parts: Option<std::collections::HashSet<uuid::Uuid>>,
     /// Where finished files go.
     pub dest: Arc<LocalDir>,
+    /// The IDs this run works on, where other runs share the directory.
+    pub claims: &'a mut Claims,
+    /// Those other runs hold for now.
+    pub waiting: Waiting,
 }
 
 /// How far the walk of a listing has come.
@@ -274,6 +302,7 @@ impl<P: Provider> Pipeline<'_, P> {
             };
             if scheduler.is_idle()
                 && !self.more_to_feed()
+                && self.waiting.ids.is_empty()
                 && !walked.open
                 && tasks.placing.is_empty()
             {
@@ -281,10 +310,15 @@ impl<P: Provider> Pipeline<'_, P> {
             }
             let want_page = walked.open && self.recorder.ids().len() - self.cursor < low_water;
             // Skipping through IDs completed earlier: go on at once.
-            let wake = if self.more_to_feed() && scheduler.room() > 0 {
+            let wake = if self.can_feed(scheduler.room()) {
                 Instant::now()
             } else {
                 wake
+            };
+            // IDs another run holds are tried again now and then.
+            let wake = match self.waiting.next {
+                Some(at) if !self.waiting.ids.is_empty() => wake.min(at),
+                _ => wake,
             };
 
             self.show_progress(&scheduler, &mut pacing, started);
@@ -544,8 +578,17 @@ impl<P: Provider> Pipeline<'_, P> {
     fn feed(&mut self, scheduler: &mut Scheduler, listing_open: bool) -> Vec<Action> {
         let mut items = Vec::new();
         let mut room = scheduler.room();
+        let mut claimed = self.retry_waiting(room);
+        room -= claimed.len();
         let mut looked = 0;
-        while room > 0 && looked < FEED_PER_TURN && self.more_to_feed() {
+        if !self.can_feed(room) {
+            room = 0;
+        }
+        while room > 0
+            && looked < FEED_PER_TURN
+            && self.more_to_feed()
+            && self.claims.held() < MAX_CLAIMS
+        {
             let index = self.cursor;
             self.cursor += 1;
             looked += 1;
@@ -561,11 +604,142 @@ impl<P: Provider> Pipeline<'_, P> {
                 self.ui.file_skipped();
                 continue;
             }
+            // Before its URL is asked for: another run sharing the directory may be on it.
+            match self.claims.try_claim(id) {
+                Ok(true) if self.claims.active() => {
+                    claimed.push((index, id));
+                    room -= 1;
+                    continue;
+                }
+                Ok(true) => {}
+                Ok(false) => {
+                    log::debug!("{id}: another run sharing the directory is on it; waiting");
+                    self.waiting.ids.push((index, id, Instant::now()));
+                    self.waiting
+                        .next
+                        .get_or_insert(Instant::now() + CLAIM_RETRY);
+                    continue;
+                }
+                Err(e) => {
+                    self.fail(&Item::new(index, id, None), self.claim_failed(e), true);
+                    continue;
+                }
+            }
             items.push(Item::new(index, id, self.state.previous_name(&id, index)));
             room -= 1;
         }
+        self.take_claimed(claimed, &mut items);
+        // (IDs another run holds do not keep a partial batch waiting: they may wait long.)
         scheduler.set_input_open(self.more_to_feed() || listing_open);
         scheduler.add(items)
+    }
+
+    /// Whether IDs not handed to the scheduler yet may be now, with `room` for them.
+    fn can_feed(&self, room: usize) -> bool {
+        let enough = match self.claims.active() {
+            true => room >= CLAIM_BATCH,
+            false => room > 0,
+        };
+        enough && self.more_to_feed() && self.claims.held() < MAX_CLAIMS
+    }
+
+    fn claim_failed(&self, e: std::io::Error) -> String {
+        format!(
+            "cannot claim it in {} ({e})",
+            self.output_dir.join(".fetchdocs").join("claims").display()
+        )
+    }
+
+    /// Try again the IDs another run held, when it is time (at most `room` of them): returns
+    /// those this run holds now. One that waits longer than a download may take
+    /// (`--give-up-after`) fails, to be picked up by a later run.
+    fn retry_waiting(&mut self, room: usize) -> Vec<(u32, uuid::Uuid)> {
+        let now = Instant::now();
+        let mut got = Vec::new();
+        if self.waiting.ids.is_empty() || self.waiting.next.is_some_and(|t| now < t) {
+            return got;
+        }
+        // (Set even when there is no room now: the loop's wake never lies in the past.)
+        self.waiting.next = Some(now + CLAIM_RETRY);
+        if room == 0 {
+            return got;
+        }
+        let mut still = Vec::new();
+        for (index, id, since) in std::mem::take(&mut self.waiting.ids) {
+            if self.recorder.is_finished(index) {
+                continue;
+            }
+            if got.len() >= room || self.claims.held() >= MAX_CLAIMS {
+                still.push((index, id, since));
+                continue;
+            }
+            match self.claims.try_claim(id) {
+                Ok(true) => got.push((index, id)),
+                Ok(false) if now.saturating_duration_since(since) >= self.give_up_after => {
+                    let reason = format!(
+                        "another run sharing the output directory has been working on it for \
+                         {}; not downloaded twice at once (run again once it is done)",
+                        human_duration(now.saturating_duration_since(since))
+                    );
+                    self.fail(&Item::new(index, id, None), reason, true);
+                }
+                Ok(false) => still.push((index, id, since)),
+                Err(e) => {
+                    self.fail(&Item::new(index, id, None), self.claim_failed(e), true);
+                }
+            }
+        }
+        self.waiting.ids = still;
+        got
+    }
+
+    /// IDs this run has just claimed: each goes to the scheduler (into `items`) unless another
+    /// run sharing the directory completed it since this run read the record (read afresh
+    /// now, after the claim, so nothing that run completed can be missed): that one is skipped
+    /// as downloaded.
+    fn take_claimed(&mut self, claimed: Vec<(u32, uuid::Uuid)>, items: &mut Vec<Item>) {
+        if claimed.is_empty() {
+            return;
+        }
+        let others = self
+            .waiting
+            .others
+            .get_or_insert_with(|| self.state.others());
+        if let Err(e) = others.refresh() {
+            log::warn!("cannot read the records of other runs sharing the directory ({e})");
+        }
+        for (index, id) in claimed {
+            let done = self.waiting.others.as_ref().and_then(|o| o.completed(&id));
+            match done {
+                Some(rec) => {
+                    let entry = FileEntry {
+                        note: Some(
+                            "downloaded meanwhile by another run sharing the output directory"
+                                .into(),
+                        ),
+                        ..FileEntry::skipped(rec)
+                    };
+                    self.recorder.finish(index, entry);
+                    self.ui.file_skipped();
+                    self.claims.release(&id);
+                }
+                None => items.push(Item::new(index, id, self.state.previous_name(&id, index))),
+            }
+        }
+    }
+
+    /// `id` is finished: other runs sharing the directory may have it, and read this run's
+    /// record of it.
+    fn release(&mut self, id: &uuid::Uuid) {
+        if !self.claims.active() {
+            return;
+        }
+        if let Some(log) = self.state.log()
+            && let Err(e) = log.write_out()
+        {
+            log::debug!("cannot write the record out for other runs ({e})");
+        }
+        self.claims.release(id);
     }
 
     /// Carry out the scheduler's actions; a [`Stop`] ends the run with its fatal error, at once
@@ -699,6 +873,7 @@ impl<P: Provider> Pipeline<'_, P> {
         self.recorder
             .finish(item.index, FileEntry::resolved(item.id, name));
         self.ui.file_finished();
+        self.release(&item.id);
     }
 
     /// A file is durable under its final name: record it and report it.
@@ -729,6 +904,7 @@ impl<P: Provider> Pipeline<'_, P> {
             },
         );
         self.ui.file_finished();
+        self.release(&item.id);
     }
 
     fn name_for(&mut self, item: &mut Item, label: &str) -> String {
@@ -815,6 +991,7 @@ impl<P: Provider> Pipeline<'_, P> {
             .finish(item.index, FileEntry::failed(item.id, reason));
         self.ui.file_finished();
         self.ui.set_failed(self.recorder.summary().failed);
+        self.release(&item.id);
     }
 }
 

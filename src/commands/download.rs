@@ -13,7 +13,7 @@ use crate::download::{DownloadPolicy, LocalDir, RateCap, file_host_client};
 use crate::error::{Exit, Fatal};
 use crate::ids::{self, IdList, IdSet, Shard};
 use crate::lanes::lanes_for;
-use crate::lock::{DirLock, LockError};
+use crate::lock::{Claims, DirLock, LockError};
 use crate::naming::NameRegistry;
 use crate::naming::same_name;
 use crate::pipeline::Pipeline;
@@ -176,9 +176,24 @@ pub async fn execute(
     let state_dir = scratch
         .as_ref()
         .map_or(cfg.output_dir.as_path(), |t| t.path());
-    let (_lock, mut state) = match open_output_dir(state_dir, cfg.shard, known) {
+    let (_lock, mut state) = match open_output_dir(state_dir, cfg.shard, known, cfg.dry_run) {
         Ok(opened) => opened,
         Err(e) => return Err(report_early(cfg, list.ids, e)),
+    };
+    // Shards of any layout never work on one ID at once (claimed here, released as each ends,
+    // the rest once the last file is placed).
+    let mut claims = match cfg.dry_run {
+        true => Claims::none(),
+        false => match Claims::open(&cfg.output_dir, cfg.shard) {
+            Ok(claims) => claims,
+            Err(e) => {
+                let e = Fatal::Usage(format!(
+                    "cannot use the output directory {}: {e}",
+                    cfg.output_dir.display()
+                ));
+                return Err(report_early(cfg, list.ids, e));
+            }
+        },
     };
     let ui = Ui::new(cfg.verbosity, cfg.progress_bars, list.ids.len() as u64);
     if state.skipped_lines > 0 {
@@ -267,6 +282,8 @@ pub async fn execute(
                 shard: cfg.shard,
                 parts: state.partial_ids().ok(),
                 dest: dest.clone(),
+                claims: &mut claims,
+                waiting: Default::default(),
             };
             let ran = tokio::select! {
                 biased;
@@ -347,6 +364,7 @@ fn open_output_dir(
     dir: &std::path::Path,
     shard: Option<Shard>,
     ids: Option<&IdSet>,
+    dry_run: bool,
 ) -> Result<(DirLock, State), Fatal> {
     super::prepare_output_dir(dir)?;
     let unusable = |e: std::io::Error| {
@@ -369,12 +387,31 @@ fn open_output_dir(
                 None => String::new(),
             }
         )),
+        LockError::Shards(pids) => Fatal::Locked(format!(
+            "shards are using {} ({}); a run of the whole never runs beside them, and nothing \
+             was done. Wait for them to finish, or stop them",
+            dir.display(),
+            match pids.as_slice() {
+                [] => "pids unknown".to_string(),
+                [one] => format!("pid {one}"),
+                many => format!(
+                    "pids {}",
+                    many.iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        )),
         LockError::Io(e) => unusable(e),
     })?;
     let state = State::open(
         dir,
         &record_file_name(shard.map(|s| (s.index, s.count))),
         ids,
+        // A run of the whole holds the directory alone: it merges every shard's record (not a
+        // dry run, which changes nothing on disk).
+        shard.is_none() && !dry_run,
     )
     .map_err(unusable)?;
     Ok((lock, state))

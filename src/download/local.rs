@@ -227,7 +227,7 @@ mod tests {
 
     fn setup() -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(dir.path(), &record_file_name(None), None).unwrap();
+        let state = State::open(dir.path(), &record_file_name(None), None, true).unwrap();
         let out = Arc::new(Dir::open(dir.path()).unwrap());
         let partial = Arc::new(Dir::open(&state.partial_dir()).unwrap());
         Setup {

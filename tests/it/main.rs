@@ -24,6 +24,7 @@ mod refusals;
 mod resilience;
 mod secret_leaks;
 mod secrets;
+mod shards;
 mod tls;
 mod userface;
 mod verify_planted;

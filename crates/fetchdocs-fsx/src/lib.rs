@@ -274,6 +274,18 @@ pub fn link_count(file: &File) -> io::Result<u64> {
     sys::link_count(file)
 }
 
+/// Whether `name` in `dir` names the open `file` itself now (a link there is not followed; a
+/// missing name is `false`): the check after locking a file whose holder removes its name on
+/// release, and before a file held open is moved by its name.
+pub fn names(dir: &Dir, name: &OsStr, file: &File) -> io::Result<bool> {
+    sys::names(dir, name, file)
+}
+
+/// Whether a process with this ID exists now (`None`: cannot tell here, as on Windows).
+pub fn process_exists(pid: u32) -> Option<bool> {
+    sys::process_exists(pid)
+}
+
 /// Options to write one of fetchdocs' own files: write, create if missing, and never through a
 /// link: `O_NOFOLLOW` on unix (a link planted after [`own_file`] looked makes the open fail),
 /// `FILE_FLAG_OPEN_REPARSE_POINT` on Windows (a symbolic link or junction is opened itself,

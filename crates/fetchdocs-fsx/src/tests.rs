@@ -507,3 +507,35 @@ fn open_regular_opens_nothing_but_a_regular_file() {
         io::ErrorKind::NotFound
     );
 }
+
+#[test]
+fn names_tells_whether_a_name_still_stands_for_an_open_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    let file = dir.create_new(os("a")).unwrap();
+    assert!(names(&dir, os("a"), &file).unwrap());
+    // Moved away: the name is gone.
+    std::fs::rename(tmp.path().join("a"), tmp.path().join("b")).unwrap();
+    assert!(!names(&dir, os("a"), &file).unwrap());
+    assert!(names(&dir, os("b"), &file).unwrap());
+    // Another file at the name is not this one.
+    std::fs::write(tmp.path().join("a"), b"other").unwrap();
+    assert!(!names(&dir, os("a"), &file).unwrap());
+    // Nor is a link to it.
+    #[cfg(unix)]
+    {
+        std::fs::remove_file(tmp.path().join("a")).unwrap();
+        symlink(&tmp.path().join("b"), &tmp.path().join("a"));
+        assert!(!names(&dir, os("a"), &file).unwrap());
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn this_process_exists_and_one_long_gone_does_not() {
+    assert_eq!(process_exists(std::process::id()), Some(true));
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    assert_eq!(process_exists(pid), Some(false));
+}

@@ -194,6 +194,24 @@ pub(crate) fn link_count(file: &File) -> io::Result<u64> {
     Ok(nlink(&rustix::fs::fstat(file)?))
 }
 
+pub(crate) fn names(dir: &Dir, name: &OsStr, file: &File) -> io::Result<bool> {
+    let held = rustix::fs::fstat(file)?;
+    match rustix::fs::statat(&dir.sys.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(st.st_dev == held.st_dev && st.st_ino == held.st_ino),
+        Err(Errno::NOENT) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) fn process_exists(pid: u32) -> Option<bool> {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) | Err(Errno::PERM) => Some(true),
+        Err(Errno::SRCH) => Some(false),
+        Err(_) => None,
+    }
+}
+
 pub(crate) fn own_options() -> OpenOptions {
     use std::os::unix::fs::OpenOptionsExt;
     let mut o = OpenOptions::new();

@@ -127,6 +127,22 @@ fn file_information(file: &File) -> io::Result<BY_HANDLE_FILE_INFORMATION> {
     Ok(info)
 }
 
+pub(crate) fn names(dir: &Dir, name: &OsStr, file: &File) -> io::Result<bool> {
+    let there = match open_read(dir, name) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let (a, b) = (file_information(file)?, file_information(&there)?);
+    Ok(a.dwVolumeSerialNumber == b.dwVolumeSerialNumber
+        && a.nFileIndexHigh == b.nFileIndexHigh
+        && a.nFileIndexLow == b.nFileIndexLow)
+}
+
+pub(crate) fn process_exists(_pid: u32) -> Option<bool> {
+    None
+}
+
 pub(crate) fn own_options() -> OpenOptions {
     let mut o = OpenOptions::new();
     o.write(true)
