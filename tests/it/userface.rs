@@ -455,6 +455,7 @@ fn the_kubernetes_example_runs_on_a_new_volume_one_report_per_shard() {
 }
 
 /// `sh -c line` in `dir`, with the built fetchdocs first on PATH and a clean environment.
+#[cfg(unix)]
 fn run_as_printed(line: &str, dir: &std::path::Path) -> std::process::Output {
     let bin = assert_cmd::cargo::cargo_bin("fetchdocs");
     let path = format!(
@@ -673,6 +674,7 @@ fn a_second_ctrl_c_still_writes_the_report() {
 }
 
 /// The README's cron script, its paths moved under `root`.
+#[cfg(unix)]
 fn cron_script(root: &std::path::Path) -> String {
     let readme = repo_file("README.md");
     let start = readme
