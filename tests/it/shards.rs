@@ -15,7 +15,8 @@ use uuid::Uuid;
 use crate::common::{Env, code, file, listing, sha256, stderr, summary};
 
 /// Whether `id` is in shard `k` of `n` (the rule `fetchdocs` documents: SplitMix64 over the
-/// ID's two halves, never seeded).
+/// ID's two halves, never seeded). Written out here rather than imported: the rule is a
+/// documented contract other tools compute too, and this holds the binary to it.
 fn in_shard(id: &Uuid, k: u64, n: u64) -> bool {
     fn mix(mut x: u64) -> u64 {
         x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
