@@ -140,6 +140,40 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+/// Where a run's report goes, as far as that is known before its settings are validated: so
+/// that a run refused while they are (no API key, say) still writes its report.
+pub struct EarlyReport {
+    config: Option<PathBuf>,
+    profile: Option<String>,
+    report: Option<PathBuf>,
+    provider: Option<ProviderKind>,
+}
+
+impl EarlyReport {
+    pub fn of(args: &DownloadArgs) -> EarlyReport {
+        EarlyReport {
+            config: args.config.clone(),
+            profile: args.profile.clone(),
+            report: args.report.clone(),
+            provider: args.provider,
+        }
+    }
+
+    /// The report's path and the vendor, from the flags or the config file's profile; `None`
+    /// when no report was asked for, or the config file itself cannot be used.
+    pub fn resolve(self, env: &Surroundings) -> Option<(PathBuf, Option<ProviderKind>)> {
+        let settings = match env.config_file {
+            true => profile::load(self.config.as_deref(), self.profile.as_deref())
+                .ok()?
+                .map(|l| l.settings)
+                .unwrap_or_default(),
+            false => Default::default(),
+        };
+        let report = self.report.or(settings.report)?;
+        Some((report, self.provider.or(settings.provider)))
+    }
+}
+
 impl Config {
     /// Validate the parsed arguments against their surroundings: the one way a run's `Config`
     /// is made, for `download` and `demo` alike.

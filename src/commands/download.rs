@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiClient;
 use crate::cli::DownloadArgs;
-use crate::config::{Config, IdSource, Surroundings};
+use crate::config::{Config, EarlyReport, IdSource, Surroundings};
 use crate::download::{DownloadPolicy, LocalDir, RateCap, file_host_client};
 use crate::error::{Exit, Fatal};
 use crate::ids::{self, IdList, IdSet, Shard};
@@ -28,7 +28,9 @@ use crate::state::{STATE_DIR, State, record_file_name};
 
 /// `fetchdocs download` with this process's environment.
 pub fn run(args: DownloadArgs, runtime: &tokio::runtime::Runtime) -> Result<Exit, Fatal> {
-    let cfg = Config::from_args(args, &Surroundings::of_process())?;
+    let env = Surroundings::of_process();
+    let early = EarlyReport::of(&args);
+    let cfg = Config::from_args(args, &env).map_err(|e| refused_before_config(early, &env, e))?;
     init_logging(cfg.verbosity);
     for warning in &cfg.warnings {
         log::warn!("{warning}");
@@ -470,6 +472,32 @@ fn report_early(cfg: &Config, ids: IdSet, e: Fatal) -> Fatal {
     recorder.fail_unfinished(&format!("not attempted: {e}"));
     recorder.set_error(e.to_string());
     write_report(cfg, &mut recorder);
+    e
+}
+
+/// The settings were refused (exit 2: no API key, no IDs, a bad --shard…): the report asked
+/// for is still written, with the same sentence as stderr, so yesterday's never passes for
+/// today's, and `e` is handed on; a report path that cannot be used is refused instead.
+fn refused_before_config(early: EarlyReport, env: &Surroundings, e: Fatal) -> Fatal {
+    if !matches!(e, Fatal::Usage(_)) {
+        return e;
+    }
+    let Some((path, provider)) = early.resolve(env) else {
+        return e;
+    };
+    // As in `execute`: an unusable report path is said first.
+    if let Err(bad) = check_report_path(&path) {
+        return bad;
+    }
+    let vendor = provider.map_or("", |p| p.vendor().name);
+    let mut recorder = Recorder::new(vendor, IdSet::default(), Lines::None, false);
+    recorder.set_error(e.to_string());
+    if let Err(why) = recorder.write_report(&path) {
+        eprintln!(
+            "fetchdocs: cannot write the report to {}: {why}",
+            path.display()
+        );
+    }
     e
 }
 
