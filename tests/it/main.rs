@@ -25,6 +25,7 @@ mod resilience;
 mod secret_leaks;
 mod secrets;
 mod shards;
+mod small_holes;
 mod tls;
 mod userface;
 mod verify_planted;
