@@ -22,6 +22,7 @@ mod listings;
 mod names;
 mod refusals;
 mod resilience;
+mod resume_validators;
 mod secret_leaks;
 mod secrets;
 mod shards;

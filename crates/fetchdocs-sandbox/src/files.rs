@@ -407,7 +407,12 @@ async fn serve(
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if !control!(false, f.no_validators) {
         // (With `etag-md5` the ETag is the MD5, set above.)
+        let no_etag = control!(
+            false,
+            f.no_etag || (f.no_etag_on_ranges && status == StatusCode::PARTIAL_CONTENT)
+        );
         if !control!(false, f.checksum.starts_with("etag-"))
+            && !no_etag
             && let Ok(v) = HeaderValue::from_str(&etag)
         {
             h.insert(header::ETAG, v);

@@ -294,6 +294,12 @@ pub struct Faults {
     /// No `ETag` or `Last-Modified` on file answers.
     #[cfg(feature = "test-controls")]
     pub no_validators: bool,
+    /// No `ETag` on file answers: `Last-Modified` (well before `Date`) is the only validator.
+    #[cfg(feature = "test-controls")]
+    pub no_etag: bool,
+    /// The `ETag` only on whole answers (200): a 206 carries none.
+    #[cfg(feature = "test-controls")]
+    pub no_etag_on_ranges: bool,
     /// Ranges are answered `206 bytes N-M/*` with M half-way to the end of the file.
     #[cfg(feature = "test-controls")]
     pub star_range_short: bool,
@@ -416,6 +422,10 @@ impl Default for Faults {
             ignore_if_range: false,
             #[cfg(feature = "test-controls")]
             no_validators: false,
+            #[cfg(feature = "test-controls")]
+            no_etag: false,
+            #[cfg(feature = "test-controls")]
+            no_etag_on_ranges: false,
             #[cfg(feature = "test-controls")]
             star_range_short: false,
             #[cfg(feature = "test-controls")]
