@@ -60,3 +60,36 @@ fn a_resume_answered_without_the_etag_kept_starts_over() {
         ..Faults::default()
     });
 }
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_planted_as_the_meta_of_a_part_is_not_opened_and_the_file_starts_over() {
+    let env = Env::new(Catalog::generate(2, 58), Faults::default());
+    let ids = env.all_ids();
+    let partial = env.out().join(".fetchdocs/partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    // A non-empty `.part` (bytes that belong to nothing), its meta a FIFO with no writer:
+    // opening it to read would wait for ever, past SIGTERM, the lock held.
+    let part = partial.join(format!("{}.part", ids[0]));
+    std::fs::write(&part, vec![b'x'; 1000]).unwrap();
+    let meta = partial.join(format!("{}.part.meta", ids[0]));
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&meta)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // (`run` kills the binary after 120 s: a hang fails the test rather than hanging it.)
+    let (out, report) = env.run(&ids, &[]);
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (2, 2, 0, 0));
+    env.assert_intact(&report);
+    // No usable kept bytes: the file was asked for whole, never resumed.
+    let s = env.sandbox.stats();
+    assert_eq!(s.range_requests, 0, "{s:?}");
+    assert_eq!(s.file_requests, 2, "{s:?}");
+    assert!(env.partial_files().is_empty(), "{:?}", env.partial_files());
+    assert!(!meta.exists());
+}
