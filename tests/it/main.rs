@@ -27,5 +27,6 @@ mod secret_leaks;
 mod secrets;
 mod shards;
 mod tls;
+mod unread_checksums;
 mod userface;
 mod verify_planted;

@@ -527,6 +527,13 @@ fn checksum_headers(
         "repr-sha512" => vec![("repr-digest", format!("sha-512=:{}:", b64(&sha512())))],
         "digest-sha256" => vec![("digest", format!("SHA-256={}", b64(&sha256())))],
         "digest-sha512" => vec![("digest", format!("SHA-512={}", b64(&sha512())))],
+        // Declared in a form the standards do not allow: hex in x-goog-hash (base64 only), an
+        // uppercase key in Repr-Digest (RFC 9530 keys are lowercase).
+        "goog-hex" => vec![(
+            "x-goog-hash",
+            format!("crc32c={},md5={}", hex(&crc32c()), hex(&md5)),
+        )],
+        "repr-upper" => vec![("repr-digest", format!("SHA-256=:{}:", b64(&sha256())))],
         _ => Vec::new(),
     }
 }

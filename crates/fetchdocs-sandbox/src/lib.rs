@@ -325,7 +325,8 @@ pub struct Faults {
     /// `"amz-crc32"`, `"amz-crc32c"`, `"amz-crc64nvme"`, `"amz-sha1"`, `"amz-sha256"` (S3's
     /// full-object `x-amz-checksum-*`), `"amz-composite"` (a COMPOSITE crc32c, of the parts),
     /// `"repr-sha256"`, `"repr-sha512"` (`Repr-Digest`), `"digest-sha256"`, `"digest-sha512"`
-    /// (`Digest`), or `""` (none).
+    /// (`Digest`), `"goog-hex"` (x-goog-hash in hex, not base64), `"repr-upper"` (Repr-Digest
+    /// with the key `SHA-256`), or `""` (none).
     #[cfg(feature = "test-controls")]
     pub checksum: &'static str,
     /// The checksum header declares the digest of other bytes (a wrong checksum; for an
