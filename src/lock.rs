@@ -47,12 +47,7 @@ impl DirLock {
         let dir = output_dir.join(STATE_DIR);
         own_dir(&dir).map_err(LockError::Io)?;
         let main = open_lock(&dir, "lock")?;
-        let held = |name: &str| {
-            let pid = std::fs::read_to_string(dir.join(format!("{name}.pid")))
-                .ok()
-                .and_then(|t| t.trim().parse().ok());
-            LockError::Held(pid)
-        };
+        let held = |name: &str| LockError::Held(read_pid(&dir.join(format!("{name}.pid"))));
         match shard {
             None => {
                 match main.try_lock() {
@@ -97,6 +92,19 @@ impl DirLock {
 
 /// The PIDs of the shards that hold the directory now, from their `lock.shard-K-of-N.pid`
 /// (those whose process is gone are left out where the system can tell), sorted.
+/// The PID written in the file at `path`, read only if it is a regular file (a FIFO planted in
+/// the state directory never blocks the run) and only its first bytes.
+fn read_pid(path: &Path) -> Option<u32> {
+    use std::io::Read;
+    let mut text = String::new();
+    fsx::open_regular(path)
+        .ok()?
+        .take(64)
+        .read_to_string(&mut text)
+        .ok()?;
+    text.trim().parse().ok()
+}
+
 fn shard_pids(dir: &Path) -> Vec<u32> {
     let mut pids = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -108,10 +116,7 @@ fn shard_pids(dir: &Path) -> Vec<u32> {
         if !(name.starts_with("lock.shard-") && name.ends_with(".pid")) {
             continue;
         }
-        let pid = std::fs::read_to_string(entry.path())
-            .ok()
-            .and_then(|t| t.trim().parse::<u32>().ok());
-        if let Some(pid) = pid
+        if let Some(pid) = read_pid(&entry.path())
             && fsx::process_exists(pid) != Some(false)
         {
             pids.push(pid);
@@ -259,6 +264,26 @@ fn write_pid(dir: &Path, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_pid_is_read_from_a_regular_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("a.pid");
+        std::fs::write(&plain, "4242\n").unwrap();
+        assert_eq!(read_pid(&plain), Some(4242));
+        // A FIFO with no writer would block a read for ever; it is not a PID file.
+        let fifo = dir.path().join("b.pid");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert_eq!(read_pid(&fifo), None);
+        assert_eq!(read_pid(&dir.path().join("none")), None);
+    }
 
     #[test]
     fn second_holder_is_refused_and_told_the_pid() {

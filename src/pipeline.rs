@@ -882,9 +882,18 @@ impl<P: Provider> Pipeline<'_, P> {
             bytes,
             sha256,
             verified,
+            unchecked,
             note,
             renamed,
         } = file;
+        if !unchecked.is_empty() {
+            // One line however many files (the same warning is counted, not repeated); each
+            // file's report entry says which header could not be read.
+            log::warn!(
+                "the file host declared checksums that could not be read, so they were not \
+                 checked (see \"unchecked\" in the report)"
+            );
+        }
         // Taken meanwhile (by another run sharing the directory, or the user): saved under a
         // name with the ID in it, which the record now says.
         let name = renamed.unwrap_or(name);
@@ -899,6 +908,7 @@ impl<P: Provider> Pipeline<'_, P> {
                 bytes: Some(bytes),
                 sha256: Some(sha256),
                 verified,
+                unchecked,
                 error: None,
                 note,
             },

@@ -38,6 +38,11 @@ pub struct FileEntry {
     /// `algorithm:header` (`crc32c:x-goog-hash`). Absent when it declared none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub verified: Vec<String>,
+    /// Checksums the file host declared that could not be read (hex where base64 is due, a
+    /// key the RFC does not allow…), so were not checked: `header algorithm: why`. Absent when
+    /// every declared one was read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unchecked: Vec<String>,
     pub error: Option<String>,
     /// Something worth knowing about a file that is complete (e.g. its host announced no
     /// length). Absent when there is nothing to say.
@@ -55,6 +60,7 @@ impl FileEntry {
             bytes: Some(rec.bytes),
             sha256: rec.sha256,
             verified: Vec::new(),
+            unchecked: Vec::new(),
             error: None,
             note: None,
         }
@@ -69,6 +75,7 @@ impl FileEntry {
             bytes: None,
             sha256: None,
             verified: Vec::new(),
+            unchecked: Vec::new(),
             error: None,
             note: None,
         }
@@ -83,6 +90,7 @@ impl FileEntry {
             bytes: None,
             sha256: None,
             verified: Vec::new(),
+            unchecked: Vec::new(),
             error: Some(reason),
             note: None,
         }
@@ -499,6 +507,7 @@ fn closed_entry(id: Uuid, status: Status, reason: Option<&str>) -> FileEntry {
         bytes: None,
         sha256: None,
         verified: Vec::new(),
+        unchecked: Vec::new(),
         error: reason.map(str::to_string),
         note: None,
     }
@@ -568,6 +577,7 @@ mod tests {
                 bytes: Some(10),
                 sha256: None,
                 verified: Vec::new(),
+                unchecked: Vec::new(),
                 error: None,
                 note: None,
             },
@@ -618,6 +628,7 @@ mod tests {
                     bytes: None,
                     sha256: None,
                     verified: Vec::new(),
+                    unchecked: Vec::new(),
                     error: None,
                     note: None,
                 },

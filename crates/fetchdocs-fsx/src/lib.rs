@@ -146,7 +146,9 @@ impl Dir {
         sys::open_write(self, name, mode)
     }
 
-    /// Open `name` here for reading, never through a symbolic link (`O_NOFOLLOW`).
+    /// Open `name` here for reading, only if it is a regular file: as [`open_regular`], never
+    /// through a symbolic link, never blocking on a FIFO, and checked on the open handle; what
+    /// else stands there is an [`io::ErrorKind::InvalidInput`] error that says what it is.
     pub fn open_read(&self, name: &OsStr) -> io::Result<File> {
         check_name(name)?;
         sys::open_read(self, name)

@@ -539,3 +539,40 @@ fn this_process_exists_and_one_long_gone_does_not() {
     child.wait().unwrap();
     assert_eq!(process_exists(pid), Some(false));
 }
+
+#[cfg(unix)]
+#[test]
+fn open_read_opens_nothing_but_a_regular_file_and_never_waits_on_a_fifo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    fs::write(tmp.path().join("f"), b"abc").unwrap();
+    let mut text = String::new();
+    dir.open_read(os("f"))
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, "abc");
+    symlink(Path::new("/dev/zero"), &tmp.path().join("zero"));
+    // A FIFO with no writer: an open without O_NONBLOCK would wait for one for ever.
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(tmp.path().join("fifo"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    fs::create_dir(tmp.path().join("sub")).unwrap();
+    for (name, what) in [
+        ("zero", "a symbolic link"),
+        ("fifo", "a FIFO"),
+        ("sub", "a directory"),
+    ] {
+        let e = dir.open_read(os(name)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{name}");
+        assert!(e.to_string().contains(what), "{name}: {e}");
+    }
+    assert_eq!(
+        dir.open_read(os("none")).unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
+}

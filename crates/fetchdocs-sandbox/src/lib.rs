@@ -294,6 +294,12 @@ pub struct Faults {
     /// No `ETag` or `Last-Modified` on file answers.
     #[cfg(feature = "test-controls")]
     pub no_validators: bool,
+    /// No `ETag` on file answers: `Last-Modified` (well before `Date`) is the only validator.
+    #[cfg(feature = "test-controls")]
+    pub no_etag: bool,
+    /// The `ETag` only on whole answers (200): a 206 carries none.
+    #[cfg(feature = "test-controls")]
+    pub no_etag_on_ranges: bool,
     /// Ranges are answered `206 bytes N-M/*` with M half-way to the end of the file.
     #[cfg(feature = "test-controls")]
     pub star_range_short: bool,
@@ -319,7 +325,8 @@ pub struct Faults {
     /// `"amz-crc32"`, `"amz-crc32c"`, `"amz-crc64nvme"`, `"amz-sha1"`, `"amz-sha256"` (S3's
     /// full-object `x-amz-checksum-*`), `"amz-composite"` (a COMPOSITE crc32c, of the parts),
     /// `"repr-sha256"`, `"repr-sha512"` (`Repr-Digest`), `"digest-sha256"`, `"digest-sha512"`
-    /// (`Digest`), or `""` (none).
+    /// (`Digest`), `"goog-hex"` (x-goog-hash in hex, not base64), `"repr-upper"` (Repr-Digest
+    /// with the key `SHA-256`), or `""` (none).
     #[cfg(feature = "test-controls")]
     pub checksum: &'static str,
     /// The checksum header declares the digest of other bytes (a wrong checksum; for an
@@ -416,6 +423,10 @@ impl Default for Faults {
             ignore_if_range: false,
             #[cfg(feature = "test-controls")]
             no_validators: false,
+            #[cfg(feature = "test-controls")]
+            no_etag: false,
+            #[cfg(feature = "test-controls")]
+            no_etag_on_ranges: false,
             #[cfg(feature = "test-controls")]
             star_range_short: false,
             #[cfg(feature = "test-controls")]
