@@ -29,6 +29,9 @@ use crate::scheduler::{
 };
 use crate::state::State;
 
+/// How long the API may leave its requests unanswered before the status line says so.
+const SILENCE_WORTH_SAYING: Duration = Duration::from_secs(5);
+
 /// How long in-flight downloads get to flush their data after Ctrl-C before they are aborted.
 const WIND_DOWN: Duration = Duration::from_millis(1500);
 
@@ -466,10 +469,27 @@ impl<P: Provider> Pipeline<'_, P> {
     fn show_progress(&self, scheduler: &Scheduler, pacing: &mut Pacing, started: Instant) {
         let to_mint = scheduler.to_mint() + (self.recorder.ids().len() - self.cursor);
         let limiter = self.provider.api().limiter();
+        let api = self.provider.api();
+        // An API that leaves its requests unanswered is what the run waits for, above all.
+        let silent = api
+            .silent_for()
+            .filter(|d| *d >= SILENCE_WORTH_SAYING)
+            .map(|d| {
+                format!(
+                    "waiting for the API at {}: no answer for {:.0}s",
+                    api.host(),
+                    d.as_secs_f64()
+                )
+            });
         if pacing.update(Instant::now(), limiter, scheduler.held_back(), to_mint) {
-            self.ui.set_waiting(pacing.waiting().map(str::to_string));
             self.ui.set_plan_eta(pacing.plan_eta());
         }
+        // (Unchanged text is not shown again.)
+        self.ui.set_waiting(
+            silent
+                .clone()
+                .or_else(|| pacing.waiting().map(str::to_string)),
+        );
         self.ui.plain_status(|| {
             // Skipped files were finished before the run; the rest are this run's.
             let s = self.recorder.summary();
@@ -479,8 +499,9 @@ impl<P: Provider> Pipeline<'_, P> {
                 .plan_eta()
                 .map(|eta| format!(", about {} left (API budget)", human_duration(eta)))
                 .unwrap_or_default();
-            let waiting = pacing
-                .waiting()
+            let waiting = silent
+                .as_deref()
+                .or(pacing.waiting())
                 .map(|w| format!("; {w}"))
                 .unwrap_or_default();
             format!(

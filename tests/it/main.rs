@@ -6,6 +6,7 @@ mod common;
 mod config;
 
 mod api_down;
+mod api_silent;
 mod architecture;
 
 mod auth_and_partial;
