@@ -181,7 +181,8 @@ pub struct ListingReport {
     /// Walked to its last page.
     pub complete: bool,
     /// Why not, as a word a script can match: `page_failed`, `unreachable`, `not_found`,
-    /// `next_link`, `cycle`, `repeated_page`, `no_new_ids`, `max_pages`, `run_stopped`.
+    /// `next_link`, `cycle`, `repeated_page`, `no_new_ids`, `max_pages`, `short_of_total`,
+    /// `run_stopped`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
     /// Why not, and where it stopped.

@@ -19,6 +19,7 @@ mod input;
 mod integrity;
 mod keelvar;
 mod listing_ends;
+mod listing_total;
 mod listings;
 mod names;
 mod refusals;

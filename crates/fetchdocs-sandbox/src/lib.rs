@@ -366,6 +366,9 @@ pub struct Faults {
     /// Veridox `GET /files` announces this `total`, whatever the catalog holds.
     #[cfg(feature = "test-controls")]
     pub files_total: Option<u64>,
+    /// Veridox `GET /files` holds at most this many entries a page, whatever `limit` asks for.
+    #[cfg(feature = "test-controls")]
+    pub files_page_cap: Option<usize>,
     /// Either listing's endpoint answers 404 (as for a wrong base URL).
     #[cfg(feature = "test-controls")]
     pub listing_not_found: bool,
@@ -462,6 +465,8 @@ impl Default for Faults {
             files_total: None,
             #[cfg(feature = "test-controls")]
             listing_not_found: false,
+            #[cfg(feature = "test-controls")]
+            files_page_cap: None,
         }
     }
 }
