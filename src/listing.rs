@@ -210,7 +210,11 @@ impl fmt::Display for Incomplete {
             StopReason::PageFailed | StopReason::Unreachable | StopReason::NotFound => "at",
             _ => "after",
         };
-        write!(f, "stopped {at} page {}: {}", self.page, self.detail)
+        match self.page {
+            // Nothing was read: the run ended before the walk got anywhere.
+            0 => write!(f, "stopped before its first page: {}", self.detail),
+            n => write!(f, "stopped {at} page {n}: {}", self.detail),
+        }
     }
 }
 
@@ -694,6 +698,22 @@ mod tests {
             notes[0].contains("120") && notes[0].contains("at least 150 by page 3"),
             "{notes:?}"
         );
+    }
+
+    #[test]
+    fn a_walk_stopped_before_any_page_does_not_speak_of_page_0() {
+        let before = Incomplete::at(StopReason::RunStopped, 0, "the run ended first");
+        assert_eq!(
+            before.to_string(),
+            "stopped before its first page: the run ended first"
+        );
+        let after = Incomplete::at(StopReason::RunStopped, 3, "the run ended first");
+        assert_eq!(
+            after.to_string(),
+            "stopped after page 3: the run ended first"
+        );
+        let at = Incomplete::at(StopReason::PageFailed, 1, "HTTP 500");
+        assert_eq!(at.to_string(), "stopped at page 1: HTTP 500");
     }
 
     #[test]

@@ -29,6 +29,15 @@ use crate::scheduler::{
 };
 use crate::state::State;
 
+/// What becomes of the IDs a listing named before its walk stopped, said properly for any count.
+fn found_so_far(ids: usize) -> String {
+    match ids {
+        0 => "No file ID was found before it stopped".to_string(),
+        1 => "The one file ID found is downloaded".to_string(),
+        n => format!("The {n} file IDs found are downloaded"),
+    }
+}
+
 /// How long the API may leave its requests unanswered before the status line says so.
 const SILENCE_WORTH_SAYING: Duration = Duration::from_secs(5);
 
@@ -567,9 +576,8 @@ impl<P: Provider> Pipeline<'_, P> {
                     _ => "running again will not get further until the listing is fixed",
                 };
                 log::error!(
-                    "the {source} listing was not read to its end: {why}. The {} ID(s) found \
-                     are downloaded; {then}",
-                    walked.ids
+                    "the {source} listing was not read to its end: {why}. {}; {then}",
+                    found_so_far(walked.ids)
                 );
             }
             None => {}
@@ -1092,6 +1100,14 @@ pub async fn walk<P: Provider>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_stopped_listing_found_is_said_properly_for_any_count() {
+        assert_eq!(found_so_far(0), "No file ID was found before it stopped");
+        assert_eq!(found_so_far(1), "The one file ID found is downloaded");
+        assert_eq!(found_so_far(7), "The 7 file IDs found are downloaded");
+        assert!(!found_so_far(0).contains("0 ID"));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_run_with_a_time_limit_begins_to_stop_so_that_its_wind_down_ends_by_then() {

@@ -19,8 +19,8 @@ pub enum Status {
     Failed,
     /// `--dry-run`: a URL was obtained; nothing was downloaded.
     Resolved,
-    /// The run was stopped (Ctrl-C, SIGTERM) before this file was finished; partial data is
-    /// kept and the next run resumes it.
+    /// The run was stopped (Ctrl-C, SIGTERM) before this file was finished; the next run
+    /// resumes its partial data if the host lets a change be detected, else starts over.
     Interrupted,
 }
 

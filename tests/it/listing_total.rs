@@ -75,3 +75,50 @@ fn a_walk_that_ends_below_its_total_is_not_complete() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn a_walk_that_found_nothing_says_so_in_words() {
+    // The first page keeps failing: nothing found, said without "0 ID(s)".
+    let env = veridox_env(
+        5,
+        Faults {
+            listing_fail_page: Some(1),
+            ..Faults::default()
+        },
+    );
+    let (out, report) = run_from(&env, "files", &["--page-size", "100"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(report["listing"]["reason"], "page_failed");
+    let err = stderr(&out);
+    assert!(
+        err.contains("No file ID was found before it stopped"),
+        "{err}"
+    );
+    assert!(!err.contains("0 ID(s)") && !err.contains("page 0"), "{err}");
+    assert_eq!(summary(&report), (0, 0, 0, 0));
+}
+
+#[test]
+fn a_run_out_of_time_does_not_promise_to_resume_what_it_cannot() {
+    let env = Env::new(
+        Catalog::generate(2, 7),
+        Faults {
+            slow_body_bps: 2_000,
+            ..Faults::default()
+        },
+    );
+    let (out, report) = env.run(&env.all_ids(), &["--max-run-time", "1"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "(--max-run-time); the next run resumes the partial downloads whose host lets a \
+             change be detected"
+        ) && err.contains("starts the others over"),
+        "{err}"
+    );
+    assert!(!err.contains("resumes them"), "{err}");
+    let (requested, downloaded, ..) = summary(&report);
+    assert_eq!(requested, 2);
+    assert!(downloaded < 2, "{report}");
+}
