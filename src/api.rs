@@ -487,8 +487,9 @@ impl ApiClient {
                         .filter(|w| try_silent_again(silent, quiet, *w, self.per_attempt));
                     let Some(wait) = wait else {
                         return Err(self.unreachable(&format!(
-                            "no answer for {:.0}s ({silent} attempts timed out with no response)",
-                            quiet.as_secs_f64()
+                            "no answer for {:.0}s ({silent} attempt{} timed out with no response)",
+                            quiet.as_secs_f64(),
+                            if silent == 1 { "" } else { "s" }
                         )));
                     };
                     log::info!(
@@ -690,7 +691,14 @@ mod tests {
             limiter,
             backoff,
             read_timeout,
-            &crate::tls::client_config(&[]).unwrap(),
+            // Plain http: no certificate is ever checked.
+            &rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
         )
         .unwrap()
     }

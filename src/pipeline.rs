@@ -493,6 +493,7 @@ impl<P: Provider> Pipeline<'_, P> {
         if pacing.update(Instant::now(), limiter, scheduler.held_back(), to_mint) {
             self.ui.set_plan_eta(pacing.plan_eta());
         }
+        pacing.note_silence(silent.as_deref());
         // (Unchanged text is not shown again.)
         self.ui.set_waiting(
             silent
