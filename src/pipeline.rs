@@ -29,6 +29,18 @@ use crate::scheduler::{
 };
 use crate::state::State;
 
+/// What becomes of the IDs a listing named before its walk stopped, said properly for any count.
+fn found_so_far(ids: usize) -> String {
+    match ids {
+        0 => "No file ID was found before it stopped".to_string(),
+        1 => "The one file ID found is downloaded".to_string(),
+        n => format!("The {n} file IDs found are downloaded"),
+    }
+}
+
+/// How long the API may leave its requests unanswered before the status line says so.
+const SILENCE_WORTH_SAYING: Duration = Duration::from_secs(5);
+
 /// How long in-flight downloads get to flush their data after Ctrl-C before they are aborted.
 const WIND_DOWN: Duration = Duration::from_millis(1500);
 
@@ -466,10 +478,28 @@ impl<P: Provider> Pipeline<'_, P> {
     fn show_progress(&self, scheduler: &Scheduler, pacing: &mut Pacing, started: Instant) {
         let to_mint = scheduler.to_mint() + (self.recorder.ids().len() - self.cursor);
         let limiter = self.provider.api().limiter();
+        let api = self.provider.api();
+        // An API that leaves its requests unanswered is what the run waits for, above all.
+        let silent = api
+            .silent_for()
+            .filter(|d| *d >= SILENCE_WORTH_SAYING)
+            .map(|d| {
+                format!(
+                    "waiting for the API at {}: no answer for {:.0}s",
+                    api.host(),
+                    d.as_secs_f64()
+                )
+            });
         if pacing.update(Instant::now(), limiter, scheduler.held_back(), to_mint) {
-            self.ui.set_waiting(pacing.waiting().map(str::to_string));
             self.ui.set_plan_eta(pacing.plan_eta());
         }
+        pacing.note_silence(silent.as_deref());
+        // (Unchanged text is not shown again.)
+        self.ui.set_waiting(
+            silent
+                .clone()
+                .or_else(|| pacing.waiting().map(str::to_string)),
+        );
         self.ui.plain_status(|| {
             // Skipped files were finished before the run; the rest are this run's.
             let s = self.recorder.summary();
@@ -479,8 +509,9 @@ impl<P: Provider> Pipeline<'_, P> {
                 .plan_eta()
                 .map(|eta| format!(", about {} left (API budget)", human_duration(eta)))
                 .unwrap_or_default();
-            let waiting = pacing
-                .waiting()
+            let waiting = silent
+                .as_deref()
+                .or(pacing.waiting())
                 .map(|w| format!("; {w}"))
                 .unwrap_or_default();
             format!(
@@ -546,9 +577,8 @@ impl<P: Provider> Pipeline<'_, P> {
                     _ => "running again will not get further until the listing is fixed",
                 };
                 log::error!(
-                    "the {source} listing was not read to its end: {why}. The {} ID(s) found \
-                     are downloaded; {then}",
-                    walked.ids
+                    "the {source} listing was not read to its end: {why}. {}; {then}",
+                    found_so_far(walked.ids)
                 );
             }
             None => {}
@@ -1081,6 +1111,14 @@ pub async fn walk<P: Provider>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_stopped_listing_found_is_said_properly_for_any_count() {
+        assert_eq!(found_so_far(0), "No file ID was found before it stopped");
+        assert_eq!(found_so_far(1), "The one file ID found is downloaded");
+        assert_eq!(found_so_far(7), "The 7 file IDs found are downloaded");
+        assert!(!found_so_far(0).contains("0 ID"));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_run_with_a_time_limit_begins_to_stop_so_that_its_wind_down_ends_by_then() {

@@ -19,8 +19,8 @@ pub enum Status {
     Failed,
     /// `--dry-run`: a URL was obtained; nothing was downloaded.
     Resolved,
-    /// The run was stopped (Ctrl-C, SIGTERM) before this file was finished; partial data is
-    /// kept and the next run resumes it.
+    /// The run was stopped (Ctrl-C, SIGTERM) before this file was finished; the next run
+    /// resumes its partial data if the host lets a change be detected, else starts over.
     Interrupted,
 }
 
@@ -189,7 +189,8 @@ pub struct ListingReport {
     /// Walked to its last page.
     pub complete: bool,
     /// Why not, as a word a script can match: `page_failed`, `unreachable`, `not_found`,
-    /// `next_link`, `cycle`, `repeated_page`, `no_new_ids`, `max_pages`, `run_stopped`.
+    /// `next_link`, `cycle`, `repeated_page`, `no_new_ids`, `max_pages`, `short_of_total`,
+    /// `run_stopped`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
     /// Why not, and where it stopped.

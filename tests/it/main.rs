@@ -6,6 +6,7 @@ mod common;
 mod config;
 
 mod api_down;
+mod api_silent;
 mod architecture;
 
 mod auth_and_partial;
@@ -18,6 +19,7 @@ mod input;
 mod integrity;
 mod keelvar;
 mod listing_ends;
+mod listing_total;
 mod listings;
 mod names;
 mod refusals;
