@@ -28,6 +28,23 @@ pub const API_TIMEOUT: Duration = Duration::from_secs(60);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an API host that cannot be connected to is retried before the run gives up on it.
 pub const UNREACHABLE_WITHIN: Duration = Duration::from_secs(30);
+/// Most attempts of one request that get no answer at all (the read timeout passes before any
+/// response header) before the host is taken as unreachable, within [`UNREACHABLE_WITHIN`].
+pub const SILENT_ATTEMPTS: u32 = 3;
+
+/// Whether a request whose attempts got no answer at all is tried again: fewer than
+/// [`SILENT_ATTEMPTS`] so far, and the next attempt (after `wait`, taking at most
+/// `per_attempt`) would still end within [`UNREACHABLE_WITHIN`] of the first silent one's start.
+/// With the default 30 s read timeout that is one attempt: a silent API ends the run at 30 s,
+/// like a refused connection.
+pub fn try_silent_again(
+    silent: u32,
+    since_first: Duration,
+    wait: Duration,
+    per_attempt: Duration,
+) -> bool {
+    silent < SILENT_ATTEMPTS && since_first + wait + per_attempt <= UNREACHABLE_WITHIN
+}
 
 /// The environment variable that holds the API key.
 pub const API_KEY_ENV: &str = "FETCHDOCS_API_KEY";
@@ -183,6 +200,38 @@ pub struct ApiClient {
     backoff: Backoff,
     /// To take the key out of whatever the vendor sends back.
     key: ApiKey,
+    /// The longest an attempt waits for an answer: the read timeout, within [`API_TIMEOUT`].
+    per_attempt: Duration,
+    /// How long the API has left requests unanswered, for the status line.
+    silence: std::sync::Mutex<Silence>,
+}
+
+/// Requests in flight, and since when none of them has been answered.
+#[derive(Debug, Default)]
+struct Silence {
+    in_flight: usize,
+    since: Option<Instant>,
+}
+
+/// One attempt in flight; dropped when it ends (or is cancelled).
+struct InFlight<'a> {
+    client: &'a ApiClient,
+    /// Set when the attempt ended without any answer: the silence goes on.
+    silent: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut s = self
+            .client
+            .silence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        s.in_flight = s.in_flight.saturating_sub(1);
+        if !self.silent {
+            s.since = (s.in_flight > 0).then(Instant::now);
+        }
+    }
 }
 
 impl ApiClient {
@@ -225,7 +274,32 @@ impl ApiClient {
             limiter,
             backoff,
             key: key.clone(),
+            per_attempt: read_timeout.min(API_TIMEOUT),
+            silence: std::sync::Mutex::new(Silence::default()),
         })
+    }
+
+    /// How long requests to the API have gone without any answer, while one is in flight.
+    pub fn silent_for(&self) -> Option<Duration> {
+        let s = self.silence.lock().unwrap_or_else(|e| e.into_inner());
+        s.since.filter(|_| s.in_flight > 0).map(|t| t.elapsed())
+    }
+
+    /// `scheme://host:port` of the API: what messages may name.
+    pub fn host(&self) -> String {
+        origin_of(&self.base)
+    }
+
+    fn begin(&self) -> InFlight<'_> {
+        let mut s = self.silence.lock().unwrap_or_else(|e| e.into_inner());
+        if s.in_flight == 0 && s.since.is_none() {
+            s.since = Some(Instant::now());
+        }
+        s.in_flight += 1;
+        InFlight {
+            client: self,
+            silent: false,
+        }
     }
 
     pub fn limiter(&self) -> &Arc<RateLimiter> {
@@ -291,6 +365,9 @@ impl ApiClient {
         let mut throttled_for = Duration::ZERO;
         // When the host was first found unreachable in this request's life.
         let mut unreachable_since: Option<Instant> = None;
+        // Attempts that got no answer at all, and when the first of them was sent.
+        let mut silent = 0u32;
+        let mut silent_since: Option<Instant> = None;
         loop {
             let permit = match slot {
                 Slot::Ordinary => self.limiter.acquire_for(Need::Request).await,
@@ -305,9 +382,19 @@ impl ApiClient {
             if let Some(b) = body {
                 req = req.json(b);
             }
+            let sent_at = Instant::now();
+            let mut in_flight = self.begin();
+            let sent = req.send().await;
+            // No answer at all: the silence goes on (for the status line).
+            in_flight.silent = matches!(&sent, Err(e) if e.is_timeout() || e.is_connect());
+            drop(in_flight);
             // Reaching the end of this match means: a transient failure, retry after a wait.
-            let (reason, server_wait): (String, Option<Duration>) = match req.send().await {
+            let (reason, server_wait): (String, Option<Duration>) = match sent {
                 Ok(resp) => {
+                    // An answer (its header at least): the host is there, whatever the body does.
+                    // A body that stalls after it is an ordinary transient failure below.
+                    silent = 0;
+                    silent_since = None;
                     let status = resp.status();
                     let headers = resp.headers().clone();
                     let (remaining, reset) = retry::rate_limit_headers(&headers);
@@ -385,6 +472,31 @@ impl ApiClient {
                         )));
                     };
                     log::debug!("{what}: {cause}; retrying in {:.1}s", wait.as_secs_f64());
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Err(e) if e.is_timeout() => {
+                    // No answer at all, not even a header, within the read timeout: as good as
+                    // unreachable when it goes on (within UNREACHABLE_WITHIN, like a refusal).
+                    let since = *silent_since.get_or_insert(sent_at);
+                    silent += 1;
+                    let quiet = since.elapsed();
+                    let wait = self
+                        .backoff
+                        .next_wait(silent, None)
+                        .filter(|w| try_silent_again(silent, quiet, *w, self.per_attempt));
+                    let Some(wait) = wait else {
+                        return Err(self.unreachable(&format!(
+                            "no answer for {:.0}s ({silent} attempt{} timed out with no response)",
+                            quiet.as_secs_f64(),
+                            if silent == 1 { "" } else { "s" }
+                        )));
+                    };
+                    log::info!(
+                        "waiting for the API at {}: no answer for {:.0}s ({what}); trying again",
+                        self.host(),
+                        quiet.as_secs_f64()
+                    );
                     tokio::time::sleep(wait).await;
                     continue;
                 }
@@ -547,6 +659,123 @@ mod tests {
         ] {
             assert!(ApiKey::new(key).is_ok(), "{key}");
         }
+    }
+
+    #[test]
+    fn a_silent_api_is_tried_again_only_within_the_unreachable_window() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // A short read timeout: three silent attempts, then unreachable.
+        assert!(try_silent_again(1, s(1), ms(250), s(1)));
+        assert!(try_silent_again(2, s(3), ms(500), s(1)));
+        assert!(!try_silent_again(SILENT_ATTEMPTS, s(5), ms(500), s(1)));
+        // The default 30 s: one attempt fills the window, as long as a refusal is retried.
+        assert!(!try_silent_again(1, s(30), ms(250), s(30)));
+        // 10 s: a second attempt still ends within 30 s, a third would not.
+        assert!(try_silent_again(1, s(10), ms(250), s(10)));
+        assert!(!try_silent_again(2, s(20) + ms(300), ms(500), s(10)));
+    }
+
+    /// A client for `http://127.0.0.1:port`, with a short read timeout and quick retries.
+    fn client_for(port: u16, read_timeout: Duration) -> ApiClient {
+        let limiter = Arc::new(RateLimiter::new(&[(100_000, Duration::from_secs(60))]));
+        let backoff = Backoff {
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(20),
+            max_retries: 2,
+        };
+        ApiClient::new(
+            Url::parse(&format!("http://127.0.0.1:{port}/api/")).unwrap(),
+            &ApiKey::new("vdx_unit_test_key_0123").unwrap(),
+            AuthStyle::XApiKey,
+            limiter,
+            backoff,
+            read_timeout,
+            // Plain http: no certificate is ever checked.
+            &rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        )
+        .unwrap()
+    }
+
+    /// A server that accepts connections, reads what comes, and answers each with `answer`
+    /// (nothing at all if empty) and then nothing more; counts the connections.
+    async fn hostile(answer: &'static [u8]) -> (u16, Arc<std::sync::atomic::AtomicU32>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    if !answer.is_empty() {
+                        let _ = sock.write_all(answer).await;
+                    }
+                    // Hold the connection open, silent, until the client gives up on it.
+                    while let Ok(n) = sock.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    #[tokio::test]
+    async fn an_api_that_never_answers_is_unreachable_after_a_few_silent_attempts() {
+        let (port, seen) = hostile(b"").await;
+        let client = client_for(port, Duration::from_millis(200));
+        let err = client
+            .send_in(Method::POST, "files/download", None, Slot::Ordinary)
+            .await
+            .unwrap_err();
+        let ApiError::Unreachable(msg) = err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            msg.starts_with(&format!(
+                "cannot reach the API at http://127.0.0.1:{port}: no answer"
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("3 attempts"), "{msg}");
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            SILENT_ATTEMPTS
+        );
+        // Nothing in flight any more: the status line says nothing.
+        assert_eq!(client.silent_for(), None);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_after_the_header_is_an_answer_retried_as_a_failure() {
+        // The header came: the host is there. Its body stalls: an ordinary transient failure,
+        // retried (max_retries) and then "down", never "unreachable".
+        let (port, seen) =
+            hostile(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"fi")
+                .await;
+        let client = client_for(port, Duration::from_millis(200));
+        let err = client
+            .send_in(Method::POST, "files/download", None, Slot::Ordinary)
+            .await
+            .unwrap_err();
+        let ApiError::Down(msg) = err else {
+            panic!("{err:?}")
+        };
+        assert!(msg.contains("reading the response failed"), "{msg}");
+        assert!(msg.contains("gave up after 3 attempts"), "{msg}");
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[test]

@@ -143,6 +143,40 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+/// Where a run's report goes, as far as that is known before its settings are validated: so
+/// that a run refused while they are (no API key, say) still writes its report.
+pub struct EarlyReport {
+    config: Option<PathBuf>,
+    profile: Option<String>,
+    report: Option<PathBuf>,
+    provider: Option<ProviderKind>,
+}
+
+impl EarlyReport {
+    pub fn of(args: &DownloadArgs) -> EarlyReport {
+        EarlyReport {
+            config: args.config.clone(),
+            profile: args.profile.clone(),
+            report: args.report.clone(),
+            provider: args.provider,
+        }
+    }
+
+    /// The report's path and the vendor, from the flags or the config file's profile; `None`
+    /// when no report was asked for, or the config file itself cannot be used.
+    pub fn resolve(self, env: &Surroundings) -> Option<(PathBuf, Option<ProviderKind>)> {
+        let settings = match env.config_file {
+            true => profile::load(self.config.as_deref(), self.profile.as_deref())
+                .ok()?
+                .map(|l| l.settings)
+                .unwrap_or_default(),
+            false => Default::default(),
+        };
+        let report = self.report.or(settings.report)?;
+        Some((report, self.provider.or(settings.provider)))
+    }
+}
+
 impl Config {
     /// Validate the parsed arguments against their surroundings: the one way a run's `Config`
     /// is made, for `download` and `demo` alike.
@@ -326,6 +360,26 @@ pub fn redact_userinfo(raw: &str) -> String {
     }
 }
 
+/// A base URL as it may be shown (`config show`, errors): a user name and password become
+/// `***@` (see [`redact_userinfo`]) and every query value `***` (`?key=***&region=***`; a
+/// part without `=` is `***` whole), for a query string may carry a secret too.
+pub fn redact_base_url(raw: &str) -> String {
+    let shown = redact_userinfo(raw);
+    let Some(q) = shown.find('?') else {
+        return shown;
+    };
+    let end = shown[q..].find('#').map_or(shown.len(), |at| q + at);
+    let query: Vec<String> = shown[q + 1..end]
+        .split('&')
+        .map(|part| match part.split_once('=') {
+            Some((name, _)) => format!("{name}=***"),
+            None if part.is_empty() => String::new(),
+            None => "***".into(),
+        })
+        .collect();
+    format!("{}?{}{}", &shown[..q], query.join("&"), &shown[end..])
+}
+
 /// A size the config file gives, in bytes (checked when the file was read).
 fn file_size(size: Option<&profile::Size>) -> Result<Option<u64>, Fatal> {
     size.map(profile::Size::bytes)
@@ -334,9 +388,9 @@ fn file_size(size: Option<&profile::Size>) -> Result<Option<u64>, Fatal> {
 }
 
 /// Parse a base URL: http(s) only, and plain http only to a loopback host. Messages never
-/// repeat a user name or password written into it.
+/// repeat a user name or password written into it, nor its query values.
 pub fn parse_base_url(raw: &str) -> Result<Url, Fatal> {
-    let shown = redact_userinfo(raw);
+    let shown = redact_base_url(raw);
     let url = Url::parse(raw.trim())
         .map_err(|e| Fatal::Usage(format!("--base-url {shown:?} is not a URL: {e}")))?;
     match url.scheme() {
@@ -346,7 +400,7 @@ pub fn parse_base_url(raw: &str) -> Result<Url, Fatal> {
             return Err(Fatal::Usage(format!(
                 "--base-url {} uses plain http to a remote host; the API key would travel \
                  unencrypted. Use https (plain http is allowed only for 127.0.0.1, ::1 or localhost)",
-                redact_userinfo(url.as_str())
+                redact_base_url(url.as_str())
             )));
         }
         other => {
@@ -465,6 +519,26 @@ mod tests {
             "http://me:s3cret@[::1",
             "ftp://me:s3cret@127.0.0.1",
             "https://me:s3cret@127.0.0.1",
+        ] {
+            let Err(e) = parse_base_url(raw) else {
+                panic!("{raw} accepted")
+            };
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_query_value_in_a_base_url_is_never_repeated() {
+        assert_eq!(
+            redact_base_url("https://me:pw@h/v1?key=s3cret&region=eu&flag#top"),
+            "https://***@h/v1?key=***&region=***&***#top"
+        );
+        assert_eq!(redact_base_url("https://h/v1"), "https://h/v1");
+        assert_eq!(redact_base_url("https://h/v1?"), "https://h/v1?");
+        for raw in [
+            "http://api.example.com/?key=s3cret",
+            "ftp://127.0.0.1/?key=s3cret",
+            "not a url?key=s3cret",
         ] {
             let Err(e) = parse_base_url(raw) else {
                 panic!("{raw} accepted")

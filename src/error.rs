@@ -30,6 +30,13 @@ impl From<Exit> for std::process::ExitCode {
     }
 }
 
+/// What a stopped run leaves for the next, truthfully: only a partial file whose host lets a
+/// change be detected (a strong validator, or a checksum of the whole file) is resumed; the
+/// rest start over from byte 0 (see `PartMeta::resumable`).
+pub const KEPT_FOR_RESUME: &str = "the next run resumes the partial downloads whose host lets \
+     a change be detected (a strong ETag or Last-Modified, or a checksum) and starts the others \
+     over";
+
 /// Something that ends the run as a whole (as opposed to one file failing).
 #[derive(Debug, thiserror::Error)]
 pub enum Fatal {
@@ -52,13 +59,10 @@ pub enum Fatal {
     #[error("{0}")]
     Internal(String),
     /// SIGINT/SIGTERM.
-    #[error("interrupted; partial downloads are kept and the next run resumes them")]
+    #[error("interrupted; {KEPT_FOR_RESUME}")]
     Interrupted,
     /// `--max-run-time` ran out.
-    #[error(
-        "stopped after {0}s (--max-run-time); partial downloads are kept and the next run \
-         resumes them"
-    )]
+    #[error("stopped after {0}s (--max-run-time); {KEPT_FOR_RESUME}")]
     OutOfTime(u64),
 }
 
@@ -97,4 +101,27 @@ pub enum ApiError {
     /// trouble. Asked again later too, but several in a row trip the breaker.
     #[error("{0}")]
     Down(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_run_does_not_promise_to_resume_what_cannot_be() {
+        for fatal in [Fatal::Interrupted, Fatal::OutOfTime(100)] {
+            let text = fatal.to_string();
+            assert!(!text.contains("resumes them"), "{text}");
+            assert!(text.contains("starts the others over"), "{text}");
+            assert!(
+                text.contains("strong ETag or Last-Modified, or a checksum"),
+                "{text}"
+            );
+        }
+        assert!(
+            Fatal::OutOfTime(100)
+                .to_string()
+                .starts_with("stopped after 100s (--max-run-time); the next run resumes")
+        );
+    }
 }

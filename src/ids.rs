@@ -162,20 +162,28 @@ impl Shard {
     pub fn parse(raw: &str, job_index: Option<&str>) -> Result<Shard, String> {
         let usage = "use K/N with K from 0 to N-1 (e.g. 0/3, 1/3, 2/3), or auto/N in a \
                      Kubernetes Indexed Job";
-        let Some((k, n)) = raw.trim().split_once('/') else {
+        // Taken as written, untrimmed, as JOB_COMPLETION_INDEX is: Kubernetes writes digits
+        // only, so anything else (` 0`, `3 `, `+1`) is a deployment mistake worth naming rather
+        // than guessing around, wherever it was written.
+        let Some((k, n)) = raw.split_once('/') else {
             return Err(format!("--shard {raw:?}: {usage}"));
         };
-        let count: u32 = match whole_number(n.trim()) {
-            Some(n) if n >= 1 => n,
+        let count: u32 = match whole_number(n) {
+            Ok(n) if n >= 1 => n,
+            Err(Number::TooLarge) => {
+                return Err(format!(
+                    "--shard {raw:?}: N is too large; at most {} shards; {usage}",
+                    u32::MAX
+                ));
+            }
             _ => {
                 return Err(format!(
-                    "--shard {raw:?}: N must be a whole number of at least 1; {usage}"
+                    "--shard {raw:?}: N must be a whole number (digits only) of at least 1; \
+                     {usage}"
                 ));
             }
         };
-        let (k, from) = match k.trim() {
-            // Taken as set, untrimmed: Kubernetes writes digits only, so anything else (`3 `,
-            // `+1`) is a deployment mistake worth naming rather than guessing around.
+        let (k, from) = match k {
             "auto" => match job_index {
                 Some(v) => (v.to_string(), "JOB_COMPLETION_INDEX"),
                 None => {
@@ -187,8 +195,15 @@ impl Shard {
             },
             k => (k.to_string(), "K"),
         };
-        let index: u32 = whole_number(&k).ok_or_else(|| {
-            format!("--shard {raw}: {from} is {k:?}, not a whole number; {usage}")
+        let index: u32 = whole_number(&k).map_err(|why| match why {
+            Number::TooLarge => format!(
+                "--shard {raw:?}: {from} is {k:?}, too large: shards count from 0 to N-1; {usage}"
+            ),
+            Number::NotDigits => {
+                format!(
+                    "--shard {raw:?}: {from} is {k:?}, not a whole number (digits only); {usage}"
+                )
+            }
         })?;
         if index >= count {
             return Err(format!(
@@ -215,12 +230,20 @@ impl Shard {
     }
 }
 
+/// Why a shard number was refused.
+#[derive(Debug, PartialEq, Eq)]
+enum Number {
+    NotDigits,
+    TooLarge,
+}
+
 /// A whole number written in ASCII digits only: no sign, no space (`str::parse` takes `+1`).
-fn whole_number(s: &str) -> Option<u32> {
+fn whole_number(s: &str) -> Result<u32, Number> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+        return Err(Number::NotDigits);
     }
-    s.parse().ok()
+    // Digits only: the one way left to fail is a number past u32::MAX.
+    s.parse().map_err(|_| Number::TooLarge)
 }
 
 impl fmt::Display for Shard {
@@ -579,6 +602,30 @@ mod tests {
             assert!(err.contains("JOB_COMPLETION_INDEX"), "{bad:?}: {err}");
             assert!(!err.contains('\n'), "{err}");
         }
+        // The same rule for --shard itself: digits only, no space anywhere.
+        for bad in [" 0/4", "0/4 ", "0 /4", "0/ 4", " auto/4", "auto/4 "] {
+            let err = Shard::parse(bad, Some("1")).unwrap_err();
+            assert!(
+                err.contains("digits only") || err.contains("use K/N"),
+                "{bad:?}: {err}"
+            );
+        }
+        // Too large is said as such, with the limit, not as "at least 1".
+        let err = Shard::parse("0/99999999999", None).unwrap_err();
+        assert!(
+            err.contains("too large") && err.contains("4294967295"),
+            "{err}"
+        );
+        assert!(!err.contains("at least 1"), "{err}");
+        let err = Shard::parse("99999999999/4", None).unwrap_err();
+        assert!(err.contains("too large"), "{err}");
+        assert_eq!(
+            Shard::parse("0/4294967295", None),
+            Ok(Shard {
+                index: 0,
+                count: u32::MAX
+            })
+        );
         assert!(Shard::parse("+1/3", None).is_err());
         assert!(Shard::parse("1/+3", None).is_err());
         assert!(Shard::parse("1/0", None).is_err());

@@ -147,6 +147,8 @@ pub enum StopReason {
     NoNewIds,
     /// `--max-pages` pages were read.
     MaxPages,
+    /// The listing ended (an empty or short page) below the `total` it gave.
+    ShortOfTotal,
     /// The run ended before the walk did.
     RunStopped,
 }
@@ -163,6 +165,7 @@ impl StopReason {
             StopReason::RepeatedPage => "repeated_page",
             StopReason::NoNewIds => "no_new_ids",
             StopReason::MaxPages => "max_pages",
+            StopReason::ShortOfTotal => "short_of_total",
             StopReason::RunStopped => "run_stopped",
         }
     }
@@ -207,7 +210,11 @@ impl fmt::Display for Incomplete {
             StopReason::PageFailed | StopReason::Unreachable | StopReason::NotFound => "at",
             _ => "after",
         };
-        write!(f, "stopped {at} page {}: {}", self.page, self.detail)
+        match self.page {
+            // Nothing was read: the run ended before the walk got anywhere.
+            0 => write!(f, "stopped before its first page: {}", self.detail),
+            n => write!(f, "stopped {at} page {n}: {}", self.detail),
+        }
     }
 }
 
@@ -248,6 +255,8 @@ pub struct Guard {
     /// Entries read so far, and whether a `total` below it was reported.
     entries: u64,
     total_flagged: bool,
+    /// The latest `total` a page gave.
+    total: Option<u64>,
 }
 
 impl Guard {
@@ -262,6 +271,7 @@ impl Guard {
             stale: 0,
             entries: 0,
             total_flagged: false,
+            total: None,
         }
     }
 
@@ -301,6 +311,7 @@ impl Guard {
             }
         };
         self.entries += page.entries as u64;
+        self.total = page.total.or(self.total);
         if let Some(total) = page.total
             && self.entries > total
             && !self.total_flagged
@@ -319,7 +330,19 @@ impl Guard {
             return stop(StopReason::NextLink, why);
         }
         let Some(next) = page.next.take() else {
-            return Verdict::Last;
+            return match self.total {
+                Some(total) if self.entries < total => {
+                    let note = format!(
+                        "the listing says it holds {total} entries, but its pages ended after {}: \
+                         {} promised by its total were not listed",
+                        self.entries,
+                        total - self.entries
+                    );
+                    page.notes.push(note.clone());
+                    stop(StopReason::ShortOfTotal, note)
+                }
+                _ => Verdict::Last,
+            };
         };
         if let Some(key) = next.key()
             && let Some(&earlier) = self.visited.get(&self.hash(key.as_str()))
@@ -675,6 +698,73 @@ mod tests {
             notes[0].contains("120") && notes[0].contains("at least 150 by page 3"),
             "{notes:?}"
         );
+    }
+
+    #[test]
+    fn a_walk_stopped_before_any_page_does_not_speak_of_page_0() {
+        let before = Incomplete::at(StopReason::RunStopped, 0, "the run ended first");
+        assert_eq!(
+            before.to_string(),
+            "stopped before its first page: the run ended first"
+        );
+        let after = Incomplete::at(StopReason::RunStopped, 3, "the run ended first");
+        assert_eq!(
+            after.to_string(),
+            "stopped after page 3: the run ended first"
+        );
+        let at = Incomplete::at(StopReason::PageFailed, 1, "HTTP 500");
+        assert_eq!(at.to_string(), "stopped at page 1: HTTP 500");
+    }
+
+    #[test]
+    fn a_walk_that_ends_below_its_total_is_short_of_it_and_says_how_far() {
+        let page_with = |n: u64, count: u64, total: Option<u64>, next: bool| {
+            let first = u128::from(n * 3);
+            let mut p = page(
+                Cursor::Offset(n * 3),
+                first..first + u128::from(count),
+                next.then_some(Cursor::Offset(n * 3 + count)),
+            );
+            p.entries = count as usize;
+            p.total = total;
+            p
+        };
+        // Three pages of 3, then an empty one, under a total of 12.
+        let mut g = Guard::new(DEFAULT_MAX_PAGES);
+        for n in 0..3 {
+            assert!(matches!(
+                g.judge(&mut page_with(n, 3, Some(12), true)),
+                Verdict::Next(_)
+            ));
+        }
+        let mut end = page_with(3, 0, Some(12), false);
+        let (reason, at_page, text) = stop_reason(g.judge(&mut end));
+        assert_eq!((reason, at_page), (StopReason::ShortOfTotal, 4));
+        assert_eq!(reason.code(), "short_of_total");
+        assert!(
+            text.contains("holds 12 entries")
+                && text.contains("ended after 9")
+                && text.contains("3 promised"),
+            "{text}"
+        );
+        assert_eq!(end.notes.len(), 1);
+        assert!(text.ends_with(&end.notes[0]), "{text}");
+        // Reaching the total, or a listing without one, ends as the last page.
+        let mut g = Guard::new(DEFAULT_MAX_PAGES);
+        for n in 0..3 {
+            g.judge(&mut page_with(n, 3, Some(12), true));
+        }
+        assert_eq!(
+            g.judge(&mut page_with(3, 3, Some(12), false)),
+            Verdict::Last
+        );
+        let mut g = Guard::new(DEFAULT_MAX_PAGES);
+        g.judge(&mut page_with(0, 3, None, true));
+        assert_eq!(g.judge(&mut page_with(1, 0, None, false)), Verdict::Last);
+        // A total the pages passed (noted, not trusted) is never "short".
+        let mut g = Guard::new(DEFAULT_MAX_PAGES);
+        g.judge(&mut page_with(0, 3, Some(2), true));
+        assert_eq!(g.judge(&mut page_with(1, 0, Some(2), false)), Verdict::Last);
     }
 
     #[test]

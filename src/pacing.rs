@@ -31,6 +31,8 @@ pub struct Pacing {
     said_minute: bool,
     said_hour: bool,
     said_server: bool,
+    /// An API silence (no answer to requests in flight) has been logged, and goes on.
+    said_silence: bool,
 }
 
 impl Pacing {
@@ -81,6 +83,7 @@ impl Pacing {
             said_minute: false,
             said_hour: false,
             said_server: false,
+            said_silence: false,
         }
     }
 
@@ -117,6 +120,19 @@ impl Pacing {
     }
 
     /// What the run waits for, in words, if anything.
+    /// Log (once per silence, at the normal level: a status line may be 30 s away) that the
+    /// API leaves its requests unanswered; `what` is the words for it, `None` once it answers.
+    pub fn note_silence(&mut self, what: Option<&str>) {
+        match what {
+            Some(what) if !self.said_silence => {
+                self.said_silence = true;
+                log::info!("{what}");
+            }
+            Some(_) => {}
+            None => self.said_silence = false,
+        }
+    }
+
     pub fn waiting(&self) -> Option<&str> {
         self.waiting.as_deref()
     }

@@ -18,6 +18,7 @@ use crate::error::{ApiError, Fatal};
 use crate::ids::Shard;
 use crate::lanes::Lanes;
 use crate::listing::{Cursor, Event, Guard, Incomplete, Listed, Source, StopReason, Verdict, Walk};
+use crate::lock::Claims;
 use crate::naming::NameRegistry;
 use crate::pacing::Pacing;
 use crate::progress::{Ui, human_duration};
@@ -27,6 +28,18 @@ use crate::scheduler::{
     Action, Item, MAX_MINTS_IN_FLIGHT, Ready, RunStats, Scheduler, Settings, Stop,
 };
 use crate::state::State;
+
+/// What becomes of the IDs a listing named before its walk stopped, said properly for any count.
+fn found_so_far(ids: usize) -> String {
+    match ids {
+        0 => "No file ID was found before it stopped".to_string(),
+        1 => "The one file ID found is downloaded".to_string(),
+        n => format!("The {n} file IDs found are downloaded"),
+    }
+}
+
+/// How long the API may leave its requests unanswered before the status line says so.
+const SILENCE_WORTH_SAYING: Duration = Duration::from_secs(5);
 
 /// How long in-flight downloads get to flush their data after Ctrl-C before they are aborted.
 const WIND_DOWN: Duration = Duration::from_millis(1500);
@@ -40,6 +53,29 @@ const MAX_RUN_WIND_DOWN: Duration = Duration::from_millis(500);
 fn stop_time(started: Instant, end: Instant) -> Instant {
     let run = end.saturating_duration_since(started);
     end - MAX_RUN_WIND_DOWN.min(run / 4)
+}
+
+/// How often IDs another run holds are tried again.
+const CLAIM_RETRY: Duration = Duration::from_millis(200);
+
+/// Most IDs a run claims at once (each claim holds a descriptor open): the scheduler is fed
+/// no more until some are finished.
+const MAX_CLAIMS: usize = 512;
+
+/// Where IDs are claimed, the scheduler is fed once it has room for this many (it holds
+/// hundreds), so that the look at other runs' records after claiming is paid once for many.
+const CLAIM_BATCH: usize = 32;
+
+/// IDs another run sharing the directory holds (see [`Claims`]): not handed to the scheduler
+/// (no URL is minted, no download slot taken) until this run gets them.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    /// Each ID's index, and since when it waits.
+    ids: Vec<(u32, uuid::Uuid, Instant)>,
+    /// When they are tried next.
+    next: Option<Instant>,
+    /// What the other runs record meanwhile (read once this run first claims an ID).
+    others: Option<crate::state::Others>,
 }
 
 /// Until `at`, or forever.
@@ -183,6 +219,10 @@ pub struct Pipeline<'a, P: Provider> {
     pub parts: Option<std::collections::HashSet<uuid::Uuid>>,
     /// Where finished files go.
     pub dest: Arc<AnyDest>,
+    /// The IDs this run works on, where other runs share the directory.
+    pub claims: &'a mut Claims,
+    /// Those other runs hold for now.
+    pub waiting: Waiting,
 }
 
 /// How far the walk of a listing has come.
@@ -274,6 +314,7 @@ impl<P: Provider> Pipeline<'_, P> {
             };
             if scheduler.is_idle()
                 && !self.more_to_feed()
+                && self.waiting.ids.is_empty()
                 && !walked.open
                 && tasks.placing.is_empty()
             {
@@ -281,10 +322,15 @@ impl<P: Provider> Pipeline<'_, P> {
             }
             let want_page = walked.open && self.recorder.ids().len() - self.cursor < low_water;
             // Skipping through IDs completed earlier: go on at once.
-            let wake = if self.more_to_feed() && scheduler.room() > 0 {
+            let wake = if self.can_feed(scheduler.room()) {
                 Instant::now()
             } else {
                 wake
+            };
+            // IDs another run holds are tried again now and then.
+            let wake = match self.waiting.next {
+                Some(at) if !self.waiting.ids.is_empty() => wake.min(at),
+                _ => wake,
             };
 
             self.show_progress(&scheduler, &mut pacing, started);
@@ -432,10 +478,28 @@ impl<P: Provider> Pipeline<'_, P> {
     fn show_progress(&self, scheduler: &Scheduler, pacing: &mut Pacing, started: Instant) {
         let to_mint = scheduler.to_mint() + (self.recorder.ids().len() - self.cursor);
         let limiter = self.provider.api().limiter();
+        let api = self.provider.api();
+        // An API that leaves its requests unanswered is what the run waits for, above all.
+        let silent = api
+            .silent_for()
+            .filter(|d| *d >= SILENCE_WORTH_SAYING)
+            .map(|d| {
+                format!(
+                    "waiting for the API at {}: no answer for {:.0}s",
+                    api.host(),
+                    d.as_secs_f64()
+                )
+            });
         if pacing.update(Instant::now(), limiter, scheduler.held_back(), to_mint) {
-            self.ui.set_waiting(pacing.waiting().map(str::to_string));
             self.ui.set_plan_eta(pacing.plan_eta());
         }
+        pacing.note_silence(silent.as_deref());
+        // (Unchanged text is not shown again.)
+        self.ui.set_waiting(
+            silent
+                .clone()
+                .or_else(|| pacing.waiting().map(str::to_string)),
+        );
         self.ui.plain_status(|| {
             // Skipped files were finished before the run; the rest are this run's.
             let s = self.recorder.summary();
@@ -445,8 +509,9 @@ impl<P: Provider> Pipeline<'_, P> {
                 .plan_eta()
                 .map(|eta| format!(", about {} left (API budget)", human_duration(eta)))
                 .unwrap_or_default();
-            let waiting = pacing
-                .waiting()
+            let waiting = silent
+                .as_deref()
+                .or(pacing.waiting())
                 .map(|w| format!("; {w}"))
                 .unwrap_or_default();
             format!(
@@ -512,9 +577,8 @@ impl<P: Provider> Pipeline<'_, P> {
                     _ => "running again will not get further until the listing is fixed",
                 };
                 log::error!(
-                    "the {source} listing was not read to its end: {why}. The {} ID(s) found \
-                     are downloaded; {then}",
-                    walked.ids
+                    "the {source} listing was not read to its end: {why}. {}; {then}",
+                    found_so_far(walked.ids)
                 );
             }
             None => {}
@@ -544,8 +608,17 @@ impl<P: Provider> Pipeline<'_, P> {
     fn feed(&mut self, scheduler: &mut Scheduler, listing_open: bool) -> Vec<Action> {
         let mut items = Vec::new();
         let mut room = scheduler.room();
+        let mut claimed = self.retry_waiting(room);
+        room -= claimed.len();
         let mut looked = 0;
-        while room > 0 && looked < FEED_PER_TURN && self.more_to_feed() {
+        if !self.can_feed(room) {
+            room = 0;
+        }
+        while room > 0
+            && looked < FEED_PER_TURN
+            && self.more_to_feed()
+            && self.claims.held() < MAX_CLAIMS
+        {
             let index = self.cursor;
             self.cursor += 1;
             looked += 1;
@@ -561,11 +634,142 @@ impl<P: Provider> Pipeline<'_, P> {
                 self.ui.file_skipped();
                 continue;
             }
+            // Before its URL is asked for: another run sharing the directory may be on it.
+            match self.claims.try_claim(id) {
+                Ok(true) if self.claims.active() => {
+                    claimed.push((index, id));
+                    room -= 1;
+                    continue;
+                }
+                Ok(true) => {}
+                Ok(false) => {
+                    log::debug!("{id}: another run sharing the directory is on it; waiting");
+                    self.waiting.ids.push((index, id, Instant::now()));
+                    self.waiting
+                        .next
+                        .get_or_insert(Instant::now() + CLAIM_RETRY);
+                    continue;
+                }
+                Err(e) => {
+                    self.fail(&Item::new(index, id, None), self.claim_failed(e), true);
+                    continue;
+                }
+            }
             items.push(Item::new(index, id, self.state.previous_name(&id, index)));
             room -= 1;
         }
+        self.take_claimed(claimed, &mut items);
+        // (IDs another run holds do not keep a partial batch waiting: they may wait long.)
         scheduler.set_input_open(self.more_to_feed() || listing_open);
         scheduler.add(items)
+    }
+
+    /// Whether IDs not handed to the scheduler yet may be now, with `room` for them.
+    fn can_feed(&self, room: usize) -> bool {
+        let enough = match self.claims.active() {
+            true => room >= CLAIM_BATCH,
+            false => room > 0,
+        };
+        enough && self.more_to_feed() && self.claims.held() < MAX_CLAIMS
+    }
+
+    fn claim_failed(&self, e: std::io::Error) -> String {
+        format!(
+            "cannot claim it in {} ({e})",
+            self.output_dir.join(".fetchdocs").join("claims").display()
+        )
+    }
+
+    /// Try again the IDs another run held, when it is time (at most `room` of them): returns
+    /// those this run holds now. One that waits longer than a download may take
+    /// (`--give-up-after`) fails, to be picked up by a later run.
+    fn retry_waiting(&mut self, room: usize) -> Vec<(u32, uuid::Uuid)> {
+        let now = Instant::now();
+        let mut got = Vec::new();
+        if self.waiting.ids.is_empty() || self.waiting.next.is_some_and(|t| now < t) {
+            return got;
+        }
+        // (Set even when there is no room now: the loop's wake never lies in the past.)
+        self.waiting.next = Some(now + CLAIM_RETRY);
+        if room == 0 {
+            return got;
+        }
+        let mut still = Vec::new();
+        for (index, id, since) in std::mem::take(&mut self.waiting.ids) {
+            if self.recorder.is_finished(index) {
+                continue;
+            }
+            if got.len() >= room || self.claims.held() >= MAX_CLAIMS {
+                still.push((index, id, since));
+                continue;
+            }
+            match self.claims.try_claim(id) {
+                Ok(true) => got.push((index, id)),
+                Ok(false) if now.saturating_duration_since(since) >= self.give_up_after => {
+                    let reason = format!(
+                        "another run sharing the output directory has been working on it for \
+                         {}; not downloaded twice at once (run again once it is done)",
+                        human_duration(now.saturating_duration_since(since))
+                    );
+                    self.fail(&Item::new(index, id, None), reason, true);
+                }
+                Ok(false) => still.push((index, id, since)),
+                Err(e) => {
+                    self.fail(&Item::new(index, id, None), self.claim_failed(e), true);
+                }
+            }
+        }
+        self.waiting.ids = still;
+        got
+    }
+
+    /// IDs this run has just claimed: each goes to the scheduler (into `items`) unless another
+    /// run sharing the directory completed it since this run read the record (read afresh
+    /// now, after the claim, so nothing that run completed can be missed): that one is skipped
+    /// as downloaded.
+    fn take_claimed(&mut self, claimed: Vec<(u32, uuid::Uuid)>, items: &mut Vec<Item>) {
+        if claimed.is_empty() {
+            return;
+        }
+        let others = self
+            .waiting
+            .others
+            .get_or_insert_with(|| self.state.others());
+        if let Err(e) = others.refresh() {
+            log::warn!("cannot read the records of other runs sharing the directory ({e})");
+        }
+        for (index, id) in claimed {
+            let done = self.waiting.others.as_ref().and_then(|o| o.completed(&id));
+            match done {
+                Some(rec) => {
+                    let entry = FileEntry {
+                        note: Some(
+                            "downloaded meanwhile by another run sharing the output directory"
+                                .into(),
+                        ),
+                        ..FileEntry::skipped(rec)
+                    };
+                    self.recorder.finish(index, entry);
+                    self.ui.file_skipped();
+                    self.claims.release(&id);
+                }
+                None => items.push(Item::new(index, id, self.state.previous_name(&id, index))),
+            }
+        }
+    }
+
+    /// `id` is finished: other runs sharing the directory may have it, and read this run's
+    /// record of it.
+    fn release(&mut self, id: &uuid::Uuid) {
+        if !self.claims.active() {
+            return;
+        }
+        if let Some(log) = self.state.log()
+            && let Err(e) = log.write_out()
+        {
+            log::debug!("cannot write the record out for other runs ({e})");
+        }
+        self.claims.release(id);
     }
 
     /// Carry out the scheduler's actions; a [`Stop`] ends the run with its fatal error, at once
@@ -699,6 +903,7 @@ impl<P: Provider> Pipeline<'_, P> {
         self.recorder
             .finish(item.index, FileEntry::resolved(item.id, name));
         self.ui.file_finished();
+        self.release(&item.id);
     }
 
     /// A file is durable under its final name: record it and report it.
@@ -707,9 +912,18 @@ impl<P: Provider> Pipeline<'_, P> {
             bytes,
             sha256,
             verified,
+            unchecked,
             note,
             renamed,
         } = file;
+        if !unchecked.is_empty() {
+            // One line however many files (the same warning is counted, not repeated); each
+            // file's report entry says which header could not be read.
+            log::warn!(
+                "the file host declared checksums that could not be read, so they were not \
+                 checked (see \"unchecked\" in the report)"
+            );
+        }
         // Taken meanwhile (by another run sharing the directory, or the user): saved under a
         // name with the ID in it, which the record now says.
         let name = renamed.unwrap_or(name);
@@ -724,11 +938,13 @@ impl<P: Provider> Pipeline<'_, P> {
                 bytes: Some(bytes),
                 sha256: Some(sha256),
                 verified,
+                unchecked,
                 error: None,
                 note,
             },
         );
         self.ui.file_finished();
+        self.release(&item.id);
     }
 
     fn name_for(&mut self, item: &mut Item, label: &str) -> String {
@@ -815,6 +1031,7 @@ impl<P: Provider> Pipeline<'_, P> {
             .finish(item.index, FileEntry::failed(item.id, reason));
         self.ui.file_finished();
         self.ui.set_failed(self.recorder.summary().failed);
+        self.release(&item.id);
     }
 }
 
@@ -894,6 +1111,14 @@ pub async fn walk<P: Provider>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_stopped_listing_found_is_said_properly_for_any_count() {
+        assert_eq!(found_so_far(0), "No file ID was found before it stopped");
+        assert_eq!(found_so_far(1), "The one file ID found is downloaded");
+        assert_eq!(found_so_far(7), "The 7 file IDs found are downloaded");
+        assert!(!found_so_far(0).contains("0 ID"));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_run_with_a_time_limit_begins_to_stop_so_that_its_wind_down_ends_by_then() {

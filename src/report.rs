@@ -19,8 +19,8 @@ pub enum Status {
     Failed,
     /// `--dry-run`: a URL was obtained; nothing was downloaded.
     Resolved,
-    /// The run was stopped (Ctrl-C, SIGTERM) before this file was finished; partial data is
-    /// kept and the next run resumes it.
+    /// The run was stopped (Ctrl-C, SIGTERM) before this file was finished; the next run
+    /// resumes its partial data if the host lets a change be detected, else starts over.
     Interrupted,
 }
 
@@ -38,6 +38,11 @@ pub struct FileEntry {
     /// `algorithm:header` (`crc32c:x-goog-hash`). Absent when it declared none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub verified: Vec<String>,
+    /// Checksums the file host declared that could not be read (hex where base64 is due, a
+    /// key the RFC does not allow…), so were not checked: `header algorithm: why`. Absent when
+    /// every declared one was read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unchecked: Vec<String>,
     pub error: Option<String>,
     /// Something worth knowing about a file that is complete (e.g. its host announced no
     /// length). Absent when there is nothing to say.
@@ -55,6 +60,7 @@ impl FileEntry {
             bytes: Some(rec.bytes),
             sha256: rec.sha256,
             verified: Vec::new(),
+            unchecked: Vec::new(),
             error: None,
             note: None,
         }
@@ -69,6 +75,7 @@ impl FileEntry {
             bytes: None,
             sha256: None,
             verified: Vec::new(),
+            unchecked: Vec::new(),
             error: None,
             note: None,
         }
@@ -83,6 +90,7 @@ impl FileEntry {
             bytes: None,
             sha256: None,
             verified: Vec::new(),
+            unchecked: Vec::new(),
             error: Some(reason),
             note: None,
         }
@@ -181,7 +189,8 @@ pub struct ListingReport {
     /// Walked to its last page.
     pub complete: bool,
     /// Why not, as a word a script can match: `page_failed`, `unreachable`, `not_found`,
-    /// `next_link`, `cycle`, `repeated_page`, `no_new_ids`, `max_pages`, `run_stopped`.
+    /// `next_link`, `cycle`, `repeated_page`, `no_new_ids`, `max_pages`, `short_of_total`,
+    /// `run_stopped`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
     /// Why not, and where it stopped.
@@ -499,6 +508,7 @@ fn closed_entry(id: Uuid, status: Status, reason: Option<&str>) -> FileEntry {
         bytes: None,
         sha256: None,
         verified: Vec::new(),
+        unchecked: Vec::new(),
         error: reason.map(str::to_string),
         note: None,
     }
@@ -568,6 +578,7 @@ mod tests {
                 bytes: Some(10),
                 sha256: None,
                 verified: Vec::new(),
+                unchecked: Vec::new(),
                 error: None,
                 note: None,
             },
@@ -618,6 +629,7 @@ mod tests {
                     bytes: None,
                     sha256: None,
                     verified: Vec::new(),
+                    unchecked: Vec::new(),
                     error: None,
                     note: None,
                 },

@@ -1028,6 +1028,7 @@ mod tests {
             bytes,
             sha256: String::new(),
             verified: Vec::new(),
+            unchecked: Vec::new(),
             note: None,
             renamed: None,
         }

@@ -10,8 +10,12 @@
 //!   under its final name (synced with the next claim, or at the end of the run).
 //!
 //! A line torn by a crash is ignored on reading; the file is compacted (written aside, synced,
-//! renamed) when it has grown well past what it describes. Partial downloads live in
-//! `.fetchdocs/partial/<id>.part`.
+//! renamed) when it has grown well past what it describes. Shards write record files of their
+//! own (`completed.shard-K-of-N.jsonl`); every one is read, however many, in the order of their
+//! names (`completed.jsonl` first). A run that holds the directory alone (a run of the whole)
+//! merges them all into `completed.jsonl`: the merged file is durable before any merged file is
+//! removed, and those go in the order they were read, so a crash at any point leaves records
+//! that read back the same. Partial downloads live in `.fetchdocs/partial/<id>.part`.
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
@@ -52,13 +56,15 @@ struct Line {
     sha256: Option<String>,
 }
 
-/// Where an ID's current line is: bit 63 set if it is a valid completion, bits 56–62 which record
-/// file, the rest the line's offset in it.
+/// Where an ID's current line is: bit 63 set if it is a valid completion, bits 40–62 which record
+/// file, the rest the line's offset in it (a record file of up to 1 TiB).
 const DONE_BIT: u64 = 1 << 63;
-const FILE_SHIFT: u32 = 56;
+const FILE_SHIFT: u32 = 40;
+const FILE_MASK: u64 = (1 << 23) - 1;
 const OFFSET_MASK: u64 = (1 << FILE_SHIFT) - 1;
-/// Most record files read (one per shard that shared the directory).
-const MAX_FILES: usize = 127;
+/// Record files kept open after reading (the rest are opened again when a line of theirs is
+/// read back): memory and descriptors do not grow with the number of shards.
+const OPEN_FILES: usize = 64;
 /// Longest line read back from a record file (names are at most 255 bytes).
 const MAX_LINE: usize = 16 * 1024;
 
@@ -76,6 +82,38 @@ enum Index {
 /// No line for this ID.
 const NONE: u64 = u64::MAX;
 
+/// Which record file an index position is in.
+fn file_of(at: u64) -> usize {
+    ((at >> FILE_SHIFT) & FILE_MASK) as usize
+}
+
+/// A record file read into the index.
+struct RecordFile {
+    path: PathBuf,
+    /// Held open (the first [`OPEN_FILES`] read), else opened when needed.
+    file: Option<File>,
+    /// Merged into another and removed: none of the index points here any more.
+    gone: bool,
+    /// Where its last whole line read ended.
+    read_to: u64,
+}
+
+/// A record file, held or opened for one read.
+enum Handle<'a> {
+    Held(&'a File),
+    Opened(File),
+}
+
+impl std::ops::Deref for Handle<'_> {
+    type Target = File;
+    fn deref(&self) -> &File {
+        match self {
+            Handle::Held(f) => f,
+            Handle::Opened(f) => f,
+        }
+    }
+}
+
 /// The state of one output directory.
 ///
 /// Every ID's current line is indexed by its position in the record files, not held in memory:
@@ -84,8 +122,10 @@ const NONE: u64 = u64::MAX;
 pub struct State {
     output_dir: PathBuf,
     dir: PathBuf,
-    /// Every record file read; the last is this run's own.
-    files: Vec<(PathBuf, File)>,
+    /// Every record file read, in the order read.
+    files: Vec<RecordFile>,
+    /// Which of them is this run's own.
+    own_no: usize,
     index: Index,
     log: Option<Arc<Log>>,
     /// Torn or unreadable lines found when loading.
@@ -95,21 +135,28 @@ pub struct State {
 impl State {
     /// Open (creating if needed) the state of `output_dir`, which must exist, with the record
     /// file of this run's own (see [`record_file_name`]); the record files of other shards
-    /// that shared the directory are read too. `requested`: the run's IDs, if no others can
-    /// come (the lookups then take their index in it).
-    pub fn open(output_dir: &Path, own: &str, requested: Option<&IdSet>) -> io::Result<State> {
+    /// that shared the directory are read too, however many. `requested`: the run's IDs, if no
+    /// others can come (the lookups then take their index in it). `alone`: no other run can
+    /// use the directory meanwhile (a run of the whole): every record file is merged into this
+    /// run's own.
+    pub fn open(
+        output_dir: &Path,
+        own: &str,
+        requested: Option<&IdSet>,
+        alone: bool,
+    ) -> io::Result<State> {
         let dir = output_dir.join(STATE_DIR);
         own_dir(&dir)?;
         own_dir(&dir.join(PARTIAL))?;
         let own_path = dir.join(own);
         own_file(&own_path)?;
-        let mut others = Vec::new();
+        own_options().truncate(false).open(&own_path)?;
+        let mut paths = Vec::new();
         for path in record_files(&dir)? {
-            if path.file_name() != Some(own.as_ref()) && fs::symlink_metadata(&path)?.is_file() {
-                others.push(path);
+            if path == own_path || fs::symlink_metadata(&path)?.is_file() {
+                paths.push(path);
             }
         }
-        others.truncate(MAX_FILES - 1);
         let mut state = State::empty(
             output_dir,
             match requested {
@@ -118,16 +165,25 @@ impl State {
                 None => Index::Own(IdSet::default(), Vec::new()),
             },
         );
-        for path in others {
-            state.load(path, requested)?;
+        let mut own_stats = LoadStats::default();
+        for path in paths {
+            let own = path == own_path;
+            let stats = state.load(path, requested)?;
+            if own {
+                state.own_no = state.files.len() - 1;
+                own_stats = stats;
+            }
         }
-        let own_stats = state.load(own_path.clone(), requested)?;
-        // Appending after a torn tail would glue two records together: rewrite first.
-        if own_stats.torn_tail
+        if alone && state.files.len() > 1 {
+            // Every shard's record into one file.
+            let all = (0..state.files.len()).collect();
+            state.rewrite(all, requested)?;
+        } else if own_stats.torn_tail
             || own_stats.skipped > 0
             || own_stats.lines > 2 * own_stats.kept + 1000
         {
-            state.rewrite_own(requested)?;
+            // Appending after a torn tail would glue two records together: rewrite first.
+            state.rewrite(vec![state.own_no], requested)?;
         }
         if let Index::Own(set, at) = &mut state.index {
             set.shrink_to_fit();
@@ -162,6 +218,12 @@ impl State {
     /// Read one record file into the index.
     fn load(&mut self, path: PathBuf, requested: Option<&IdSet>) -> io::Result<LoadStats> {
         let file_no = self.files.len() as u64;
+        if file_no >= FILE_MASK {
+            return Err(io::Error::other(format!(
+                "more than {FILE_MASK} record files in {}",
+                self.dir.display()
+            )));
+        }
         // A regular file only: a FIFO planted here would hang the read, a link to
         // `/dev/zero` would never end.
         let file = match fsx::open_regular(&path) {
@@ -173,14 +235,23 @@ impl State {
             Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
         };
         let mut stats = LoadStats::default();
+        let mut read_to = 0;
         for_each_line(&file, |at, buf| {
-            if !buf.ends_with(b"\n") {
+            if buf.ends_with(b"\n") {
+                read_to = at + buf.len() as u64;
+            } else {
                 stats.torn_tail = true;
             }
             if buf.iter().all(u8::is_ascii_whitespace) {
                 return Ok(());
             }
             stats.lines += 1;
+            if at > OFFSET_MASK {
+                return Err(io::Error::other(format!(
+                    "{} is larger than 1 TiB",
+                    path.display()
+                )));
+            }
             let line = match serde_json::from_slice::<Line>(buf) {
                 Ok(l) if is_plain_name(&l.path) && !stats.torn_tail => l,
                 _ => {
@@ -215,7 +286,7 @@ impl State {
                 return Ok(());
             };
             let prev = self.at(slot);
-            if prev == NONE || (prev >> FILE_SHIFT) & 0x7f != file_no {
+            if prev == NONE || file_of(prev) as u64 != file_no {
                 stats.kept += 1;
             }
             // A completion stands until a claim of another name comes later.
@@ -234,16 +305,21 @@ impl State {
             Ok(())
         })?;
         self.skipped_lines += stats.skipped;
-        self.files.push((path, file));
+        self.files.push(RecordFile {
+            path,
+            file: ((file_no as usize) < OPEN_FILES).then_some(file),
+            gone: false,
+            read_to,
+        });
         Ok(stats)
     }
 
     /// The line at an index position.
     fn line_at(&self, at: u64) -> io::Result<Option<Line>> {
-        let file_no = ((at >> FILE_SHIFT) & 0x7f) as usize;
-        let Some((_, file)) = self.files.get(file_no) else {
+        let Some(file) = self.handle(file_of(at))? else {
             return Ok(None);
         };
+        let file = &*file;
         // Most lines fit a small buffer; a long name gets a second, larger read.
         let mut small = [0u8; 1024];
         let n = read_at(file, &mut small, at & OFFSET_MASK)?;
@@ -259,49 +335,102 @@ impl State {
         Ok(serde_json::from_slice(&buf[..end]).ok())
     }
 
-    /// Replace this run's own record file atomically with its current lines.
-    fn rewrite_own(&mut self, requested: Option<&IdSet>) -> io::Result<()> {
-        let own_no = (self.files.len() - 1) as u64;
-        let (path, _) = &self.files[own_no as usize];
-        let path = path.clone();
+    /// Record file `no`, held open or opened now (`None`: merged away).
+    fn handle(&self, no: usize) -> io::Result<Option<Handle<'_>>> {
+        let Some(rf) = self.files.get(no) else {
+            return Ok(None);
+        };
+        Ok(match (&rf.file, rf.gone) {
+            (_, true) => None,
+            (Some(f), _) => Some(Handle::Held(f)),
+            (None, _) => Some(Handle::Opened(fsx::open_regular(&rf.path)?)),
+        })
+    }
+
+    /// Replace this run's own record file atomically with the current lines of the record
+    /// files `which` (its own among them), in that order; then remove the others, in the same
+    /// order, once that is durable. Whatever point a crash stops this at, the record files read
+    /// back the same: the new file holds each ID's current state, and the files left are a
+    /// tail of those it merged, which replayed after it change nothing.
+    fn rewrite(&mut self, which: Vec<usize>, requested: Option<&IdSet>) -> io::Result<()> {
+        let path = self.files[self.own_no].path.clone();
         let tmp = path.with_extension("jsonl.tmp");
+        // A number no line read so far has, so that a line moved is never taken for one of
+        // the lines still to come.
+        let new_no = self.files.len() as u64;
+        let mut offset = 0u64;
         {
             own_file(&tmp)?;
             let f = own_options().truncate(true).open(&tmp)?;
             let mut out = io::BufWriter::with_capacity(256 * 1024, f);
-            // The file's lines in order: an indexed ID's only if it is its current line, every
+            // The files' lines in order: an indexed ID's only if it is its current line, every
             // line of an ID not indexed (replayed, they say the same).
-            let mut offset = 0u64;
-            for_each_line(&File::open(&path)?, |at, buf| {
-                let here = (own_no << FILE_SHIFT) | at;
-                let Ok(line) = serde_json::from_slice::<Line>(buf) else {
-                    return Ok(());
+            for &no in &which {
+                let file = match self.handle(no)? {
+                    Some(h) => h.try_clone()?,
+                    None => continue,
                 };
-                if !buf.ends_with(b"\n") || !is_plain_name(&line.path) {
-                    return Ok(());
-                }
-                let slot = self.slot_of_line(&line.id, requested);
-                if let Some(slot) = slot
-                    && self.at(slot) & !DONE_BIT != here
-                {
-                    return Ok(());
-                }
-                let mut text = serde_json::to_vec(&line).map_err(io::Error::other)?;
-                text.push(b'\n');
-                out.write_all(&text)?;
-                if let Some(slot) = slot {
-                    let done = self.at(slot) & DONE_BIT;
-                    self.set_at(slot, done | (own_no << FILE_SHIFT) | offset);
-                }
-                offset += text.len() as u64;
-                Ok(())
-            })?;
+                for_each_line(&file, |at, buf| {
+                    let here = ((no as u64) << FILE_SHIFT) | at;
+                    let Ok(line) = serde_json::from_slice::<Line>(buf) else {
+                        return Ok(());
+                    };
+                    if !buf.ends_with(b"\n") || !is_plain_name(&line.path) {
+                        return Ok(());
+                    }
+                    let slot = self.slot_of_line(&line.id, requested);
+                    if let Some(slot) = slot
+                        && self.at(slot) & !DONE_BIT != here
+                    {
+                        return Ok(());
+                    }
+                    let mut text = serde_json::to_vec(&line).map_err(io::Error::other)?;
+                    text.push(b'\n');
+                    out.write_all(&text)?;
+                    if let Some(slot) = slot {
+                        let done = self.at(slot) & DONE_BIT;
+                        self.set_at(slot, done | (new_no << FILE_SHIFT) | offset);
+                    }
+                    offset += text.len() as u64;
+                    Ok(())
+                })?;
+            }
             out.flush()?;
             out.get_ref().sync_all()?;
         }
         fs::rename(&tmp, &path)?;
-        let _ = fsx::Dir::open(path.parent().unwrap_or(Path::new("."))).and_then(|d| d.sync());
-        self.files[own_no as usize].1 = File::open(&path)?;
+        let dir = fsx::Dir::open(path.parent().unwrap_or(Path::new(".")));
+        let _ = dir.as_ref().map(|d| d.sync());
+        for &no in &which {
+            self.files[no].gone = true;
+            self.files[no].file = None;
+        }
+        self.files.push(RecordFile {
+            file: Some(fsx::open_regular(&path)?),
+            path: path.clone(),
+            gone: false,
+            read_to: offset,
+        });
+        self.own_no = new_no as usize;
+        // The merged files go, in the order read; a failure stops there (those left are read
+        // again, and said the same).
+        let mut removed = false;
+        for &no in &which {
+            let merged = &self.files[no].path;
+            if *merged == path {
+                continue;
+            }
+            if let Err(e) = fs::remove_file(merged)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                log::debug!("cannot remove {} once merged ({e})", merged.display());
+                break;
+            }
+            removed = true;
+        }
+        if removed {
+            let _ = dir.as_ref().map(|d| d.sync());
+        }
         Ok(())
     }
 
@@ -352,8 +481,11 @@ impl State {
 
     /// Call `f` with every (id, name) owned, reading the record files through once.
     pub fn for_each_name(&self, mut f: impl FnMut(&Uuid, &str)) -> io::Result<()> {
-        for (file_no, (_, file)) in self.files.iter().enumerate() {
-            for_each_line(file, |at, buf| {
+        for file_no in 0..self.files.len() {
+            let Some(file) = self.handle(file_no)? else {
+                continue;
+            };
+            for_each_line(&file, |at, buf| {
                 let Ok(line) = serde_json::from_slice::<Line>(buf) else {
                     return Ok(());
                 };
@@ -370,6 +502,23 @@ impl State {
             })?;
         }
         Ok(())
+    }
+
+    /// What other runs sharing the directory record from now on (beyond what this run read).
+    pub fn others(&self) -> Others {
+        Others {
+            dir: self.dir.clone(),
+            output_dir: self.output_dir.clone(),
+            own: self.files[self.own_no].path.clone(),
+            read: self
+                .files
+                .iter()
+                .filter(|f| !f.gone)
+                .map(|f| (f.path.clone(), f.read_to))
+                .collect(),
+            last: std::collections::HashMap::new(),
+            listed: None,
+        }
     }
 
     /// Claim `name` for `id`, durably: call before the file takes the name.
@@ -422,6 +571,113 @@ impl State {
             Some(log) => log.sync(),
             None => Ok(()),
         }
+    }
+}
+
+/// The lines other runs sharing the directory (shards) append to their record files while this
+/// run goes, read as they come: an ID this run gets hold of may have been completed by one of
+/// them since this run read the record. Each of their IDs' latest state is kept (memory grows
+/// with what they record, not with the number of files).
+#[derive(Debug)]
+pub struct Others {
+    dir: PathBuf,
+    output_dir: PathBuf,
+    /// This run's own record file (not read).
+    own: PathBuf,
+    /// How far each record file has been read.
+    read: std::collections::HashMap<PathBuf, u64>,
+    /// The other record files at the latest listing, the directory's modification time then,
+    /// and when it was listed: it is listed again only once that time changes (a record file
+    /// was created) or while the listing may have fallen in the same tick of the file system's
+    /// clock as the latest change.
+    listed: Option<(Vec<PathBuf>, std::time::SystemTime, std::time::SystemTime)>,
+    /// Each ID's state by the rule of loading: a completion stands until a claim of another
+    /// name comes later.
+    last: std::collections::HashMap<Uuid, Line>,
+}
+
+impl Others {
+    /// Read what the record files gained since the last look (a file that shrank, rewritten
+    /// by its run, is read again from its start).
+    pub fn refresh(&mut self) -> io::Result<()> {
+        let changed = fs::metadata(&self.dir)?.modified()?;
+        let relist = match &self.listed {
+            Some((_, seen, at)) => {
+                *seen != changed || *at < changed + std::time::Duration::from_secs(2)
+            }
+            None => true,
+        };
+        if relist {
+            let at = std::time::SystemTime::now();
+            let mut paths = record_files(&self.dir)?;
+            paths.retain(|p| *p != self.own);
+            self.listed = Some((paths, changed, at));
+        }
+        let paths = match &mut self.listed {
+            Some(l) => std::mem::take(&mut l.0),
+            None => Vec::new(),
+        };
+        let read = self.read_tails(&paths);
+        if let Some(l) = &mut self.listed {
+            l.0 = paths;
+        }
+        read
+    }
+
+    /// Read what each of `paths` gained since it was last read.
+    fn read_tails(&mut self, paths: &[PathBuf]) -> io::Result<()> {
+        for path in paths {
+            let Ok(meta) = fs::symlink_metadata(path) else {
+                continue;
+            };
+            let from = self.read.get(path).copied().unwrap_or(0);
+            if !meta.is_file() || meta.len() == from {
+                continue;
+            }
+            let from = if meta.len() < from { 0 } else { from };
+            let Ok(file) = fsx::open_regular(path) else {
+                continue;
+            };
+            let mut read_to = from;
+            let last = &mut self.last;
+            for_each_line_from(&file, from, |at, buf| {
+                if !buf.ends_with(b"\n") {
+                    // Being written: read again next time.
+                    return Ok(());
+                }
+                read_to = at + buf.len() as u64;
+                let Ok(line) = serde_json::from_slice::<Line>(buf) else {
+                    return Ok(());
+                };
+                if !is_plain_name(&line.path) {
+                    return Ok(());
+                }
+                let keep = line.bytes.is_none()
+                    && last
+                        .get(&line.id)
+                        .is_some_and(|l| l.bytes.is_some() && l.path == line.path);
+                if !keep {
+                    last.insert(line.id, line);
+                }
+                Ok(())
+            })?;
+            self.read.insert(path.clone(), read_to);
+        }
+        Ok(())
+    }
+
+    /// The record of `id` if another run completed it since this run read the record, its file
+    /// on disk and whole (as of the latest [`Others::refresh`]).
+    pub fn completed(&self, id: &Uuid) -> Option<Record> {
+        let l = self.last.get(id)?;
+        let bytes = l.bytes?;
+        let meta = fs::symlink_metadata(self.output_dir.join(&l.path)).ok()?;
+        (meta.is_file() && meta.len() == bytes).then(|| Record {
+            id: l.id,
+            path: l.path.clone(),
+            bytes,
+            sha256: l.sha256.clone(),
+        })
     }
 }
 
@@ -498,6 +754,13 @@ impl Log {
         )
     }
 
+    /// Write what waits (not synced): for other runs sharing the directory to read it now.
+    pub fn write_out(&self) -> io::Result<()> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (file, pending) = &mut *inner;
+        write_pending(file, pending)
+    }
+
     /// Write what waits, and make everything durable.
     pub fn sync(&self) -> io::Result<()> {
         {
@@ -563,10 +826,21 @@ struct LoadStats {
 /// Call `f` with each line of `file`, read from its start, and the line's offset in it (a last
 /// line without its newline as it is). A line longer than [`MAX_LINE`] is no record (none is
 /// that long): it is passed over without being held in memory.
-fn for_each_line(file: &File, mut f: impl FnMut(u64, &[u8]) -> io::Result<()>) -> io::Result<()> {
-    let mut reader = BufReader::with_capacity(256 * 1024, file.try_clone()?);
-    io::Seek::seek(&mut reader, io::SeekFrom::Start(0))?;
-    let (mut offset, mut buf) = (0u64, Vec::with_capacity(512));
+fn for_each_line(file: &File, f: impl FnMut(u64, &[u8]) -> io::Result<()>) -> io::Result<()> {
+    for_each_line_from(file, 0, f)
+}
+
+/// [`for_each_line`] from `start` on.
+fn for_each_line_from(
+    file: &File,
+    start: u64,
+    mut f: impl FnMut(u64, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    // A whole file gets a large buffer; what was appended since the last look, a small one.
+    let capacity = if start == 0 { 256 * 1024 } else { 16 * 1024 };
+    let mut reader = BufReader::with_capacity(capacity, file.try_clone()?);
+    io::Seek::seek(&mut reader, io::SeekFrom::Start(start))?;
+    let (mut offset, mut buf) = (start, Vec::with_capacity(512));
     loop {
         buf.clear();
         let mut n = io::Read::take(&mut reader, MAX_LINE as u64).read_until(b'\n', &mut buf)?;
@@ -648,8 +922,7 @@ pub fn for_each_completed(
 
 impl State {
     /// The record files `paths` of `output_dir`, read without creating or writing anything.
-    fn read_only(output_dir: &Path, mut paths: Vec<PathBuf>) -> io::Result<State> {
-        paths.truncate(MAX_FILES);
+    fn read_only(output_dir: &Path, paths: Vec<PathBuf>) -> io::Result<State> {
         let mut state = State::empty(output_dir, Index::Own(IdSet::default(), Vec::new()));
         for p in paths {
             state.load(p, None)?;
@@ -663,6 +936,7 @@ impl State {
             output_dir: output_dir.to_path_buf(),
             dir: output_dir.join(STATE_DIR),
             files: Vec::new(),
+            own_no: 0,
             index,
             log: None,
             skipped_lines: 0,
@@ -713,11 +987,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a.pdf"), b"12345").unwrap();
         {
-            let st = State::open(dir.path(), COMPLETED, None).unwrap();
+            let st = State::open(dir.path(), COMPLETED, None, false).unwrap();
             st.record(rec(1, "a.pdf", 5)).unwrap();
             st.record(rec(2, "b.pdf", 3)).unwrap();
         }
-        let st = State::open(dir.path(), COMPLETED, None).unwrap();
+        let st = State::open(dir.path(), COMPLETED, None, false).unwrap();
         assert!(st.completed(&Uuid::from_u128(1), 0).is_some());
         // b.pdf is not on disk: not complete, but its name is remembered.
         assert!(st.completed(&Uuid::from_u128(2), 0).is_none());
@@ -751,14 +1025,14 @@ mod tests {
             format!("{good}\n{evil}\n{{\"id\":\"0000"),
         )
         .unwrap();
-        let st = State::open(dir.path(), COMPLETED, None).unwrap();
+        let st = State::open(dir.path(), COMPLETED, None, false).unwrap();
         assert_eq!(st.skipped_lines, 2);
         assert!(st.completed(&Uuid::from_u128(1), 0).is_some());
         assert!(st.previous_name(&Uuid::from_u128(2), 0).is_none());
         // The torn tail was compacted away, so a new record starts on a line of its own.
         st.record(rec(3, "c.pdf", 1)).unwrap();
         drop(st);
-        let st = State::open(dir.path(), COMPLETED, None).unwrap();
+        let st = State::open(dir.path(), COMPLETED, None, false).unwrap();
         assert_eq!(st.skipped_lines, 0);
         assert_eq!(
             st.previous_name(&Uuid::from_u128(3), 0),
@@ -771,12 +1045,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id = Uuid::from_u128(7);
         {
-            let st = State::open(dir.path(), COMPLETED, None).unwrap();
+            let st = State::open(dir.path(), COMPLETED, None, false).unwrap();
             st.claim(id, "report.pdf").unwrap();
             // Crash here: the file may even be in place, but was never recorded.
             fs::write(dir.path().join("report.pdf"), b"whole").unwrap();
         }
-        let st = State::open(dir.path(), COMPLETED, None).unwrap();
+        let st = State::open(dir.path(), COMPLETED, None, false).unwrap();
         assert_eq!(st.previous_name(&id, 0), Some("report.pdf".to_string()));
         assert!(
             st.completed(&id, 0).is_none(),
@@ -792,11 +1066,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a.pdf"), b"12345").unwrap();
         let id = Uuid::from_u128(1);
-        let st = State::open(dir.path(), COMPLETED, None).unwrap();
+        let st = State::open(dir.path(), COMPLETED, None, false).unwrap();
         st.record(rec(1, "a.pdf", 5)).unwrap();
         st.claim(id, "b.pdf").unwrap();
         drop(st);
-        let st = State::open(dir.path(), COMPLETED, None).unwrap();
+        let st = State::open(dir.path(), COMPLETED, None, false).unwrap();
         assert!(st.completed(&id, 0).is_none());
         assert_eq!(st.previous_name(&id, 0), Some("b.pdf".to_string()));
     }
@@ -808,7 +1082,7 @@ mod tests {
             fs::write(dir.path().join(n), b"12345").unwrap();
         }
         {
-            let st = State::open(dir.path(), COMPLETED, None).unwrap();
+            let st = State::open(dir.path(), COMPLETED, None, false).unwrap();
             for (i, n) in [(1, "a.pdf"), (2, "b.pdf"), (3, "c.pdf")] {
                 st.record(rec(i, n, 5)).unwrap();
             }
@@ -820,7 +1094,7 @@ mod tests {
         let mut run = IdSet::default();
         run.insert(Uuid::from_u128(3));
         run.insert(Uuid::from_u128(9));
-        let st = State::open(dir.path(), COMPLETED, Some(&run)).unwrap();
+        let st = State::open(dir.path(), COMPLETED, Some(&run), false).unwrap();
         assert_eq!(st.completed(&Uuid::from_u128(3), 0).unwrap().path, "c.pdf");
         assert!(st.completed(&Uuid::from_u128(9), 1).is_none());
         let mut names = Vec::new();
@@ -829,7 +1103,7 @@ mod tests {
         assert!(names.contains(&"a.pdf".to_string()) && names.contains(&"b.pdf".to_string()));
         drop(st);
         // Nothing of the IDs this run did not ask for was lost.
-        let all = State::open(dir.path(), COMPLETED, None).unwrap();
+        let all = State::open(dir.path(), COMPLETED, None, false).unwrap();
         for (i, n) in [(1, "a.pdf"), (2, "b.pdf"), (3, "c.pdf")] {
             assert_eq!(all.completed(&Uuid::from_u128(i), 0).unwrap().path, n);
         }
@@ -840,7 +1114,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a.pdf"), b"12345").unwrap();
         {
-            let st = State::open(dir.path(), COMPLETED, None).unwrap();
+            let st = State::open(dir.path(), COMPLETED, None, false).unwrap();
             for _ in 0..1500 {
                 st.record(rec(1, "a.pdf", 5)).unwrap();
             }
@@ -850,12 +1124,12 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 1501);
         let mut run = IdSet::default();
         run.insert(Uuid::from_u128(1));
-        let st = State::open(dir.path(), COMPLETED, Some(&run)).unwrap();
+        let st = State::open(dir.path(), COMPLETED, Some(&run), false).unwrap();
         assert!(st.completed(&Uuid::from_u128(1), 0).is_some());
         drop(st);
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
-        let st = State::open(dir.path(), COMPLETED, None).unwrap();
+        let st = State::open(dir.path(), COMPLETED, None, false).unwrap();
         assert_eq!(st.previous_name(&Uuid::from_u128(2), 0).unwrap(), "b.pdf");
     }
 
@@ -867,8 +1141,8 @@ mod tests {
         let one = record_file_name(Some((1, 2)));
         let two = record_file_name(Some((2, 2)));
         {
-            let a = State::open(dir.path(), &one, None).unwrap();
-            let b = State::open(dir.path(), &two, None).unwrap();
+            let a = State::open(dir.path(), &one, None, false).unwrap();
+            let b = State::open(dir.path(), &two, None, false).unwrap();
             a.record(rec(1, "a.pdf", 5)).unwrap();
             b.record(rec(2, "b.pdf", 3)).unwrap();
         }
@@ -884,7 +1158,7 @@ mod tests {
                 .contains("b.pdf")
         );
         // An unsharded run afterwards sees both.
-        let all = State::open(dir.path(), COMPLETED, None).unwrap();
+        let all = State::open(dir.path(), COMPLETED, None, false).unwrap();
         assert!(all.completed(&Uuid::from_u128(1), 0).is_some());
         assert!(all.completed(&Uuid::from_u128(2), 0).is_some());
     }
@@ -907,5 +1181,116 @@ mod tests {
             seen,
             [(long, b"short\n".to_vec()), (long + 6, b"last".to_vec())]
         );
+    }
+
+    /// Record files as `n` shard runs leave them: file `k` completes ID `k` (its file on disk).
+    fn many_shards(dir: &Path, n: u32) {
+        for k in 0..n {
+            let name = format!("f{k}.pdf");
+            fs::write(dir.join(&name), b"12345").unwrap();
+            let st = State::open(dir, &record_file_name(Some((k, n))), None, false).unwrap();
+            st.record(rec(k as u128, &name, 5)).unwrap();
+        }
+    }
+
+    #[test]
+    fn every_record_file_counts_however_many() {
+        let dir = tempfile::tempdir().unwrap();
+        many_shards(dir.path(), 200);
+        for alone in [false, true] {
+            let st = State::open(dir.path(), COMPLETED, None, alone).unwrap();
+            for k in 0..200u128 {
+                assert!(st.completed(&Uuid::from_u128(k), 0).is_some(), "{k}");
+            }
+            let mut names = 0;
+            st.for_each_name(|_, _| names += 1).unwrap();
+            assert_eq!(names, 200);
+        }
+        let mut n = 0;
+        for_each_completed(dir.path(), |_| n += 1).unwrap();
+        assert_eq!(n, 200);
+    }
+
+    #[test]
+    fn a_run_alone_merges_every_record_into_one_and_a_shard_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        many_shards(dir.path(), 130);
+        let count = || record_files(&dir.path().join(STATE_DIR)).unwrap().len();
+        drop(State::open(dir.path(), &record_file_name(Some((0, 2))), None, false).unwrap());
+        assert_eq!(count(), 131, "a shard merges nothing");
+        let mut run = IdSet::default();
+        run.insert(Uuid::from_u128(3));
+        let st = State::open(dir.path(), COMPLETED, Some(&run), true).unwrap();
+        assert_eq!(count(), 1);
+        assert_eq!(st.completed(&Uuid::from_u128(3), 0).unwrap().path, "f3.pdf");
+        drop(st);
+        let st = State::open(dir.path(), COMPLETED, None, false).unwrap();
+        for k in 0..130u128 {
+            assert!(st.completed(&Uuid::from_u128(k), 0).is_some(), "{k}");
+        }
+    }
+
+    #[test]
+    fn a_merge_cut_short_before_the_merged_files_go_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.pdf"), b"12345").unwrap();
+        fs::write(dir.path().join("b.pdf"), b"123").unwrap();
+        let id = Uuid::from_u128(1);
+        {
+            // Completed a.pdf, then claimed b.pdf (and crashed before completing it): the
+            // completion no longer stands.
+            let one = State::open(dir.path(), &record_file_name(Some((0, 2))), None, false);
+            one.unwrap().record(rec(1, "a.pdf", 5)).unwrap();
+            let two = State::open(dir.path(), &record_file_name(Some((1, 2))), None, false);
+            two.unwrap().claim(id, "b.pdf").unwrap();
+        }
+        let state_dir = dir.path().join(STATE_DIR);
+        let saved: Vec<_> = record_files(&state_dir)
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.clone(), fs::read(&p).unwrap()))
+            .collect();
+        drop(State::open(dir.path(), COMPLETED, None, true).unwrap());
+        // A crash after the merged file was in place, before the shards' files went: put each
+        // back (every tail of them) and read.
+        for left in 0..=saved.len() {
+            for (p, data) in &saved[left..] {
+                fs::write(p, data).unwrap();
+            }
+            let st = State::open(dir.path(), COMPLETED, None, false).unwrap();
+            assert!(st.completed(&id, 0).is_none(), "{left}");
+            assert_eq!(st.previous_name(&id, 0).as_deref(), Some("b.pdf"), "{left}");
+        }
+    }
+
+    #[test]
+    fn what_other_runs_complete_meanwhile_is_seen_new_record_files_too() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.pdf"), b"12345").unwrap();
+        fs::write(dir.path().join("b.pdf"), b"123").unwrap();
+        let other = State::open(dir.path(), &record_file_name(Some((0, 2))), None, false).unwrap();
+        let me = State::open(dir.path(), &record_file_name(Some((0, 3))), None, false).unwrap();
+        let mut others = me.others();
+        others.refresh().unwrap();
+        assert!(others.completed(&Uuid::from_u128(1)).is_none());
+        // Completed by the other run after this one read the record.
+        other.log().unwrap().record(rec(1, "a.pdf", 5)).unwrap();
+        other.log().unwrap().write_out().unwrap();
+        others.refresh().unwrap();
+        assert_eq!(others.completed(&Uuid::from_u128(1)).unwrap().path, "a.pdf");
+        // A run that started after this one, with a record file of its own.
+        let late = State::open(dir.path(), &record_file_name(Some((1, 4))), None, false).unwrap();
+        late.log().unwrap().record(rec(2, "b.pdf", 3)).unwrap();
+        late.log().unwrap().write_out().unwrap();
+        others.refresh().unwrap();
+        assert!(others.completed(&Uuid::from_u128(2)).is_some());
+        // A file whose bytes are not what was recorded is not complete.
+        fs::write(dir.path().join("b.pdf"), b"1234").unwrap();
+        assert!(others.completed(&Uuid::from_u128(2)).is_none());
+        // This run's own record is not another's.
+        me.log().unwrap().record(rec(3, "a.pdf", 5)).unwrap();
+        me.log().unwrap().write_out().unwrap();
+        others.refresh().unwrap();
+        assert!(others.completed(&Uuid::from_u128(3)).is_none());
     }
 }

@@ -1,13 +1,14 @@
 //! `fetchdocs config show`: the settings a download would take from its flags, the environment
 //! and the config file, and where each comes from. The API key is never shown, only its
-//! source; a user name and password in a base URL are shown as `***@`.
+//! source; a user name and password in a base URL are shown as `***@`, its query values as
+//! `***`.
 
 use clap::CommandFactory;
 use clap::parser::ValueSource;
 
 use crate::api::API_KEY_ENV;
 use crate::cli::{Cli, DownloadArgs};
-use crate::config::redact_userinfo;
+use crate::config::redact_base_url;
 use crate::error::{Exit, Fatal};
 use crate::profile::{self, Loaded, Settings};
 
@@ -65,7 +66,7 @@ pub fn show(args: &DownloadArgs) -> Result<Exit, Fatal> {
             (_, None) => (default.to_string(), "default".to_string()),
         };
         let value = match *name {
-            "base_url" => redact_userinfo(&value),
+            "base_url" => redact_base_url(&value),
             _ => value,
         };
         println!("{name:<20} {value:<40} {source}");

@@ -1,13 +1,10 @@
 //! `fetchdocs demo`: the sandbox in-process, a few hundred files, and the real `download` run
 //! through both vendors' APIs, with the vendors' documented pacing.
 
-use std::time::Duration;
-
 use clap::Parser;
-use fetchdocs_sandbox::{Catalog, SandboxConfig};
 use tokio_util::sync::CancellationToken;
 
-use super::sandbox::{per_minute, shell_quote, start, write_ids};
+use super::sandbox::{shell_quote, start, write_ids};
 use crate::cli::{Cli, Command, DemoArgs};
 use crate::config::{Config, Surroundings};
 use crate::error::{Exit, Fatal};
@@ -15,14 +12,26 @@ use crate::progress::{Verbosity, init_logging};
 use crate::provider::ProviderKind;
 
 pub async fn run(args: DemoArgs) -> Result<Exit, Fatal> {
-    let mut cfg = SandboxConfig::new(Catalog::generate(args.files, 1));
-    // The vendors' documented limits, so the demo shows real pacing.
-    let vendors = [ProviderKind::Veridox, ProviderKind::Keelvar].map(ProviderKind::vendor);
-    cfg.faults.rate_limit = per_minute(vendors[0].requests_per_minute, false);
-    cfg.keelvar.rate_limit = per_minute(vendors[1].requests_per_minute, true);
-    // Jobs that take a second, as real ones do.
-    cfg.keelvar.polls_to_complete = 1;
-    cfg.keelvar.min_job_time = Duration::from_secs(1);
+    // The sandbox `fetchdocs sandbox` serves with these arguments (the vendors' documented
+    // limits, jobs that take a second as real ones do), so that the commands printed below run
+    // again against that command once the demo has ended.
+    let mut sandbox_argv = vec![
+        "fetchdocs".to_string(),
+        "sandbox".into(),
+        "--files".into(),
+        args.files.to_string(),
+        "--seed".into(),
+        "1".into(),
+    ];
+    let Command::Sandbox(sandbox_args) = Cli::try_parse_from(&sandbox_argv)
+        .map_err(|e| Fatal::Internal(format!("the demo's own sandbox command line: {e}")))?
+        .command
+    else {
+        return Err(Fatal::Internal(
+            "the demo's own sandbox command line is not a sandbox".into(),
+        ));
+    };
+    let cfg = super::sandbox::config(&sandbox_args);
     let keys = [
         (ProviderKind::Veridox, cfg.veridox_key.clone()),
         (ProviderKind::Keelvar, cfg.keelvar.key.clone()),
@@ -33,6 +42,15 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Fatal> {
         .map_err(|e| Fatal::Usage(format!("cannot write the demo's ID list: {e}")))?;
     let files = cfg.catalog.files().len();
     let sandbox = start(cfg).await?;
+    // The same sandbox again, on the port this one got.
+    let port = sandbox
+        .api_url
+        .rsplit(':')
+        .next()
+        .unwrap_or("0")
+        .to_string();
+    sandbox_argv.splice(2..2, ["--port".to_string(), port]);
+    let serve_again = sandbox_argv[..].join(" ");
     init_logging(Verbosity::Normal);
     let (cancel, now) = (CancellationToken::new(), CancellationToken::new());
     super::spawn_signal_handler(cancel.clone(), now.clone());
@@ -123,5 +141,11 @@ pub async fn run(args: DemoArgs) -> Result<Exit, Fatal> {
             eprintln!("fetchdocs demo: check them any time: {check}");
         }
     }
+    // The demo's sandbox has gone with it: the download commands above run again, as printed,
+    // while this serves the same files with the same keys at the same address.
+    eprintln!(
+        "fetchdocs demo: to run the download commands above again, serve the same sandbox \
+         first (another terminal; Ctrl-C stops it): {serve_again}"
+    );
     worst
 }

@@ -8,14 +8,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiClient;
 use crate::cli::DownloadArgs;
-use crate::config::{Config, IdSource, Surroundings};
+use crate::config::{Config, EarlyReport, IdSource, Surroundings};
 use crate::download::{
     AnyDest, BucketDest, BucketError, DownloadPolicy, LocalDir, RateCap, file_host_client,
 };
 use crate::error::{Exit, Fatal};
 use crate::ids::{self, IdList, IdSet, Shard};
 use crate::lanes::lanes_for;
-use crate::lock::{DirLock, LockError};
+use crate::lock::{Claims, DirLock, LockError};
 use crate::naming::NameRegistry;
 use crate::naming::same_name;
 use crate::output::BucketUrl;
@@ -31,7 +31,9 @@ use crate::state::{STATE_DIR, State, record_file_name};
 
 /// `fetchdocs download` with this process's environment.
 pub fn run(args: DownloadArgs, runtime: &tokio::runtime::Runtime) -> Result<Exit, Fatal> {
-    let cfg = Config::from_args(args, &Surroundings::of_process())?;
+    let env = Surroundings::of_process();
+    let early = EarlyReport::of(&args);
+    let cfg = Config::from_args(args, &env).map_err(|e| refused_before_config(early, &env, e))?;
     init_logging(cfg.verbosity);
     for warning in &cfg.warnings {
         log::warn!("{warning}");
@@ -189,9 +191,25 @@ pub async fn execute(
     let state_dir = scratch
         .as_ref()
         .map_or(cfg.output_dir.as_path(), |t| t.path());
-    let (_lock, mut state) = match open_output_dir(state_dir, cfg.shard, known) {
+    let (_lock, mut state) = match open_output_dir(state_dir, cfg.shard, known, cfg.dry_run) {
         Ok(opened) => opened,
         Err(e) => return Err(report_early(cfg, list.ids, e)),
+    };
+    // Shards of any layout never work on one ID at once (claimed here, released as each ends,
+    // the rest once the last file is placed).
+    // (In a bucket the prefix's leases keep runs apart; the local scratch state has no peers.)
+    let mut claims = match cfg.dry_run || cfg.bucket.is_some() {
+        true => Claims::none(),
+        false => match Claims::open(&cfg.output_dir, cfg.shard) {
+            Ok(claims) => claims,
+            Err(e) => {
+                let e = Fatal::Usage(format!(
+                    "cannot use the output directory {}: {e}",
+                    cfg.output_dir.display()
+                ));
+                return Err(report_early(cfg, list.ids, e));
+            }
+        },
     };
     let ui = Ui::new(cfg.verbosity, cfg.progress_bars, list.ids.len() as u64);
     if state.skipped_lines > 0 {
@@ -287,6 +305,8 @@ pub async fn execute(
                 shard: cfg.shard,
                 parts: state.partial_ids().ok(),
                 dest: dest.clone(),
+                claims: &mut claims,
+                waiting: Default::default(),
             };
             let ran = tokio::select! {
                 biased;
@@ -367,6 +387,7 @@ fn open_output_dir(
     dir: &std::path::Path,
     shard: Option<Shard>,
     ids: Option<&IdSet>,
+    dry_run: bool,
 ) -> Result<(DirLock, State), Fatal> {
     super::prepare_output_dir(dir)?;
     let unusable = |e: std::io::Error| {
@@ -389,12 +410,31 @@ fn open_output_dir(
                 None => String::new(),
             }
         )),
+        LockError::Shards(pids) => Fatal::Locked(format!(
+            "shards are using {} ({}); a run of the whole never runs beside them, and nothing \
+             was done. Wait for them to finish, or stop them",
+            dir.display(),
+            match pids.as_slice() {
+                [] => "pids unknown".to_string(),
+                [one] => format!("pid {one}"),
+                many => format!(
+                    "pids {}",
+                    many.iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        )),
         LockError::Io(e) => unusable(e),
     })?;
     let state = State::open(
         dir,
         &record_file_name(shard.map(|s| (s.index, s.count))),
         ids,
+        // A run of the whole holds the directory alone: it merges every shard's record (not a
+        // dry run, which changes nothing on disk).
+        shard.is_none() && !dry_run,
     )
     .map_err(unusable)?;
     Ok((lock, state))
@@ -453,6 +493,32 @@ fn report_early(cfg: &Config, ids: IdSet, e: Fatal) -> Fatal {
     recorder.fail_unfinished(&format!("not attempted: {e}"));
     recorder.set_error(e.to_string());
     write_report(cfg, &mut recorder);
+    e
+}
+
+/// The settings were refused (exit 2: no API key, no IDs, a bad --shard…): the report asked
+/// for is still written, with the same sentence as stderr, so yesterday's never passes for
+/// today's, and `e` is handed on; a report path that cannot be used is refused instead.
+fn refused_before_config(early: EarlyReport, env: &Surroundings, e: Fatal) -> Fatal {
+    if !matches!(e, Fatal::Usage(_)) {
+        return e;
+    }
+    let Some((path, provider)) = early.resolve(env) else {
+        return e;
+    };
+    // As in `execute`: an unusable report path is said first.
+    if let Err(bad) = check_report_path(&path) {
+        return bad;
+    }
+    let vendor = provider.map_or("", |p| p.vendor().name);
+    let mut recorder = Recorder::new(vendor, IdSet::default(), Lines::None, false);
+    recorder.set_error(e.to_string());
+    if let Err(why) = recorder.write_report(&path) {
+        eprintln!(
+            "fetchdocs: cannot write the report to {}: {why}",
+            path.display()
+        );
+    }
     e
 }
 

@@ -101,7 +101,8 @@ fn spawn_signal_handler(cancel: CancellationToken, now: CancellationToken) {
             match count {
                 1 => {
                     crate::progress::eprint_line(
-                        "fetchdocs: interrupted; stopping (press Ctrl-C again to quit at once)",
+                        "fetchdocs: interrupted; stopping (press Ctrl-C again to stop waiting for \
+                         downloads)",
                     );
                     cancel.cancel();
                 }

@@ -13,22 +13,7 @@ use crate::error::{Exit, Fatal};
 
 /// Serve until interrupted.
 pub async fn run(args: SandboxArgs) -> Result<Exit, Fatal> {
-    let mut catalog = Catalog::generate(args.files, args.seed);
-    if let Some(size) = args.file_size {
-        catalog = Catalog::new(
-            catalog
-                .files()
-                .iter()
-                .map(|f| CatalogFile { size, ..f.clone() })
-                .collect(),
-        );
-    }
-    let mut cfg = SandboxConfig::new(catalog);
-    cfg.external_files = args.files_at.clone();
-    cfg.port = args.port;
-    cfg.seed = args.seed;
-    cfg.faults = faults_from_args(&args.faults);
-    cfg.keelvar = keelvar_from_args(&args.faults);
+    let cfg = config(&args);
     if let Some(path) = &args.ids_out {
         write_ids(path, cfg.catalog.files().iter().map(|f| f.id))
             .map_err(|e| Fatal::Usage(format!("cannot write {}: {e}", path.display())))?;
@@ -85,6 +70,28 @@ pub async fn run(args: SandboxArgs) -> Result<Exit, Fatal> {
     Ok(Exit::Success)
 }
 
+/// The sandbox these arguments describe (the same arguments, the same sandbox: files, keys,
+/// limits).
+pub fn config(args: &SandboxArgs) -> SandboxConfig {
+    let mut catalog = Catalog::generate(args.files, args.seed);
+    if let Some(size) = args.file_size {
+        catalog = Catalog::new(
+            catalog
+                .files()
+                .iter()
+                .map(|f| CatalogFile { size, ..f.clone() })
+                .collect(),
+        );
+    }
+    let mut cfg = SandboxConfig::new(catalog);
+    cfg.external_files = args.files_at.clone();
+    cfg.port = args.port;
+    cfg.seed = args.seed;
+    cfg.faults = faults_from_args(&args.faults);
+    cfg.keelvar = keelvar_from_args(&args.faults);
+    cfg
+}
+
 /// Start a sandbox; failing to bind is fetchdocs' trouble, not the user's input.
 pub async fn start(cfg: SandboxConfig) -> Result<Sandbox, Fatal> {
     Sandbox::start(cfg)
@@ -99,6 +106,9 @@ fn time_scale(f: &FaultArgs) -> u32 {
 
 /// Sandbox faults from the command line; the vendor's time constants divided by
 /// `--time-scale`.
+// Without the sandbox's test controls (a plain `cargo build`), the fields set here are all
+// there are and `..Faults::default()` adds nothing; with them (the test build), it fills them.
+#[allow(clippy::needless_update)]
 fn faults_from_args(f: &FaultArgs) -> Faults {
     let scale = time_scale(f);
     Faults {
@@ -131,11 +141,6 @@ fn keelvar_from_args(f: &FaultArgs) -> KeelvarConfig {
         ),
         ..KeelvarConfig::default()
     }
-}
-
-/// At most `limit` requests a minute (0: no limit), with or without `RateLimit-*` headers.
-pub fn per_minute(limit: u32, headers: bool) -> Option<RateRule> {
-    per_window(limit, Duration::from_secs(60), headers)
 }
 
 /// At most `limit` requests in any `window` (0: no limit).

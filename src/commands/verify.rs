@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::cli::VerifyArgs;
 use crate::download::sha256_of;
 use crate::error::{Exit, Fatal};
-use crate::state::{Record, for_each_completed};
+use crate::state::{Record, STATE_DIR, for_each_completed};
 
 /// What a file on disk is, against its record.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,6 +35,7 @@ pub fn run(args: &VerifyArgs) -> Result<Exit, Fatal> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let mut tally = Tally::default();
     let mut group = Vec::with_capacity(GROUP);
+    refuse_a_linked_state_dir(dir)?;
     let recorded = for_each_completed(dir, |rec| {
         group.push(rec);
         if group.len() == GROUP {
@@ -67,6 +68,20 @@ pub fn run(args: &VerifyArgs) -> Result<Exit, Fatal> {
     } else {
         Exit::Success
     })
+}
+
+/// A `.fetchdocs` that is a link (or a file) is not read through, as `download` refuses to
+/// write through it: its records would name files elsewhere.
+fn refuse_a_linked_state_dir(dir: &Path) -> Result<(), Fatal> {
+    let own = dir.join(STATE_DIR);
+    match std::fs::symlink_metadata(&own) {
+        Ok(m) if !m.is_dir() => Err(Fatal::Usage(format!(
+            "{} is a link or a file, not fetchdocs' own directory; remove it and run again \
+             (fetchdocs reads nothing outside the output directory)",
+            own.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 #[derive(Default)]

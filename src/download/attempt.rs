@@ -148,6 +148,7 @@ async fn finish<D: Destination>(
                     bytes,
                     sha256: checked.sha256,
                     verified: checked.verified,
+                    unchecked: checked.unchecked,
                     note,
                     renamed: None,
                 };

@@ -588,6 +588,7 @@ mod tests {
             bytes: 4,
             sha256: "x".into(),
             verified: vec![],
+            unchecked: vec![],
             note: None,
             renamed: None,
         };

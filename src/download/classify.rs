@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap};
+use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, LAST_MODIFIED};
 
 use super::part::PartMeta;
 use crate::api::describe_body;
@@ -51,8 +51,12 @@ pub fn classify(
                 .get(CONTENT_RANGE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_content_range);
-            let etag = headers.get(ETAG).and_then(|v| v.to_str().ok());
-            match resume_mismatch(have, meta, range, etag) {
+            let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+            let now = Validators {
+                etag: header(ETAG),
+                last_modified: header(LAST_MODIFIED),
+            };
+            match resume_mismatch(have, meta, range, now) {
                 // Not the rest of the bytes we have: start over rather than splice.
                 Some(why) => Answer::StartOver(format!("file host: {why}; starting over")),
                 None => Answer::Body {
@@ -123,12 +127,25 @@ pub fn parse_content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
     Some((start, end, total))
 }
 
+/// The validators a `206` carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Validators<'a> {
+    pub etag: Option<&'a str>,
+    pub last_modified: Option<&'a str>,
+}
+
 /// Why a `206` cannot continue the bytes on disk, if it cannot.
+///
+/// A validator kept with the bytes must come back unchanged: a host that ignores `If-Range`
+/// answers a changed file with a `206` of the new bytes, and only the validators tell. So an
+/// `ETag` that differs, or is missing where one was kept, is another version; likewise a
+/// `Last-Modified` that differs from the kept one (missing is fine only where a kept `ETag`
+/// came back the same).
 pub fn resume_mismatch(
     have: u64,
     meta: &PartMeta,
     range: Option<(u64, u64, Option<u64>)>,
-    etag: Option<&str>,
+    now: Validators<'_>,
 ) -> Option<String> {
     let Some((start, end, total)) = range else {
         return Some("a resume was answered without a usable Content-Range".into());
@@ -138,10 +155,44 @@ pub fn resume_mismatch(
             "a resume from byte {have} was answered from byte {start}"
         ));
     }
-    if let (Some(first), Some(now)) = (meta.etag.as_deref(), etag)
-        && first != now
-    {
-        return Some("the file changed on the host since the first bytes (another ETag)".into());
+    if let Some(first) = meta.etag.as_deref() {
+        match now.etag {
+            // Strong comparison (RFC 9110 §8.8.3.2): the same opaque string.
+            Some(etag) if etag.trim() == first.trim() => {}
+            Some(_) => {
+                return Some(
+                    "the file changed on the host since the first bytes (another ETag)".into(),
+                );
+            }
+            None => {
+                return Some(
+                    "a resume was answered without the ETag of the first bytes, so it may be \
+                     another version of the file"
+                        .into(),
+                );
+            }
+        }
+    }
+    if let Some(first) = meta.last_modified.as_deref() {
+        match now.last_modified {
+            Some(date) if same_date(first, date) => {}
+            Some(_) => {
+                return Some(
+                    "the file changed on the host since the first bytes (another \
+                     Last-Modified)"
+                        .into(),
+                );
+            }
+            // The ETag came back the same (checked above): that vouches for the bytes.
+            None if meta.etag.is_some() => {}
+            None => {
+                return Some(
+                    "a resume was answered without the Last-Modified of the first bytes, so it \
+                     may be another version of the file"
+                        .into(),
+                );
+            }
+        }
     }
     match (meta.total, total) {
         (Some(first), Some(now)) if first != now => Some(format!(
@@ -155,6 +206,17 @@ pub fn resume_mismatch(
             _ => None,
         },
     }
+}
+
+/// Whether two `Last-Modified` values name the same time (the same text, or dates that parse
+/// to the same second).
+fn same_date(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim(), b.trim());
+    a == b
+        || matches!(
+            (httpdate::parse_http_date(a), httpdate::parse_http_date(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
 }
 
 #[cfg(test)]
@@ -300,6 +362,13 @@ mod tests {
         );
     }
 
+    fn etag(e: &str) -> Validators<'_> {
+        Validators {
+            etag: Some(e),
+            last_modified: None,
+        }
+    }
+
     #[test]
     fn a_resume_must_continue_the_same_file_to_its_end() {
         let meta = PartMeta {
@@ -308,27 +377,107 @@ mod tests {
             last_modified: None,
             expected: Expected::default(),
         };
+        let none = Validators::default();
         let ok = Some((400, 999, Some(1000)));
-        assert_eq!(resume_mismatch(400, &meta, ok, Some("\"v1\"")), None);
-        assert_eq!(resume_mismatch(400, &meta, ok, None), None);
-        // Another version, another length, another start, a short end, no range at all.
-        assert!(resume_mismatch(400, &meta, ok, Some("\"v2\"")).is_some());
-        assert!(resume_mismatch(400, &meta, Some((400, 1199, Some(1200))), None).is_some());
-        assert!(resume_mismatch(400, &meta, Some((401, 999, Some(1000))), None).is_some());
-        assert!(resume_mismatch(400, &meta, Some((400, 700, None)), None).is_some());
-        assert!(resume_mismatch(400, &meta, None, None).is_some());
+        assert_eq!(resume_mismatch(400, &meta, ok, etag("\"v1\"")), None);
+        // Another version, no ETag where one was kept, a weak one, another length, another
+        // start, a short end, no range at all.
+        assert!(resume_mismatch(400, &meta, ok, etag("\"v2\"")).is_some());
+        assert!(resume_mismatch(400, &meta, ok, none).is_some());
+        assert!(resume_mismatch(400, &meta, ok, etag("W/\"v1\"")).is_some());
+        let v1 = etag("\"v1\"");
+        assert!(resume_mismatch(400, &meta, Some((400, 1199, Some(1200))), v1).is_some());
+        assert!(resume_mismatch(400, &meta, Some((401, 999, Some(1000))), v1).is_some());
+        assert!(resume_mismatch(400, &meta, Some((400, 700, None)), v1).is_some());
+        assert!(resume_mismatch(400, &meta, None, v1).is_some());
         // `*` is fine when it ends where the first answer said the file ends.
         assert_eq!(
-            resume_mismatch(400, &meta, Some((400, 999, None)), None),
+            resume_mismatch(400, &meta, Some((400, 999, None)), v1),
             None
         );
         // Nothing known at all: only the start can be checked.
         let unknown = PartMeta::default();
         assert_eq!(
-            resume_mismatch(400, &unknown, Some((400, 700, None)), None),
+            resume_mismatch(400, &unknown, Some((400, 700, None)), none),
             None
         );
     }
+
+    #[test]
+    fn a_resume_kept_by_its_date_must_come_back_with_that_date() {
+        let first = "Tue, 01 Dec 2026 10:00:00 GMT";
+        let meta = PartMeta {
+            total: Some(1000),
+            etag: None,
+            last_modified: Some(first.into()),
+            expected: Expected::default(),
+        };
+        let ok = Some((400, 999, Some(1000)));
+        let lm = |d| Validators {
+            etag: None,
+            last_modified: Some(d),
+        };
+        assert_eq!(resume_mismatch(400, &meta, ok, lm(first)), None);
+        // The same second written another way is the same date.
+        assert_eq!(
+            resume_mismatch(400, &meta, ok, lm("Tuesday, 01-Dec-26 10:00:00 GMT")),
+            None
+        );
+        // Changed since, or not said at all: another version may follow.
+        let changed = resume_mismatch(400, &meta, ok, lm("Tue, 01 Dec 2026 10:05:00 GMT"));
+        assert!(changed.is_some_and(|w| w.contains("Last-Modified")));
+        let missing = resume_mismatch(400, &meta, ok, Validators::default());
+        assert!(missing.is_some_and(|w| w.contains("Last-Modified")));
+        // An ETag the host invented meanwhile does not stand in for the missing date.
+        assert!(resume_mismatch(400, &meta, ok, etag("\"x\"")).is_some());
+
+        // Both kept: the ETag must come back; a date, if sent, must be the same.
+        let both = PartMeta {
+            etag: Some("\"v1\"".into()),
+            ..meta.clone()
+        };
+        let with = |e, d| Validators {
+            etag: Some(e),
+            last_modified: d,
+        };
+        assert_eq!(resume_mismatch(400, &both, ok, with("\"v1\"", None)), None);
+        assert_eq!(
+            resume_mismatch(400, &both, ok, with("\"v1\"", Some(first))),
+            None
+        );
+        let later = Some("Tue, 01 Dec 2026 10:05:00 GMT");
+        assert!(resume_mismatch(400, &both, ok, with("\"v1\"", later)).is_some());
+        assert!(resume_mismatch(400, &both, ok, lm(first)).is_some());
+
+        // Through classify: a 206 with the new date and the new bytes starts over.
+        let h = headers(&[
+            ("content-range", "bytes 400-999/1000"),
+            ("last-modified", "Tue, 01 Dec 2026 10:05:00 GMT"),
+        ]);
+        assert!(matches!(
+            classify(
+                StatusCode::PARTIAL_CONTENT,
+                &h,
+                Some(600),
+                Some((400, &meta))
+            ),
+            Answer::StartOver(_)
+        ));
+        let h = headers(&[
+            ("content-range", "bytes 400-999/1000"),
+            ("last-modified", first),
+        ]);
+        assert!(matches!(
+            classify(
+                StatusCode::PARTIAL_CONTENT,
+                &h,
+                Some(600),
+                Some((400, &meta))
+            ),
+            Answer::Body { start: 400, .. }
+        ));
+    }
+
     #[test]
     fn content_range() {
         assert_eq!(

@@ -353,7 +353,14 @@ pub fn place(
             ));
         }
     };
-    if let (true, Temp::Part { name, .. }) = (replace, &file.temp) {
+    if let (
+        true,
+        Temp::Part {
+            name, file: part, ..
+        },
+    ) = (replace, &file.temp)
+    {
+        still_ours(cx, name, part)?;
         cx.partial.rename_replace(name, &cx.out, dest)?;
         return Ok(Placement { renamed: None });
     }
@@ -392,7 +399,26 @@ pub fn place(
 /// (`AlreadyExists`), atomically where the system can (see [`fsx::Dir::rename_no_replace`]).
 fn move_no_replace(temp: &Temp, to: &OsStr, cx: &Context) -> std::io::Result<()> {
     match temp {
-        Temp::Part { name, .. } => cx.partial.rename_no_replace(name, &cx.out, to),
+        Temp::Part { name, file, .. } => {
+            still_ours(cx, name, file)?;
+            cx.partial.rename_no_replace(name, &cx.out, to)
+        }
         Temp::Unnamed(file) => cx.out.link_unnamed(file, to),
+    }
+}
+
+/// A `.part` is moved by its name: only if the name still stands for the file this download
+/// wrote and synced (the ID's claim keeps other runs off it; should anything have put another
+/// file there all the same, nothing is moved, and the download fails rather than report bytes
+/// that are not the ones on disk).
+fn still_ours(cx: &Context, name: &OsStr, file: &File) -> std::io::Result<()> {
+    if fsx::names(&cx.partial, name, file)? {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "{} is no longer the file this download wrote (another process replaced it); \
+             not moved into place",
+            cx.partial.join(name).display()
+        )))
     }
 }

@@ -77,6 +77,11 @@ impl Declared {
 pub struct Expected {
     #[serde(default)]
     pub sums: Vec<Declared>,
+    /// Checksums the host declared that could not be read, so are not checked, each as
+    /// `header algorithm: why` (`x-goog-hash md5: not a base64 md5 digest`): said in the
+    /// report, never a reason to fail the file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchecked: Vec<String>,
 }
 
 impl Expected {
@@ -92,21 +97,22 @@ impl Expected {
         };
         if whole_body {
             for v in values("content-md5") {
-                e.add(Algorithm::Md5, b64(v), "Content-MD5");
+                e.add(Algorithm::Md5, v, "Content-MD5");
             }
             for v in values("content-digest") {
                 e.structured(v, "Content-Digest");
             }
         }
-        // x-goog-hash: crc32c=<b64>,md5=<b64> (one header or several).
+        // x-goog-hash: crc32c=<b64>,md5=<b64> (one header or several; base64 only). The
+        // value may itself end in `=` padding: split at the first `=`.
         for v in values("x-goog-hash") {
             for part in v.split(',') {
                 match part.trim().split_once('=') {
                     Some((k, v)) if k.trim().eq_ignore_ascii_case("md5") => {
-                        e.add(Algorithm::Md5, b64(v), "x-goog-hash");
+                        e.add(Algorithm::Md5, v, "x-goog-hash");
                     }
                     Some((k, v)) if k.trim().eq_ignore_ascii_case("crc32c") => {
-                        e.add(Algorithm::Crc32c, b64(v), "x-goog-hash");
+                        e.add(Algorithm::Crc32c, v, "x-goog-hash");
                     }
                     _ => {}
                 }
@@ -125,14 +131,15 @@ impl Expected {
                 (Algorithm::Sha256, "x-amz-checksum-sha256"),
             ] {
                 for v in values(name).filter(|v| !v.contains('-')) {
-                    e.add(alg, b64(v), name);
+                    e.add(alg, v, name);
                 }
             }
         }
         for v in values("repr-digest") {
             e.structured(v, "Repr-Digest");
         }
-        // RFC 3230: `Digest: SHA-256=<b64>,SHA-512=<b64>` (names case-insensitive).
+        // RFC 3230: `Digest: SHA-256=<b64>,SHA-512=<b64>` (algorithm names case-insensitive,
+        // §4.1.1).
         for v in values("digest") {
             for part in v.split(',') {
                 let Some((k, v)) = part.trim().split_once('=') else {
@@ -145,41 +152,65 @@ impl Expected {
                     "md5" => Algorithm::Md5,
                     _ => continue,
                 };
-                e.add(alg, b64(v.trim().trim_matches('"')), "Digest");
+                e.add(alg, v.trim().trim_matches('"'), "Digest");
             }
         }
         e
     }
 
-    /// An RFC 9530 dictionary (`sha-256=:<b64>:, sha-512=:<b64>:`, parameters ignored).
+    /// An RFC 9530 dictionary (`sha-256=:<b64>:, sha-512=:<b64>:`, parameters ignored). Its
+    /// keys are lowercase (RFC 8941 §3.2: `SHA-256` is not a key), its values byte sequences.
+    /// Algorithms other than sha-256 and sha-512 (deprecated or unknown ones) are passed over.
     fn structured(&mut self, value: &str, from: &'static str) {
         for member in value.split(',') {
             let Some((k, v)) = member.trim().split_once('=') else {
                 continue;
             };
-            let alg = match k.trim() {
+            let k = k.trim();
+            let alg = match k {
                 "sha-256" => Algorithm::Sha256,
                 "sha-512" => Algorithm::Sha512,
+                _ if k.eq_ignore_ascii_case("sha-256") || k.eq_ignore_ascii_case("sha-512") => {
+                    self.unreadable(format!(
+                        "{from} {k}: not a valid key (RFC 9530 algorithm keys are lowercase)"
+                    ));
+                    continue;
+                }
                 _ => continue,
             };
             let v = v.split(';').next().unwrap_or("").trim();
-            if let Some(bytes) = v.strip_prefix(':').and_then(|v| v.strip_suffix(':')) {
-                self.add(alg, b64(bytes), from);
+            match v.strip_prefix(':').and_then(|v| v.strip_suffix(':')) {
+                Some(bytes) => self.add(alg, bytes, from),
+                None => self.unreadable(format!(
+                    "{from} {}: not a byte sequence (:base64:)",
+                    alg.name()
+                )),
             }
         }
     }
 
-    /// Declare `digest` (if it decoded, and is as long as `alg`'s) from the header `from`.
-    fn add(&mut self, alg: Algorithm, digest: Option<Vec<u8>>, from: &str) {
-        if let Some(d) = digest.filter(|d| d.len() == alg.len()) {
-            let declared = Declared {
-                alg,
-                hex: hex(&d),
-                from: from.into(),
-            };
-            if !self.sums.contains(&declared) {
-                self.sums.push(declared);
-            }
+    /// Declare the digest `value` (base64 of as many bytes as `alg`'s) from the header
+    /// `from`; one that is not is noted as unreadable.
+    fn add(&mut self, alg: Algorithm, value: &str, from: &str) {
+        let Some(d) = b64(value).filter(|d| d.len() == alg.len()) else {
+            let name = alg.name();
+            self.unreadable(format!("{from} {name}: not a base64 {name} digest"));
+            return;
+        };
+        let declared = Declared {
+            alg,
+            hex: hex(&d),
+            from: from.into(),
+        };
+        if !self.sums.contains(&declared) {
+            self.sums.push(declared);
+        }
+    }
+
+    /// Note a declared checksum that cannot be read (once).
+    fn unreadable(&mut self, why: String) {
+        if !self.unchecked.contains(&why) {
+            self.unchecked.push(why);
         }
     }
 
@@ -268,6 +299,8 @@ pub struct Checked {
     pub sha256: String,
     /// [`Declared::label`] of each.
     pub verified: Vec<String>,
+    /// The checksums the host declared that could not be read ([`Expected::unchecked`]).
+    pub unchecked: Vec<String>,
 }
 
 /// The digests of a file's bytes, computed as they stream: the sha256 always, and each
@@ -315,7 +348,11 @@ impl Digests {
             }
             verified.push(d.label());
         }
-        Ok(Checked { sha256, verified })
+        Ok(Checked {
+            sha256,
+            verified,
+            unchecked: self.expected.unchecked,
+        })
     }
 }
 
@@ -407,6 +444,7 @@ mod tests {
                 hex: String::new(),
                 from: "t".into(),
             }],
+            ..Expected::default()
         };
         let mut d = Digests::new(declared);
         d.update(data);
@@ -468,6 +506,7 @@ mod tests {
             };
             let mut d = Digests::new(Expected {
                 sums: vec![right.clone()],
+                ..Expected::default()
             });
             // In any pieces: a resume feeds the kept prefix, then the rest.
             d.update(&data[..4]);
@@ -477,7 +516,10 @@ mod tests {
             assert_eq!(checked.sha256, digest(Algorithm::Sha256, data));
             let mut wrong = right;
             wrong.hex = digest(alg, b"12345678x");
-            let mut d = Digests::new(Expected { sums: vec![wrong] });
+            let mut d = Digests::new(Expected {
+                sums: vec![wrong],
+                ..Expected::default()
+            });
             d.update(data);
             assert_eq!(d.finish().unwrap_err(), format!("X-Test ({})", alg.name()));
         }
@@ -585,7 +627,83 @@ mod tests {
             sum(Algorithm::Md5).parse().unwrap(),
         );
         bad.insert("repr-digest", "sha-256=abc, md5=:AAAA:".parse().unwrap());
-        assert_eq!(Expected::of(&bad, true), Expected::default());
+        let e = Expected::of(&bad, true);
+        assert!(e.sums.is_empty(), "{e:?}");
+        // …but each is said to be unread (md5 in Repr-Digest is deprecated: passed over).
+        assert_eq!(
+            e.unchecked,
+            [
+                "Content-MD5 md5: not a base64 md5 digest",
+                "x-amz-checksum-sha256 sha256: not a base64 sha256 digest",
+                "Repr-Digest sha256: not a byte sequence (:base64:)",
+            ]
+        );
+    }
+
+    #[test]
+    fn what_the_standards_allow_is_read_and_what_they_do_not_is_noted_not_checked() {
+        let data = b"123456789";
+        let sum = |alg| b64_of_hex(&digest(alg, data));
+        let one = |name: &'static str, value: String| {
+            let mut h = HeaderMap::new();
+            h.insert(name, value.parse().unwrap());
+            Expected::of(&h, true)
+        };
+        // RFC 3230 algorithm names are case-insensitive: `SHA-256`, `sha-256`, `Sha-512`.
+        for (value, alg) in [
+            (
+                format!("SHA-256={}", sum(Algorithm::Sha256)),
+                Algorithm::Sha256,
+            ),
+            (
+                format!("sha-256={}", sum(Algorithm::Sha256)),
+                Algorithm::Sha256,
+            ),
+            (
+                format!("Sha-512={}", sum(Algorithm::Sha512)),
+                Algorithm::Sha512,
+            ),
+            (format!("MD5={}", sum(Algorithm::Md5)), Algorithm::Md5),
+        ] {
+            let e = one("digest", value.clone());
+            assert_eq!(e.sums.len(), 1, "{value}: {e:?}");
+            assert_eq!(e.sums[0].alg, alg);
+            assert!(e.unchecked.is_empty(), "{value}: {e:?}");
+        }
+        // RFC 9530 keys are lowercase: `SHA-256` in Repr-Digest is not one of its keys.
+        let e = one(
+            "repr-digest",
+            format!("SHA-256=:{}:", sum(Algorithm::Sha256)),
+        );
+        assert!(e.sums.is_empty());
+        assert_eq!(
+            e.unchecked,
+            ["Repr-Digest SHA-256: not a valid key (RFC 9530 algorithm keys are lowercase)"]
+        );
+        // x-goog-hash is base64 only: hex (as another tool would print it) is not read.
+        let md5_hex = digest(Algorithm::Md5, data);
+        let e = one("x-goog-hash", format!("md5={md5_hex}"));
+        assert!(e.sums.is_empty());
+        assert_eq!(e.unchecked, ["x-goog-hash md5: not a base64 md5 digest"]);
+        let crc_hex = digest(Algorithm::Crc32c, data);
+        let e = one(
+            "x-goog-hash",
+            format!("crc32c={crc_hex}, md5={}", sum(Algorithm::Md5)),
+        );
+        assert_eq!(e.sums.len(), 1, "the readable one is still checked: {e:?}");
+        assert_eq!(
+            e.unchecked,
+            ["x-goog-hash crc32c: not a base64 crc32c digest"]
+        );
+        // What could not be read goes with the result, which is not a failure.
+        let mut d = Digests::new(e);
+        d.update(data);
+        let checked = d.finish().unwrap();
+        assert_eq!(checked.verified, ["md5:x-goog-hash"]);
+        assert_eq!(checked.unchecked.len(), 1);
+        // Kept beside a `.part` with the rest (a resume still reports it); absent when empty.
+        let json = serde_json::to_string(&Expected::default()).unwrap();
+        assert!(!json.contains("unchecked"), "{json}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::destination::{Destination, Kept, Placing, Sink};
 use super::durable::{Context, Finished, SyncStage, Temp, place_at_once};
 use super::integrity::{Digests, digest_prefix};
 use super::pace::DiskPace;
-use super::part::{PartMeta, PartWriter, discard, read_meta};
+use super::part::{PartMeta, PartWriter, discard, meta_name, read_meta};
 use super::{AtDest, AttemptError, FileJob, Whole, local_error};
 use crate::state::{Log, part_file_name};
 
@@ -141,7 +141,17 @@ impl Destination for LocalDir {
         if len == 0 {
             return Ok(None);
         }
-        Ok(read_meta(&self.partial, &name).map(|meta| Kept { len, meta }))
+        match read_meta(&self.partial, &name) {
+            Some(meta) => Ok(Some(Kept { len, meta })),
+            None => {
+                // Bytes with no readable account of them (none, unreadable, or not a regular
+                // file: a FIFO there is never opened) are not resumed; both names go, so the
+                // file starts over cleanly.
+                let _ = self.partial.remove_file(&name);
+                let _ = self.partial.remove_file(&meta_name(&name));
+                Ok(None)
+            }
+        }
     }
 
     async fn digest_kept(
@@ -227,7 +237,7 @@ mod tests {
 
     fn setup() -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(dir.path(), &record_file_name(None), None).unwrap();
+        let state = State::open(dir.path(), &record_file_name(None), None, true).unwrap();
         let out = Arc::new(Dir::open(dir.path()).unwrap());
         let partial = Arc::new(Dir::open(&state.partial_dir()).unwrap());
         Setup {

@@ -163,6 +163,8 @@ pub struct Whole {
     pub sha256: String,
     /// The checksums the host declared that the bytes matched (`sha256:repr-digest`).
     pub verified: Vec<String>,
+    /// The checksums it declared that could not be read, so were not checked.
+    pub unchecked: Vec<String>,
     /// Something the report should say about this file although it is complete.
     pub note: Option<String>,
     /// The name it was saved under, if not the one chosen (that was taken meanwhile).

@@ -357,6 +357,17 @@ mod tests {
             assert_eq!(read_meta(&held, part), None);
             write_meta(&held, part, &meta).unwrap();
             assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+            // A FIFO there is not opened (that would wait for a writer for ever), and is
+            // replaced by the meta written.
+            std::fs::remove_file(dir.path().join("x.part.meta")).unwrap();
+            assert!(
+                std::process::Command::new("mkfifo")
+                    .arg(dir.path().join("x.part.meta"))
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            assert_eq!(read_meta(&held, part), None);
         }
         write_meta(&held, part, &meta).unwrap();
         assert_eq!(read_meta(&held, part), Some(meta));

@@ -200,10 +200,7 @@ impl Provider for Veridox {
             ))
         })?;
         let next_offset = offset + page.entries as u64;
-        // The last page: empty or short. Not `total`: a listing whose pages hold more than it
-        // says is read to its end (the walk says so), and a full last page costs one request
-        // more, an empty page.
-        let last = page.entries == 0 || page.entries < page_size as usize;
+        let last = is_last_page(page_size, offset, page.entries, page.total);
         Ok(Listed {
             found: page.found,
             bad: page.bad,
@@ -215,6 +212,16 @@ impl Provider for Veridox {
             notes: Vec::new(),
         })
     }
+}
+
+/// Whether a page of `GET /files` at `offset` holding `entries` is the listing's last: an empty
+/// page is; a short one is unless a `total` says more lie beyond it (a server that caps its pages
+/// below `limit`: the walk goes on from where this page ended). A full page is not, whatever
+/// `total` says: a listing whose pages hold more than it says is read to its end (the walk says
+/// so), and a full last page costs one request more, an empty page.
+pub fn is_last_page(page_size: u32, offset: u64, entries: usize, total: Option<u64>) -> bool {
+    entries == 0
+        || (entries < page_size as usize && total.is_none_or(|t| offset + entries as u64 >= t))
 }
 
 /// One page of `GET /files`.
@@ -315,6 +322,23 @@ fn remaining(expires_at: &str, server_now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_page_ends_the_listing_only_at_its_total() {
+        // No total: empty or short is the last page.
+        assert!(is_last_page(100, 0, 0, None));
+        assert!(is_last_page(100, 0, 3, None));
+        assert!(!is_last_page(100, 0, 100, None));
+        // A server that caps its pages at 3 under a total of 12: on until offset + 3 >= 12.
+        assert!(!is_last_page(100, 0, 3, Some(12)));
+        assert!(!is_last_page(100, 6, 3, Some(12)));
+        assert!(is_last_page(100, 9, 3, Some(12)));
+        // Past the total, or an empty page, ends it whatever the total says.
+        assert!(is_last_page(100, 20, 3, Some(12)));
+        assert!(is_last_page(100, 3, 0, Some(12)));
+        // A full page never is (a total below what the pages hold is not trusted).
+        assert!(!is_last_page(100, 0, 100, Some(50)));
+    }
 
     fn answer(status: u16, body: &str) -> ApiResponse {
         ApiResponse {

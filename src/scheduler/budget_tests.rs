@@ -203,6 +203,7 @@ async fn download(item: Item, dies: Instant, each: Duration) -> Done {
             bytes: 32 * 1024,
             sha256: String::new(),
             verified: Vec::new(),
+            unchecked: Vec::new(),
             note: None,
             renamed: None,
         }),

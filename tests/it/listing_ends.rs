@@ -11,27 +11,6 @@ use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig};
 use serde_json::Value;
 use uuid::Uuid;
 
-const FAST: [&str; 2] = ["--requests-per-minute", "100000"];
-
-/// `fetchdocs download --from LISTING --report report.json` plus `extra`.
-fn run_from(env: &Env, listing: &str, extra: &[&str]) -> (Output, Value) {
-    let report = env.path("report.json");
-    let _ = std::fs::remove_file(&report);
-    let out = env
-        .cmd()
-        .args(["--from", listing, "--report"])
-        .arg(&report)
-        .args(FAST)
-        .args(extra)
-        .output()
-        .unwrap();
-    let report = std::fs::read(&report)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null);
-    (out, report)
-}
-
 fn keelvar_env(n: usize, faults: Faults) -> Env {
     Env::keelvar(Catalog::generate(n, 97), faults, KeelvarConfig::default())
 }

@@ -6,6 +6,7 @@ mod common;
 mod config;
 
 mod api_down;
+mod api_silent;
 mod architecture;
 
 mod auth_and_partial;
@@ -19,12 +20,17 @@ mod input;
 mod integrity;
 mod keelvar;
 mod listing_ends;
+mod listing_total;
 mod listings;
 mod names;
 mod refusals;
 mod resilience;
+mod resume_validators;
 mod secret_leaks;
 mod secrets;
+mod shards;
+mod small_holes;
 mod tls;
+mod unread_checksums;
 mod userface;
 mod verify_planted;

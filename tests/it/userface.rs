@@ -455,6 +455,7 @@ fn the_kubernetes_example_runs_on_a_new_volume_one_report_per_shard() {
 }
 
 /// `sh -c line` in `dir`, with the built fetchdocs first on PATH and a clean environment.
+#[cfg(unix)]
 fn run_as_printed(line: &str, dir: &std::path::Path) -> std::process::Output {
     let bin = assert_cmd::cargo::cargo_bin("fetchdocs");
     let path = format!(
@@ -556,27 +557,105 @@ fn the_demo_prints_commands_that_run_as_printed() {
         assert_eq!(code(&out), 0, "{check}: {}", stderr(&out));
     }
 
-    // The download command again, as printed, against a sandbox where the demo's was (same
-    // address, same generated files; the demo's has stopped).
-    let veridox = downloads.iter().find(|l| l.contains("veridox")).unwrap();
-    let api = veridox
-        .split_whitespace()
-        .skip_while(|w| *w != "--base-url")
-        .nth(1)
-        .unwrap();
-    let port: u16 = api.rsplit(':').next().unwrap().parse().unwrap();
-    let mut cfg = fetchdocs_sandbox::SandboxConfig::new(fetchdocs_sandbox::Catalog::generate(5, 1));
-    cfg.port = port;
-    let sandbox = fetchdocs_sandbox::BackgroundSandbox::start(cfg).expect("the demo's port");
-    std::fs::remove_dir_all(dir.path().join("the demo/veridox")).unwrap();
-    let out = run_as_printed(veridox, dir.path());
-    assert_eq!(code(&out), 0, "{veridox}\n{}", stderr(&out));
-    let report: Value = serde_json::from_slice(
-        &std::fs::read(dir.path().join("the demo/veridox-report.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(summary(&report), (5, 5, 0, 0), "{report}");
-    assert!(sandbox.stats().file_requests >= 5);
+    // Once the demo has ended its sandbox is gone; it printed the command that serves the same
+    // one again (same address, files and keys). Run that, as printed, then the download
+    // commands, as printed: they download everything again, and then skip it all.
+    let serve = err
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("fetchdocs demo: ")?;
+            l.find("fetchdocs sandbox ").map(|at| l[at..].to_string())
+        })
+        .unwrap_or_else(|| panic!("no sandbox command in {err}"));
+    let mut sandbox = KillOnDrop(spawn_as_printed(&format!("exec {serve}"), dir.path()));
+    let stdout = std::io::BufReader::new(sandbox.0.stdout.take().unwrap());
+    let mut banner = String::new();
+    for line in std::io::BufRead::lines(stdout) {
+        let line = line.unwrap();
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.starts_with("Ctrl-C stops") {
+            break;
+        }
+    }
+    assert!(banner.contains("Ctrl-C stops"), "{serve}: {banner}");
+    let api = banner
+        .lines()
+        .find_map(|l| l.strip_prefix("API (both vendors): "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut outcomes = Vec::new();
+    for (pass, want_downloaded) in [(0, 5), (1, 0)] {
+        if pass == 0 {
+            std::fs::remove_dir_all(dir.path().join("the demo/veridox")).unwrap();
+            std::fs::remove_dir_all(dir.path().join("the demo/keelvar")).unwrap();
+        }
+        for line in &downloads {
+            assert!(
+                line.contains(&format!("--base-url {api} ")),
+                "{line} / {api}"
+            );
+            let out = run_as_printed(line, dir.path());
+            assert_eq!(code(&out), 0, "{line}\n{}", stderr(&out));
+            let vendor = ["veridox", "keelvar"]
+                .into_iter()
+                .find(|v| line.contains(&format!("--provider {v}")))
+                .unwrap();
+            let report: Value = serde_json::from_slice(
+                &std::fs::read(dir.path().join(format!("the demo/{vendor}-report.json"))).unwrap(),
+            )
+            .unwrap();
+            let (requested, downloaded, skipped, failed) = summary(&report);
+            assert_eq!(requested, 5, "{report}");
+            assert_eq!(failed, 0, "{report}");
+            assert_eq!(
+                (downloaded, skipped),
+                (want_downloaded, 5 - want_downloaded),
+                "{report}"
+            );
+            outcomes.push(vendor);
+        }
+    }
+    drop(sandbox);
+    assert_eq!(outcomes.len(), 4);
+}
+
+/// A child process stopped when the test ends, passed or not.
+#[cfg(unix)]
+struct KillOnDrop(std::process::Child);
+
+#[cfg(unix)]
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `sh -c line` in `dir` spawned (as [`run_as_printed`]), its stdout piped.
+#[cfg(unix)]
+fn spawn_as_printed(line: &str, dir: &std::path::Path) -> std::process::Child {
+    let bin = assert_cmd::cargo::cargo_bin("fetchdocs");
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut c = std::process::Command::new("sh");
+    for var in ENV_VARS {
+        c.env_remove(var);
+    }
+    c.arg("-c")
+        .arg(line)
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("XDG_CONFIG_HOME", dir.join("xdg"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 #[test]
@@ -656,6 +735,8 @@ fn a_second_ctrl_c_still_writes_the_report() {
             break;
         }
     }
+    // The first says what a second does (stop the wind-down), not "quit at once".
+    assert!(!seen.contains("quit at once"), "{seen}");
     kill(pid, "INT");
     let status = child.wait().unwrap();
     let mut rest = String::new();
@@ -673,6 +754,7 @@ fn a_second_ctrl_c_still_writes_the_report() {
 }
 
 /// The README's cron script, its paths moved under `root`.
+#[cfg(unix)]
 fn cron_script(root: &std::path::Path) -> String {
     let readme = repo_file("README.md");
     let start = readme

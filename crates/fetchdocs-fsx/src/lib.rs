@@ -146,7 +146,9 @@ impl Dir {
         sys::open_write(self, name, mode)
     }
 
-    /// Open `name` here for reading, never through a symbolic link (`O_NOFOLLOW`).
+    /// Open `name` here for reading, only if it is a regular file: as [`open_regular`], never
+    /// through a symbolic link, never blocking on a FIFO, and checked on the open handle; what
+    /// else stands there is an [`io::ErrorKind::InvalidInput`] error that says what it is.
     pub fn open_read(&self, name: &OsStr) -> io::Result<File> {
         check_name(name)?;
         sys::open_read(self, name)
@@ -272,6 +274,18 @@ pub(crate) fn not_regular(what: &str) -> io::Error {
 /// `GetFileInformationByHandle` on Windows (where std's metadata does not tell it).
 pub fn link_count(file: &File) -> io::Result<u64> {
     sys::link_count(file)
+}
+
+/// Whether `name` in `dir` names the open `file` itself now (a link there is not followed; a
+/// missing name is `false`): the check after locking a file whose holder removes its name on
+/// release, and before a file held open is moved by its name.
+pub fn names(dir: &Dir, name: &OsStr, file: &File) -> io::Result<bool> {
+    sys::names(dir, name, file)
+}
+
+/// Whether a process with this ID exists now (`None`: cannot tell here, as on Windows).
+pub fn process_exists(pid: u32) -> Option<bool> {
+    sys::process_exists(pid)
 }
 
 /// Options to write one of fetchdocs' own files: write, create if missing, and never through a

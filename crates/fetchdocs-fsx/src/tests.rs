@@ -507,3 +507,72 @@ fn open_regular_opens_nothing_but_a_regular_file() {
         io::ErrorKind::NotFound
     );
 }
+
+#[test]
+fn names_tells_whether_a_name_still_stands_for_an_open_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    let file = dir.create_new(os("a")).unwrap();
+    assert!(names(&dir, os("a"), &file).unwrap());
+    // Moved away: the name is gone.
+    std::fs::rename(tmp.path().join("a"), tmp.path().join("b")).unwrap();
+    assert!(!names(&dir, os("a"), &file).unwrap());
+    assert!(names(&dir, os("b"), &file).unwrap());
+    // Another file at the name is not this one.
+    std::fs::write(tmp.path().join("a"), b"other").unwrap();
+    assert!(!names(&dir, os("a"), &file).unwrap());
+    // Nor is a link to it.
+    #[cfg(unix)]
+    {
+        std::fs::remove_file(tmp.path().join("a")).unwrap();
+        symlink(&tmp.path().join("b"), &tmp.path().join("a"));
+        assert!(!names(&dir, os("a"), &file).unwrap());
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn this_process_exists_and_one_long_gone_does_not() {
+    assert_eq!(process_exists(std::process::id()), Some(true));
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    assert_eq!(process_exists(pid), Some(false));
+}
+
+#[cfg(unix)]
+#[test]
+fn open_read_opens_nothing_but_a_regular_file_and_never_waits_on_a_fifo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    fs::write(tmp.path().join("f"), b"abc").unwrap();
+    let mut text = String::new();
+    dir.open_read(os("f"))
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, "abc");
+    symlink(Path::new("/dev/zero"), &tmp.path().join("zero"));
+    // A FIFO with no writer: an open without O_NONBLOCK would wait for one for ever.
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(tmp.path().join("fifo"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    fs::create_dir(tmp.path().join("sub")).unwrap();
+    for (name, what) in [
+        ("zero", "a symbolic link"),
+        ("fifo", "a FIFO"),
+        ("sub", "a directory"),
+    ] {
+        let e = dir.open_read(os(name)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{name}");
+        assert!(e.to_string().contains(what), "{name}: {e}");
+    }
+    assert_eq!(
+        dir.open_read(os("none")).unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
+}

@@ -117,20 +117,25 @@ pub(crate) fn open_write(dir: &Dir, name: &OsStr, mode: WriteMode) -> io::Result
 }
 
 pub(crate) fn open_read(dir: &Dir, name: &OsStr) -> io::Result<File> {
-    open_at(dir, name, OFlags::RDONLY)
+    regular_at(&dir.sys.fd, name)
 }
 
 pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
-    // Looked at first, so that nothing but a regular file is ever opened (opening a device can
-    // do something by itself); then opened without following a link or waiting on a FIFO, and
-    // checked again on the handle, in case the name changed in between.
+    regular_at(CWD, path)
+}
+
+/// `path` (relative to `at`) opened for reading only if it is a regular file. Looked at first,
+/// so that nothing but a regular file is ever opened (opening a device can do something by
+/// itself); then opened without following a link or waiting on a FIFO (`O_NONBLOCK`), and
+/// checked again on the handle, in case the name changed in between.
+fn regular_at<Fd: AsFd, P: rustix::path::Arg + Copy>(at: Fd, path: P) -> io::Result<File> {
     let kind = |st: &Stat| FileType::from_raw_mode(st.st_mode);
-    let st = rustix::fs::statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW)?;
+    let st = rustix::fs::statat(&at, path, AtFlags::SYMLINK_NOFOLLOW)?;
     if kind(&st) != FileType::RegularFile {
         return Err(crate::not_regular(describe(kind(&st))));
     }
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
-    let fd = match rustix::fs::openat(CWD, path, flags | OFlags::CLOEXEC, Mode::empty()) {
+    let fd = match rustix::fs::openat(&at, path, flags | OFlags::CLOEXEC, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::LOOP | Errno::MLINK) => return Err(crate::not_regular("a symbolic link")),
         Err(e) => return Err(e.into()),
@@ -192,6 +197,24 @@ fn nlink(st: &Stat) -> u64 {
 
 pub(crate) fn link_count(file: &File) -> io::Result<u64> {
     Ok(nlink(&rustix::fs::fstat(file)?))
+}
+
+pub(crate) fn names(dir: &Dir, name: &OsStr, file: &File) -> io::Result<bool> {
+    let held = rustix::fs::fstat(file)?;
+    match rustix::fs::statat(&dir.sys.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(st.st_dev == held.st_dev && st.st_ino == held.st_ino),
+        Err(Errno::NOENT) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) fn process_exists(pid: u32) -> Option<bool> {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) | Err(Errno::PERM) => Some(true),
+        Err(Errno::SRCH) => Some(false),
+        Err(_) => None,
+    }
 }
 
 pub(crate) fn own_options() -> OpenOptions {

@@ -78,10 +78,41 @@ pub(crate) fn open_write(dir: &Dir, name: &OsStr, mode: WriteMode) -> io::Result
 }
 
 pub(crate) fn open_read(dir: &Dir, name: &OsStr) -> io::Result<File> {
+    let path = dir.join(name);
+    let meta = fs::symlink_metadata(&path)?;
+    if !meta.is_file() {
+        return Err(crate::not_regular(what(&meta)));
+    }
+    regular(open_no_follow(&path)?)
+}
+
+/// `path` opened for reading, the link itself if it is one.
+fn open_no_follow(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT)
-        .open(dir.join(name))
+        .open(path)
+}
+
+/// `file`, if its handle is a regular file (a link opened as itself is not).
+fn regular(file: File) -> io::Result<File> {
+    let meta = file.metadata()?;
+    if meta.is_file() {
+        Ok(file)
+    } else {
+        Err(crate::not_regular(what(&meta)))
+    }
+}
+
+/// What stands somewhere that is not a regular file, in words.
+fn what(m: &fs::Metadata) -> &'static str {
+    if m.is_symlink() {
+        "a symbolic link or junction"
+    } else if m.is_dir() {
+        "a directory"
+    } else {
+        "not a plain file"
+    }
 }
 
 pub(crate) fn entry_in(dir: &Dir, name: &OsStr) -> io::Result<Entry> {
@@ -125,6 +156,22 @@ fn file_information(file: &File) -> io::Result<BY_HANDLE_FILE_INFORMATION> {
         return Err(io::Error::last_os_error());
     }
     Ok(info)
+}
+
+pub(crate) fn names(dir: &Dir, name: &OsStr, file: &File) -> io::Result<bool> {
+    let there = match open_no_follow(&dir.join(name)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let (a, b) = (file_information(file)?, file_information(&there)?);
+    Ok(a.dwVolumeSerialNumber == b.dwVolumeSerialNumber
+        && a.nFileIndexHigh == b.nFileIndexHigh
+        && a.nFileIndexLow == b.nFileIndexLow)
+}
+
+pub(crate) fn process_exists(_pid: u32) -> Option<bool> {
+    None
 }
 
 pub(crate) fn own_options() -> OpenOptions {
@@ -221,23 +268,9 @@ pub(crate) fn rename_replace(
 }
 
 pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
-    let what = |m: &std::fs::Metadata| {
-        if m.is_symlink() {
-            "a symbolic link or junction"
-        } else if m.is_dir() {
-            "a directory"
-        } else {
-            "not a plain file"
-        }
-    };
-    let meta = std::fs::symlink_metadata(path)?;
+    let meta = fs::symlink_metadata(path)?;
     if !meta.is_file() {
         return Err(crate::not_regular(what(&meta)));
     }
-    let file = File::open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(crate::not_regular(what(&meta)));
-    }
-    Ok(file)
+    regular(File::open(path)?)
 }

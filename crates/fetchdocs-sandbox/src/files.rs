@@ -407,7 +407,12 @@ async fn serve(
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if !control!(false, f.no_validators) {
         // (With `etag-md5` the ETag is the MD5, set above.)
+        let no_etag = control!(
+            false,
+            f.no_etag || (f.no_etag_on_ranges && status == StatusCode::PARTIAL_CONTENT)
+        );
         if !control!(false, f.checksum.starts_with("etag-"))
+            && !no_etag
             && let Ok(v) = HeaderValue::from_str(&etag)
         {
             h.insert(header::ETAG, v);
@@ -522,6 +527,13 @@ fn checksum_headers(
         "repr-sha512" => vec![("repr-digest", format!("sha-512=:{}:", b64(&sha512())))],
         "digest-sha256" => vec![("digest", format!("SHA-256={}", b64(&sha256())))],
         "digest-sha512" => vec![("digest", format!("SHA-512={}", b64(&sha512())))],
+        // Declared in a form the standards do not allow: hex in x-goog-hash (base64 only), an
+        // uppercase key in Repr-Digest (RFC 9530 keys are lowercase).
+        "goog-hex" => vec![(
+            "x-goog-hash",
+            format!("crc32c={},md5={}", hex(&crc32c()), hex(&md5)),
+        )],
+        "repr-upper" => vec![("repr-digest", format!("SHA-256=:{}:", b64(&sha256())))],
         _ => Vec::new(),
     }
 }

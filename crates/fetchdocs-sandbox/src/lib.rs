@@ -245,6 +245,10 @@ pub struct Faults {
     /// How long each vendor API request takes to be answered (a real API's latency; the
     /// sandbox alone answers in well under a millisecond).
     pub api_latency: Duration,
+    /// The first N vendor API requests are accepted and never answered (no header, no byte):
+    /// an API that hangs. `u32::MAX`: none is ever answered.
+    #[cfg(feature = "test-controls")]
+    pub api_silent_first: u32,
     /// File bodies that stop sending half-way and never finish (percent).
     #[cfg(feature = "test-controls")]
     pub stall_percent: u32,
@@ -294,6 +298,12 @@ pub struct Faults {
     /// No `ETag` or `Last-Modified` on file answers.
     #[cfg(feature = "test-controls")]
     pub no_validators: bool,
+    /// No `ETag` on file answers: `Last-Modified` (well before `Date`) is the only validator.
+    #[cfg(feature = "test-controls")]
+    pub no_etag: bool,
+    /// The `ETag` only on whole answers (200): a 206 carries none.
+    #[cfg(feature = "test-controls")]
+    pub no_etag_on_ranges: bool,
     /// Ranges are answered `206 bytes N-M/*` with M half-way to the end of the file.
     #[cfg(feature = "test-controls")]
     pub star_range_short: bool,
@@ -319,7 +329,8 @@ pub struct Faults {
     /// `"amz-crc32"`, `"amz-crc32c"`, `"amz-crc64nvme"`, `"amz-sha1"`, `"amz-sha256"` (S3's
     /// full-object `x-amz-checksum-*`), `"amz-composite"` (a COMPOSITE crc32c, of the parts),
     /// `"repr-sha256"`, `"repr-sha512"` (`Repr-Digest`), `"digest-sha256"`, `"digest-sha512"`
-    /// (`Digest`), or `""` (none).
+    /// (`Digest`), `"goog-hex"` (x-goog-hash in hex, not base64), `"repr-upper"` (Repr-Digest
+    /// with the key `SHA-256`), or `""` (none).
     #[cfg(feature = "test-controls")]
     pub checksum: &'static str,
     /// The checksum header declares the digest of other bytes (a wrong checksum; for an
@@ -362,6 +373,9 @@ pub struct Faults {
     /// Veridox `GET /files` announces this `total`, whatever the catalog holds.
     #[cfg(feature = "test-controls")]
     pub files_total: Option<u64>,
+    /// Veridox `GET /files` holds at most this many entries a page, whatever `limit` asks for.
+    #[cfg(feature = "test-controls")]
+    pub files_page_cap: Option<usize>,
     /// Either listing's endpoint answers 404 (as for a wrong base URL).
     #[cfg(feature = "test-controls")]
     pub listing_not_found: bool,
@@ -384,6 +398,8 @@ impl Default for Faults {
             retry_after_secs: 1,
             slow_body_bps: 0,
             api_latency: Duration::ZERO,
+            #[cfg(feature = "test-controls")]
+            api_silent_first: 0,
             #[cfg(feature = "test-controls")]
             stall_percent: 0,
             #[cfg(feature = "test-controls")]
@@ -416,6 +432,10 @@ impl Default for Faults {
             ignore_if_range: false,
             #[cfg(feature = "test-controls")]
             no_validators: false,
+            #[cfg(feature = "test-controls")]
+            no_etag: false,
+            #[cfg(feature = "test-controls")]
+            no_etag_on_ranges: false,
             #[cfg(feature = "test-controls")]
             star_range_short: false,
             #[cfg(feature = "test-controls")]
@@ -456,6 +476,8 @@ impl Default for Faults {
             files_total: None,
             #[cfg(feature = "test-controls")]
             listing_not_found: false,
+            #[cfg(feature = "test-controls")]
+            files_page_cap: None,
         }
     }
 }
@@ -581,6 +603,8 @@ pub struct Stats {
     pub file_cuts: AtomicU64,
     /// Connections reset before an answer (`reset_first_requests`).
     pub file_resets: AtomicU64,
+    /// API requests accepted and never answered (`api_silent_first`).
+    pub api_unanswered: AtomicU64,
     pub expired_hits: AtomicU64,
     pub range_requests: AtomicU64,
     pub bytes_served: AtomicU64,
@@ -619,6 +643,7 @@ pub struct StatsSnapshot {
     pub file_5xx: u64,
     pub file_cuts: u64,
     pub file_resets: u64,
+    pub api_unanswered: u64,
     pub expired_hits: u64,
     pub range_requests: u64,
     pub bytes_served: u64,
@@ -661,6 +686,7 @@ impl Stats {
             file_5xx: g(&self.file_5xx),
             file_cuts: g(&self.file_cuts),
             file_resets: g(&self.file_resets),
+            api_unanswered: g(&self.api_unanswered),
             expired_hits: g(&self.expired_hits),
             range_requests: g(&self.range_requests),
             bytes_served: g(&self.bytes_served),
@@ -1051,13 +1077,29 @@ impl Sandbox {
         let stop = CancellationToken::new();
         let vendors = veridox::routes().merge(keelvar::routes());
         let api_latency = shared.cfg.faults.api_latency;
-        let vendors = if api_latency.is_zero() {
+        #[cfg(feature = "test-controls")]
+        let silent_first = shared.cfg.faults.api_silent_first;
+        #[cfg(not(feature = "test-controls"))]
+        let silent_first = 0u32;
+        let silenced = shared.clone();
+        let vendors = if api_latency.is_zero() && silent_first == 0 {
             vendors
         } else {
             vendors.layer(axum::middleware::from_fn(
-                move |req: axum::extract::Request, next: axum::middleware::Next| async move {
-                    tokio::time::sleep(api_latency).await;
-                    next.run(req).await
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let shared = silenced.clone();
+                    async move {
+                        let seen = shared.stats.api_unanswered.load(Ordering::SeqCst);
+                        if seen < u64::from(silent_first)
+                            && shared.stats.api_unanswered.fetch_add(1, Ordering::SeqCst)
+                                < u64::from(silent_first)
+                        {
+                            // Accepted, never answered.
+                            std::future::pending::<()>().await;
+                        }
+                        tokio::time::sleep(api_latency).await;
+                        next.run(req).await
+                    }
                 },
             ))
         };

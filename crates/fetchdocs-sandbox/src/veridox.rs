@@ -266,10 +266,18 @@ async fn list(
             offset
         }
     );
+    let take = control!(
+        limit,
+        shared
+            .cfg
+            .faults
+            .files_page_cap
+            .map_or(limit, |cap| cap.min(limit))
+    );
     let files: Vec<Value> = all
         .iter()
         .skip(skip)
-        .take(limit)
+        .take(take)
         .map(|f| {
             json!({
                 "file_id": f.id,

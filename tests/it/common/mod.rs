@@ -304,3 +304,25 @@ pub fn listing(dir: &Path) -> Vec<String> {
 }
 
 pub const KEY: &str = DEFAULT_VERIDOX_KEY;
+
+/// The vendor's rate limit lifted (tests where the budget is not the point).
+pub const FAST: [&str; 2] = ["--requests-per-minute", "100000"];
+
+/// `fetchdocs download --from LISTING --report report.json` plus `extra` (no ID list).
+pub fn run_from(env: &Env, listing: &str, extra: &[&str]) -> (Output, Value) {
+    let report = env.path("report.json");
+    let _ = std::fs::remove_file(&report);
+    let out = env
+        .cmd()
+        .args(["--from", listing, "--report"])
+        .arg(&report)
+        .args(FAST)
+        .args(extra)
+        .output()
+        .unwrap();
+    let report = std::fs::read(&report)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    (out, report)
+}
