@@ -456,7 +456,7 @@ fn the_kubernetes_example_runs_on_a_new_volume_one_report_per_shard() {
 
 /// `sh -c line` in `dir`, with the built fetchdocs first on PATH and a clean environment.
 #[cfg(unix)]
-fn run_as_printed(line: &str, dir: &std::path::Path) -> std::process::Output {
+fn sh_as_printed(line: &str, dir: &std::path::Path) -> std::process::Command {
     let bin = assert_cmd::cargo::cargo_bin("fetchdocs");
     let path = format!(
         "{}:{}",
@@ -472,9 +472,14 @@ fn run_as_printed(line: &str, dir: &std::path::Path) -> std::process::Output {
         .current_dir(dir)
         .env("PATH", path)
         .env("XDG_CONFIG_HOME", dir.join("xdg"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap()
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+/// [`sh_as_printed`], run to its end.
+#[cfg(unix)]
+fn run_as_printed(line: &str, dir: &std::path::Path) -> std::process::Output {
+    sh_as_printed(line, dir).output().unwrap()
 }
 
 #[cfg(unix)]
@@ -633,25 +638,10 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// `sh -c line` in `dir` spawned (as [`run_as_printed`]), its stdout piped.
+/// [`sh_as_printed`] spawned, its stdout piped.
 #[cfg(unix)]
 fn spawn_as_printed(line: &str, dir: &std::path::Path) -> std::process::Child {
-    let bin = assert_cmd::cargo::cargo_bin("fetchdocs");
-    let path = format!(
-        "{}:{}",
-        bin.parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut c = std::process::Command::new("sh");
-    for var in ENV_VARS {
-        c.env_remove(var);
-    }
-    c.arg("-c")
-        .arg(line)
-        .current_dir(dir)
-        .env("PATH", path)
-        .env("XDG_CONFIG_HOME", dir.join("xdg"))
-        .stdin(std::process::Stdio::null())
+    sh_as_printed(line, dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
