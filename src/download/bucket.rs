@@ -25,13 +25,13 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use object_store::path::Path as Key;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutPayload};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::destination::{Destination, Kept, Placing, Sink};
 use super::integrity::{Digests, hex};
 use super::lease::{Lease, LeaseError};
 use super::part::PartMeta;
+use super::records::{self, Line, OWN};
 use super::store::{build_store, redact};
 use super::{AttemptError, FileJob, Whole};
 use crate::naming::with_id_suffix;
@@ -49,8 +49,6 @@ const MAX_PARTS: u64 = 10_000;
 pub const RECORDS_PER_OBJECT: usize = 500;
 /// The longest completions wait to be written while files complete.
 const RECORD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-/// fetchdocs' own keys, under the prefix.
-const OWN: &str = ".fetchdocs";
 
 /// Why the bucket cannot be used at all.
 #[derive(Debug)]
@@ -63,16 +61,6 @@ pub enum OpenError {
     Locked(String),
     /// The store could not be reached or answered otherwise.
     Unreachable(String),
-}
-
-/// One completed file, as recorded in the bucket.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Line {
-    pub id: Uuid,
-    /// Relative to the prefix.
-    pub path: String,
-    pub bytes: u64,
-    pub sha256: String,
 }
 
 /// The object store prefix, with what earlier runs completed in it.
@@ -152,52 +140,14 @@ impl BucketDest {
     }
 
     fn own(&self, name: &str) -> Key {
-        Key::from(self.url.key(&format!("{OWN}/{name}")))
+        records::own(&self.url, name)
     }
 
-    /// Every record object under `PREFIX/.fetchdocs/records/`, oldest first (keys begin with
-    /// a v7 UUID), each line kept if its object is there with the recorded size.
+    /// What earlier runs completed here, still here whole.
     async fn read_records(&self) -> Result<HashMap<Uuid, Line>, OpenError> {
-        let records = self.own("records");
-        let mut keys = Vec::new();
-        let mut listed = self.store.list(Some(&records));
-        while let Some(meta) = listed.next().await {
-            keys.push(meta.map_err(open_error)?.location);
-        }
-        keys.sort();
-        let mut lines: HashMap<Uuid, Line> = HashMap::new();
-        // Read 16 at a time, taken in order (a later record of an ID replaces an earlier).
-        let store = &self.store;
-        let mut bodies = futures_util::stream::iter(keys)
-            .map(|key| async move { store.get(&key).await?.bytes().await })
-            .buffered(16);
-        while let Some(body) = bodies.next().await {
-            let body = body.map_err(open_error)?;
-            for text in body.split(|b| *b == b'\n') {
-                if let Ok(line) = serde_json::from_slice::<Line>(text) {
-                    lines.insert(line.id, line);
-                }
-            }
-        }
-        if lines.is_empty() {
-            return Ok(lines);
-        }
-        // What is at the prefix now (one listing, not a request per file).
-        let top = match self.url.prefix.is_empty() {
-            true => None,
-            false => Some(Key::from(self.url.prefix.as_str())),
-        };
-        let listed = self
-            .store
-            .list_with_delimiter(top.as_ref())
+        let (lines, _) = records::read(&*self.store, &self.url)
             .await
             .map_err(open_error)?;
-        let sizes: HashMap<String, u64> = listed
-            .objects
-            .into_iter()
-            .map(|o| (o.location.to_string(), o.size))
-            .collect();
-        lines.retain(|_, l| sizes.get(&self.url.key(&l.path)) == Some(&l.bytes));
         Ok(lines)
     }
 
@@ -215,15 +165,9 @@ impl BucketDest {
             *flushed = std::time::Instant::now();
             std::mem::take(&mut *pending)
         };
-        let mut body = Vec::new();
-        for line in &lines {
-            if let Ok(text) = serde_json::to_vec(line) {
-                body.extend_from_slice(&text);
-                body.push(b'\n');
-            }
-        }
+        let body = records::encode(&lines);
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let key = self.own(&format!("records/{}-{n:06}.jsonl", self.run));
+        let key = records::object_key(&self.url, self.run, n);
         let put = self
             .store
             .put_opts(&key, body.into(), PutMode::Create.into())

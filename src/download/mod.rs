@@ -34,6 +34,7 @@ mod lease;
 mod local;
 mod pace;
 mod part;
+mod records;
 mod send;
 mod store;
 mod stream;

@@ -17,11 +17,11 @@ use uuid::Uuid;
 
 use crate::common::{Env, code, file, sha256, stderr, summary};
 
-const KEY_ID: &str = "AKIAFETCHDOCSTEST";
-const SECRET: &str = "s3cr3t-never-printed-anywhere";
+pub(crate) const KEY_ID: &str = "AKIAFETCHDOCSTEST";
+pub(crate) const SECRET: &str = "s3cr3t-never-printed-anywhere";
 
 #[derive(Default)]
-struct Store {
+pub(crate) struct Store {
     objects: BTreeMap<String, Vec<u8>>,
     uploads: HashMap<String, (String, BTreeMap<u32, Vec<u8>>)>,
     next: u64,
@@ -35,17 +35,17 @@ struct Store {
 /// An S3 server for one test: the stand-in below, or (with `FETCHDOCS_TEST_S3_URL`, as
 /// `.ci/run` sets for moto's server) that server, in a bucket of the test's own. Read and
 /// written through `object_store`, as fetchdocs does.
-struct S3 {
-    url: String,
-    bucket: String,
+pub(crate) struct S3 {
+    pub(crate) url: String,
+    pub(crate) bucket: String,
     /// The stand-in's state (none for an outside server).
-    store: Option<Arc<Mutex<Store>>>,
-    client: object_store::aws::AmazonS3,
-    rt: tokio::runtime::Runtime,
+    pub(crate) store: Option<Arc<Mutex<Store>>>,
+    pub(crate) client: object_store::aws::AmazonS3,
+    pub(crate) rt: tokio::runtime::Runtime,
 }
 
 impl S3 {
-    fn start() -> S3 {
+    pub(crate) fn start() -> S3 {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -105,11 +105,11 @@ impl S3 {
     }
 
     /// The stand-in's state, if this is the stand-in.
-    fn stand_in(&self) -> Option<std::sync::MutexGuard<'_, Store>> {
+    pub(crate) fn stand_in(&self) -> Option<std::sync::MutexGuard<'_, Store>> {
         self.store.as_ref().map(|s| s.lock().unwrap())
     }
 
-    fn put(&self, key: &str, bytes: &[u8]) {
+    pub(crate) fn put(&self, key: &str, bytes: &[u8]) {
         let payload = bytes.to_vec().into();
         self.rt
             .block_on(
@@ -119,7 +119,7 @@ impl S3 {
             .unwrap();
     }
 
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
+    pub(crate) fn get(&self, key: &str) -> Option<Vec<u8>> {
         self.rt.block_on(async {
             let got = self
                 .client
@@ -131,7 +131,7 @@ impl S3 {
     }
 
     /// Every key under `prefix/`, relative to it.
-    fn keys(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn keys(&self, prefix: &str) -> Vec<String> {
         use futures_util::TryStreamExt;
         let p = object_store::path::Path::from(prefix);
         let listed: Vec<object_store::ObjectMeta> = self
@@ -146,14 +146,14 @@ impl S3 {
     }
 
     /// Keys under `prefix/` not in fetchdocs' own `.fetchdocs/`.
-    fn files(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn files(&self, prefix: &str) -> Vec<String> {
         let mut keys = self.keys(prefix);
         keys.retain(|k| !k.starts_with(".fetchdocs/"));
         keys
     }
 
     /// Objects left at staging keys.
-    fn staged(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn staged(&self, prefix: &str) -> Vec<String> {
         let mut keys = self.keys(prefix);
         keys.retain(|k| k.starts_with(".fetchdocs/uploads/"));
         keys
@@ -421,7 +421,7 @@ async fn handle(
 
 /// `fetchdocs download -o s3://bkt/PREFIX` against `env`'s sandbox and `s3`, with `--ids`,
 /// `--report` and `extra`; the access key `key_id`.
-fn run_into(
+pub(crate) fn run_into(
     env: &Env,
     s3: &S3,
     prefix: &str,
@@ -459,7 +459,12 @@ fn run_into(
 }
 
 /// Every file the report says is downloaded or skipped is in the bucket, byte for byte.
-fn assert_intact_in(env: &Env, s3: &S3, prefix: &str, report: &serde_json::Value) -> usize {
+pub(crate) fn assert_intact_in(
+    env: &Env,
+    s3: &S3,
+    prefix: &str,
+    report: &serde_json::Value,
+) -> usize {
     let mut n = 0;
     for f in report["files"].as_array().expect("files") {
         let id: Uuid = f["id"].as_str().unwrap().parse().unwrap();
@@ -680,7 +685,7 @@ fn killed_mid_run_then_run_again_every_file_is_there_whole_and_once() {
 
 /// `fetchdocs download -o s3://BUCKET/PREFIX` as a std `Command` (to spawn), with this
 /// sandbox's key and URL and the S3 server's endpoint and credentials.
-fn bucket_cmd(env: &Env, s3: &S3, prefix: &str) -> std::process::Command {
+pub(crate) fn bucket_cmd(env: &Env, s3: &S3, prefix: &str) -> std::process::Command {
     let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("fetchdocs"));
     for var in crate::common::ENV_VARS {
         c.env_remove(var);
@@ -744,7 +749,7 @@ fn three_shards_at_once_into_one_prefix_download_every_id_once() {
     assert_eq!(env.sandbox.stats().urls_minted, minted);
 }
 
-fn lease_body(expires_in: i64) -> Vec<u8> {
+pub(crate) fn lease_body(expires_in: i64) -> Vec<u8> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -1,0 +1,92 @@
+//! What a bucket prefix remembers: completion records under `PREFIX/.fetchdocs/records/`, one
+//! JSON line a completed file, in objects named `<run>-<n>.jsonl` (a run's v7 UUID first, so
+//! the names sort oldest first and a later line of an ID replaces an earlier one).
+
+use std::collections::HashMap;
+
+use futures_util::StreamExt;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::output::BucketUrl;
+
+/// fetchdocs' own keys, under the prefix.
+pub const OWN: &str = ".fetchdocs";
+
+/// One completed file, as recorded in the bucket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Line {
+    pub id: Uuid,
+    /// Relative to the prefix.
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// The key of `name` in fetchdocs' own directory under `url`'s prefix.
+pub fn own(url: &BucketUrl, name: &str) -> Key {
+    Key::from(url.key(&format!("{OWN}/{name}")))
+}
+
+/// The key of record object `n` of `run`.
+pub fn object_key(url: &BucketUrl, run: Uuid, n: u32) -> Key {
+    own(url, &format!("records/{run}-{n:06}.jsonl"))
+}
+
+/// `lines` as a record object's body.
+pub fn encode(lines: &[Line]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for line in lines {
+        if let Ok(text) = serde_json::to_vec(line) {
+            body.extend_from_slice(&text);
+            body.push(b'\n');
+        }
+    }
+    body
+}
+
+/// Every record object under `url`'s prefix, oldest first, read 16 at a time: the last line
+/// of each ID, each kept only if its object is there with the recorded size; and the record
+/// objects read.
+pub async fn read(
+    store: &dyn ObjectStore,
+    url: &BucketUrl,
+) -> Result<(HashMap<Uuid, Line>, Vec<Key>), object_store::Error> {
+    let records = own(url, "records");
+    let mut keys = Vec::new();
+    let mut listed = store.list(Some(&records));
+    while let Some(meta) = listed.next().await {
+        keys.push(meta?.location);
+    }
+    keys.sort();
+    let mut lines: HashMap<Uuid, Line> = HashMap::new();
+    // Taken in order: a later record of an ID replaces an earlier.
+    let mut bodies = futures_util::stream::iter(keys.clone())
+        .map(|key| async move { store.get(&key).await?.bytes().await })
+        .buffered(16);
+    while let Some(body) = bodies.next().await {
+        for text in body?.split(|b| *b == b'\n') {
+            if let Ok(line) = serde_json::from_slice::<Line>(text) {
+                lines.insert(line.id, line);
+            }
+        }
+    }
+    if lines.is_empty() {
+        return Ok((lines, keys));
+    }
+    // What is at the prefix now (one listing, not a request per file).
+    let top = match url.prefix.is_empty() {
+        true => None,
+        false => Some(Key::from(url.prefix.as_str())),
+    };
+    let listed = store.list_with_delimiter(top.as_ref()).await?;
+    let sizes: HashMap<String, u64> = listed
+        .objects
+        .into_iter()
+        .map(|o| (o.location.to_string(), o.size))
+        .collect();
+    lines.retain(|_, l| sizes.get(&url.key(&l.path)) == Some(&l.bytes));
+    Ok((lines, keys))
+}
