@@ -130,7 +130,8 @@ pub struct DownloadArgs {
     #[arg(long, env = "FETCHDOCS_PROFILE", value_name = "NAME")]
     pub profile: Option<String>,
 
-    /// Write a JSON report here when the run ends (also on failure).
+    /// Write a JSON report here when the run ends (also on failure); or put it at a key in a
+    /// bucket (s3://BUCKET/KEY, gs://…, az://…), beside the files, never among them.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 

@@ -143,12 +143,37 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+/// A report put in a bucket (`--report s3://BUCKET/KEY`) names an object, and never one among
+/// the files of the run's own prefix (where it could take a file's key, or be taken for one).
+fn report_key_beside(at: &BucketUrl, output: Option<&BucketUrl>) -> Result<(), Fatal> {
+    if at.prefix.is_empty() {
+        return Err(Fatal::Usage(format!(
+            "--report {at}: name the report's key too, e.g. {at}/reports/last-run.json"
+        )));
+    }
+    if let Some(out) = output
+        && out.scheme == at.scheme
+        && out.bucket == at.bucket
+        && (out.prefix.is_empty() || at.prefix.starts_with(&format!("{}/", out.prefix)))
+    {
+        let beside = match out.prefix.is_empty() {
+            true => "in another bucket, or in a local file".to_string(),
+            false => format!("beside them, e.g. under {out}-reports/"),
+        };
+        return Err(Fatal::Usage(format!(
+            "--report {at} lies among the files of -o {out}; put it {beside}"
+        )));
+    }
+    Ok(())
+}
+
 /// Where a run's report goes, as far as that is known before its settings are validated: so
 /// that a run refused while they are (no API key, say) still writes its report.
 pub struct EarlyReport {
     config: Option<PathBuf>,
     profile: Option<String>,
     report: Option<PathBuf>,
+    output_dir: Option<PathBuf>,
     provider: Option<ProviderKind>,
 }
 
@@ -158,6 +183,7 @@ impl EarlyReport {
             config: args.config.clone(),
             profile: args.profile.clone(),
             report: args.report.clone(),
+            output_dir: args.output_dir.clone(),
             provider: args.provider,
         }
     }
@@ -173,6 +199,12 @@ impl EarlyReport {
             false => Default::default(),
         };
         let report = self.report.or(settings.report)?;
+        // A key among the output prefix's files is never written, even to say why not.
+        if let Ok(Some(at)) = crate::output::parse(&report, "--report") {
+            let output = self.output_dir.or(settings.output_dir);
+            let out = output.and_then(|o| crate::output::parse(&o, "-o").ok().flatten());
+            report_key_beside(&at, out.as_ref()).ok()?;
+        }
         Some((report, self.provider.or(settings.provider)))
     }
 }
@@ -280,6 +312,12 @@ impl Config {
             .or(from_file.output_dir.clone())
             .unwrap_or_else(|| PathBuf::from("."));
         let bucket = crate::output::parse(&output_dir, output_from).map_err(Fatal::Usage)?;
+        let report = args.report.clone().or(from_file.report.clone());
+        if let Some(report) = &report
+            && let Some(at) = crate::output::parse(report, "--report").map_err(Fatal::Usage)?
+        {
+            report_key_beside(&at, bucket.as_ref())?;
+        }
         Ok(Config {
             provider,
             base_url,
@@ -294,7 +332,7 @@ impl Config {
             output_dir,
             bucket,
             concurrency: args.concurrency.or(from_file.concurrency).unwrap_or(8) as usize,
-            report: args.report.or(from_file.report),
+            report,
             verbosity,
             budget: vendor.budget(
                 args.requests_per_minute.or(from_file.requests_per_minute),

@@ -444,6 +444,13 @@ fn open_output_dir(
 /// is created if missing, as the output directory is (a Kubernetes volume starts empty).
 fn check_report_path(path: &std::path::Path) -> Result<(), Fatal> {
     let bad = |why: String| Fatal::Usage(format!("--report {}: {why}", path.display()));
+    // A key in a bucket: checked with the settings (`config.rs`), written when the run ends.
+    if crate::output::parse(path, "--report")
+        .map_err(Fatal::Usage)?
+        .is_some()
+    {
+        return Ok(());
+    }
     if path.is_dir() {
         return Err(bad("is a directory; give a file name".into()));
     }
@@ -477,13 +484,24 @@ fn write_report(cfg: &Config, recorder: &mut Recorder) -> bool {
     let Some(path) = &cfg.report else {
         return true;
     };
-    match recorder.write_report(path) {
+    match save_report(recorder, path) {
         Ok(()) => true,
         Err(e) => {
             log::error!("cannot write the report to {}: {e}", path.display());
             false
         }
     }
+}
+
+/// Write the report at `path`: a file, or a key in a bucket (written aside, then put there).
+fn save_report(recorder: &mut Recorder, path: &std::path::Path) -> Result<(), String> {
+    let Ok(Some(url)) = crate::output::parse(path, "--report") else {
+        return recorder.write_report(path).map_err(|e| e.to_string());
+    };
+    let aside = tempfile::tempdir().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
+    let file = aside.path().join("report.json");
+    recorder.write_report(&file).map_err(|e| e.to_string())?;
+    crate::download::publish_blocking(&url, &file)
 }
 
 /// The run ends before any download with `e`: every ID (those known) is reported as not
@@ -513,7 +531,7 @@ fn refused_before_config(early: EarlyReport, env: &Surroundings, e: Fatal) -> Fa
     let vendor = provider.map_or("", |p| p.vendor().name);
     let mut recorder = Recorder::new(vendor, IdSet::default(), Lines::None, false);
     recorder.set_error(e.to_string());
-    if let Err(why) = recorder.write_report(&path) {
+    if let Err(why) = save_report(&mut recorder, &path) {
         eprintln!(
             "fetchdocs: cannot write the report to {}: {why}",
             path.display()
@@ -524,6 +542,13 @@ fn refused_before_config(early: EarlyReport, env: &Surroundings, e: Fatal) -> Fa
 
 /// The file name of `path` if it lies directly in `dir` (both resolved as far as they exist).
 fn name_in_dir(dir: &std::path::Path, path: &std::path::Path) -> Option<String> {
+    // In a bucket (either of them), there is no directory to share.
+    if [dir, path]
+        .iter()
+        .any(|p| !matches!(crate::output::parse(p, ""), Ok(None)))
+    {
+        return None;
+    }
     let name = path.file_name()?.to_str()?.to_string();
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

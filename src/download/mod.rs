@@ -34,6 +34,7 @@ mod lease;
 mod local;
 mod pace;
 mod part;
+mod publish;
 mod records;
 mod send;
 mod store;
@@ -47,6 +48,7 @@ pub use integrity::hex;
 pub use integrity::sha256_of;
 pub use local::LocalDir;
 pub use pace::RateCap;
+pub use publish::publish_blocking;
 pub use send::file_host_client;
 
 /// How downloads behave.
