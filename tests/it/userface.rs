@@ -333,13 +333,21 @@ fn expand(arg: &str, env: &[(String, String)]) -> String {
     out
 }
 
-#[test]
-fn the_kubernetes_example_runs_on_a_new_volume_one_report_per_shard() {
-    let yaml = repo_file("deploy/k8s/indexed-job.yaml");
-    // README shows the manifest as it is.
+/// An Indexed Job's manifest, checked and run: the README shows it as it is, its pod runs as
+/// the image's user, and its command runs once per index, all at once, as the pods would
+/// (`$(VAR)`s expanded, the API key from the sandbox, each argument through `remap`, `extra`
+/// in the environment where the cluster would give the pod its identity). The outputs, by
+/// index.
+fn run_indexed_job(
+    manifest: &str,
+    env: &Env,
+    remap: &dyn Fn(&str) -> String,
+    extra: &[(&str, &str)],
+) -> Vec<std::process::Output> {
+    let yaml = repo_file(manifest);
     assert!(
         repo_file("README.md").contains(&format!("```yaml\n{yaml}```")),
-        "README.md's example is not deploy/k8s/indexed-job.yaml"
+        "README.md's example is not {manifest}"
     );
     let job: Value = serde_yaml_ng::from_str(&yaml).unwrap();
     assert_eq!(job["kind"], "Job");
@@ -347,7 +355,7 @@ fn the_kubernetes_example_runs_on_a_new_volume_one_report_per_shard() {
     let completions = job["spec"]["completions"].as_u64().unwrap();
     let pod = &job["spec"]["template"]["spec"];
 
-    // The pod runs as the image's user, and a new volume is made writable for it.
+    // The pod runs as the image's user (and a new volume, if any, is made writable for it).
     let docker = repo_file("Dockerfile");
     let user = docker
         .lines()
@@ -357,7 +365,9 @@ fn the_kubernetes_example_runs_on_a_new_volume_one_report_per_shard() {
     let (uid, gid): (u64, u64) = (uid.parse().unwrap(), gid.parse().unwrap());
     assert_ne!(uid, 0, "the image runs as root");
     let sc = &pod["securityContext"];
-    assert_eq!(sc["fsGroup"].as_u64(), Some(gid), "{sc}");
+    if pod["volumes"].is_array() {
+        assert_eq!(sc["fsGroup"].as_u64(), Some(gid), "{sc}");
+    }
     assert_eq!(sc["runAsUser"].as_u64(), Some(uid), "{sc}");
     assert_eq!(sc["runAsGroup"].as_u64(), Some(gid), "{sc}");
     assert_eq!(sc["runAsNonRoot"], true);
@@ -375,20 +385,6 @@ fn the_kubernetes_example_runs_on_a_new_volume_one_report_per_shard() {
         .nth(1)
         .expect("--shard");
     assert_eq!(shard, &format!("auto/{completions}"));
-    let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
-
-    // The sandbox stands in for Keelvar; the volume is a new, empty directory.
-    let env = Env::keelvar(
-        fetchdocs_sandbox::Catalog::generate(24, 7),
-        fetchdocs_sandbox::Faults::default(),
-        fetchdocs_sandbox::KeelvarConfig::default(),
-    );
-    let volume = env.path("volume");
-    std::fs::create_dir(&volume).unwrap();
-    let remap = |a: &str| match a.strip_prefix(mount) {
-        Some(rest) => format!("{}{rest}", volume.display()),
-        None => a.to_string(),
-    };
 
     // One process per index, all at once, as the Job's pods run.
     let children: Vec<_> = (0..completions)
@@ -417,10 +413,16 @@ fn the_kubernetes_example_runs_on_a_new_volume_one_report_per_shard() {
             for var in ENV_VARS {
                 c.env_remove(var);
             }
+            for (k, _) in std::env::vars() {
+                if k.starts_with("AWS_") {
+                    c.env_remove(k);
+                }
+            }
             c.env("XDG_CONFIG_HOME", env.path("xdg"))
                 // Where the image would reach the real vendor.
                 .env("FETCHDOCS_BASE_URL", &env.sandbox.api_url)
                 .envs(vars.iter().map(|(k, v)| (k, v)))
+                .envs(extra.iter().copied())
                 .args(args.iter().map(|a| remap(&expand(a, &vars))))
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::piped())
@@ -428,20 +430,26 @@ fn the_kubernetes_example_runs_on_a_new_volume_one_report_per_shard() {
             c.spawn().unwrap()
         })
         .collect();
+    children
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect()
+}
+
+/// Each shard's report downloaded its files, whole (`bytes` reads one by its path), and
+/// together they downloaded every ID of `env` once.
+fn assert_each_id_once(env: &Env, reports: &[Value], bytes: &dyn Fn(&str) -> Vec<u8>) {
     let mut downloaded = std::collections::HashSet::new();
-    for (index, child) in children.into_iter().enumerate() {
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(code(&out), 0, "shard {index}: {}", stderr(&out));
-        let report = volume.join(format!("reports/shard-{index}.json"));
-        let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap())
-            .unwrap_or_else(|e| panic!("shard {index}'s report: {e}"));
-        assert_eq!(report["listing"]["complete"], true, "{report}");
+    for (index, report) in reports.iter().enumerate() {
+        assert_eq!(
+            report["listing"]["complete"], true,
+            "shard {index}: {report}"
+        );
         for f in report["files"].as_array().unwrap() {
             assert_eq!(f["status"], "downloaded", "{f}");
-            let path = volume.join("rfi").join(f["path"].as_str().unwrap());
             let id: uuid::Uuid = f["id"].as_str().unwrap().parse().unwrap();
             assert_eq!(
-                sha256(&std::fs::read(&path).unwrap()),
+                sha256(&bytes(f["path"].as_str().unwrap())),
                 sha256(&env.catalog.get(&id).unwrap().bytes())
             );
             assert!(downloaded.insert(id), "{id} in two shards' reports");
@@ -452,6 +460,76 @@ fn the_kubernetes_example_runs_on_a_new_volume_one_report_per_shard() {
         downloaded, all,
         "the shards together downloaded every file once"
     );
+}
+
+fn keelvar_env() -> Env {
+    Env::keelvar(
+        fetchdocs_sandbox::Catalog::generate(24, 7),
+        fetchdocs_sandbox::Faults::default(),
+        fetchdocs_sandbox::KeelvarConfig::default(),
+    )
+}
+
+#[test]
+fn the_kubernetes_example_runs_on_a_new_volume_one_report_per_shard() {
+    // The sandbox stands in for Keelvar; the volume is a new, empty directory.
+    let env = keelvar_env();
+    let volume = env.path("volume");
+    std::fs::create_dir(&volume).unwrap();
+    let job: Value = serde_yaml_ng::from_str(&repo_file("deploy/k8s/indexed-job.yaml")).unwrap();
+    let mount = job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["mountPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let remap = |a: &str| match a.strip_prefix(mount.as_str()) {
+        Some(rest) => format!("{}{rest}", volume.display()),
+        None => a.to_string(),
+    };
+    let outs = run_indexed_job("deploy/k8s/indexed-job.yaml", &env, &remap, &[]);
+    let mut reports = Vec::new();
+    for (index, out) in outs.iter().enumerate() {
+        assert_eq!(code(out), 0, "shard {index}: {}", stderr(out));
+        let report = volume.join(format!("reports/shard-{index}.json"));
+        reports.push(
+            serde_json::from_slice(&std::fs::read(&report).unwrap())
+                .unwrap_or_else(|e| panic!("shard {index}'s report: {e}")),
+        );
+    }
+    assert_each_id_once(&env, &reports, &|path| {
+        std::fs::read(volume.join("rfi").join(path)).unwrap()
+    });
+}
+
+#[test]
+fn the_kubernetes_example_into_a_bucket_puts_files_and_reports_in_the_bucket() {
+    // The sandbox stands in for Keelvar, the S3 server for S3 (its keys where the pod's
+    // service account would give it an identity); no volume at all.
+    let env = keelvar_env();
+    let s3 = crate::bucket::S3::start();
+    let remap = |a: &str| a.replace("s3://acme-compliance/", &format!("s3://{}/", s3.bucket));
+    let outs = run_indexed_job(
+        "deploy/k8s/indexed-job-bucket.yaml",
+        &env,
+        &remap,
+        &[
+            ("AWS_ACCESS_KEY_ID", crate::bucket::KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", crate::bucket::SECRET),
+            ("AWS_ENDPOINT_URL", &s3.url),
+        ],
+    );
+    let mut reports = Vec::new();
+    for (index, out) in outs.iter().enumerate() {
+        assert_eq!(code(out), 0, "shard {index}: {}", stderr(out));
+        let key = format!("rfi-reports/shard-{index}.json");
+        let body = s3.get(&key).unwrap_or_else(|| panic!("no report at {key}"));
+        reports.push(serde_json::from_slice(&body).unwrap());
+    }
+    assert_each_id_once(&env, &reports, &|path| {
+        s3.get(&format!("rfi/{path}"))
+            .unwrap_or_else(|| panic!("rfi/{path} is not in the bucket"))
+    });
+    assert_eq!(s3.files("rfi").len(), 24);
+    assert!(!env.out().exists(), "written to a local disk");
 }
 
 /// `sh -c line` in `dir`, with the built fetchdocs first on PATH and a clean environment.
