@@ -27,8 +27,11 @@ pub struct IdSet {
     ids: Vec<Uuid>,
     /// Dropped by [`IdSet::freeze`] once no more IDs can come.
     index: Option<HashTable<u32>>,
-    /// Per-process hash key, so that no input can be crafted to collide.
-    seed: u64,
+    /// Per-process hash key, one for each half of an ID: it enters before the halves are
+    /// combined, so which IDs collide depends on it, and a list cannot be made to collide
+    /// without knowing it (no 64-bit hash stops a list that learns it by timing; none here
+    /// tells it).
+    seed: (u64, u64),
 }
 
 impl Default for IdSet {
@@ -36,7 +39,7 @@ impl Default for IdSet {
         IdSet {
             ids: Vec::new(),
             index: Some(HashTable::new()),
-            seed: fastrand::u64(..) | 1,
+            seed: (fastrand::u64(..), fastrand::u64(..)),
         }
     }
 }
@@ -61,12 +64,15 @@ impl IdSet {
         }
     }
 
-    fn hash(seed: u64, id: &Uuid) -> u64 {
+    /// Each half of the ID keyed by its own seed, then the two multiplied into 128 bits and
+    /// the product folded (wyhash's and foldhash's "folded multiply"). The old fold of the
+    /// halves before the seed let any two IDs whose halves XOR the same collide on every run.
+    fn hash(seed: (u64, u64), id: &Uuid) -> u64 {
         let v = id.as_u128();
-        let folded = (v as u64) ^ ((v >> 64) as u64).rotate_left(29);
-        (folded ^ seed)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(26)
+        let lo = (v as u64) ^ seed.0;
+        let hi = ((v >> 64) as u64) ^ seed.1;
+        let product = (lo as u128).wrapping_mul(hi as u128);
+        (product as u64) ^ ((product >> 64) as u64)
     }
 
     /// Add `id`; its index if it is new, `None` if it was already there. Panics past
@@ -439,6 +445,26 @@ mod tests {
     const V7: &str = "01932c07-a5e4-7c3b-9d2f-3b6a1e0c4f8d";
     const V7B: &str = "01932c07-a5e4-7c3b-8d2f-3b6a1e0c4f8e";
     const V4: &str = "550e8400-e29b-41d4-a716-446655440000";
+
+    #[test]
+    fn ids_made_to_collide_under_the_old_fold_do_not_collide_under_any_seed() {
+        // Under the old hash, every ID whose low half equals its high half rotated by 29 (XOR
+        // a constant) folded to one value before the seed, so all collided on every run.
+        let crafted: Vec<Uuid> = (0..64u64)
+            .map(|n| {
+                let hi = n.wrapping_mul(0x0123_4567_89ab_cdef) | (7 << 12);
+                Uuid::from_u128(((hi as u128) << 64) | hi.rotate_left(29) as u128)
+            })
+            .collect();
+        for seed in [(1, 2), (fastrand::u64(..), fastrand::u64(..))] {
+            let hashes: std::collections::HashSet<u64> =
+                crafted.iter().map(|id| IdSet::hash(seed, id)).collect();
+            assert_eq!(hashes.len(), crafted.len(), "{seed:?}");
+        }
+        // And the same ID under two seeds hashes apart: the seed decides.
+        let id = crafted[3];
+        assert_ne!(IdSet::hash((1, 2), &id), IdSet::hash((3, 4), &id));
+    }
 
     #[test]
     fn trims_skips_comments_and_folds_duplicates() {
