@@ -8,6 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::ids::IdSet;
+use crate::output::BucketUrl;
 use crate::state::Record;
 
 /// How one ID ended.
@@ -156,6 +157,18 @@ pub struct Recorder {
     listing: Option<ListingReport>,
     /// The ID list's bad lines, skipped with `--skip-bad-lines`.
     bad_lines: Option<BadLinesReport>,
+    /// The bucket prefix of a run into one: downloaded and skipped files get their `key`.
+    bucket: Option<BucketUrl>,
+}
+
+/// An entry as written (report and `--json`): in a bucket run, downloaded and skipped files
+/// with their object key.
+#[derive(Serialize)]
+struct Keyed<'a> {
+    #[serde(flatten)]
+    entry: &'a FileEntry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
 }
 
 /// The `bad_lines` part of the report: the lines of the ID list skipped by `--skip-bad-lines`
@@ -227,7 +240,21 @@ impl Recorder {
             error: None,
             listing: None,
             bad_lines: None,
+            bucket: None,
         }
+    }
+
+    /// The run writes into `bucket`: each downloaded or skipped file's entry gives its key.
+    pub fn keys_in(&mut self, bucket: BucketUrl) {
+        self.bucket = Some(bucket);
+    }
+
+    fn keyed<'a>(&self, entry: &'a FileEntry) -> Keyed<'a> {
+        let key = match (&self.bucket, entry.status, &entry.path) {
+            (Some(b), Status::Downloaded | Status::Skipped, Some(path)) => Some(b.object_key(path)),
+            _ => None,
+        };
+        Keyed { entry, key }
     }
 
     /// The ID list's lines that `--skip-bad-lines` skipped.
@@ -289,7 +316,7 @@ impl Recorder {
     fn print(&mut self, entry: &FileEntry) {
         match self.lines {
             Lines::None => {}
-            Lines::Json => print_json_value(entry),
+            Lines::Json => print_json_value(&self.keyed(entry)),
             Lines::Table => {
                 if !self.printed_any {
                     print_line(&format!("{:<36}  NAME", "ID"));
@@ -343,8 +370,8 @@ impl Recorder {
                 len: 0,
             });
         }
+        let mut line = serde_json::to_vec(&self.keyed(entry)).map_err(std::io::Error::other)?;
         let spool = self.spool.as_mut().expect("just made");
-        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
         line.push(b'\n');
         spool.out.write_all(&line)?;
         let offset = spool.len;

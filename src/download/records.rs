@@ -90,3 +90,41 @@ pub async fn read(
     lines.retain(|_, l| sizes.get(&url.key(&l.path)) == Some(&l.bytes));
     Ok((lines, keys))
 }
+
+/// Every file recorded under `url`'s prefix, for `verify`: the last line of each ID, in the
+/// order the IDs were first recorded, none left out (an object gone or changed is what verify
+/// reports); `None` when the prefix holds no record object at all.
+pub async fn read_all(
+    store: &dyn ObjectStore,
+    url: &BucketUrl,
+) -> Result<Option<Vec<Line>>, object_store::Error> {
+    let records = own(url, "records");
+    let mut keys = Vec::new();
+    let mut listed = store.list(Some(&records));
+    while let Some(meta) = listed.next().await {
+        keys.push(meta?.location);
+    }
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    keys.sort();
+    let mut lines: Vec<Line> = Vec::new();
+    let mut at: HashMap<Uuid, usize> = HashMap::new();
+    let mut bodies = futures_util::stream::iter(keys)
+        .map(|key| async move { store.get(&key).await?.bytes().await })
+        .buffered(16);
+    while let Some(body) = bodies.next().await {
+        for text in body?.split(|b| *b == b'\n') {
+            if let Ok(line) = serde_json::from_slice::<Line>(text) {
+                match at.get(&line.id) {
+                    Some(&i) => lines[i] = line,
+                    None => {
+                        at.insert(line.id, lines.len());
+                        lines.push(line);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(lines))
+}
