@@ -681,6 +681,36 @@ mod tests {
     }
 
     #[test]
+    fn a_bucket_runs_downloaded_and_skipped_files_give_their_key_and_nothing_else_does() {
+        let ids = set(3);
+        let bucket = crate::output::parse(Path::new("s3://b/night/run"), "-o")
+            .unwrap()
+            .unwrap();
+        let id = |i: usize| set(3)[i];
+        let mut r = Recorder::new("veridox", ids, Lines::None, false);
+        r.keys_in(bucket);
+        let rec = |i: usize, path: &str| Record {
+            id: id(i),
+            path: path.into(),
+            bytes: 3,
+            sha256: None,
+        };
+        r.finish(0, FileEntry::skipped(rec(0, "a [1].pdf")));
+        let mut downloaded = FileEntry::skipped(rec(1, "b.pdf"));
+        downloaded.status = Status::Downloaded;
+        r.finish(1, downloaded);
+        r.finish(2, FileEntry::failed(id(2), "gone".into()));
+        let files = report(&mut r)["files"].clone();
+        assert_eq!(files[0]["key"], "night/run/a %5B1%5D.pdf");
+        assert_eq!(files[1]["key"], "night/run/b.pdf");
+        assert!(files[2].get("key").is_none(), "{}", files[2]);
+        // A local run: no key.
+        let mut r = Recorder::new("veridox", set(1), Lines::None, false);
+        r.finish(0, FileEntry::skipped(rec(0, "a.pdf")));
+        assert!(report(&mut r)["files"][0].get("key").is_none());
+    }
+
+    #[test]
     fn an_empty_run_is_an_empty_list() {
         let mut r = Recorder::new("veridox", IdSet::default(), Lines::None, false);
         let rep = report(&mut r);

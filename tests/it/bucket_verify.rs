@@ -8,7 +8,9 @@ use object_store::ObjectStoreExt;
 use uuid::Uuid;
 
 use crate::bucket::{KEY_ID, S3, SECRET, assert_intact_in, run_into};
-use crate::common::{Env, code, sha256, stderr, stdout, summary};
+use fetchdocs_sandbox::{Catalog, Faults};
+
+use crate::common::{Env, code, file, sha256, stderr, stdout, summary};
 
 /// `fetchdocs verify -o s3://BUCKET/PREFIX` with the access key `key_id` and nothing else of
 /// the caller's environment that could change it.
@@ -272,4 +274,78 @@ fn a_bucket_runs_report_and_json_lines_give_each_files_key_and_a_local_runs_do_n
         .collect();
     assert_eq!(lines.len(), 7, "six files and the summary line");
     assert!(lines.iter().all(|l| l.get("key").is_none()), "{lines:?}");
+}
+
+#[test]
+fn verify_of_a_bucket_whose_store_cannot_be_reached_is_exit_5_in_one_line() {
+    let env = Env::generated(1);
+    let s3 = S3::start();
+    // A store that takes every connection and closes it unanswered.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("fetchdocs"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k.starts_with("FETCHDOCS_") {
+            c.env_remove(k);
+        }
+    }
+    let out = c
+        .env("XDG_CONFIG_HOME", env.path("xdg"))
+        .env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &dead)
+        .args(["verify", "-o", &format!("s3://{}/p", s3.bucket)])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("-o s3://{}/p", s3.bucket)) && !err.contains(SECRET),
+        "{err}"
+    );
+    assert_eq!(stdout(&out), "");
+}
+
+#[test]
+fn names_the_store_spells_otherwise_are_verified_and_reported_under_their_real_key() {
+    // object_store percent-encodes `[`, `]` and `%` in a key.
+    let env = Env::new(
+        Catalog::new(vec![
+            file(1, "a [1].pdf", 3000),
+            file(2, "100% sure.pdf", 200),
+        ]),
+        Faults::default(),
+    );
+    let s3 = S3::start();
+    let (out, report) = run_into(&env, &s3, "p", &env.all_ids(), &[], KEY_ID);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let keys: Vec<&str> = files(&report)
+        .iter()
+        .map(|f| f["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["p/a %5B1%5D.pdf", "p/100%25 sure.pdf"]);
+    let mut stored = s3.files("p");
+    stored.sort();
+    assert_eq!(stored, ["100%25 sure.pdf", "a %5B1%5D.pdf"]);
+    let out = verify(&env, &s3, "p", KEY_ID);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("2 intact"), "{}", stderr(&out));
+    // One spoiled under its real key is found.
+    s3.put("p/a [1].pdf", b"other"); // at p/a %5B1%5D.pdf
+    let out = verify(&env, &s3, "p", KEY_ID);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim_end(),
+        format!(
+            "changed: a [1].pdf ({}): 5 bytes, was 3000",
+            env.all_ids()[0]
+        )
+    );
 }
