@@ -114,7 +114,8 @@ async fn check(
 }
 
 /// What ends a verify: refused credentials (3), no such bucket (2), else an unreachable or
-/// failing store (5); one line, no credential, no XML.
+/// failing store (5; also records that kept vanishing as they were read); one line, no
+/// credential, no XML.
 fn fatal(url: &BucketUrl, doing: &str, e: object_store::Error) -> Fatal {
     let why = tidy(&e.to_string());
     match e {
@@ -125,9 +126,6 @@ fn fatal(url: &BucketUrl, doing: &str, e: object_store::Error) -> Fatal {
         _ if why.contains("401 Unauthorized") || why.contains("403 Forbidden") => Fatal::Auth(
             format!("-o {url}: the store refused the credentials: {why}"),
         ),
-        object_store::Error::NotFound { .. } => {
-            Fatal::Usage(format!("-o {url}: {doing}: no such bucket ({why})"))
-        }
         _ if why.contains("NoSuchBucket") => {
             Fatal::Usage(format!("-o {url}: {doing}: no such bucket ({why})"))
         }
