@@ -32,8 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Download the files named by a list of IDs.
     Download(Box<DownloadArgs>),
-    /// Re-hash what earlier runs downloaded into a directory and list every file whose bytes
-    /// changed since (or that is gone).
+    /// Re-hash what earlier runs downloaded into a directory or a bucket prefix and list every
+    /// file whose bytes changed since (or that is gone).
     Verify(VerifyArgs),
     /// Print a shell completion script (see the README for where each shell wants it).
     Completions {
@@ -269,10 +269,13 @@ pub enum ConfigAction {
 #[derive(Debug, Args)]
 #[command(
     after_help = "Exit codes: 0 every recorded file is intact; 1 some changed or are \
-missing (each listed); 2 the directory holds no record of a fetchdocs run."
+missing (each listed); 2 the directory or prefix holds no record of a fetchdocs run; for a \
+bucket, 3 the store refused the credentials, 5 it could not be reached."
 )]
 pub struct VerifyArgs {
-    /// The directory an earlier `download` saved into.
+    /// The directory an earlier `download` saved into, or the bucket prefix it wrote to:
+    /// s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX (credentials from the
+    /// platform's usual environment, as for `download`; every object is read back and hashed).
     #[arg(
         short = 'o',
         long,

@@ -51,6 +51,12 @@ impl BucketUrl {
             false => format!("{}/{name}", self.prefix),
         }
     }
+
+    /// The object key `name` is stored under, as the store spells it (`object_store`
+    /// percent-encodes a few characters: `[` is `%5B`).
+    pub fn object_key(&self, name: &str) -> String {
+        object_store::path::Path::from(self.key(name)).to_string()
+    }
 }
 
 /// `value` (from `-o`, `FETCHDOCS_OUTPUT_DIR` or the config file's `output_dir`): `None` if it
@@ -138,6 +144,7 @@ mod tests {
         );
         assert_eq!(b.to_string(), "s3://my-bucket/night/2026");
         assert_eq!(b.key("a.pdf"), "night/2026/a.pdf");
+        assert_eq!(b.object_key("a [1].pdf"), "night/2026/a %5B1%5D.pdf");
         let g = p("gs://b").unwrap().unwrap();
         assert_eq!((g.scheme, g.prefix.as_str()), (Scheme::Gcs, ""));
         assert_eq!(g.key("a.pdf"), "a.pdf");

@@ -8,6 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::ids::IdSet;
+use crate::output::BucketUrl;
 use crate::state::Record;
 
 /// How one ID ended.
@@ -156,6 +157,18 @@ pub struct Recorder {
     listing: Option<ListingReport>,
     /// The ID list's bad lines, skipped with `--skip-bad-lines`.
     bad_lines: Option<BadLinesReport>,
+    /// The bucket prefix of a run into one: downloaded and skipped files get their `key`.
+    bucket: Option<BucketUrl>,
+}
+
+/// An entry as written (report and `--json`): in a bucket run, downloaded and skipped files
+/// with their object key.
+#[derive(Serialize)]
+struct Keyed<'a> {
+    #[serde(flatten)]
+    entry: &'a FileEntry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
 }
 
 /// The `bad_lines` part of the report: the lines of the ID list skipped by `--skip-bad-lines`
@@ -227,7 +240,21 @@ impl Recorder {
             error: None,
             listing: None,
             bad_lines: None,
+            bucket: None,
         }
+    }
+
+    /// The run writes into `bucket`: each downloaded or skipped file's entry gives its key.
+    pub fn keys_in(&mut self, bucket: BucketUrl) {
+        self.bucket = Some(bucket);
+    }
+
+    fn keyed<'a>(&self, entry: &'a FileEntry) -> Keyed<'a> {
+        let key = match (&self.bucket, entry.status, &entry.path) {
+            (Some(b), Status::Downloaded | Status::Skipped, Some(path)) => Some(b.object_key(path)),
+            _ => None,
+        };
+        Keyed { entry, key }
     }
 
     /// The ID list's lines that `--skip-bad-lines` skipped.
@@ -289,7 +316,7 @@ impl Recorder {
     fn print(&mut self, entry: &FileEntry) {
         match self.lines {
             Lines::None => {}
-            Lines::Json => print_json_value(entry),
+            Lines::Json => print_json_value(&self.keyed(entry)),
             Lines::Table => {
                 if !self.printed_any {
                     print_line(&format!("{:<36}  NAME", "ID"));
@@ -343,8 +370,8 @@ impl Recorder {
                 len: 0,
             });
         }
+        let mut line = serde_json::to_vec(&self.keyed(entry)).map_err(std::io::Error::other)?;
         let spool = self.spool.as_mut().expect("just made");
-        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
         line.push(b'\n');
         spool.out.write_all(&line)?;
         let offset = spool.len;
@@ -651,6 +678,36 @@ mod tests {
         assert_eq!(rep["summary"]["requested"], 3);
         assert_eq!(rep["summary"]["interrupted"], 1);
         assert_eq!(rep["summary"]["resolved"], 2);
+    }
+
+    #[test]
+    fn a_bucket_runs_downloaded_and_skipped_files_give_their_key_and_nothing_else_does() {
+        let ids = set(3);
+        let bucket = crate::output::parse(Path::new("s3://b/night/run"), "-o")
+            .unwrap()
+            .unwrap();
+        let id = |i: usize| set(3)[i];
+        let mut r = Recorder::new("veridox", ids, Lines::None, false);
+        r.keys_in(bucket);
+        let rec = |i: usize, path: &str| Record {
+            id: id(i),
+            path: path.into(),
+            bytes: 3,
+            sha256: None,
+        };
+        r.finish(0, FileEntry::skipped(rec(0, "a [1].pdf")));
+        let mut downloaded = FileEntry::skipped(rec(1, "b.pdf"));
+        downloaded.status = Status::Downloaded;
+        r.finish(1, downloaded);
+        r.finish(2, FileEntry::failed(id(2), "gone".into()));
+        let files = report(&mut r)["files"].clone();
+        assert_eq!(files[0]["key"], "night/run/a %5B1%5D.pdf");
+        assert_eq!(files[1]["key"], "night/run/b.pdf");
+        assert!(files[2].get("key").is_none(), "{}", files[2]);
+        // A local run: no key.
+        let mut r = Recorder::new("veridox", set(1), Lines::None, false);
+        r.finish(0, FileEntry::skipped(rec(0, "a.pdf")));
+        assert!(report(&mut r)["files"][0].get("key").is_none());
     }
 
     #[test]

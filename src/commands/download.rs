@@ -574,6 +574,7 @@ async fn bucket_destination(
     recorder: &mut Recorder,
     ui: &Ui,
 ) -> Result<Arc<AnyDest>, Fatal> {
+    recorder.keys_in(url.clone());
     let shard = cfg.shard.map(|s| (s.index, s.count));
     let dest = BucketDest::open(url, shard).await.map_err(|e| match e {
         BucketError::Locked(who) => Fatal::Locked(format!(

@@ -47,9 +47,23 @@ fn other_environment(command: &str) -> &'static [(&'static str, &'static str)] {
             "Where the config file is looked for unless --config or FETCHDOCS_CONFIG names one.",
         ),
     ];
+    const VERIFY: &[(&str, &str)] = &[
+        (
+            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, \
+             AWS_ENDPOINT_URL, AWS_ALLOW_HTTP",
+            "For -o s3://…: the credentials and endpoint, as for download (web identity and \
+             instance metadata too). Never printed.",
+        ),
+        (
+            "GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY",
+            "For -o gs://… and -o az://…: the same, for Google Cloud Storage and Azure \
+             (workload and managed identity too).",
+        ),
+    ];
     match command {
         "download" => DOWNLOAD,
         "config" => CONFIG,
+        "verify" => VERIFY,
         _ => &[],
     }
 }
@@ -98,7 +112,16 @@ fn exit_codes(command: &str) -> &'static [(u8, &'static str)] {
     const VERIFY: &[(u8, &str)] = &[
         (0, "Every recorded file is intact."),
         (1, "Some changed or are missing (each listed)."),
-        (2, "The directory holds no record of a fetchdocs run."),
+        (
+            2,
+            "The directory or bucket prefix holds no record of a fetchdocs run (or the bucket \
+             does not exist).",
+        ),
+        (
+            3,
+            "A bucket's store refused the credentials (one line, no secret in it).",
+        ),
+        (5, "A bucket's store could not be reached (one line)."),
     ];
     const CONFIG: &[(u8, &str)] = &[
         (0, "The settings were printed."),

@@ -9,6 +9,7 @@ mod man;
 #[cfg(feature = "sandbox")]
 mod sandbox;
 mod verify;
+mod verify_bucket;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,7 +41,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = match cli.command {
         Command::Download(args) => download::run(*args, &runtime),
-        Command::Verify(args) => verify::run(&args),
+        Command::Verify(args) => verify::run(&args, &runtime),
         Command::Config {
             action: ConfigAction::Show(args),
         } => config::show(&args),

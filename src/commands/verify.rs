@@ -23,14 +23,10 @@ enum Found {
 /// Records checked together: each group is split over the cores, then reported in order.
 const GROUP: usize = 1024;
 
-pub fn run(args: &VerifyArgs) -> Result<Exit, Fatal> {
+pub fn run(args: &VerifyArgs, runtime: &tokio::runtime::Runtime) -> Result<Exit, Fatal> {
     let dir = &args.output_dir;
-    // A bucket is not read here yet; any other scheme:// is no directory either.
     if let Some(bucket) = crate::output::parse(dir, "-o").map_err(Fatal::Usage)? {
-        return Err(Fatal::Usage(format!(
-            "verify -o {bucket}: checking a bucket is not supported yet; the report of the run \
-             that wrote it has each file's sha256"
-        )));
+        return super::verify_bucket::run(&bucket, runtime);
     }
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let mut tally = Tally::default();

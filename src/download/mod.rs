@@ -49,7 +49,9 @@ pub use integrity::sha256_of;
 pub use local::LocalDir;
 pub use pace::RateCap;
 pub use publish::publish_blocking;
+pub use records::{Line as RecordLine, read_all as read_bucket_records};
 pub use send::file_host_client;
+pub use store::{build_store, redact};
 
 /// How downloads behave.
 #[derive(Debug, Clone)]

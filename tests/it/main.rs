@@ -12,6 +12,7 @@ mod architecture;
 mod auth_and_partial;
 mod bucket;
 mod bucket_report;
+mod bucket_verify;
 mod budget;
 mod download;
 mod faults;
