@@ -52,10 +52,25 @@ impl BucketUrl {
         }
     }
 
-    /// The object key `name` is stored under, as the store spells it (`object_store`
-    /// percent-encodes a few characters: `[` is `%5B`).
+    /// The object `name` (relative to the prefix) is stored as: under its own name, `[`, `~`,
+    /// `#` and all (`object_store`'s `Path::from` would percent-encode those, so a downstream
+    /// reader would find `a %5B1%5D.pdf` where the file is `a [1].pdf`); listings give keys
+    /// back the same way. Names fetchdocs makes never hold control characters or empty, `.`
+    /// or `..` segments; one that did would be encoded rather than refused.
+    pub fn object(&self, name: &str) -> object_store::path::Path {
+        let key = self.key(name);
+        object_store::path::Path::parse(&key)
+            .unwrap_or_else(|_| object_store::path::Path::from(key))
+    }
+
+    /// The key of [`BucketUrl::object`], as the report gives it.
     pub fn object_key(&self, name: &str) -> String {
-        object_store::path::Path::from(self.key(name)).to_string()
+        self.object(name).to_string()
+    }
+
+    /// The prefix as an object path (`None`: the bucket's top).
+    pub fn prefix_path(&self) -> Option<object_store::path::Path> {
+        (!self.prefix.is_empty()).then(|| self.object(""))
     }
 }
 
@@ -144,7 +159,7 @@ mod tests {
         );
         assert_eq!(b.to_string(), "s3://my-bucket/night/2026");
         assert_eq!(b.key("a.pdf"), "night/2026/a.pdf");
-        assert_eq!(b.object_key("a [1].pdf"), "night/2026/a %5B1%5D.pdf");
+        assert_eq!(b.object_key("a [1] ~#%.pdf"), "night/2026/a [1] ~#%.pdf");
         let g = p("gs://b").unwrap().unwrap();
         assert_eq!((g.scheme, g.prefix.as_str()), (Scheme::Gcs, ""));
         assert_eq!(g.key("a.pdf"), "a.pdf");

@@ -523,6 +523,14 @@ impl<P: Provider> Pipeline<'_, P> {
         });
     }
 
+    /// The record of `id` (at `index`) if an earlier run completed it and it is still there
+    /// whole: in the output directory's record, or the bucket's (IDs from a listing too).
+    fn completed(&self, id: &uuid::Uuid, index: u32) -> Option<crate::state::Record> {
+        self.state
+            .completed(id, index)
+            .or_else(|| self.dest.completed(id))
+    }
+
     /// Whether IDs are left that the scheduler has not seen.
     fn more_to_feed(&self) -> bool {
         self.cursor < self.recorder.ids().len()
@@ -545,7 +553,7 @@ impl<P: Provider> Pipeline<'_, P> {
             added += 1;
             walked.ids += 1;
             if let (true, Some(label)) = (self.dry_run, found.label) {
-                if !self.force && self.state.completed(&found.id, index).is_some() {
+                if !self.force && self.completed(&found.id, index).is_some() {
                     // Reported as skipped when the feed gets to it.
                     continue;
                 }
@@ -628,7 +636,7 @@ impl<P: Provider> Pipeline<'_, P> {
                 continue;
             }
             if !self.force
-                && let Some(rec) = self.state.completed(&id, index)
+                && let Some(rec) = self.completed(&id, index)
             {
                 self.recorder.finish(index, FileEntry::skipped(rec));
                 self.ui.file_skipped();

@@ -701,7 +701,7 @@ mod tests {
         r.finish(1, downloaded);
         r.finish(2, FileEntry::failed(id(2), "gone".into()));
         let files = report(&mut r)["files"].clone();
-        assert_eq!(files[0]["key"], "night/run/a %5B1%5D.pdf");
+        assert_eq!(files[0]["key"], "night/run/a [1].pdf");
         assert_eq!(files[1]["key"], "night/run/b.pdf");
         assert!(files[2].get("key").is_none(), "{}", files[2]);
         // A local run: no key.

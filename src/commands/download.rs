@@ -154,14 +154,6 @@ pub async fn execute(
     if let Some(path) = &cfg.report {
         check_report_path(path)?;
     }
-    if let Some(bucket) = &cfg.bucket
-        && cfg.from.is_some()
-    {
-        let e = Fatal::Usage(format!(
-            "-o {bucket}: --from (a listing) into a bucket is not supported yet; give --ids"
-        ));
-        return Err(report_early(cfg, IdSet::default(), e));
-    }
     // From here on every way out writes the report, so yesterday's never passes for today's.
     let (list, bad_lines) = match &cfg.ids {
         Some(source) => read_ids(source, cfg.provider, cfg.shard, cfg.skip_bad_lines)
@@ -576,7 +568,7 @@ async fn bucket_destination(
 ) -> Result<Arc<AnyDest>, Fatal> {
     recorder.keys_in(url.clone());
     let shard = cfg.shard.map(|s| (s.index, s.count));
-    let dest = BucketDest::open(url, shard).await.map_err(|e| match e {
+    let mut dest = BucketDest::open(url, shard).await.map_err(|e| match e {
         BucketError::Locked(who) => Fatal::Locked(format!(
             "another fetchdocs run is using {url} ({who}); nothing was done. Wait for it to \
              finish, or stop it: a stopped run's lease expires within a minute"
@@ -587,6 +579,10 @@ async fn bucket_destination(
         BucketError::Config(why) => Fatal::Usage(format!("-o {url}: {why}")),
         BucketError::Unreachable(why) => Fatal::Unreachable(format!("-o {url}: {why}")),
     })?;
+    if cfg.dry_run {
+        dest.leave_records();
+    }
+    // (IDs from a listing are looked up in the bucket's records as they come.)
     if !cfg.force {
         for i in 0..recorder.ids().len() {
             let id = recorder.ids()[i];

@@ -10,7 +10,6 @@
 //! read at a time, each streamed through the hash, so memory does not grow with their size.
 
 use futures_util::StreamExt;
-use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 
@@ -79,7 +78,7 @@ async fn check(
     url: &BucketUrl,
     line: &RecordLine,
 ) -> Result<Found, object_store::Error> {
-    let key = Key::from(url.key(&line.path));
+    let key = url.object(&line.path);
     let got = match store.get(&key).await {
         Ok(got) => got,
         Err(object_store::Error::NotFound { .. }) => return Ok(Found::Missing),

@@ -21,6 +21,20 @@ pub enum AnySink {
 }
 
 impl AnyDest {
+    /// What an earlier run completed in a bucket, and is still there whole (a directory's
+    /// record is the run's `State`'s: none here).
+    pub fn completed(&self, id: &uuid::Uuid) -> Option<crate::state::Record> {
+        match self {
+            AnyDest::Local(_) => None,
+            AnyDest::Bucket(d) => d.completed(id).map(|l| crate::state::Record {
+                id: *id,
+                path: l.path.clone(),
+                bytes: l.bytes,
+                sha256: Some(l.sha256.clone()),
+            }),
+        }
+    }
+
     /// Take no more files; return once every file handed over is placed and recorded.
     /// (A directory's sync stage blocks: it is waited for on the blocking pool.)
     pub async fn close(self: std::sync::Arc<Self>) {

@@ -13,8 +13,9 @@
 //!   over from byte 0 (nothing is resumed across attempts in a bucket).
 //! * Completions are recorded in the bucket, `PREFIX/.fetchdocs/records/<run>-<n>.jsonl`, every
 //!   [`RECORDS_PER_OBJECT`] files or [`RECORD_EVERY`], and when the run ends; a run reads them
-//!   all at its start. A file a killed run placed but did not record is found at its key on
-//!   the next attempt (same size and sha256) and kept, not duplicated under another name.
+//!   all at its start, and compacts them when it ends (see [`records`]). A file a killed run
+//!   placed but did not record is found at its key on the next attempt (same size and sha256)
+//!   and kept, not duplicated under another name.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,6 +82,10 @@ pub struct BucketDest {
     flushed: Mutex<std::time::Instant>,
     /// This run's lease on the prefix, until [`BucketDest::close`].
     lease: Mutex<Option<Lease>>,
+    /// (K, N) of `--shard K/N`: its records are named for it.
+    shard: Option<(u32, u32)>,
+    /// Whether [`BucketDest::close`] compacts the records (not for a dry run).
+    compact: bool,
 }
 
 impl BucketDest {
@@ -107,6 +112,8 @@ impl BucketDest {
             unrecorded: AtomicU32::new(0),
             flushed: Mutex::new(std::time::Instant::now()),
             lease: Mutex::new(None),
+            shard,
+            compact: true,
         };
         let lease = Lease::take(dest.store.clone(), &dest.own_dir(), shard, dest.run)
             .await
@@ -125,6 +132,11 @@ impl BucketDest {
         Ok(dest)
     }
 
+    /// Change nothing in the bucket's records when the run ends (a dry run).
+    pub fn leave_records(&mut self) {
+        self.compact = false;
+    }
+
     /// What earlier runs completed here, and is still here whole (an object of the recorded
     /// size at the recorded key).
     pub fn completed(&self, id: &Uuid) -> Option<&Line> {
@@ -132,11 +144,11 @@ impl BucketDest {
     }
 
     fn key(&self, name: &str) -> Key {
-        Key::from(self.url.key(name))
+        self.url.object(name)
     }
 
     fn own_dir(&self) -> Key {
-        Key::from(self.url.key(OWN))
+        self.url.object(OWN)
     }
 
     fn own(&self, name: &str) -> Key {
@@ -167,7 +179,7 @@ impl BucketDest {
         };
         let body = records::encode(&lines);
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let key = records::object_key(&self.url, self.run, n);
+        let key = records::object_key(&self.url, self.run, n, self.shard);
         let put = self
             .store
             .put_opts(&key, body.into(), PutMode::Create.into())
@@ -184,14 +196,41 @@ impl BucketDest {
         }
     }
 
-    /// Record every completion not yet written; how many could not be.
+    /// Record every completion not yet written, compact the records while the lease is still
+    /// held, and give the lease up; how many completions could not be recorded.
     pub async fn close(&self) -> u32 {
         self.flush_records(true).await;
         let lease = self.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(lease) = lease {
+            if self.compact && lease.held() {
+                self.compact_records().await;
+            }
             lease.release().await;
         }
         self.unrecorded.load(Ordering::Relaxed)
+    }
+
+    /// Merge the record objects this run may (all of them for a whole run, its own lease
+    /// name's for a shard) into one; a failure changes nothing the next run reads.
+    async fn compact_records(&self) {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        match records::compact(&*self.store, &self.url, self.run, n, self.shard).await {
+            Ok(done) if done.merged > 0 => log::debug!(
+                "compacted {} record object(s) into one of {} line(s){}",
+                done.merged,
+                done.lines,
+                match done.left {
+                    0 => String::new(),
+                    left => format!("; {left} could not be deleted (read again, the same)"),
+                }
+            ),
+            Ok(_) => {}
+            Err(e) => log::warn!(
+                "cannot compact the records in {} ({}); they stay as they are",
+                self.url,
+                redact(&e.to_string())
+            ),
+        }
     }
 
     /// Put the whole file (`staged` at a staging key, or `small` in memory) at `name`, or an

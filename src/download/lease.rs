@@ -2,10 +2,14 @@
 //! conditional create, renewed while the run lives, deleted when it ends, and expiring
 //! [`TTL`] after its last renewal when the run was killed.
 //!
-//! A whole run holds `lease`; shard K of N holds `lease-shard-K-of-N`. Shards of one job run
-//! beside each other; a whole run never runs beside another run, nor beside a shard (as in a
-//! shared directory). The check against the other kind is a listing before the create: two
-//! runs of different kinds started within the same instant may both pass it.
+//! A whole run holds `lease`; shard K of N holds `lease-shard-K-of-N`. Shards of one layout
+//! (one N) run beside each other; a whole run never runs beside another run, nor beside a
+//! shard (as in a shared directory); shards of another layout are refused too (each layout
+//! splits the IDs its own way: they would download the IDs they share twice).
+//!
+//! The check against the other names is a listing before the create, and again after it: of
+//! two runs that exclude each other, the later to create its lease lists after both leases
+//! exist, sees the other's and gives its own back (both may: never both run).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -73,9 +77,51 @@ fn name(shard: Option<(u32, u32)>) -> String {
     }
 }
 
-/// Whether a run holding `other` may run beside one holding `mine`.
+/// The N of a shard's lease name (`lease-shard-K-of-N`); none for a whole run's.
+fn layout(name: &str) -> Option<&str> {
+    name.strip_prefix("lease-shard-")?
+        .split_once("-of-")
+        .map(|(_, n)| n)
+}
+
+/// Whether a run holding `other` may run beside one holding `mine`: shards of one layout,
+/// each its own K.
 fn compatible(mine: &str, other: &str) -> bool {
-    mine != other && mine != "lease" && other != "lease"
+    mine != other && layout(mine).is_some() && layout(mine) == layout(other)
+}
+
+/// Why `other` keeps `mine` off the prefix, beyond who holds it: a layout that differs.
+fn why_not(mine: &str, other: &str) -> String {
+    match (layout(mine), layout(other)) {
+        (Some(a), Some(b)) if a != b => format!(
+            "; shards of another layout (--shard K/{b}) are on this prefix, and --shard K/{a} \
+             beside them would download the IDs both layouts share twice: give --shard K/{b}, \
+             or wait for them to finish"
+        ),
+        _ => String::new(),
+    }
+}
+
+/// The first live lease in `dir` that excludes a run holding `mine`, described.
+async fn excluded_by(
+    store: &dyn ObjectStore,
+    dir: &Key,
+    mine: &str,
+) -> Result<Option<String>, LeaseError> {
+    let listed = store.list_with_delimiter(Some(dir)).await?;
+    for o in &listed.objects {
+        let Some(other) = o.location.filename() else {
+            continue;
+        };
+        if other.starts_with("lease")
+            && other != mine
+            && !compatible(mine, other)
+            && let Some(who) = live(store, &o.location).await?
+        {
+            return Ok(Some(format!("{other}: {who}{}", why_not(mine, other))));
+        }
+    }
+    Ok(None)
 }
 
 /// The live holder of `key`, described, if its lease has not expired.
@@ -110,18 +156,8 @@ impl Lease {
         run: Uuid,
     ) -> Result<Lease, LeaseError> {
         let mine = name(shard);
-        let listed = store.list_with_delimiter(Some(dir)).await?;
-        for o in &listed.objects {
-            let Some(other) = o.location.filename() else {
-                continue;
-            };
-            if other.starts_with("lease")
-                && other != mine
-                && !compatible(&mine, other)
-                && let Some(who) = live(&*store, &o.location).await?
-            {
-                return Err(LeaseError::Held(format!("{other}: {who}")));
-            }
+        if let Some(who) = excluded_by(&*store, dir, &mine).await? {
+            return Err(LeaseError::Held(who));
         }
         let key = dir.clone().join(mine.as_str());
         let mut etag = None;
@@ -183,11 +219,32 @@ impl Lease {
             )));
         };
         let renewing = tokio::spawn(renew(store.clone(), key.clone(), run, etag));
-        Ok(Lease {
+        let lease = Lease {
             store,
             key,
             renewing,
-        })
+        };
+        // A run that excludes this one may have passed its own check before this lease
+        // existed, and created its lease since: looked for again, now that this one is there.
+        match excluded_by(&*lease.store, dir, &mine).await {
+            Ok(None) => Ok(lease),
+            Ok(Some(who)) => {
+                lease.release().await;
+                Err(LeaseError::Held(format!(
+                    "{who}; it started at the same moment as this run"
+                )))
+            }
+            Err(e) => {
+                lease.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the lease is still this run's: renewed in time so far (a renewal that failed
+    /// stops them, and another run may take the prefix once it expires).
+    pub fn held(&self) -> bool {
+        !self.renewing.is_finished()
     }
 
     /// Stop renewing and delete the lease: the prefix is free.
@@ -231,6 +288,189 @@ async fn renew(store: Arc<dyn ObjectStore>, key: Key, run: Uuid, mut etag: Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::future::BoxFuture;
+    use object_store::memory::InMemory;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    };
+
+    /// A store in which, the moment a lease named `at` is created, something else happens
+    /// first (once): another run's lease created just then, or another run's whole `take`.
+    /// What two runs started at one instant may do, in an order chosen, not timed.
+    struct Racing {
+        inner: Arc<InMemory>,
+        at: String,
+        first: std::sync::Mutex<Option<BoxFuture<'static, ()>>>,
+    }
+
+    impl std::fmt::Debug for Racing {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Racing({})", self.at)
+        }
+    }
+
+    impl std::fmt::Display for Racing {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Racing")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Racing {
+        async fn put_opts(
+            &self,
+            location: &Key,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            if location.filename() == Some(self.at.as_str()) {
+                let first = self.first.lock().unwrap().take();
+                if let Some(first) = first {
+                    first.await;
+                }
+            }
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Key,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &Key,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures_util::stream::BoxStream<'static, object_store::Result<Key>>,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<Key>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&Key>,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Key>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &Key,
+            to: &Key,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    fn dir() -> Key {
+        Key::from("p/.fetchdocs")
+    }
+
+    fn racing(at: &str, first: BoxFuture<'static, ()>, inner: Arc<InMemory>) -> Arc<Racing> {
+        Arc::new(Racing {
+            inner,
+            at: at.to_string(),
+            first: std::sync::Mutex::new(Some(first)),
+        })
+    }
+
+    async fn exists(store: &InMemory, name: &str) -> bool {
+        store.head(&dir().join(name)).await.is_ok()
+    }
+
+    /// Another run's lease, live, created between this run's check and its create.
+    async fn appears_meanwhile(mine: Option<(u32, u32)>, other: Option<(u32, u32)>) -> bool {
+        let inner = Arc::new(InMemory::new());
+        let planted = inner.clone();
+        let other_key = dir().join(name(other).as_str());
+        let first = Box::pin(async move {
+            planted
+                .put(&other_key, body(Uuid::now_v7()).into())
+                .await
+                .unwrap();
+        });
+        let store = racing(&name(mine), first, inner.clone());
+        let took = Lease::take(store, &dir(), mine, Uuid::now_v7()).await;
+        // The other's lease is untouched either way.
+        assert!(exists(&inner, &name(other)).await);
+        match took {
+            Ok(lease) => {
+                lease.release().await;
+                true
+            }
+            Err(LeaseError::Held(who)) => {
+                assert!(who.contains(&name(other)), "{who}");
+                // Its own lease given back.
+                assert!(!exists(&inner, &name(mine)).await, "{who}");
+                false
+            }
+            Err(LeaseError::Store(e)) => panic!("{e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lease_that_excludes_this_run_created_after_its_check_is_seen_after_its_create() {
+        // A whole run beside a shard, either way round; shards of two layouts.
+        assert!(!appears_meanwhile(None, Some((0, 2))).await);
+        assert!(!appears_meanwhile(Some((0, 2)), None).await);
+        assert!(!appears_meanwhile(Some((0, 2)), Some((1, 3))).await);
+        // A shard of the same layout is no reason to stop.
+        assert!(appears_meanwhile(Some((0, 2)), Some((1, 2))).await);
+    }
+
+    /// Run `a` takes its lease; the moment it creates it, `b` takes its own, whole (check,
+    /// create, check again); then `a` goes on: whether each got to run.
+    async fn one_inside_the_other(a: Option<(u32, u32)>, b: Option<(u32, u32)>) -> (bool, bool) {
+        let inner = Arc::new(InMemory::new());
+        let plain: Arc<dyn ObjectStore> = inner.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let first = Box::pin(async move {
+            let took = Lease::take(plain, &dir(), b, Uuid::now_v7()).await;
+            let _ = tx.send(took);
+        });
+        let store = racing(&name(a), first, inner.clone());
+        let took_a = Lease::take(store, &dir(), a, Uuid::now_v7()).await;
+        let took_b = rx.await.unwrap();
+        let ran = (took_a.is_ok(), took_b.is_ok());
+        for took in [took_a, took_b] {
+            match took {
+                Ok(lease) => lease.release().await,
+                Err(LeaseError::Held(_)) => {}
+                Err(LeaseError::Store(e)) => panic!("{e}"),
+            }
+        }
+        ran
+    }
+
+    #[tokio::test]
+    async fn a_whole_run_and_a_shard_started_at_one_instant_never_both_run() {
+        for (a, b) in [
+            (None, Some((0, 2))),
+            (Some((0, 2)), None),
+            (Some((0, 2)), Some((1, 3))),
+            (None, None),
+        ] {
+            let ran = one_inside_the_other(a, b).await;
+            // Both passed the check before either lease existed: one runs, never both.
+            assert_eq!(ran, (false, true), "{a:?} then {b:?}");
+        }
+        assert_eq!(
+            one_inside_the_other(Some((0, 2)), Some((1, 2))).await,
+            (true, true)
+        );
+    }
 
     #[test]
     fn shards_run_beside_each_other_and_a_whole_run_beside_nothing() {
@@ -238,5 +478,10 @@ mod tests {
         assert!(!compatible("lease-shard-0-of-3", "lease-shard-0-of-3"));
         assert!(!compatible("lease", "lease-shard-0-of-3"));
         assert!(!compatible("lease-shard-2-of-3", "lease"));
+        assert!(!compatible("lease", "lease"));
+        // Another layout splits the IDs its own way.
+        assert!(!compatible("lease-shard-0-of-2", "lease-shard-1-of-3"));
+        assert!(!compatible("lease-shard-1-of-3", "lease-shard-0-of-2"));
+        assert!(why_not("lease-shard-0-of-2", "lease-shard-1-of-3").contains("--shard K/3"));
     }
 }

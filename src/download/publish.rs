@@ -6,7 +6,6 @@
 use std::path::Path;
 
 use object_store::buffered::BufWriter;
-use object_store::path::Path as Key;
 use tokio::io::AsyncWriteExt;
 
 use super::store::{build_store, redact};
@@ -36,7 +35,7 @@ async fn publish(url: &BucketUrl, file: &Path) -> Result<(), String> {
     let mut from = tokio::fs::File::open(file)
         .await
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let mut to = BufWriter::with_capacity(store, Key::from(url.prefix.as_str()), PART);
+    let mut to = BufWriter::with_capacity(store, url.object(""), PART);
     let sent = async {
         tokio::io::copy(&mut from, &mut to).await?;
         to.shutdown().await

@@ -314,12 +314,13 @@ fn verify_of_a_bucket_whose_store_cannot_be_reached_is_exit_5_in_one_line() {
 }
 
 #[test]
-fn names_the_store_spells_otherwise_are_verified_and_reported_under_their_real_key() {
-    // object_store percent-encodes `[`, `]` and `%` in a key.
+fn names_with_characters_object_store_would_encode_keep_their_names_in_the_bucket() {
+    // object_store's `Path::from` percent-encodes `[`, `]`, `%`, `~`, `#`: a reader of the
+    // bucket would find `a %5B1%5D.pdf`. fetchdocs stores each file under its own name.
     let env = Env::new(
         Catalog::new(vec![
             file(1, "a [1].pdf", 3000),
-            file(2, "100% sure.pdf", 200),
+            file(2, "100% sure ~#.pdf", 200),
         ]),
         Faults::default(),
     );
@@ -330,15 +331,28 @@ fn names_the_store_spells_otherwise_are_verified_and_reported_under_their_real_k
         .iter()
         .map(|f| f["key"].as_str().unwrap())
         .collect();
-    assert_eq!(keys, ["p/a %5B1%5D.pdf", "p/100%25 sure.pdf"]);
+    assert_eq!(keys, ["p/a [1].pdf", "p/100% sure ~#.pdf"]);
     let mut stored = s3.files("p");
     stored.sort();
-    assert_eq!(stored, ["100%25 sure.pdf", "a %5B1%5D.pdf"]);
+    assert_eq!(stored, ["100% sure ~#.pdf", "a [1].pdf"]);
+    // The same command again finds both done: nothing minted.
+    let minted = env.sandbox.stats().urls_minted;
+    let (out, report) = run_into(&env, &s3, "p", &env.all_ids(), &[], KEY_ID);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(crate::common::summary(&report), (2, 0, 2, 0));
+    assert_eq!(env.sandbox.stats().urls_minted, minted);
     let out = verify(&env, &s3, "p", KEY_ID);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("2 intact"), "{}", stderr(&out));
     // One spoiled under its real key is found.
-    s3.put("p/a [1].pdf", b"other"); // at p/a %5B1%5D.pdf
+    let at = object_store::path::Path::parse("p/a [1].pdf").unwrap();
+    s3.rt
+        .block_on(object_store::ObjectStoreExt::put(
+            &s3.client,
+            &at,
+            b"other".to_vec().into(),
+        ))
+        .unwrap();
     let out = verify(&env, &s3, "p", KEY_ID);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert_eq!(

@@ -11,6 +11,7 @@ mod architecture;
 
 mod auth_and_partial;
 mod bucket;
+mod bucket_records;
 mod bucket_report;
 mod bucket_verify;
 mod budget;
