@@ -252,6 +252,18 @@ pub async fn execute(
         None => destination(state_dir, &state),
         Some(url) => bucket_destination(cfg, url, &mut recorder, &ui).await,
     };
+    // A bucket that cannot be used (held by another run, refused, unreachable) ends the run as
+    // a directory that cannot be does: nothing done, the report says why, no summary.
+    let dest = match dest {
+        Err(e) if cfg.bucket.is_some() => {
+            ui.finish();
+            recorder.fail_unfinished(&format!("not attempted: {e}"));
+            recorder.set_error(e.to_string());
+            write_report(cfg, &mut recorder);
+            return Err(e);
+        }
+        dest => dest,
+    };
     let result = match clients(cfg).and_then(|(p, f)| Ok((p, f, dest?))) {
         Err(e) => {
             // What is already here is still reported as such.
