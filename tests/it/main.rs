@@ -11,6 +11,7 @@ mod architecture;
 
 mod auth_and_partial;
 mod bucket;
+mod bucket_store;
 mod budget;
 mod download;
 mod faults;
