@@ -187,7 +187,16 @@ fn an_endpoint_unreachable_or_not_https_is_exit_5_and_plain_http_elsewhere_exit_
     let env = Env::generated(2);
     let s3 = S3::start();
     if s3.is_azure() {
-        eprintln!("skipped against Azure: these are the S3 endpoint's settings");
+        // The emulator's endpoint, where nothing listens.
+        let dead = closed_port();
+        let set = [("AZURITE_BLOB_STORAGE_URL", dead.clone())];
+        let out = run(&env, &s3, &s3.dest("p"), &[], &set);
+        refused_in_one_line(
+            &env,
+            &out,
+            5,
+            &["cannot reach", &dead, "connection refused"],
+        );
         return;
     }
     let endpoint = |url: String| [("AWS_ENDPOINT_URL", url)];
