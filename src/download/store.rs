@@ -381,6 +381,83 @@ fn strip_queries(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn generic(msg: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: msg.to_string().into(),
+        }
+    }
+
+    #[test]
+    fn store_errors_become_one_line_with_no_body_query_or_secret() {
+        let (f, m) = explain(&generic(
+            "Error performing list request: Error performing GET \
+             http://127.0.0.1:9/nobkt?delimiter=%2F&list-type=2 in 2ms - Server returned non-2xx \
+             status code: 404 Not Found: <?xml version=\"1.0\"?>\n<Error><Code>NoSuchBucket</Code>\
+             <BucketName>nobkt</BucketName></Error>",
+        ));
+        assert_eq!(f, Failure::NoBucket);
+        assert_eq!(
+            m,
+            "there is no bucket `nobkt` at http://127.0.0.1:9: create it, or fix -o"
+        );
+        let (f, m) = explain(&generic(
+            "Error performing GET https://acct.blob.core.windows.net/c?restype=container&sig=SAS \
+             - Server returned non-2xx status code: 403 Forbidden: <Error><Code>\
+             AuthenticationFailed</Code></Error>",
+        ));
+        assert_eq!(f, Failure::Refused);
+        assert_eq!(
+            m,
+            "403 AuthenticationFailed at https://acct.blob.core.windows.net"
+        );
+        let (f, m) = explain(&generic(
+            "status code: 400 Bad Request: <Error><Code>AuthorizationHeaderMalformed</Code>\
+             <Message>the region 'eu-west-2' is wrong; expecting 'us-east-1'</Message></Error>",
+        ));
+        assert_eq!(f, Failure::Config);
+        assert!(m.contains("the store says us-east-1"), "{m}");
+        let (f, m) = explain(&generic(
+            "Error performing PUT http://169.254.169.254/latest/api/token - 403 Forbidden",
+        ));
+        assert_eq!(f, Failure::Refused);
+        assert!(m.starts_with("there are none"), "{m}");
+        let (f, m) = explain(&generic(
+            "Error performing GET http://10.0.0.1:9000/b?x=1 in 2s, after 10 retries - HTTP \
+             error: error sending request: tcp connect error: Connection refused (os error 111)",
+        ));
+        assert_eq!(f, Failure::Unreachable);
+        assert_eq!(
+            m,
+            "cannot reach http://10.0.0.1:9000: connection refused (tried 11 times)"
+        );
+        // Anything else: cut before the body, URLs to their origin.
+        let (f, m) = explain(&generic(
+            "Something odd at https://h.example/k?X-Amz-Signature=abc: {\"json\": 1}",
+        ));
+        assert_eq!(f, Failure::Unreachable);
+        assert!(!m.contains("Signature") && !m.contains('{'), "{m}");
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_this_machine_unless_allowed() {
+        assert_eq!(
+            plain_http_allowed("E", "http://127.0.0.1:1", None),
+            Ok(true)
+        );
+        assert_eq!(
+            plain_http_allowed("E", "https://s3.example.com", None),
+            Ok(false)
+        );
+        let e = plain_http_allowed("E", "http://s3.example.com/x?k=v", None).unwrap_err();
+        assert!(e.contains("E http://s3.example.com is plain http") && !e.contains("k=v"));
+        assert_eq!(
+            plain_http_allowed("E", "http://s3.example.com", Some("true".into())),
+            Ok(true)
+        );
+        assert!(plain_http_allowed("E", "localhost:9000", None).is_err());
+    }
+
     #[test]
     fn only_loopback_may_be_plain_http() {
         assert!(is_loopback_http("http://127.0.0.1:9000"));
