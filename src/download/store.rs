@@ -266,6 +266,7 @@ pub fn explain(e: &object_store::Error) -> (Failure, String) {
         );
     }
     if code_is(&["AuthorizationHeaderMalformed", "PermanentRedirect"])
+        || status == Some(301)
         || lower.contains("redirect")
         || lower.contains("incorrectly configured region")
     {
@@ -417,6 +418,17 @@ mod tests {
         ));
         assert_eq!(f, Failure::Config);
         assert!(m.contains("the store says us-east-1"), "{m}");
+        // S3's answer to a path-style request in the wrong region: a 301 with no Location.
+        let (f, m) = explain(&generic(
+            "Error performing GET https://s3.us-east-1.amazonaws.com/b?list-type=2 in 20ms - \
+             Received redirect without LOCATION, this normally indicates an incorrectly \
+             configured region",
+        ));
+        assert_eq!(f, Failure::Config);
+        assert!(
+            m.contains("another region") && m.contains("at https://s3.us-east-1.amazonaws.com"),
+            "{m}"
+        );
         let (f, m) = explain(&generic(
             "Error performing PUT http://169.254.169.254/latest/api/token - 403 Forbidden",
         ));
