@@ -63,6 +63,9 @@ pub fn init_logging(verbosity: Verbosity) {
             _ => {
                 b.filter_level(LevelFilter::Warn);
                 b.filter_module("fetchdocs", verbosity.level());
+                // Says "failed to verify TLS certificate" at error level for every attempt of
+                // an object store client's (retried); fetchdocs says it once, in its own line.
+                b.filter_module("rustls_platform_verifier", LevelFilter::Off);
             }
         }
         b.build()

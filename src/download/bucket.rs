@@ -33,7 +33,7 @@ use super::integrity::{Digests, hex};
 use super::lease::{Lease, LeaseError};
 use super::part::PartMeta;
 use super::records::{self, Line, OWN};
-use super::store::{build_store, redact};
+use super::store::{Failure, build_store, explain, redact};
 use super::{AttemptError, FileJob, Whole};
 use crate::naming::with_id_suffix;
 use crate::output::BucketUrl;
@@ -312,39 +312,29 @@ impl BucketDest {
 }
 
 fn open_error(e: object_store::Error) -> OpenError {
-    let msg = redact(&e.to_string());
-    match e {
-        object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. } => OpenError::Auth(msg),
-        object_store::Error::UnknownConfigurationKey { .. } => OpenError::Config(msg),
-        // A listing's refusal comes wrapped as a generic error: told by its status.
-        _ if refused(&msg) => OpenError::Auth(msg),
-        _ => OpenError::Unreachable(msg),
+    match explain(&e) {
+        (Failure::Refused, msg) => OpenError::Auth(msg),
+        (Failure::NoBucket | Failure::Config, msg) => OpenError::Config(msg),
+        (Failure::Unreachable, msg) => OpenError::Unreachable(msg),
     }
 }
 
-/// The store's message tells of a 401 or 403 answer.
-fn refused(msg: &str) -> bool {
-    msg.contains("401 Unauthorized") || msg.contains("403 Forbidden")
-}
-
 fn io_error(e: object_store::Error) -> std::io::Error {
-    let kind = match e {
-        object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. } => std::io::ErrorKind::PermissionDenied,
+    let (failure, msg) = explain(&e);
+    let kind = match failure {
+        Failure::Refused => std::io::ErrorKind::PermissionDenied,
         _ => std::io::ErrorKind::Other,
     };
-    std::io::Error::new(kind, format!("object store: {}", redact(&e.to_string())))
+    std::io::Error::new(kind, format!("object store: {msg}"))
 }
 
-/// An attempt's error from the store: credentials refused fail every file (the run stops);
-/// anything else (the store's own retries spent) is retried from byte 0.
+/// An attempt's error from the store: credentials refused (or the bucket gone) fail every
+/// file (the run stops); anything else (the store's own retries spent) is retried from byte 0.
 fn attempt_error(e: object_store::Error) -> AttemptError {
-    let msg = format!("object store: {}", redact(&e.to_string()));
-    match e {
-        object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. } => AttemptError::Storage(msg),
-        _ if refused(&msg) => AttemptError::Storage(msg),
+    let (failure, msg) = explain(&e);
+    let msg = format!("object store: {msg}");
+    match failure {
+        Failure::Refused | Failure::NoBucket => AttemptError::Storage(msg),
         _ => AttemptError::Transient(msg, None),
     }
 }

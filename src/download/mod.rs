@@ -25,6 +25,7 @@ use crate::retry::{self, Backoff};
 
 mod any;
 mod attempt;
+mod aws_profile;
 mod bucket;
 mod classify;
 mod destination;

@@ -8,7 +8,7 @@ use std::path::Path;
 use object_store::buffered::BufWriter;
 use tokio::io::AsyncWriteExt;
 
-use super::store::{build_store, redact};
+use super::store::{build_store, explain, redact};
 use crate::output::BucketUrl;
 
 /// Parts of this size; a smaller file is one PUT.
@@ -36,17 +36,22 @@ async fn publish(url: &BucketUrl, file: &Path) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let mut to = BufWriter::with_capacity(store, url.object(""), PART);
-    let sent = async {
-        tokio::io::copy(&mut from, &mut to).await?;
-        to.shutdown().await
-    }
-    .await;
-    if let Err(e) = sent {
+    let failed = |e: std::io::Error| format!("cannot put it at {url}: {}", explain_io(&e));
+    if let Err(e) = tokio::io::copy(&mut from, &mut to).await {
+        // (Not after a shutdown: the writer is spent then, and has given its upload up.)
         let _ = to.abort().await;
-        return Err(format!(
-            "cannot put it at {url}: {}",
-            redact(&e.to_string())
-        ));
+        return Err(failed(e));
     }
-    Ok(())
+    to.shutdown().await.map_err(failed)
+}
+
+/// The store's error inside `e` told in one line (see [`explain`]), or `e` itself.
+fn explain_io(e: &std::io::Error) -> String {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<object_store::Error>())
+    {
+        Some(store) => explain(store).1,
+        None => redact(&e.to_string()),
+    }
 }

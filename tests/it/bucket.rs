@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use fetchdocs_sandbox::{Catalog, Faults};
 use object_store::{ObjectStore, ObjectStoreExt};
+
 use uuid::Uuid;
 
 use crate::common::{Env, code, file, sha256, stderr, summary};
@@ -32,17 +33,29 @@ pub(crate) struct Store {
     refused_creates: u32,
 }
 
-/// An S3 server for one test: the stand-in below, or (with `FETCHDOCS_TEST_S3_URL`, as
-/// `.ci/run` sets for moto's server) that server, in a bucket of the test's own. Read and
-/// written through `object_store`, as fetchdocs does.
+/// An object store for one test: the S3 stand-in below; or, with `FETCHDOCS_TEST_S3_URL` (as
+/// `.ci/run` sets for moto's server), that S3 server; or, with `FETCHDOCS_TEST_AZURITE_URL`
+/// (Azurite's blob endpoint), Azure's emulator (`az://`). In a bucket (container) of the
+/// test's own, read and written through `object_store`, as fetchdocs does.
 pub(crate) struct S3 {
+    /// The endpoint.
     pub(crate) url: String,
+    /// The bucket (Azure: the container).
     pub(crate) bucket: String,
     /// The stand-in's state (none for an outside server).
     pub(crate) store: Option<Arc<Mutex<Store>>>,
-    pub(crate) client: object_store::aws::AmazonS3,
+    pub(crate) client: Arc<dyn ObjectStore>,
     pub(crate) rt: tokio::runtime::Runtime,
+    /// `s3` or `az`: the scheme of `-o`.
+    pub(crate) scheme: &'static str,
+    /// The environment the binary is given to reach the store (credentials, endpoint).
+    pub(crate) vars: Vec<(&'static str, String)>,
 }
+
+/// The emulator's well-known account and key (in Azurite's and object_store's docs).
+pub(crate) const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub(crate) const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 impl S3 {
     pub(crate) fn start() -> S3 {
@@ -50,9 +63,37 @@ impl S3 {
             .enable_all()
             .build()
             .unwrap();
+        let unique = || format!("t{}", &Uuid::new_v4().simple().to_string()[..16]);
+        if let Ok(url) = std::env::var("FETCHDOCS_TEST_AZURITE_URL") {
+            let container = unique();
+            rt.block_on(azurite_create_container(&url, &container));
+            // The account's endpoint as a path under the emulator's (how the emulator is
+            // addressed), without object_store's emulator mode: that reads its URL from this
+            // process's environment.
+            let client = object_store::azure::MicrosoftAzureBuilder::new()
+                .with_account(AZURITE_ACCOUNT)
+                .with_access_key(AZURITE_KEY)
+                .with_container_name(&container)
+                .with_endpoint(format!("{url}/{AZURITE_ACCOUNT}"))
+                .with_allow_http(true)
+                .build()
+                .unwrap();
+            return S3 {
+                vars: vec![
+                    ("AZURE_STORAGE_USE_EMULATOR", "true".into()),
+                    ("AZURITE_BLOB_STORAGE_URL", url.clone()),
+                ],
+                url,
+                bucket: container,
+                store: None,
+                client: Arc::new(client),
+                rt,
+                scheme: "az",
+            };
+        }
         let (url, bucket, store) = match std::env::var("FETCHDOCS_TEST_S3_URL") {
             Ok(url) => {
-                let bucket = format!("t{}", &Uuid::new_v4().simple().to_string()[..16]);
+                let bucket = unique();
                 let made = rt
                     .block_on(reqwest::Client::new().put(format!("{url}/{bucket}")).send())
                     .expect("the S3 server answers");
@@ -74,12 +115,51 @@ impl S3 {
             .build()
             .unwrap();
         S3 {
+            vars: vec![
+                ("AWS_ACCESS_KEY_ID", KEY_ID.into()),
+                ("AWS_SECRET_ACCESS_KEY", SECRET.into()),
+                ("AWS_REGION", "us-east-1".into()),
+                ("AWS_ENDPOINT_URL", url.clone()),
+            ],
             url,
             bucket,
             store,
-            client,
+            client: Arc::new(client),
             rt,
+            scheme: "s3",
         }
+    }
+
+    /// `-o`'s value for `prefix` in this store.
+    pub(crate) fn dest(&self, prefix: &str) -> String {
+        format!("{}://{}/{prefix}", self.scheme, self.bucket)
+    }
+
+    /// Whether this is Azure's emulator (`az://`).
+    pub(crate) fn is_azure(&self) -> bool {
+        self.scheme == "az"
+    }
+
+    /// The environment the binary gets, with `key_id` as the credential (a wrong one when it
+    /// is not [`KEY_ID`]).
+    pub(crate) fn vars_with(&self, key_id: &str) -> Vec<(&'static str, String)> {
+        let mut vars = self.vars.clone();
+        if key_id != KEY_ID {
+            match self.is_azure() {
+                true => vars.push((
+                    "AZURE_STORAGE_ACCOUNT_KEY",
+                    base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        key_id.repeat(4),
+                    ),
+                )),
+                false => vars.retain(|(k, _)| *k != "AWS_ACCESS_KEY_ID"),
+            }
+            if !self.is_azure() {
+                vars.push(("AWS_ACCESS_KEY_ID", key_id.to_string()));
+            }
+        }
+        vars
     }
 
     fn stand_in_server() -> (String, Arc<Mutex<Store>>) {
@@ -114,7 +194,7 @@ impl S3 {
         self.rt
             .block_on(
                 self.client
-                    .put(&object_store::path::Path::from(key), payload),
+                    .put(&object_store::path::Path::parse(key).unwrap(), payload),
             )
             .unwrap();
     }
@@ -123,7 +203,7 @@ impl S3 {
         self.rt.block_on(async {
             let got = self
                 .client
-                .get(&object_store::path::Path::from(key))
+                .get(&object_store::path::Path::parse(key).unwrap())
                 .await
                 .ok()?;
             Some(got.bytes().await.unwrap().to_vec())
@@ -195,6 +275,8 @@ fn error(status: StatusCode, code: &str) -> Response {
 }
 
 const DATE: &str = "Wed, 01 Jan 2025 00:00:00 GMT";
+/// The stand-in's bucket's region.
+const REGION: &str = "us-east-1";
 
 async fn handle(
     State(store): State<Arc<Mutex<Store>>>,
@@ -210,8 +292,30 @@ async fn handle(
     if !auth.contains(&format!("Credential={KEY_ID}/")) {
         return error(StatusCode::FORBIDDEN, "InvalidAccessKeyId");
     }
+    // Signed for another region than the bucket's: refused as S3 refuses it.
+    let region = auth
+        .split_once("Credential=")
+        .and_then(|(_, c)| c.split('/').nth(2))
+        .unwrap_or("");
+    if region != REGION {
+        return xml(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "<Error><Code>AuthorizationHeaderMalformed</Code><Message>The authorization header is malformed; the region '{region}' is wrong; expecting '{REGION}'</Message><Region>{REGION}</Region></Error>"
+            ),
+        );
+    }
     let path = uri.path().trim_start_matches('/');
     let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
+    // The stand-in holds one bucket.
+    if bucket != "bkt" {
+        return xml(
+            StatusCode::NOT_FOUND,
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message><BucketName>{bucket}</BucketName></Error>"
+            ),
+        );
+    }
     let key = decode(key);
     let full = format!("{bucket}/{key}");
     let q: HashMap<String, String> =
@@ -432,18 +536,13 @@ pub(crate) fn run_into(
     let report = env.path("report.json");
     let _ = std::fs::remove_file(&report);
     let mut c = env.cmd();
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_") {
-            c.env_remove(k);
-        }
+    for k in cloud_vars() {
+        c.env_remove(k);
     }
+    c.envs(no_aws_files()).envs(s3.vars_with(key_id));
     let out = c
-        .env("AWS_ACCESS_KEY_ID", key_id)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &s3.url)
         .arg("-o")
-        .arg(format!("s3://{}/{prefix}", s3.bucket))
+        .arg(s3.dest(prefix))
         .arg("--ids")
         .arg(env.ids_file(ids))
         .arg("--report")
@@ -571,7 +670,7 @@ fn a_foreign_object_at_a_key_keeps_its_bytes_and_large_files_go_up_in_parts_thro
 fn wrong_credentials_exit_3_in_one_line_and_no_secret_is_printed() {
     let env = Env::generated(3);
     let s3 = S3::start();
-    if s3.stand_in().is_none() {
+    if s3.stand_in().is_none() && !s3.is_azure() {
         eprintln!("skipped against {}: it does not check credentials", s3.url);
         return;
     }
@@ -581,7 +680,7 @@ fn wrong_credentials_exit_3_in_one_line_and_no_secret_is_printed() {
     let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
     assert_eq!(errors.len(), 1, "{err}");
     assert!(
-        errors[0].contains("-o s3://bkt/p") && errors[0].contains("credentials"),
+        errors[0].contains(&format!("-o {}", s3.dest("p"))) && errors[0].contains("credentials"),
         "{err}"
     );
     assert!(
@@ -690,21 +789,96 @@ pub(crate) fn bucket_cmd(env: &Env, s3: &S3, prefix: &str) -> std::process::Comm
     for var in crate::common::ENV_VARS {
         c.env_remove(var);
     }
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_") {
-            c.env_remove(k);
-        }
+    for k in cloud_vars() {
+        c.env_remove(k);
     }
     c.env("FETCHDOCS_API_KEY", &env.key)
         .env("FETCHDOCS_BASE_URL", &env.sandbox.api_url)
         .env("XDG_CONFIG_HOME", env.path("xdg"))
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &s3.url)
+        .envs(no_aws_files())
+        .envs(s3.vars.clone())
         .args(["download", "--provider", env.provider, "-o"])
-        .arg(format!("s3://{}/{prefix}", s3.bucket));
+        .arg(s3.dest(prefix));
     c
+}
+
+/// The variables of this process that would tell the binary of another store (the
+/// developer's own credentials), to take out of its environment.
+pub(crate) fn cloud_vars() -> Vec<String> {
+    std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            ["AWS_", "AZURE_", "AZURITE_", "GOOGLE_"]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
+        .collect()
+}
+
+/// The AWS CLI's shared files pointed where there are none: the developer's `~/.aws/` stays
+/// out of the tests.
+pub(crate) fn no_aws_files() -> [(&'static str, &'static str); 2] {
+    [
+        ("AWS_CONFIG_FILE", "/nonexistent/fetchdocs-test/aws-config"),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/fetchdocs-test/aws-credentials",
+        ),
+    ]
+}
+
+/// Create `container` in Azurite: a Create Container request signed with the emulator's
+/// well-known key (Shared Key: HMAC-SHA256 of the canonical request), as object_store has no
+/// call for it.
+async fn azurite_create_container(url: &str, container: &str) {
+    use base64::Engine;
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let version = "2021-08-06";
+    let to_sign = format!(
+        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n\
+         /{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}\nrestype:container"
+    );
+    let key = b64.decode(AZURITE_KEY).unwrap();
+    let sig = b64.encode(hmac_sha256(&key, to_sign.as_bytes()));
+    let made = reqwest::Client::new()
+        .put(format!(
+            "{url}/{AZURITE_ACCOUNT}/{container}?restype=container"
+        ))
+        .header("x-ms-date", date)
+        .header("x-ms-version", version)
+        .header("content-length", "0")
+        .header(
+            "authorization",
+            format!("SharedKey {AZURITE_ACCOUNT}:{sig}"),
+        )
+        .send()
+        .await
+        .expect("Azurite answers");
+    assert!(
+        made.status().is_success(),
+        "cannot make a container: {made:?}"
+    );
+}
+
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
 }
 
 #[test]

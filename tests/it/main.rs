@@ -13,6 +13,7 @@ mod auth_and_partial;
 mod bucket;
 mod bucket_records;
 mod bucket_report;
+mod bucket_store;
 mod bucket_verify;
 mod budget;
 mod download;

@@ -413,10 +413,8 @@ fn run_indexed_job(
             for var in ENV_VARS {
                 c.env_remove(var);
             }
-            for (k, _) in std::env::vars() {
-                if k.starts_with("AWS_") {
-                    c.env_remove(k);
-                }
+            for k in crate::bucket::cloud_vars() {
+                c.env_remove(k);
             }
             c.env("XDG_CONFIG_HOME", env.path("xdg"))
                 // Where the image would reach the real vendor.
@@ -506,17 +504,21 @@ fn the_kubernetes_example_into_a_bucket_puts_files_and_reports_in_the_bucket() {
     // service account would give it an identity); no volume at all.
     let env = keelvar_env();
     let s3 = crate::bucket::S3::start();
-    let remap = |a: &str| a.replace("s3://acme-compliance/", &format!("s3://{}/", s3.bucket));
-    let outs = run_indexed_job(
-        "deploy/k8s/indexed-job-bucket.yaml",
-        &env,
-        &remap,
-        &[
-            ("AWS_ACCESS_KEY_ID", crate::bucket::KEY_ID),
-            ("AWS_SECRET_ACCESS_KEY", crate::bucket::SECRET),
-            ("AWS_ENDPOINT_URL", &s3.url),
-        ],
-    );
+    if s3.is_azure() {
+        eprintln!("skipped: the manifest writes to s3://, and this store is Azure's");
+        return;
+    }
+    let remap = |a: &str| {
+        a.replace(
+            "s3://acme-compliance/",
+            &format!("{}://{}/", s3.scheme, s3.bucket),
+        )
+    };
+    // The test's keys, endpoint and region where the pod would have its own (the manifest's
+    // region is the real bucket's).
+    let mut extra: Vec<(&str, &str)> = s3.vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    extra.extend(crate::bucket::no_aws_files());
+    let outs = run_indexed_job("deploy/k8s/indexed-job-bucket.yaml", &env, &remap, &extra);
     let mut reports = Vec::new();
     for (index, out) in outs.iter().enumerate() {
         assert_eq!(code(out), 0, "shard {index}: {}", stderr(out));
