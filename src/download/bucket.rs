@@ -6,7 +6,8 @@
 //!   that would need over 10,000 parts); a file that fits in one part is one conditional PUT.
 //! * Nothing appears at a final key until the file is whole and verified (the [`Whole`] that
 //!   [`Destination::place`] gets): the staged object is then copied to its key only if that key
-//!   is free (`copy_if_not_exists`: S3's multipart copy completed with `If-None-Match: *`), a
+//!   is free (`copy_if_not_exists`: S3's multipart copy completed with `If-None-Match: *`; over
+//!   5 GiB, in ranges: `s3copy.rs`), a
 //!   small file put there with `PutMode::Create`. A key already taken, by anyone, keeps its
 //!   bytes: the file takes the ID-suffixed name, as in a directory.
 //! * An upload an attempt gives up (a cut body, wrong bytes) is aborted; a cut download starts
@@ -33,7 +34,8 @@ use super::integrity::{Digests, hex};
 use super::lease::{Lease, LeaseError};
 use super::part::PartMeta;
 use super::records::{self, Line, OWN};
-use super::store::{Failure, build_store, explain, redact};
+use super::s3copy::RangeCopier;
+use super::store::{Failure, build, explain, redact};
 use super::{AttemptError, FileJob, Whole};
 use crate::naming::with_id_suffix;
 use crate::output::BucketUrl;
@@ -86,6 +88,8 @@ pub struct BucketDest {
     shard: Option<(u32, u32)>,
     /// Whether [`BucketDest::close`] compacts the records (not for a dry run).
     compact: bool,
+    /// S3: how files too large for one copy request go from their staging key to theirs.
+    ranges: Option<Box<RangeCopier>>,
 }
 
 impl BucketDest {
@@ -93,8 +97,14 @@ impl BucketDest {
     /// runs completed there.
     /// `shard`: (K, N) of `--shard K/N`, for the lease it takes.
     pub async fn open(url: &BucketUrl, shard: Option<(u32, u32)>) -> Result<BucketDest, OpenError> {
-        let store = build_store(url).map_err(OpenError::Config)?;
-        BucketDest::with_store(store, url.clone(), shard).await
+        let (store, s3) = build(url).map_err(OpenError::Config)?;
+        let ranges = s3
+            .map(|s3| RangeCopier::new(s3, url.bucket.clone()).map(Box::new))
+            .transpose()
+            .map_err(OpenError::Config)?;
+        let mut dest = BucketDest::with_store(store, url.clone(), shard).await?;
+        dest.ranges = ranges;
+        Ok(dest)
     }
 
     async fn with_store(
@@ -114,6 +124,7 @@ impl BucketDest {
             lease: Mutex::new(None),
             shard,
             compact: true,
+            ranges: None,
         };
         let lease = Lease::take(dest.store.clone(), &dest.own_dir(), shard, dest.run)
             .await
@@ -253,6 +264,12 @@ impl BucketDest {
             // Only this ID's own recorded object is ever replaced (`--force`).
             let replace = own == Some(name.as_str());
             let put = match (staged, replace) {
+                (Some(from), replace)
+                    if let Some(ranges) = &self.ranges
+                        && ranges.wants(whole.bytes) =>
+                {
+                    ranges.copy(from, &key, whole.bytes, !replace).await
+                }
                 (Some(from), true) => self.store.copy(from, &key).await,
                 (Some(from), false) => self.store.copy_if_not_exists(from, &key).await,
                 (None, replace) => {

@@ -37,6 +37,7 @@ mod pace;
 mod part;
 mod publish;
 mod records;
+mod s3copy;
 mod send;
 mod store;
 mod stream;

@@ -13,8 +13,17 @@ use crate::output::{BucketUrl, Scheme};
 /// instance metadata), `GOOGLE_*`, `AZURE_*`. Plain http only to a loopback endpoint, or with
 /// `AWS_ALLOW_HTTP=true`. `Err`: one line, for exit 2.
 pub fn build_store(url: &BucketUrl) -> Result<Arc<dyn ObjectStore>, String> {
+    build(url).map(|(store, _)| store)
+}
+
+/// [`build_store`], and for S3 the client itself too (for what object_store's trait does
+/// not offer: copies in ranges, `s3copy.rs`).
+pub fn build(
+    url: &BucketUrl,
+) -> Result<(Arc<dyn ObjectStore>, Option<object_store::aws::AmazonS3>), String> {
     let config = |e: object_store::Error| redact(&e.to_string());
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut s3 = None;
     let store: Arc<dyn ObjectStore> = match url.scheme {
         Scheme::S3 => {
             use object_store::aws::{AmazonS3Builder, S3ConditionalPut, S3CopyIfNotExists};
@@ -69,7 +78,9 @@ pub fn build_store(url: &BucketUrl) -> Result<Arc<dyn ObjectStore>, String> {
             if let Some((what, e)) = &endpoint {
                 b = b.with_allow_http(plain_http_allowed(what, e, var("AWS_ALLOW_HTTP"))?);
             }
-            Arc::new(b.build().map_err(config)?)
+            let built = b.build().map_err(config)?;
+            s3 = Some(built.clone());
+            Arc::new(built)
         }
         Scheme::Gcs => Arc::new(
             object_store::gcp::GoogleCloudStorageBuilder::from_env()
@@ -90,7 +101,7 @@ pub fn build_store(url: &BucketUrl) -> Result<Arc<dyn ObjectStore>, String> {
             Arc::new(b.build().map_err(config)?)
         }
     };
-    Ok(store)
+    Ok((store, s3))
 }
 
 /// Whether the client may speak plain http to `endpoint` (named by `what`): only to a
