@@ -11,6 +11,7 @@ use crate::cli::DownloadArgs;
 use crate::config::{Config, EarlyReport, IdSource, Surroundings};
 use crate::download::{
     AnyDest, BucketDest, BucketError, DownloadPolicy, LocalDir, RateCap, file_host_client,
+    refused_line,
 };
 use crate::error::{Exit, Fatal};
 use crate::ids::{self, IdList, IdSet, Shard};
@@ -585,9 +586,7 @@ async fn bucket_destination(
             "another fetchdocs run is using {url} ({who}); nothing was done. Wait for it to \
              finish, or stop it: a stopped run's lease expires within a minute"
         )),
-        BucketError::Auth(why) => Fatal::Auth(format!(
-            "-o {url}: the store refused the credentials: {why}"
-        )),
+        BucketError::Auth(why) => Fatal::Auth(format!("-o {url}: {}", refused_line(&why))),
         BucketError::Config(why) => Fatal::Usage(format!("-o {url}: {why}")),
         BucketError::Unreachable(why) => Fatal::Unreachable(format!("-o {url}: {why}")),
     })?;

@@ -13,7 +13,9 @@ use futures_util::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 
-use crate::download::{RecordLine, build_store, read_bucket_records, redact};
+use crate::download::{
+    Failure, RecordLine, build_store, explain, read_bucket_records, refused_line,
+};
 use crate::error::{Exit, Fatal};
 use crate::output::BucketUrl;
 
@@ -112,71 +114,15 @@ async fn check(
     })
 }
 
-/// What ends a verify: refused credentials (3), no such bucket (2), else an unreachable or
-/// failing store (5; also records that kept vanishing as they were read); one line, no
+/// What ends a verify, as `download` tells a store's failure (`store::explain`): no credentials
+/// or refused ones (3), no such bucket or a setting that cannot work (2), else an unreachable
+/// or failing store (5; also records that kept vanishing as they were read); one line, no
 /// credential, no XML.
 fn fatal(url: &BucketUrl, doing: &str, e: object_store::Error) -> Fatal {
-    let why = tidy(&e.to_string());
-    match e {
-        object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. } => Fatal::Auth(format!(
-            "-o {url}: the store refused the credentials: {why}"
-        )),
-        _ if why.contains("401 Unauthorized") || why.contains("403 Forbidden") => Fatal::Auth(
-            format!("-o {url}: the store refused the credentials: {why}"),
-        ),
-        _ if why.contains("NoSuchBucket") => {
-            Fatal::Usage(format!("-o {url}: {doing}: no such bucket ({why})"))
-        }
-        _ => Fatal::Unreachable(format!("-o {url}: {doing}: {why}")),
-    }
-}
-
-/// The store's message on one line, without credentials, with the code of an XML error body
-/// kept (`NoSuchBucket`) and the rest of it dropped, and not endless.
-fn tidy(msg: &str) -> String {
-    let msg = redact(msg);
-    let mut out = match msg.find('<') {
-        Some(at) => {
-            let code = msg[at..]
-                .split_once("<Code>")
-                .and_then(|(_, rest)| rest.split_once("</Code>"))
-                .map(|(code, _)| code.trim().to_string());
-            let head = msg[..at].trim_end().trim_end_matches(':').to_string();
-            match code {
-                Some(code) if !code.contains('<') => format!("{head} ({code})"),
-                _ => head,
-            }
-        }
-        None => msg,
-    };
-    if out.len() > 400 {
-        let mut end = 400;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-        out.push('…');
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_xml_error_body_is_cut_to_its_code() {
-        let m = "Error performing list request: Server returned non-2xx status code: 403 \
-                 Forbidden: <?xml version=\"1.0\"?>\n<Error><Code>InvalidAccessKeyId</Code>\
-                 <Message>The key</Message></Error>";
-        let t = tidy(m);
-        assert_eq!(
-            t,
-            "Error performing list request: Server returned non-2xx status code: 403 \
-             Forbidden (InvalidAccessKeyId)"
-        );
-        assert!(!tidy(&"x".repeat(1000)).contains('\n'));
-        assert!(tidy(&"é".repeat(1000)).chars().count() <= 401);
+    let (failure, why) = explain(&e);
+    match failure {
+        Failure::Refused => Fatal::Auth(format!("-o {url}: {}", refused_line(&why))),
+        Failure::NoBucket | Failure::Config => Fatal::Usage(format!("-o {url}: {why}")),
+        Failure::Unreachable => Fatal::Unreachable(format!("-o {url}: {doing}: {why}")),
     }
 }

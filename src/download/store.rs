@@ -193,6 +193,14 @@ pub fn redact(msg: &str) -> String {
     out
 }
 
+/// A [`Failure::Refused`]'s sentence: no credentials at all, or refused ones.
+pub fn refused_line(why: &str) -> String {
+    match why.strip_prefix("there are none: ") {
+        Some(none) => format!("no credentials for the store: {none}"),
+        None => format!("the store refused the credentials: {why}"),
+    }
+}
+
 /// What a store's error means for the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {

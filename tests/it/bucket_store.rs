@@ -170,7 +170,12 @@ fn credentials_refused_or_missing_are_exit_3_in_one_line() {
     );
     let err = stderr(&out);
     assert_eq!(code(&out), 3, "{err}");
-    refused_in_one_line(&env, &out, 3, &["there are none", "AWS_PROFILE"]);
+    refused_in_one_line(
+        &env,
+        &out,
+        3,
+        &["no credentials for the store", "AWS_PROFILE"],
+    );
     assert!(!err.contains("latest/api/token"), "{err}");
 }
 

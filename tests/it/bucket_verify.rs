@@ -206,7 +206,7 @@ fn verify_of_a_prefix_without_records_is_exit_2_and_of_a_missing_bucket_too() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         err.contains("s3://no-such-bucket-here/p")
-            && (err.contains("holds no record") || err.contains("no such bucket")),
+            && (err.contains("holds no record") || err.contains("there is no bucket")),
         "{err}"
     );
     assert!(!err.contains('<'), "raw XML: {err}");
