@@ -7,6 +7,12 @@
 //! client shares one [`rustls::ClientConfig`] whose certificate check is the platform's own
 //! ([`rustls_platform_verifier::Verifier`], what reqwest would have used), built the first time
 //! a server's certificate needs checking, and then kept.
+//!
+//! Measured (`cargo run --release --example tls_cost`, 2026-12-04, Debian, 146 system roots):
+//! building the platform verifier takes 2.6 ms (median of 41; 2.5–3.4 ms). That is all the
+//! lazy check saves, and only for a run whose hosts are all plain http; a run that meets https
+//! pays it at its first handshake instead. Beside it: such a run also works on a machine with
+//! no root certificates at all, where building the verifier up front fails.
 
 use std::sync::{Arc, OnceLock};
 
