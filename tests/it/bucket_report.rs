@@ -1,7 +1,8 @@
-//! `--report s3://BUCKET/KEY`: the report put in a bucket, for pods that share no disk (the
-//! Indexed Job in deploy/k8s/indexed-job-bucket.yaml writes each shard's report beside the files).
+//! `--report s3://BUCKET/KEY` (or `az://CONTAINER/KEY`): the report put in a bucket, for pods
+//! that share no disk (the Indexed Job in deploy/k8s/indexed-job-bucket.yaml writes each shard's
+//! report beside the files). On every store of `crate::bucket`.
 
-use crate::bucket::{S3, bucket_cmd};
+use crate::bucket::{S3, bucket_cmd, cloud_vars, no_aws_files};
 use crate::common::{Env, code, stderr, summary};
 
 fn report_in(s3: &S3, key: &str) -> serde_json::Value {
@@ -16,7 +17,7 @@ fn the_report_goes_to_a_key_beside_the_files_and_replaces_the_last_one() {
     let env = Env::generated(12);
     let s3 = S3::start();
     let ids = env.all_ids();
-    let at = format!("s3://{}/nightly-reports/run.json", s3.bucket);
+    let at = s3.dest("nightly-reports/run.json");
     let out = bucket_cmd(&env, &s3, "nightly")
         .arg("--ids")
         .arg(env.ids_file(&ids))
@@ -44,20 +45,19 @@ fn the_report_goes_to_a_key_beside_the_files_and_replaces_the_last_one() {
     );
 
     // A run into a local directory may report into a bucket too.
-    let out = env
-        .std_cmd()
+    let mut c = env.std_cmd();
+    for k in cloud_vars() {
+        c.env_remove(k);
+    }
+    let out = c
+        .envs(no_aws_files())
+        .envs(s3.vars.clone())
         .arg("--ids")
         .arg(env.ids_file(&ids[..3]))
-        .args([
-            "--report",
-            &format!("s3://{}/local-reports/run.json", s3.bucket),
-        ])
-        .env("AWS_ACCESS_KEY_ID", crate::bucket::KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", crate::bucket::SECRET)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &s3.url)
+        .args(["--report", &s3.dest("local-reports/run.json")])
         .output()
         .unwrap();
+    assert!(env.out().exists(), "the files go to the local directory");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(
         summary(&report_in(&s3, "local-reports/run.json")),
@@ -74,10 +74,7 @@ fn a_refused_run_still_puts_its_report_and_a_report_among_the_files_is_refused()
         .env_remove("FETCHDOCS_API_KEY")
         .arg("--ids")
         .arg(env.ids_file(&env.all_ids()))
-        .args([
-            "--report",
-            &format!("s3://{}/reports/refused.json", s3.bucket),
-        ])
+        .args(["--report", &s3.dest("reports/refused.json")])
         .output()
         .unwrap();
     assert_eq!(code(&out), 2, "{}", stderr(&out));
@@ -90,15 +87,12 @@ fn a_refused_run_still_puts_its_report_and_a_report_among_the_files_is_refused()
     );
 
     for (report, says) in [
+        (s3.dest("p/run.json"), "lies among the files of -o"),
+        (s3.dest("p/sub/run.json"), "lies among the files of -o"),
         (
-            format!("s3://{}/p/run.json", s3.bucket),
-            "lies among the files of -o",
+            format!("{}://{}", s3.scheme, s3.bucket),
+            "name the report's key",
         ),
-        (
-            format!("s3://{}/p/sub/run.json", s3.bucket),
-            "lies among the files of -o",
-        ),
-        (format!("s3://{}", s3.bucket), "name the report's key"),
         ("ftp://host/run.json".to_string(), "`ftp://` is not a place"),
     ] {
         let out = bucket_cmd(&env, &s3, "p")

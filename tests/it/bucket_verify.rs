@@ -1,43 +1,43 @@
-//! `fetchdocs verify -o s3://BUCKET/PREFIX`, and the object `key` in the report and the
-//! `--json` lines of a bucket run: the real binary against the sandbox and the S3 server of
-//! `crate::bucket` (the in-process stand-in, or moto's server with `FETCHDOCS_TEST_S3_URL`).
+//! `fetchdocs verify -o s3://BUCKET/PREFIX` (or `az://CONTAINER/PREFIX`), and the object `key`
+//! in the report and the `--json` lines of a bucket run: the real binary against the sandbox and
+//! the store of `crate::bucket` (the in-process S3 stand-in, moto's server with
+//! `FETCHDOCS_TEST_S3_URL`, or Azurite with `FETCHDOCS_TEST_AZURITE_URL`).
 
 use std::collections::HashMap;
 
 use object_store::ObjectStoreExt;
 use uuid::Uuid;
 
-use crate::bucket::{KEY_ID, S3, SECRET, assert_intact_in, run_into};
+use crate::bucket::{KEY_ID, S3, SECRET, assert_intact_in, cloud_vars, no_aws_files, run_into};
 use fetchdocs_sandbox::{Catalog, Faults};
 
 use crate::common::{Env, code, file, sha256, stderr, stdout, summary};
 
-/// `fetchdocs verify -o s3://BUCKET/PREFIX` with the access key `key_id` and nothing else of
-/// the caller's environment that could change it.
+/// `fetchdocs verify -o SCHEME://BUCKET/PREFIX` with the credential `key_id` and nothing else
+/// of the caller's environment that could change it.
 fn verify(env: &Env, s3: &S3, prefix: &str, key_id: &str) -> std::process::Output {
-    let url = match prefix {
-        "" => format!("s3://{}", s3.bucket),
-        p => format!("s3://{}/{p}", s3.bucket),
-    };
-    verify_url(env, s3, &url, key_id)
+    verify_url(env, s3, &s3.dest(prefix), key_id, &[])
 }
 
-/// `fetchdocs verify -o URL` against `s3`'s server.
-fn verify_url(env: &Env, s3: &S3, url: &str, key_id: &str) -> std::process::Output {
+/// `fetchdocs verify -o URL` against `s3`'s store, its environment with `set` added last.
+fn verify_url(
+    env: &Env,
+    s3: &S3,
+    url: &str,
+    key_id: &str,
+    set: &[(&str, String)],
+) -> std::process::Output {
     let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("fetchdocs"));
     for var in crate::common::ENV_VARS {
         c.env_remove(var);
     }
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_") {
-            c.env_remove(k);
-        }
+    for k in cloud_vars() {
+        c.env_remove(k);
     }
     c.env("XDG_CONFIG_HOME", env.path("xdg"))
-        .env("AWS_ACCESS_KEY_ID", key_id)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &s3.url)
+        .envs(no_aws_files())
+        .envs(s3.vars_with(key_id))
+        .envs(set.iter().map(|(k, v)| (*k, v.as_str())))
         .args(["verify", "-o", url])
         .output()
         .unwrap()
@@ -86,8 +86,8 @@ fn verify_of_a_bucket_finds_every_object_intact_then_each_changed_shortened_and_
     assert_eq!(
         stderr(&out).trim_end(),
         format!(
-            "fetchdocs verify: 20 intact, 0 changed or missing of 20 recorded in s3://{}/{prefix}",
-            s3.bucket
+            "fetchdocs verify: 20 intact, 0 changed or missing of 20 recorded in {}",
+            s3.dest(prefix)
         )
     );
 
@@ -146,8 +146,8 @@ fn verify_of_a_bucket_finds_every_object_intact_then_each_changed_shortened_and_
     assert_eq!(
         stderr(&out).trim_end(),
         format!(
-            "fetchdocs verify: 17 intact, 3 changed or missing of 20 recorded in s3://{}/{prefix}",
-            s3.bucket
+            "fetchdocs verify: 17 intact, 3 changed or missing of 20 recorded in {}",
+            s3.dest(prefix)
         )
     );
 }
@@ -156,7 +156,7 @@ fn verify_of_a_bucket_finds_every_object_intact_then_each_changed_shortened_and_
 fn verify_of_a_bucket_with_a_refused_key_is_exit_3_in_one_line_without_the_secret() {
     let env = Env::generated(2);
     let s3 = S3::start();
-    if s3.stand_in().is_none() {
+    if s3.stand_in().is_none() && !s3.is_azure() {
         eprintln!("skipped against {}: it does not check credentials", s3.url);
         return;
     }
@@ -167,15 +167,26 @@ fn verify_of_a_bucket_with_a_refused_key_is_exit_3_in_one_line_without_the_secre
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains("-o s3://bkt/p") && err.contains("credentials"),
+        err.contains(&format!("-o {}", s3.dest("p"))) && err.contains("credentials"),
         "{err}"
     );
     assert!(!err.contains('<'), "raw XML: {err}");
+    // Neither the secret nor the wrong credential (Azure: the account key given) is printed.
+    let wrong = s3.vars_with("AKIAWRONGKEYID");
+    let given: Vec<&str> = wrong
+        .iter()
+        .filter(|(k, _)| k.ends_with("_KEY") || k.ends_with("_KEY_ID"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert!(!given.is_empty());
     for text in [&err, &stdout(&out)] {
         assert!(
             !text.contains(SECRET) && !text.contains("AKIAWRONGKEYID"),
             "{text}"
         );
+        for v in &given {
+            assert!(!text.contains(v), "{text}");
+        }
     }
     assert_eq!(stdout(&out), "");
 }
@@ -194,22 +205,24 @@ fn verify_of_a_prefix_without_records_is_exit_2_and_of_a_missing_bucket_too() {
         let err = stderr(&out);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(
-            err.contains(&format!("s3://{}/{prefix} holds no record", s3.bucket)),
+            err.contains(&format!("{} holds no record", s3.dest(prefix))),
             "{err}"
         );
         assert_eq!(stdout(&out), "");
     }
-    // A bucket that is not there (moto says so; the stand-in has every bucket, empty).
-    let out = verify_url(&env, &s3, "s3://no-such-bucket-here/p", KEY_ID);
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    // A bucket (container) that is not there.
+    let missing = format!("{}://no-such-bucket-here/p", s3.scheme);
+    let out = verify_url(&env, &s3, &missing, KEY_ID, &[]);
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&missing), "{err}");
+    assert!(!err.contains('<'), "raw XML: {err}");
+    // As a download tells it (store::explain): exit 2, "there is no bucket" (or container).
+    assert_eq!(code(&out), 2, "{err}");
     assert!(
-        err.contains("s3://no-such-bucket-here/p")
-            && (err.contains("holds no record") || err.contains("there is no bucket")),
+        err.contains("holds no record") || err.contains("there is no "),
         "{err}"
     );
-    assert!(!err.contains('<'), "raw XML: {err}");
     // The run's own prefix is fine.
     let out = verify(&env, &s3, "done", KEY_ID);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -288,26 +301,17 @@ fn verify_of_a_bucket_whose_store_cannot_be_reached_is_exit_5_in_one_line() {
             drop(conn);
         }
     });
-    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("fetchdocs"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_") || k.starts_with("FETCHDOCS_") {
-            c.env_remove(k);
-        }
-    }
-    let out = c
-        .env("XDG_CONFIG_HOME", env.path("xdg"))
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &dead)
-        .args(["verify", "-o", &format!("s3://{}/p", s3.bucket)])
-        .output()
-        .unwrap();
+    // The store's endpoint pointed there (Azure: the emulator's URL).
+    let endpoint = match s3.is_azure() {
+        true => "AZURITE_BLOB_STORAGE_URL",
+        false => "AWS_ENDPOINT_URL",
+    };
+    let out = verify_url(&env, &s3, &s3.dest("p"), KEY_ID, &[(endpoint, dead)]);
     assert_eq!(code(&out), 5, "{}", stderr(&out));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains(&format!("-o s3://{}/p", s3.bucket)) && !err.contains(SECRET),
+        err.contains(&format!("-o {}", s3.dest("p"))) && !err.contains(SECRET),
         "{err}"
     );
     assert_eq!(stdout(&out), "");
