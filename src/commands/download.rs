@@ -251,7 +251,21 @@ pub async fn execute(
     let started = Instant::now();
     let dest = match &cfg.bucket {
         None => destination(state_dir, &state),
-        Some(url) => bucket_destination(cfg, url, &mut recorder, &ui).await,
+        // Opening reads the prefix's records and listing: a store that never ends them (a
+        // listing that repeats its page) is stopped by Ctrl-C or --max-run-time like the run.
+        Some(url) => {
+            let deadline = cfg.max_run_time.map(|t| began + t);
+            tokio::select! {
+                opened = bucket_destination(cfg, url, &mut recorder, &ui) => opened,
+                () = cancel.cancelled() => Err(Fatal::Interrupted),
+                () = async {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => Err(Fatal::OutOfTime(cfg.max_run_time.map_or(0, |t| t.as_secs()))),
+            }
+        }
     };
     // A bucket that cannot be used (held by another run, refused, unreachable) ends the run as
     // a directory that cannot be does: nothing done, the report says why, no summary.
@@ -265,6 +279,21 @@ pub async fn execute(
         }
         dest => dest,
     };
+    // A run that loses its lease on a bucket prefix (another run took it over) stops at once.
+    let lease_lost = |dest: &AnyDest| match dest {
+        AnyDest::Bucket(b) => b.lease_lost(),
+        AnyDest::Local(_) => None,
+    };
+    if let Ok(d) = &dest
+        && let AnyDest::Bucket(b) = &**d
+        && let Some(lost) = b.lease_watch()
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            lost.cancelled().await;
+            cancel.cancel();
+        });
+    }
     let result = match clients(cfg).and_then(|(p, f)| Ok((p, f, dest?))) {
         Err(e) => {
             // What is already here is still reported as such.
@@ -320,10 +349,19 @@ pub async fn execute(
             };
             match ran {
                 Some(ran) => {
+                    let lost = lease_lost(&dest);
                     // Every file handed over placed and recorded before the record is closed
                     // (lane tasks aborted just now may still hold the destination).
                     dest.close().await;
-                    ran
+                    match lost {
+                        Some(why) => Err(Fatal::Locked(format!(
+                            "-o {}: this run lost its lease on the prefix ({why}): another \
+                             run may be writing there; it placed nothing more, and what it \
+                             had not finished is reported so. Run again once that run ends",
+                            cfg.output_dir.display()
+                        ))),
+                        None => ran,
+                    }
                 }
                 // Interrupted twice: the run (and its wind-down) dropped, no more waiting.
                 None => {

@@ -55,11 +55,11 @@ async fn check_all(store: &dyn ObjectStore, url: &BucketUrl) -> Result<Exit, Fat
             Found::Intact => intact += 1,
             Found::Changed(why) => {
                 bad += 1;
-                println!("changed: {} ({}): {why}", line.path, line.id);
+                println!("changed: {} ({}): {why}", shown(&line.path), line.id);
             }
             Found::Missing => {
                 bad += 1;
-                println!("missing: {} ({})", line.path, line.id);
+                println!("missing: {} ({})", shown(&line.path), line.id);
             }
         }
     }
@@ -125,4 +125,15 @@ fn fatal(url: &BucketUrl, doing: &str, e: object_store::Error) -> Fatal {
         Failure::NoBucket | Failure::Config => Fatal::Usage(format!("-o {url}: {why}")),
         Failure::Unreachable => Fatal::Unreachable(format!("-o {url}: {doing}: {why}")),
     }
+}
+
+/// A recorded path as printed: a record object in a bucket is anyone's to write, so control
+/// characters (a newline forging a line, a terminal escape) are shown escaped.
+fn shown(path: &str) -> String {
+    path.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }

@@ -31,11 +31,11 @@ use uuid::Uuid;
 
 use super::destination::{Destination, Kept, Placing, Sink};
 use super::integrity::{Digests, hex};
-use super::lease::{Lease, LeaseError};
+use super::lease::{Held, Lease, LeaseError};
 use super::part::PartMeta;
 use super::records::{self, Line, OWN};
 use super::s3copy::RangeCopier;
-use super::store::{Failure, build, explain, redact};
+use super::store::{Failure, build, explain, tell};
 use super::{AttemptError, FileJob, Whole};
 use crate::naming::with_id_suffix;
 use crate::output::BucketUrl;
@@ -84,6 +84,8 @@ pub struct BucketDest {
     flushed: Mutex<std::time::Instant>,
     /// This run's lease on the prefix, until [`BucketDest::close`].
     lease: Mutex<Option<Lease>>,
+    /// Whether that lease is still this run's: nothing is placed once it is not.
+    held: Option<Arc<Held>>,
     /// (K, N) of `--shard K/N`: its records are named for it.
     shard: Option<(u32, u32)>,
     /// Whether [`BucketDest::close`] compacts the records (not for a dry run).
@@ -122,6 +124,7 @@ impl BucketDest {
             unrecorded: AtomicU32::new(0),
             flushed: Mutex::new(std::time::Instant::now()),
             lease: Mutex::new(None),
+            held: None,
             shard,
             compact: true,
             ranges: None,
@@ -139,6 +142,7 @@ impl BucketDest {
                 return Err(e);
             }
         }
+        dest.held = Some(lease.state());
         *dest.lease.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(lease);
         Ok(dest)
     }
@@ -146,6 +150,17 @@ impl BucketDest {
     /// Change nothing in the bucket's records when the run ends (a dry run).
     pub fn leave_records(&mut self) {
         self.compact = false;
+    }
+
+    /// Why this run's lease on the prefix is no longer its own, if it is not (see
+    /// [`Held::held`]).
+    pub fn lease_lost(&self) -> Option<String> {
+        self.held.as_ref().and_then(|h| h.why_lost())
+    }
+
+    /// Cancelled once this run's lease on the prefix is lost.
+    pub fn lease_watch(&self) -> Option<tokio_util::sync::CancellationToken> {
+        self.held.as_ref().map(|h| h.lost())
     }
 
     /// What earlier runs completed here, and is still here whole (an object of the recorded
@@ -202,7 +217,7 @@ impl BucketDest {
                 "cannot record {} finished file(s) in {}: {}",
                 lines.len(),
                 self.url,
-                redact(&e.to_string())
+                tell(&e)
             );
         }
     }
@@ -239,7 +254,7 @@ impl BucketDest {
             Err(e) => log::warn!(
                 "cannot compact the records in {} ({}); they stay as they are",
                 self.url,
-                redact(&e.to_string())
+                tell(&e)
             ),
         }
     }
@@ -409,7 +424,7 @@ impl BucketSink {
         {
             rt.spawn(async move {
                 if let Err(e) = upload.abort().await {
-                    log::debug!("cannot abort an upload: {}", redact(&e.to_string()));
+                    log::debug!("cannot abort an upload: {}", tell(&e));
                 }
             });
         }
@@ -446,7 +461,7 @@ impl Sink for BucketSink {
         if let Some(mut upload) = self.upload.take()
             && let Err(e) = upload.abort().await
         {
-            log::debug!("cannot abort an upload: {}", redact(&e.to_string()));
+            log::debug!("cannot abort an upload: {}", tell(&e));
         }
         Ok(())
     }
@@ -505,11 +520,18 @@ impl Destination for BucketDest {
             false => None,
         };
         let small = PutPayload::from(sink.buf.split().freeze());
-        let claimed = self.claim(file, whole, staged.as_ref(), small).await;
+        // Never at a final key once another run may hold the prefix.
+        let claimed = match self.lease_lost() {
+            Some(why) => Err(std::io::Error::other(format!(
+                "not placed: this run no longer holds {} ({why})",
+                self.url
+            ))),
+            None => self.claim(file, whole, staged.as_ref(), small).await,
+        };
         if let Some(staging) = &staged
             && let Err(e) = self.store.delete(staging).await
         {
-            log::debug!("cannot delete {staging}: {}", redact(&e.to_string()));
+            log::debug!("cannot delete {staging}: {}", tell(&e));
         }
         let name = claimed?;
         self.pending

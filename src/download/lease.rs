@@ -23,6 +23,12 @@ use uuid::Uuid;
 pub const TTL: Duration = Duration::from_secs(60);
 /// How often a live run renews its lease.
 const RENEW: Duration = Duration::from_secs(15);
+/// After a renewal that failed, how soon it is tried again.
+const RETRY: Duration = Duration::from_secs(2);
+/// A run whose lease has not been renewed for this long takes it as lost and places nothing
+/// more: [`TTL`] less a margin, so it stops before another run may take the prefix over
+/// (a store that fails for a while, or a process stopped, SIGSTOP, and continued).
+pub const HOLD: Duration = Duration::from_secs(48);
 
 /// What a lease object holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,6 +58,60 @@ pub struct Lease {
     store: Arc<dyn ObjectStore>,
     key: Key,
     renewing: tokio::task::JoinHandle<()>,
+    state: Arc<Held>,
+}
+
+/// Whether a lease is still this run's, shared with its renewing task.
+#[derive(Debug)]
+pub struct Held {
+    /// When it was last written (taken or renewed).
+    renewed: std::sync::Mutex<tokio::time::Instant>,
+    /// Cancelled once it is lost: another run replaced it, or it went unrenewed for [`HOLD`].
+    lost: tokio_util::sync::CancellationToken,
+    /// Why, once lost.
+    why: std::sync::Mutex<Option<String>>,
+}
+
+impl Held {
+    fn new() -> Held {
+        Held {
+            renewed: std::sync::Mutex::new(tokio::time::Instant::now()),
+            lost: tokio_util::sync::CancellationToken::new(),
+            why: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Still this run's: not lost, and renewed within [`HOLD`] (read from the clock, so a
+    /// process continued after a long stop knows before its renewing task has run again).
+    pub fn held(&self) -> bool {
+        let renewed = *self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        !self.lost.is_cancelled() && renewed.elapsed() < HOLD
+    }
+
+    /// Why it is not held, if it is not.
+    pub fn why_lost(&self) -> Option<String> {
+        if let Some(why) = self.why.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Some(why);
+        }
+        let renewed = *self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        (!self.held()).then(|| {
+            format!(
+                "its lease went unrenewed for {}s",
+                renewed.elapsed().as_secs()
+            )
+        })
+    }
+
+    /// Cancelled once the lease is lost.
+    pub fn lost(&self) -> tokio_util::sync::CancellationToken {
+        self.lost.clone()
+    }
+
+    fn lose(&self, why: String) {
+        log::warn!("{why}: this run stops placing files");
+        *self.why.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        self.lost.cancel();
+    }
 }
 
 fn now() -> u64 {
@@ -218,11 +278,13 @@ impl Lease {
                 "{mine}: another run took it at the same moment"
             )));
         };
-        let renewing = tokio::spawn(renew(store.clone(), key.clone(), run, etag));
+        let state = Arc::new(Held::new());
+        let renewing = tokio::spawn(renew(store.clone(), key.clone(), run, etag, state.clone()));
         let lease = Lease {
             store,
             key,
             renewing,
+            state,
         };
         // A run that excludes this one may have passed its own check before this lease
         // existed, and created its lease since: looked for again, now that this one is there.
@@ -241,45 +303,76 @@ impl Lease {
         }
     }
 
-    /// Whether the lease is still this run's: renewed in time so far (a renewal that failed
-    /// stops them, and another run may take the prefix once it expires).
+    /// Whether the lease is still this run's (see [`Held::held`]).
     pub fn held(&self) -> bool {
-        !self.renewing.is_finished()
+        self.state.held()
     }
 
-    /// Stop renewing and delete the lease: the prefix is free.
+    /// What tells whether the lease is still this run's, for the run to watch.
+    pub fn state(&self) -> Arc<Held> {
+        self.state.clone()
+    }
+
+    /// Stop renewing and delete the lease: the prefix is free. A lease this run lost is left
+    /// alone: it may be another run's now.
     pub async fn release(self) {
         self.renewing.abort();
+        if !self.state.held() {
+            log::debug!("{} is no longer this run's; left as it is", self.key);
+            return;
+        }
         if let Err(e) = self.store.delete(&self.key).await {
             log::warn!(
                 "cannot delete the lease {} ({}); it expires within {}s",
                 self.key,
-                super::store::redact(&e.to_string()),
+                super::store::tell(&e),
                 TTL.as_secs()
             );
         }
     }
 }
 
-/// Renew the lease every [`RENEW`], each time only if it is still ours.
-async fn renew(store: Arc<dyn ObjectStore>, key: Key, run: Uuid, mut etag: String) {
+/// Renew the lease every [`RENEW`], each time only if it is still ours (its ETag); a renewal
+/// that fails is tried again every [`RETRY`] until [`HOLD`] has passed since the last one.
+/// Ends when the lease is lost (replaced by another run's, or not renewed in time).
+async fn renew(
+    store: Arc<dyn ObjectStore>,
+    key: Key,
+    run: Uuid,
+    mut etag: String,
+    state: Arc<Held>,
+) {
+    let mut wait = RENEW;
     loop {
-        tokio::time::sleep(RENEW).await;
+        tokio::time::sleep(wait).await;
+        if !state.held() {
+            return state.lose(format!("{key} went unrenewed for over {}s", HOLD.as_secs()));
+        }
         let update = PutMode::Update(UpdateVersion {
             e_tag: Some(etag.clone()),
             version: None,
         });
         match store.put_opts(&key, body(run).into(), update.into()).await {
-            Ok(put) => match put.e_tag {
-                Some(t) => etag = t,
-                None => return,
-            },
+            Ok(put) => {
+                let Some(t) = put.e_tag else {
+                    return state.lose(format!("{key}: the store gave no ETag to renew it by"));
+                };
+                etag = t;
+                *state.renewed.lock().unwrap_or_else(|e| e.into_inner()) =
+                    tokio::time::Instant::now();
+                wait = RENEW;
+            }
+            Err(
+                object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+            ) => {
+                return state.lose(format!("another run took over {key}"));
+            }
             Err(e) => {
-                log::warn!(
-                    "cannot renew the lease {key} ({}); another run may start on this prefix",
-                    super::store::redact(&e.to_string())
+                log::debug!(
+                    "cannot renew {key} ({}); trying again",
+                    super::store::tell(&e)
                 );
-                return;
+                wait = RETRY;
             }
         }
     }
@@ -418,6 +511,55 @@ mod tests {
             }
             Err(LeaseError::Store(e)) => panic!("{e}"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_another_run_took_over_is_lost_at_the_next_renewal_and_left_to_it() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let lease = Lease::take(store.clone(), &dir(), None, Uuid::now_v7())
+            .await
+            .unwrap();
+        let key = dir().join("lease");
+        assert!(lease.held());
+        // Renewed while nobody else touches it.
+        tokio::time::sleep(RENEW * 3).await;
+        assert!(lease.held(), "{:?}", lease.state().why_lost());
+        // Another run's lease where ours was (it took over: ours had expired for it).
+        let theirs = br#"{"run":"00000000-0000-7000-8000-000000000000","pid":1,"expires":1}"#;
+        store
+            .put(&key, PutPayload::from_static(theirs))
+            .await
+            .unwrap();
+        let lost = lease.state().lost();
+        tokio::time::timeout(RENEW * 2, lost.cancelled())
+            .await
+            .expect("the loss is noticed at the next renewal");
+        assert!(!lease.held());
+        assert!(
+            lease
+                .state()
+                .why_lost()
+                .unwrap()
+                .contains("another run took over"),
+            "{:?}",
+            lease.state().why_lost()
+        );
+        // Released, it leaves the other run's lease where it is.
+        lease.release().await;
+        let left = store.get(&key).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&left[..], &theirs[..]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_not_renewed_for_its_hold_is_lost_before_another_run_may_take_it() {
+        let held = Held::new();
+        assert!(held.held() && held.why_lost().is_none());
+        // A process stopped (or a store failing) past the hold: not this run's any more,
+        // whether or not its renewing task has run since; well before others may take it.
+        tokio::time::advance(HOLD).await;
+        assert!(!held.held());
+        assert!(held.why_lost().unwrap().contains("unrenewed for 48s"));
+        assert!(HOLD + Duration::from_secs(10) <= TTL);
     }
 
     #[tokio::test]

@@ -134,15 +134,42 @@ async fn read_once(
         return Ok((lines, keys));
     }
     // What is at the prefix now (one listing, not a request per file).
-    let listed = store
-        .list_with_delimiter(url.prefix_path().as_ref())
-        .await?;
-    let sizes: HashMap<String, u64> = listed
-        .objects
-        .into_iter()
-        .map(|o| (o.location.to_string(), o.size))
-        .collect();
-    lines.retain(|_, (l, _)| sizes.get(&url.object_key(&l.path)) == Some(&l.bytes));
+    match store.list_with_delimiter(url.prefix_path().as_ref()).await {
+        Ok(listed) => {
+            let sizes: HashMap<String, u64> = listed
+                .objects
+                .into_iter()
+                .map(|o| (o.location.to_string(), o.size))
+                .collect();
+            lines.retain(|_, (l, _)| sizes.get(&url.object_key(&l.path)) == Some(&l.bytes));
+        }
+        // A foreign object at the prefix whose key object_store cannot take (a control
+        // character, a `..` segment) fails the whole listing: each recorded object is looked
+        // at instead (16 at a time), so such an object locks no run out.
+        Err(object_store::Error::InvalidPath { .. }) => {
+            let ids: Vec<(Uuid, Key, u64)> = lines
+                .values()
+                .map(|(l, _)| (l.id, url.object(&l.path), l.bytes))
+                .collect();
+            let mut there = std::collections::HashSet::new();
+            let mut heads = futures_util::stream::iter(ids)
+                .map(|(id, key, bytes)| async move {
+                    match store.head(&key).await {
+                        Ok(meta) => Ok((id, meta.size == bytes)),
+                        Err(object_store::Error::NotFound { .. }) => Ok((id, false)),
+                        Err(e) => Err(e),
+                    }
+                })
+                .buffer_unordered(16);
+            while let Some(head) = heads.next().await {
+                if let (id, true) = head? {
+                    there.insert(id);
+                }
+            }
+            lines.retain(|id, _| there.contains(id));
+        }
+        Err(e) => return Err(e),
+    }
     Ok((lines, keys))
 }
 
@@ -327,7 +354,11 @@ pub async fn compact(
         match store.delete(&keys[i]).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => left -= 1,
             Err(e) => {
-                log::debug!("cannot delete {} once compacted ({e})", keys[i]);
+                log::debug!(
+                    "cannot delete {} once compacted ({})",
+                    keys[i],
+                    super::store::tell(&e)
+                );
                 break;
             }
         }

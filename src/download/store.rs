@@ -169,7 +169,16 @@ fn is_loopback_http(endpoint: &str) -> bool {
 
 /// The store's message with every credential from the environment taken out, on one line.
 pub fn redact(msg: &str) -> String {
-    let mut out = msg.replace(['\n', '\r'], " ");
+    // Other control characters (a foreign key may hold any) shown escaped, never raw: a
+    // terminal would act on them.
+    let mut out: String = msg
+        .replace(['\n', '\r'], " ")
+        .chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect();
     for var in [
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
@@ -191,6 +200,13 @@ pub fn redact(msg: &str) -> String {
         out = out.replace(v, "[redacted]");
     }
     out
+}
+
+/// The store's error in one line fit for any log: [`explain`]'s, never its body (a store may
+/// echo the request's headers there, a session token among them, which no redaction of known
+/// secrets catches when the credentials came from instance metadata or web identity).
+pub fn tell(e: &object_store::Error) -> String {
+    explain(e).1
 }
 
 /// A [`Failure::Refused`]'s sentence: no credentials at all, or refused ones.
@@ -218,6 +234,15 @@ pub enum Failure {
 /// and the store's error code, the cause of a failed connection; never the XML or JSON body,
 /// a request's query, nor a credential.
 pub fn explain(e: &object_store::Error) -> (Failure, String) {
+    if let object_store::Error::InvalidPath { source } = e {
+        return (
+            Failure::Config,
+            redact(&format!(
+                "the store lists an object whose key fetchdocs cannot take ({source}); \
+                 rename or remove it"
+            )),
+        );
+    }
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

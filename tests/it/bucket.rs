@@ -23,7 +23,7 @@ pub(crate) const SECRET: &str = "s3cr3t-never-printed-anywhere";
 
 #[derive(Default)]
 pub(crate) struct Store {
-    objects: BTreeMap<String, Vec<u8>>,
+    pub(crate) objects: BTreeMap<String, Vec<u8>>,
     uploads: HashMap<String, (String, BTreeMap<u32, Vec<u8>>)>,
     next: u64,
     /// The next this many UploadPart requests answer 503.
@@ -33,6 +33,8 @@ pub(crate) struct Store {
     refused_creates: u32,
     /// UploadPartCopy requests with a byte range (copies too large for one request).
     pub(crate) range_copies: u32,
+    /// Listings of the prefix say there is more, with the same continuation token, forever.
+    pub(crate) endless_listing: bool,
 }
 
 /// An object store for one test: the S3 stand-in below; or, with `FETCHDOCS_TEST_S3_URL` (as
@@ -521,10 +523,16 @@ async fn handle(
                     "<CommonPrefixes><Prefix>{p}</Prefix></CommonPrefixes>"
                 ));
             }
+            let more = match s.endless_listing && !prefix.contains(".fetchdocs") {
+                true => {
+                    "<IsTruncated>true</IsTruncated><NextContinuationToken>again</NextContinuationToken>"
+                }
+                false => "<IsTruncated>false</IsTruncated>",
+            };
             xml(
                 StatusCode::OK,
                 format!(
-                    "<ListBucketResult><Name>{bucket}</Name><IsTruncated>false</IsTruncated>{contents}</ListBucketResult>"
+                    "<ListBucketResult><Name>{bucket}</Name>{more}{contents}</ListBucketResult>"
                 ),
             )
         }

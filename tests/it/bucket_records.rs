@@ -209,3 +209,104 @@ fn from_a_listing_into_a_bucket_twice_the_second_run_and_a_dry_run_mint_nothing(
     assert_eq!(resolved, 40, "{report}");
     assert!(s3.keys("fresh").is_empty(), "{:?}", s3.keys("fresh"));
 }
+
+#[test]
+fn a_run_whose_lease_another_run_takes_over_stops_with_exit_4_and_leaves_that_lease() {
+    // A slow file (4 MB at 100 KB/s: 40 s), and, once its download is under way, another
+    // run's lease written over this run's (as a run that found it expired would: a store
+    // that failed this run's renewals, or this process stopped for over a minute). At its next
+    // renewal (15 s) the run finds the lease is not its own: it stops, places nothing, exits 4.
+    let faults = fetchdocs_sandbox::Faults {
+        slow_body_bps: 100_000,
+        ..Default::default()
+    };
+    let env = Env::new(
+        fetchdocs_sandbox::Catalog::new(vec![crate::common::file(1, "slow.bin", 4_000_000)]),
+        faults,
+    );
+    let s3 = S3::start();
+    let report = env.path("lost.json");
+    let child = bucket_cmd(&env, &s3, "p")
+        .arg("--ids")
+        .arg(env.ids_file(&env.all_ids()))
+        .arg("--report")
+        .arg(&report)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    env.wait_for("the download under way", |s| s.file_requests >= 1);
+    let theirs = lease_body(600);
+    s3.put("p/.fetchdocs/lease", &theirs);
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    assert!(err.contains("lost its lease"), "{err}");
+    // Nothing placed, the other run's lease left as it is, the file reported unfinished.
+    assert!(s3.files("p").is_empty(), "{:?}", s3.files("p"));
+    assert_eq!(s3.get("p/.fetchdocs/lease").unwrap(), theirs);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(summary(&report).1, 0, "{report}");
+    assert_ne!(report["files"][0]["status"], "downloaded", "{report}");
+}
+
+#[test]
+fn a_foreign_object_whose_key_object_store_cannot_take_locks_no_run_out() {
+    // S3 takes any key; object_store refuses to list a control character or a `..` segment,
+    // and one such object at the prefix used to fail every later run (exit 5).
+    let env = Env::generated(5);
+    let s3 = S3::start();
+    let ids = env.all_ids();
+    let report = run(&env, &s3, "p", &ids, &[]);
+    assert_eq!(summary(&report), (5, 5, 0, 0));
+    let Some(mut stand_in) = s3.stand_in() else {
+        eprintln!(
+            "skipped against {}: keys object_store cannot write are put in the stand-in",
+            s3.url
+        );
+        return;
+    };
+    stand_in
+        .objects
+        .insert("bkt/p/a\u{1}b.pdf".into(), b"odd".to_vec());
+    stand_in
+        .objects
+        .insert("bkt/p/../up.pdf".into(), b"odder".to_vec());
+    drop(stand_in);
+    let minted = env.sandbox.stats().urls_minted;
+    let (out, report) = run_into(&env, &s3, "p", &ids, &[], KEY_ID);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(summary(&report), (5, 0, 5, 0));
+    assert_eq!(env.sandbox.stats().urls_minted, minted);
+    assert!(
+        !stderr(&out).contains('\u{1}'),
+        "a raw control character: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_listing_that_never_ends_is_stopped_by_max_run_time() {
+    // The prefix's listing (read as the run opens the bucket) says "more" with the same token
+    // forever; object_store follows it. --max-run-time bounds it as it bounds the run.
+    let env = Env::generated(3);
+    let s3 = S3::start();
+    let ids = env.all_ids();
+    let report = run(&env, &s3, "p", &ids, &[]);
+    assert_eq!(summary(&report), (3, 3, 0, 0));
+    let Some(mut stand_in) = s3.stand_in() else {
+        eprintln!(
+            "skipped against {}: only the stand-in lists forever",
+            s3.url
+        );
+        return;
+    };
+    stand_in.endless_listing = true;
+    drop(stand_in);
+    let (out, report) = run_into(&env, &s3, "p", &ids, &["--max-run-time", "2"], KEY_ID);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("max-run-time") || err.contains("2s"), "{err}");
+    assert_eq!(summary(&report).1, 0, "{report}");
+}
