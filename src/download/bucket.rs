@@ -267,7 +267,7 @@ impl BucketDest {
         whole: &Whole,
         staged: Option<&Key>,
         small: PutPayload,
-    ) -> std::io::Result<String> {
+    ) -> std::io::Result<(String, Option<String>)> {
         let own = self.done.get(&file.id).map(|l| l.path.as_str());
         let names = [
             file.name.clone(),
@@ -283,10 +283,17 @@ impl BucketDest {
                     if let Some(ranges) = &self.ranges
                         && ranges.wants(whole.bytes) =>
                 {
-                    ranges.copy(from, &key, whole.bytes, !replace).await
+                    ranges
+                        .copy(from, &key, whole.bytes, !replace)
+                        .await
+                        .map(|()| None)
                 }
-                (Some(from), true) => self.store.copy(from, &key).await,
-                (Some(from), false) => self.store.copy_if_not_exists(from, &key).await,
+                (Some(from), true) => self.store.copy(from, &key).await.map(|()| None),
+                (Some(from), false) => self
+                    .store
+                    .copy_if_not_exists(from, &key)
+                    .await
+                    .map(|()| None),
                 (None, replace) => {
                     let mode = if replace {
                         PutMode::Overwrite
@@ -296,16 +303,18 @@ impl BucketDest {
                     self.store
                         .put_opts(&key, small.clone(), mode.into())
                         .await
-                        .map(drop)
+                        .map(|put| put.e_tag)
                 }
             };
             match put {
-                Ok(()) => return Ok(name),
+                Ok(Some(etag)) => return Ok((name, Some(etag))),
+                // A copy says no ETag: asked for (one HEAD for a file over a part).
+                Ok(None) => return Ok((name, self.etag_of(&key).await)),
                 Err(object_store::Error::AlreadyExists { .. }) => {
                     if self.holds(&key, whole).await {
                         // This file, put there by a run killed before it recorded it.
                         log::debug!("{key} already holds this file's bytes; kept");
-                        return Ok(name);
+                        return Ok((name, self.etag_of(&key).await));
                     }
                     log::debug!("{key} is taken; trying a name with the ID in it");
                 }
@@ -320,6 +329,11 @@ impl BucketDest {
 }
 
 impl BucketDest {
+    /// The ETag of the object at `key` now, if the store gives one.
+    async fn etag_of(&self, key: &Key) -> Option<String> {
+        self.store.head(key).await.ok().and_then(|m| m.e_tag)
+    }
+
     /// Whether the object at `key` is exactly `whole` (its size, then its sha256, read
     /// through: only when a key this run wanted is found taken).
     async fn holds(&self, key: &Key, whole: &Whole) -> bool {
@@ -533,7 +547,7 @@ impl Destination for BucketDest {
         {
             log::debug!("cannot delete {staging}: {}", tell(&e));
         }
-        let name = claimed?;
+        let (name, etag) = claimed?;
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -542,6 +556,7 @@ impl Destination for BucketDest {
                 path: name.clone(),
                 bytes: whole.bytes,
                 sha256: whole.sha256.clone(),
+                etag,
             });
         self.flush_records(false).await;
         let renamed = (name != file.name).then_some(name);

@@ -37,6 +37,11 @@ pub struct Line {
     pub path: String,
     pub bytes: u64,
     pub sha256: String,
+    /// The object's ETag when it was placed: an object of the same size that is not this one
+    /// (someone else's bytes put there since) is not taken for it. Absent in records written
+    /// before fetchdocs kept it, and where the store gave none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 /// The key of `name` in fetchdocs' own directory under `url`'s prefix.
@@ -136,26 +141,31 @@ async fn read_once(
     // What is at the prefix now (one listing, not a request per file).
     match store.list_with_delimiter(url.prefix_path().as_ref()).await {
         Ok(listed) => {
-            let sizes: HashMap<String, u64> = listed
+            let found: HashMap<String, (u64, Option<String>)> = listed
                 .objects
                 .into_iter()
-                .map(|o| (o.location.to_string(), o.size))
+                .map(|o| (o.location.to_string(), (o.size, o.e_tag)))
                 .collect();
-            lines.retain(|_, (l, _)| sizes.get(&url.object_key(&l.path)) == Some(&l.bytes));
+            lines.retain(|_, (l, _)| {
+                found
+                    .get(&url.object_key(&l.path))
+                    .is_some_and(|(size, etag)| is_recorded(l, *size, etag.as_deref()))
+            });
         }
         // A foreign object at the prefix whose key object_store cannot take (a control
         // character, a `..` segment) fails the whole listing: each recorded object is looked
         // at instead (16 at a time), so such an object locks no run out.
         Err(object_store::Error::InvalidPath { .. }) => {
-            let ids: Vec<(Uuid, Key, u64)> = lines
+            let ids: Vec<(Line, Key)> = lines
                 .values()
-                .map(|(l, _)| (l.id, url.object(&l.path), l.bytes))
+                .map(|(l, _)| (l.clone(), url.object(&l.path)))
                 .collect();
             let mut there = std::collections::HashSet::new();
             let mut heads = futures_util::stream::iter(ids)
-                .map(|(id, key, bytes)| async move {
+                .map(|(line, key)| async move {
+                    let id = line.id;
                     match store.head(&key).await {
-                        Ok(meta) => Ok((id, meta.size == bytes)),
+                        Ok(meta) => Ok((id, is_recorded(&line, meta.size, meta.e_tag.as_deref()))),
                         Err(object_store::Error::NotFound { .. }) => Ok((id, false)),
                         Err(e) => Err(e),
                     }
@@ -171,6 +181,18 @@ async fn read_once(
         Err(e) => return Err(e),
     }
     Ok((lines, keys))
+}
+
+/// Whether an object of `size` and `etag` is the one `line` recorded: its size, and its ETag
+/// where both the record and the store have one (ETags are quoted or not depending on the
+/// store and the call: compared without the quotes).
+fn is_recorded(line: &Line, size: u64, etag: Option<&str>) -> bool {
+    let bare = |t: &str| t.trim_matches('"').to_string();
+    size == line.bytes
+        && match (&line.etag, etag) {
+            (Some(want), Some(got)) => bare(want) == bare(got),
+            _ => true,
+        }
 }
 
 /// Every file recorded under `url`'s prefix, for `verify`: the last line of each ID, in the
@@ -239,6 +261,7 @@ mod read_all_tests {
             path: path.into(),
             bytes: 3,
             sha256: "ab".into(),
+            etag: None,
         }
     }
 
@@ -412,6 +435,7 @@ mod tests {
             path: path.into(),
             bytes: 1,
             sha256: "x".into(),
+            etag: None,
         }
     }
 

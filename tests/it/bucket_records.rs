@@ -310,3 +310,34 @@ fn a_listing_that_never_ends_is_stopped_by_max_run_time() {
     assert!(err.contains("max-run-time") || err.contains("2s"), "{err}");
     assert_eq!(summary(&report).1, 0, "{report}");
 }
+
+#[test]
+fn an_object_replaced_by_other_bytes_of_the_same_size_is_not_taken_for_the_file() {
+    // The records keep each object's ETag: someone else's bytes put at a recorded key since
+    // (same size) are neither skipped as done nor overwritten by --force.
+    let env = Env::generated(4);
+    let s3 = S3::start();
+    let ids = env.all_ids();
+    let report = run(&env, &s3, "p", &ids, &[]);
+    assert_eq!(summary(&report), (4, 4, 0, 0));
+    let first = &report["files"][0];
+    let path = first["path"].as_str().unwrap().to_string();
+    let size = first["bytes"].as_u64().unwrap() as usize;
+    let theirs = vec![b'x'; size];
+    s3.put(&format!("p/{path}"), &theirs);
+    for extra in [&[][..], &["--force"]] {
+        let (out, report) = run_into(&env, &s3, "p", &ids, extra, KEY_ID);
+        assert_eq!(code(&out), 0, "{extra:?}: {}", stderr(&out));
+        // Theirs kept; the file downloaded again, under the name with its ID in it.
+        assert_eq!(s3.get(&format!("p/{path}")).unwrap(), theirs, "{extra:?}");
+        let again = report["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == first["id"])
+            .unwrap();
+        assert_eq!(again["status"], "downloaded", "{extra:?}: {again}");
+        assert_ne!(again["path"].as_str().unwrap(), path, "{extra:?}");
+        assert_intact_in(&env, &s3, "p", &report);
+    }
+}
