@@ -41,8 +41,8 @@ use crate::naming::with_id_suffix;
 use crate::output::BucketUrl;
 
 /// The smallest part: S3's least (but the last), which keeps memory low: a part of each file
-/// in flight is what a bucket run holds beyond a run to disk (6 × 160 MiB at `-j 16`: 61 MiB
-/// peak RSS, 27 MiB to disk).
+/// in flight is what a bucket run holds beyond a run to disk (6 × 160 MiB at `-j 16`, release,
+/// into moto: 48.5–49.5 MiB peak RSS, one reused buffer a file; to tmpfs: 15.5 MB).
 const PART: usize = 5 << 20;
 /// Room past a part's end for the chunk that crosses it.
 const SLACK: usize = 256 << 10;
@@ -416,7 +416,9 @@ impl BucketSink {
         if self.upload.is_none() {
             self.upload = Some(self.store.put_multipart(&self.staging).await?);
         }
-        let part = self.buf.split().freeze();
+        // The whole buffer (`split` would leave `buf` a view of the same allocation, which
+        // then could never be had back whole).
+        let part = std::mem::take(&mut self.buf).freeze();
         self.parts += 1;
         let sent = match &mut self.upload {
             Some(upload) => upload.put_part(PutPayload::from(part.clone())).await,
