@@ -24,9 +24,7 @@ use crate::pacing::Pacing;
 use crate::progress::{Ui, human_duration};
 use crate::provider::{Budget, ListError, MintOutcome, Provider};
 use crate::report::{FileEntry, ListingReport, Recorder, Status, human_bytes};
-use crate::scheduler::{
-    Action, Item, MAX_MINTS_IN_FLIGHT, Ready, RunStats, Scheduler, Settings, Stop,
-};
+use crate::scheduler::{Action, Item, Ready, RunStats, Scheduler, Settings, Stop};
 use crate::state::State;
 
 /// What becomes of the IDs a listing named before its walk stopped, said properly for any count.
@@ -293,7 +291,7 @@ impl<P: Provider> Pipeline<'_, P> {
         });
         let mut pacing = Pacing::new(vendor, self.budget);
         // The walk is asked for its next page while fewer IDs than this wait for the scheduler.
-        let low_water = self.concurrency + (MAX_MINTS_IN_FLIGHT + 1) * vendor.max_batch;
+        let low_water = scheduler.wants_on_hand();
 
         let stop = 'run: loop {
             // Hand the scheduler what it has room for, then do what it says until it has

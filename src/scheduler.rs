@@ -415,11 +415,17 @@ impl Scheduler {
         }
     }
 
+    /// How many IDs the scheduler wants on hand: one for each download slot, and full batches
+    /// for every mint call in flight and the next. (The one place this is worked out: the
+    /// driver reads the listing's next page while fewer than this wait for it.)
+    pub fn wants_on_hand(&self) -> usize {
+        self.settings.concurrency + (MAX_MINTS_IN_FLIGHT + 1) * self.settings.max_batch
+    }
+
     /// How many more IDs the scheduler could use now: the driver feeds it in portions, so
     /// that memory does not hold an item per ID of the run.
     pub fn room(&self) -> usize {
-        let want = self.settings.concurrency + (MAX_MINTS_IN_FLIGHT + 1) * self.settings.max_batch;
-        want.saturating_sub(self.pending.len())
+        self.wants_on_hand().saturating_sub(self.pending.len())
     }
 
     /// Whether more IDs may still be added (see [`Scheduler::add`]).
