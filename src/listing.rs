@@ -114,12 +114,12 @@ pub struct Listed {
 #[derive(Debug)]
 pub enum Event {
     Page(Box<Listed>),
-    End(Walk),
+    End(WalkEnd),
 }
 
 /// How a walk ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Walk {
+pub struct WalkEnd {
     pub pages: u32,
     pub bad: usize,
     /// Why it stopped before the last page, and where.

@@ -17,7 +17,9 @@ use crate::download::{
 use crate::error::{ApiError, Fatal};
 use crate::ids::Shard;
 use crate::lanes::Lanes;
-use crate::listing::{Cursor, Event, Guard, Incomplete, Listed, Source, StopReason, Verdict, Walk};
+use crate::listing::{
+    Cursor, Event, Guard, Incomplete, Listed, Source, StopReason, Verdict, WalkEnd,
+};
 use crate::lock::Claims;
 use crate::naming::NameRegistry;
 use crate::pacing::Pacing;
@@ -225,7 +227,7 @@ pub struct Pipeline<'a, P: Provider> {
 
 /// How far the walk of a listing has come.
 #[derive(Debug, Default)]
-struct Walked {
+struct WalkProgress {
     pages: u32,
     ids: usize,
     bad: usize,
@@ -276,7 +278,7 @@ impl<P: Provider> Pipeline<'_, P> {
         let mut after_drain: Option<Fatal> = None;
         // The listing's walk, if there is one: a task of its own, a page at a time.
         let mut pages = None;
-        let mut walked = Walked::default();
+        let mut walked = WalkProgress::default();
         let walker = self.listing.map(|(source, size)| {
             let (tx, rx) = mpsc::channel(1);
             pages = Some(rx);
@@ -536,7 +538,7 @@ impl<P: Provider> Pipeline<'_, P> {
 
     /// Take in a page of the listing: its new IDs (of this shard) join the run. In a dry run,
     /// those whose name the listing gives are resolved at once, without a mint call.
-    fn take_page(&mut self, page: Listed, walked: &mut Walked) {
+    fn take_page(&mut self, page: Listed, walked: &mut WalkProgress) {
         walked.pages += 1;
         walked.bad += page.bad;
         walked.notes.extend(page.notes);
@@ -569,7 +571,7 @@ impl<P: Provider> Pipeline<'_, P> {
 
     /// The walk of the listing ended: put how it went in the report, and say so if it did not
     /// reach the end.
-    fn end_listing(&mut self, walked: &Walked, incomplete: Option<Incomplete>) {
+    fn end_listing(&mut self, walked: &WalkProgress, incomplete: Option<Incomplete>) {
         let Some((source, _)) = self.listing else {
             return;
         };
@@ -997,9 +999,9 @@ impl<P: Provider> Pipeline<'_, P> {
         } else if self.state.recorded_name(&item.id, item.index).as_deref() == Some(&name) {
             // Recorded as this ID's completed file (to download again: --force, or it was
             // changed or cut since).
-            AtDest::OwnFile
+            AtDest::RecordedFile
         } else {
-            AtDest::OwnClaim
+            AtDest::ClaimedName
         };
         let job = FileJob {
             url,
@@ -1070,7 +1072,7 @@ pub async fn walk<P: Provider>(
 ) {
     let mut cursor = Cursor::Start;
     let mut guard = Guard::new(max_pages);
-    let mut walk = Walk {
+    let mut walk = WalkEnd {
         pages: 0,
         bad: 0,
         incomplete: None,

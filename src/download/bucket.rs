@@ -268,7 +268,7 @@ impl BucketDest {
         staged: Option<&Key>,
         small: PutPayload,
     ) -> std::io::Result<(String, Option<String>)> {
-        let own = self.done.get(&file.id).map(|l| l.path.as_str());
+        let recorded = self.done.get(&file.id).map(|l| l.path.as_str());
         let names = [
             file.name.clone(),
             with_id_suffix(&file.name, &file.id, false),
@@ -277,7 +277,7 @@ impl BucketDest {
         for name in names {
             let key = self.key(&name);
             // Only this ID's own recorded object is ever replaced (`--force`).
-            let replace = own == Some(name.as_str());
+            let replace = recorded == Some(name.as_str());
             let put = match (staged, replace) {
                 (Some(from), replace)
                     if let Some(ranges) = &self.ranges

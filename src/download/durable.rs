@@ -345,8 +345,10 @@ pub fn place(
     let dest = OsStr::new(&file.name);
     let replace = match (&file.temp, file.at_dest) {
         (_, AtDest::Nothing) => false,
-        (Temp::Part { .. }, AtDest::OwnFile) => true,
-        (Temp::Part { .. }, AtDest::OwnClaim) => has_bytes(&cx.out, dest, file.bytes, &file.sha256),
+        (Temp::Part { .. }, AtDest::RecordedFile) => true,
+        (Temp::Part { .. }, AtDest::ClaimedName) => {
+            has_bytes(&cx.out, dest, file.bytes, &file.sha256)
+        }
         (Temp::Unnamed(_), _) => {
             return Err(std::io::Error::other(
                 "internal error: a file with no name cannot replace this ID's own",

@@ -398,16 +398,16 @@ mod tests {
         let stage = s.stage();
         // Recorded as this ID's: replaced whatever it holds now.
         std::fs::write(s.dir.path().join("own.pdf"), b"changed since").unwrap();
-        let f = s.finished(1, "own.pdf", b"fresh", AtDest::OwnFile);
+        let f = s.finished(1, "own.pdf", b"fresh", AtDest::RecordedFile);
         assert_eq!(place(&stage, f).await.unwrap(), None);
         assert_eq!(s.read("own.pdf"), b"fresh");
         // Claimed by this ID in a run that crashed after the move: the very same bytes are
         // that file, replaced by itself; other bytes are someone else's, kept.
         std::fs::write(s.dir.path().join("claimed.pdf"), b"same").unwrap();
-        let f = s.finished(3, "claimed.pdf", b"same", AtDest::OwnClaim);
+        let f = s.finished(3, "claimed.pdf", b"same", AtDest::ClaimedName);
         assert_eq!(place(&stage, f).await.unwrap(), None);
         std::fs::write(s.dir.path().join("other.pdf"), b"not mine").unwrap();
-        let f = s.finished(5, "other.pdf", b"mine", AtDest::OwnClaim);
+        let f = s.finished(5, "other.pdf", b"mine", AtDest::ClaimedName);
         let renamed = place(&stage, f).await.unwrap().expect("another name");
         assert_eq!(s.read("other.pdf"), b"not mine");
         assert_eq!(s.read(&renamed), b"mine");

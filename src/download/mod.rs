@@ -154,10 +154,10 @@ pub struct FileJob {
 pub enum AtDest {
     /// This ID's own completed file, by the record (downloaded again: `--force`, or it was
     /// changed since): replaced.
-    OwnFile,
+    RecordedFile,
     /// This ID claimed the name in an earlier run that may have crashed after the move: a file
     /// there with the very same bytes is that one, and is replaced (by itself).
-    OwnClaim,
+    ClaimedName,
     /// Nothing of this ID's: if the name is taken, a name with the ID in it is used.
     Nothing,
 }
