@@ -14,7 +14,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 
 use crate::download::{
-    Failure, RecordLine, build_store, explain, read_bucket_records, refused_line,
+    Failure, RecordLine, build_store, escape_controls, explain, read_bucket_records, refused_line,
 };
 use crate::error::{Exit, Fatal};
 use crate::output::BucketUrl;
@@ -55,11 +55,15 @@ async fn check_all(store: &dyn ObjectStore, url: &BucketUrl) -> Result<Exit, Fat
             Found::Intact => intact += 1,
             Found::Changed(why) => {
                 bad += 1;
-                println!("changed: {} ({}): {why}", shown(&line.path), line.id);
+                println!(
+                    "changed: {} ({}): {why}",
+                    escape_controls(&line.path),
+                    line.id
+                );
             }
             Found::Missing => {
                 bad += 1;
-                println!("missing: {} ({})", shown(&line.path), line.id);
+                println!("missing: {} ({})", escape_controls(&line.path), line.id);
             }
         }
     }
@@ -125,15 +129,4 @@ fn fatal(url: &BucketUrl, doing: &str, e: object_store::Error) -> Fatal {
         Failure::NoBucket | Failure::Config => Fatal::Usage(format!("-o {url}: {why}")),
         Failure::Unreachable => Fatal::Unreachable(format!("-o {url}: {doing}: {why}")),
     }
-}
-
-/// A recorded path as printed: a record object in a bucket is anyone's to write, so control
-/// characters (a newline forging a line, a terminal escape) are shown escaped.
-fn shown(path: &str) -> String {
-    path.chars()
-        .map(|c| match c.is_control() {
-            true => c.escape_default().to_string(),
-            false => c.to_string(),
-        })
-        .collect()
 }

@@ -53,7 +53,7 @@ pub use pace::RateCap;
 pub use publish::publish_blocking;
 pub use records::{Line as RecordLine, read_all as read_bucket_records};
 pub use send::file_host_client;
-pub use store::{Failure, build_store, explain, refused_line};
+pub use store::{Failure, build_store, escape_controls, explain, refused_line};
 
 /// How downloads behave.
 #[derive(Debug, Clone)]

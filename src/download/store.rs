@@ -169,16 +169,7 @@ fn is_loopback_http(endpoint: &str) -> bool {
 
 /// The store's message with every credential from the environment taken out, on one line.
 pub fn redact(msg: &str) -> String {
-    // Other control characters (a foreign key may hold any) shown escaped, never raw: a
-    // terminal would act on them.
-    let mut out: String = msg
-        .replace(['\n', '\r'], " ")
-        .chars()
-        .map(|c| match c.is_control() {
-            true => c.escape_default().to_string(),
-            false => c.to_string(),
-        })
-        .collect();
+    let mut out = escape_controls(&msg.replace(['\n', '\r'], " "));
     for var in [
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
@@ -200,6 +191,17 @@ pub fn redact(msg: &str) -> String {
         out = out.replace(v, "[redacted]");
     }
     out
+}
+
+/// `text` with its control characters shown escaped, never raw (a terminal would act on them;
+/// a newline would forge a line): a bucket's keys and records are anyone's to write.
+pub fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// The store's error in one line fit for any log: [`explain`]'s, never its body (a store may
@@ -493,6 +495,16 @@ mod tests {
         ));
         assert_eq!(f, Failure::Unreachable);
         assert!(!m.contains("Signature") && !m.contains('{'), "{m}");
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped_never_raw() {
+        assert_eq!(
+            escape_controls("a.pdf\nfetchdocs verify: 999 intact\u{1b}[2J"),
+            "a.pdf\\nfetchdocs verify: 999 intact\\u{1b}[2J"
+        );
+        assert_eq!(escape_controls("a [1] é.pdf"), "a [1] é.pdf");
+        assert_eq!(redact("x\u{1}y\nz"), "x\\u{1}y z");
     }
 
     #[test]
