@@ -100,10 +100,7 @@ impl BucketDest {
     /// `shard`: (K, N) of `--shard K/N`, for the lease it takes.
     pub async fn open(url: &BucketUrl, shard: Option<(u32, u32)>) -> Result<BucketDest, OpenError> {
         let (store, s3) = build(url).map_err(OpenError::Config)?;
-        let ranges = s3
-            .map(|s3| RangeCopier::new(s3, url.bucket.clone()).map(Box::new))
-            .transpose()
-            .map_err(OpenError::Config)?;
+        let ranges = s3.map(|s3| Box::new(RangeCopier::new(s3, url.bucket.clone())));
         let mut dest = BucketDest::with_store(store, url.clone(), shard).await?;
         dest.ranges = ranges;
         Ok(dest)

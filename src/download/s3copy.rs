@@ -34,7 +34,9 @@ const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
 /// How a bucket run copies a staged S3 object larger than one copy request may move.
 pub struct RangeCopier {
     s3: AmazonS3,
-    http: reqwest::Client,
+    /// Made on the first copy: most runs never copy a file this large, and a client reads the
+    /// system's root certificates as it is built.
+    http: std::sync::OnceLock<reqwest::Client>,
     bucket: String,
     /// Objects above this many bytes are copied in ranges.
     limit: u64,
@@ -45,23 +47,31 @@ pub struct RangeCopier {
 impl RangeCopier {
     /// For `s3` (whose bucket is `bucket`). `FETCHDOCS_TEST_S3_COPY_LIMIT` (bytes, at least
     /// 5 MiB: S3's smallest part) lowers the limit so tests can cross it with small files.
-    pub fn new(s3: AmazonS3, bucket: String) -> Result<RangeCopier, String> {
+    pub fn new(s3: AmazonS3, bucket: String) -> RangeCopier {
         let limit = std::env::var("FETCHDOCS_TEST_S3_COPY_LIMIT")
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .map_or(S3_COPY_MAX, |v| v.clamp(5 << 20, S3_COPY_MAX));
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(10 * 60))
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-        Ok(RangeCopier {
+        RangeCopier {
             s3,
-            http,
+            http: std::sync::OnceLock::new(),
             bucket,
             limit,
             part: limit.min(1 << 30),
-        })
+        }
+    }
+
+    /// The client the copy's requests go out with, made the first time.
+    fn http(&self) -> Result<&reqwest::Client, object_store::Error> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
+        let made = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(10 * 60))
+            .build()
+            .map_err(|e| generic(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(self.http.get_or_init(|| made))
     }
 
     /// Whether an object of `size` bytes is copied in ranges.
@@ -79,7 +89,7 @@ impl RangeCopier {
     ) -> Result<(), object_store::Error> {
         copy_in_ranges(
             &self.s3,
-            &self.http,
+            self.http()?,
             &self.bucket,
             from,
             to,
