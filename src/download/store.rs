@@ -245,161 +245,234 @@ pub fn explain(e: &object_store::Error) -> (Failure, String) {
             )),
         );
     }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    let text = redact(&text);
-    let lower = text.to_ascii_lowercase();
-    let tag = |name: &str| {
-        let open = format!("<{name}>");
-        let start = text.find(&open)? + open.len();
-        let len = text[start..].find('<')?;
-        Some(text[start..start + len].trim().to_string()).filter(|s| !s.is_empty())
-    };
-    let code = tag("Code");
-    let status = text
-        .split_once("status code: ")
-        .and_then(|(_, rest)| rest.get(..3))
-        .and_then(|n| n.parse::<u16>().ok());
-    let endpoint = first_origin(&text);
-    let at = endpoint
-        .as_deref()
-        .map(|e| format!(" at {e}"))
-        .unwrap_or_default();
-    let said = match (status, &code) {
-        (Some(s), Some(c)) => format!("{s} {c}"),
-        (Some(s), None) => s.to_string(),
-        (None, Some(c)) => c.clone(),
-        (None, None) => String::new(),
-    };
+    let answer = Answer::of(e);
     if matches!(e, object_store::Error::NotImplemented { .. }) {
-        return (Failure::Config, text);
+        return (Failure::Config, answer.text);
     }
-    if lower.contains("169.254.169.254")
-        || lower.contains("169.254.170.2")
-        || lower.contains("/latest/api/token")
-        || lower.contains("/latest/meta-data")
-    {
-        return (
-            Failure::Refused,
-            "there are none: nothing in the environment (AWS_ACCESS_KEY_ID and \
-             AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws/credentials, web identity), and no \
-             instance metadata service gave any"
-                .to_string(),
-        );
+    let refused = matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    );
+    answer
+        .no_credentials()
+        .or_else(|| answer.no_bucket())
+        .or_else(|| answer.wrong_region())
+        .or_else(|| answer.refused(refused))
+        .or_else(|| answer.plain_http())
+        .or_else(|| answer.unreachable())
+        .unwrap_or_else(|| answer.otherwise())
+}
+
+/// What a store's error says, read out of its message (and its sources'), redacted.
+struct Answer {
+    text: String,
+    lower: String,
+    /// The error body's `<Code>`.
+    code: Option<String>,
+    status: Option<u16>,
+    /// The origin of the first URL in it.
+    endpoint: Option<String>,
+    /// ` at ORIGIN`, or nothing.
+    at: String,
+    /// The status and the code, as far as known (`403 AccessDenied`).
+    said: String,
+}
+
+impl Answer {
+    fn of(e: &object_store::Error) -> Answer {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            let more = s.to_string();
+            if !text.contains(&more) {
+                text.push_str(": ");
+                text.push_str(&more);
+            }
+            source = s.source();
+        }
+        let text = redact(&text);
+        let code = tag(&text, "Code");
+        let status = text
+            .split_once("status code: ")
+            .and_then(|(_, rest)| rest.get(..3))
+            .and_then(|n| n.parse::<u16>().ok());
+        let endpoint = first_origin(&text);
+        let at = endpoint
+            .as_deref()
+            .map(|e| format!(" at {e}"))
+            .unwrap_or_default();
+        let said = match (status, &code) {
+            (Some(s), Some(c)) => format!("{s} {c}"),
+            (Some(s), None) => s.to_string(),
+            (None, Some(c)) => c.clone(),
+            (None, None) => String::new(),
+        };
+        Answer {
+            lower: text.to_ascii_lowercase(),
+            text,
+            code,
+            status,
+            endpoint,
+            at,
+            said,
+        }
     }
-    let code_is = |names: &[&str]| code.as_deref().is_some_and(|c| names.contains(&c));
-    if code_is(&["NoSuchBucket", "ContainerNotFound"])
-        || (status == Some(404) && lower.contains("list request"))
-    {
-        let what = match code.as_deref() {
+
+    fn code_is(&self, names: &[&str]) -> bool {
+        self.code.as_deref().is_some_and(|c| names.contains(&c))
+    }
+
+    /// The credential chain ended at the instance metadata service: there are none.
+    fn no_credentials(&self) -> Option<(Failure, String)> {
+        let lower = &self.lower;
+        (lower.contains("169.254.169.254")
+            || lower.contains("169.254.170.2")
+            || lower.contains("/latest/api/token")
+            || lower.contains("/latest/meta-data"))
+        .then(|| {
+            (
+                Failure::Refused,
+                "there are none: nothing in the environment (AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws/credentials, web identity), and \
+                 no instance metadata service gave any"
+                    .to_string(),
+            )
+        })
+    }
+
+    fn no_bucket(&self) -> Option<(Failure, String)> {
+        if !(self.code_is(&["NoSuchBucket", "ContainerNotFound"])
+            || (self.status == Some(404) && self.lower.contains("list request")))
+        {
+            return None;
+        }
+        let what = match self.code.as_deref() {
             Some("ContainerNotFound") => "container",
             _ => "bucket",
         };
-        let name = tag("BucketName")
+        let name = tag(&self.text, "BucketName")
             .map(|b| format!(" `{b}`"))
             .unwrap_or_default();
-        return (
+        Some((
             Failure::NoBucket,
-            format!("there is no {what}{name}{at}: create it, or fix -o"),
-        );
+            format!("there is no {what}{name}{}: create it, or fix -o", self.at),
+        ))
     }
-    if code_is(&["AuthorizationHeaderMalformed", "PermanentRedirect"])
-        || status == Some(301)
-        || lower.contains("redirect")
-        || lower.contains("incorrectly configured region")
-    {
-        let region = tag("Region")
+
+    fn wrong_region(&self) -> Option<(Failure, String)> {
+        if !(self.code_is(&["AuthorizationHeaderMalformed", "PermanentRedirect"])
+            || self.status == Some(301)
+            || self.lower.contains("redirect")
+            || self.lower.contains("incorrectly configured region"))
+        {
+            return None;
+        }
+        let region = tag(&self.text, "Region")
             .or_else(|| {
-                let (_, rest) = text.split_once("expecting '")?;
+                let (_, rest) = self.text.split_once("expecting '")?;
                 Some(rest.split('\'').next()?.to_string())
             })
             .map(|r| format!(" (the store says {r})"))
             .unwrap_or_default();
-        return (
+        Some((
             Failure::Config,
             format!(
-                "the bucket is in another region than the one asked{region}{at}: set \
-                 AWS_REGION to the bucket's"
+                "the bucket is in another region than the one asked{region}{}: set \
+                 AWS_REGION to the bucket's",
+                self.at
             ),
-        );
+        ))
     }
-    if matches!(
-        e,
-        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
-    ) || matches!(status, Some(401 | 403))
-    {
-        let said = if said.is_empty() {
-            "refused".into()
-        } else {
-            said
-        };
-        return (Failure::Refused, format!("{said}{at}"));
+
+    /// `denied`: object_store itself classed the error as refused credentials.
+    fn refused(&self, denied: bool) -> Option<(Failure, String)> {
+        (denied || matches!(self.status, Some(401 | 403))).then(|| {
+            let said = match self.said.is_empty() {
+                true => "refused",
+                false => self.said.as_str(),
+            };
+            (Failure::Refused, format!("{said}{}", self.at))
+        })
     }
-    if lower.contains("url scheme is not allowed") {
-        return (
-            Failure::Config,
-            format!(
-                "the endpoint{at} is plain http: use https, or set AWS_ALLOW_HTTP=true if the \
-                 network between is trusted"
+
+    fn plain_http(&self) -> Option<(Failure, String)> {
+        self.lower.contains("url scheme is not allowed").then(|| {
+            (
+                Failure::Config,
+                format!(
+                    "the endpoint{} is plain http: use https, or set AWS_ALLOW_HTTP=true if \
+                     the network between is trusted",
+                    self.at
+                ),
+            )
+        })
+    }
+
+    /// A connection that failed (or an answer that said no more than its status), with how
+    /// often object_store tried.
+    fn unreachable(&self) -> Option<(Failure, String)> {
+        let cause = [
+            ("certificate", "TLS failed: the certificate is not trusted"),
+            ("invalid peer", "TLS failed: the certificate is not trusted"),
+            ("handshake", "TLS failed"),
+            ("tls", "TLS failed"),
+            (
+                "wrong version number",
+                "TLS failed: the endpoint does not speak https",
             ),
-        );
+            (
+                "corrupt message",
+                "TLS failed: the endpoint does not speak https",
+            ),
+            ("connection refused", "connection refused"),
+            ("dns error", "its name does not resolve"),
+            ("failed to lookup", "its name does not resolve"),
+            ("timed out", "no answer in time"),
+            ("connection reset", "the connection was reset"),
+        ]
+        .iter()
+        .find(|(needle, _)| self.lower.contains(needle))
+        .map(|(_, said)| *said);
+        let retried = self
+            .text
+            .split_once("after ")
+            .and_then(|(_, rest)| rest.split_once(" retries"))
+            .and_then(|(n, _)| n.parse::<u32>().ok())
+            .filter(|n| *n > 0)
+            .map(|n| format!(" (tried {} times)", n + 1))
+            .unwrap_or_default();
+        if let Some(cause) = cause {
+            let to = self.endpoint.as_deref().unwrap_or("the store");
+            return Some((
+                Failure::Unreachable,
+                format!("cannot reach {to}: {cause}{retried}"),
+            ));
+        }
+        (!self.said.is_empty()).then(|| {
+            (
+                Failure::Unreachable,
+                format!("the store answered {}{}{retried}", self.said, self.at),
+            )
+        })
     }
-    let cause = [
-        ("certificate", "TLS failed: the certificate is not trusted"),
-        ("invalid peer", "TLS failed: the certificate is not trusted"),
-        ("handshake", "TLS failed"),
-        ("tls", "TLS failed"),
-        (
-            "wrong version number",
-            "TLS failed: the endpoint does not speak https",
-        ),
-        (
-            "corrupt message",
-            "TLS failed: the endpoint does not speak https",
-        ),
-        ("connection refused", "connection refused"),
-        ("dns error", "its name does not resolve"),
-        ("failed to lookup", "its name does not resolve"),
-        ("timed out", "no answer in time"),
-        ("connection reset", "the connection was reset"),
-    ]
-    .iter()
-    .find(|(needle, _)| lower.contains(needle))
-    .map(|(_, said)| *said);
-    let retried = text
-        .split_once("after ")
-        .and_then(|(_, rest)| rest.split_once(" retries"))
-        .and_then(|(n, _)| n.parse::<u32>().ok())
-        .filter(|n| *n > 0)
-        .map(|n| format!(" (tried {} times)", n + 1))
-        .unwrap_or_default();
-    if let Some(cause) = cause {
-        let to = endpoint.as_deref().unwrap_or("the store");
-        return (
-            Failure::Unreachable,
-            format!("cannot reach {to}: {cause}{retried}"),
-        );
+
+    /// Anything else: the message up to any body it quotes, and no query.
+    fn otherwise(&self) -> (Failure, String) {
+        let cut = self
+            .text
+            .find(['<', '{'])
+            .map_or(self.text.as_str(), |i| &self.text[..i])
+            .trim_end_matches([':', ' ']);
+        (Failure::Unreachable, strip_queries(cut))
     }
-    if !said.is_empty() {
-        return (
-            Failure::Unreachable,
-            format!("the store answered {said}{at}{retried}"),
-        );
-    }
-    // Anything else: the message up to any body it quotes, and no query.
-    let cut = text
-        .find(['<', '{'])
-        .map_or(text.as_str(), |i| &text[..i])
-        .trim_end_matches([':', ' ']);
-    (Failure::Unreachable, strip_queries(cut))
+}
+
+/// The text of the first `<name>` element in `text`, if not empty.
+fn tag(text: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = text.find(&open)? + open.len();
+    let len = text[start..].find('<')?;
+    Some(text[start..start + len].trim().to_string()).filter(|s| !s.is_empty())
 }
 
 /// The origin (`scheme://host[:port]`) of the first URL in `text`.
