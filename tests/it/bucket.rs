@@ -566,27 +566,22 @@ pub(crate) fn run_into(
     key_id: &str,
 ) -> (std::process::Output, serde_json::Value) {
     let report = env.path("report.json");
-    let _ = std::fs::remove_file(&report);
     let mut c = env.cmd();
     for k in cloud_vars() {
         c.env_remove(k);
     }
     c.envs(no_aws_files()).envs(s3.vars_with(key_id));
-    let out = c
-        .arg("-o")
-        .arg(s3.dest(prefix))
-        .arg("--ids")
-        .arg(env.ids_file(ids))
-        .arg("--report")
-        .arg(&report)
-        .args(extra)
-        .output()
-        .unwrap();
-    let report = std::fs::read(&report)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(serde_json::Value::Null);
-    (out, report)
+    crate::common::run_reporting(&report, || {
+        c.arg("-o")
+            .arg(s3.dest(prefix))
+            .arg("--ids")
+            .arg(env.ids_file(ids))
+            .arg("--report")
+            .arg(&report)
+            .args(extra)
+            .output()
+            .unwrap()
+    })
 }
 
 /// Every file the report says is downloaded or skipped is in the bucket, byte for byte.

@@ -150,19 +150,15 @@ fn from_listing(
     extra: &[&str],
 ) -> (std::process::Output, serde_json::Value) {
     let report = env.path("listing.json");
-    let _ = std::fs::remove_file(&report);
-    let out = bucket_cmd(env, s3, prefix)
-        .args(["--from", "files", "--report"])
-        .arg(&report)
-        .args(FAST)
-        .args(extra)
-        .output()
-        .unwrap();
-    let report = std::fs::read(&report)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(serde_json::Value::Null);
-    (out, report)
+    crate::common::run_reporting(&report, || {
+        bucket_cmd(env, s3, prefix)
+            .args(["--from", "files", "--report"])
+            .arg(&report)
+            .args(FAST)
+            .args(extra)
+            .output()
+            .unwrap()
+    })
 }
 
 #[test]

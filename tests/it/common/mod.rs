@@ -171,21 +171,16 @@ impl Env {
     pub fn run(&self, ids: &[Uuid], extra: &[&str]) -> (Output, Value) {
         let ids_file = self.ids_file(ids);
         let report = self.path("report.json");
-        let _ = std::fs::remove_file(&report);
-        let out = self
-            .cmd()
-            .arg("--ids")
-            .arg(&ids_file)
-            .arg("--report")
-            .arg(&report)
-            .args(extra)
-            .output()
-            .unwrap();
-        let report: Value = std::fs::read(&report)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null);
-        (out, report)
+        run_reporting(&report, || {
+            self.cmd()
+                .arg("--ids")
+                .arg(&ids_file)
+                .arg("--report")
+                .arg(&report)
+                .args(extra)
+                .output()
+                .unwrap()
+        })
     }
 
     /// Every downloaded file in `report` has exactly the sandbox's bytes.
@@ -311,16 +306,23 @@ pub const FAST: [&str; 2] = ["--requests-per-minute", "100000"];
 /// `fetchdocs download --from LISTING --report report.json` plus `extra` (no ID list).
 pub fn run_from(env: &Env, listing: &str, extra: &[&str]) -> (Output, Value) {
     let report = env.path("report.json");
-    let _ = std::fs::remove_file(&report);
-    let out = env
-        .cmd()
-        .args(["--from", listing, "--report"])
-        .arg(&report)
-        .args(FAST)
-        .args(extra)
-        .output()
-        .unwrap();
-    let report = std::fs::read(&report)
+    run_reporting(&report, || {
+        env.cmd()
+            .args(["--from", listing, "--report"])
+            .arg(&report)
+            .args(FAST)
+            .args(extra)
+            .output()
+            .unwrap()
+    })
+}
+
+/// `run` (a command writing its report to `report`), with any earlier report there removed
+/// first: its output, and the report it wrote (`Null` if none, or not JSON).
+pub fn run_reporting(report: &Path, run: impl FnOnce() -> Output) -> (Output, Value) {
+    let _ = std::fs::remove_file(report);
+    let out = run();
+    let report = std::fs::read(report)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
