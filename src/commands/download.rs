@@ -251,49 +251,20 @@ pub async fn execute(
     let started = Instant::now();
     let dest = match &cfg.bucket {
         None => destination(state_dir, &state),
-        // Opening reads the prefix's records and listing: a store that never ends them (a
-        // listing that repeats its page) is stopped by Ctrl-C or --max-run-time like the run.
-        Some(url) => {
-            let deadline = cfg.max_run_time.map(|t| began + t);
-            tokio::select! {
-                opened = bucket_destination(cfg, url, &mut recorder, &ui) => opened,
-                () = cancel.cancelled() => Err(Fatal::Interrupted),
-                () = async {
-                    match deadline {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                } => Err(Fatal::OutOfTime(cfg.max_run_time.map_or(0, |t| t.as_secs()))),
+        Some(url) => match open_bucket(cfg, url, &mut recorder, &ui, &cancel, began).await {
+            Ok(dest) => Ok(dest),
+            // A bucket that cannot be used (held by another run, refused, unreachable) ends
+            // the run as a directory that cannot be does: nothing done, the report says why,
+            // no summary.
+            Err(e) => {
+                ui.finish();
+                recorder.fail_unfinished(&format!("not attempted: {e}"));
+                recorder.set_error(e.to_string());
+                write_report(cfg, &mut recorder);
+                return Err(e);
             }
-        }
+        },
     };
-    // A bucket that cannot be used (held by another run, refused, unreachable) ends the run as
-    // a directory that cannot be does: nothing done, the report says why, no summary.
-    let dest = match dest {
-        Err(e) if cfg.bucket.is_some() => {
-            ui.finish();
-            recorder.fail_unfinished(&format!("not attempted: {e}"));
-            recorder.set_error(e.to_string());
-            write_report(cfg, &mut recorder);
-            return Err(e);
-        }
-        dest => dest,
-    };
-    // A run that loses its lease on a bucket prefix (another run took it over) stops at once.
-    let lease_lost = |dest: &AnyDest| match dest {
-        AnyDest::Bucket(b) => b.lease_lost(),
-        AnyDest::Local(_) => None,
-    };
-    if let Ok(d) = &dest
-        && let AnyDest::Bucket(b) = &**d
-        && let Some(lost) = b.lease_watch()
-    {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            lost.cancelled().await;
-            cancel.cancel();
-        });
-    }
     let result = match clients(cfg).and_then(|(p, f)| Ok((p, f, dest?))) {
         Err(e) => {
             // What is already here is still reported as such.
@@ -349,7 +320,7 @@ pub async fn execute(
             };
             match ran {
                 Some(ran) => {
-                    let lost = lease_lost(&dest);
+                    let lost = dest.lease_lost();
                     // Every file handed over placed and recorded before the record is closed
                     // (lane tasks aborted just now may still hold the destination).
                     dest.close().await;
@@ -607,6 +578,41 @@ fn destination(dir: &std::path::Path, state: &State) -> Result<Arc<AnyDest>, Fat
     LocalDir::new(dir, &state.partial_dir(), state.log())
         .map(|d| Arc::new(AnyDest::Local(d)))
         .map_err(|e| Fatal::Local(format!("cannot start writing to {}: {e}", dir.display())))
+}
+
+/// [`bucket_destination`], bounded as the run is: opening reads the prefix's records and
+/// listing, and a store that never ends them (a listing that repeats its page) is stopped by
+/// Ctrl-C (`cancel`) or `--max-run-time` (counted from `began`). Once open, a run that loses
+/// its lease on the prefix (another run took it over) is cancelled at once.
+async fn open_bucket(
+    cfg: &Config,
+    url: &BucketUrl,
+    recorder: &mut Recorder,
+    ui: &Ui,
+    cancel: &CancellationToken,
+    began: tokio::time::Instant,
+) -> Result<Arc<AnyDest>, Fatal> {
+    let deadline = cfg.max_run_time.map(|t| began + t);
+    let dest = tokio::select! {
+        opened = bucket_destination(cfg, url, recorder, ui) => opened?,
+        () = cancel.cancelled() => return Err(Fatal::Interrupted),
+        () = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        } => return Err(Fatal::OutOfTime(cfg.max_run_time.map_or(0, |t| t.as_secs()))),
+    };
+    if let AnyDest::Bucket(b) = &*dest
+        && let Some(lost) = b.lease_watch()
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            lost.cancelled().await;
+            cancel.cancel();
+        });
+    }
+    Ok(dest)
 }
 
 /// A bucket prefix as the destination, with what earlier runs completed there reported as

@@ -21,6 +21,15 @@ pub enum AnySink {
 }
 
 impl AnyDest {
+    /// Why this run no longer holds the bucket prefix it writes to, if it does not (a
+    /// directory is never lost).
+    pub fn lease_lost(&self) -> Option<String> {
+        match self {
+            AnyDest::Local(_) => None,
+            AnyDest::Bucket(b) => b.lease_lost(),
+        }
+    }
+
     /// What an earlier run completed in a bucket, and is still there whole (a directory's
     /// record is the run's `State`'s: none here).
     pub fn completed(&self, id: &uuid::Uuid) -> Option<crate::state::Record> {
