@@ -1,6 +1,6 @@
-//! What the lazy certificate check in `src/tls.rs` saves: the cost of building the platform's
-//! verifier (on Linux: reading and parsing the system's root certificates), which a run whose
-//! hosts are all plain http never pays with it, and every run would pay at start without it.
+//! What one TLS set-up shared by a run's clients (`src/tls.rs`) saves: the cost of building the
+//! platform's verifier (on Linux: reading and parsing the system's root certificates), paid
+//! once a run instead of once for each of its clients.
 //! `cargo run --release --example tls_cost`
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,112 +1,50 @@
 //! One TLS set-up for every HTTP client of a run.
 //!
-//! reqwest, left to itself, reads the system's root certificates once per client as the client
-//! is built: with an API client and a file-host client per lane, three readings of
-//! `/etc/ssl/certs` (each a few milliseconds) before the first request could go out, and all of
-//! it wasted when every host speaks plain http (a sandbox, a private deployment). Here every
-//! client shares one [`rustls::ClientConfig`] whose certificate check is the platform's own
-//! ([`rustls_platform_verifier::Verifier`], what reqwest would have used), built the first time
-//! a server's certificate needs checking, and then kept.
+//! reqwest, left to itself, builds the platform's certificate verifier (on Linux: reads and
+//! parses the system's root certificates) once per client: with an API client and a file-host
+//! client per lane (up to 8), as many readings before the first request. Here every client
+//! shares one [`rustls::ClientConfig`] whose certificate check is the platform's own
+//! ([`rustls_platform_verifier::Verifier`], what reqwest would have used), built once.
 //!
 //! Measured (`cargo run --release --example tls_cost`, 2026-12-04, Debian, 146 system roots):
-//! building the platform verifier takes 2.6 ms (median of 41; 2.5–3.4 ms). That is all the
-//! lazy check saves, and only for a run whose hosts are all plain http; a run that meets https
-//! pays it at its first handshake instead. Beside it: such a run also works on a machine with
-//! no root certificates at all, where building the verifier up front fails.
+//! building the platform verifier takes 2.6 ms (median of 41; 2.5–3.4 ms). Until issue 23 it
+//! was built lazily, on the first certificate to check, behind a verifier of fetchdocs' own:
+//! that saved those 2.6 ms only for a run whose hosts are all plain http (never a vendor's), so
+//! the wrapper went and the verifier is built here, at start. Sharing it stays: it saves 2.6 ms
+//! for every client past the first, on every run.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::CertificateDer;
 use rustls_platform_verifier::Verifier;
 
 /// The TLS configuration every client of a run is built with: the system's roots plus `extra`
-/// (`--ca-cert`), read when first needed; TLS 1.2 and 1.3; HTTP/2 or 1.1 offered, as reqwest
-/// offers them.
+/// (`--ca-cert`); TLS 1.2 and 1.3; HTTP/2 or 1.1 offered, as reqwest offers them.
+///
+/// A machine with no root certificates at all (a bare container) still runs against plain
+/// http hosts (the sandbox) and against hosts `extra` vouches for: its https connections to
+/// anything else fail at the handshake, as they would have with reqwest's own set-up.
 pub fn client_config(extra: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let roots = LazyRoots {
-        extra: extra.to_vec(),
-        provider: provider.clone(),
-        verifier: OnceLock::new(),
-    };
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(rustls::ALL_VERSIONS)
-        .map_err(|e| format!("cannot set up TLS: {e}"))?
-        // Not a weaker check: the platform's verifier, only built later (see `LazyRoots`).
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(roots))
-        .with_no_client_auth();
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    let mut config = match Verifier::new_with_extra_roots(extra.iter().cloned(), provider) {
+        Ok(verifier) => builder
+            // Not a weaker check: the platform's own verifier (rustls offers no other way to
+            // give it extra roots).
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth(),
+        Err(e) => {
+            log::debug!("no usable system root certificates ({e}); trusting --ca-cert only");
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(extra.iter().cloned());
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// The platform's certificate verifier, made on the first certificate to check. Should the
-/// system have no root certificates at all (and no `--ca-cert` was given), every https
-/// connection fails with the platform verifier's own error, as it would have at start-up.
-#[derive(Debug)]
-struct LazyRoots {
-    extra: Vec<CertificateDer<'static>>,
-    provider: Arc<CryptoProvider>,
-    verifier: OnceLock<Result<Verifier, rustls::Error>>,
-}
-
-impl LazyRoots {
-    fn verifier(&self) -> Result<&Verifier, rustls::Error> {
-        self.verifier
-            .get_or_init(|| {
-                Verifier::new_with_extra_roots(self.extra.iter().cloned(), self.provider.clone())
-            })
-            .as_ref()
-            .map_err(Clone::clone)
-    }
-}
-
-impl ServerCertVerifier for LazyRoots {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.verifier()?.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        )
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.verifier()?.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.verifier()?.verify_tls13_signature(message, cert, dss)
-    }
-
-    /// Offered in the first message of every handshake, before any certificate: the
-    /// provider's schemes, which is what the platform verifier answers too.
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 #[cfg(test)]
@@ -114,27 +52,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nothing_is_read_until_a_certificate_is_checked() {
-        let config = client_config(&[]).unwrap();
-        let roots = LazyRoots {
-            extra: Vec::new(),
-            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-            verifier: OnceLock::new(),
-        };
-        assert!(roots.verifier.get().is_none());
-        // The same schemes as the platform verifier would offer, without building it.
+    fn http2_and_http1_are_offered_as_reqwest_offers_them() {
         let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        let platform =
-            Verifier::new_with_extra_roots([ca.cert.der().clone()], roots.provider.clone())
-                .unwrap();
-        assert_eq!(
-            roots.supported_verify_schemes(),
-            platform.supported_verify_schemes()
-        );
-        assert!(roots.verifier.get().is_none());
-        assert_eq!(
-            config.alpn_protocols,
-            [b"h2".to_vec(), b"http/1.1".to_vec()]
-        );
+        for extra in [vec![], vec![ca.cert.der().clone()]] {
+            let config = client_config(&extra).unwrap();
+            assert_eq!(
+                config.alpn_protocols,
+                [b"h2".to_vec(), b"http/1.1".to_vec()]
+            );
+        }
     }
 }

@@ -657,8 +657,8 @@ async fn bucket_destination(
 }
 
 /// The vendor's API client (paced by its limits) and the file-host clients, one per download
-/// lane (see [`crate::lanes`]). They share one TLS set-up, which reads the system's root
-/// certificates only when a first https host needs them (see [`crate::tls`]).
+/// lane (see [`crate::lanes`]). They share one TLS set-up, so the system's root certificates
+/// are read once (see [`crate::tls`]).
 fn clients(cfg: &Config) -> Result<(AnyProvider, Vec<reqwest::Client>), Fatal> {
     let tls = crate::tls::client_config(&cfg.ca_certs).map_err(Fatal::Internal)?;
     let api = api_client(cfg, &tls)?;
