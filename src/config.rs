@@ -211,177 +211,216 @@ impl EarlyReport {
 
 impl Config {
     /// Validate the parsed arguments against their surroundings: the one way a run's `Config`
-    /// is made, for `download` and `demo` alike.
+    /// is made, for `download` and `demo` alike. A flag wins over the config file's profile,
+    /// which wins over the default.
     pub fn from_args(args: DownloadArgs, env: &Surroundings) -> Result<Config, Fatal> {
         let loaded = match env.config_file {
             true => profile::load(args.config.as_deref(), args.profile.as_deref())?,
             false => None,
         };
-        let from_file = loaded
+        let file = loaded
             .as_ref()
             .map(|l| l.settings.clone())
             .unwrap_or_default();
-        let Some(provider) = args.provider.or(from_file.provider) else {
-            return Err(Fatal::Usage(
-                "no provider given: pass --provider veridox|keelvar, set FETCHDOCS_PROVIDER, \
-                 or name it in a profile of the config file"
-                    .into(),
-            ));
-        };
-        let vendor = provider.vendor();
-        let base_url = parse_base_url(
-            args.base_url
-                .as_deref()
-                .or(from_file.base_url.as_deref())
-                .unwrap_or(vendor.default_base_url),
-        )?;
         let mut warnings = loaded
             .as_ref()
             .map(|l| l.warnings.clone())
             .unwrap_or_default();
-        let api_key = match (&args.api_key_file, &env.api_key) {
-            (Some(file), _) => read_api_key(Some(file), None, &mut warnings)?,
-            (None, Some(value)) => read_api_key(None, Some(value), &mut warnings)?,
-            (None, None) => key_from_config(loaded.as_ref(), &mut warnings)?,
-        };
-        let from_listing = args.from.or(from_file.from);
-        let ids = match args.ids {
-            Some(p) if p.as_os_str() == "-" => Some(IdSource::Stdin),
-            Some(p) => Some(IdSource::File(p)),
-            // A listing is the source; standard input only when asked for (`--ids -`).
-            None if from_listing.is_some() => None,
-            // Implicitly from stdin only when something is piped in: a cron job that forgot
-            // --ids (stdin /dev/null) must not succeed with "0 of 0".
-            None if !env.stdin_has_data => {
-                return Err(Fatal::Usage(
-                    "no IDs: pass --ids FILE or pipe IDs on standard input (one per line), or \
-                     take them from the vendor's listing with --from"
-                        .into(),
-                ));
-            }
-            None => Some(IdSource::Stdin),
-        };
-        let from = match from_listing {
-            None => None,
-            Some(source) if source != provider.listing() => {
-                return Err(Fatal::Usage(format!(
-                    "--from {source} is not a {} listing; {}'s is --from {}",
-                    vendor.name,
-                    vendor.name,
-                    provider.listing()
-                )));
-            }
-            Some(source) => {
-                let sizes = source.page_sizes();
-                let size = args
-                    .page_size
-                    .or(from_file.page_size)
-                    .unwrap_or(*sizes.end());
-                if !sizes.contains(&size) {
-                    return Err(Fatal::Usage(format!(
-                        "--page-size {size}: the {source} listing takes {} to {} entries a page",
-                        sizes.start(),
-                        sizes.end()
-                    )));
-                }
-                Some((source, size))
-            }
-        };
+        let provider = provider(&args, &file)?;
+        let vendor = provider.vendor();
+        let base_url = parse_base_url(
+            args.base_url
+                .as_deref()
+                .or(file.base_url.as_deref())
+                .unwrap_or(vendor.default_base_url),
+        )?;
+        let api_key = api_key(&args, env, loaded.as_ref(), &mut warnings)?;
+        let from = listing(&args, &file, provider)?;
+        let ids = id_source(args.ids.clone(), from.is_some(), env.stdin_has_data)?;
         let shard = args
             .shard
             .as_deref()
             .map(|raw| Shard::parse(raw, env.job_completion_index.as_deref()))
             .transpose()
             .map_err(Fatal::Usage)?;
-        let verbosity = if args.quiet {
-            Verbosity::Quiet
-        } else {
-            match args.verbose {
-                0 => Verbosity::Normal,
-                1 => Verbosity::Verbose,
-                _ => Verbosity::Debug,
-            }
+        let verbosity = verbosity(args.quiet, args.verbose);
+        let (output_dir, bucket) = destination(&args, &file)?;
+        let report = report(&args, &file, bucket.as_ref())?;
+        let secs = |flag: Option<u64>, in_file: Option<u64>, default: u64| {
+            std::time::Duration::from_secs(flag.or(in_file).unwrap_or(default))
         };
-        let output_from = match args.output_dir.is_some() {
-            true => "-o",
-            false => "output_dir (config file)",
-        };
-        let output_dir = args
-            .output_dir
-            .clone()
-            .or(from_file.output_dir.clone())
-            .unwrap_or_else(|| PathBuf::from("."));
-        let bucket = crate::output::parse(&output_dir, output_from).map_err(Fatal::Usage)?;
-        let report = args.report.clone().or(from_file.report.clone());
-        if let Some(report) = &report
-            && let Some(at) = crate::output::parse(report, "--report").map_err(Fatal::Usage)?
-        {
-            report_key_beside(&at, bucket.as_ref())?;
-        }
         Ok(Config {
             provider,
             base_url,
             api_key,
             ids,
             from,
-            max_pages: args
-                .max_pages
-                .or(from_file.max_pages)
+            max_pages: (args.max_pages.or(file.max_pages))
                 .unwrap_or(crate::listing::DEFAULT_MAX_PAGES),
             shard,
             output_dir,
             bucket,
-            concurrency: args.concurrency.or(from_file.concurrency).unwrap_or(8) as usize,
+            concurrency: args.concurrency.or(file.concurrency).unwrap_or(8) as usize,
             report,
             verbosity,
             budget: vendor.budget(
-                args.requests_per_minute.or(from_file.requests_per_minute),
-                args.requests_per_hour.or(from_file.requests_per_hour),
+                args.requests_per_minute.or(file.requests_per_minute),
+                args.requests_per_hour.or(file.requests_per_hour),
                 shard.map_or(1, |s| s.count),
             ),
             time_scale: args.time_scale.max(1),
             dry_run: args.dry_run,
             force: args.force,
-            skip_bad_lines: args.skip_bad_lines || from_file.skip_bad_lines.unwrap_or(false),
-            job_timeout: std::time::Duration::from_secs(
-                args.job_timeout.or(from_file.job_timeout).unwrap_or(600),
-            ),
-            read_timeout: std::time::Duration::from_secs(
-                args.read_timeout.or(from_file.read_timeout).unwrap_or(30),
-            ),
-            speed_limit: args.speed_limit.or(from_file.speed_limit).unwrap_or(1024),
-            speed_time: std::time::Duration::from_secs(
-                args.speed_time.or(from_file.speed_time).unwrap_or(60),
-            ),
-            give_up_after: std::time::Duration::from_secs(
-                args.give_up_after
-                    .or(from_file.give_up_after)
-                    .unwrap_or(3600),
-            ),
-            max_run_time: args
-                .max_run_time
-                .or(from_file.max_run_time)
+            skip_bad_lines: args.skip_bad_lines || file.skip_bad_lines.unwrap_or(false),
+            job_timeout: secs(args.job_timeout, file.job_timeout, 600),
+            read_timeout: secs(args.read_timeout, file.read_timeout, 30),
+            speed_limit: args.speed_limit.or(file.speed_limit).unwrap_or(1024),
+            speed_time: secs(args.speed_time, file.speed_time, 60),
+            give_up_after: secs(args.give_up_after, file.give_up_after, 3600),
+            max_run_time: (args.max_run_time.or(file.max_run_time))
                 .map(std::time::Duration::from_secs),
             max_file_size: match args.max_file_size {
                 Some(n) => n,
-                None => file_size(from_file.max_file_size.as_ref())?.unwrap_or(10 << 30),
+                None => file_size(file.max_file_size.as_ref())?.unwrap_or(10 << 30),
             },
             limit_rate: match args.limit_rate {
                 Some(n) => Some(n),
-                None => file_size(from_file.limit_rate.as_ref())?,
+                None => file_size(file.limit_rate.as_ref())?,
             },
-            ca_certs: match args.ca_cert.as_ref().or(from_file.ca_cert.as_ref()) {
+            ca_certs: match args.ca_cert.as_ref().or(file.ca_cert.as_ref()) {
                 Some(path) => read_ca_certs(path)?,
                 None => Vec::new(),
             },
             progress_bars: verbosity != Verbosity::Quiet && env.stderr_is_terminal,
-            lines: match (args.json, args.dry_run, env.stdout_is_terminal) {
-                (true, _, _) | (false, true, false) => Lines::Json,
-                (false, true, true) => Lines::Table,
-                (false, false, _) => Lines::None,
-            },
+            lines: lines(args.json, args.dry_run, env.stdout_is_terminal),
             warnings,
         })
+    }
+}
+
+/// The vendor: `--provider`, `FETCHDOCS_PROVIDER` (through clap) or the profile's.
+fn provider(args: &DownloadArgs, file: &profile::Settings) -> Result<ProviderKind, Fatal> {
+    args.provider.or(file.provider).ok_or_else(|| {
+        Fatal::Usage(
+            "no provider given: pass --provider veridox|keelvar, set FETCHDOCS_PROVIDER, \
+             or name it in a profile of the config file"
+                .into(),
+        )
+    })
+}
+
+/// The API key: `--api-key-file`, else `FETCHDOCS_API_KEY`, else the config file's.
+fn api_key(
+    args: &DownloadArgs,
+    env: &Surroundings,
+    loaded: Option<&profile::Loaded>,
+    warnings: &mut Vec<String>,
+) -> Result<ApiKey, Fatal> {
+    match (&args.api_key_file, &env.api_key) {
+        (Some(file), _) => read_api_key(Some(file), None, warnings),
+        (None, Some(value)) => read_api_key(None, Some(value), warnings),
+        (None, None) => key_from_config(loaded, warnings),
+    }
+}
+
+/// The vendor's listing to take IDs from (`--from`), if one is named, with its page size.
+fn listing(
+    args: &DownloadArgs,
+    file: &profile::Settings,
+    provider: ProviderKind,
+) -> Result<Option<(Source, u32)>, Fatal> {
+    let Some(source) = args.from.or(file.from) else {
+        return Ok(None);
+    };
+    if source != provider.listing() {
+        let vendor = provider.vendor().name;
+        return Err(Fatal::Usage(format!(
+            "--from {source} is not a {vendor} listing; {vendor}'s is --from {}",
+            provider.listing()
+        )));
+    }
+    let sizes = source.page_sizes();
+    let size = args.page_size.or(file.page_size).unwrap_or(*sizes.end());
+    if !sizes.contains(&size) {
+        return Err(Fatal::Usage(format!(
+            "--page-size {size}: the {source} listing takes {} to {} entries a page",
+            sizes.start(),
+            sizes.end()
+        )));
+    }
+    Ok(Some((source, size)))
+}
+
+/// Where the ID list comes from: `--ids FILE`, `--ids -`, or standard input when something is
+/// piped in; none when a listing is the source (standard input only when asked for).
+fn id_source(
+    ids: Option<PathBuf>,
+    listing: bool,
+    stdin_has_data: bool,
+) -> Result<Option<IdSource>, Fatal> {
+    match ids {
+        Some(p) if p.as_os_str() == "-" => Ok(Some(IdSource::Stdin)),
+        Some(p) => Ok(Some(IdSource::File(p))),
+        None if listing => Ok(None),
+        // Implicitly from stdin only when something is piped in: a cron job that forgot
+        // --ids (stdin /dev/null) must not succeed with "0 of 0".
+        None if !stdin_has_data => Err(Fatal::Usage(
+            "no IDs: pass --ids FILE or pipe IDs on standard input (one per line), or \
+             take them from the vendor's listing with --from"
+                .into(),
+        )),
+        None => Ok(Some(IdSource::Stdin)),
+    }
+}
+
+/// `-q` wins over any `-v`; `-v` is verbose, `-vv` and more debug.
+fn verbosity(quiet: bool, verbose: u8) -> Verbosity {
+    match (quiet, verbose) {
+        (true, _) => Verbosity::Quiet,
+        (false, 0) => Verbosity::Normal,
+        (false, 1) => Verbosity::Verbose,
+        (false, _) => Verbosity::Debug,
+    }
+}
+
+/// The output directory, or the bucket prefix `-o` (or the profile's `output_dir`) names.
+fn destination(
+    args: &DownloadArgs,
+    file: &profile::Settings,
+) -> Result<(PathBuf, Option<BucketUrl>), Fatal> {
+    let named_by = match args.output_dir.is_some() {
+        true => "-o",
+        false => "output_dir (config file)",
+    };
+    let output_dir = (args.output_dir.clone())
+        .or(file.output_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let bucket = crate::output::parse(&output_dir, named_by).map_err(Fatal::Usage)?;
+    Ok((output_dir, bucket))
+}
+
+/// The report's path or key, if one is asked for: a key never among the output's files.
+fn report(
+    args: &DownloadArgs,
+    file: &profile::Settings,
+    bucket: Option<&BucketUrl>,
+) -> Result<Option<PathBuf>, Fatal> {
+    let report = args.report.clone().or(file.report.clone());
+    if let Some(report) = &report
+        && let Some(at) = crate::output::parse(report, "--report").map_err(Fatal::Usage)?
+    {
+        report_key_beside(&at, bucket)?;
+    }
+    Ok(report)
+}
+
+/// What goes to stdout per ID: `--json` lines; with `--dry-run`, a table on a terminal and
+/// JSON lines otherwise; nothing else.
+fn lines(json: bool, dry_run: bool, stdout_is_terminal: bool) -> Lines {
+    match (json, dry_run, stdout_is_terminal) {
+        (true, _, _) | (false, true, false) => Lines::Json,
+        (false, true, true) => Lines::Table,
+        (false, false, _) => Lines::None,
     }
 }
 
@@ -543,6 +582,40 @@ fn read_api_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_come_from_the_file_named_or_from_a_pipe_and_never_from_nothing() {
+        let file = PathBuf::from("ids.txt");
+        assert_eq!(
+            id_source(Some(file.clone()), false, false).unwrap(),
+            Some(IdSource::File(file))
+        );
+        let dash = Some(PathBuf::from("-"));
+        assert_eq!(id_source(dash, true, false).unwrap(), Some(IdSource::Stdin));
+        assert_eq!(id_source(None, false, true).unwrap(), Some(IdSource::Stdin));
+        // A listing is the source: a pipe is not read unless asked for.
+        assert_eq!(id_source(None, true, true).unwrap(), None);
+        // A cron job that forgot --ids (stdin /dev/null) is refused, not "0 of 0".
+        let refused = id_source(None, false, false).unwrap_err();
+        assert!(matches!(&refused, Fatal::Usage(m) if m.starts_with("no IDs: pass --ids FILE")));
+    }
+
+    #[test]
+    fn quiet_wins_over_verbose_and_two_vs_are_debug() {
+        assert_eq!(verbosity(true, 2), Verbosity::Quiet);
+        assert_eq!(verbosity(false, 0), Verbosity::Normal);
+        assert_eq!(verbosity(false, 1), Verbosity::Verbose);
+        assert_eq!(verbosity(false, 3), Verbosity::Debug);
+    }
+
+    #[test]
+    fn a_dry_run_prints_a_table_to_a_terminal_and_json_lines_to_a_pipe() {
+        assert_eq!(lines(false, true, true), Lines::Table);
+        assert_eq!(lines(false, true, false), Lines::Json);
+        assert_eq!(lines(true, true, true), Lines::Json);
+        assert_eq!(lines(true, false, false), Lines::Json);
+        assert_eq!(lines(false, false, true), Lines::None);
+    }
 
     #[test]
     fn a_password_in_a_base_url_is_never_repeated() {
