@@ -55,31 +55,9 @@ fn read_ids(
     shard: Option<Shard>,
     skip_bad: bool,
 ) -> Result<(IdList, Option<BadLinesReport>), Fatal> {
-    let rule = kind.vendor().id_rule;
     let mut list = IdList::default();
-    let read = match source {
-        IdSource::File(p) => std::fs::File::open(p).map(|f| {
-            // One ID a line of 37 bytes: room for them all at once, rather than growing (and
-            // copying) step by step.
-            if let Ok(meta) = f.metadata() {
-                list.ids = IdSet::with_capacity((meta.len() / 37) as usize);
-            }
-            ids::read_ids(
-                std::io::BufReader::with_capacity(256 * 1024, f),
-                rule,
-                &mut list.ids,
-                shard,
-            )
-        }),
-        IdSource::Stdin => Ok(ids::read_ids(
-            std::io::stdin().lock(),
-            rule,
-            &mut list.ids,
-            shard,
-        )),
-    };
-    let read =
-        read.map_err(|e| Fatal::Usage(format!("cannot read the ID list from {source}: {e}")))?;
+    let read = read_list(source, kind.vendor().id_rule, shard, &mut list.ids)
+        .map_err(|e| Fatal::Usage(format!("cannot read the ID list from {source}: {e}")))?;
     match read {
         Ok(duplicates) => {
             list.duplicates = duplicates;
@@ -93,26 +71,18 @@ fn read_ids(
         // Skipped only when every line was read: a list cut short by an I/O error (or too long)
         // is not "the rest".
         Err(bad) if skip_bad && bad.unreadable.is_none() => {
-            let mut msg = format!(
+            let head = format!(
                 "{} bad line{} in {source}, skipped (--skip-bad-lines); the other IDs are \
                  downloaded and the run exits 1:",
                 bad.total,
                 if bad.total == 1 { "" } else { "s" },
             );
-            for line in &bad.lines {
-                msg.push_str(&format!("\n  {line}"));
-            }
-            if bad.total > bad.lines.len() {
-                msg.push_str(&format!("\n  … and {} more", bad.total - bad.lines.len()));
-            }
-            log::error!("{msg}");
+            log::error!("{}", listed(head, &bad));
             list.ids.shrink_to_fit();
             let report = BadLinesReport {
                 source: source.to_string(),
                 total: bad.total,
-                lines: bad
-                    .lines
-                    .into_iter()
+                lines: (bad.lines.into_iter())
                     .map(|b| BadLineEntry {
                         line: b.line,
                         error: b.reason,
@@ -122,24 +92,52 @@ fn read_ids(
             Ok((list, Some(report)))
         }
         Err(bad) => {
-            let mut msg = format!(
+            let head = format!(
                 "{} bad line{} in {source}; nothing was requested. Fix {} and run again:",
                 bad.total,
                 if bad.total == 1 { "" } else { "s" },
                 if bad.total == 1 { "it" } else { "them" },
             );
-            for line in &bad.lines {
-                msg.push_str(&format!("\n  {line}"));
-            }
-            if bad.total > bad.lines.len() {
-                msg.push_str(&format!("\n  … and {} more", bad.total - bad.lines.len()));
-            }
+            let mut msg = listed(head, &bad);
             if let Some(why) = bad.unreadable {
                 msg.push_str(&format!("\n  (reading stopped there: {why})"));
             }
             Err(Fatal::Usage(msg))
         }
     }
+}
+
+/// The IDs of `source` into `ids`: the duplicates folded, or the bad lines; `Err` when it
+/// cannot be opened.
+fn read_list(
+    source: &IdSource,
+    rule: ids::IdRule,
+    shard: Option<Shard>,
+    ids: &mut IdSet,
+) -> std::io::Result<Result<usize, ids::BadInput>> {
+    match source {
+        IdSource::File(p) => std::fs::File::open(p).map(|f| {
+            // One ID a line of 37 bytes: room for them all at once, rather than growing (and
+            // copying) step by step.
+            if let Ok(meta) = f.metadata() {
+                *ids = IdSet::with_capacity((meta.len() / 37) as usize);
+            }
+            let reader = std::io::BufReader::with_capacity(256 * 1024, f);
+            ids::read_ids(reader, rule, ids, shard)
+        }),
+        IdSource::Stdin => Ok(ids::read_ids(std::io::stdin().lock(), rule, ids, shard)),
+    }
+}
+
+/// `head`, then the bad lines listed one a line (as many as were kept, then how many more).
+fn listed(mut head: String, bad: &ids::BadInput) -> String {
+    for line in &bad.lines {
+        head.push_str(&format!("\n  {line}"));
+    }
+    if bad.total > bad.lines.len() {
+        head.push_str(&format!("\n  … and {} more", bad.total - bad.lines.len()));
+    }
+    head
 }
 
 /// The whole run of one validated `Config` (also what `demo` runs, once per vendor). `cancel`
