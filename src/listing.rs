@@ -284,65 +284,15 @@ impl Guard {
     /// `notes` what the report should say of it.
     pub fn judge(&mut self, page: &mut Listed) -> Verdict {
         self.pages += 1;
+        let repeats = self.remember(page);
+        self.count_entries(page);
         let n = self.pages;
-        if let Some(key) = page.at.key() {
-            let h = self.hash(key.as_str());
-            self.visited.entry(h).or_insert(n);
-        }
-        let mut new = 0usize;
-        for f in &page.found {
-            let h = self.hash(&f.id);
-            if self.ids.insert(h) {
-                new += 1;
-            }
-        }
-        self.stale = if new == 0 { self.stale + 1 } else { 0 };
-        let repeats = if page.found.is_empty() {
-            None
-        } else {
-            let ids: Vec<Uuid> = page.found.iter().map(|f| f.id).collect();
-            let h = self.hash(&(ids, page.bad));
-            match self.contents.get(&h) {
-                Some(&first) => Some(first),
-                None => {
-                    self.contents.insert(h, n);
-                    None
-                }
-            }
-        };
-        self.entries += page.entries as u64;
-        self.total = page.total.or(self.total);
-        if let Some(total) = page.total
-            && self.entries > total
-            && !self.total_flagged
-        {
-            self.total_flagged = true;
-            let note = format!(
-                "the listing says it holds {total} entries, but its pages hold more (at least {} \
-                 by page {n}); that total is not trusted: the walk goes on to the last page",
-                self.entries
-            );
-            log::warn!("{note}");
-            page.notes.push(note);
-        }
         let stop = |reason, detail: String| Verdict::Stop(Incomplete::at(reason, n, detail));
         if let Some(why) = page.stop.take() {
             return stop(StopReason::NextLink, why);
         }
         let Some(next) = page.next.take() else {
-            return match self.total {
-                Some(total) if self.entries < total => {
-                    let note = format!(
-                        "the listing says it holds {total} entries, but its pages ended after {}: \
-                         {} promised by its total were not listed",
-                        self.entries,
-                        total - self.entries
-                    );
-                    page.notes.push(note.clone());
-                    stop(StopReason::ShortOfTotal, note)
-                }
-                _ => Verdict::Last,
-            };
+            return self.at_the_end(page);
         };
         if let Some(key) = next.key()
             && let Some(&earlier) = self.visited.get(&self.hash(key.as_str()))
@@ -382,6 +332,73 @@ impl Guard {
             );
         }
         Verdict::Next(next)
+    }
+
+    /// Remembers the page (where it was, the IDs it names, what it holds) and counts the pages
+    /// in a row with no new ID; returns the earlier page that held the same, if one did.
+    fn remember(&mut self, page: &Listed) -> Option<u32> {
+        let n = self.pages;
+        if let Some(key) = page.at.key() {
+            let h = self.hash(key.as_str());
+            self.visited.entry(h).or_insert(n);
+        }
+        let mut new = 0usize;
+        for f in &page.found {
+            let h = self.hash(&f.id);
+            if self.ids.insert(h) {
+                new += 1;
+            }
+        }
+        self.stale = if new == 0 { self.stale + 1 } else { 0 };
+        if page.found.is_empty() {
+            return None;
+        }
+        let ids: Vec<Uuid> = page.found.iter().map(|f| f.id).collect();
+        let h = self.hash(&(ids, page.bad));
+        match self.contents.get(&h) {
+            Some(&first) => Some(first),
+            None => {
+                self.contents.insert(h, n);
+                None
+            }
+        }
+    }
+
+    /// Counts the page's entries against the listing's `total`: one that its pages outgrow is
+    /// said once (in a warning and in the page's notes) and trusted no more.
+    fn count_entries(&mut self, page: &mut Listed) {
+        self.entries += page.entries as u64;
+        self.total = page.total.or(self.total);
+        if let Some(total) = page.total
+            && self.entries > total
+            && !self.total_flagged
+        {
+            self.total_flagged = true;
+            let note = format!(
+                "the listing says it holds {total} entries, but its pages hold more (at least {} \
+                 by page {}); that total is not trusted: the walk goes on to the last page",
+                self.entries, self.pages
+            );
+            log::warn!("{note}");
+            page.notes.push(note);
+        }
+    }
+
+    /// The page links to no next one: the last, unless the listing's total promised more.
+    fn at_the_end(&self, page: &mut Listed) -> Verdict {
+        match self.total {
+            Some(total) if self.entries < total => {
+                let note = format!(
+                    "the listing says it holds {total} entries, but its pages ended after {}: \
+                     {} promised by its total were not listed",
+                    self.entries,
+                    total - self.entries
+                );
+                page.notes.push(note.clone());
+                Verdict::Stop(Incomplete::at(StopReason::ShortOfTotal, self.pages, note))
+            }
+            _ => Verdict::Last,
+        }
     }
 }
 
