@@ -74,9 +74,9 @@ enum Index {
     /// the ID's index in the run's list; records of other IDs are not indexed (only their
     /// names matter, and those are read from the files).
     Requested(Vec<u64>),
-    /// IDs may come later (a listing): every recorded ID, in a set of its own (about 34 bytes
-    /// a record).
-    Own(IdSet, Vec<u64>),
+    /// IDs may come later (a listing): every ID met in the records, in a set built as they
+    /// are read (about 34 bytes a record).
+    Recorded(IdSet, Vec<u64>),
 }
 
 /// No line for this ID.
@@ -124,8 +124,8 @@ pub struct State {
     dir: PathBuf,
     /// Every record file read, in the order read.
     files: Vec<RecordFile>,
-    /// Which of them is this run's own.
-    own_no: usize,
+    /// Which of them this run writes.
+    run_record_no: usize,
     index: Index,
     log: Option<Arc<Log>>,
     /// Torn or unreadable lines found when loading.
@@ -141,19 +141,19 @@ impl State {
     /// run's own.
     pub fn open(
         output_dir: &Path,
-        own: &str,
+        run_record_name: &str,
         requested: Option<&IdSet>,
         alone: bool,
     ) -> io::Result<State> {
         let dir = output_dir.join(STATE_DIR);
         own_dir(&dir)?;
         own_dir(&dir.join(PARTIAL))?;
-        let own_path = dir.join(own);
-        own_file(&own_path)?;
-        own_options().truncate(false).open(&own_path)?;
+        let run_record = dir.join(run_record_name);
+        own_file(&run_record)?;
+        own_options().truncate(false).open(&run_record)?;
         let mut paths = Vec::new();
         for path in record_files(&dir)? {
-            if path == own_path || fs::symlink_metadata(&path)?.is_file() {
+            if path == run_record || fs::symlink_metadata(&path)?.is_file() {
                 paths.push(path);
             }
         }
@@ -162,34 +162,34 @@ impl State {
             match requested {
                 // Made full size only once a record of one of them is found.
                 Some(_) => Index::Requested(Vec::new()),
-                None => Index::Own(IdSet::default(), Vec::new()),
+                None => Index::Recorded(IdSet::default(), Vec::new()),
             },
         );
-        let mut own_stats = LoadStats::default();
+        let mut run_record_stats = LoadStats::default();
         for path in paths {
-            let own = path == own_path;
+            let is_run_record = path == run_record;
             let stats = state.load(path, requested)?;
-            if own {
-                state.own_no = state.files.len() - 1;
-                own_stats = stats;
+            if is_run_record {
+                state.run_record_no = state.files.len() - 1;
+                run_record_stats = stats;
             }
         }
         if alone && state.files.len() > 1 {
             // Every shard's record into one file.
             let all = (0..state.files.len()).collect();
             state.rewrite(all, requested)?;
-        } else if own_stats.torn_tail
-            || own_stats.skipped > 0
-            || own_stats.lines > 2 * own_stats.kept + 1000
+        } else if run_record_stats.torn_tail
+            || run_record_stats.skipped > 0
+            || run_record_stats.lines > 2 * run_record_stats.kept + 1000
         {
             // Appending after a torn tail would glue two records together: rewrite first.
-            state.rewrite(vec![state.own_no], requested)?;
+            state.rewrite(vec![state.run_record_no], requested)?;
         }
-        if let Index::Own(set, at) = &mut state.index {
+        if let Index::Recorded(set, at) = &mut state.index {
             set.shrink_to_fit();
             at.shrink_to_fit();
         }
-        let log = own_options().append(true).open(&own_path)?;
+        let log = own_options().append(true).open(&run_record)?;
         state.log = Some(Arc::new(Log::new(log)?));
         Ok(state)
     }
@@ -199,19 +199,19 @@ impl State {
         match &self.index {
             // Empty: no requested ID has a record.
             Index::Requested(at) => ((index as usize) < at.len()).then_some(index as usize),
-            Index::Own(set, _) => set.position(id).map(|i| i as usize),
+            Index::Recorded(set, _) => set.position(id).map(|i| i as usize),
         }
     }
 
     fn at(&self, slot: usize) -> u64 {
         match &self.index {
-            Index::Requested(at) | Index::Own(_, at) => at[slot],
+            Index::Requested(at) | Index::Recorded(_, at) => at[slot],
         }
     }
 
     fn set_at(&mut self, slot: usize, value: u64) {
         match &mut self.index {
-            Index::Requested(at) | Index::Own(_, at) => at[slot] = value,
+            Index::Requested(at) | Index::Recorded(_, at) => at[slot] = value,
         }
     }
 
@@ -260,48 +260,11 @@ impl State {
                 }
             };
             let here = (file_no << FILE_SHIFT) | (at & OFFSET_MASK);
-            let done = line.bytes.is_some();
-            let slot = match (&mut self.index, requested) {
-                (Index::Requested(at), Some(set)) => {
-                    let slot = set.position(&line.id).map(|i| i as usize);
-                    if slot.is_some() && at.is_empty() {
-                        at.resize(set.len(), NONE);
-                    }
-                    slot
-                }
-                (Index::Requested(_), None) => None,
-                (Index::Own(set, at), _) => match set.position(&line.id) {
-                    Some(i) => Some(i as usize),
-                    None if set.is_full() => None,
-                    None => {
-                        set.insert(line.id);
-                        at.push(NONE);
-                        Some(at.len() - 1)
-                    }
-                },
-            };
-            let Some(slot) = slot else {
+            match self.slot_for(&line.id, requested) {
+                Some(slot) => self.index_line(slot, here, &line, &mut stats),
                 // Not indexed: kept as it is.
-                stats.kept += 1;
-                return Ok(());
-            };
-            let prev = self.at(slot);
-            if prev == NONE || file_of(prev) as u64 != file_no {
-                stats.kept += 1;
+                None => stats.kept += 1,
             }
-            // A completion stands until a claim of another name comes later.
-            let keep = !done
-                && prev != NONE
-                && prev & DONE_BIT != 0
-                && self.line_at(prev).ok().flatten().map(|l| l.path) == Some(line.path.clone());
-            self.set_at(
-                slot,
-                match (done, keep) {
-                    (true, _) => here | DONE_BIT,
-                    (false, true) => prev,
-                    (false, false) => here,
-                },
-            );
             Ok(())
         })?;
         self.skipped_lines += stats.skipped;
@@ -312,6 +275,50 @@ impl State {
             read_to,
         });
         Ok(stats)
+    }
+
+    /// Where the line of `id`, read from a record file, goes in the index: `None` when it is
+    /// not indexed (not requested, or the set of recorded IDs is full).
+    fn slot_for(&mut self, id: &Uuid, requested: Option<&IdSet>) -> Option<usize> {
+        match (&mut self.index, requested) {
+            (Index::Requested(at), Some(set)) => {
+                let slot = set.position(id).map(|i| i as usize);
+                if slot.is_some() && at.is_empty() {
+                    at.resize(set.len(), NONE);
+                }
+                slot
+            }
+            (Index::Requested(_), None) => None,
+            (Index::Recorded(set, at), _) => match set.position(id) {
+                Some(i) => Some(i as usize),
+                None if set.is_full() => None,
+                None => {
+                    set.insert(*id);
+                    at.push(NONE);
+                    Some(at.len() - 1)
+                }
+            },
+        }
+    }
+
+    /// The line at `here` becomes its ID's, by the rule of loading: a later line wins, except
+    /// that a completion stands until a claim of another name comes later.
+    fn index_line(&mut self, slot: usize, here: u64, line: &Line, stats: &mut LoadStats) {
+        let prev = self.at(slot);
+        if prev == NONE || file_of(prev) != file_of(here) {
+            stats.kept += 1;
+        }
+        let done = line.bytes.is_some();
+        let keep = !done
+            && prev != NONE
+            && prev & DONE_BIT != 0
+            && self.line_at(prev).ok().flatten().map(|l| l.path).as_ref() == Some(&line.path);
+        let at = match (done, keep) {
+            (true, _) => here | DONE_BIT,
+            (false, true) => prev,
+            (false, false) => here,
+        };
+        self.set_at(slot, at);
     }
 
     /// The line at an index position.
@@ -353,7 +360,7 @@ impl State {
     /// back the same: the new file holds each ID's current state, and the files left are a
     /// tail of those it merged, which replayed after it change nothing.
     fn rewrite(&mut self, which: Vec<usize>, requested: Option<&IdSet>) -> io::Result<()> {
-        let path = self.files[self.own_no].path.clone();
+        let path = self.files[self.run_record_no].path.clone();
         let tmp = path.with_extension("jsonl.tmp");
         // A number no line read so far has, so that a line moved is never taken for one of
         // the lines still to come.
@@ -411,7 +418,7 @@ impl State {
             gone: false,
             read_to: offset,
         });
-        self.own_no = new_no as usize;
+        self.run_record_no = new_no as usize;
         // The merged files go, in the order read; a failure stops there (those left are read
         // again, and said the same).
         let mut removed = false;
@@ -437,7 +444,7 @@ impl State {
     /// The record of `id` (at `index` in the run's list) if an earlier run completed it and
     /// the file is still there, whole.
     pub fn completed(&self, id: &Uuid, index: u32) -> Option<Record> {
-        let line = self.own_line(id, index, true)?;
+        let line = self.recorded_line(id, index, true)?;
         let meta = fs::metadata(self.output_dir.join(&line.path)).ok()?;
         let bytes = line.bytes?;
         (meta.is_file() && meta.len() == bytes).then_some(Record {
@@ -451,18 +458,18 @@ impl State {
     /// The name under which an earlier run recorded `id` as completed, whether or not the file
     /// is still there and whole.
     pub fn recorded_name(&self, id: &Uuid, index: u32) -> Option<String> {
-        self.own_line(id, index, true).map(|l| l.path)
+        self.recorded_line(id, index, true).map(|l| l.path)
     }
 
     /// The name `id` owns from an earlier run (claimed or completed), whether or not the file is
     /// still there.
     pub fn previous_name(&self, id: &Uuid, index: u32) -> Option<String> {
-        self.own_line(id, index, false).map(|l| l.path)
+        self.recorded_line(id, index, false).map(|l| l.path)
     }
 
     /// The last line earlier runs wrote for `id` (`done`: only if it records a completion),
     /// read back from its record file.
-    fn own_line(&self, id: &Uuid, index: u32, done: bool) -> Option<Line> {
+    fn recorded_line(&self, id: &Uuid, index: u32, done: bool) -> Option<Line> {
         let at = self.at(self.slot(id, index)?);
         if at == NONE || (done && at & DONE_BIT == 0) {
             return None;
@@ -475,7 +482,7 @@ impl State {
     fn slot_of_line(&self, id: &Uuid, requested: Option<&IdSet>) -> Option<usize> {
         match &self.index {
             Index::Requested(_) => requested?.position(id).map(|i| i as usize),
-            Index::Own(set, _) => set.position(id).map(|i| i as usize),
+            Index::Recorded(set, _) => set.position(id).map(|i| i as usize),
         }
     }
 
@@ -509,7 +516,7 @@ impl State {
         Others {
             dir: self.dir.clone(),
             output_dir: self.output_dir.clone(),
-            own: self.files[self.own_no].path.clone(),
+            run_record: self.files[self.run_record_no].path.clone(),
             read: self
                 .files
                 .iter()
@@ -582,8 +589,8 @@ impl State {
 pub struct Others {
     dir: PathBuf,
     output_dir: PathBuf,
-    /// This run's own record file (not read).
-    own: PathBuf,
+    /// This run's record file (not read).
+    run_record: PathBuf,
     /// How far each record file has been read.
     read: std::collections::HashMap<PathBuf, u64>,
     /// The other record files at the latest listing, the directory's modification time then,
@@ -610,7 +617,7 @@ impl Others {
         if relist {
             let at = std::time::SystemTime::now();
             let mut paths = record_files(&self.dir)?;
-            paths.retain(|p| *p != self.own);
+            paths.retain(|p| *p != self.run_record);
             self.listed = Some((paths, changed, at));
         }
         let paths = match &mut self.listed {
@@ -893,7 +900,7 @@ pub fn for_each_completed(
         _ => return Ok(None),
     };
     let state = State::read_only(output_dir, paths)?;
-    let Index::Own(_, at) = &state.index else {
+    let Index::Recorded(_, at) = &state.index else {
         return Ok(Some(0));
     };
     let mut n = 0;
@@ -923,7 +930,7 @@ pub fn for_each_completed(
 impl State {
     /// The record files `paths` of `output_dir`, read without creating or writing anything.
     fn read_only(output_dir: &Path, paths: Vec<PathBuf>) -> io::Result<State> {
-        let mut state = State::empty(output_dir, Index::Own(IdSet::default(), Vec::new()));
+        let mut state = State::empty(output_dir, Index::Recorded(IdSet::default(), Vec::new()));
         for p in paths {
             state.load(p, None)?;
         }
@@ -936,7 +943,7 @@ impl State {
             output_dir: output_dir.to_path_buf(),
             dir: output_dir.join(STATE_DIR),
             files: Vec::new(),
-            own_no: 0,
+            run_record_no: 0,
             index,
             log: None,
             skipped_lines: 0,
