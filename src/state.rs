@@ -365,46 +365,7 @@ impl State {
         // A number no line read so far has, so that a line moved is never taken for one of
         // the lines still to come.
         let new_no = self.files.len() as u64;
-        let mut offset = 0u64;
-        {
-            own_file(&tmp)?;
-            let f = own_options().truncate(true).open(&tmp)?;
-            let mut out = io::BufWriter::with_capacity(256 * 1024, f);
-            // The files' lines in order: an indexed ID's only if it is its current line, every
-            // line of an ID not indexed (replayed, they say the same).
-            for &no in &which {
-                let file = match self.handle(no)? {
-                    Some(h) => h.try_clone()?,
-                    None => continue,
-                };
-                for_each_line(&file, |at, buf| {
-                    let here = ((no as u64) << FILE_SHIFT) | at;
-                    let Ok(line) = serde_json::from_slice::<Line>(buf) else {
-                        return Ok(());
-                    };
-                    if !buf.ends_with(b"\n") || !is_plain_name(&line.path) {
-                        return Ok(());
-                    }
-                    let slot = self.slot_of_line(&line.id, requested);
-                    if let Some(slot) = slot
-                        && self.at(slot) & !DONE_BIT != here
-                    {
-                        return Ok(());
-                    }
-                    let mut text = serde_json::to_vec(&line).map_err(io::Error::other)?;
-                    text.push(b'\n');
-                    out.write_all(&text)?;
-                    if let Some(slot) = slot {
-                        let done = self.at(slot) & DONE_BIT;
-                        self.set_at(slot, done | (new_no << FILE_SHIFT) | offset);
-                    }
-                    offset += text.len() as u64;
-                    Ok(())
-                })?;
-            }
-            out.flush()?;
-            out.get_ref().sync_all()?;
-        }
+        let read_to = self.write_current_lines(&tmp, &which, requested, new_no)?;
         fs::rename(&tmp, &path)?;
         let dir = fsx::Dir::open(path.parent().unwrap_or(Path::new(".")));
         let _ = dir.as_ref().map(|d| d.sync());
@@ -416,15 +377,71 @@ impl State {
             file: Some(fsx::open_regular(&path)?),
             path: path.clone(),
             gone: false,
-            read_to: offset,
+            read_to,
         });
         self.run_record_no = new_no as usize;
-        // The merged files go, in the order read; a failure stops there (those left are read
-        // again, and said the same).
+        if self.remove_merged(&which, &path) {
+            let _ = dir.as_ref().map(|d| d.sync());
+        }
+        Ok(())
+    }
+
+    /// Write to `tmp`, durably, the lines of the record files `which` in order: an indexed ID's
+    /// only if it is its current line (which the index then finds in file `new_no`), every line
+    /// of an ID not indexed (replayed, they say the same). Returns the length written.
+    fn write_current_lines(
+        &mut self,
+        tmp: &Path,
+        which: &[usize],
+        requested: Option<&IdSet>,
+        new_no: u64,
+    ) -> io::Result<u64> {
+        own_file(tmp)?;
+        let f = own_options().truncate(true).open(tmp)?;
+        let mut out = io::BufWriter::with_capacity(256 * 1024, f);
+        let mut offset = 0u64;
+        for &no in which {
+            let file = match self.handle(no)? {
+                Some(h) => h.try_clone()?,
+                None => continue,
+            };
+            for_each_line(&file, |at, buf| {
+                let here = ((no as u64) << FILE_SHIFT) | at;
+                let Ok(line) = serde_json::from_slice::<Line>(buf) else {
+                    return Ok(());
+                };
+                if !buf.ends_with(b"\n") || !is_plain_name(&line.path) {
+                    return Ok(());
+                }
+                let slot = self.slot_of_line(&line.id, requested);
+                if let Some(slot) = slot
+                    && self.at(slot) & !DONE_BIT != here
+                {
+                    return Ok(());
+                }
+                let mut text = serde_json::to_vec(&line).map_err(io::Error::other)?;
+                text.push(b'\n');
+                out.write_all(&text)?;
+                if let Some(slot) = slot {
+                    let done = self.at(slot) & DONE_BIT;
+                    self.set_at(slot, done | (new_no << FILE_SHIFT) | offset);
+                }
+                offset += text.len() as u64;
+                Ok(())
+            })?;
+        }
+        out.flush()?;
+        out.get_ref().sync_all()?;
+        Ok(offset)
+    }
+
+    /// Remove the record files `which` merged into `kept`, in the order read; a failure stops
+    /// there (those left are read again, and say the same). Whether any went.
+    fn remove_merged(&self, which: &[usize], kept: &Path) -> bool {
         let mut removed = false;
-        for &no in &which {
+        for &no in which {
             let merged = &self.files[no].path;
-            if *merged == path {
+            if merged == kept {
                 continue;
             }
             if let Err(e) = fs::remove_file(merged)
@@ -435,10 +452,7 @@ impl State {
             }
             removed = true;
         }
-        if removed {
-            let _ = dir.as_ref().map(|d| d.sync());
-        }
-        Ok(())
+        removed
     }
 
     /// The record of `id` (at `index` in the run's list) if an earlier run completed it and
