@@ -75,15 +75,15 @@ impl DirLock {
                     Err(TryLockError::Error(e)) => return Err(LockError::Io(e)),
                 }
                 let name = format!("lock.shard-{}-of-{}", shard.index, shard.count);
-                let own = open_lock(&dir, &name)?;
-                match own.try_lock() {
+                let shard_lock = open_lock(&dir, &name)?;
+                match shard_lock.try_lock() {
                     Ok(()) => {}
                     Err(TryLockError::WouldBlock) => return Err(held(&name)),
                     Err(TryLockError::Error(e)) => return Err(LockError::Io(e)),
                 }
                 write_pid(&dir, &name);
                 Ok(DirLock {
-                    _files: vec![main, own],
+                    _files: vec![main, shard_lock],
                 })
             }
         }

@@ -481,7 +481,7 @@ impl RateLimiter {
         state.in_flight = state.in_flight.saturating_sub(1);
         // What our own windows leave (requests in flight included): the tightest of them.
         let in_flight = state.in_flight;
-        let own_left = state
+        let windows_left = state
             .windows
             .iter_mut()
             .map(|w| w.limit.saturating_sub(w.used(now, in_flight)) as u64)
@@ -495,7 +495,7 @@ impl RateLimiter {
             // have not (another program, or shards over budget, on the same key). Otherwise our
             // windows are as strict and more precise: its reset comes in whole seconds, and
             // waiting for it would idle up to a second at every roll-over.
-            if own_left.is_some_and(|own| left >= own) {
+            if windows_left.is_some_and(|ours| left >= ours) {
                 drop(state);
                 self.changed.notify_waiters();
                 return;

@@ -206,6 +206,70 @@ async fn live(store: &dyn ObjectStore, key: &Key) -> Result<Option<String>, Leas
     )))
 }
 
+/// One try at the lease object `key`: created, or taken over from a run that stopped renewing
+/// it (replaced only if it is still that one: another run may be taking it over too). The
+/// store's e-tag of the object written, or `None` to try again (it changed meanwhile).
+async fn claim(
+    store: &dyn ObjectStore,
+    key: &Key,
+    run: Uuid,
+    mine: &str,
+) -> Result<Option<Option<String>>, LeaseError> {
+    match store
+        .put_opts(key, body(run).into(), PutMode::Create.into())
+        .await
+    {
+        Ok(put) => return Ok(Some(put.e_tag)),
+        Err(object_store::Error::AlreadyExists { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let Some(stale) = expired(store, key, mine).await? else {
+        return Ok(None);
+    };
+    let update = PutMode::Update(UpdateVersion {
+        e_tag: stale,
+        version: None,
+    });
+    match store.put_opts(key, body(run).into(), update.into()).await {
+        Ok(put) => {
+            log::info!("took over {key}: the run that held it stopped renewing it");
+            Ok(Some(put.e_tag))
+        }
+        Err(object_store::Error::Precondition { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The lease object at `key` is taken: by a live run (`Held`, saying whose), by an object
+/// fetchdocs did not write (`Held` too), or by a killed run's lease, expired: its e-tag, to
+/// replace it by. `None`: it went meanwhile.
+async fn expired(
+    store: &dyn ObjectStore,
+    key: &Key,
+    mine: &str,
+) -> Result<Option<Option<String>>, LeaseError> {
+    let got = match store.get(key).await {
+        Ok(got) => got,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let tag = got.meta.e_tag.clone();
+    let bytes = got.bytes().await?;
+    match serde_json::from_slice::<Body>(&bytes) {
+        Ok(b) if b.expires <= now() => Ok(Some(tag)),
+        Ok(b) => {
+            let left = b.expires.saturating_sub(now());
+            Err(LeaseError::Held(format!(
+                "{mine}: pid {} of run {}, its lease good for {left}s more",
+                b.pid, b.run
+            )))
+        }
+        Err(_) => Err(LeaseError::Held(format!(
+            "{mine}: an object fetchdocs did not write"
+        ))),
+    }
+}
+
 impl Lease {
     /// Take the lease of `dir` (fetchdocs' own directory in the prefix) for `shard`, or say
     /// who holds it (or a lease of a kind that excludes it).
@@ -222,55 +286,9 @@ impl Lease {
         let key = dir.clone().join(mine.as_str());
         let mut etag = None;
         for _ in 0..3 {
-            match store
-                .put_opts(&key, body(run).into(), PutMode::Create.into())
-                .await
-            {
-                Ok(put) => {
-                    etag = put.e_tag;
-                    break;
-                }
-                Err(object_store::Error::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-            // Taken: by a live run, or a killed one's, expired (then replaced, only if it is
-            // still that one: another run may be taking it over too).
-            let got = store.get(&key).await;
-            let stale_etag = match got {
-                Ok(g) => {
-                    let tag = g.meta.e_tag.clone();
-                    let bytes = g.bytes().await?;
-                    match serde_json::from_slice::<Body>(&bytes) {
-                        Ok(b) if b.expires <= now() => tag,
-                        Ok(b) => {
-                            let left = b.expires.saturating_sub(now());
-                            return Err(LeaseError::Held(format!(
-                                "{mine}: pid {} of run {}, its lease good for {left}s more",
-                                b.pid, b.run
-                            )));
-                        }
-                        Err(_) => {
-                            return Err(LeaseError::Held(format!(
-                                "{mine}: an object fetchdocs did not write"
-                            )));
-                        }
-                    }
-                }
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let update = PutMode::Update(UpdateVersion {
-                e_tag: stale_etag,
-                version: None,
-            });
-            match store.put_opts(&key, body(run).into(), update.into()).await {
-                Ok(put) => {
-                    log::info!("took over {key}: the run that held it stopped renewing it");
-                    etag = put.e_tag;
-                    break;
-                }
-                Err(object_store::Error::Precondition { .. }) => continue,
-                Err(e) => return Err(e.into()),
+            if let Some(taken) = claim(&*store, &key, run, &mine).await? {
+                etag = taken;
+                break;
             }
         }
         let Some(etag) = etag else {
@@ -286,18 +304,22 @@ impl Lease {
             renewing,
             state,
         };
-        // A run that excludes this one may have passed its own check before this lease
-        // existed, and created its lease since: looked for again, now that this one is there.
-        match excluded_by(&*lease.store, dir, &mine).await {
-            Ok(None) => Ok(lease),
+        lease.confirm(dir, &mine).await
+    }
+
+    /// A run that excludes this one may have passed its own check before this lease existed,
+    /// and created its lease since: looked for again, now that this one is there.
+    async fn confirm(self, dir: &Key, mine: &str) -> Result<Lease, LeaseError> {
+        match excluded_by(&*self.store, dir, mine).await {
+            Ok(None) => Ok(self),
             Ok(Some(who)) => {
-                lease.release().await;
+                self.release().await;
                 Err(LeaseError::Held(format!(
                     "{who}; it started at the same moment as this run"
                 )))
             }
             Err(e) => {
-                lease.release().await;
+                self.release().await;
                 Err(e)
             }
         }
