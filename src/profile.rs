@@ -220,68 +220,12 @@ pub fn default_path() -> Option<PathBuf> {
 /// Read the config file (`explicit`, else the default one if it exists) and pick `profile`.
 /// `None`: no file, and none was asked for.
 pub fn load(explicit: Option<&Path>, profile: Option<&str>) -> Result<Option<Loaded>, Fatal> {
-    let path = match explicit {
-        Some(p) => p.to_path_buf(),
-        None => match default_path() {
-            Some(p) if p.exists() => p,
-            found => {
-                return match profile {
-                    None => Ok(None),
-                    Some(name) => Err(Fatal::Usage(format!(
-                        "--profile {name}: there is no config file{}; create it with a \
-                         [profiles.{name}] table, or name one with --config",
-                        found
-                            .map(|p| format!(" at {}", p.display()))
-                            .unwrap_or_default()
-                    ))),
-                };
-            }
-        },
+    let Some(path) = file_path(explicit, profile)? else {
+        return Ok(None);
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        Fatal::Usage(format!(
-            "cannot read the config file {}: {e}",
-            path.display()
-        ))
-    })?;
-    let file: File = toml::from_str(&text).map_err(|e| {
-        Fatal::Usage(format!(
-            "the config file {} is not valid: {}. Fix it, or name another with --config",
-            path.display(),
-            describe_toml_error(&text, &e)
-        ))
-    })?;
-    let keys_in: Vec<String> = file
-        .default
-        .as_ref()
-        .filter(|d| d.api_key.is_some())
-        .map(|_| "[default]".to_string())
-        .into_iter()
-        .chain(
-            file.profiles
-                .iter()
-                .filter(|(_, p)| p.api_key.is_some())
-                .map(|(name, _)| format!("[profiles.{name}]")),
-        )
-        .collect();
-    let base = file.default.unwrap_or_default();
-    let (settings, profile_table) = match profile {
-        None => (base, Settings::default()),
-        Some(name) => match file.profiles.get(name) {
-            Some(p) => (p.clone().over(base), p.clone()),
-            None => {
-                let known: Vec<&str> = file.profiles.keys().map(String::as_str).collect();
-                return Err(Fatal::Usage(format!(
-                    "--profile {name}: {} has no [profiles.{name}]; {}",
-                    path.display(),
-                    match known.is_empty() {
-                        true => "it has no profiles at all".to_string(),
-                        false => format!("its profiles are: {}", known.join(", ")),
-                    }
-                )));
-            }
-        },
-    };
+    let file = parse(&path)?;
+    let keys_in = tables_with_a_key(&file);
+    let (settings, profile_table) = pick(file, profile, &path)?;
     let mut loaded = Loaded {
         path,
         profile: profile.map(str::to_string),
@@ -303,6 +247,76 @@ pub fn load(explicit: Option<&Path>, profile: Option<&str>) -> Result<Option<Loa
         ));
     }
     Ok(Some(loaded))
+}
+
+/// The config file to read: `explicit`, else the default one if it exists. `None` when there
+/// is none and no profile was asked for (a profile asked for needs a file).
+fn file_path(explicit: Option<&Path>, profile: Option<&str>) -> Result<Option<PathBuf>, Fatal> {
+    if let Some(p) = explicit {
+        return Ok(Some(p.to_path_buf()));
+    }
+    match (default_path(), profile) {
+        (Some(p), _) if p.exists() => Ok(Some(p)),
+        (_, None) => Ok(None),
+        (found, Some(name)) => Err(Fatal::Usage(format!(
+            "--profile {name}: there is no config file{}; create it with a \
+             [profiles.{name}] table, or name one with --config",
+            found
+                .map(|p| format!(" at {}", p.display()))
+                .unwrap_or_default()
+        ))),
+    }
+}
+
+/// The config file at `path`, read and parsed (its errors by line and column, never its text).
+fn parse(path: &Path) -> Result<File, Fatal> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Fatal::Usage(format!(
+            "cannot read the config file {}: {e}",
+            path.display()
+        ))
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        Fatal::Usage(format!(
+            "the config file {} is not valid: {}. Fix it, or name another with --config",
+            path.display(),
+            describe_toml_error(&text, &e)
+        ))
+    })
+}
+
+/// The tables of `file` that hold an API key, as written in it (`[default]`,
+/// `[profiles.NAME]`).
+fn tables_with_a_key(file: &File) -> Vec<String> {
+    let default = file.default.as_ref().filter(|d| d.api_key.is_some());
+    let default = default.map(|_| "[default]".to_string());
+    let profiles = (file.profiles.iter())
+        .filter(|(_, p)| p.api_key.is_some())
+        .map(|(name, _)| format!("[profiles.{name}]"));
+    default.into_iter().chain(profiles).collect()
+}
+
+/// The settings of `profile` over `[default]`'s, and the profile's table alone; `[default]`'s
+/// alone without a profile.
+fn pick(file: File, profile: Option<&str>, path: &Path) -> Result<(Settings, Settings), Fatal> {
+    let base = file.default.unwrap_or_default();
+    let Some(name) = profile else {
+        return Ok((base, Settings::default()));
+    };
+    match file.profiles.get(name) {
+        Some(p) => Ok((p.clone().over(base), p.clone())),
+        None => {
+            let known: Vec<&str> = file.profiles.keys().map(String::as_str).collect();
+            Err(Fatal::Usage(format!(
+                "--profile {name}: {} has no [profiles.{name}]; {}",
+                path.display(),
+                match known.is_empty() {
+                    true => "it has no profiles at all".to_string(),
+                    false => format!("its profiles are: {}", known.join(", ")),
+                }
+            )))
+        }
+    }
 }
 
 /// What is wrong with a config file, by line and column, without a word of the file's own text:
