@@ -22,86 +22,120 @@ pub fn build(
     url: &BucketUrl,
 ) -> Result<(Arc<dyn ObjectStore>, Option<object_store::aws::AmazonS3>), String> {
     let config = |e: object_store::Error| redact(&e.to_string());
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let mut s3 = None;
-    let store: Arc<dyn ObjectStore> = match url.scheme {
+    Ok(match url.scheme {
         Scheme::S3 => {
-            use object_store::aws::{AmazonS3Builder, S3ConditionalPut, S3CopyIfNotExists};
-            let mut b = AmazonS3Builder::from_env()
-                .with_bucket_name(&url.bucket)
-                .with_conditional_put(S3ConditionalPut::ETagMatch);
-            if var("AWS_COPY_IF_NOT_EXISTS").is_none() {
-                b = b.with_copy_if_not_exists(S3CopyIfNotExists::Multipart);
-            }
-            let profile = aws_profile::resolve(&var, home().as_deref())?;
-            let mut endpoint = var("AWS_ENDPOINT_URL")
-                .or_else(|| var("AWS_ENDPOINT"))
-                .map(|e| ("AWS_ENDPOINT_URL".to_string(), e));
-            let mut region = var("AWS_REGION")
-                .or_else(|| var("AWS_DEFAULT_REGION"))
-                .map(|r| ("AWS_REGION".to_string(), r));
-            if let Some(p) = profile {
-                // The environment's settings first, as in the AWS CLI.
-                if var("AWS_ACCESS_KEY_ID").is_none()
-                    && let (Some(id), Some(secret)) = (p.access_key_id, p.secret_access_key)
-                {
-                    remember_secret(&id);
-                    remember_secret(&secret);
-                    b = b.with_access_key_id(id).with_secret_access_key(secret);
-                    if let Some(token) = p.session_token {
-                        remember_secret(&token);
-                        b = b.with_token(token);
-                    }
-                }
-                let from = format!("AWS profile `{}`'s", p.name);
-                if region.is_none()
-                    && let Some(r) = p.region
-                {
-                    b = b.with_region(&r);
-                    region = Some((format!("{from} region"), r));
-                }
-                if endpoint.is_none()
-                    && let Some(e) = p.endpoint_url
-                {
-                    b = b.with_endpoint(&e);
-                    endpoint = Some((format!("{from} endpoint_url"), e));
-                }
-            }
-            if let Some((what, r)) = &region
-                && (r.is_empty()
-                    || !r
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-            {
-                return Err(format!("{what} `{r}` is not a region (like eu-west-2)"));
-            }
-            if let Some((what, e)) = &endpoint {
-                b = b.with_allow_http(plain_http_allowed(what, e, var("AWS_ALLOW_HTTP"))?);
-            }
-            let built = b.build().map_err(config)?;
-            s3 = Some(built.clone());
-            Arc::new(built)
+            let s3 = s3(url, &env_var)?.build().map_err(config)?;
+            (Arc::new(s3.clone()), Some(s3))
         }
-        Scheme::Gcs => Arc::new(
-            object_store::gcp::GoogleCloudStorageBuilder::from_env()
+        Scheme::Gcs => {
+            let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(&url.bucket)
                 .build()
-                .map_err(config)?,
-        ),
-        Scheme::Azure => {
-            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_container_name(&url.bucket);
-            // The emulator (`AZURE_STORAGE_USE_EMULATOR=true`, at `AZURITE_BLOB_STORAGE_URL`)
-            // is allowed plain http by object_store itself; an account endpoint of its own
-            // only on loopback, as for S3.
-            if let Some(e) = var("AZURE_STORAGE_ENDPOINT").or_else(|| var("AZURE_ENDPOINT")) {
-                let allow = var("AZURE_ALLOW_HTTP").or_else(|| var("AWS_ALLOW_HTTP"));
-                b = b.with_allow_http(plain_http_allowed("AZURE_STORAGE_ENDPOINT", &e, allow)?);
-            }
-            Arc::new(b.build().map_err(config)?)
+                .map_err(config)?;
+            (Arc::new(gcs), None)
         }
+        Scheme::Azure => (
+            Arc::new(azure(url, &env_var)?.build().map_err(config)?),
+            None,
+        ),
+    })
+}
+
+/// A variable of the environment, if set and not empty.
+fn env_var(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+/// The S3 client for `url`'s bucket, from the environment (object_store's variables) and the
+/// AWS CLI's profile (`AWS_PROFILE`) where the environment is silent, as in the AWS CLI.
+fn s3(
+    url: &BucketUrl,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<object_store::aws::AmazonS3Builder, String> {
+    use object_store::aws::{AmazonS3Builder, S3ConditionalPut, S3CopyIfNotExists};
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(&url.bucket)
+        .with_conditional_put(S3ConditionalPut::ETagMatch);
+    if var("AWS_COPY_IF_NOT_EXISTS").is_none() {
+        b = b.with_copy_if_not_exists(S3CopyIfNotExists::Multipart);
+    }
+    // Each with what named it, for the messages.
+    let mut endpoint = var("AWS_ENDPOINT_URL")
+        .or_else(|| var("AWS_ENDPOINT"))
+        .map(|e| ("AWS_ENDPOINT_URL".to_string(), e));
+    let mut region = var("AWS_REGION")
+        .or_else(|| var("AWS_DEFAULT_REGION"))
+        .map(|r| ("AWS_REGION".to_string(), r));
+    if let Some(p) = aws_profile::resolve(&var, home().as_deref())? {
+        if var("AWS_ACCESS_KEY_ID").is_none() {
+            b = with_profile_keys(b, &p);
+        }
+        let from = format!("AWS profile `{}`'s", p.name);
+        if region.is_none()
+            && let Some(r) = p.region
+        {
+            b = b.with_region(&r);
+            region = Some((format!("{from} region"), r));
+        }
+        if endpoint.is_none()
+            && let Some(e) = p.endpoint_url
+        {
+            b = b.with_endpoint(&e);
+            endpoint = Some((format!("{from} endpoint_url"), e));
+        }
+    }
+    if let Some((what, r)) = &region
+        && !is_region(r)
+    {
+        return Err(format!("{what} `{r}` is not a region (like eu-west-2)"));
+    }
+    if let Some((what, e)) = &endpoint {
+        b = b.with_allow_http(plain_http_allowed(what, e, var("AWS_ALLOW_HTTP"))?);
+    }
+    Ok(b)
+}
+
+/// The profile's static keys (and session token), each kept from every message from now on.
+fn with_profile_keys(
+    b: object_store::aws::AmazonS3Builder,
+    p: &aws_profile::Profile,
+) -> object_store::aws::AmazonS3Builder {
+    let (Some(id), Some(secret)) = (&p.access_key_id, &p.secret_access_key) else {
+        return b;
     };
-    Ok((store, s3))
+    remember_secret(id);
+    remember_secret(secret);
+    let b = b.with_access_key_id(id).with_secret_access_key(secret);
+    match &p.session_token {
+        Some(token) => {
+            remember_secret(token);
+            b.with_token(token)
+        }
+        None => b,
+    }
+}
+
+/// Whether `r` could name a region (`eu-west-2`): lowercase letters, digits and dashes.
+fn is_region(r: &str) -> bool {
+    !r.is_empty()
+        && r.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// The Azure client for `url`'s container. The emulator (`AZURE_STORAGE_USE_EMULATOR=true`, at
+/// `AZURITE_BLOB_STORAGE_URL`) is allowed plain http by object_store itself; an account
+/// endpoint of its own only on loopback, as for S3.
+fn azure(
+    url: &BucketUrl,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<object_store::azure::MicrosoftAzureBuilder, String> {
+    let mut b =
+        object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(&url.bucket);
+    if let Some(e) = var("AZURE_STORAGE_ENDPOINT").or_else(|| var("AZURE_ENDPOINT")) {
+        let allow = var("AZURE_ALLOW_HTTP").or_else(|| var("AWS_ALLOW_HTTP"));
+        b = b.with_allow_http(plain_http_allowed("AZURE_STORAGE_ENDPOINT", &e, allow)?);
+    }
+    Ok(b)
 }
 
 /// Whether the client may speak plain http to `endpoint` (named by `what`): only to a
