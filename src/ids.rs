@@ -321,41 +321,20 @@ pub fn read_ids(
     let mut raw = Vec::with_capacity(64);
     let mut line_no = 0;
     loop {
-        raw.clear();
-        let read = (&mut input).take(MAX_LINE).read_until(b'\n', &mut raw);
-        match read {
-            Ok(0) => break,
-            Ok(_) => {}
+        match next_line(&mut input, &mut raw) {
+            Ok(true) => line_no += 1,
+            Ok(false) => break,
             Err(e) => {
                 bad.unreadable = Some(e.to_string());
                 break;
             }
         }
-        line_no += 1;
-        // A line longer than any ID: keep its start for the message, skip the rest.
-        if raw.last() != Some(&b'\n')
-            && raw.len() as u64 == MAX_LINE
-            && let Err(e) = input.skip_until(b'\n')
-        {
-            bad.unreadable = Some(e.to_string());
-            break;
-        }
-        let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
-        let result = match std::str::from_utf8(line) {
-            Err(_) => Err("not valid UTF-8 text".to_string()),
-            Ok(text) => {
-                let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
-                if text.is_empty() || text.starts_with('#') {
-                    continue;
-                }
-                parse_one(text, rule)
-            }
-        };
-        match result {
-            Ok(id) if shard.is_some_and(|s| !s.contains(&id)) => {}
+        match parse_line(&raw, rule) {
+            None => {}
+            Some(Ok(id)) if shard.is_some_and(|s| !s.contains(&id)) => {}
             // Valid lines are kept even after a bad one: the caller decides whether a bad line
             // stops the run (the default) or is skipped (`--skip-bad-lines`).
-            Ok(id) => {
+            Some(Ok(id)) => {
                 if set.is_full() {
                     bad.unreadable = Some(format!(
                         "more than {MAX_IDS} IDs; split the list into several runs"
@@ -366,21 +345,47 @@ pub fn read_ids(
                     duplicates += 1;
                 }
             }
-            Err(reason) => {
-                bad.total += 1;
-                if bad.lines.len() < MAX_LISTED_BAD_LINES {
-                    bad.lines.push(BadLine {
-                        line: line_no,
-                        reason,
-                    });
-                }
-            }
+            Some(Err(reason)) => bad.add(line_no, reason),
         }
     }
     if bad.total > 0 || bad.unreadable.is_some() {
         Err(bad)
     } else {
         Ok(duplicates)
+    }
+}
+
+/// The next line of `input` into `raw` (at most [`MAX_LINE`] bytes of it: the rest of a line
+/// longer than any ID is skipped); `false` at the end.
+fn next_line(input: &mut impl std::io::BufRead, raw: &mut Vec<u8>) -> std::io::Result<bool> {
+    raw.clear();
+    if input.take(MAX_LINE).read_until(b'\n', raw)? == 0 {
+        return Ok(false);
+    }
+    if raw.last() != Some(&b'\n') && raw.len() as u64 == MAX_LINE {
+        input.skip_until(b'\n')?;
+    }
+    Ok(true)
+}
+
+/// One line of an ID list: `None` when blank or a `#` comment, else its ID or what is wrong.
+/// Whitespace, a byte-order mark and the line's end are trimmed.
+fn parse_line(raw: &[u8], rule: IdRule) -> Option<Result<Uuid, String>> {
+    let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Some(Err("not valid UTF-8 text".to_string()));
+    };
+    let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    (!text.is_empty() && !text.starts_with('#')).then(|| parse_one(text, rule))
+}
+
+impl BadInput {
+    /// One more bad line: listed while fewer than [`MAX_LISTED_BAD_LINES`] are, counted always.
+    fn add(&mut self, line: usize, reason: String) {
+        self.total += 1;
+        if self.lines.len() < MAX_LISTED_BAD_LINES {
+            self.lines.push(BadLine { line, reason });
+        }
     }
 }
 
