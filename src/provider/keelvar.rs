@@ -473,20 +473,8 @@ impl Keelvar {
         // that long; without it, this job's polls probe (its own polls teach the next jobs).
         let learned = lock(&self.job_clock).first_wait();
         loop {
-            match job.state {
-                JobState::Completed => {
-                    return Ok(JobEnd::Completed(
-                        job.detail,
-                        last_unfinished,
-                        Instant::now(),
-                    ));
-                }
-                JobState::Failed(status) => {
-                    let why = failure_reason(job.detail.as_ref());
-                    return Ok(JobEnd::Failed(format!("job {id} ended {status}{why}")));
-                }
-                JobState::Running => {}
-                JobState::Unknown(word) => self.say_unknown_status(id, word),
+            if let Some(end) = self.ended(id, job, last_unfinished) {
+                return Ok(end);
             }
             let wait = self.poll.delay(n, learned);
             n += 1;
@@ -516,13 +504,31 @@ impl Keelvar {
         }
     }
 
-    /// A status the documentation does not list: said once for the run.
-    fn say_unknown_status(&self, id: &str, word: String) {
-        if lock(&self.unknown_statuses).insert(word.clone()) {
-            log::warn!(
-                "Keelvar job {id} reports the status {word:?}, which the Keelvar documentation \
-                 does not list; polling it as still running, until it completes or --job-timeout"
-            );
+    /// How the job ended, or `None` while it runs (a status the documentation does not list
+    /// is taken as running, and said once for the run). `last_unfinished`: the last moment it
+    /// was seen unfinished.
+    fn ended(&self, id: &str, job: JobAnswer, last_unfinished: Instant) -> Option<JobEnd> {
+        match job.state {
+            JobState::Completed => Some(JobEnd::Completed(
+                job.detail,
+                last_unfinished,
+                Instant::now(),
+            )),
+            JobState::Failed(status) => {
+                let why = failure_reason(job.detail.as_ref());
+                Some(JobEnd::Failed(format!("job {id} ended {status}{why}")))
+            }
+            JobState::Running => None,
+            JobState::Unknown(word) => {
+                if lock(&self.unknown_statuses).insert(word.clone()) {
+                    log::warn!(
+                        "Keelvar job {id} reports the status {word:?}, which the Keelvar \
+                         documentation does not list; polling it as still running, until it \
+                         completes or --job-timeout"
+                    );
+                }
+                None
+            }
         }
     }
 
@@ -608,6 +614,41 @@ fn read_poll(id: &str, resp: &ApiResponse, bad_polls: &mut u32) -> Poll {
     }
 }
 
+impl Keelvar {
+    /// The page after the feed page at `url`: wherever the feed says it, the `Link` header,
+    /// else the body's link (`in_body`: JSON:API `links.next`, or a top-level `next`), resolved
+    /// against `url`. `(next, None)`, or `(None, why the walk stops there)`.
+    fn next_page(
+        &self,
+        headers: &reqwest::header::HeaderMap,
+        url: &reqwest::Url,
+        in_body: Option<Result<String, String>>,
+    ) -> (Option<Cursor>, Option<String>) {
+        let next = next_link(headers, url).or_else(|| {
+            in_body.map(|target| {
+                target.and_then(|t| {
+                    url.join(&t)
+                        .map_err(|e| format!("the next page's link is not a URL ({e})"))
+                })
+            })
+        });
+        match next {
+            None => (None, None),
+            Some(Err(e)) => (None, Some(e)),
+            // The key goes to the API host only: a link elsewhere is not followed.
+            Some(Ok(next)) if !self.api.is_api_origin(&next) => (
+                None,
+                Some(format!(
+                    "the next page's link leads to {}, not the API host; not followed (the API \
+                     key goes to the API host only)",
+                    origin_of(&next)
+                )),
+            ),
+            Some(Ok(next)) => (Some(Cursor::Url(next)), None),
+        }
+    }
+}
+
 impl Provider for Keelvar {
     fn vendor(&self) -> &'static Vendor {
         &VENDOR
@@ -649,32 +690,9 @@ impl Provider for Keelvar {
                 .into());
             }
         }
-        let page =
+        let mut page =
             decode_feed(&resp.body).map_err(|cause| ApiError::Request(Unusable::Feed { cause }))?;
-        // The next page wherever the feed says it: the `Link` header, else the body (JSON:API
-        // `links.next`, or a top-level `next`), resolved against this page's URL.
-        let next = next_link(&resp.headers, &url).or_else(|| {
-            page.next.map(|target| {
-                target.and_then(|t| {
-                    url.join(&t)
-                        .map_err(|e| format!("the next page's link is not a URL ({e})"))
-                })
-            })
-        });
-        let (next, stop) = match next {
-            None => (None, None),
-            Some(Err(e)) => (None, Some(e)),
-            // The key goes to the API host only: a link elsewhere is not followed.
-            Some(Ok(next)) if !self.api.is_api_origin(&next) => (
-                None,
-                Some(format!(
-                    "the next page's link leads to {}, not the API host; not followed (the API \
-                     key goes to the API host only)",
-                    origin_of(&next)
-                )),
-            ),
-            Some(Ok(next)) => (Some(Cursor::Url(next)), None),
-        };
+        let (next, stop) = self.next_page(&resp.headers, &url, page.next.take());
         Ok(Listed {
             entries: page.ids.len() + page.bad,
             found: page
