@@ -12,9 +12,12 @@ use reqwest::{Method, StatusCode, Url};
 
 use tokio::time::Instant;
 
-use crate::error::ApiError;
-use crate::ratelimit::{Need, RateLimiter, Reservation};
+use crate::error::{ApiError, Call, Unusable};
+use crate::ratelimit::{Need, Permit, RateLimiter, Reservation};
 use crate::retry::{self, Backoff};
+
+mod decide;
+use decide::{Answer, BodyError, Decision, History, Retry, Transport};
 
 /// Most bytes read from any API response; a larger body is an error, not an allocation.
 pub const MAX_API_BODY: usize = 8 * 1024 * 1024;
@@ -345,6 +348,8 @@ impl ApiClient {
         self.send_needing(method, url, body, Slot::Ordinary).await
     }
 
+    /// Send until an answer is worth returning or the request is given up: each attempt's
+    /// ending is decided by [`decide::Request::decide`]; here it is only sent and acted on.
     async fn send_needing(
         &self,
         method: Method,
@@ -353,187 +358,128 @@ impl ApiClient {
         slot: Slot<'_>,
     ) -> Result<ApiResponse, ApiError> {
         if !self.is_api_origin(&url) {
-            return Err(ApiError::Request(format!(
-                "refused to send the API key to {}, which is not the API host",
-                origin_of(&url)
-            )));
+            return Err(ApiError::Request(Unusable::NotApiHost {
+                origin: origin_of(&url),
+            }));
         }
-        let what = format!("{method} {}", url.path());
+        let call = Call {
+            method,
+            path: url.path().to_string(),
+        };
+        let host = self.unreachable_host();
+        let request = decide::Request {
+            call: &call,
+            host: &host,
+            backoff: &self.backoff,
+            per_attempt: self.per_attempt,
+        };
         note_first_request();
-        let mut failures = 0u32;
-        let mut throttled = 0u32;
-        let mut throttled_for = Duration::ZERO;
-        // When the host was first found unreachable in this request's life.
-        let mut unreachable_since: Option<Instant> = None;
-        // Attempts that got no answer at all, and when the first of them was sent.
-        let mut silent = 0u32;
-        let mut silent_since: Option<Instant> = None;
+        let mut history = History::default();
         loop {
             let permit = match slot {
                 Slot::Ordinary => self.limiter.acquire_for(Need::Request).await,
                 Slot::First(r) => r.permit().await,
                 Slot::Poll(r) => r.poll_permit().await,
             };
-            log::trace!("{what}");
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .header(self.auth.0.clone(), self.auth.1.clone());
-            if let Some(b) = body {
-                req = req.json(b);
-            }
+            log::trace!("{call}");
             let sent_at = Instant::now();
-            let mut in_flight = self.begin();
-            let sent = req.send().await;
-            // No answer at all: the silence goes on (for the status line).
-            in_flight.silent = matches!(&sent, Err(e) if e.is_timeout() || e.is_connect());
-            drop(in_flight);
-            // Reaching the end of this match means: a transient failure, retry after a wait.
-            let (reason, server_wait): (String, Option<Duration>) = match sent {
-                Ok(resp) => {
-                    // An answer (its header at least): the host is there, whatever the body does.
-                    // A body that stalls after it is an ordinary transient failure below.
-                    silent = 0;
-                    silent_since = None;
-                    let status = resp.status();
-                    let headers = resp.headers().clone();
-                    let (remaining, reset) = retry::rate_limit_headers(&headers);
-                    permit.observe(remaining, reset);
-                    if status == StatusCode::TOO_MANY_REQUESTS {
-                        throttled += 1;
-                        let wait = retry::retry_after(&headers)
-                            .or(reset)
-                            .unwrap_or_else(|| self.backoff.delay(throttled));
-                        throttled_for += wait;
-                        if throttled > MAX_THROTTLED || throttled_for > MAX_THROTTLED_FOR {
-                            return Err(ApiError::Down(format!(
-                                "{what}: still rate-limited (HTTP 429) after {throttled} waits \
-                                 ({}s); lower --requests-per-minute",
-                                throttled_for.as_secs()
-                            )));
-                        }
-                        log::debug!(
-                            "{what}: rate-limited (HTTP 429); pausing API requests for {:.1}s",
-                            wait.as_secs_f64()
-                        );
-                        self.limiter.pause_until(tokio::time::Instant::now() + wait);
-                        continue;
-                    }
-                    match read_capped(resp).await {
-                        Ok(body) if retry::is_transient_status(status) => (
-                            format!(
-                                "{what}: HTTP {status}{}",
-                                describe_body(&redact(body, &self.key))
-                            ),
-                            retry::retry_after(&headers),
-                        ),
-                        Ok(body) => {
-                            return Ok(ApiResponse {
-                                status,
-                                headers,
-                                body: redact(body, &self.key),
-                            });
-                        }
-                        Err(ReadError::TooLarge) => {
-                            return Err(ApiError::Request(format!(
-                                "{what}: the API sent a response larger than {} MiB",
-                                MAX_API_BODY / (1024 * 1024)
-                            )));
-                        }
-                        Err(ReadError::Http(e)) if retry::is_transient_reqwest(&e) => (
-                            format!("{what}: reading the response failed: {}", e.without_url()),
-                            None,
-                        ),
-                        Err(ReadError::Http(e)) => {
-                            return Err(ApiError::Request(format!(
-                                "{what}: reading the response failed: {}",
-                                e.without_url()
-                            )));
-                        }
-                    }
-                }
-                Err(e) if retry::chain_has_tls_error(&e) => {
-                    // A TLS failure (a refused certificate above all) does not heal by retrying.
-                    return Err(self.unreachable(&format!("TLS failed: {}", root_cause(&e))));
-                }
-                Err(e) if e.is_connect() => {
-                    let since = *unreachable_since.get_or_insert_with(Instant::now);
-                    let cause = root_cause(&e);
-                    failures += 1;
-                    // Retried (a server restarting comes back), but within UNREACHABLE_WITHIN.
-                    let wait = self
-                        .backoff
-                        .next_wait(failures, None)
-                        .filter(|w| since.elapsed() + *w + CONNECT_TIMEOUT <= UNREACHABLE_WITHIN);
-                    let Some(wait) = wait else {
-                        return Err(self.unreachable(&format!(
-                            "{cause} ({failures} attempts in {:.0}s)",
-                            since.elapsed().as_secs_f64()
-                        )));
-                    };
-                    log::debug!("{what}: {cause}; retrying in {:.1}s", wait.as_secs_f64());
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-                Err(e) if e.is_timeout() => {
-                    // No answer at all, not even a header, within the read timeout: as good as
-                    // unreachable when it goes on (within UNREACHABLE_WITHIN, like a refusal).
-                    let since = *silent_since.get_or_insert(sent_at);
-                    silent += 1;
-                    let quiet = since.elapsed();
-                    let wait = self
-                        .backoff
-                        .next_wait(silent, None)
-                        .filter(|w| try_silent_again(silent, quiet, *w, self.per_attempt));
-                    let Some(wait) = wait else {
-                        return Err(self.unreachable(&format!(
-                            "no answer for {:.0}s ({silent} attempt{} timed out with no response)",
-                            quiet.as_secs_f64(),
-                            if silent == 1 { "" } else { "s" }
-                        )));
-                    };
-                    log::info!(
-                        "waiting for the API at {}: no answer for {:.0}s ({what}); trying again",
-                        self.host(),
-                        quiet.as_secs_f64()
+            // A permit that no answer used up is given back only once the wait below is over.
+            let (answer, _unanswered) = self.attempt(&call.method, &url, body, permit).await;
+            match request.decide(answer, &mut history, sent_at, Instant::now()) {
+                Decision::Return(response) => return Ok(response),
+                Decision::Fail(e) => return Err(e),
+                Decision::Pause(wait) => {
+                    log::debug!(
+                        "{call}: rate-limited (HTTP 429); pausing API requests for {:.1}s",
+                        wait.as_secs_f64()
                     );
+                    self.limiter.pause_until(Instant::now() + wait);
+                }
+                Decision::Retry { wait, why } => {
+                    self.say_retry(&call, wait, &why);
                     tokio::time::sleep(wait).await;
-                    continue;
                 }
-                Err(e) if retry::is_transient_reqwest(&e) => {
-                    (format!("{what}: {}", error_chain(&e.without_url())), None)
-                }
-                Err(e) => {
-                    return Err(ApiError::Request(format!(
-                        "{what}: {}",
-                        error_chain(&e.without_url())
-                    )));
-                }
-            };
-            failures += 1;
-            let Some(wait) = self.backoff.next_wait(failures, server_wait) else {
-                return Err(ApiError::Down(retry::gave_up(&reason, failures)));
-            };
-            log::debug!(
-                "{reason}; retrying in {:.1}s ({failures}/{})",
-                wait.as_secs_f64(),
-                self.backoff.max_retries
-            );
-            tokio::time::sleep(wait).await;
+            }
         }
     }
-}
 
-impl ApiClient {
-    /// The API host could not be reached: say which host (never a path or a key) and why.
-    fn unreachable(&self, cause: &str) -> ApiError {
+    /// Send the request once, and read the answer's body (bounded, the key taken out) unless
+    /// it is a 429. The permit is used up by an answer (its rate-limit headers); without one
+    /// it is handed back.
+    async fn attempt<'p>(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&serde_json::Value>,
+        permit: Permit<'p>,
+    ) -> (Answer, Option<Permit<'p>>) {
+        let mut req = self
+            .http
+            .request(method.clone(), url.clone())
+            .header(self.auth.0.clone(), self.auth.1.clone());
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let mut in_flight = self.begin();
+        let sent = req.send().await;
+        // No answer at all: the silence goes on (for the status line).
+        in_flight.silent = matches!(&sent, Err(e) if Transport::is_silence(e));
+        drop(in_flight);
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err(e) => return (Answer::Failed(Transport::of(e)), Some(permit)),
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let (remaining, reset) = retry::rate_limit_headers(&headers);
+        permit.observe(remaining, reset);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return (Answer::Throttled(headers), None);
+        }
+        let body = match read_capped(resp).await {
+            Ok(body) => Ok(redact(body, &self.key)),
+            Err(ReadError::TooLarge) => Err(BodyError::TooLarge),
+            Err(ReadError::Http(e)) => Err(BodyError::Read {
+                transient: retry::is_transient_reqwest(&e),
+                cause: e.without_url().to_string(),
+            }),
+        };
+        (
+            Answer::Http {
+                status,
+                headers,
+                body,
+            },
+            None,
+        )
+    }
+
+    /// Say in the log why a request is sent again.
+    fn say_retry(&self, call: &Call, wait: Duration, why: &Retry) {
+        match why {
+            Retry::Refused { cause } => {
+                log::debug!("{call}: {cause}; retrying in {:.1}s", wait.as_secs_f64());
+            }
+            Retry::Silent { quiet } => log::info!(
+                "waiting for the API at {}: no answer for {:.0}s ({call}); trying again",
+                self.host(),
+                quiet.as_secs_f64()
+            ),
+            Retry::Failed { last, failures } => log::debug!(
+                "{call}: {last}; retrying in {:.1}s ({failures}/{})",
+                wait.as_secs_f64(),
+                self.backoff.max_retries
+            ),
+        }
+    }
+
+    /// The API host as the unreachable message names it: the base URL without its path or
+    /// query (never a path or a key).
+    fn unreachable_host(&self) -> String {
         let mut host = self.base.clone();
         host.set_path("");
         host.set_query(None);
-        ApiError::Unreachable(format!(
-            "cannot reach the API at {}: {cause}. Check --base-url, the network and any proxy",
-            host.as_str().trim_end_matches('/')
-        ))
+        host.as_str().trim_end_matches('/').to_string()
     }
 }
 
@@ -585,20 +531,21 @@ async fn read_capped(resp: reqwest::Response) -> Result<Bytes, ReadError> {
     Ok(Bytes::from(buf))
 }
 
-/// A short, printable excerpt of an error body, for messages.
+/// A short, printable excerpt of an error body, for messages: ": excerpt", or nothing.
 pub fn describe_body(body: &[u8]) -> String {
+    crate::error::excerpt(&body_text(body))
+}
+
+/// The first 200 characters of an error body, control characters blanked, trimmed (maybe
+/// empty): what messages quote of it.
+pub fn body_text(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(200)
         .collect();
-    let text = text.trim();
-    if text.is_empty() {
-        String::new()
-    } else {
-        format!(": {text}")
-    }
+    text.trim().to_string()
 }
 
 /// The innermost error of a chain, which names the cause ("Connection refused (os error 111)",
@@ -740,9 +687,10 @@ mod tests {
             .send_in(Method::POST, "files/download", None, Slot::Ordinary)
             .await
             .unwrap_err();
-        let ApiError::Unreachable(msg) = err else {
+        let ApiError::Unreachable(e) = err else {
             panic!("{err:?}")
         };
+        let msg = e.to_string();
         assert!(
             msg.starts_with(&format!(
                 "cannot reach the API at http://127.0.0.1:{port}: no answer"
@@ -770,9 +718,10 @@ mod tests {
             .send_in(Method::POST, "files/download", None, Slot::Ordinary)
             .await
             .unwrap_err();
-        let ApiError::Down(msg) = err else {
+        let ApiError::Down(e) = err else {
             panic!("{err:?}")
         };
+        let msg = e.to_string();
         assert!(msg.contains("reading the response failed"), "{msg}");
         assert!(msg.contains("gave up after 3 attempts"), "{msg}");
         assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);

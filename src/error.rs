@@ -1,5 +1,9 @@
 //! Error types, and the exit codes they map to. Printing them is `commands::fatal`'s job alone.
 
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+
 /// The process exit codes of the CLI contract (`shared/spec/cli.md`), plus 70 for fetchdocs'
 /// own failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,26 +85,270 @@ impl Fatal {
     }
 }
 
-/// Why a single API request failed, after any retries.
+/// An API request as messages name it: its method and path, never its query (which can hold a
+/// cursor) nor its host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub method: Method,
+    pub path: String,
+}
+
+impl std::fmt::Display for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.path)
+    }
+}
+
+/// Why a single API request failed, after any retries. Each variant is what the scheduler acts
+/// on (stop, give up on the files, ask again later, count towards the breaker); what it holds
+/// are the facts, and its message is written here alone.
+///
+/// Clone, because one mint call's error is recorded for each ID of its batch: causes are kept
+/// as text (`cause`: the underlying error's own words, taken once, without its URL) rather
+/// than as the `reqwest::Error`, which is neither `Clone` nor safe to print whole (its URL can
+/// hold a listing's cursor).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// 401/403 from the API host: the run cannot go on.
-    #[error("{0}")]
-    Auth(String),
+    #[error(transparent)]
+    Auth(Credentials),
     /// The API host could not be reached (refused, DNS, timeouts past a bounded time, TLS).
-    #[error("{0}")]
-    Unreachable(String),
+    #[error(transparent)]
+    Unreachable(Unreachable),
     /// The API answered, and the answer is final for these files (400, 404, 409…).
-    #[error("{0}")]
-    Rejected(String),
+    #[error(transparent)]
+    Rejected(Rejected),
     /// No usable answer (garbage, an oversized or unexpected answer): the files may be asked
     /// for again later, a bounded number of times.
-    #[error("{0}")]
-    Request(String),
+    #[error(transparent)]
+    Request(Unusable),
     /// Failures through every retry (5xx, 429s, timeouts, cut answers): the API itself is in
     /// trouble. Asked again later too, but several in a row trip the breaker.
-    #[error("{0}")]
-    Down(String),
+    #[error(transparent)]
+    Down(Down),
+}
+
+/// The API refused the credentials (`status`: 401 or 403).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Credentials {
+    /// `said`: the vendor's reason after its status ("HTTP 401: API key expired (…)").
+    #[error(
+        "the Veridox API refused the API key ({said}). Put a valid key in FETCHDOCS_API_KEY or \
+         the file given to --api-key-file"
+    )]
+    Veridox { status: StatusCode, said: String },
+    #[error(
+        "the Keelvar API refused the credentials: {}. Put a valid, unexpired key in \
+         FETCHDOCS_API_KEY or the file given to --api-key-file",
+        keelvar_refusal(*status)
+    )]
+    Keelvar { status: StatusCode },
+}
+
+fn keelvar_refusal(status: StatusCode) -> &'static str {
+    if status == StatusCode::UNAUTHORIZED {
+        "no API key reached it (HTTP 401)"
+    } else {
+        "it does not accept this API key (HTTP 403)"
+    }
+}
+
+/// The API host (`scheme://host:port`, never a path) could not be reached, and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot reach the API at {host}: {why}. Check --base-url, the network and any proxy")]
+pub struct Unreachable {
+    pub host: String,
+    pub why: NoAnswer,
+}
+
+/// How the API host failed to answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NoAnswer {
+    /// TLS failed (a refused certificate, a host that does not speak TLS): never retried.
+    #[error("TLS failed: {cause}")]
+    Tls { cause: String },
+    /// The connection was refused (or the name not found…) through every attempt `within` the
+    /// unreachable window.
+    #[error("{cause} ({attempts} attempts in {:.0}s)", within.as_secs_f64())]
+    Refused {
+        cause: String,
+        attempts: u32,
+        within: Duration,
+    },
+    /// Attempts that got nothing at all, not even a header, for `quiet`.
+    #[error(
+        "no answer for {:.0}s ({attempts} attempt{} timed out with no response)",
+        quiet.as_secs_f64(),
+        if *attempts == 1 { "" } else { "s" }
+    )]
+    Silent { quiet: Duration, attempts: u32 },
+}
+
+/// The API's answer is final for the files asked for.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Rejected {
+    #[error(
+        "the Veridox API answered with a redirect (HTTP {}); fetchdocs does not follow API \
+         redirects with your key. Check --base-url",
+        status.as_u16()
+    )]
+    Redirect { status: StatusCode },
+    /// `said`: the vendor's reason after its status.
+    #[error("the Veridox API refused the request: {said}")]
+    VeridoxRefused { status: StatusCode, said: String },
+    #[error("the Veridox listing at offset {offset} was refused: {said}")]
+    ListingRefused {
+        offset: u64,
+        status: StatusCode,
+        said: String,
+    },
+    /// `said`: the field errors of a 400, or the status and an excerpt of the body.
+    #[error("the Keelvar API refused the job: {said}")]
+    JobRefused { status: StatusCode, said: String },
+    #[error(
+        "the Keelvar job {job} did not complete within {}s (--job-timeout)",
+        limit.as_secs()
+    )]
+    JobTimeout { job: String, limit: Duration },
+    #[error("the Keelvar job failed {times} times (last: {last})")]
+    JobFailed { times: u32, last: String },
+    #[error("the Keelvar feed answered HTTP {}{}", status.as_u16(), excerpt(body))]
+    FeedRefused { status: StatusCode, body: String },
+    /// A listing of another vendor's (a bug: the command line checks it).
+    #[error("internal error: {vendor} has no listing named {listing}")]
+    WrongListing {
+        vendor: &'static str,
+        listing: String,
+    },
+}
+
+/// An answer that could not be used (`cause`: the parser's words).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unusable {
+    /// A link to another host: the key goes to the API host only.
+    #[error("refused to send the API key to {origin}, which is not the API host")]
+    NotApiHost { origin: String },
+    #[error(
+        "{call}: the API sent a response larger than {} MiB",
+        limit / (1024 * 1024)
+    )]
+    TooLarge { call: Call, limit: usize },
+    #[error("{call}: reading the response failed: {cause}")]
+    Body { call: Call, cause: String },
+    /// The request failed in a way a retry cannot mend (a bad URL, a redirect loop…).
+    #[error("{call}: {cause}")]
+    Send { call: Call, cause: String },
+    #[error("the Veridox API sent a response fetchdocs cannot read ({cause})")]
+    Mint { cause: String },
+    #[error("the Veridox listing at offset {offset} is unreadable ({cause})")]
+    Listing { offset: u64, cause: String },
+    #[error("the Keelvar feed page is unreadable ({cause})")]
+    Feed { cause: String },
+    #[error("the Keelvar API answered the job submission with something unreadable ({cause})")]
+    Submission { cause: String },
+    #[error("the Keelvar API answered the job submission without a usable job id")]
+    NoJobId,
+    #[error("polling Keelvar job {job}: HTTP {status}{}", excerpt(body))]
+    PollStatus {
+        job: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error("polling Keelvar job {job}: unreadable answer ({cause})")]
+    Poll { job: String, cause: String },
+    #[error("the completed Keelvar job {job} has an unreadable detail ({cause})")]
+    Detail { job: String, cause: String },
+}
+
+/// The API kept failing through every retry.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Down {
+    #[error("{call}: {last} (gave up after {attempts} attempts)")]
+    GaveUp {
+        call: Call,
+        last: Failure,
+        attempts: u32,
+    },
+    /// Throttled (HTTP 429) `waits` times, `waited` in all.
+    #[error(
+        "{call}: still rate-limited (HTTP 429) after {waits} waits ({}s); lower \
+         --requests-per-minute",
+        waited.as_secs()
+    )]
+    Throttled {
+        call: Call,
+        waits: u32,
+        waited: Duration,
+    },
+}
+
+/// One failed attempt that is worth another.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Failure {
+    /// A status that says "later" (`body`: an excerpt of what came with it, the key taken out),
+    /// and the wait the server asked for.
+    #[error("HTTP {status}{}", excerpt(body))]
+    Status {
+        status: StatusCode,
+        body: String,
+        retry_after: Option<Duration>,
+    },
+    /// The answer's body was cut or stalled.
+    #[error("reading the response failed: {cause}")]
+    Body { cause: String },
+    /// The request failed on its way (reset, cut, timed out once an answer had come…).
+    #[error("{cause}")]
+    Send { cause: String },
+}
+
+/// ": excerpt", or nothing for an empty one: how a body follows its status in messages.
+pub fn excerpt(body: &str) -> String {
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!(": {body}")
+    }
+}
+
+/// Errors as the API layer makes them, for other modules' tests.
+#[cfg(test)]
+pub mod samples {
+    use super::*;
+
+    /// A mint call that got 503s through all its retries.
+    pub fn down_503() -> ApiError {
+        ApiError::Down(Down::GaveUp {
+            call: Call {
+                method: Method::POST,
+                path: "/files/download".into(),
+            },
+            last: Failure::Status {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                body: String::new(),
+                retry_after: None,
+            },
+            attempts: 6,
+        })
+    }
+
+    /// An API host that refuses connections.
+    pub fn unreachable() -> ApiError {
+        ApiError::Unreachable(Unreachable {
+            host: "http://127.0.0.1:9".into(),
+            why: NoAnswer::Refused {
+                cause: "Connection refused (os error 111)".into(),
+                attempts: 6,
+                within: Duration::from_secs(4),
+            },
+        })
+    }
+
+    /// A key the API refuses.
+    pub fn auth() -> ApiError {
+        ApiError::Auth(Credentials::Keelvar {
+            status: StatusCode::FORBIDDEN,
+        })
+    }
 }
 
 #[cfg(test)]

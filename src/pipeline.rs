@@ -1098,13 +1098,15 @@ pub async fn walk<P: Provider>(
                     }
                 }
             }
-            Err(ListError::Api(ApiError::Auth(msg))) => {
-                walk.auth = Some(msg);
+            Err(ListError::Api(ApiError::Auth(e))) => {
+                walk.auth = Some(e.to_string());
                 break;
             }
             Err(e) => {
                 let (reason, detail) = match e {
-                    ListError::Api(ApiError::Unreachable(msg)) => (StopReason::Unreachable, msg),
+                    ListError::Api(ApiError::Unreachable(e)) => {
+                        (StopReason::Unreachable, e.to_string())
+                    }
                     ListError::Api(e) => (StopReason::PageFailed, e.to_string()),
                     ListError::NotFound(msg) => (StopReason::NotFound, msg),
                 };

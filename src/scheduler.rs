@@ -712,8 +712,9 @@ impl Scheduler {
         self.mint_latency = Some(self.mint_latency.map_or(took, |avg| (avg * 3 + took) / 4));
         self.healthy = matches!(result, Ok(_) | Err(ApiError::Rejected(_)));
         match result {
-            Err(ApiError::Auth(msg)) => actions.push(Action::Stop(Stop::Credentials(msg))),
-            Err(ApiError::Unreachable(msg)) => {
+            Err(ApiError::Auth(e)) => actions.push(Action::Stop(Stop::Credentials(e.to_string()))),
+            Err(ApiError::Unreachable(e)) => {
+                let msg = e.to_string();
                 // Nothing more can be minted; what is in hand still downloads.
                 let first = self.abandoned.is_none();
                 self.abandon(&format!("not attempted: {msg}"), &mut actions);
@@ -724,7 +725,8 @@ impl Scheduler {
                     actions.push(Action::Stop(Stop::Unreachable(msg)));
                 }
             }
-            Err(ApiError::Rejected(msg)) => {
+            Err(ApiError::Rejected(e)) => {
+                let msg = e.to_string();
                 self.failing_calls = 0;
                 for item in items {
                     actions.push(Action::Fail {
@@ -733,13 +735,15 @@ impl Scheduler {
                     });
                 }
             }
-            Err(ApiError::Request(msg)) => {
+            Err(ApiError::Request(e)) => {
+                let msg = e.to_string();
                 log::warn!("{msg}");
                 for item in items {
                     self.retry_mint(item, &msg, &mut actions);
                 }
             }
-            Err(ApiError::Down(msg)) => {
+            Err(ApiError::Down(e)) => {
+                let msg = e.to_string();
                 log::warn!("{msg}");
                 self.failing_calls += 1;
                 if self.failing_calls >= BREAKER_AFTER {
@@ -1206,7 +1210,7 @@ mod tests {
         let failed = calls.pop().unwrap();
         s.minted(
             failed,
-            Err(ApiError::Down("HTTP 503".into())),
+            Err(crate::error::samples::down_503()),
             Duration::ZERO,
             now,
         );
@@ -1494,7 +1498,7 @@ mod tests {
         for _ in 0..BREAKER_AFTER {
             let now = Instant::now();
             let batch = take_mint(s.next(now, Duration::ZERO).0);
-            let result = Err(ApiError::Down("HTTP 503 (gave up after 6 attempts)".into()));
+            let result = Err(crate::error::samples::down_503());
             for a in s.minted(batch, result, Duration::ZERO, Instant::now()) {
                 if let Action::Fail { item, reason } | Action::NotAttempted { item, reason } = a {
                     failed.push((item.id, reason));
@@ -1529,7 +1533,7 @@ mod tests {
             .collect();
         let actions = s.minted(
             second,
-            Err(ApiError::Unreachable("cannot reach the API".into())),
+            Err(crate::error::samples::unreachable()),
             Duration::ZERO,
             now,
         );
@@ -1636,11 +1640,12 @@ mod tests {
         let batch = take_mint(s.next(now, Duration::ZERO).0);
         let actions = s.minted(
             batch,
-            Err(ApiError::Auth("bad key".into())),
+            Err(crate::error::samples::auth()),
             Duration::ZERO,
             Instant::now(),
         );
-        assert!(matches!(&actions[..], [Action::Stop(Stop::Credentials(m))] if m == "bad key"));
+        let bad_key = crate::error::samples::auth().to_string();
+        assert!(matches!(&actions[..], [Action::Stop(Stop::Credentials(m))] if *m == bad_key));
 
         let mut s = Scheduler::new(VERIDOX, items(1));
         let ready = mint_and_start(&mut s, now).pop().expect("started");

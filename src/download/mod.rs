@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn a_transient_failure_that_brings_nothing_new_waits_until_the_backoff_gives_up() {
-        let backoff = Backoff::default();
+        let backoff = Backoff::PRODUCTION;
         let mut tries = Tries::default();
         let mut waits = 0;
         loop {
@@ -386,7 +386,7 @@ mod tests {
 
     #[test]
     fn attempts_that_bring_new_bytes_never_use_up_the_retries() {
-        let backoff = Backoff::default();
+        let backoff = Backoff::PRODUCTION;
         let mut tries = Tries::default();
         // A hundred cuts, each resumed further: never given up, each wait the first step.
         for n in 1..=100u64 {
@@ -427,7 +427,7 @@ mod tests {
 
     #[test]
     fn other_failures_end_at_once() {
-        let backoff = Backoff::default();
+        let backoff = Backoff::PRODUCTION;
         for (e, want) in [
             (AttemptError::Final("no".into()), "Failed"),
             (AttemptError::OutOfTime("late".into()), "Failed"),

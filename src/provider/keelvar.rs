@@ -14,8 +14,8 @@ use super::{
     ListError, MintOutcome, Provider, RawFile, Vendor, listing_not_found, reason_text, reconcile,
     wrong_listing,
 };
-use crate::api::{ApiClient, ApiResponse, AuthStyle, Slot, describe_body, origin_of};
-use crate::error::ApiError;
+use crate::api::{ApiClient, ApiResponse, AuthStyle, Slot, body_text, describe_body, origin_of};
+use crate::error::{ApiError, Credentials, Rejected, Unusable};
 use crate::ids::IdRule;
 use crate::listing::{Cursor, Found, Listed, Source, body_next, collect_file_uuids, next_link};
 use crate::ratelimit::{Need, Reservation};
@@ -255,6 +255,13 @@ pub enum JobState {
     Unknown(String),
 }
 
+impl JobState {
+    /// Still going, as far as fetchdocs can tell.
+    fn is_unfinished(&self) -> bool {
+        matches!(self, JobState::Running | JobState::Unknown(_))
+    }
+}
+
 /// `COMPLETED` is success; `FAILED` and other clearly terminal words are failure; the
 /// documented and usual in-progress words (or no status) are running; anything else is unknown.
 pub fn job_state(status: Option<&str>) -> JobState {
@@ -301,15 +308,9 @@ pub fn describe_400(body: &[u8]) -> String {
 }
 
 fn auth_error(resp: &ApiResponse) -> ApiError {
-    let why = if resp.status == StatusCode::UNAUTHORIZED {
-        "no API key reached it (HTTP 401)"
-    } else {
-        "it does not accept this API key (HTTP 403)"
-    };
-    ApiError::Auth(format!(
-        "the Keelvar API refused the credentials: {why}. Put a valid, unexpired key in \
-         FETCHDOCS_API_KEY or the file given to --api-key-file"
-    ))
+    ApiError::Auth(Credentials::Keelvar {
+        status: resp.status,
+    })
 }
 
 fn job_id(v: &Value) -> Option<String> {
@@ -425,24 +426,16 @@ impl Keelvar {
         match resp.status {
             s if s.is_success() => {}
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err(auth_error(&resp)),
-            StatusCode::BAD_REQUEST => {
-                return Err(ApiError::Rejected(format!(
-                    "the Keelvar API refused the job: {}",
-                    describe_400(&resp.body)
-                )));
-            }
-            s => {
-                return Err(ApiError::Rejected(format!(
-                    "the Keelvar API refused the job: HTTP {s}{}",
-                    describe_body(&resp.body)
-                )));
+            status => {
+                let said = match status {
+                    StatusCode::BAD_REQUEST => describe_400(&resp.body),
+                    _ => format!("HTTP {status}{}", describe_body(&resp.body)),
+                };
+                return Err(ApiError::Rejected(Rejected::JobRefused { status, said }));
             }
         }
-        let job = decode_job(&resp.body).map_err(|e| {
-            ApiError::Request(format!(
-                "the Keelvar API answered the job submission with something unreadable ({e})"
-            ))
-        })?;
+        let job = decode_job(&resp.body)
+            .map_err(|cause| ApiError::Request(Unusable::Submission { cause }))?;
         // The documented `id`, else `job_id`, else the job's address in `Location`.
         let from_location = || {
             let location = resp.headers.get(reqwest::header::LOCATION)?.to_str().ok()?;
@@ -451,15 +444,16 @@ impl Keelvar {
                 path.trim_end_matches('/').rsplit('/').next()?.into(),
             ))
         };
-        let id = job.id.clone().or_else(from_location).ok_or_else(|| {
-            ApiError::Request(
-                "the Keelvar API answered the job submission without a usable job id".into(),
-            )
-        })?;
+        let id = job
+            .id
+            .clone()
+            .or_else(from_location)
+            .ok_or(ApiError::Request(Unusable::NoJobId))?;
         Ok((id, job))
     }
 
-    /// Poll until the job ends or the deadline passes.
+    /// Poll until the job ends or the deadline passes. What each poll's answer means is
+    /// [`read_poll`]'s to say; here the polls are only sent and their answers acted on.
     async fn wait(
         &self,
         id: &str,
@@ -479,100 +473,178 @@ impl Keelvar {
         // that long; without it, this job's polls probe (its own polls teach the next jobs).
         let learned = lock(&self.job_clock).first_wait();
         loop {
-            match job.state {
-                JobState::Completed => {
-                    return Ok(JobEnd::Completed(
-                        job.detail,
-                        last_unfinished,
-                        Instant::now(),
-                    ));
-                }
-                JobState::Failed(status) => {
-                    let why = failure_reason(job.detail.as_ref());
-                    return Ok(JobEnd::Failed(format!("job {id} ended {status}{why}")));
-                }
-                JobState::Running => {}
-                JobState::Unknown(word) => {
-                    if lock(&self.unknown_statuses).insert(word.clone()) {
-                        log::warn!(
-                            "Keelvar job {id} reports the status {word:?}, which the Keelvar \
-                             documentation does not list; polling it as still running, until \
-                             it completes or --job-timeout"
-                        );
-                    }
-                }
+            if let Some(end) = self.ended(id, job, last_unfinished) {
+                return Ok(end);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(ApiError::Rejected(format!(
-                    "the Keelvar job {id} did not complete within {}s (--job-timeout)",
-                    self.job_timeout.as_secs()
-                )));
-            }
-            // The last poll lands on the deadline itself, not short of it.
-            let wait = self.poll.delay(n, learned).min(deadline - now);
+            let wait = self.poll.delay(n, learned);
             n += 1;
-            tokio::time::sleep(wait).await;
-            let sent = Instant::now();
-            // --job-timeout holds also while polls wait out 429s.
-            // The poll uses the slot promised to this job (see `mint`): it never waits for the
-            // minute's window to roll over while the job's URLs age.
-            let Ok(resp) = tokio::time::timeout_at(
-                deadline,
-                self.api
-                    .send_in(Method::GET, &path, None, Slot::Poll(slots)),
-            )
-            .await
-            else {
-                return Err(ApiError::Rejected(format!(
-                    "the Keelvar job {id} did not complete within {}s (--job-timeout)",
-                    self.job_timeout.as_secs()
-                )));
-            };
-            let resp = resp?;
-            match resp.status {
-                s if s.is_success() => {}
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err(auth_error(&resp)),
-                StatusCode::NOT_FOUND | StatusCode::GONE => {
-                    return Ok(JobEnd::Failed(format!(
-                        "job {id} vanished (HTTP {})",
-                        resp.status.as_u16()
-                    )));
+            let (resp, sent) = self.poll_once(id, &path, wait, deadline, slots).await?;
+            job = match read_poll(id, &resp, &mut bad_polls) {
+                Poll::Job(next) if next.state.is_unfinished() => {
+                    last_unfinished = sent;
+                    next
                 }
-                s => {
-                    return Err(ApiError::Request(format!(
-                        "polling Keelvar job {id}: HTTP {s}{}",
-                        describe_body(&resp.body)
-                    )));
+                Poll::Job(next) => {
+                    // Its answer's arrival: the poll itself may have waited for its slot.
+                    let found = Instant::now().saturating_duration_since(submitted);
+                    lock(&self.job_clock).job_ended(learned, n, found);
+                    next
                 }
-            }
-            let next = match decode_job(&resp.body) {
-                Ok(j) => j,
-                Err(e) => {
-                    // One garbled answer does not lose the job: poll it again, a few times.
-                    bad_polls += 1;
-                    let msg = format!("polling Keelvar job {id}: unreadable answer ({e})");
-                    if bad_polls >= MAX_BAD_POLLS {
-                        return Err(ApiError::Request(msg));
-                    }
-                    log::debug!("{msg}; polling again");
-                    job = JobAnswer {
+                Poll::Again(why) => {
+                    log::debug!("{why}; polling again");
+                    JobAnswer {
                         id: None,
                         state: JobState::Running,
                         detail: None,
-                    };
-                    continue;
+                    }
                 }
+                Poll::Vanished(why) => return Ok(JobEnd::Failed(why)),
+                Poll::Fail(e) => return Err(e),
             };
-            bad_polls = 0;
-            if matches!(next.state, JobState::Running | JobState::Unknown(_)) {
-                last_unfinished = sent;
-            } else {
-                // Its answer's arrival: the poll itself may have waited for its slot.
-                let found = Instant::now().saturating_duration_since(submitted);
-                lock(&self.job_clock).job_ended(learned, n, found);
+        }
+    }
+
+    /// How the job ended, or `None` while it runs (a status the documentation does not list
+    /// is taken as running, and said once for the run). `last_unfinished`: the last moment it
+    /// was seen unfinished.
+    fn ended(&self, id: &str, job: JobAnswer, last_unfinished: Instant) -> Option<JobEnd> {
+        match job.state {
+            JobState::Completed => Some(JobEnd::Completed(
+                job.detail,
+                last_unfinished,
+                Instant::now(),
+            )),
+            JobState::Failed(status) => {
+                let why = failure_reason(job.detail.as_ref());
+                Some(JobEnd::Failed(format!("job {id} ended {status}{why}")))
             }
-            job = next;
+            JobState::Running => None,
+            JobState::Unknown(word) => {
+                if lock(&self.unknown_statuses).insert(word.clone()) {
+                    log::warn!(
+                        "Keelvar job {id} reports the status {word:?}, which the Keelvar \
+                         documentation does not list; polling it as still running, until it \
+                         completes or --job-timeout"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Wait `wait` (the last poll lands on the deadline itself, not short of it), then poll
+    /// once; the answer and when the poll was sent. `--job-timeout` holds also while the poll
+    /// waits out 429s.
+    async fn poll_once(
+        &self,
+        id: &str,
+        path: &str,
+        wait: Duration,
+        deadline: Instant,
+        slots: &Reservation,
+    ) -> Result<(ApiResponse, Instant), ApiError> {
+        let timed_out = || {
+            ApiError::Rejected(Rejected::JobTimeout {
+                job: id.to_string(),
+                limit: self.job_timeout,
+            })
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(timed_out());
+        }
+        tokio::time::sleep(wait.min(deadline - now)).await;
+        let sent = Instant::now();
+        // The poll uses the slot promised to this job (see `mint`): it never waits for the
+        // minute's window to roll over while the job's URLs age.
+        let poll = self.api.send_in(Method::GET, path, None, Slot::Poll(slots));
+        match tokio::time::timeout_at(deadline, poll).await {
+            Ok(resp) => Ok((resp?, sent)),
+            Err(_) => Err(timed_out()),
+        }
+    }
+}
+
+/// What one poll's answer means for the job `id`.
+#[derive(Debug)]
+enum Poll {
+    /// The job as the answer describes it.
+    Job(JobAnswer),
+    /// An unreadable answer: one garbled answer does not lose the job, it is polled again.
+    Again(Unusable),
+    /// The job is gone (404, 410): it ended without its files.
+    Vanished(String),
+    /// The poll cannot go on.
+    Fail(ApiError),
+}
+
+/// Read a poll's answer; `bad_polls`: unreadable answers in a row so far (a job is given up
+/// after [`MAX_BAD_POLLS`] of them).
+fn read_poll(id: &str, resp: &ApiResponse, bad_polls: &mut u32) -> Poll {
+    match resp.status {
+        s if s.is_success() => {}
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Poll::Fail(auth_error(resp)),
+        StatusCode::NOT_FOUND | StatusCode::GONE => {
+            return Poll::Vanished(format!("job {id} vanished (HTTP {})", resp.status.as_u16()));
+        }
+        status => {
+            return Poll::Fail(ApiError::Request(Unusable::PollStatus {
+                job: id.to_string(),
+                status,
+                body: body_text(&resp.body),
+            }));
+        }
+    }
+    match decode_job(&resp.body) {
+        Ok(job) => {
+            *bad_polls = 0;
+            Poll::Job(job)
+        }
+        Err(cause) => {
+            *bad_polls += 1;
+            let why = Unusable::Poll {
+                job: id.to_string(),
+                cause,
+            };
+            match *bad_polls >= MAX_BAD_POLLS {
+                true => Poll::Fail(ApiError::Request(why)),
+                false => Poll::Again(why),
+            }
+        }
+    }
+}
+
+impl Keelvar {
+    /// The page after the feed page at `url`: wherever the feed says it, the `Link` header,
+    /// else the body's link (`in_body`: JSON:API `links.next`, or a top-level `next`), resolved
+    /// against `url`. `(next, None)`, or `(None, why the walk stops there)`.
+    fn next_page(
+        &self,
+        headers: &reqwest::header::HeaderMap,
+        url: &reqwest::Url,
+        in_body: Option<Result<String, String>>,
+    ) -> (Option<Cursor>, Option<String>) {
+        let next = next_link(headers, url).or_else(|| {
+            in_body.map(|target| {
+                target.and_then(|t| {
+                    url.join(&t)
+                        .map_err(|e| format!("the next page's link is not a URL ({e})"))
+                })
+            })
+        });
+        match next {
+            None => (None, None),
+            Some(Err(e)) => (None, Some(e)),
+            // The key goes to the API host only: a link elsewhere is not followed.
+            Some(Ok(next)) if !self.api.is_api_origin(&next) => (
+                None,
+                Some(format!(
+                    "the next page's link leads to {}, not the API host; not followed (the API \
+                     key goes to the API host only)",
+                    origin_of(&next)
+                )),
+            ),
+            Some(Ok(next)) => (Some(Cursor::Url(next)), None),
         }
     }
 }
@@ -610,41 +682,17 @@ impl Provider for Keelvar {
                 return Err(auth_error(&resp).into());
             }
             StatusCode::NOT_FOUND => return Err(listing_not_found("Keelvar", &url, &resp.body)),
-            s => {
-                return Err(ApiError::Rejected(format!(
-                    "the Keelvar feed answered HTTP {}{}",
-                    s.as_u16(),
-                    describe_body(&resp.body)
-                ))
+            status => {
+                return Err(ApiError::Rejected(Rejected::FeedRefused {
+                    status,
+                    body: body_text(&resp.body),
+                })
                 .into());
             }
         }
-        let page = decode_feed(&resp.body)
-            .map_err(|e| ApiError::Request(format!("the Keelvar feed page is unreadable ({e})")))?;
-        // The next page wherever the feed says it: the `Link` header, else the body (JSON:API
-        // `links.next`, or a top-level `next`), resolved against this page's URL.
-        let next = next_link(&resp.headers, &url).or_else(|| {
-            page.next.map(|target| {
-                target.and_then(|t| {
-                    url.join(&t)
-                        .map_err(|e| format!("the next page's link is not a URL ({e})"))
-                })
-            })
-        });
-        let (next, stop) = match next {
-            None => (None, None),
-            Some(Err(e)) => (None, Some(e)),
-            // The key goes to the API host only: a link elsewhere is not followed.
-            Some(Ok(next)) if !self.api.is_api_origin(&next) => (
-                None,
-                Some(format!(
-                    "the next page's link leads to {}, not the API host; not followed (the API \
-                     key goes to the API host only)",
-                    origin_of(&next)
-                )),
-            ),
-            Some(Ok(next)) => (Some(Cursor::Url(next)), None),
-        };
+        let mut page =
+            decode_feed(&resp.body).map_err(|cause| ApiError::Request(Unusable::Feed { cause }))?;
+        let (next, stop) = self.next_page(&resp.headers, &url, page.next.take());
         Ok(Listed {
             entries: page.ids.len() + page.bad,
             found: page
@@ -676,11 +724,8 @@ impl Provider for Keelvar {
             match self.wait(&id, job, submitted, deadline, &slots).await? {
                 JobEnd::Completed(detail, issued, found) => {
                     let expires = found + self.url_lifetime;
-                    return decode_completed(&ids, detail, issued, expires).map_err(|e| {
-                        ApiError::Request(format!(
-                            "the completed Keelvar job {id} has an unreadable detail ({e})"
-                        ))
-                    });
+                    return decode_completed(&ids, detail, issued, expires)
+                        .map_err(|cause| ApiError::Request(Unusable::Detail { job: id, cause }));
                 }
                 JobEnd::Failed(why) => {
                     log::debug!(
@@ -695,9 +740,10 @@ impl Provider for Keelvar {
                 }
             }
         }
-        Err(ApiError::Rejected(format!(
-            "the Keelvar job failed {MAX_SUBMISSIONS} times (last: {last_failure})"
-        )))
+        Err(ApiError::Rejected(Rejected::JobFailed {
+            times: MAX_SUBMISSIONS,
+            last: last_failure,
+        }))
     }
 }
 
@@ -875,6 +921,88 @@ mod tests {
         );
         assert_eq!(read(r#"{"id": "j1", "job_id": "j2"}"#), Some("j1".into()));
         assert_eq!(read(r#"{"status": "PENDING"}"#), None);
+    }
+
+    fn poll_answer(status: u16, body: &str) -> ApiResponse {
+        ApiResponse {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: Default::default(),
+            body: bytes::Bytes::from(body.to_string()),
+        }
+    }
+
+    #[test]
+    fn a_poll_answer_is_the_job_or_says_why_not() {
+        let mut bad = 0;
+        let read = |status, body, bad: &mut u32| read_poll("j1", &poll_answer(status, body), bad);
+        let running = read(200, r#"{"id": "j1", "status": "RUNNING"}"#, &mut bad);
+        assert!(
+            matches!(&running, Poll::Job(j) if j.state == JobState::Running),
+            "{running:?}"
+        );
+        let done = read(
+            200,
+            r#"{"status": "COMPLETED", "detail": {"data": []}}"#,
+            &mut bad,
+        );
+        assert!(
+            matches!(&done, Poll::Job(j) if j.state == JobState::Completed && j.detail.is_some()),
+            "{done:?}"
+        );
+        for status in [404, 410] {
+            let Poll::Vanished(why) = read(status, "", &mut bad) else {
+                panic!("{status}")
+            };
+            assert_eq!(why, format!("job j1 vanished (HTTP {status})"));
+        }
+        for status in [401, 403] {
+            let answer = read(status, "", &mut bad);
+            assert!(
+                matches!(
+                    &answer,
+                    Poll::Fail(ApiError::Auth(Credentials::Keelvar { .. }))
+                ),
+                "{answer:?}"
+            );
+        }
+        let Poll::Fail(e) = read(400, "nope", &mut bad) else {
+            panic!("a 400 is final")
+        };
+        assert_eq!(
+            e.to_string(),
+            "polling Keelvar job j1: HTTP 400 Bad Request: nope"
+        );
+    }
+
+    #[test]
+    fn unreadable_poll_answers_are_polled_again_a_few_times_in_a_row() {
+        let mut bad = 0;
+        let garbled = poll_answer(200, "<html>");
+        for _ in 1..MAX_BAD_POLLS {
+            let Poll::Again(why) = read_poll("j1", &garbled, &mut bad) else {
+                panic!("polled again")
+            };
+            assert!(
+                why.to_string()
+                    .starts_with("polling Keelvar job j1: unreadable answer ("),
+                "{why}"
+            );
+        }
+        // A readable answer in between starts the count over.
+        let fine = poll_answer(200, r#"{"status": "RUNNING"}"#);
+        assert!(matches!(read_poll("j1", &fine, &mut bad), Poll::Job(_)));
+        assert_eq!(bad, 0);
+        for _ in 1..MAX_BAD_POLLS {
+            assert!(matches!(
+                read_poll("j1", &garbled, &mut bad),
+                Poll::Again(_)
+            ));
+        }
+        let last = read_poll("j1", &garbled, &mut bad);
+        assert!(
+            matches!(&last, Poll::Fail(ApiError::Request(Unusable::Poll { .. }))),
+            "{last:?}"
+        );
     }
 
     #[test]

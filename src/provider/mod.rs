@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::api::{ApiClient, AuthStyle, is_loopback};
-use crate::error::ApiError;
+use crate::error::{ApiError, Rejected};
 use crate::ids::IdRule;
 use crate::listing::{Cursor, Listed, Source};
 use crate::ratelimit::{Need, Reservation};
@@ -256,10 +256,10 @@ impl ProviderKind {
 
 /// A listing of another vendor's (a bug: the command line checks it).
 pub fn wrong_listing(vendor: &Vendor, source: Source) -> ApiError {
-    ApiError::Rejected(format!(
-        "internal error: {} has no listing named {source}",
-        vendor.name
-    ))
+    ApiError::Rejected(Rejected::WrongListing {
+        vendor: vendor.name,
+        listing: source.to_string(),
+    })
 }
 
 /// A file entry as a vendor described it, before checking.

@@ -12,7 +12,7 @@ use super::{
     wrong_listing,
 };
 use crate::api::{ApiClient, ApiResponse, AuthStyle, Slot, describe_body};
-use crate::error::ApiError;
+use crate::error::{ApiError, Credentials, Rejected, Unusable};
 use crate::ids::IdRule;
 use crate::listing::{Cursor, Found, Listed, Source};
 use crate::ratelimit::{Need, Reservation};
@@ -82,11 +82,10 @@ struct ErrorBody {
 
 /// The API refused the key: what it said, and what to do.
 fn auth_error(resp: &ApiResponse) -> ApiError {
-    ApiError::Auth(format!(
-        "the Veridox API refused the API key ({}). Put a valid key in FETCHDOCS_API_KEY or \
-         the file given to --api-key-file",
-        vendor_message(resp),
-    ))
+    ApiError::Auth(Credentials::Veridox {
+        status: resp.status,
+        said: vendor_message(resp),
+    })
 }
 
 /// The vendor's error body in words, after its status: "HTTP 401: API key expired
@@ -141,18 +140,14 @@ impl Provider for Veridox {
         match resp.status {
             s if s.is_success() => {}
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Err(auth_error(&resp)),
-            s if s.is_redirection() => {
-                return Err(ApiError::Rejected(format!(
-                    "the Veridox API answered with a redirect (HTTP {}); fetchdocs does not follow \
-                     API redirects with your key. Check --base-url",
-                    s.as_u16()
-                )));
+            status if status.is_redirection() => {
+                return Err(ApiError::Rejected(Rejected::Redirect { status }));
             }
-            _ => {
-                return Err(ApiError::Rejected(format!(
-                    "the Veridox API refused the request: {}",
-                    vendor_message(&resp)
-                )));
+            status => {
+                return Err(ApiError::Rejected(Rejected::VeridoxRefused {
+                    status,
+                    said: vendor_message(&resp),
+                }));
             }
         }
         let server_now = resp
@@ -186,19 +181,17 @@ impl Provider for Veridox {
                 return Err(auth_error(&resp).into());
             }
             StatusCode::NOT_FOUND => return Err(listing_not_found("Veridox", &url, &resp.body)),
-            _ => {
-                return Err(ApiError::Rejected(format!(
-                    "the Veridox listing at offset {offset} was refused: {}",
-                    vendor_message(&resp)
-                ))
+            status => {
+                return Err(ApiError::Rejected(Rejected::ListingRefused {
+                    offset,
+                    status,
+                    said: vendor_message(&resp),
+                })
                 .into());
             }
         }
-        let page = decode_listing(&resp.body).map_err(|e| {
-            ApiError::Request(format!(
-                "the Veridox listing at offset {offset} is unreadable ({e})"
-            ))
-        })?;
+        let page = decode_listing(&resp.body)
+            .map_err(|cause| ApiError::Request(Unusable::Listing { offset, cause }))?;
         let next_offset = offset + page.entries as u64;
         let last = is_last_page(page_size, offset, page.entries, page.total);
         Ok(Listed {
@@ -278,9 +271,9 @@ pub fn decode(
     received: Instant,
 ) -> Result<MintOutcome, ApiError> {
     let parsed: DownloadResponse = serde_json::from_slice(body).map_err(|e| {
-        ApiError::Request(format!(
-            "the Veridox API sent a response fetchdocs cannot read ({e})"
-        ))
+        ApiError::Request(Unusable::Mint {
+            cause: e.to_string(),
+        })
     })?;
     let lifetime = VENDOR.url_lifetime;
     let files = parsed

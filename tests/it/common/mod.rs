@@ -87,6 +87,7 @@ impl Env {
         c.env("FETCHDOCS_API_KEY", &self.key)
             .env("FETCHDOCS_BASE_URL", &self.sandbox.api_url)
             .env("XDG_CONFIG_HOME", self.path("xdg"))
+            .env(NO_RETRY_DELAY, "1")
             .args(["download", "--provider", self.provider, "-o"])
             .arg(self.out());
         c
@@ -160,6 +161,7 @@ impl Env {
             .env("FETCHDOCS_BASE_URL", &self.sandbox.api_url)
             .env("XDG_CONFIG_HOME", self.path("xdg"))
             .env("FETCHDOCS_OUTPUT_DIR", self.out())
+            .env(NO_RETRY_DELAY, "1")
             .arg("download")
             .arg("--provider")
             .arg(self.provider);
@@ -205,8 +207,17 @@ impl Env {
     }
 }
 
+/// Set for every scenario run: fetchdocs' own backoff waits are zero there (the retries, a
+/// server's `Retry-After` and the bounded windows are unchanged), so that a test of an API that
+/// keeps failing does not pay seconds of production backoff. No scenario's subject is those
+/// waits themselves: the backoff's own tests are unit tests (`retry.rs`, `download/mod.rs`,
+/// on `Backoff::PRODUCTION`), and the `Retry-After` tests measure the server's wait, which
+/// the setting leaves in force.
+pub const NO_RETRY_DELAY: &str = "FETCHDOCS_TEST_NO_RETRY_DELAY";
+
 /// Variables from the caller's environment that must not leak into a test run.
-pub const ENV_VARS: [&str; 29] = [
+pub const ENV_VARS: [&str; 30] = [
+    NO_RETRY_DELAY,
     "FETCHDOCS_REQUESTS_PER_HOUR",
     "FETCHDOCS_TIME_SCALE",
     "FETCHDOCS_PROVIDER",
