@@ -11,9 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::download::{
-    self, AnyDest, AtDest, DownloadPolicy, FileJob, Outcome, Placing, Progress, Whole,
-};
+use crate::download::{self, AnyDest, AtDest, DownloadPolicy, FileJob, Placing};
 use crate::error::{ApiError, Fatal};
 use crate::ids::Shard;
 use crate::lanes::Lanes;
@@ -28,6 +26,7 @@ use crate::provider::{Budget, ListError, MintOutcome, Provider};
 use crate::report::{FileEntry, ListingReport, Recorder, Status, human_bytes};
 use crate::scheduler::{Action, Item, Ready, RunStats, Scheduler, Settings, Stop};
 use crate::state::State;
+use crate::transfer::{Outcome, Progress, Whole};
 
 /// What becomes of the IDs a listing named before its walk stopped, said properly for any count.
 fn found_so_far(ids: usize) -> String {
@@ -86,8 +85,8 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-/// A task's result, handed back to the scheduler.
-pub enum Done {
+/// How a task ended: what it hands back to the scheduler.
+pub enum Ended {
     Mint {
         items: Vec<Item>,
         result: Result<MintOutcome, ApiError>,
@@ -101,7 +100,7 @@ pub enum Done {
         outcome: Outcome,
         placing: Option<Placing>,
     },
-    /// A file handed over is durable under its name (`Outcome::Done`), or could not be put
+    /// A file handed over is durable under its name (`Outcome::Whole`), or could not be put
     /// there.
     Placed {
         item: Item,
@@ -116,10 +115,10 @@ const FEED_PER_TURN: usize = 4096;
 
 /// What is under way: mint calls (and other API work) on this runtime, downloads in lanes.
 struct Running {
-    tasks: JoinSet<Done>,
-    lanes: Lanes<Done>,
+    tasks: JoinSet<Ended>,
+    lanes: Lanes<Ended>,
     /// Files handed to the destination, until each is durable under its name.
-    placing: JoinSet<Done>,
+    placing: JoinSet<Ended>,
 }
 
 impl Running {
@@ -129,7 +128,7 @@ impl Running {
 
     /// The download of `item` ended with `outcome`: what the scheduler makes of it. A file
     /// handed to the destination (`placing`) is not reported complete now: its placement is
-    /// waited for in a task of its own, which ends in [`Done::Placed`].
+    /// waited for in a task of its own, which ends in [`Ended::Placed`].
     fn file_ended(
         &mut self,
         scheduler: &mut Scheduler,
@@ -143,7 +142,7 @@ impl Running {
                 (Action::Complete { item, name, file }, Some(placing)) => {
                     self.placing.spawn(async move {
                         let outcome = download::settle(placing.await, file);
-                        Done::Placed {
+                        Ended::Placed {
                             item,
                             name,
                             outcome,
@@ -161,9 +160,9 @@ impl Running {
 
     /// The next task to end: what it returned, or `None` if it was aborted; an error if it
     /// panicked (a bug).
-    async fn next(&mut self) -> Option<Result<Done, String>> {
-        let joined = |j: Result<Done, tokio::task::JoinError>| match j {
-            Ok(done) => Some(Ok(done)),
+    async fn next(&mut self) -> Option<Result<Ended, String>> {
+        let joined = |j: Result<Ended, tokio::task::JoinError>| match j {
+            Ok(ended) => Some(Ok(ended)),
             Err(e) if e.is_cancelled() => None,
             Err(e) => Some(Err(e.to_string())),
         };
@@ -383,25 +382,25 @@ impl<P: Provider> Pipeline<'_, P> {
             };
             let Some(joined) = joined else { continue };
             let actions = match joined {
-                Ok(Done::Mint {
+                Ok(Ended::Mint {
                     items,
                     result,
                     took,
                 }) => scheduler.minted(items, result, took, Instant::now()),
-                Ok(Done::File {
+                Ok(Ended::File {
                     item,
                     name,
                     outcome,
                     placing,
                 }) => {
-                    if !matches!(outcome, Outcome::Done(_))
+                    if !matches!(outcome, Outcome::Whole(_))
                         && let Some(parts) = &mut self.parts
                     {
                         parts.insert(item.id);
                     }
                     tasks.file_ended(&mut scheduler, (item, name, outcome), placing)
                 }
-                Ok(Done::Placed {
+                Ok(Ended::Placed {
                     item,
                     name,
                     outcome,
@@ -799,7 +798,7 @@ impl<P: Provider> Pipeline<'_, P> {
                         let start = Instant::now();
                         let ids = batch.iter().map(|i| i.id).collect();
                         let result = provider.mint(ids, slots).await;
-                        Done::Mint {
+                        Ended::Mint {
                             items: batch,
                             result,
                             took: start.elapsed(),
@@ -842,10 +841,10 @@ impl<P: Provider> Pipeline<'_, P> {
                 _ = tokio::time::sleep_until(deadline) => break,
             };
             match joined {
-                Some(Ok(Done::File {
+                Some(Ok(Ended::File {
                     item,
                     name,
-                    outcome: outcome @ Outcome::Done(_),
+                    outcome: outcome @ Outcome::Whole(_),
                     placing,
                 })) => {
                     // Only the file's own completion; nothing new is started.
@@ -855,7 +854,7 @@ impl<P: Provider> Pipeline<'_, P> {
                         }
                     }
                 }
-                Some(Ok(Done::Placed {
+                Some(Ok(Ended::Placed {
                     item,
                     name,
                     outcome,
@@ -872,7 +871,7 @@ impl<P: Provider> Pipeline<'_, P> {
     /// placing never waits on the network.
     async fn finish_placing(&mut self, tasks: &mut Running) {
         while let Some(joined) = tasks.placing.join_next().await {
-            if let Ok(Done::Placed {
+            if let Ok(Ended::Placed {
                 item,
                 name,
                 outcome,
@@ -887,7 +886,7 @@ impl<P: Provider> Pipeline<'_, P> {
     /// A disk that refuses data stops the run.
     fn settled(&mut self, item: &Item, name: String, outcome: Outcome) -> Option<Fatal> {
         match outcome {
-            Outcome::Done(file) => self.complete(item, name, file),
+            Outcome::Whole(file) => self.complete(item, name, file),
             Outcome::StorageFailed(reason) => {
                 self.fail(item, reason.clone(), true);
                 return Some(Fatal::Local(format!(
@@ -1018,7 +1017,7 @@ impl<P: Provider> Pipeline<'_, P> {
         let dest = self.dest.clone();
         tasks.lanes.spawn(move |client| async move {
             let (outcome, placing) = download::download(&client, &job, &policy, &*dest).await;
-            Done::File {
+            Ended::File {
                 item,
                 name,
                 outcome,

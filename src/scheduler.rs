@@ -50,9 +50,9 @@ use reqwest::Url;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::download::{Outcome, Progress, Whole};
 use crate::error::ApiError;
 use crate::provider::MintOutcome;
+use crate::transfer::{Outcome, Progress, Whole};
 
 /// Most mint calls under way at once (Keelvar jobs are polled while the next are submitted).
 /// How many actually run is the demand's business: enough to cover the downloads that finish
@@ -489,7 +489,7 @@ impl Scheduler {
                 );
                 continue;
             }
-            let progress = Progress::new();
+            let progress = Progress::new(now);
             self.active.insert(
                 r.item.id,
                 Active {
@@ -824,7 +824,7 @@ impl Scheduler {
         let mut actions = Vec::new();
         let active = self.active.remove(&item.id);
         match outcome {
-            Outcome::Done(file) => {
+            Outcome::Whole(file) => {
                 if let Some(a) = &active {
                     let took = now.saturating_duration_since(a.progress.started);
                     self.avg_duration =
@@ -1266,7 +1266,7 @@ mod tests {
                 s.minted(batch, Ok(out), latency, now);
             }
             for (_, r) in extract(&mut downloads, now) {
-                s.finished(r.item, "x".into(), Outcome::Done(whole(1)), now);
+                s.finished(r.item, "x".into(), Outcome::Whole(whole(1)), now);
             }
             loop {
                 let (actions, _) = s.next(now, Duration::ZERO);
@@ -1332,7 +1332,7 @@ mod tests {
     async fn download_one(s: &mut Scheduler) {
         for r in mint_and_start(s, Instant::now()) {
             tokio::time::advance(Duration::from_millis(10)).await;
-            s.finished(r.item, "x".into(), Outcome::Done(whole(1)), Instant::now());
+            s.finished(r.item, "x".into(), Outcome::Whole(whole(1)), Instant::now());
         }
     }
 
@@ -1404,7 +1404,7 @@ mod tests {
                 Outcome::Expired { requested_at: now }
             } else {
                 done += 1;
-                Outcome::Done(whole(1))
+                Outcome::Whole(whole(1))
             };
             for a in s.finished(r.item, "x".into(), outcome, now) {
                 if let Action::Fail { item, reason } = a {
@@ -1546,7 +1546,7 @@ mod tests {
         let (actions, _) = s.next(now, Duration::ZERO);
         assert!(mints(&actions).is_empty());
         for r in started {
-            let done = Outcome::Done(whole(1));
+            let done = Outcome::Whole(whole(1));
             s.finished(r.item, "x".into(), done, now);
         }
         let more = starts(s.next(now, Duration::ZERO).0);
@@ -1583,7 +1583,7 @@ mod tests {
                             }
                         }
                         Action::Start { ready, .. } => {
-                            let done = Outcome::Done(whole(1));
+                            let done = Outcome::Whole(whole(1));
                             s.finished(ready.item, "x".into(), done, now);
                         }
                         other => panic!("{other:?}"),
@@ -1664,7 +1664,7 @@ mod tests {
             .expect("started");
         tokio::time::advance(Duration::from_millis(300)).await;
         let done = Instant::now();
-        let actions = s.finished(ready.item, "a.pdf".into(), Outcome::Done(whole(7)), done);
+        let actions = s.finished(ready.item, "a.pdf".into(), Outcome::Whole(whole(7)), done);
         assert!(
             matches!(&actions[..], [Action::Complete { name, file, .. }] if file.bytes == 7 && name == "a.pdf")
         );

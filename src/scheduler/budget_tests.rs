@@ -12,10 +12,10 @@ use tokio::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::*;
-use crate::download::{Outcome, Whole};
 use crate::provider::keelvar::{JobClock, PollPolicy};
 use crate::provider::{MintOutcome, Minted};
 use crate::ratelimit::{Need, RateLimiter, Reservation};
+use crate::transfer::{Outcome, Whole};
 
 /// The vendor as the simulation plays it.
 #[derive(Clone, Copy)]
@@ -113,7 +113,7 @@ fn answer(log: &ServerLog, permit: crate::ratelimit::Permit<'_>) -> Instant {
     now
 }
 
-enum Done {
+enum Ended {
     Mint {
         items: Vec<Item>,
         result: MintOutcome,
@@ -137,7 +137,7 @@ async fn job(
     clock: Arc<Mutex<JobClock>>,
     vendor: Vendor,
     items: Vec<Item>,
-) -> Done {
+) -> Ended {
     let start = Instant::now();
     let submitted = answer(&log, slots.permit().await);
     let completes = submitted + vendor.job;
@@ -175,7 +175,7 @@ async fn job(
         .iter()
         .map(|i| (i.id, completes + vendor.url_life))
         .collect();
-    Done::Mint {
+    Ended::Mint {
         items,
         result: MintOutcome {
             files,
@@ -188,18 +188,18 @@ async fn job(
 }
 
 /// A download: refused at once if its URL is dead, else done after `each`.
-async fn download(item: Item, dies: Instant, each: Duration) -> Done {
+async fn download(item: Item, dies: Instant, each: Duration) -> Ended {
     let now = Instant::now();
     if now >= dies {
-        return Done::File {
+        return Ended::File {
             item,
             outcome: Outcome::Expired { requested_at: now },
         };
     }
     tokio::time::sleep(each).await;
-    Done::File {
+    Ended::File {
         item,
-        outcome: Outcome::Done(Whole {
+        outcome: Outcome::Whole(Whole {
             bytes: 32 * 1024,
             sha256: String::new(),
             verified: Vec::new(),
@@ -235,7 +235,7 @@ async fn run(
         .map(|i| Item::new(i as u32, Uuid::from_u128(i), None))
         .collect();
     let mut s = Scheduler::new(settings, items);
-    let mut tasks: JoinSet<Done> = JoinSet::new();
+    let mut tasks: JoinSet<Ended> = JoinSet::new();
     let mut deaths: HashMap<Uuid, Instant> = HashMap::new();
     let mut tally = Tally::default();
     loop {
@@ -276,7 +276,7 @@ async fn run(
             _ = tokio::time::sleep_until(wake) => continue,
         };
         let actions = match done {
-            Done::Mint {
+            Ended::Mint {
                 items,
                 result,
                 took,
@@ -288,7 +288,7 @@ async fn run(
                 deaths.extend(d);
                 s.minted(items, Ok(result), took, Instant::now())
             }
-            Done::File { item, outcome } => s.finished(item, "x".into(), outcome, Instant::now()),
+            Ended::File { item, outcome } => s.finished(item, "x".into(), outcome, Instant::now()),
         };
         for a in actions {
             match a {
