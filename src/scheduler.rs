@@ -1,8 +1,9 @@
 //! The scheduling policy: what to start, what to mint and when, what an outcome means.
 //!
-//! [`Scheduler`] is synchronous: it owns the run's state and takes `now` as an argument, so
-//! its policy is tested in milliseconds under a paused clock. The async driver around it
-//! (`pipeline.rs`) only waits, spawns and records.
+//! [`Scheduler`] is synchronous and never reads the clock: it owns the run's state and is
+//! handed `now` by every call that needs it, so its tests build the instants they want
+//! (`t0 + …`) and run in milliseconds without a runtime. The async driver around it
+//! (`pipeline.rs`) reads the clock, waits, spawns and records.
 //!
 //! # The minting policy
 //!
@@ -369,7 +370,8 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(settings: Settings, items: Vec<Item>) -> Self {
+    /// A scheduler for `items` (more may be added), set up at `now`.
+    pub fn new(settings: Settings, items: Vec<Item>, now: Instant) -> Self {
         Scheduler {
             settings: Settings {
                 concurrency: settings.concurrency.max(1),
@@ -389,7 +391,7 @@ impl Scheduler {
             stats: RunStats::default(),
             failing_calls: 0,
             abandoned: None,
-            now: Instant::now(),
+            now,
             input_open: false,
             healthy: false,
             held_back: false,
@@ -1009,8 +1011,8 @@ mod tests {
     use super::*;
     use crate::provider::Minted;
 
-    // The policy end to end, as the driver sees it: synchronous calls with `now` passed in,
-    // under tokio's paused clock (nothing sleeps; `advance` moves time).
+    // The policy end to end, as the driver sees it: synchronous calls with `now` passed in.
+    // Each test builds its instants from one `t0` (nothing sleeps, no runtime is needed).
 
     const VERIDOX: Settings = Settings {
         concurrency: 4,
@@ -1096,10 +1098,10 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn idle_slots_are_filled_at_once_then_only_full_batches_are_asked_for() {
-        let mut s = Scheduler::new(KEELVAR, items(100));
+    #[test]
+    fn idle_slots_are_filled_at_once_then_only_full_batches_are_asked_for() {
         let now = Instant::now();
+        let mut s = Scheduler::new(KEELVAR, items(100), now);
         let (actions, _) = s.next(now, Duration::ZERO);
         assert_eq!(
             mints(&actions).iter().map(Vec::len).collect::<Vec<_>>(),
@@ -1112,7 +1114,7 @@ mod tests {
         assert_eq!(wake, now + TICK);
         let out = answer(&batch, now, None);
         assert!(
-            s.minted(batch, Ok(out), Duration::from_millis(100), Instant::now())
+            s.minted(batch, Ok(out), Duration::from_millis(100), now)
                 .is_empty()
         );
         let started = starts(s.next(now, Duration::ZERO).0);
@@ -1120,10 +1122,10 @@ mod tests {
         assert_eq!(s.stats().mint_calls, 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn long_lived_urls_are_minted_in_full_batches_from_the_first() {
-        let mut s = Scheduler::new(VERIDOX, items(60));
+    #[test]
+    fn long_lived_urls_are_minted_in_full_batches_from_the_first() {
         let now = Instant::now();
+        let mut s = Scheduler::new(VERIDOX, items(60), now);
         let first = take_mint(s.next(now, Duration::ZERO).0);
         assert_eq!(
             first.len(),
@@ -1133,7 +1135,7 @@ mod tests {
         // Nothing more until the API has answered once…
         assert!(mints(&s.next(now, Duration::ZERO).0).is_empty());
         let out = answer(&first, now, None);
-        s.minted(first, Ok(out), Duration::ZERO, Instant::now());
+        s.minted(first, Ok(out), Duration::ZERO, now);
         // …then another full batch while the first is in hand (and downloads start)…
         let (actions, _) = s.next(now, Duration::ZERO);
         let second = mints(&actions);
@@ -1147,15 +1149,15 @@ mod tests {
             .map(|&id| Item::new(id.as_u128() as u32, id, None))
             .collect();
         let out = answer(&second, now, None);
-        s.minted(second, Ok(out), Duration::ZERO, Instant::now());
+        s.minted(second, Ok(out), Duration::ZERO, now);
         // The last 10 are asked for only once nothing is in hand: one request, not several.
         assert!(mints(&s.next(now, Duration::ZERO).0).is_empty());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn nothing_is_minted_while_the_rate_limiter_holds_requests_back() {
-        let mut s = Scheduler::new(VERIDOX, items(10));
+    #[test]
+    fn nothing_is_minted_while_the_rate_limiter_holds_requests_back() {
         let now = Instant::now();
+        let mut s = Scheduler::new(VERIDOX, items(10), now);
         let (actions, wake) = s.next(now, Duration::from_secs(3));
         assert!(actions.is_empty());
         assert_eq!(wake, now + TICK.min(Duration::from_secs(3)));
@@ -1163,29 +1165,29 @@ mod tests {
         assert_eq!(mints(&actions).len(), 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_first_keelvar_batch_is_full_when_it_starts_within_a_few_waves() {
+    #[test]
+    fn the_first_keelvar_batch_is_full_when_it_starts_within_a_few_waves() {
         let now = Instant::now();
         let wide = Settings {
             concurrency: 16,
             ..KEELVAR
         };
-        let mut s = Scheduler::new(wide, items(3000));
+        let mut s = Scheduler::new(wide, items(3000), now);
         assert_eq!(take_mint(s.next(now, Duration::ZERO).0).len(), 50);
         // With -j 4 a batch of 50 would wait through 12 waves: only what can start now.
-        let mut s = Scheduler::new(KEELVAR, items(3000));
+        let mut s = Scheduler::new(KEELVAR, items(3000), now);
         assert_eq!(take_mint(s.next(now, Duration::ZERO).0).len(), 4);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn one_mint_call_until_the_api_answers_then_several_at_once() {
+    #[test]
+    fn one_mint_call_until_the_api_answers_then_several_at_once() {
         // Slots enough for every call the cap allows to be wanted at once.
         let settings = Settings {
             concurrency: 1024,
             ..KEELVAR
         };
-        let mut s = Scheduler::new(settings, items(2000));
         let now = Instant::now();
+        let mut s = Scheduler::new(settings, items(2000), now);
         let mut calls = Vec::new();
         for _ in 0..5 {
             calls.extend(take_mints(s.next(now, Duration::ZERO).0));
@@ -1226,14 +1228,14 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_url_near_its_stated_expiry_is_reminted_unused() {
-        let mut s = Scheduler::new(KEELVAR, items(1));
+    #[test]
+    fn a_url_near_its_stated_expiry_is_reminted_unused() {
         let now = Instant::now();
+        let mut s = Scheduler::new(KEELVAR, items(1), now);
         let batch = take_mint(s.next(now, Duration::ZERO).0);
         // The vendor says the URL dies in 2 s: inside the 5 s start margin.
         let out = answer(&batch, now, Some(now + Duration::from_secs(2)));
-        s.minted(batch, Ok(out), Duration::from_millis(100), Instant::now());
+        s.minted(batch, Ok(out), Duration::from_millis(100), now);
         let (actions, _) = s.next(now, Duration::ZERO);
         assert_eq!(s.stats().stale_before_start, 1);
         // Not started, and asked for again straight away.
@@ -1246,21 +1248,22 @@ mod tests {
     /// that were out at once, and the share of the time that all 16 slots were busy, from when
     /// the pace is known (the first call's answer, the first downloads, and a call sent after
     /// them answered: nothing can keep slots busy before that) until nothing is left to mint.
-    async fn simulate(settings: Settings, latency: Duration, each: Duration) -> (usize, f64) {
+    fn simulate(settings: Settings, latency: Duration, each: Duration) -> (usize, f64) {
+        let mut now = Instant::now();
         let mut s = Scheduler::new(
             Settings {
                 concurrency: 16,
                 ..settings
             },
             items(3000),
+            now,
         );
         let step = each / 4;
         let mut calls: Vec<(Instant, Vec<Item>)> = Vec::new();
         let mut downloads: Vec<(Instant, Ready)> = Vec::new();
         let (mut most_calls, mut steps, mut full) = (0, 0u32, 0u32);
-        let learned = Instant::now() + 2 * latency + 2 * each;
+        let learned = now + 2 * latency + 2 * each;
         while !s.is_idle() {
-            let now = Instant::now();
             for (_, batch) in extract(&mut calls, now) {
                 let out = answer(&batch, now, None);
                 s.minted(batch, Ok(out), latency, now);
@@ -1286,7 +1289,7 @@ mod tests {
                 steps += 1;
                 full += u32::from(downloads.len() == 16);
             }
-            tokio::time::advance(step).await;
+            now += step;
         }
         (most_calls, f64::from(full) / f64::from(steps.max(1)))
     }
@@ -1298,24 +1301,24 @@ mod tests {
         due
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_slow_api_gets_enough_calls_at_once_to_keep_fast_downloads_busy() {
+    #[test]
+    fn a_slow_api_gets_enough_calls_at_once_to_keep_fast_downloads_busy() {
         let ms = Duration::from_millis;
         let busy_enough = |busy: f64| busy > 0.9;
         // 16 downloads a millisecond and an API that takes 20 ms: a batch of 25 lasts 1.6 ms,
         // so with two or three calls out the slots would sit idle most of the time.
         for settings in [VERIDOX, KEELVAR] {
-            let (calls, busy) = simulate(settings, ms(20), ms(1)).await;
+            let (calls, busy) = simulate(settings, ms(20), ms(1));
             assert!(calls > 8 && calls <= MAX_MINTS_IN_FLIGHT, "{calls} calls");
             assert!(busy_enough(busy), "slots all busy {busy:.2} of the time");
         }
         // An API as fast as the downloads: a few calls ahead are enough.
-        let (calls, busy) = simulate(VERIDOX, ms(1), ms(1)).await;
+        let (calls, busy) = simulate(VERIDOX, ms(1), ms(1));
         assert!(calls <= 4, "{calls} calls");
         assert!(busy_enough(busy), "slots all busy {busy:.2} of the time");
         // Downloads of a second each: a slow API is far ahead of them; what is asked for stays
         // within -j and two batches (16 + 50), so at most three calls are ever out.
-        let (calls, _) = simulate(VERIDOX, ms(20), ms(1000)).await;
+        let (calls, _) = simulate(VERIDOX, ms(20), ms(1000));
         assert!(calls <= 3, "{calls} calls");
     }
 
@@ -1324,37 +1327,37 @@ mod tests {
     fn mint_and_start(s: &mut Scheduler, now: Instant) -> Vec<Ready> {
         let batch = take_mint(s.next(now, Duration::ZERO).0);
         let out = answer(&batch, now, None);
-        s.minted(batch, Ok(out), Duration::ZERO, Instant::now());
+        s.minted(batch, Ok(out), Duration::ZERO, now);
         starts(s.next(now, BUSY).0)
     }
 
-    /// Mint one, start it, and finish it 10 ms later.
-    async fn download_one(s: &mut Scheduler) {
-        for r in mint_and_start(s, Instant::now()) {
-            tokio::time::advance(Duration::from_millis(10)).await;
-            s.finished(r.item, "x".into(), Outcome::Whole(whole(1)), Instant::now());
+    /// Mint one at `now`, start it, and finish it 10 ms later (where `now` then is).
+    fn download_one(s: &mut Scheduler, now: &mut Instant) {
+        for r in mint_and_start(s, *now) {
+            *now += Duration::from_millis(10);
+            s.finished(r.item, "x".into(), Outcome::Whole(whole(1)), *now);
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn refusals_of_two_files_at_similar_ages_prove_expiry_and_settle_the_batch() {
+    #[test]
+    fn refusals_of_two_files_at_similar_ages_prove_expiry_and_settle_the_batch() {
         let settings = Settings {
             concurrency: 1,
             ..KEELVAR
         };
-        let mut s = Scheduler::new(settings, items(100));
+        let mut now = Instant::now();
+        let mut s = Scheduler::new(settings, items(100), now);
         // A fast file: at the pace it shows, a full batch is used long before it expires.
-        download_one(&mut s).await;
-        let t0 = Instant::now();
+        download_one(&mut s, &mut now);
+        let t0 = now;
         let batch = take_mint(s.next(t0, Duration::ZERO).0);
         assert_eq!(batch.len(), 50, "full batch");
         let out = answer(&batch, t0, None);
-        s.minted(batch, Ok(out), Duration::ZERO, Instant::now());
+        s.minted(batch, Ok(out), Duration::ZERO, t0);
         let first = starts(s.next(t0, BUSY).0).pop().expect("one start");
         // 10 s later the host refuses it. One file refused says nothing about the others.
-        tokio::time::advance(Duration::from_secs(10)).await;
-        let refuse = |s: &mut Scheduler, r: Ready| {
-            let now = Instant::now();
+        let now = t0 + Duration::from_secs(10);
+        let refuse = |s: &mut Scheduler, r: Ready, now: Instant| {
             s.finished(
                 r.item,
                 "a.pdf".into(),
@@ -1362,44 +1365,44 @@ mod tests {
                 now,
             )
         };
-        let actions = refuse(&mut s, first);
+        let actions = refuse(&mut s, first, now);
         assert!(
             actions.is_empty(),
             "a fresh URL, not a failure: {actions:?}"
         );
         assert_eq!(s.lifetime.estimate(), Duration::from_secs(60));
-        let second = starts(s.next(Instant::now(), BUSY).0).pop().expect("tried");
+        let second = starts(s.next(now, BUSY).0).pop().expect("tried");
         assert_eq!(s.stats().stale_before_start, 0);
         // A second file refused at a similar age: URLs die at about 10 s.
-        tokio::time::advance(Duration::from_millis(500)).await;
-        assert!(refuse(&mut s, second).is_empty());
+        let now = now + Duration::from_millis(500);
+        assert!(refuse(&mut s, second, now).is_empty());
         assert_eq!(s.stats().expired_hits, 2);
         assert_eq!(s.lifetime.estimate(), Duration::from_secs(5));
         // The other 48 URLs of that batch are as old: provably dead, re-minted without a try.
-        let (actions, _) = s.next(Instant::now(), Duration::ZERO);
+        let (actions, _) = s.next(now, Duration::ZERO);
         assert_eq!(s.stats().stale_before_start, 48);
         assert!(starts(actions).is_empty());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn one_file_always_refused_costs_that_file_only() {
+    #[test]
+    fn one_file_always_refused_costs_that_file_only() {
         let settings = Settings {
             concurrency: 1,
             ..KEELVAR
         };
-        let mut s = Scheduler::new(settings, items(100));
-        download_one(&mut s).await;
-        let t0 = Instant::now();
+        let mut now = Instant::now();
+        let mut s = Scheduler::new(settings, items(100), now);
+        download_one(&mut s, &mut now);
+        let t0 = now;
         let batch = take_mint(s.next(t0, Duration::ZERO).0);
         let out = answer(&batch, t0, None);
-        s.minted(batch, Ok(out), Duration::ZERO, Instant::now());
+        s.minted(batch, Ok(out), Duration::ZERO, t0);
         // The same file refused four times, its other 49 URLs waiting: they are all tried.
         let refused = Uuid::from_u128(3);
         let mut failures = Vec::new();
         let mut done = 0;
-        while let Some(r) = starts(s.next(Instant::now(), BUSY).0).pop() {
-            tokio::time::advance(Duration::from_secs(1)).await;
-            let now = Instant::now();
+        while let Some(r) = starts(s.next(now, BUSY).0).pop() {
+            now += Duration::from_secs(1);
             let outcome = if r.item.id == refused {
                 Outcome::Expired { requested_at: now }
             } else {
@@ -1413,10 +1416,9 @@ mod tests {
             }
             // Fresh URLs for the refused file come from later mints.
             if s.ready.is_empty() && !s.pending.is_empty() {
-                let now = Instant::now();
                 let batch = take_mint(s.next(now, Duration::ZERO).0);
                 let out = answer(&batch, now, None);
-                s.minted(batch, Ok(out), Duration::ZERO, Instant::now());
+                s.minted(batch, Ok(out), Duration::ZERO, now);
             }
         }
         assert_eq!(s.stats().stale_before_start, 0, "no URL discarded unused");
@@ -1431,19 +1433,16 @@ mod tests {
         assert!(done >= 49, "{done}");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_id_is_minted_a_bounded_number_of_times() {
-        let mut s = Scheduler::new(KEELVAR, items(1));
+    #[test]
+    fn an_id_is_minted_a_bounded_number_of_times() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(KEELVAR, items(1), now);
         let mut failed = None;
         for round in 1..=MAX_MINTS_PER_FILE {
-            let now = Instant::now();
             let batch = take_mint(s.next(now, Duration::ZERO).0);
             // Every URL the API gives is already at its stated end.
             let out = answer(&batch, now, Some(now));
-            assert!(
-                s.minted(batch, Ok(out), Duration::ZERO, Instant::now())
-                    .is_empty()
-            );
+            assert!(s.minted(batch, Ok(out), Duration::ZERO, now).is_empty());
             let (actions, _) = s.next(now, BUSY);
             assert!(!actions.iter().any(|a| matches!(a, Action::Start { .. })));
             let fail = actions.into_iter().find_map(|a| match a {
@@ -1462,19 +1461,17 @@ mod tests {
         assert!(s.is_idle());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_id_that_keeps_needing_fresh_urls_fails_when_its_time_is_up() {
+    #[test]
+    fn an_id_that_keeps_needing_fresh_urls_fails_when_its_time_is_up() {
         let settings = Settings {
             give_up_after: Duration::from_secs(10),
             ..VERIDOX
         };
-        let mut s = Scheduler::new(settings, items(1));
-        let ready = mint_and_start(&mut s, Instant::now())
-            .pop()
-            .expect("started");
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(settings, items(1), t0);
+        let ready = mint_and_start(&mut s, t0).pop().expect("started");
         // Refused after 11 s (a slow host, a long queue): its 10 s are spent.
-        tokio::time::advance(Duration::from_secs(11)).await;
-        let now = Instant::now();
+        let now = t0 + Duration::from_secs(11);
         let actions = s.finished(
             ready.item,
             "a".into(),
@@ -1487,15 +1484,15 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn three_failed_mint_calls_in_a_row_fail_every_pending_id_with_the_cause() {
-        let mut s = Scheduler::new(KEELVAR, items(200));
+    #[test]
+    fn three_failed_mint_calls_in_a_row_fail_every_pending_id_with_the_cause() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(KEELVAR, items(200), now);
         let mut failed = Vec::new();
         for _ in 0..BREAKER_AFTER {
-            let now = Instant::now();
             let batch = take_mint(s.next(now, Duration::ZERO).0);
             let result = Err(ApiError::Down("HTTP 503 (gave up after 6 attempts)".into()));
-            for a in s.minted(batch, result, Duration::ZERO, Instant::now()) {
+            for a in s.minted(batch, result, Duration::ZERO, now) {
                 if let Action::Fail { item, reason } | Action::NotAttempted { item, reason } = a {
                     failed.push((item.id, reason));
                 }
@@ -1511,13 +1508,13 @@ mod tests {
         assert!(s.is_idle());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_unreachable_api_stops_minting_and_lets_downloads_under_way_finish() {
-        let mut s = Scheduler::new(VERIDOX, items(60));
+    #[test]
+    fn an_unreachable_api_stops_minting_and_lets_downloads_under_way_finish() {
         let now = Instant::now();
+        let mut s = Scheduler::new(VERIDOX, items(60), now);
         let first = take_mint(s.next(now, Duration::ZERO).0);
         let out = answer(&first, now, None);
-        s.minted(first, Ok(out), Duration::ZERO, Instant::now());
+        s.minted(first, Ok(out), Duration::ZERO, now);
         let (actions, _) = s.next(now, Duration::ZERO);
         let second = mints(&actions);
         assert_eq!(second.len(), 1);
@@ -1553,20 +1550,20 @@ mod tests {
         assert_eq!(more.len(), 4, "the ready URLs keep downloading");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_id_left_out_is_asked_again_twice_with_others_then_fails() {
+    #[test]
+    fn an_id_left_out_is_asked_again_twice_with_others_then_fails() {
         for settings in [VERIDOX, KEELVAR] {
             let settings = Settings {
                 concurrency: 2,
                 ..settings
             };
-            let mut s = Scheduler::new(settings, items(60));
+            let mut now = Instant::now();
+            let mut s = Scheduler::new(settings, items(60), now);
             let left_out = Uuid::from_u128(1);
             let mut batches = Vec::new();
             let mut failed = Vec::new();
             // The API leaves one ID out of every answer; every download finishes at once.
             while !s.is_idle() {
-                let now = Instant::now();
                 for a in s.next(now, Duration::ZERO).0 {
                     match a {
                         Action::Mint(batch) => {
@@ -1576,7 +1573,7 @@ mod tests {
                             if batch.iter().any(|i| i.id == left_out) {
                                 out.missing.push(left_out);
                             }
-                            for a in s.minted(batch, Ok(out), Duration::ZERO, Instant::now()) {
+                            for a in s.minted(batch, Ok(out), Duration::ZERO, now) {
                                 if let Action::Fail { item, reason } = a {
                                     failed.push((item.id, reason));
                                 }
@@ -1589,7 +1586,7 @@ mod tests {
                         other => panic!("{other:?}"),
                     }
                 }
-                tokio::time::advance(Duration::from_millis(10)).await;
+                now += Duration::from_millis(10);
             }
             let asked: Vec<&Vec<Uuid>> = batches.iter().filter(|b| b.contains(&left_out)).collect();
             assert_eq!(asked.len(), 3, "asked once, then again twice: {batches:?}");
@@ -1605,23 +1602,21 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_file_refused_with_every_fresh_url_fails_alone() {
-        let mut s = Scheduler::new(VERIDOX, items(1));
+    #[test]
+    fn a_file_refused_with_every_fresh_url_fails_alone() {
+        let mut now = Instant::now();
+        let mut s = Scheduler::new(VERIDOX, items(1), now);
         let mut last = Vec::new();
         for _ in 0..=MAX_FRESH_URLS {
-            let ready = mint_and_start(&mut s, Instant::now())
-                .pop()
-                .expect("started");
-            tokio::time::advance(Duration::from_secs(1)).await;
-            let at = Instant::now();
+            let ready = mint_and_start(&mut s, now).pop().expect("started");
+            now += Duration::from_secs(1);
             last = s.finished(
                 ready.item,
                 "a".into(),
-                Outcome::Expired { requested_at: at },
-                at,
+                Outcome::Expired { requested_at: now },
+                now,
             );
-            tokio::time::advance(Duration::from_secs(1)).await;
+            now += Duration::from_secs(1);
         }
         assert!(
             matches!(&last[..], [Action::Fail { reason, .. }] if reason.contains("also with 3 fresh")),
@@ -1629,20 +1624,20 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn refused_credentials_and_a_full_disk_stop_the_run() {
-        let mut s = Scheduler::new(VERIDOX, items(30));
+    #[test]
+    fn refused_credentials_and_a_full_disk_stop_the_run() {
         let now = Instant::now();
+        let mut s = Scheduler::new(VERIDOX, items(30), now);
         let batch = take_mint(s.next(now, Duration::ZERO).0);
         let actions = s.minted(
             batch,
             Err(ApiError::Auth("bad key".into())),
             Duration::ZERO,
-            Instant::now(),
+            now,
         );
         assert!(matches!(&actions[..], [Action::Stop(Stop::Credentials(m))] if m == "bad key"));
 
-        let mut s = Scheduler::new(VERIDOX, items(1));
+        let mut s = Scheduler::new(VERIDOX, items(1), now);
         let ready = mint_and_start(&mut s, now).pop().expect("started");
         let actions = s.finished(
             ready.item,
@@ -1656,14 +1651,12 @@ mod tests {
         ));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_completed_download_is_recorded_and_feeds_the_completion_rate() {
-        let mut s = Scheduler::new(VERIDOX, items(1));
-        let ready = mint_and_start(&mut s, Instant::now())
-            .pop()
-            .expect("started");
-        tokio::time::advance(Duration::from_millis(300)).await;
-        let done = Instant::now();
+    #[test]
+    fn a_completed_download_is_recorded_and_feeds_the_completion_rate() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(VERIDOX, items(1), t0);
+        let ready = mint_and_start(&mut s, t0).pop().expect("started");
+        let done = t0 + Duration::from_millis(300);
         let actions = s.finished(ready.item, "a.pdf".into(), Outcome::Whole(whole(7)), done);
         assert!(
             matches!(&actions[..], [Action::Complete { name, file, .. }] if file.bytes == 7 && name == "a.pdf")
@@ -1673,18 +1666,18 @@ mod tests {
         assert!(s.is_idle());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_dry_run_resolves_in_full_batches_and_starts_nothing() {
+    #[test]
+    fn a_dry_run_resolves_in_full_batches_and_starts_nothing() {
         let settings = Settings {
             dry_run: true,
             ..VERIDOX
         };
-        let mut s = Scheduler::new(settings, items(60));
         let now = Instant::now();
+        let mut s = Scheduler::new(settings, items(60), now);
         let batch = take_mint(s.next(now, Duration::ZERO).0);
         assert_eq!(batch.len(), 25);
         let out = answer(&batch, now, None);
-        let actions = s.minted(batch, Ok(out), Duration::ZERO, Instant::now());
+        let actions = s.minted(batch, Ok(out), Duration::ZERO, now);
         assert_eq!(actions.len(), 25);
         assert!(actions.iter().all(|a| matches!(a, Action::Resolved { .. })));
         assert!(starts(s.next(now, Duration::ZERO).0).is_empty());

@@ -234,7 +234,7 @@ async fn run(
     let items = (first_id..first_id + n)
         .map(|i| Item::new(i as u32, Uuid::from_u128(i), None))
         .collect();
-    let mut s = Scheduler::new(settings, items);
+    let mut s = Scheduler::new(settings, items, start);
     let mut tasks: JoinSet<Ended> = JoinSet::new();
     let mut deaths: HashMap<Uuid, Instant> = HashMap::new();
     let mut tally = Tally::default();
