@@ -52,7 +52,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::provider::MintOutcome;
+use crate::provider::{MintOutcome, Minted};
 use crate::transfer::{Outcome, Progress, Whole};
 
 /// Most mint calls under way at once (Keelvar jobs are polled while the next are submitted).
@@ -470,15 +470,22 @@ impl Scheduler {
     pub fn next(&mut self, now: Instant, api_delay: Duration) -> (Vec<Action>, Instant) {
         self.now = now;
         let mut actions = Vec::new();
-        let j = self.settings.concurrency;
-        // Start what can start.
-        while self.active.len() < j
+        self.start_ready(now, &mut actions);
+        // Left-out IDs go out alone only when nothing else is left to ask for.
+        if self.pending.is_empty() && self.mint_calls_open == 0 {
+            self.pending.extend(self.omitted.drain(..));
+        }
+        let wake = self.mint_if_due(now, api_delay, &mut actions);
+        (actions, wake)
+    }
+
+    /// Start what can start: URLs in hand, while slots are free. One that is too old to start
+    /// is minted again instead.
+    fn start_ready(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        while self.active.len() < self.settings.concurrency
             && let Some(r) = self.ready.pop_front()
         {
-            let age = now.saturating_duration_since(r.issued);
-            if now + self.start_margin(self.settings.url_lifetime) >= r.expires
-                || self.lifetime.provably_expired(age)
-            {
+            if self.too_old_to_start(&r, now) {
                 self.stats.stale_before_start += 1;
                 log::debug!(
                     "{}: URL too close to expiry to start; minting a fresh one",
@@ -487,7 +494,7 @@ impl Scheduler {
                 self.retry_mint(
                     r.item,
                     "every signed URL was expired or about to expire on arrival",
-                    &mut actions,
+                    actions,
                 );
                 continue;
             }
@@ -501,46 +508,69 @@ impl Scheduler {
             );
             actions.push(Action::Start { ready: r, progress });
         }
+    }
 
-        // Left-out IDs go out alone only when nothing else is left to ask for.
-        if self.pending.is_empty() && self.mint_calls_open == 0 {
-            self.pending.extend(self.omitted.drain(..));
-        }
-        // Mint what will be needed soon, if the API would take a request now.
-        let mut wake = now + TICK;
+    /// A URL near its stated expiry, or at least as old as URLs are proven to die at, is not
+    /// worth a try.
+    fn too_old_to_start(&self, r: &Ready, now: Instant) -> bool {
+        let age = now.saturating_duration_since(r.issued);
+        now + self.start_margin(self.settings.url_lifetime) >= r.expires
+            || self.lifetime.provably_expired(age)
+    }
+
+    /// Mint what will be needed soon, if the API would take a request now: returns when to
+    /// look again (at once after a mint call, when the API would take the next request while
+    /// one is held back, else after a [`TICK`]).
+    fn mint_if_due(
+        &mut self,
+        now: Instant,
+        api_delay: Duration,
+        actions: &mut Vec<Action>,
+    ) -> Instant {
         self.held_back = false;
+        let n = self.due_batch(now);
+        if n == 0 {
+            return now + TICK;
+        }
+        if !api_delay.is_zero() {
+            self.held_back = true;
+            return (now + TICK).min(now + api_delay);
+        }
+        let batch = self.take_batch(n, now);
+        actions.push(Action::Mint(batch));
+        now
+    }
+
+    /// How many pending IDs the next mint call would carry now (0: none is due).
+    fn due_batch(&self, now: Instant) -> usize {
         // Calls overlap only once the API has answered well: one at a time at first and while
         // it is failing, so that an API that is down is not asked several times over.
         let max_open = if self.healthy { MAX_MINTS_IN_FLIGHT } else { 1 };
-        if !self.pending.is_empty() && self.mint_calls_open < max_open {
-            let n = if self.long_lived() {
-                self.long_lived_batch(now)
-            } else {
-                self.batch_for(batch_size(&self.demand(now)))
-            }
-            .min(self.pending.len());
-            if n > 0 {
-                if api_delay.is_zero() {
-                    let mut batch: Vec<Item> = self.pending.drain(..n).collect();
-                    // Left-out IDs ride along where the batch has room.
-                    let room = self.settings.max_batch.saturating_sub(batch.len());
-                    batch.extend(self.omitted.drain(..room.min(self.omitted.len())));
-                    for item in &mut batch {
-                        item.mints += 1;
-                        item.first_mint.get_or_insert(now);
-                    }
-                    self.minting += batch.len();
-                    self.mint_calls_open += 1;
-                    self.stats.mint_calls += 1;
-                    actions.push(Action::Mint(batch));
-                    wake = now;
-                } else {
-                    self.held_back = true;
-                    wake = wake.min(now + api_delay);
-                }
-            }
+        if self.pending.is_empty() || self.mint_calls_open >= max_open {
+            return 0;
         }
-        (actions, wake)
+        let n = if self.long_lived() {
+            self.long_lived_batch(now)
+        } else {
+            self.batch_for(batch_size(&self.demand(now)))
+        };
+        n.min(self.pending.len())
+    }
+
+    /// Take `n` pending IDs out for a mint call at `now`, with left-out IDs riding along where
+    /// the batch has room, and count the call.
+    fn take_batch(&mut self, n: usize, now: Instant) -> Vec<Item> {
+        let mut batch: Vec<Item> = self.pending.drain(..n).collect();
+        let room = self.settings.max_batch.saturating_sub(batch.len());
+        batch.extend(self.omitted.drain(..room.min(self.omitted.len())));
+        for item in &mut batch {
+            item.mints += 1;
+            item.first_mint.get_or_insert(now);
+        }
+        self.minting += batch.len();
+        self.mint_calls_open += 1;
+        self.stats.mint_calls += 1;
+        batch
     }
 
     /// URLs that outlive any wait in hand (Veridox's hour): nothing is gained by minting them
@@ -707,25 +737,11 @@ impl Scheduler {
     ) -> Vec<Action> {
         self.now = now;
         let mut actions = Vec::new();
-        self.minting -= items.len();
-        self.mint_calls_open -= 1;
-        // The first answer replaces the guess outright: a guess of a second would otherwise
-        // take a dozen answers to fade, and meanwhile size the calls for an API that slow.
-        self.mint_latency = Some(self.mint_latency.map_or(took, |avg| (avg * 3 + took) / 4));
+        self.call_ended(items.len(), took);
         self.healthy = matches!(result, Ok(_) | Err(ApiError::Rejected(_)));
         match result {
             Err(ApiError::Auth(msg)) => actions.push(Action::Stop(Stop::Credentials(msg))),
-            Err(ApiError::Unreachable(msg)) => {
-                // Nothing more can be minted; what is in hand still downloads.
-                let first = self.abandoned.is_none();
-                self.abandon(&format!("not attempted: {msg}"), &mut actions);
-                for item in items {
-                    self.retry_mint(item, &msg, &mut actions);
-                }
-                if first {
-                    actions.push(Action::Stop(Stop::Unreachable(msg)));
-                }
-            }
+            Err(ApiError::Unreachable(msg)) => self.unreachable(items, msg, &mut actions),
             Err(ApiError::Rejected(msg)) => {
                 self.failing_calls = 0;
                 for item in items {
@@ -743,145 +759,190 @@ impl Scheduler {
             }
             Err(ApiError::Down(msg)) => {
                 log::warn!("{msg}");
-                self.failing_calls += 1;
-                if self.failing_calls >= BREAKER_AFTER {
-                    // The API keeps failing: every pending ID fails now, with the cause, rather
-                    // than each being asked for again and again.
-                    let why = format!(
-                        "the API kept failing ({} requests in a row, each after its retries): \
-                         {msg}",
-                        self.failing_calls
-                    );
-                    self.abandon(&why, &mut actions);
-                }
+                self.breaker_counts(&msg, &mut actions);
                 for item in items {
                     self.retry_mint(item, &msg, &mut actions);
                 }
             }
             Ok(outcome) => {
                 self.failing_calls = 0;
-                let mut by_id: HashMap<Uuid, Item> = items.into_iter().map(|i| (i.id, i)).collect();
-                for (id, reason) in outcome.errors {
-                    if let Some(item) = by_id.remove(&id) {
-                        actions.push(Action::Fail { item, reason });
-                    }
-                }
-                for id in outcome.missing {
-                    if let Some(item) = by_id.remove(&id) {
-                        self.omitted_by_api(item, &mut actions);
-                    }
-                }
-                // What the vendor states (for Keelvar: the latest moment, a lifetime after the
-                // answer that found the job done), but no more than half a lifetime beyond
-                // what the earliest possible issue allows: a job polled late may have completed
-                // long before it was found, and batches are sized with this.
-                let lifetime = self.settings.url_lifetime;
-                let life_left = outcome
-                    .files
-                    .iter()
-                    .map(|m| {
-                        let stated = m.expires.unwrap_or(m.issued + lifetime);
-                        let earliest = m.issued + lifetime + lifetime / 2;
-                        stated.min(earliest).saturating_duration_since(now)
-                    })
-                    .min();
-                self.arrival_life = life_left.or(self.arrival_life);
-                for m in outcome.files {
-                    let Some(item) = by_id.remove(&m.id) else {
-                        continue;
-                    };
-                    if self.settings.dry_run {
-                        actions.push(Action::Resolved {
-                            item,
-                            label: m.label,
-                        });
-                        continue;
-                    }
-                    self.ready.push_back(Ready {
-                        expires: m.expires.unwrap_or(m.issued + self.settings.url_lifetime),
-                        item,
-                        url: m.url,
-                        label: m.label,
-                        issued: m.issued,
-                    });
-                }
-                // `reconcile` guarantees nothing is left; if it ever were, ask again.
-                for (_, item) in by_id {
-                    self.omitted_by_api(item, &mut actions);
-                }
+                self.answered(items, outcome, now, &mut actions);
             }
         }
         actions
     }
 
+    /// A mint call for `ids` IDs ended after `took`: it is no longer out, and its latency
+    /// counts in the average.
+    fn call_ended(&mut self, ids: usize, took: Duration) {
+        self.minting -= ids;
+        self.mint_calls_open -= 1;
+        // The first answer replaces the guess outright: a guess of a second would otherwise
+        // take a dozen answers to fade, and meanwhile size the calls for an API that slow.
+        self.mint_latency = Some(self.mint_latency.map_or(took, |avg| (avg * 3 + took) / 4));
+    }
+
+    /// The API host cannot be reached: nothing more can be minted (every ID waiting for a URL
+    /// is not attempted); what is in hand still downloads. The first time, the run is told to
+    /// stop once it has.
+    fn unreachable(&mut self, items: Vec<Item>, msg: String, actions: &mut Vec<Action>) {
+        let first = self.abandoned.is_none();
+        self.abandon(&format!("not attempted: {msg}"), actions);
+        for item in items {
+            self.retry_mint(item, &msg, actions);
+        }
+        if first {
+            actions.push(Action::Stop(Stop::Unreachable(msg)));
+        }
+    }
+
+    /// The circuit breaker: a mint call failed through its retries ([`ApiError::Down`]). After
+    /// [`BREAKER_AFTER`] in a row (an answer in between starts the count over), every pending
+    /// ID fails now, with the cause, rather than each being asked for again and again.
+    fn breaker_counts(&mut self, msg: &str, actions: &mut Vec<Action>) {
+        self.failing_calls += 1;
+        if self.failing_calls >= BREAKER_AFTER {
+            let why = format!(
+                "the API kept failing ({} requests in a row, each after its retries): {msg}",
+                self.failing_calls
+            );
+            self.abandon(&why, actions);
+        }
+    }
+
+    /// The API answered a mint call for `items` at `now`: each ID is failed (the API's reason),
+    /// asked for again (left out of the answer), resolved (a dry run) or put in hand with its
+    /// URL.
+    fn answered(
+        &mut self,
+        items: Vec<Item>,
+        outcome: MintOutcome,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let mut by_id: HashMap<Uuid, Item> = items.into_iter().map(|i| (i.id, i)).collect();
+        for (id, reason) in outcome.errors {
+            if let Some(item) = by_id.remove(&id) {
+                actions.push(Action::Fail { item, reason });
+            }
+        }
+        for id in outcome.missing {
+            if let Some(item) = by_id.remove(&id) {
+                self.omitted_by_api(item, actions);
+            }
+        }
+        let lifetime = self.settings.url_lifetime;
+        self.arrival_life = life_on_arrival(&outcome.files, lifetime, now).or(self.arrival_life);
+        for m in outcome.files {
+            let Some(item) = by_id.remove(&m.id) else {
+                continue;
+            };
+            if self.settings.dry_run {
+                actions.push(Action::Resolved {
+                    item,
+                    label: m.label,
+                });
+                continue;
+            }
+            self.ready.push_back(Ready {
+                expires: m.expires.unwrap_or(m.issued + lifetime),
+                item,
+                url: m.url,
+                label: m.label,
+                issued: m.issued,
+            });
+        }
+        // `reconcile` guarantees nothing is left; if it ever were, ask again.
+        for (_, item) in by_id {
+            self.omitted_by_api(item, actions);
+        }
+    }
+
     /// The download of `item` (under `name`) ended with `outcome` at `now`.
     pub fn finished(
         &mut self,
-        mut item: Item,
+        item: Item,
         name: String,
         outcome: Outcome,
         now: Instant,
     ) -> Vec<Action> {
         self.now = now;
-        let mut actions = Vec::new();
         let active = self.active.remove(&item.id);
         match outcome {
             Outcome::Whole(file) => {
-                if let Some(a) = &active {
-                    let took = now.saturating_duration_since(a.progress.started);
-                    self.avg_duration =
-                        Some(self.avg_duration.map_or(took, |avg| (avg * 3 + took) / 4));
-                    if let Some(at) = a.progress.accepted() {
-                        self.lifetime
-                            .accepted(at.saturating_duration_since(a.issued));
-                    }
-                }
-                if self.completions.len() == 64 {
-                    self.completions.pop_front();
-                }
-                self.completions.push_back(now);
-                actions.push(Action::Complete { item, name, file });
+                self.completed(active.as_ref(), now);
+                vec![Action::Complete { item, name, file }]
             }
             Outcome::Expired { requested_at } => {
-                self.stats.expired_hits += 1;
-                item.expirations += 1;
-                // The URL lived less than this: learn, so the next ones are used sooner.
-                if let Some(a) = &active {
-                    let age = requested_at.saturating_duration_since(a.issued);
-                    if self.lifetime.refused(item.id, age) {
-                        log::debug!(
-                            "signed URLs of several files were refused from age {:.1}s on; \
-                             planning for URLs that live about {:.1}s",
-                            age.as_secs_f64(),
-                            self.lifetime.estimate().as_secs_f64()
-                        );
-                    }
-                }
-                if item.expirations > MAX_FRESH_URLS {
-                    let reason = format!(
-                        "refused by the file host (HTTP 403), also with {MAX_FRESH_URLS} fresh \
-                         signed URLs"
-                    );
-                    actions.push(Action::Fail { item, reason });
-                } else {
-                    log::debug!(
-                        "{}: the file host refused its URL; minting a fresh one",
-                        item.id
-                    );
-                    self.retry_mint(item, "refused by the file host (HTTP 403)", &mut actions);
-                }
+                self.url_refused(item, active.as_ref(), requested_at)
             }
-            Outcome::Failed(reason) => actions.push(Action::Fail { item, reason }),
+            Outcome::Failed(reason) => vec![Action::Fail { item, reason }],
             // Only after a cancel: the driver reports what is unfinished.
-            Outcome::Cancelled => {}
+            Outcome::Cancelled => Vec::new(),
             Outcome::StorageFailed(reason) => {
                 // Every other file would fail the same way: stop here, cleanly.
-                actions.push(Action::Fail {
-                    item,
-                    reason: reason.clone(),
-                });
-                actions.push(Action::Stop(Stop::Storage(reason)));
+                vec![
+                    Action::Fail {
+                        item,
+                        reason: reason.clone(),
+                    },
+                    Action::Stop(Stop::Storage(reason)),
+                ]
             }
+        }
+    }
+
+    /// A download (`active`, if the scheduler started it) arrived whole at `now`: what it
+    /// took, and how old its URL was when the host accepted it, feed the predictions.
+    fn completed(&mut self, active: Option<&Active>, now: Instant) {
+        if let Some(a) = active {
+            let took = now.saturating_duration_since(a.progress.started);
+            self.avg_duration = Some(self.avg_duration.map_or(took, |avg| (avg * 3 + took) / 4));
+            if let Some(at) = a.progress.accepted() {
+                self.lifetime
+                    .accepted(at.saturating_duration_since(a.issued));
+            }
+        }
+        if self.completions.len() == 64 {
+            self.completions.pop_front();
+        }
+        self.completions.push_back(now);
+    }
+
+    /// The file host refused `item`'s URL (403) for a request sent at `requested_at`: learn
+    /// from its age, then mint a fresh one, up to [`MAX_FRESH_URLS`] times.
+    fn url_refused(
+        &mut self,
+        mut item: Item,
+        active: Option<&Active>,
+        requested_at: Instant,
+    ) -> Vec<Action> {
+        self.stats.expired_hits += 1;
+        item.expirations += 1;
+        // The URL lived less than this: learn, so the next ones are used sooner.
+        if let Some(a) = active {
+            let age = requested_at.saturating_duration_since(a.issued);
+            if self.lifetime.refused(item.id, age) {
+                log::debug!(
+                    "signed URLs of several files were refused from age {:.1}s on; \
+                     planning for URLs that live about {:.1}s",
+                    age.as_secs_f64(),
+                    self.lifetime.estimate().as_secs_f64()
+                );
+            }
+        }
+        let mut actions = Vec::new();
+        if item.expirations > MAX_FRESH_URLS {
+            let reason = format!(
+                "refused by the file host (HTTP 403), also with {MAX_FRESH_URLS} fresh signed URLs"
+            );
+            actions.push(Action::Fail { item, reason });
+        } else {
+            log::debug!(
+                "{}: the file host refused its URL; minting a fresh one",
+                item.id
+            );
+            self.retry_mint(item, "refused by the file host (HTTP 403)", &mut actions);
         }
         actions
     }
@@ -952,6 +1013,22 @@ impl Scheduler {
     }
 }
 
+/// The life the URLs of a mint answer have left when it arrives at `now` (the least of them;
+/// `None` for an answer without URLs). What the vendor states (for Keelvar: the latest moment,
+/// a lifetime after the answer that found the job done), else a `lifetime` from issue, but no
+/// more than half a lifetime beyond what the earliest possible issue allows: a job polled late
+/// may have completed long before it was found, and batches are sized with this.
+fn life_on_arrival(files: &[Minted], lifetime: Duration, now: Instant) -> Option<Duration> {
+    files
+        .iter()
+        .map(|m| {
+            let stated = m.expires.unwrap_or(m.issued + lifetime);
+            let earliest = m.issued + lifetime + lifetime / 2;
+            stated.min(earliest).saturating_duration_since(now)
+        })
+        .min()
+}
+
 /// Downloads predicted to finish within `t`: the larger of those whose own ETA is within `t`
 /// (or, before their first bytes, whose age plus the average duration is) and the recent
 /// completion rate × `t`. The rate is never taken above what `concurrency` slots can do at
@@ -1009,7 +1086,6 @@ mod budget_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::Minted;
 
     // The policy end to end, as the driver sees it: synchronous calls with `now` passed in.
     // Each test builds its instants from one `t0` (nothing sleeps, no runtime is needed).
@@ -1506,6 +1582,141 @@ mod tests {
         );
         assert!(failed.iter().all(|(_, r)| r.contains("HTTP 503")));
         assert!(s.is_idle());
+    }
+
+    /// A mint call that failed through its retries (what trips the breaker).
+    fn down() -> Result<MintOutcome, ApiError> {
+        Err(ApiError::Down("HTTP 503 (gave up after 6 attempts)".into()))
+    }
+
+    /// The next mint call at `now` fails through its retries: what the scheduler does then.
+    fn fail_a_call(s: &mut Scheduler, now: Instant) -> Vec<Action> {
+        let batch = take_mint(s.next(now, Duration::ZERO).0);
+        s.minted(batch, down(), Duration::ZERO, now)
+    }
+
+    /// The next mint call at `now` is answered, and its downloads start and finish a second
+    /// later (so that slots are free for the next call).
+    fn answer_a_call(s: &mut Scheduler, now: Instant) -> Instant {
+        let batch = take_mint(s.next(now, Duration::ZERO).0);
+        let out = answer(&batch, now, None);
+        assert!(s.minted(batch, Ok(out), Duration::ZERO, now).is_empty());
+        let done = now + Duration::from_secs(1);
+        for r in starts(s.next(now, BUSY).0) {
+            let outcome = Outcome::Whole(whole(1));
+            assert!(matches!(
+                &s.finished(r.item, "x".into(), outcome, done)[..],
+                [Action::Complete { .. }]
+            ));
+        }
+        done
+    }
+
+    #[test]
+    fn the_breaker_trips_at_the_nth_failed_call_in_a_row_and_not_before() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(KEELVAR, items(200), t0);
+        for n in 1..BREAKER_AFTER {
+            // The call's IDs are asked for again; nothing fails yet.
+            let actions = fail_a_call(&mut s, t0 + Duration::from_secs(n.into()));
+            assert!(actions.is_empty(), "call {n}: {actions:?}");
+            assert_eq!(s.abandoned(), None);
+            assert_eq!(s.to_mint(), 200);
+        }
+        let actions = fail_a_call(&mut s, t0 + Duration::from_secs(BREAKER_AFTER.into()));
+        assert!(s.abandoned().is_some());
+        assert_eq!(actions.len(), 200);
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn an_answer_between_failed_calls_starts_the_breakers_count_over() {
+        let mut now = Instant::now();
+        let mut s = Scheduler::new(KEELVAR, items(200), now);
+        for _ in 1..BREAKER_AFTER {
+            assert!(fail_a_call(&mut s, now).is_empty());
+        }
+        now = answer_a_call(&mut s, now);
+        // As many failures again as tripped nothing before: still nothing.
+        for _ in 1..BREAKER_AFTER {
+            assert!(fail_a_call(&mut s, now).is_empty());
+        }
+        assert_eq!(s.abandoned(), None);
+        // One more in a row trips it.
+        assert!(!fail_a_call(&mut s, now).is_empty());
+        assert!(s.abandoned().is_some());
+    }
+
+    #[test]
+    fn once_tripped_every_pending_id_is_not_attempted_with_the_cause_said_once() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(KEELVAR, items(200), t0);
+        let mut actions = Vec::new();
+        for _ in 0..BREAKER_AFTER {
+            actions = fail_a_call(&mut s, t0);
+        }
+        let why = format!(
+            "the API kept failing ({BREAKER_AFTER} requests in a row, each after its retries): \
+             HTTP 503 (gave up after 6 attempts)"
+        );
+        assert_eq!(s.abandoned(), Some(why.as_str()));
+        // Those never asked for and those of the failed call alike: not attempted (the run's
+        // error says why once), not failed one by one.
+        let mut ids: Vec<u128> = actions
+            .into_iter()
+            .map(|a| match a {
+                Action::NotAttempted { item, reason } if reason == why => item.id.as_u128(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        ids.sort();
+        assert_eq!(ids, (1..=200).collect::<Vec<_>>());
+        // Nothing more is asked for, and IDs that come later are not attempted either.
+        assert!(s.next(t0, Duration::ZERO).0.is_empty());
+        let later = s.add([Item::new(201, Uuid::from_u128(201), None)]);
+        assert!(
+            matches!(&later[..], [Action::NotAttempted { reason, .. }] if *reason == why),
+            "{later:?}"
+        );
+    }
+
+    #[test]
+    fn urls_arrive_with_the_least_life_any_of_them_has_left() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let minute = secs(60);
+        let url = |issued: Instant, expires: Option<Instant>| Minted {
+            id: Uuid::from_u128(1),
+            url: Url::parse("https://files.example/1").unwrap(),
+            label: "1.pdf".into(),
+            issued,
+            expires,
+        };
+        assert_eq!(
+            life_on_arrival(&[], minute, t0),
+            None,
+            "no URL, nothing learned"
+        );
+        // No stated expiry: a lifetime from issue.
+        let issued_10s_ago = url(t0, None);
+        assert_eq!(
+            life_on_arrival(&[issued_10s_ago], minute, t0 + secs(10)),
+            Some(secs(50))
+        );
+        // The stated expiry, when it comes first.
+        let stated = url(t0, Some(t0 + secs(30)));
+        assert_eq!(life_on_arrival(&[stated], minute, t0), Some(secs(30)));
+        // A job found done late may state a minute from then: at most half a lifetime more
+        // than the earliest issue allows.
+        let found_late = url(t0, Some(t0 + secs(200)));
+        assert_eq!(life_on_arrival(&[found_late], minute, t0), Some(secs(90)));
+        // The least of several; none left once past.
+        let both = [url(t0, None), url(t0, Some(t0 + secs(20)))];
+        assert_eq!(life_on_arrival(&both, minute, t0), Some(secs(20)));
+        assert_eq!(
+            life_on_arrival(&both, minute, t0 + secs(100)),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]
