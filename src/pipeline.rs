@@ -1057,7 +1057,7 @@ impl<P: Provider> Pipeline<'_, P> {
                     outcome: outcome @ Outcome::Whole(_),
                     placing,
                 })) => {
-                    // Only the file's own completion; nothing new is started.
+                    // Only the file's completion is recorded; nothing new is started.
                     for action in tasks.file_ended(scheduler, (item, name, outcome), placing) {
                         if let Action::Complete { item, name, file } = action {
                             self.complete(&item, name, file);
@@ -1166,7 +1166,7 @@ impl<P: Provider> Pipeline<'_, P> {
             return n.clone();
         }
         if !self.names.seeded {
-            // The names earlier runs own, read once, when a name is first needed (a run that
+            // The names earlier runs used, read once, when a name is first needed (a run that
             // only skips never reads them).
             let names = &mut *self.names;
             // Every ID not handed to the scheduler yet may need a name, and those in it.
@@ -1199,7 +1199,7 @@ impl<P: Provider> Pipeline<'_, P> {
             ..
         } = r;
         let name = self.name_for(&mut item, &label);
-        // What may stand at the name already: only this ID's own file is ever replaced.
+        // What may stand at the name already: only this ID's file is ever replaced.
         let at_dest = if item.previous.as_deref() != Some(name.as_str()) {
             AtDest::Nothing
         } else if self.state.recorded_name(&item.id, item.index).as_deref() == Some(&name) {
