@@ -32,6 +32,7 @@ mod retry;
 mod scheduler;
 mod state;
 mod tls;
+mod transfer;
 
 /// The functions the fuzz targets exercise (`fuzz/`): the very ones production calls on input
 /// from users and vendors.

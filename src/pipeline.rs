@@ -2,6 +2,7 @@
 //! Ctrl-C), spawns what the scheduler asks for (mint calls, downloads), and records what ends
 //! (state, report, UI). Every decision is the scheduler's.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::download::{
-    self, AnyDest, AtDest, DownloadPolicy, FileJob, Outcome, Placing, Progress, Whole,
-};
+use crate::download::{self, AnyDest, AtDest, DownloadPolicy, FileJob, Placing, sleep_until_some};
 use crate::error::{ApiError, Fatal};
 use crate::ids::Shard;
 use crate::lanes::Lanes;
@@ -28,6 +27,7 @@ use crate::provider::{Budget, ListError, MintOutcome, Provider};
 use crate::report::{FileEntry, ListingReport, Recorder, Status, human_bytes};
 use crate::scheduler::{Action, Item, Ready, RunStats, Scheduler, Settings, Stop};
 use crate::state::State;
+use crate::transfer::{Outcome, Progress, Whole};
 
 /// What becomes of the IDs a listing named before its walk stopped, said properly for any count.
 fn found_so_far(ids: usize) -> String {
@@ -69,7 +69,7 @@ const CLAIM_BATCH: usize = 32;
 /// IDs another run sharing the directory holds (see [`Claims`]): not handed to the scheduler
 /// (no URL is minted, no download slot taken) until this run gets them.
 #[derive(Debug, Default)]
-pub struct Waiting {
+struct Waiting {
     /// Each ID's index, and since when it waits.
     ids: Vec<(u32, uuid::Uuid, Instant)>,
     /// When they are tried next.
@@ -78,16 +78,8 @@ pub struct Waiting {
     others: Option<crate::state::Others>,
 }
 
-/// Until `at`, or forever.
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// A task's result, handed back to the scheduler.
-pub enum Done {
+/// How a task ended: what it hands back to the scheduler.
+pub enum Ended {
     Mint {
         items: Vec<Item>,
         result: Result<MintOutcome, ApiError>,
@@ -101,7 +93,7 @@ pub enum Done {
         outcome: Outcome,
         placing: Option<Placing>,
     },
-    /// A file handed over is durable under its name (`Outcome::Done`), or could not be put
+    /// A file handed over is durable under its name (`Outcome::Whole`), or could not be put
     /// there.
     Placed {
         item: Item,
@@ -116,10 +108,10 @@ const FEED_PER_TURN: usize = 4096;
 
 /// What is under way: mint calls (and other API work) on this runtime, downloads in lanes.
 struct Running {
-    tasks: JoinSet<Done>,
-    lanes: Lanes<Done>,
+    tasks: JoinSet<Ended>,
+    lanes: Lanes<Ended>,
     /// Files handed to the destination, until each is durable under its name.
-    placing: JoinSet<Done>,
+    placing: JoinSet<Ended>,
 }
 
 impl Running {
@@ -129,7 +121,7 @@ impl Running {
 
     /// The download of `item` ended with `outcome`: what the scheduler makes of it. A file
     /// handed to the destination (`placing`) is not reported complete now: its placement is
-    /// waited for in a task of its own, which ends in [`Done::Placed`].
+    /// waited for in a task of its own, which ends in [`Ended::Placed`].
     fn file_ended(
         &mut self,
         scheduler: &mut Scheduler,
@@ -143,7 +135,7 @@ impl Running {
                 (Action::Complete { item, name, file }, Some(placing)) => {
                     self.placing.spawn(async move {
                         let outcome = download::settle(placing.await, file);
-                        Done::Placed {
+                        Ended::Placed {
                             item,
                             name,
                             outcome,
@@ -161,9 +153,9 @@ impl Running {
 
     /// The next task to end: what it returned, or `None` if it was aborted; an error if it
     /// panicked (a bug).
-    async fn next(&mut self) -> Option<Result<Done, String>> {
-        let joined = |j: Result<Done, tokio::task::JoinError>| match j {
-            Ok(done) => Some(Ok(done)),
+    async fn next(&mut self) -> Option<Result<Ended, String>> {
+        let joined = |j: Result<Ended, tokio::task::JoinError>| match j {
+            Ok(ended) => Some(Ok(ended)),
             Err(e) if e.is_cancelled() => None,
             Err(e) => Some(Err(e.to_string())),
         };
@@ -182,12 +174,10 @@ impl Running {
     }
 }
 
-/// Everything a run needs; its IDs are the recorder's.
-pub struct Pipeline<'a, P: Provider> {
-    pub provider: Arc<P>,
-    /// The clients for file hosts: one per download lane (see [`crate::lanes`]).
-    pub files: Vec<reqwest::Client>,
+/// What the caller decides about a run.
+pub struct RunSettings {
     pub policy: DownloadPolicy,
+    /// `-j`: most downloads at once.
     pub concurrency: usize,
     pub dry_run: bool,
     /// How long one ID may take across mints, retries and waits.
@@ -198,31 +188,61 @@ pub struct Pipeline<'a, P: Provider> {
     pub budget: Budget,
     /// When the whole run stops (`--max-run-time`).
     pub deadline: Option<Instant>,
+    /// Where names are looked for and claims are kept (for a bucket, the local scratch state).
     pub output_dir: PathBuf,
     /// Download again what earlier runs completed.
     pub force: bool,
-    pub ui: &'a Ui,
-    pub state: &'a State,
-    pub names: &'a mut NameRegistry,
-    pub recorder: &'a mut Recorder,
-    pub cancel: CancellationToken,
-    /// The next of the recorder's IDs to hand to the scheduler.
-    pub cursor: usize,
     /// A listing to take IDs from while the run goes (`--from`), and its page size.
     pub listing: Option<(Source, u32)>,
     /// The most pages of the listing to read (`--max-pages`).
     pub max_pages: u32,
     /// Only this shard's IDs (of those the listing names).
     pub shard: Option<Shard>,
-    /// The IDs that may have a temporary file: those with one when the run started, and
-    /// those whose download ended unfinished since. `None`: unknown, so every download looks.
-    pub parts: Option<std::collections::HashSet<uuid::Uuid>>,
-    /// Where finished files go.
-    pub dest: Arc<AnyDest>,
+}
+
+/// What a run reads and records into, borrowed from its caller for the run's length. Its IDs
+/// are the recorder's.
+pub struct Books<'a> {
+    pub ui: &'a Ui,
+    pub state: &'a State,
+    pub names: &'a mut NameRegistry,
+    pub recorder: &'a mut Recorder,
     /// The IDs this run works on, where other runs share the directory.
     pub claims: &'a mut Claims,
-    /// Those other runs hold for now.
-    pub waiting: Waiting,
+}
+
+/// One run: the caller's settings and books, and the state the run keeps as it goes.
+pub struct Pipeline<'a, P: Provider> {
+    provider: Arc<P>,
+    /// The clients for file hosts: one per download lane (see [`crate::lanes`]).
+    files: Vec<reqwest::Client>,
+    /// Where finished files go.
+    dest: Arc<AnyDest>,
+    cancel: CancellationToken,
+    policy: DownloadPolicy,
+    concurrency: usize,
+    dry_run: bool,
+    give_up_after: Duration,
+    time_scale: u32,
+    budget: Budget,
+    deadline: Option<Instant>,
+    output_dir: PathBuf,
+    force: bool,
+    listing: Option<(Source, u32)>,
+    max_pages: u32,
+    shard: Option<Shard>,
+    ui: &'a Ui,
+    state: &'a State,
+    names: &'a mut NameRegistry,
+    recorder: &'a mut Recorder,
+    claims: &'a mut Claims,
+    /// The next of the recorder's IDs to hand to the scheduler.
+    cursor: usize,
+    /// The IDs that may have a temporary file: those with one when the run started, and
+    /// those whose download ended unfinished since. `None`: unknown, so every download looks.
+    parts: Option<std::collections::HashSet<uuid::Uuid>>,
+    /// IDs other runs hold for now.
+    waiting: Waiting,
 }
 
 /// How far the walk of a listing has come.
@@ -231,17 +251,120 @@ struct WalkProgress {
     pages: u32,
     ids: usize,
     bad: usize,
-    /// Pages are still coming.
-    open: bool,
     /// What the walk noticed that the report should say.
     notes: Vec<String>,
 }
 
-/// The next event of the listing, if one is being walked.
-async fn next_page(pages: &mut Option<mpsc::Receiver<Event>>) -> Option<Event> {
-    match pages {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
+/// The walk of the listing, if the run has one: a task of its own, whose pages come over a
+/// channel, and how far it has come.
+#[derive(Default)]
+struct Walk {
+    /// Where its pages come from, while they still may.
+    pages: Option<mpsc::Receiver<Event>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    progress: WalkProgress,
+}
+
+impl Walk {
+    /// Pages are still coming.
+    fn is_open(&self) -> bool {
+        self.pages.is_some()
+    }
+
+    /// The next event of the listing, if one is being walked.
+    async fn next_event(&mut self) -> Option<Event> {
+        match &mut self.pages {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// What a run holds while it goes, besides the pipeline's books.
+struct Run {
+    scheduler: Scheduler,
+    tasks: Running,
+    walk: Walk,
+    pacing: Pacing,
+    started: Instant,
+    /// When the run begins to stop (`--max-run-time`).
+    stop_at: Option<Instant>,
+    /// A stop that lets what is under way finish first.
+    after_drain: Option<Fatal>,
+}
+
+/// What the run's wait between turns ended with.
+enum Woke {
+    /// Ctrl-C.
+    Cancelled,
+    /// `--max-run-time` is near.
+    OutOfTime,
+    /// A task ended (`None`: it was aborted).
+    Task(Option<Result<Ended, String>>),
+    /// The listing's walk has something to say.
+    Walk(Option<Event>),
+    /// Time to look again.
+    Tick,
+}
+
+impl<'a, P: Provider> Pipeline<'a, P> {
+    /// A run of the recorder's IDs (and those the listing names, if there is one) through
+    /// `provider`, with `files` for the file hosts, into `dest`; `cancel` is Ctrl-C.
+    pub fn new(
+        provider: Arc<P>,
+        files: Vec<reqwest::Client>,
+        dest: Arc<AnyDest>,
+        settings: RunSettings,
+        books: Books<'a>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let RunSettings {
+            policy,
+            concurrency,
+            dry_run,
+            give_up_after,
+            time_scale,
+            budget,
+            deadline,
+            output_dir,
+            force,
+            listing,
+            max_pages,
+            shard,
+        } = settings;
+        let Books {
+            ui,
+            state,
+            names,
+            recorder,
+            claims,
+        } = books;
+        Pipeline {
+            provider,
+            files,
+            dest,
+            cancel,
+            policy,
+            concurrency,
+            dry_run,
+            give_up_after,
+            time_scale,
+            budget,
+            deadline,
+            output_dir,
+            force,
+            listing,
+            max_pages,
+            shard,
+            ui,
+            state,
+            names,
+            recorder,
+            claims,
+            cursor: 0,
+            parts: state.partial_ids().ok(),
+            waiting: Waiting::default(),
+        }
     }
 }
 
@@ -250,189 +373,255 @@ impl<P: Provider> Pipeline<'_, P> {
     /// (credentials refused, disk refused, interrupted); every ID is finished in the recorder
     /// either way.
     pub async fn run(mut self) -> Result<RunStats, Fatal> {
+        let mut run = self.start()?;
+        let stop = self.drive(&mut run).await;
+        self.end(run, stop).await
+    }
+
+    /// Set the run up: the scheduler, the download lanes, the listing's walk, the pacing.
+    fn start(&mut self) -> Result<Run, Fatal> {
+        let started = Instant::now();
         let vendor = self.provider.vendor();
-        let mut scheduler = Scheduler::new(
-            Settings {
-                concurrency: self.concurrency,
-                max_batch: vendor.max_batch,
-                url_lifetime: vendor.url_lifetime_at(self.time_scale),
-                dry_run: self.dry_run,
-                give_up_after: self.give_up_after,
-                time_scale: self.time_scale,
-            },
-            Vec::new(),
-        );
+        let settings = Settings {
+            concurrency: self.concurrency,
+            max_batch: vendor.max_batch,
+            url_lifetime: vendor.url_lifetime_at(self.time_scale),
+            dry_run: self.dry_run,
+            give_up_after: self.give_up_after,
+            time_scale: self.time_scale,
+        };
         let lanes = Lanes::new(std::mem::take(&mut self.files))
             .map_err(|e| Fatal::Internal(format!("cannot start the download threads: {e}")))?;
         log::debug!("downloads run on {} thread(s)", lanes.count());
-        let mut tasks = Running {
-            tasks: JoinSet::new(),
-            lanes,
-            placing: JoinSet::new(),
+        Ok(Run {
+            scheduler: Scheduler::new(settings, Vec::new(), started),
+            tasks: Running {
+                tasks: JoinSet::new(),
+                lanes,
+                placing: JoinSet::new(),
+            },
+            walk: self.start_walk(),
+            pacing: Pacing::new(vendor, self.budget),
+            started,
+            // `--max-run-time`: the run begins to stop a little before its end, so that the
+            // wind-down is over by then.
+            stop_at: self.deadline.map(|end| stop_time(started, end)),
+            after_drain: None,
+        })
+    }
+
+    /// The listing's walk, if there is one: a task of its own, a page at a time.
+    fn start_walk(&self) -> Walk {
+        let Some((source, size)) = self.listing else {
+            return Walk::default();
         };
-        let started = Instant::now();
-        // `--max-run-time`: the run begins to stop a little before its end, so that the
-        // wind-down is over by then.
-        let stop_at = self.deadline.map(|end| stop_time(started, end));
-        // A stop that lets what is under way finish first.
-        let mut after_drain: Option<Fatal> = None;
-        // The listing's walk, if there is one: a task of its own, a page at a time.
-        let mut pages = None;
-        let mut walked = WalkProgress::default();
-        let walker = self.listing.map(|(source, size)| {
-            let (tx, rx) = mpsc::channel(1);
-            pages = Some(rx);
-            walked.open = true;
-            tokio::spawn(walk(
-                self.provider.clone(),
+        let (tx, rx) = mpsc::channel(1);
+        let provider = self.provider.clone();
+        Walk {
+            pages: Some(rx),
+            task: Some(tokio::spawn(walk(
+                provider,
                 source,
                 size,
                 self.max_pages,
                 tx,
-            ))
-        });
-        let mut pacing = Pacing::new(vendor, self.budget);
-        // The walk is asked for its next page while fewer IDs than this wait for the scheduler.
-        let low_water = scheduler.wants_on_hand();
-
-        let stop = 'run: loop {
-            // Hand the scheduler what it has room for, then do what it says until it has
-            // nothing more for now.
-            let fed = self.feed(&mut scheduler, walked.open);
-            if let Some(stop) = self.apply(fed, &mut tasks, &mut after_drain) {
-                break 'run Some(stop);
-            }
-            let wake = loop {
-                let (actions, wake) =
-                    scheduler.next(Instant::now(), self.provider.next_request_delay());
-                if actions.is_empty() {
-                    break wake;
-                }
-                if let Some(stop) = self.apply(actions, &mut tasks, &mut after_drain) {
-                    break 'run Some(stop);
-                }
-            };
-            if scheduler.is_idle()
-                && !self.more_to_feed()
-                && self.waiting.ids.is_empty()
-                && !walked.open
-                && tasks.placing.is_empty()
-            {
-                break after_drain.take();
-            }
-            let want_page = walked.open && self.recorder.ids().len() - self.cursor < low_water;
-            // Skipping through IDs completed earlier: go on at once.
-            let wake = if self.can_feed(scheduler.room()) {
-                Instant::now()
-            } else {
-                wake
-            };
-            // IDs another run holds are tried again now and then.
-            let wake = match self.waiting.next {
-                Some(at) if !self.waiting.ids.is_empty() => wake.min(at),
-                _ => wake,
-            };
-
-            self.show_progress(&scheduler, &mut pacing, started);
-
-            let joined = tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => {
-                    self.wind_down(&mut scheduler, &mut tasks, Instant::now() + WIND_DOWN).await;
-                    break Some(Fatal::Interrupted);
-                }
-                _ = sleep_until_some(stop_at) => {
-                    // As Ctrl-C would: what arrived is kept, and the next run resumes it.
-                    self.cancel.cancel();
-                    let end = self.deadline.unwrap_or_else(Instant::now);
-                    self.wind_down(&mut scheduler, &mut tasks, end).await;
-                    let limit = end.saturating_duration_since(started).as_secs_f64().round();
-                    break Some(Fatal::OutOfTime(limit as u64));
-                }
-                res = tasks.next(), if !tasks.is_empty() => res,
-                event = next_page(&mut pages), if want_page => {
-                    match event {
-                        Some(Event::Page(page)) => self.take_page(*page, &mut walked),
-                        Some(Event::End(end)) => {
-                            pages = None;
-                            walked.open = false;
-                            if let Some(msg) = end.auth {
-                                break Some(Fatal::Auth(msg));
-                            }
-                            if let Some(fatal) = end.incomplete.as_ref().and_then(walk_fatal) {
-                                // As when a mint call finds it so: what is under way finishes,
-                                // then the run ends with this error alone.
-                                after_drain.get_or_insert(fatal);
-                            }
-                            self.end_listing(&walked, end.incomplete);
-                        }
-                        None => {
-                            pages = None;
-                            walked.open = false;
-                            let why = Incomplete::at(
-                                StopReason::RunStopped,
-                                walked.pages,
-                                "internal error: the walk of the listing stopped",
-                            );
-                            self.end_listing(&walked, Some(why));
-                        }
-                    }
-                    continue;
-                }
-                _ = tokio::time::sleep_until(wake) => None,
-            };
-            let Some(joined) = joined else { continue };
-            let actions = match joined {
-                Ok(Done::Mint {
-                    items,
-                    result,
-                    took,
-                }) => scheduler.minted(items, result, took, Instant::now()),
-                Ok(Done::File {
-                    item,
-                    name,
-                    outcome,
-                    placing,
-                }) => {
-                    if !matches!(outcome, Outcome::Done(_))
-                        && let Some(parts) = &mut self.parts
-                    {
-                        parts.insert(item.id);
-                    }
-                    tasks.file_ended(&mut scheduler, (item, name, outcome), placing)
-                }
-                Ok(Done::Placed {
-                    item,
-                    name,
-                    outcome,
-                }) => match self.settled(&item, name, outcome) {
-                    Some(stop) => break Some(stop),
-                    None => Vec::new(),
-                },
-                Err(e) => {
-                    // A worker panicked (a bug): the scheduler can no longer account for its
-                    // IDs, so end the run with every ID reported rather than risk a hang.
-                    log::error!("internal error in a worker: {e}");
-                    break None;
-                }
-            };
-            if let Some(stop) = self.apply(actions, &mut tasks, &mut after_drain) {
-                break Some(stop);
-            }
-        };
-        self.finish_placing(&mut tasks).await;
-        tasks.shutdown();
-        if let Some(w) = walker {
-            w.abort();
+            ))),
+            progress: WalkProgress::default(),
         }
-        if walked.open {
+    }
+
+    /// Turn after turn: act on what the scheduler says, then wait for what happens next,
+    /// until nothing is left or the run must stop (with the fatal error, if one ends it).
+    async fn drive(&mut self, run: &mut Run) -> Option<Fatal> {
+        loop {
+            let wake = match self.act(run) {
+                ControlFlow::Continue(wake) => wake,
+                ControlFlow::Break(stop) => return Some(stop),
+            };
+            if self.is_over(run) {
+                return run.after_drain.take();
+            }
+            let want_page = self.wants_page(run);
+            let wake = self.wake_at(run, wake);
+            self.show_progress(&run.scheduler, &mut run.pacing, run.started);
+            let flow = match self.wait(run, wake, want_page).await {
+                Woke::Cancelled => {
+                    let deadline = Instant::now() + WIND_DOWN;
+                    self.wind_down(&mut run.scheduler, &mut run.tasks, deadline)
+                        .await;
+                    ControlFlow::Break(Some(Fatal::Interrupted))
+                }
+                Woke::OutOfTime => ControlFlow::Break(Some(self.out_of_time(run).await)),
+                Woke::Walk(event) => self.walk_event(run, event),
+                Woke::Task(Some(ended)) => self.task_ended(run, ended),
+                Woke::Task(None) | Woke::Tick => ControlFlow::Continue(()),
+            };
+            if let ControlFlow::Break(stop) = flow {
+                return stop;
+            }
+        }
+    }
+
+    /// Hand the scheduler what it has room for, then do what it says until it has nothing
+    /// more for now: returns when it wants to be asked again.
+    fn act(&mut self, run: &mut Run) -> ControlFlow<Fatal, Instant> {
+        let fed = self.feed(&mut run.scheduler, run.walk.is_open());
+        self.apply(fed, &mut run.tasks, &mut run.after_drain)?;
+        loop {
+            let (actions, wake) = run
+                .scheduler
+                .next(Instant::now(), self.provider.next_request_delay());
+            if actions.is_empty() {
+                return ControlFlow::Continue(wake);
+            }
+            self.apply(actions, &mut run.tasks, &mut run.after_drain)?;
+        }
+    }
+
+    /// Nothing is left to hand over, wait for or place.
+    fn is_over(&self, run: &Run) -> bool {
+        run.scheduler.is_idle()
+            && !self.more_to_feed()
+            && self.waiting.ids.is_empty()
+            && !run.walk.is_open()
+            && run.tasks.placing.is_empty()
+    }
+
+    /// The walk is asked for its next page while fewer IDs than the scheduler wants on hand
+    /// wait for it.
+    fn wants_page(&self, run: &Run) -> bool {
+        run.walk.is_open()
+            && self.recorder.ids().len() - self.cursor < run.scheduler.wants_on_hand()
+    }
+
+    /// When to wake if nothing happens: when the scheduler wants (`wake`), at once while IDs
+    /// completed earlier are skipped through, and when IDs another run holds are tried again.
+    fn wake_at(&self, run: &Run, wake: Instant) -> Instant {
+        let wake = if self.can_feed(run.scheduler.room()) {
+            Instant::now()
+        } else {
+            wake
+        };
+        match self.waiting.next {
+            Some(at) if !self.waiting.ids.is_empty() => wake.min(at),
+            _ => wake,
+        }
+    }
+
+    /// Wait for the next thing to happen, Ctrl-C first.
+    async fn wait(&self, run: &mut Run, wake: Instant, want_page: bool) -> Woke {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Woke::Cancelled,
+            _ = sleep_until_some(run.stop_at) => Woke::OutOfTime,
+            res = run.tasks.next(), if !run.tasks.is_empty() => Woke::Task(res),
+            event = run.walk.next_event(), if want_page => Woke::Walk(event),
+            _ = tokio::time::sleep_until(wake) => Woke::Tick,
+        }
+    }
+
+    /// `--max-run-time` is near: stop as Ctrl-C would (what arrived is kept, and the next run
+    /// resumes it), with the wind-down over by the deadline.
+    async fn out_of_time(&mut self, run: &mut Run) -> Fatal {
+        self.cancel.cancel();
+        let end = self.deadline.unwrap_or_else(Instant::now);
+        self.wind_down(&mut run.scheduler, &mut run.tasks, end)
+            .await;
+        let limit = end
+            .saturating_duration_since(run.started)
+            .as_secs_f64()
+            .round();
+        Fatal::OutOfTime(limit as u64)
+    }
+
+    /// A page of the listing arrived, or its walk ended (`None`: the walk's task is gone).
+    fn walk_event(&mut self, run: &mut Run, event: Option<Event>) -> ControlFlow<Option<Fatal>> {
+        let Some(event) = event else {
+            run.walk.pages = None;
             let why = Incomplete::at(
                 StopReason::RunStopped,
-                walked.pages,
-                "the run ended before the listing did",
+                run.walk.progress.pages,
+                "internal error: the walk of the listing stopped",
             );
-            self.end_listing(&walked, Some(why));
+            self.end_listing(&run.walk.progress, Some(why));
+            return ControlFlow::Continue(());
+        };
+        match event {
+            Event::Page(page) => self.take_page(*page, &mut run.walk.progress),
+            Event::End(end) => {
+                run.walk.pages = None;
+                if let Some(msg) = end.auth {
+                    return ControlFlow::Break(Some(Fatal::Auth(msg)));
+                }
+                if let Some(fatal) = end.incomplete.as_ref().and_then(walk_fatal) {
+                    // As when a mint call finds it so: what is under way finishes, then the
+                    // run ends with this error alone.
+                    run.after_drain.get_or_insert(fatal);
+                }
+                self.end_listing(&run.walk.progress, end.incomplete);
+            }
         }
+        ControlFlow::Continue(())
+    }
+
+    /// A task ended: tell the scheduler (or, for a file placed, the books), then carry out
+    /// what follows.
+    fn task_ended(
+        &mut self,
+        run: &mut Run,
+        ended: Result<Ended, String>,
+    ) -> ControlFlow<Option<Fatal>> {
+        let actions = match ended {
+            Ok(Ended::Mint {
+                items,
+                result,
+                took,
+            }) => run.scheduler.minted(items, result, took, Instant::now()),
+            Ok(Ended::File {
+                item,
+                name,
+                outcome,
+                placing,
+            }) => {
+                if !matches!(outcome, Outcome::Whole(_))
+                    && let Some(parts) = &mut self.parts
+                {
+                    parts.insert(item.id);
+                }
+                run.tasks
+                    .file_ended(&mut run.scheduler, (item, name, outcome), placing)
+            }
+            Ok(Ended::Placed {
+                item,
+                name,
+                outcome,
+            }) => match self.settled(&item, name, outcome) {
+                Some(stop) => return ControlFlow::Break(Some(stop)),
+                None => Vec::new(),
+            },
+            Err(e) => {
+                // A worker panicked (a bug): the scheduler can no longer account for its
+                // IDs, so end the run with every ID reported rather than risk a hang.
+                log::error!("internal error in a worker: {e}");
+                return ControlFlow::Break(None);
+            }
+        };
+        self.apply(actions, &mut run.tasks, &mut run.after_drain)
+            .map_break(Some)
+    }
+
+    /// The run is over (`stop`: the fatal error that ended it, if one did): place what was
+    /// handed over, stop what is left, close the listing, and finish every ID in the books.
+    async fn end(mut self, run: Run, stop: Option<Fatal>) -> Result<RunStats, Fatal> {
+        let Run {
+            scheduler,
+            mut tasks,
+            walk,
+            ..
+        } = run;
+        self.finish_placing(&mut tasks).await;
+        tasks.shutdown();
+        self.close_walk(walk);
         self.ui.finish();
         let stats = scheduler.stats();
         log::debug!(
@@ -443,20 +632,7 @@ impl<P: Provider> Pipeline<'_, P> {
         );
         match stop {
             Some(fatal) => {
-                match &fatal {
-                    Fatal::Interrupted | Fatal::OutOfTime(_) => {
-                        self.recorder.interrupt_unfinished()
-                    }
-                    Fatal::Auth(_) => self
-                        .recorder
-                        .fail_unfinished("not attempted: the API refused the credentials"),
-                    Fatal::Local(_) => self.recorder.fail_unfinished(
-                        "not attempted: the run stopped because the disk refused data",
-                    ),
-                    other => self
-                        .recorder
-                        .fail_unfinished(&format!("not attempted: {other}")),
-                }
+                self.unfinished_after(&fatal);
                 Err(fatal)
             }
             None => {
@@ -470,6 +646,37 @@ impl<P: Provider> Pipeline<'_, P> {
                     .fail_unfinished("internal error: this file was lost track of");
                 Ok(stats)
             }
+        }
+    }
+
+    /// The walk is no longer needed: stop it, and if it had not ended, say so in the report.
+    fn close_walk(&mut self, walk: Walk) {
+        if let Some(task) = &walk.task {
+            task.abort();
+        }
+        if walk.is_open() {
+            let why = Incomplete::at(
+                StopReason::RunStopped,
+                walk.progress.pages,
+                "the run ended before the listing did",
+            );
+            self.end_listing(&walk.progress, Some(why));
+        }
+    }
+
+    /// What the IDs left unfinished become when `fatal` ended the run.
+    fn unfinished_after(&mut self, fatal: &Fatal) {
+        match fatal {
+            Fatal::Interrupted | Fatal::OutOfTime(_) => self.recorder.interrupt_unfinished(),
+            Fatal::Auth(_) => self
+                .recorder
+                .fail_unfinished("not attempted: the API refused the credentials"),
+            Fatal::Local(_) => self
+                .recorder
+                .fail_unfinished("not attempted: the run stopped because the disk refused data"),
+            other => self
+                .recorder
+                .fail_unfinished(&format!("not attempted: {other}")),
         }
     }
 
@@ -538,10 +745,10 @@ impl<P: Provider> Pipeline<'_, P> {
 
     /// Take in a page of the listing: its new IDs (of this shard) join the run. In a dry run,
     /// those whose name the listing gives are resolved at once, without a mint call.
-    fn take_page(&mut self, page: Listed, walked: &mut WalkProgress) {
-        walked.pages += 1;
-        walked.bad += page.bad;
-        walked.notes.extend(page.notes);
+    fn take_page(&mut self, page: Listed, progress: &mut WalkProgress) {
+        progress.pages += 1;
+        progress.bad += page.bad;
+        progress.notes.extend(page.notes);
         let mut added = 0u64;
         for found in page.found {
             if self.shard.is_some_and(|s| !s.contains(&found.id)) {
@@ -551,7 +758,7 @@ impl<P: Provider> Pipeline<'_, P> {
                 continue;
             };
             added += 1;
-            walked.ids += 1;
+            progress.ids += 1;
             if let (true, Some(label)) = (self.dry_run, found.label) {
                 if !self.force && self.completed(&found.id, index).is_some() {
                     // Reported as skipped when the feed gets to it.
@@ -564,14 +771,14 @@ impl<P: Provider> Pipeline<'_, P> {
         self.ui.more_files(added);
         log::debug!(
             "listing page {}: {added} new ID(s), {} in all so far",
-            walked.pages,
-            walked.ids
+            progress.pages,
+            progress.ids
         );
     }
 
     /// The walk of the listing ended: put how it went in the report, and say so if it did not
     /// reach the end.
-    fn end_listing(&mut self, walked: &WalkProgress, incomplete: Option<Incomplete>) {
+    fn end_listing(&mut self, progress: &WalkProgress, incomplete: Option<Incomplete>) {
         let Some((source, _)) = self.listing else {
             return;
         };
@@ -586,27 +793,27 @@ impl<P: Provider> Pipeline<'_, P> {
                 };
                 log::error!(
                     "the {source} listing was not read to its end: {why}. {}; {then}",
-                    found_so_far(walked.ids)
+                    found_so_far(progress.ids)
                 );
             }
             None => {}
         }
-        if walked.bad > 0 {
+        if progress.bad > 0 {
             log::warn!(
                 "the {source} listing named {} entr{} that are not file IDs; skipped",
-                walked.bad,
-                if walked.bad == 1 { "y" } else { "ies" }
+                progress.bad,
+                if progress.bad == 1 { "y" } else { "ies" }
             );
         }
         self.recorder.set_listing(ListingReport {
             source: source.name(),
-            pages: walked.pages,
-            ids: walked.ids,
-            bad_entries: walked.bad,
+            pages: progress.pages,
+            ids: progress.ids,
+            bad_entries: progress.bad,
             complete: incomplete.is_none(),
             reason: incomplete.as_ref().map(|i| i.reason.code()),
             error: incomplete.map(|i| i.to_string()),
-            notes: walked.notes.clone(),
+            notes: progress.notes.clone(),
         });
     }
 
@@ -787,45 +994,47 @@ impl<P: Provider> Pipeline<'_, P> {
         actions: Vec<Action>,
         tasks: &mut Running,
         after_drain: &mut Option<Fatal>,
-    ) -> Option<Fatal> {
+    ) -> ControlFlow<Fatal> {
         for action in actions {
             match action {
                 Action::Start { ready, progress } => self.spawn_download(tasks, ready, progress),
-                Action::Mint(batch) => {
-                    let provider = self.provider.clone();
-                    // Taken now, before the task runs: the scheduler's next decision sees it.
-                    let slots = provider.reserve();
-                    tasks.tasks.spawn(async move {
-                        let start = Instant::now();
-                        let ids = batch.iter().map(|i| i.id).collect();
-                        let result = provider.mint(ids, slots).await;
-                        Done::Mint {
-                            items: batch,
-                            result,
-                            took: start.elapsed(),
-                        }
-                    });
-                }
+                Action::Mint(batch) => self.spawn_mint(tasks, batch),
                 Action::Fail { item, reason } => self.fail(&item, reason, true),
                 // Said once for all of them, by the fatal error that ends the run.
                 Action::NotAttempted { item, reason } => self.fail(&item, reason, false),
                 Action::Resolved { item, label } => self.resolved(item, &label),
                 // (A file handed to the destination never gets here: `Running::file_ended`.)
                 Action::Complete { item, name, file } => self.complete(&item, name, file),
-                Action::Stop(Stop::Credentials(msg)) => return Some(Fatal::Auth(msg)),
+                Action::Stop(Stop::Credentials(msg)) => {
+                    return ControlFlow::Break(Fatal::Auth(msg));
+                }
                 Action::Stop(Stop::Unreachable(msg)) => {
                     log::debug!("{msg}; finishing the downloads under way");
                     after_drain.get_or_insert(Fatal::Unreachable(msg));
                 }
                 Action::Stop(Stop::Storage(reason)) => {
-                    return Some(Fatal::Local(format!(
-                        "{reason}; stopping the run (free space or fix the output directory, \
-                         then run again: finished files are kept)"
-                    )));
+                    return ControlFlow::Break(disk_stop(&reason));
                 }
             }
         }
-        None
+        ControlFlow::Continue(())
+    }
+
+    /// Ask the API for URLs for `batch`, in a task of its own.
+    fn spawn_mint(&self, tasks: &mut Running, batch: Vec<Item>) {
+        let provider = self.provider.clone();
+        // Taken now, before the task runs: the scheduler's next decision sees it.
+        let slots = provider.reserve();
+        tasks.tasks.spawn(async move {
+            let start = Instant::now();
+            let ids = batch.iter().map(|i| i.id).collect();
+            let result = provider.mint(ids, slots).await;
+            Ended::Mint {
+                items: batch,
+                result,
+                took: start.elapsed(),
+            }
+        });
     }
 
     /// After a cancel: give in-flight downloads until `deadline` (Ctrl-C: [`WIND_DOWN`]) to
@@ -842,20 +1051,20 @@ impl<P: Provider> Pipeline<'_, P> {
                 _ = tokio::time::sleep_until(deadline) => break,
             };
             match joined {
-                Some(Ok(Done::File {
+                Some(Ok(Ended::File {
                     item,
                     name,
-                    outcome: outcome @ Outcome::Done(_),
+                    outcome: outcome @ Outcome::Whole(_),
                     placing,
                 })) => {
-                    // Only the file's own completion; nothing new is started.
+                    // Only the file's completion is recorded; nothing new is started.
                     for action in tasks.file_ended(scheduler, (item, name, outcome), placing) {
                         if let Action::Complete { item, name, file } = action {
                             self.complete(&item, name, file);
                         }
                     }
                 }
-                Some(Ok(Done::Placed {
+                Some(Ok(Ended::Placed {
                     item,
                     name,
                     outcome,
@@ -872,7 +1081,7 @@ impl<P: Provider> Pipeline<'_, P> {
     /// placing never waits on the network.
     async fn finish_placing(&mut self, tasks: &mut Running) {
         while let Some(joined) = tasks.placing.join_next().await {
-            if let Ok(Done::Placed {
+            if let Ok(Ended::Placed {
                 item,
                 name,
                 outcome,
@@ -887,13 +1096,10 @@ impl<P: Provider> Pipeline<'_, P> {
     /// A disk that refuses data stops the run.
     fn settled(&mut self, item: &Item, name: String, outcome: Outcome) -> Option<Fatal> {
         match outcome {
-            Outcome::Done(file) => self.complete(item, name, file),
+            Outcome::Whole(file) => self.complete(item, name, file),
             Outcome::StorageFailed(reason) => {
                 self.fail(item, reason.clone(), true);
-                return Some(Fatal::Local(format!(
-                    "{reason}; stopping the run (free space or fix the output directory, \
-                     then run again: finished files are kept)"
-                )));
+                return Some(disk_stop(&reason));
             }
             Outcome::Failed(reason) => self.fail(item, reason, true),
             Outcome::Expired { .. } | Outcome::Cancelled => self.fail(
@@ -960,7 +1166,7 @@ impl<P: Provider> Pipeline<'_, P> {
             return n.clone();
         }
         if !self.names.seeded {
-            // The names earlier runs own, read once, when a name is first needed (a run that
+            // The names earlier runs used, read once, when a name is first needed (a run that
             // only skips never reads them).
             let names = &mut *self.names;
             // Every ID not handed to the scheduler yet may need a name, and those in it.
@@ -993,7 +1199,7 @@ impl<P: Provider> Pipeline<'_, P> {
             ..
         } = r;
         let name = self.name_for(&mut item, &label);
-        // What may stand at the name already: only this ID's own file is ever replaced.
+        // What may stand at the name already: only this ID's file is ever replaced.
         let at_dest = if item.previous.as_deref() != Some(name.as_str()) {
             AtDest::Nothing
         } else if self.state.recorded_name(&item.id, item.index).as_deref() == Some(&name) {
@@ -1018,7 +1224,7 @@ impl<P: Provider> Pipeline<'_, P> {
         let dest = self.dest.clone();
         tasks.lanes.spawn(move |client| async move {
             let (outcome, placing) = download::download(&client, &job, &policy, &*dest).await;
-            Done::File {
+            Ended::File {
                 item,
                 name,
                 outcome,
@@ -1041,6 +1247,14 @@ impl<P: Provider> Pipeline<'_, P> {
         self.ui.set_failed(self.recorder.summary().failed);
         self.release(&item.id);
     }
+}
+
+/// What ends the run when the disk refused data in a way that fails every file (`reason`).
+fn disk_stop(reason: &str) -> Fatal {
+    Fatal::Local(format!(
+        "{reason}; stopping the run (free space or fix the output directory, then run again: \
+         finished files are kept)"
+    ))
 }
 
 /// What ends the whole run when the walk stopped so: an API that cannot be reached (exit 5,
@@ -1130,8 +1344,8 @@ mod tests {
         assert!(!found_so_far(0).contains("0 ID"));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_run_with_a_time_limit_begins_to_stop_so_that_its_wind_down_ends_by_then() {
+    #[test]
+    fn a_run_with_a_time_limit_begins_to_stop_so_that_its_wind_down_ends_by_then() {
         let started = Instant::now();
         let secs = Duration::from_secs;
         // 100 s: stops at 99.5 s, and the wind-down ends at 100 s, never 101.
@@ -1145,7 +1359,6 @@ mod tests {
             started + Duration::from_millis(750)
         );
         // An end already past: stop now.
-        tokio::time::advance(secs(5)).await;
-        assert_eq!(stop_time(Instant::now(), started), started);
+        assert_eq!(stop_time(started + secs(5), started), started);
     }
 }

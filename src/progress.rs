@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use log::{Level, LevelFilter};
 
-use crate::download::Watcher;
+use crate::transfer::Watcher;
 
 /// How much goes to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

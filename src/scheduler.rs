@@ -1,8 +1,9 @@
 //! The scheduling policy: what to start, what to mint and when, what an outcome means.
 //!
-//! [`Scheduler`] is synchronous: it owns the run's state and takes `now` as an argument, so
-//! its policy is tested in milliseconds under a paused clock. The async driver around it
-//! (`pipeline.rs`) only waits, spawns and records.
+//! [`Scheduler`] is synchronous and never reads the clock: it owns the run's state and is
+//! handed `now` by every call that needs it, so its tests build the instants they want
+//! (`t0 + …`) and run in milliseconds without a runtime. The async driver around it
+//! (`pipeline.rs`) reads the clock, waits, spawns and records.
 //!
 //! # The minting policy
 //!
@@ -50,9 +51,9 @@ use reqwest::Url;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::download::{Outcome, Progress, Whole};
 use crate::error::ApiError;
-use crate::provider::MintOutcome;
+use crate::provider::{MintOutcome, Minted};
+use crate::transfer::{Outcome, Progress, Whole};
 
 /// Most mint calls under way at once (Keelvar jobs are polled while the next are submitted).
 /// How many actually run is the demand's business: enough to cover the downloads that finish
@@ -369,7 +370,8 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(settings: Settings, items: Vec<Item>) -> Self {
+    /// A scheduler for `items` (more may be added), set up at `now`.
+    pub fn new(settings: Settings, items: Vec<Item>, now: Instant) -> Self {
         Scheduler {
             settings: Settings {
                 concurrency: settings.concurrency.max(1),
@@ -389,7 +391,7 @@ impl Scheduler {
             stats: RunStats::default(),
             failing_calls: 0,
             abandoned: None,
-            now: Instant::now(),
+            now,
             input_open: false,
             healthy: false,
             held_back: false,
@@ -468,15 +470,22 @@ impl Scheduler {
     pub fn next(&mut self, now: Instant, api_delay: Duration) -> (Vec<Action>, Instant) {
         self.now = now;
         let mut actions = Vec::new();
-        let j = self.settings.concurrency;
-        // Start what can start.
-        while self.active.len() < j
+        self.start_ready(now, &mut actions);
+        // Left-out IDs go out alone only when nothing else is left to ask for.
+        if self.pending.is_empty() && self.mint_calls_open == 0 {
+            self.pending.extend(self.omitted.drain(..));
+        }
+        let wake = self.mint_if_due(now, api_delay, &mut actions);
+        (actions, wake)
+    }
+
+    /// Start what can start: URLs in hand, while slots are free. One that is too old to start
+    /// is minted again instead.
+    fn start_ready(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        while self.active.len() < self.settings.concurrency
             && let Some(r) = self.ready.pop_front()
         {
-            let age = now.saturating_duration_since(r.issued);
-            if now + self.start_margin(self.settings.url_lifetime) >= r.expires
-                || self.lifetime.provably_expired(age)
-            {
+            if self.too_old_to_start(&r, now) {
                 self.stats.stale_before_start += 1;
                 log::debug!(
                     "{}: URL too close to expiry to start; minting a fresh one",
@@ -485,11 +494,11 @@ impl Scheduler {
                 self.retry_mint(
                     r.item,
                     "every signed URL was expired or about to expire on arrival",
-                    &mut actions,
+                    actions,
                 );
                 continue;
             }
-            let progress = Progress::new();
+            let progress = Progress::new(now);
             self.active.insert(
                 r.item.id,
                 Active {
@@ -499,46 +508,69 @@ impl Scheduler {
             );
             actions.push(Action::Start { ready: r, progress });
         }
+    }
 
-        // Left-out IDs go out alone only when nothing else is left to ask for.
-        if self.pending.is_empty() && self.mint_calls_open == 0 {
-            self.pending.extend(self.omitted.drain(..));
-        }
-        // Mint what will be needed soon, if the API would take a request now.
-        let mut wake = now + TICK;
+    /// A URL near its stated expiry, or at least as old as URLs are proven to die at, is not
+    /// worth a try.
+    fn too_old_to_start(&self, r: &Ready, now: Instant) -> bool {
+        let age = now.saturating_duration_since(r.issued);
+        now + self.start_margin(self.settings.url_lifetime) >= r.expires
+            || self.lifetime.provably_expired(age)
+    }
+
+    /// Mint what will be needed soon, if the API would take a request now: returns when to
+    /// look again (at once after a mint call, when the API would take the next request while
+    /// one is held back, else after a [`TICK`]).
+    fn mint_if_due(
+        &mut self,
+        now: Instant,
+        api_delay: Duration,
+        actions: &mut Vec<Action>,
+    ) -> Instant {
         self.held_back = false;
+        let n = self.due_batch(now);
+        if n == 0 {
+            return now + TICK;
+        }
+        if !api_delay.is_zero() {
+            self.held_back = true;
+            return (now + TICK).min(now + api_delay);
+        }
+        let batch = self.take_batch(n, now);
+        actions.push(Action::Mint(batch));
+        now
+    }
+
+    /// How many pending IDs the next mint call would carry now (0: none is due).
+    fn due_batch(&self, now: Instant) -> usize {
         // Calls overlap only once the API has answered well: one at a time at first and while
         // it is failing, so that an API that is down is not asked several times over.
         let max_open = if self.healthy { MAX_MINTS_IN_FLIGHT } else { 1 };
-        if !self.pending.is_empty() && self.mint_calls_open < max_open {
-            let n = if self.long_lived() {
-                self.long_lived_batch(now)
-            } else {
-                self.batch_for(batch_size(&self.demand(now)))
-            }
-            .min(self.pending.len());
-            if n > 0 {
-                if api_delay.is_zero() {
-                    let mut batch: Vec<Item> = self.pending.drain(..n).collect();
-                    // Left-out IDs ride along where the batch has room.
-                    let room = self.settings.max_batch.saturating_sub(batch.len());
-                    batch.extend(self.omitted.drain(..room.min(self.omitted.len())));
-                    for item in &mut batch {
-                        item.mints += 1;
-                        item.first_mint.get_or_insert(now);
-                    }
-                    self.minting += batch.len();
-                    self.mint_calls_open += 1;
-                    self.stats.mint_calls += 1;
-                    actions.push(Action::Mint(batch));
-                    wake = now;
-                } else {
-                    self.held_back = true;
-                    wake = wake.min(now + api_delay);
-                }
-            }
+        if self.pending.is_empty() || self.mint_calls_open >= max_open {
+            return 0;
         }
-        (actions, wake)
+        let n = if self.long_lived() {
+            self.long_lived_batch(now)
+        } else {
+            self.batch_for(batch_size(&self.demand(now)))
+        };
+        n.min(self.pending.len())
+    }
+
+    /// Take `n` pending IDs out for a mint call at `now`, with left-out IDs riding along where
+    /// the batch has room, and count the call.
+    fn take_batch(&mut self, n: usize, now: Instant) -> Vec<Item> {
+        let mut batch: Vec<Item> = self.pending.drain(..n).collect();
+        let room = self.settings.max_batch.saturating_sub(batch.len());
+        batch.extend(self.omitted.drain(..room.min(self.omitted.len())));
+        for item in &mut batch {
+            item.mints += 1;
+            item.first_mint.get_or_insert(now);
+        }
+        self.minting += batch.len();
+        self.mint_calls_open += 1;
+        self.stats.mint_calls += 1;
+        batch
     }
 
     /// URLs that outlive any wait in hand (Veridox's hour): nothing is gained by minting them
@@ -705,26 +737,11 @@ impl Scheduler {
     ) -> Vec<Action> {
         self.now = now;
         let mut actions = Vec::new();
-        self.minting -= items.len();
-        self.mint_calls_open -= 1;
-        // The first answer replaces the guess outright: a guess of a second would otherwise
-        // take a dozen answers to fade, and meanwhile size the calls for an API that slow.
-        self.mint_latency = Some(self.mint_latency.map_or(took, |avg| (avg * 3 + took) / 4));
+        self.call_ended(items.len(), took);
         self.healthy = matches!(result, Ok(_) | Err(ApiError::Rejected(_)));
         match result {
             Err(ApiError::Auth(e)) => actions.push(Action::Stop(Stop::Credentials(e.to_string()))),
-            Err(ApiError::Unreachable(e)) => {
-                let msg = e.to_string();
-                // Nothing more can be minted; what is in hand still downloads.
-                let first = self.abandoned.is_none();
-                self.abandon(&format!("not attempted: {msg}"), &mut actions);
-                for item in items {
-                    self.retry_mint(item, &msg, &mut actions);
-                }
-                if first {
-                    actions.push(Action::Stop(Stop::Unreachable(msg)));
-                }
-            }
+            Err(ApiError::Unreachable(e)) => self.unreachable(items, e.to_string(), &mut actions),
             Err(ApiError::Rejected(e)) => {
                 let msg = e.to_string();
                 self.failing_calls = 0;
@@ -745,145 +762,190 @@ impl Scheduler {
             Err(ApiError::Down(e)) => {
                 let msg = e.to_string();
                 log::warn!("{msg}");
-                self.failing_calls += 1;
-                if self.failing_calls >= BREAKER_AFTER {
-                    // The API keeps failing: every pending ID fails now, with the cause, rather
-                    // than each being asked for again and again.
-                    let why = format!(
-                        "the API kept failing ({} requests in a row, each after its retries): \
-                         {msg}",
-                        self.failing_calls
-                    );
-                    self.abandon(&why, &mut actions);
-                }
+                self.breaker_counts(&msg, &mut actions);
                 for item in items {
                     self.retry_mint(item, &msg, &mut actions);
                 }
             }
             Ok(outcome) => {
                 self.failing_calls = 0;
-                let mut by_id: HashMap<Uuid, Item> = items.into_iter().map(|i| (i.id, i)).collect();
-                for (id, reason) in outcome.errors {
-                    if let Some(item) = by_id.remove(&id) {
-                        actions.push(Action::Fail { item, reason });
-                    }
-                }
-                for id in outcome.missing {
-                    if let Some(item) = by_id.remove(&id) {
-                        self.omitted_by_api(item, &mut actions);
-                    }
-                }
-                // What the vendor states (for Keelvar: the latest moment, a lifetime after the
-                // answer that found the job done), but no more than half a lifetime beyond
-                // what the earliest possible issue allows: a job polled late may have completed
-                // long before it was found, and batches are sized with this.
-                let lifetime = self.settings.url_lifetime;
-                let life_left = outcome
-                    .files
-                    .iter()
-                    .map(|m| {
-                        let stated = m.expires.unwrap_or(m.issued + lifetime);
-                        let earliest = m.issued + lifetime + lifetime / 2;
-                        stated.min(earliest).saturating_duration_since(now)
-                    })
-                    .min();
-                self.arrival_life = life_left.or(self.arrival_life);
-                for m in outcome.files {
-                    let Some(item) = by_id.remove(&m.id) else {
-                        continue;
-                    };
-                    if self.settings.dry_run {
-                        actions.push(Action::Resolved {
-                            item,
-                            label: m.label,
-                        });
-                        continue;
-                    }
-                    self.ready.push_back(Ready {
-                        expires: m.expires.unwrap_or(m.issued + self.settings.url_lifetime),
-                        item,
-                        url: m.url,
-                        label: m.label,
-                        issued: m.issued,
-                    });
-                }
-                // `reconcile` guarantees nothing is left; if it ever were, ask again.
-                for (_, item) in by_id {
-                    self.omitted_by_api(item, &mut actions);
-                }
+                self.answered(items, outcome, now, &mut actions);
             }
         }
         actions
     }
 
+    /// A mint call for `ids` IDs ended after `took`: it is no longer out, and its latency
+    /// counts in the average.
+    fn call_ended(&mut self, ids: usize, took: Duration) {
+        self.minting -= ids;
+        self.mint_calls_open -= 1;
+        // The first answer replaces the guess outright: a guess of a second would otherwise
+        // take a dozen answers to fade, and meanwhile size the calls for an API that slow.
+        self.mint_latency = Some(self.mint_latency.map_or(took, |avg| (avg * 3 + took) / 4));
+    }
+
+    /// The API host cannot be reached: nothing more can be minted (every ID waiting for a URL
+    /// is not attempted); what is in hand still downloads. The first time, the run is told to
+    /// stop once it has.
+    fn unreachable(&mut self, items: Vec<Item>, msg: String, actions: &mut Vec<Action>) {
+        let first = self.abandoned.is_none();
+        self.abandon(&format!("not attempted: {msg}"), actions);
+        for item in items {
+            self.retry_mint(item, &msg, actions);
+        }
+        if first {
+            actions.push(Action::Stop(Stop::Unreachable(msg)));
+        }
+    }
+
+    /// The circuit breaker: a mint call failed through its retries ([`ApiError::Down`]). After
+    /// [`BREAKER_AFTER`] in a row (an answer in between starts the count over), every pending
+    /// ID fails now, with the cause, rather than each being asked for again and again.
+    fn breaker_counts(&mut self, msg: &str, actions: &mut Vec<Action>) {
+        self.failing_calls += 1;
+        if self.failing_calls >= BREAKER_AFTER {
+            let why = format!(
+                "the API kept failing ({} requests in a row, each after its retries): {msg}",
+                self.failing_calls
+            );
+            self.abandon(&why, actions);
+        }
+    }
+
+    /// The API answered a mint call for `items` at `now`: each ID is failed (the API's reason),
+    /// asked for again (left out of the answer), resolved (a dry run) or put in hand with its
+    /// URL.
+    fn answered(
+        &mut self,
+        items: Vec<Item>,
+        outcome: MintOutcome,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let mut by_id: HashMap<Uuid, Item> = items.into_iter().map(|i| (i.id, i)).collect();
+        for (id, reason) in outcome.errors {
+            if let Some(item) = by_id.remove(&id) {
+                actions.push(Action::Fail { item, reason });
+            }
+        }
+        for id in outcome.missing {
+            if let Some(item) = by_id.remove(&id) {
+                self.omitted_by_api(item, actions);
+            }
+        }
+        let lifetime = self.settings.url_lifetime;
+        self.arrival_life = life_on_arrival(&outcome.files, lifetime, now).or(self.arrival_life);
+        for m in outcome.files {
+            let Some(item) = by_id.remove(&m.id) else {
+                continue;
+            };
+            if self.settings.dry_run {
+                actions.push(Action::Resolved {
+                    item,
+                    label: m.label,
+                });
+                continue;
+            }
+            self.ready.push_back(Ready {
+                expires: m.expires.unwrap_or(m.issued + lifetime),
+                item,
+                url: m.url,
+                label: m.label,
+                issued: m.issued,
+            });
+        }
+        // `reconcile` guarantees nothing is left; if it ever were, ask again.
+        for (_, item) in by_id {
+            self.omitted_by_api(item, actions);
+        }
+    }
+
     /// The download of `item` (under `name`) ended with `outcome` at `now`.
     pub fn finished(
         &mut self,
-        mut item: Item,
+        item: Item,
         name: String,
         outcome: Outcome,
         now: Instant,
     ) -> Vec<Action> {
         self.now = now;
-        let mut actions = Vec::new();
         let active = self.active.remove(&item.id);
         match outcome {
-            Outcome::Done(file) => {
-                if let Some(a) = &active {
-                    let took = now.saturating_duration_since(a.progress.started);
-                    self.avg_duration =
-                        Some(self.avg_duration.map_or(took, |avg| (avg * 3 + took) / 4));
-                    if let Some(at) = a.progress.accepted() {
-                        self.lifetime
-                            .accepted(at.saturating_duration_since(a.issued));
-                    }
-                }
-                if self.completions.len() == 64 {
-                    self.completions.pop_front();
-                }
-                self.completions.push_back(now);
-                actions.push(Action::Complete { item, name, file });
+            Outcome::Whole(file) => {
+                self.completed(active.as_ref(), now);
+                vec![Action::Complete { item, name, file }]
             }
             Outcome::Expired { requested_at } => {
-                self.stats.expired_hits += 1;
-                item.expirations += 1;
-                // The URL lived less than this: learn, so the next ones are used sooner.
-                if let Some(a) = &active {
-                    let age = requested_at.saturating_duration_since(a.issued);
-                    if self.lifetime.refused(item.id, age) {
-                        log::debug!(
-                            "signed URLs of several files were refused from age {:.1}s on; \
-                             planning for URLs that live about {:.1}s",
-                            age.as_secs_f64(),
-                            self.lifetime.estimate().as_secs_f64()
-                        );
-                    }
-                }
-                if item.expirations > MAX_FRESH_URLS {
-                    let reason = format!(
-                        "refused by the file host (HTTP 403), also with {MAX_FRESH_URLS} fresh \
-                         signed URLs"
-                    );
-                    actions.push(Action::Fail { item, reason });
-                } else {
-                    log::debug!(
-                        "{}: the file host refused its URL; minting a fresh one",
-                        item.id
-                    );
-                    self.retry_mint(item, "refused by the file host (HTTP 403)", &mut actions);
-                }
+                self.url_refused(item, active.as_ref(), requested_at)
             }
-            Outcome::Failed(reason) => actions.push(Action::Fail { item, reason }),
+            Outcome::Failed(reason) => vec![Action::Fail { item, reason }],
             // Only after a cancel: the driver reports what is unfinished.
-            Outcome::Cancelled => {}
+            Outcome::Cancelled => Vec::new(),
             Outcome::StorageFailed(reason) => {
                 // Every other file would fail the same way: stop here, cleanly.
-                actions.push(Action::Fail {
-                    item,
-                    reason: reason.clone(),
-                });
-                actions.push(Action::Stop(Stop::Storage(reason)));
+                vec![
+                    Action::Fail {
+                        item,
+                        reason: reason.clone(),
+                    },
+                    Action::Stop(Stop::Storage(reason)),
+                ]
             }
+        }
+    }
+
+    /// A download (`active`, if the scheduler started it) arrived whole at `now`: what it
+    /// took, and how old its URL was when the host accepted it, feed the predictions.
+    fn completed(&mut self, active: Option<&Active>, now: Instant) {
+        if let Some(a) = active {
+            let took = now.saturating_duration_since(a.progress.started);
+            self.avg_duration = Some(self.avg_duration.map_or(took, |avg| (avg * 3 + took) / 4));
+            if let Some(at) = a.progress.accepted() {
+                self.lifetime
+                    .accepted(at.saturating_duration_since(a.issued));
+            }
+        }
+        if self.completions.len() == 64 {
+            self.completions.pop_front();
+        }
+        self.completions.push_back(now);
+    }
+
+    /// The file host refused `item`'s URL (403) for a request sent at `requested_at`: learn
+    /// from its age, then mint a fresh one, up to [`MAX_FRESH_URLS`] times.
+    fn url_refused(
+        &mut self,
+        mut item: Item,
+        active: Option<&Active>,
+        requested_at: Instant,
+    ) -> Vec<Action> {
+        self.stats.expired_hits += 1;
+        item.expirations += 1;
+        // The URL lived less than this: learn, so the next ones are used sooner.
+        if let Some(a) = active {
+            let age = requested_at.saturating_duration_since(a.issued);
+            if self.lifetime.refused(item.id, age) {
+                log::debug!(
+                    "signed URLs of several files were refused from age {:.1}s on; \
+                     planning for URLs that live about {:.1}s",
+                    age.as_secs_f64(),
+                    self.lifetime.estimate().as_secs_f64()
+                );
+            }
+        }
+        let mut actions = Vec::new();
+        if item.expirations > MAX_FRESH_URLS {
+            let reason = format!(
+                "refused by the file host (HTTP 403), also with {MAX_FRESH_URLS} fresh signed URLs"
+            );
+            actions.push(Action::Fail { item, reason });
+        } else {
+            log::debug!(
+                "{}: the file host refused its URL; minting a fresh one",
+                item.id
+            );
+            self.retry_mint(item, "refused by the file host (HTTP 403)", &mut actions);
         }
         actions
     }
@@ -954,6 +1016,22 @@ impl Scheduler {
     }
 }
 
+/// The life the URLs of a mint answer have left when it arrives at `now` (the least of them;
+/// `None` for an answer without URLs). What the vendor states (for Keelvar: the latest moment,
+/// a lifetime after the answer that found the job done), else a `lifetime` from issue, but no
+/// more than half a lifetime beyond what the earliest possible issue allows: a job polled late
+/// may have completed long before it was found, and batches are sized with this.
+fn life_on_arrival(files: &[Minted], lifetime: Duration, now: Instant) -> Option<Duration> {
+    files
+        .iter()
+        .map(|m| {
+            let stated = m.expires.unwrap_or(m.issued + lifetime);
+            let earliest = m.issued + lifetime + lifetime / 2;
+            stated.min(earliest).saturating_duration_since(now)
+        })
+        .min()
+}
+
 /// Downloads predicted to finish within `t`: the larger of those whose own ETA is within `t`
 /// (or, before their first bytes, whose age plus the average duration is) and the recent
 /// completion rate × `t`. The rate is never taken above what `concurrency` slots can do at
@@ -1011,10 +1089,9 @@ mod budget_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::Minted;
 
-    // The policy end to end, as the driver sees it: synchronous calls with `now` passed in,
-    // under tokio's paused clock (nothing sleeps; `advance` moves time).
+    // The policy end to end, as the driver sees it: synchronous calls with `now` passed in.
+    // Each test builds its instants from one `t0` (nothing sleeps, no runtime is needed).
 
     const VERIDOX: Settings = Settings {
         concurrency: 4,
@@ -1100,10 +1177,10 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn idle_slots_are_filled_at_once_then_only_full_batches_are_asked_for() {
-        let mut s = Scheduler::new(KEELVAR, items(100));
+    #[test]
+    fn idle_slots_are_filled_at_once_then_only_full_batches_are_asked_for() {
         let now = Instant::now();
+        let mut s = Scheduler::new(KEELVAR, items(100), now);
         let (actions, _) = s.next(now, Duration::ZERO);
         assert_eq!(
             mints(&actions).iter().map(Vec::len).collect::<Vec<_>>(),
@@ -1116,7 +1193,7 @@ mod tests {
         assert_eq!(wake, now + TICK);
         let out = answer(&batch, now, None);
         assert!(
-            s.minted(batch, Ok(out), Duration::from_millis(100), Instant::now())
+            s.minted(batch, Ok(out), Duration::from_millis(100), now)
                 .is_empty()
         );
         let started = starts(s.next(now, Duration::ZERO).0);
@@ -1124,10 +1201,10 @@ mod tests {
         assert_eq!(s.stats().mint_calls, 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn long_lived_urls_are_minted_in_full_batches_from_the_first() {
-        let mut s = Scheduler::new(VERIDOX, items(60));
+    #[test]
+    fn long_lived_urls_are_minted_in_full_batches_from_the_first() {
         let now = Instant::now();
+        let mut s = Scheduler::new(VERIDOX, items(60), now);
         let first = take_mint(s.next(now, Duration::ZERO).0);
         assert_eq!(
             first.len(),
@@ -1137,7 +1214,7 @@ mod tests {
         // Nothing more until the API has answered once…
         assert!(mints(&s.next(now, Duration::ZERO).0).is_empty());
         let out = answer(&first, now, None);
-        s.minted(first, Ok(out), Duration::ZERO, Instant::now());
+        s.minted(first, Ok(out), Duration::ZERO, now);
         // …then another full batch while the first is in hand (and downloads start)…
         let (actions, _) = s.next(now, Duration::ZERO);
         let second = mints(&actions);
@@ -1151,15 +1228,15 @@ mod tests {
             .map(|&id| Item::new(id.as_u128() as u32, id, None))
             .collect();
         let out = answer(&second, now, None);
-        s.minted(second, Ok(out), Duration::ZERO, Instant::now());
+        s.minted(second, Ok(out), Duration::ZERO, now);
         // The last 10 are asked for only once nothing is in hand: one request, not several.
         assert!(mints(&s.next(now, Duration::ZERO).0).is_empty());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn nothing_is_minted_while_the_rate_limiter_holds_requests_back() {
-        let mut s = Scheduler::new(VERIDOX, items(10));
+    #[test]
+    fn nothing_is_minted_while_the_rate_limiter_holds_requests_back() {
         let now = Instant::now();
+        let mut s = Scheduler::new(VERIDOX, items(10), now);
         let (actions, wake) = s.next(now, Duration::from_secs(3));
         assert!(actions.is_empty());
         assert_eq!(wake, now + TICK.min(Duration::from_secs(3)));
@@ -1167,29 +1244,29 @@ mod tests {
         assert_eq!(mints(&actions).len(), 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_first_keelvar_batch_is_full_when_it_starts_within_a_few_waves() {
+    #[test]
+    fn the_first_keelvar_batch_is_full_when_it_starts_within_a_few_waves() {
         let now = Instant::now();
         let wide = Settings {
             concurrency: 16,
             ..KEELVAR
         };
-        let mut s = Scheduler::new(wide, items(3000));
+        let mut s = Scheduler::new(wide, items(3000), now);
         assert_eq!(take_mint(s.next(now, Duration::ZERO).0).len(), 50);
         // With -j 4 a batch of 50 would wait through 12 waves: only what can start now.
-        let mut s = Scheduler::new(KEELVAR, items(3000));
+        let mut s = Scheduler::new(KEELVAR, items(3000), now);
         assert_eq!(take_mint(s.next(now, Duration::ZERO).0).len(), 4);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn one_mint_call_until_the_api_answers_then_several_at_once() {
+    #[test]
+    fn one_mint_call_until_the_api_answers_then_several_at_once() {
         // Slots enough for every call the cap allows to be wanted at once.
         let settings = Settings {
             concurrency: 1024,
             ..KEELVAR
         };
-        let mut s = Scheduler::new(settings, items(2000));
         let now = Instant::now();
+        let mut s = Scheduler::new(settings, items(2000), now);
         let mut calls = Vec::new();
         for _ in 0..5 {
             calls.extend(take_mints(s.next(now, Duration::ZERO).0));
@@ -1230,14 +1307,14 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_url_near_its_stated_expiry_is_reminted_unused() {
-        let mut s = Scheduler::new(KEELVAR, items(1));
+    #[test]
+    fn a_url_near_its_stated_expiry_is_reminted_unused() {
         let now = Instant::now();
+        let mut s = Scheduler::new(KEELVAR, items(1), now);
         let batch = take_mint(s.next(now, Duration::ZERO).0);
         // The vendor says the URL dies in 2 s: inside the 5 s start margin.
         let out = answer(&batch, now, Some(now + Duration::from_secs(2)));
-        s.minted(batch, Ok(out), Duration::from_millis(100), Instant::now());
+        s.minted(batch, Ok(out), Duration::from_millis(100), now);
         let (actions, _) = s.next(now, Duration::ZERO);
         assert_eq!(s.stats().stale_before_start, 1);
         // Not started, and asked for again straight away.
@@ -1250,27 +1327,28 @@ mod tests {
     /// that were out at once, and the share of the time that all 16 slots were busy, from when
     /// the pace is known (the first call's answer, the first downloads, and a call sent after
     /// them answered: nothing can keep slots busy before that) until nothing is left to mint.
-    async fn simulate(settings: Settings, latency: Duration, each: Duration) -> (usize, f64) {
+    fn simulate(settings: Settings, latency: Duration, each: Duration) -> (usize, f64) {
+        let mut now = Instant::now();
         let mut s = Scheduler::new(
             Settings {
                 concurrency: 16,
                 ..settings
             },
             items(3000),
+            now,
         );
         let step = each / 4;
         let mut calls: Vec<(Instant, Vec<Item>)> = Vec::new();
         let mut downloads: Vec<(Instant, Ready)> = Vec::new();
         let (mut most_calls, mut steps, mut full) = (0, 0u32, 0u32);
-        let learned = Instant::now() + 2 * latency + 2 * each;
+        let learned = now + 2 * latency + 2 * each;
         while !s.is_idle() {
-            let now = Instant::now();
             for (_, batch) in extract(&mut calls, now) {
                 let out = answer(&batch, now, None);
                 s.minted(batch, Ok(out), latency, now);
             }
             for (_, r) in extract(&mut downloads, now) {
-                s.finished(r.item, "x".into(), Outcome::Done(whole(1)), now);
+                s.finished(r.item, "x".into(), Outcome::Whole(whole(1)), now);
             }
             loop {
                 let (actions, _) = s.next(now, Duration::ZERO);
@@ -1290,7 +1368,7 @@ mod tests {
                 steps += 1;
                 full += u32::from(downloads.len() == 16);
             }
-            tokio::time::advance(step).await;
+            now += step;
         }
         (most_calls, f64::from(full) / f64::from(steps.max(1)))
     }
@@ -1302,24 +1380,24 @@ mod tests {
         due
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_slow_api_gets_enough_calls_at_once_to_keep_fast_downloads_busy() {
+    #[test]
+    fn a_slow_api_gets_enough_calls_at_once_to_keep_fast_downloads_busy() {
         let ms = Duration::from_millis;
         let busy_enough = |busy: f64| busy > 0.9;
         // 16 downloads a millisecond and an API that takes 20 ms: a batch of 25 lasts 1.6 ms,
         // so with two or three calls out the slots would sit idle most of the time.
         for settings in [VERIDOX, KEELVAR] {
-            let (calls, busy) = simulate(settings, ms(20), ms(1)).await;
+            let (calls, busy) = simulate(settings, ms(20), ms(1));
             assert!(calls > 8 && calls <= MAX_MINTS_IN_FLIGHT, "{calls} calls");
             assert!(busy_enough(busy), "slots all busy {busy:.2} of the time");
         }
         // An API as fast as the downloads: a few calls ahead are enough.
-        let (calls, busy) = simulate(VERIDOX, ms(1), ms(1)).await;
+        let (calls, busy) = simulate(VERIDOX, ms(1), ms(1));
         assert!(calls <= 4, "{calls} calls");
         assert!(busy_enough(busy), "slots all busy {busy:.2} of the time");
         // Downloads of a second each: a slow API is far ahead of them; what is asked for stays
         // within -j and two batches (16 + 50), so at most three calls are ever out.
-        let (calls, _) = simulate(VERIDOX, ms(20), ms(1000)).await;
+        let (calls, _) = simulate(VERIDOX, ms(20), ms(1000));
         assert!(calls <= 3, "{calls} calls");
     }
 
@@ -1328,37 +1406,37 @@ mod tests {
     fn mint_and_start(s: &mut Scheduler, now: Instant) -> Vec<Ready> {
         let batch = take_mint(s.next(now, Duration::ZERO).0);
         let out = answer(&batch, now, None);
-        s.minted(batch, Ok(out), Duration::ZERO, Instant::now());
+        s.minted(batch, Ok(out), Duration::ZERO, now);
         starts(s.next(now, BUSY).0)
     }
 
-    /// Mint one, start it, and finish it 10 ms later.
-    async fn download_one(s: &mut Scheduler) {
-        for r in mint_and_start(s, Instant::now()) {
-            tokio::time::advance(Duration::from_millis(10)).await;
-            s.finished(r.item, "x".into(), Outcome::Done(whole(1)), Instant::now());
+    /// Mint one at `now`, start it, and finish it 10 ms later (where `now` then is).
+    fn download_one(s: &mut Scheduler, now: &mut Instant) {
+        for r in mint_and_start(s, *now) {
+            *now += Duration::from_millis(10);
+            s.finished(r.item, "x".into(), Outcome::Whole(whole(1)), *now);
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn refusals_of_two_files_at_similar_ages_prove_expiry_and_settle_the_batch() {
+    #[test]
+    fn refusals_of_two_files_at_similar_ages_prove_expiry_and_settle_the_batch() {
         let settings = Settings {
             concurrency: 1,
             ..KEELVAR
         };
-        let mut s = Scheduler::new(settings, items(100));
+        let mut now = Instant::now();
+        let mut s = Scheduler::new(settings, items(100), now);
         // A fast file: at the pace it shows, a full batch is used long before it expires.
-        download_one(&mut s).await;
-        let t0 = Instant::now();
+        download_one(&mut s, &mut now);
+        let t0 = now;
         let batch = take_mint(s.next(t0, Duration::ZERO).0);
         assert_eq!(batch.len(), 50, "full batch");
         let out = answer(&batch, t0, None);
-        s.minted(batch, Ok(out), Duration::ZERO, Instant::now());
+        s.minted(batch, Ok(out), Duration::ZERO, t0);
         let first = starts(s.next(t0, BUSY).0).pop().expect("one start");
         // 10 s later the host refuses it. One file refused says nothing about the others.
-        tokio::time::advance(Duration::from_secs(10)).await;
-        let refuse = |s: &mut Scheduler, r: Ready| {
-            let now = Instant::now();
+        let now = t0 + Duration::from_secs(10);
+        let refuse = |s: &mut Scheduler, r: Ready, now: Instant| {
             s.finished(
                 r.item,
                 "a.pdf".into(),
@@ -1366,49 +1444,49 @@ mod tests {
                 now,
             )
         };
-        let actions = refuse(&mut s, first);
+        let actions = refuse(&mut s, first, now);
         assert!(
             actions.is_empty(),
             "a fresh URL, not a failure: {actions:?}"
         );
         assert_eq!(s.lifetime.estimate(), Duration::from_secs(60));
-        let second = starts(s.next(Instant::now(), BUSY).0).pop().expect("tried");
+        let second = starts(s.next(now, BUSY).0).pop().expect("tried");
         assert_eq!(s.stats().stale_before_start, 0);
         // A second file refused at a similar age: URLs die at about 10 s.
-        tokio::time::advance(Duration::from_millis(500)).await;
-        assert!(refuse(&mut s, second).is_empty());
+        let now = now + Duration::from_millis(500);
+        assert!(refuse(&mut s, second, now).is_empty());
         assert_eq!(s.stats().expired_hits, 2);
         assert_eq!(s.lifetime.estimate(), Duration::from_secs(5));
         // The other 48 URLs of that batch are as old: provably dead, re-minted without a try.
-        let (actions, _) = s.next(Instant::now(), Duration::ZERO);
+        let (actions, _) = s.next(now, Duration::ZERO);
         assert_eq!(s.stats().stale_before_start, 48);
         assert!(starts(actions).is_empty());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn one_file_always_refused_costs_that_file_only() {
+    #[test]
+    fn one_file_always_refused_costs_that_file_only() {
         let settings = Settings {
             concurrency: 1,
             ..KEELVAR
         };
-        let mut s = Scheduler::new(settings, items(100));
-        download_one(&mut s).await;
-        let t0 = Instant::now();
+        let mut now = Instant::now();
+        let mut s = Scheduler::new(settings, items(100), now);
+        download_one(&mut s, &mut now);
+        let t0 = now;
         let batch = take_mint(s.next(t0, Duration::ZERO).0);
         let out = answer(&batch, t0, None);
-        s.minted(batch, Ok(out), Duration::ZERO, Instant::now());
+        s.minted(batch, Ok(out), Duration::ZERO, t0);
         // The same file refused four times, its other 49 URLs waiting: they are all tried.
         let refused = Uuid::from_u128(3);
         let mut failures = Vec::new();
         let mut done = 0;
-        while let Some(r) = starts(s.next(Instant::now(), BUSY).0).pop() {
-            tokio::time::advance(Duration::from_secs(1)).await;
-            let now = Instant::now();
+        while let Some(r) = starts(s.next(now, BUSY).0).pop() {
+            now += Duration::from_secs(1);
             let outcome = if r.item.id == refused {
                 Outcome::Expired { requested_at: now }
             } else {
                 done += 1;
-                Outcome::Done(whole(1))
+                Outcome::Whole(whole(1))
             };
             for a in s.finished(r.item, "x".into(), outcome, now) {
                 if let Action::Fail { item, reason } = a {
@@ -1417,10 +1495,9 @@ mod tests {
             }
             // Fresh URLs for the refused file come from later mints.
             if s.ready.is_empty() && !s.pending.is_empty() {
-                let now = Instant::now();
                 let batch = take_mint(s.next(now, Duration::ZERO).0);
                 let out = answer(&batch, now, None);
-                s.minted(batch, Ok(out), Duration::ZERO, Instant::now());
+                s.minted(batch, Ok(out), Duration::ZERO, now);
             }
         }
         assert_eq!(s.stats().stale_before_start, 0, "no URL discarded unused");
@@ -1435,19 +1512,16 @@ mod tests {
         assert!(done >= 49, "{done}");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_id_is_minted_a_bounded_number_of_times() {
-        let mut s = Scheduler::new(KEELVAR, items(1));
+    #[test]
+    fn an_id_is_minted_a_bounded_number_of_times() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(KEELVAR, items(1), now);
         let mut failed = None;
         for round in 1..=MAX_MINTS_PER_FILE {
-            let now = Instant::now();
             let batch = take_mint(s.next(now, Duration::ZERO).0);
             // Every URL the API gives is already at its stated end.
             let out = answer(&batch, now, Some(now));
-            assert!(
-                s.minted(batch, Ok(out), Duration::ZERO, Instant::now())
-                    .is_empty()
-            );
+            assert!(s.minted(batch, Ok(out), Duration::ZERO, now).is_empty());
             let (actions, _) = s.next(now, BUSY);
             assert!(!actions.iter().any(|a| matches!(a, Action::Start { .. })));
             let fail = actions.into_iter().find_map(|a| match a {
@@ -1466,19 +1540,17 @@ mod tests {
         assert!(s.is_idle());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_id_that_keeps_needing_fresh_urls_fails_when_its_time_is_up() {
+    #[test]
+    fn an_id_that_keeps_needing_fresh_urls_fails_when_its_time_is_up() {
         let settings = Settings {
             give_up_after: Duration::from_secs(10),
             ..VERIDOX
         };
-        let mut s = Scheduler::new(settings, items(1));
-        let ready = mint_and_start(&mut s, Instant::now())
-            .pop()
-            .expect("started");
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(settings, items(1), t0);
+        let ready = mint_and_start(&mut s, t0).pop().expect("started");
         // Refused after 11 s (a slow host, a long queue): its 10 s are spent.
-        tokio::time::advance(Duration::from_secs(11)).await;
-        let now = Instant::now();
+        let now = t0 + Duration::from_secs(11);
         let actions = s.finished(
             ready.item,
             "a".into(),
@@ -1491,15 +1563,15 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn three_failed_mint_calls_in_a_row_fail_every_pending_id_with_the_cause() {
-        let mut s = Scheduler::new(KEELVAR, items(200));
+    #[test]
+    fn three_failed_mint_calls_in_a_row_fail_every_pending_id_with_the_cause() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(KEELVAR, items(200), now);
         let mut failed = Vec::new();
         for _ in 0..BREAKER_AFTER {
-            let now = Instant::now();
             let batch = take_mint(s.next(now, Duration::ZERO).0);
             let result = Err(crate::error::samples::down_503());
-            for a in s.minted(batch, result, Duration::ZERO, Instant::now()) {
+            for a in s.minted(batch, result, Duration::ZERO, now) {
                 if let Action::Fail { item, reason } | Action::NotAttempted { item, reason } = a {
                     failed.push((item.id, reason));
                 }
@@ -1515,13 +1587,148 @@ mod tests {
         assert!(s.is_idle());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_unreachable_api_stops_minting_and_lets_downloads_under_way_finish() {
-        let mut s = Scheduler::new(VERIDOX, items(60));
+    /// A mint call that failed through its retries (what trips the breaker).
+    fn down() -> Result<MintOutcome, ApiError> {
+        Err(crate::error::samples::down_503())
+    }
+
+    /// The next mint call at `now` fails through its retries: what the scheduler does then.
+    fn fail_a_call(s: &mut Scheduler, now: Instant) -> Vec<Action> {
+        let batch = take_mint(s.next(now, Duration::ZERO).0);
+        s.minted(batch, down(), Duration::ZERO, now)
+    }
+
+    /// The next mint call at `now` is answered, and its downloads start and finish a second
+    /// later (so that slots are free for the next call).
+    fn answer_a_call(s: &mut Scheduler, now: Instant) -> Instant {
+        let batch = take_mint(s.next(now, Duration::ZERO).0);
+        let out = answer(&batch, now, None);
+        assert!(s.minted(batch, Ok(out), Duration::ZERO, now).is_empty());
+        let done = now + Duration::from_secs(1);
+        for r in starts(s.next(now, BUSY).0) {
+            let outcome = Outcome::Whole(whole(1));
+            assert!(matches!(
+                &s.finished(r.item, "x".into(), outcome, done)[..],
+                [Action::Complete { .. }]
+            ));
+        }
+        done
+    }
+
+    #[test]
+    fn the_breaker_trips_at_the_nth_failed_call_in_a_row_and_not_before() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(KEELVAR, items(200), t0);
+        for n in 1..BREAKER_AFTER {
+            // The call's IDs are asked for again; nothing fails yet.
+            let actions = fail_a_call(&mut s, t0 + Duration::from_secs(n.into()));
+            assert!(actions.is_empty(), "call {n}: {actions:?}");
+            assert_eq!(s.abandoned(), None);
+            assert_eq!(s.to_mint(), 200);
+        }
+        let actions = fail_a_call(&mut s, t0 + Duration::from_secs(BREAKER_AFTER.into()));
+        assert!(s.abandoned().is_some());
+        assert_eq!(actions.len(), 200);
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn an_answer_between_failed_calls_starts_the_breakers_count_over() {
+        let mut now = Instant::now();
+        let mut s = Scheduler::new(KEELVAR, items(200), now);
+        for _ in 1..BREAKER_AFTER {
+            assert!(fail_a_call(&mut s, now).is_empty());
+        }
+        now = answer_a_call(&mut s, now);
+        // As many failures again as tripped nothing before: still nothing.
+        for _ in 1..BREAKER_AFTER {
+            assert!(fail_a_call(&mut s, now).is_empty());
+        }
+        assert_eq!(s.abandoned(), None);
+        // One more in a row trips it.
+        assert!(!fail_a_call(&mut s, now).is_empty());
+        assert!(s.abandoned().is_some());
+    }
+
+    #[test]
+    fn once_tripped_every_pending_id_is_not_attempted_with_the_cause_said_once() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(KEELVAR, items(200), t0);
+        let mut actions = Vec::new();
+        for _ in 0..BREAKER_AFTER {
+            actions = fail_a_call(&mut s, t0);
+        }
+        let why = format!(
+            "the API kept failing ({BREAKER_AFTER} requests in a row, each after its retries): {}",
+            crate::error::samples::down_503()
+        );
+        assert_eq!(s.abandoned(), Some(why.as_str()));
+        // Those never asked for and those of the failed call alike: not attempted (the run's
+        // error says why once), not failed one by one.
+        let mut ids: Vec<u128> = actions
+            .into_iter()
+            .map(|a| match a {
+                Action::NotAttempted { item, reason } if reason == why => item.id.as_u128(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        ids.sort();
+        assert_eq!(ids, (1..=200).collect::<Vec<_>>());
+        // Nothing more is asked for, and IDs that come later are not attempted either.
+        assert!(s.next(t0, Duration::ZERO).0.is_empty());
+        let later = s.add([Item::new(201, Uuid::from_u128(201), None)]);
+        assert!(
+            matches!(&later[..], [Action::NotAttempted { reason, .. }] if *reason == why),
+            "{later:?}"
+        );
+    }
+
+    #[test]
+    fn urls_arrive_with_the_least_life_any_of_them_has_left() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let minute = secs(60);
+        let url = |issued: Instant, expires: Option<Instant>| Minted {
+            id: Uuid::from_u128(1),
+            url: Url::parse("https://files.example/1").unwrap(),
+            label: "1.pdf".into(),
+            issued,
+            expires,
+        };
+        assert_eq!(
+            life_on_arrival(&[], minute, t0),
+            None,
+            "no URL, nothing learned"
+        );
+        // No stated expiry: a lifetime from issue.
+        let issued_10s_ago = url(t0, None);
+        assert_eq!(
+            life_on_arrival(&[issued_10s_ago], minute, t0 + secs(10)),
+            Some(secs(50))
+        );
+        // The stated expiry, when it comes first.
+        let stated = url(t0, Some(t0 + secs(30)));
+        assert_eq!(life_on_arrival(&[stated], minute, t0), Some(secs(30)));
+        // A job found done late may state a minute from then: at most half a lifetime more
+        // than the earliest issue allows.
+        let found_late = url(t0, Some(t0 + secs(200)));
+        assert_eq!(life_on_arrival(&[found_late], minute, t0), Some(secs(90)));
+        // The least of several; none left once past.
+        let both = [url(t0, None), url(t0, Some(t0 + secs(20)))];
+        assert_eq!(life_on_arrival(&both, minute, t0), Some(secs(20)));
+        assert_eq!(
+            life_on_arrival(&both, minute, t0 + secs(100)),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn an_unreachable_api_stops_minting_and_lets_downloads_under_way_finish() {
         let now = Instant::now();
+        let mut s = Scheduler::new(VERIDOX, items(60), now);
         let first = take_mint(s.next(now, Duration::ZERO).0);
         let out = answer(&first, now, None);
-        s.minted(first, Ok(out), Duration::ZERO, Instant::now());
+        s.minted(first, Ok(out), Duration::ZERO, now);
         let (actions, _) = s.next(now, Duration::ZERO);
         let second = mints(&actions);
         assert_eq!(second.len(), 1);
@@ -1550,27 +1757,27 @@ mod tests {
         let (actions, _) = s.next(now, Duration::ZERO);
         assert!(mints(&actions).is_empty());
         for r in started {
-            let done = Outcome::Done(whole(1));
+            let done = Outcome::Whole(whole(1));
             s.finished(r.item, "x".into(), done, now);
         }
         let more = starts(s.next(now, Duration::ZERO).0);
         assert_eq!(more.len(), 4, "the ready URLs keep downloading");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_id_left_out_is_asked_again_twice_with_others_then_fails() {
+    #[test]
+    fn an_id_left_out_is_asked_again_twice_with_others_then_fails() {
         for settings in [VERIDOX, KEELVAR] {
             let settings = Settings {
                 concurrency: 2,
                 ..settings
             };
-            let mut s = Scheduler::new(settings, items(60));
+            let mut now = Instant::now();
+            let mut s = Scheduler::new(settings, items(60), now);
             let left_out = Uuid::from_u128(1);
             let mut batches = Vec::new();
             let mut failed = Vec::new();
             // The API leaves one ID out of every answer; every download finishes at once.
             while !s.is_idle() {
-                let now = Instant::now();
                 for a in s.next(now, Duration::ZERO).0 {
                     match a {
                         Action::Mint(batch) => {
@@ -1580,20 +1787,20 @@ mod tests {
                             if batch.iter().any(|i| i.id == left_out) {
                                 out.missing.push(left_out);
                             }
-                            for a in s.minted(batch, Ok(out), Duration::ZERO, Instant::now()) {
+                            for a in s.minted(batch, Ok(out), Duration::ZERO, now) {
                                 if let Action::Fail { item, reason } = a {
                                     failed.push((item.id, reason));
                                 }
                             }
                         }
                         Action::Start { ready, .. } => {
-                            let done = Outcome::Done(whole(1));
+                            let done = Outcome::Whole(whole(1));
                             s.finished(ready.item, "x".into(), done, now);
                         }
                         other => panic!("{other:?}"),
                     }
                 }
-                tokio::time::advance(Duration::from_millis(10)).await;
+                now += Duration::from_millis(10);
             }
             let asked: Vec<&Vec<Uuid>> = batches.iter().filter(|b| b.contains(&left_out)).collect();
             assert_eq!(asked.len(), 3, "asked once, then again twice: {batches:?}");
@@ -1609,23 +1816,21 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_file_refused_with_every_fresh_url_fails_alone() {
-        let mut s = Scheduler::new(VERIDOX, items(1));
+    #[test]
+    fn a_file_refused_with_every_fresh_url_fails_alone() {
+        let mut now = Instant::now();
+        let mut s = Scheduler::new(VERIDOX, items(1), now);
         let mut last = Vec::new();
         for _ in 0..=MAX_FRESH_URLS {
-            let ready = mint_and_start(&mut s, Instant::now())
-                .pop()
-                .expect("started");
-            tokio::time::advance(Duration::from_secs(1)).await;
-            let at = Instant::now();
+            let ready = mint_and_start(&mut s, now).pop().expect("started");
+            now += Duration::from_secs(1);
             last = s.finished(
                 ready.item,
                 "a".into(),
-                Outcome::Expired { requested_at: at },
-                at,
+                Outcome::Expired { requested_at: now },
+                now,
             );
-            tokio::time::advance(Duration::from_secs(1)).await;
+            now += Duration::from_secs(1);
         }
         assert!(
             matches!(&last[..], [Action::Fail { reason, .. }] if reason.contains("also with 3 fresh")),
@@ -1633,21 +1838,21 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn refused_credentials_and_a_full_disk_stop_the_run() {
-        let mut s = Scheduler::new(VERIDOX, items(30));
+    #[test]
+    fn refused_credentials_and_a_full_disk_stop_the_run() {
         let now = Instant::now();
+        let mut s = Scheduler::new(VERIDOX, items(30), now);
         let batch = take_mint(s.next(now, Duration::ZERO).0);
         let actions = s.minted(
             batch,
             Err(crate::error::samples::auth()),
             Duration::ZERO,
-            Instant::now(),
+            now,
         );
         let bad_key = crate::error::samples::auth().to_string();
         assert!(matches!(&actions[..], [Action::Stop(Stop::Credentials(m))] if *m == bad_key));
 
-        let mut s = Scheduler::new(VERIDOX, items(1));
+        let mut s = Scheduler::new(VERIDOX, items(1), now);
         let ready = mint_and_start(&mut s, now).pop().expect("started");
         let actions = s.finished(
             ready.item,
@@ -1661,15 +1866,13 @@ mod tests {
         ));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_completed_download_is_recorded_and_feeds_the_completion_rate() {
-        let mut s = Scheduler::new(VERIDOX, items(1));
-        let ready = mint_and_start(&mut s, Instant::now())
-            .pop()
-            .expect("started");
-        tokio::time::advance(Duration::from_millis(300)).await;
-        let done = Instant::now();
-        let actions = s.finished(ready.item, "a.pdf".into(), Outcome::Done(whole(7)), done);
+    #[test]
+    fn a_completed_download_is_recorded_and_feeds_the_completion_rate() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(VERIDOX, items(1), t0);
+        let ready = mint_and_start(&mut s, t0).pop().expect("started");
+        let done = t0 + Duration::from_millis(300);
+        let actions = s.finished(ready.item, "a.pdf".into(), Outcome::Whole(whole(7)), done);
         assert!(
             matches!(&actions[..], [Action::Complete { name, file, .. }] if file.bytes == 7 && name == "a.pdf")
         );
@@ -1678,18 +1881,18 @@ mod tests {
         assert!(s.is_idle());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_dry_run_resolves_in_full_batches_and_starts_nothing() {
+    #[test]
+    fn a_dry_run_resolves_in_full_batches_and_starts_nothing() {
         let settings = Settings {
             dry_run: true,
             ..VERIDOX
         };
-        let mut s = Scheduler::new(settings, items(60));
         let now = Instant::now();
+        let mut s = Scheduler::new(settings, items(60), now);
         let batch = take_mint(s.next(now, Duration::ZERO).0);
         assert_eq!(batch.len(), 25);
         let out = answer(&batch, now, None);
-        let actions = s.minted(batch, Ok(out), Duration::ZERO, Instant::now());
+        let actions = s.minted(batch, Ok(out), Duration::ZERO, now);
         assert_eq!(actions.len(), 25);
         assert!(actions.iter().all(|a| matches!(a, Action::Resolved { .. })));
         assert!(starts(s.next(now, Duration::ZERO).0).is_empty());

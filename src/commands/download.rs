@@ -20,7 +20,7 @@ use crate::lock::{Claims, DirLock, LockError};
 use crate::naming::NameRegistry;
 use crate::naming::same_name;
 use crate::output::BucketUrl;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Books, Pipeline, RunSettings};
 use crate::progress::{Ui, Verbosity, init_logging};
 use crate::provider::keelvar::{Keelvar, PollPolicy};
 use crate::provider::veridox::Veridox;
@@ -271,46 +271,16 @@ pub async fn execute(
             Err(e)
         }
         Ok((provider, files, dest)) => {
-            let pipeline = Pipeline {
-                provider: Arc::new(provider),
-                files,
-                policy: DownloadPolicy {
-                    backoff: Backoff::default(),
-                    // Under a bandwidth cap, each download's share may sit below the speed
-                    // limit: judge them against half their share at most.
-                    speed_limit: match cfg.limit_rate {
-                        Some(cap) => cfg.speed_limit.min(cap / (2 * cfg.concurrency as u64)),
-                        None => cfg.speed_limit,
-                    },
-                    speed_time: cfg.speed_time,
-                    max_file_size: cfg.max_file_size,
-                    rate_cap: cfg.limit_rate.map(RateCap::new),
-                },
-                concurrency: cfg.concurrency,
-                dry_run: cfg.dry_run,
-                give_up_after: cfg.give_up_after,
-                time_scale: cfg.time_scale,
-                budget: cfg.budget,
-                deadline: cfg.max_run_time.map(|t| began + t),
-                output_dir: match cfg.bucket {
-                    Some(_) => state_dir.to_path_buf(),
-                    None => cfg.output_dir.clone(),
-                },
-                force: cfg.force,
+            let books = Books {
                 ui: &ui,
                 state: &state,
                 names: &mut names,
                 recorder: &mut recorder,
-                cancel,
-                cursor: 0,
-                listing: cfg.from,
-                max_pages: cfg.max_pages,
-                shard: cfg.shard,
-                parts: state.partial_ids().ok(),
-                dest: dest.clone(),
                 claims: &mut claims,
-                waiting: Default::default(),
             };
+            let settings = run_settings(cfg, began, state_dir);
+            let provider = Arc::new(provider);
+            let pipeline = Pipeline::new(provider, files, dest.clone(), settings, books, cancel);
             let ran = tokio::select! {
                 biased;
                 () = now.cancelled() => None,
@@ -378,6 +348,43 @@ pub async fn execute(
             Exit::Success
         },
     )
+}
+
+/// What the pipeline is to do, from the run's settings. `began`: `--max-run-time` counts from
+/// there; `state_dir`: where the run's state lives (for a bucket, a local scratch directory).
+fn run_settings(
+    cfg: &Config,
+    began: tokio::time::Instant,
+    state_dir: &std::path::Path,
+) -> RunSettings {
+    RunSettings {
+        policy: DownloadPolicy {
+            backoff: Backoff::default(),
+            // Under a bandwidth cap, each download's share may sit below the speed
+            // limit: judge them against half their share at most.
+            speed_limit: match cfg.limit_rate {
+                Some(cap) => cfg.speed_limit.min(cap / (2 * cfg.concurrency as u64)),
+                None => cfg.speed_limit,
+            },
+            speed_time: cfg.speed_time,
+            max_file_size: cfg.max_file_size,
+            rate_cap: cfg.limit_rate.map(RateCap::new),
+        },
+        concurrency: cfg.concurrency,
+        dry_run: cfg.dry_run,
+        give_up_after: cfg.give_up_after,
+        time_scale: cfg.time_scale,
+        budget: cfg.budget,
+        deadline: cfg.max_run_time.map(|t| began + t),
+        output_dir: match cfg.bucket {
+            Some(_) => state_dir.to_path_buf(),
+            None => cfg.output_dir.clone(),
+        },
+        force: cfg.force,
+        listing: cfg.from,
+        max_pages: cfg.max_pages,
+        shard: cfg.shard,
+    }
 }
 
 /// Report every ID an earlier run completed as skipped (when no download can run).

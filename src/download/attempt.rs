@@ -1,8 +1,6 @@
 //! One try at a file: look for kept bytes, ask the host, read what its answer means, stream
 //! the body, check the bytes. Each step is a function of its own; this is their sequence.
 
-use std::sync::atomic::Ordering;
-
 use tokio::time::Instant;
 
 use super::classify::{self, Answer};
@@ -43,7 +41,7 @@ pub async fn attempt<D: Destination>(
     let Answer::Body { start, total, meta } = answer else {
         return Err(not_a_body(answer, resp, dest, job, requested_at).await);
     };
-    let _ = job.progress.accepted.set(requested_at);
+    job.progress.accept(requested_at);
     if let Some(t) = total
         && t > policy.max_file_size
     {
@@ -58,11 +56,7 @@ pub async fn attempt<D: Destination>(
     if start > 0 {
         dest.digest_kept(job, start, &mut digests).await?;
     }
-    job.progress
-        .total
-        .store(total.unwrap_or(0), Ordering::Relaxed);
-    job.progress.resumed.store(start, Ordering::Relaxed);
-    job.progress.done.store(start, Ordering::Relaxed);
+    job.progress.begin(start, total);
     job.watcher.begin(start, total);
     let span = Span { start, total };
     let flow = stream(resp, &mut sink, &mut digests, job, policy, span).await?;

@@ -603,7 +603,7 @@ mod tests {
             name: "a.pdf".into(),
             at_dest: super::super::AtDest::Nothing,
             no_part: true,
-            progress: super::super::Progress::new(),
+            progress: super::super::Progress::new(tokio::time::Instant::now()),
             watcher: Box::new(NoWatch),
             cancel: Default::default(),
             give_up_at: None,

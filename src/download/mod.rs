@@ -14,7 +14,6 @@
 //!   directory, and [`durable`] pays for their syncs together.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::Url;
@@ -22,6 +21,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::retry::{self, Backoff};
+// What a transfer tells the rest of the run (the submodules name them as `super::`).
+use crate::transfer::{Outcome, Progress, Watcher, Whole};
 
 mod any;
 mod attempt;
@@ -68,60 +69,6 @@ pub struct DownloadPolicy {
     pub rate_cap: Option<Arc<RateCap>>,
 }
 
-/// Live numbers about one download, read by the scheduler to predict when a slot frees.
-#[derive(Debug)]
-pub struct Progress {
-    pub started: Instant,
-    done: AtomicU64,
-    /// Total length, 0 while unknown.
-    total: AtomicU64,
-    /// Bytes already on disk when this download started (not counted in its rate).
-    resumed: AtomicU64,
-    /// When the file host first accepted the URL (a 200 or 206).
-    accepted: std::sync::OnceLock<Instant>,
-}
-
-impl Progress {
-    pub fn new() -> Arc<Progress> {
-        Arc::new(Progress {
-            started: Instant::now(),
-            done: AtomicU64::new(0),
-            total: AtomicU64::new(0),
-            resumed: AtomicU64::new(0),
-            accepted: std::sync::OnceLock::new(),
-        })
-    }
-
-    /// When the file host first accepted the URL, if it did.
-    pub fn accepted(&self) -> Option<Instant> {
-        self.accepted.get().copied()
-    }
-
-    /// Estimated time to completion, if the length is known and bytes are flowing.
-    pub fn eta(&self, now: Instant) -> Option<Duration> {
-        let total = self.total.load(Ordering::Relaxed);
-        let done = self.done.load(Ordering::Relaxed);
-        let fresh = done.saturating_sub(self.resumed.load(Ordering::Relaxed));
-        let elapsed = now.saturating_duration_since(self.started).as_secs_f64();
-        if total == 0 || fresh == 0 || elapsed <= 0.0 {
-            return None;
-        }
-        let rate = fresh as f64 / elapsed;
-        Some(Duration::from_secs_f64(
-            (total.saturating_sub(done) as f64 / rate).min(1e6),
-        ))
-    }
-}
-
-/// Whoever wants to see a download's bytes arrive (the UI's per-file bar), without this module
-/// knowing what a terminal is.
-pub trait Watcher: Send + Sync {
-    /// The body starts at byte `at` of `total` (if known).
-    fn begin(&self, at: u64, total: Option<u64>);
-    /// `n` more bytes were written.
-    fn advance(&self, n: u64);
-}
-
 /// One file to fetch.
 pub struct FileJob {
     pub url: Url,
@@ -162,40 +109,8 @@ pub enum AtDest {
     Nothing,
 }
 
-/// A file complete under its final name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Whole {
-    pub bytes: u64,
-    /// Of every byte, computed as they streamed (and over the resumed prefix, read once).
-    pub sha256: String,
-    /// The checksums the host declared that the bytes matched (`sha256:repr-digest`).
-    pub verified: Vec<String>,
-    /// The checksums it declared that could not be read, so were not checked.
-    pub unchecked: Vec<String>,
-    /// Something the report should say about this file although it is complete.
-    pub note: Option<String>,
-    /// The name it was saved under, if not the one chosen (that was taken meanwhile).
-    pub renamed: Option<String>,
-}
-
-/// How one download ended.
-#[derive(Debug)]
-pub enum Outcome {
-    Done(Whole),
-    /// The file host refused the signed URL (403): mint a new one. Bytes on disk are kept.
-    Expired {
-        requested_at: Instant,
-    },
-    Failed(String),
-    /// The local disk refused the data in a way that will fail every other file too (full,
-    /// read-only, over quota). The temporary file is removed.
-    StorageFailed(String),
-    /// Stopped by Ctrl-C; what arrived is on disk for the next run.
-    Cancelled,
-}
-
 /// Fetch one file into `dest`, retrying transient failures with backoff. A file that arrived
-/// whole is [`Outcome::Done`] as soon as it is handed to `dest` (the download's slot may go to
+/// whole is [`Outcome::Whole`] as soon as it is handed to `dest` (the download's slot may go to
 /// another), with the [`Placing`] that ends when it is durable under its name: see [`settle`].
 pub async fn download<D: Destination>(
     client: &reqwest::Client,
@@ -209,7 +124,7 @@ pub async fn download<D: Destination>(
         let failed = match attempt::attempt(client, job, policy, dest, fresh).await {
             Ok((whole, sink)) => {
                 return match dest.place(sink, job, &whole).await {
-                    Ok(placing) => (Outcome::Done(whole), Some(placing)),
+                    Ok(placing) => (Outcome::Whole(whole), Some(placing)),
                     Err(e) => (settle(Err(e), whole), None),
                 };
             }
@@ -314,7 +229,7 @@ pub(crate) async fn sleep_until_some(at: Option<Instant>) {
 /// How placing the whole file `whole` ended: done (under the name it got), or why not.
 pub fn settle(result: std::io::Result<Option<String>>, whole: Whole) -> Outcome {
     match result {
-        Ok(renamed) => Outcome::Done(Whole { renamed, ..whole }),
+        Ok(renamed) => Outcome::Whole(Whole { renamed, ..whole }),
         Err(e) if is_storage_wide(e.kind()) => {
             Outcome::StorageFailed(format!("cannot write the finished file: {e}"))
         }

@@ -1,7 +1,6 @@
 //! A body on its way to the sink: chunk by chunk, with the length and size caps, the shared
 //! bandwidth cap, the speed check and Ctrl-C.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -90,7 +89,7 @@ pub async fn stream<S: Sink>(
         digests.update(&chunk);
         sink.push(chunk).await?;
         written += len;
-        job.progress.done.store(written, Ordering::Relaxed);
+        job.progress.wrote(written);
         job.watcher.advance(len);
     }
     Ok(match span.total {

@@ -12,10 +12,10 @@ use tokio::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::*;
-use crate::download::{Outcome, Whole};
 use crate::provider::keelvar::{JobClock, PollPolicy};
 use crate::provider::{MintOutcome, Minted};
 use crate::ratelimit::{Need, RateLimiter, Reservation};
+use crate::transfer::{Outcome, Whole};
 
 /// The vendor as the simulation plays it.
 #[derive(Clone, Copy)]
@@ -113,7 +113,7 @@ fn answer(log: &ServerLog, permit: crate::ratelimit::Permit<'_>) -> Instant {
     now
 }
 
-enum Done {
+enum Ended {
     Mint {
         items: Vec<Item>,
         result: MintOutcome,
@@ -137,7 +137,7 @@ async fn job(
     clock: Arc<Mutex<JobClock>>,
     vendor: Vendor,
     items: Vec<Item>,
-) -> Done {
+) -> Ended {
     let start = Instant::now();
     let submitted = answer(&log, slots.permit().await);
     let completes = submitted + vendor.job;
@@ -175,7 +175,7 @@ async fn job(
         .iter()
         .map(|i| (i.id, completes + vendor.url_life))
         .collect();
-    Done::Mint {
+    Ended::Mint {
         items,
         result: MintOutcome {
             files,
@@ -188,18 +188,18 @@ async fn job(
 }
 
 /// A download: refused at once if its URL is dead, else done after `each`.
-async fn download(item: Item, dies: Instant, each: Duration) -> Done {
+async fn download(item: Item, dies: Instant, each: Duration) -> Ended {
     let now = Instant::now();
     if now >= dies {
-        return Done::File {
+        return Ended::File {
             item,
             outcome: Outcome::Expired { requested_at: now },
         };
     }
     tokio::time::sleep(each).await;
-    Done::File {
+    Ended::File {
         item,
-        outcome: Outcome::Done(Whole {
+        outcome: Outcome::Whole(Whole {
             bytes: 32 * 1024,
             sha256: String::new(),
             verified: Vec::new(),
@@ -221,90 +221,145 @@ async fn run(
     log: ServerLog,
 ) -> Tally {
     let start = Instant::now();
-    let limiter = Arc::new(RateLimiter::new(budget).with_spare_horizon(vendor.url_life / 4));
-    let clock = Arc::new(Mutex::new(JobClock::default()));
-    let settings = Settings {
-        concurrency: 16,
-        max_batch: 50,
-        url_lifetime: vendor.url_life,
-        dry_run: false,
-        give_up_after: Duration::from_secs(24 * 3600),
-        time_scale: 1,
-    };
     let items = (first_id..first_id + n)
         .map(|i| Item::new(i as u32, Uuid::from_u128(i), None))
         .collect();
-    let mut s = Scheduler::new(settings, items);
-    let mut tasks: JoinSet<Done> = JoinSet::new();
-    let mut deaths: HashMap<Uuid, Instant> = HashMap::new();
-    let mut tally = Tally::default();
+    let mut sim = Sim::new(items, each, vendor, budget, log, start);
     loop {
-        let wake = loop {
-            let (actions, wake) = s.next(Instant::now(), limiter.delay_for(Need::Job));
+        let wake = sim.act();
+        if sim.s.is_idle() {
+            break;
+        }
+        let ended = tokio::select! {
+            Some(ended) = sim.tasks.join_next() => ended.unwrap(),
+            _ = tokio::time::sleep_until(wake) => continue,
+        };
+        sim.ended(ended);
+    }
+    let stats = sim.s.stats();
+    sim.tally.urls_unused = (stats.stale_before_start + stats.expired_hits) as usize;
+    sim.tally.took = start.elapsed();
+    sim.tally
+}
+
+/// The driver of one simulated run, and what it has cost so far.
+struct Sim {
+    s: Scheduler,
+    limiter: Arc<RateLimiter>,
+    clock: Arc<Mutex<JobClock>>,
+    log: ServerLog,
+    vendor: Vendor,
+    /// How long each download takes.
+    each: Duration,
+    tasks: JoinSet<Ended>,
+    /// When each URL minted truly dies.
+    deaths: HashMap<Uuid, Instant>,
+    tally: Tally,
+}
+
+impl Sim {
+    fn new(
+        items: Vec<Item>,
+        each: Duration,
+        vendor: Vendor,
+        budget: &[(u32, Duration)],
+        log: ServerLog,
+        now: Instant,
+    ) -> Sim {
+        let settings = Settings {
+            concurrency: 16,
+            max_batch: 50,
+            url_lifetime: vendor.url_life,
+            dry_run: false,
+            give_up_after: Duration::from_secs(24 * 3600),
+            time_scale: 1,
+        };
+        Sim {
+            s: Scheduler::new(settings, items, now),
+            limiter: Arc::new(RateLimiter::new(budget).with_spare_horizon(vendor.url_life / 4)),
+            clock: Arc::new(Mutex::new(JobClock::default())),
+            log,
+            vendor,
+            each,
+            tasks: JoinSet::new(),
+            deaths: HashMap::new(),
+            tally: Tally::default(),
+        }
+    }
+
+    /// Do what the scheduler says until it has nothing more for now: returns when it wants
+    /// to be asked again.
+    fn act(&mut self) -> Instant {
+        loop {
+            let (actions, wake) = self
+                .s
+                .next(Instant::now(), self.limiter.delay_for(Need::Job));
             if actions.is_empty() {
-                break wake;
+                return wake;
             }
             for a in actions {
                 match a {
                     Action::Mint(batch) => {
-                        tally.jobs += 1;
-                        tasks.spawn(job(
-                            limiter.reserve(Need::Job),
-                            log.clone(),
-                            clock.clone(),
-                            vendor,
+                        self.tally.jobs += 1;
+                        self.tasks.spawn(job(
+                            self.limiter.reserve(Need::Job),
+                            self.log.clone(),
+                            self.clock.clone(),
+                            self.vendor,
                             batch,
                         ));
                     }
                     Action::Start { ready, .. } => {
-                        let dies = deaths[&ready.item.id];
-                        tasks.spawn(download(ready.item, dies, each));
+                        let dies = self.deaths[&ready.item.id];
+                        self.tasks.spawn(download(ready.item, dies, self.each));
                     }
-                    Action::Complete { .. } => tally.files += 1,
-                    Action::Fail { reason, .. } | Action::NotAttempted { reason, .. } => {
-                        tally.failures.push(reason)
+                    other => {
+                        if let Some(other) = self.count(other) {
+                            panic!("unexpected {other:?}");
+                        }
                     }
-                    other => panic!("unexpected {other:?}"),
                 }
             }
-        };
-        if s.is_idle() {
-            break;
         }
-        let done = tokio::select! {
-            Some(done) = tasks.join_next() => done.unwrap(),
-            _ = tokio::time::sleep_until(wake) => continue,
-        };
-        let actions = match done {
-            Done::Mint {
+    }
+
+    /// A task ended: tell the scheduler, and count what follows.
+    fn ended(&mut self, ended: Ended) {
+        let actions = match ended {
+            Ended::Mint {
                 items,
                 result,
                 took,
                 polls,
-                deaths: d,
+                deaths,
             } => {
-                tally.polls += polls;
-                tally.urls_minted += result.files.len();
-                deaths.extend(d);
-                s.minted(items, Ok(result), took, Instant::now())
+                self.tally.polls += polls;
+                self.tally.urls_minted += result.files.len();
+                self.deaths.extend(deaths);
+                self.s.minted(items, Ok(result), took, Instant::now())
             }
-            Done::File { item, outcome } => s.finished(item, "x".into(), outcome, Instant::now()),
+            Ended::File { item, outcome } => {
+                self.s.finished(item, "x".into(), outcome, Instant::now())
+            }
         };
         for a in actions {
-            match a {
-                Action::Complete { .. } => tally.files += 1,
-                Action::Fail { reason, .. } | Action::NotAttempted { reason, .. } => {
-                    tally.failures.push(reason)
-                }
-                Action::Start { .. } | Action::Mint(_) => unreachable!("only from next()"),
-                _ => {}
+            if let Some(Action::Start { .. } | Action::Mint(_)) = self.count(a) {
+                unreachable!("only from next()");
             }
         }
     }
-    let stats = s.stats();
-    tally.urls_unused = (stats.stale_before_start + stats.expired_hits) as usize;
-    tally.took = start.elapsed();
-    tally
+
+    /// Count a file completed or failed; any other action is handed back.
+    fn count(&mut self, action: Action) -> Option<Action> {
+        match action {
+            Action::Complete { .. } => self.tally.files += 1,
+            Action::Fail { reason, .. } | Action::NotAttempted { reason, .. } => {
+                self.tally.failures.push(reason)
+            }
+            other => return Some(other),
+        }
+        None
+    }
 }
 
 /// Keelvar's documented budget, as the client keeps it.
