@@ -14,9 +14,8 @@ use axum::routing::get;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{CatalogFile, FaultKind, Shared, Stats, key_of};
-#[cfg(feature = "test-controls")]
-use super::{Counter, parse_api_uuid};
+use crate::shared::{Counter, FaultKind, Shared};
+use crate::{CatalogFile, Stats, key_of, parse_api_uuid};
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     // The name after the ID is decoration, as on real object stores: the signature covers the ID.
@@ -239,10 +238,7 @@ async fn serve(
             .fetch_add(1, Ordering::SeqCst);
     }
     let mut guard = InFlight::new(shared.clone());
-    let Some(id) = path
-        .get("id")
-        .and_then(|id| super::parse_api_uuid(id, false))
-    else {
+    let Some(id) = path.get("id").and_then(|id| parse_api_uuid(id, false)) else {
         return plain(StatusCode::NOT_FOUND, "no such file");
     };
     let valid_sig =
@@ -270,7 +266,7 @@ async fn serve(
     let refused = control!(
         false,
         f.refuse_ids.contains(&id)
-            || shared.next_count(super::Counter::Refused, key) < f.refuse_first_requests
+            || shared.next_count(Counter::Refused, key) < f.refuse_first_requests
     );
     if refused {
         return match control!(false, f.expired_as_400) {
@@ -293,7 +289,7 @@ async fn serve(
     Stats::push_sample(&stats.url_ages_ms, now.saturating_sub(q.iat));
     // The object may be replaced on the host after its first answer (a new version: other
     // bytes, another ETag).
-    let served_before = shared.next_count(super::Counter::Served, key);
+    let served_before = shared.next_count(Counter::Served, key);
     let version = u32::from(control!(false, f.replace_after_first_request) && served_before > 0);
     let file = file.version(version);
     let etag = format!("\"{:016x}\"", file.seed);
@@ -341,7 +337,7 @@ async fn serve(
     let half = start + (end - start) / 2;
     let cut_first = control!(
         false,
-        shared.next_count(super::Counter::CutFirst, key) < f.cut_first_requests
+        shared.next_count(Counter::CutFirst, key) < f.cut_first_requests
     );
     let ending = if cut_first || shared.fault(FaultKind::Cut, f.cut_percent, key) {
         stats.file_cuts.fetch_add(1, Ordering::SeqCst);
@@ -355,7 +351,7 @@ async fn serve(
     };
     let dripped = control!(
         false,
-        shared.next_count(super::Counter::Dripped, key) < f.drip_first_requests
+        shared.next_count(Counter::Dripped, key) < f.drip_first_requests
     );
     let bps = if dripped { 64 } else { f.slow_body_bps };
     let chunk = if bps > 0 {
@@ -369,7 +365,7 @@ async fn serve(
     let total = file.size;
     let corrupt = control!(
         false,
-        shared.next_count(super::Counter::Corrupted, key) < f.corrupt_first_requests
+        shared.next_count(Counter::Corrupted, key) < f.corrupt_first_requests
     );
     #[cfg(feature = "test-controls")]
     let checksums = checksum_headers(

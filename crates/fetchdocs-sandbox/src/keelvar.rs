@@ -12,7 +12,9 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{FaultKind, RateHeaders, Shared, Vendor, key_of, lock, parse_api_uuid};
+use crate::rate::{RateHeaders, Vendor};
+use crate::shared::{FaultKind, Shared};
+use crate::{key_of, lock, parse_api_uuid};
 
 /// Most jobs remembered; the oldest are forgotten first (a long-running sandbox stays bounded).
 const MAX_JOBS: usize = 50_000;

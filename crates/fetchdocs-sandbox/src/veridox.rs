@@ -11,8 +11,13 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{FaultKind, RateHeaders, Shared, Vendor, key_of, parse_api_uuid};
 use uuid::Uuid;
+
+use crate::rate::{RateHeaders, Vendor};
+#[cfg(feature = "test-controls")]
+use crate::shared::Counter;
+use crate::shared::{FaultKind, Shared};
+use crate::{key_of, parse_api_uuid};
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -182,7 +187,7 @@ fn mint(shared: &Shared, body: &str, presented_key: &str) -> Response {
             Some(f) if !f.denied => {
                 let expired = control!(
                     false,
-                    shared.next_count(super::Counter::Mint, key_of(&id))
+                    shared.next_count(Counter::Mint, key_of(&id))
                         < shared.cfg.faults.expire_first_urls
                 );
                 let mut url = shared.sign_url(&id, now, shared.cfg.faults.url_lifetime, expired);
