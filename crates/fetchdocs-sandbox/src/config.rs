@@ -33,97 +33,92 @@ pub struct Faults {
     /// 0 = no cap.
     pub max_per_item: u32,
     pub url_lifetime: Duration,
-    /// The first N URLs minted for each file are already expired.
-    #[cfg(feature = "test-controls")]
-    pub expire_first_urls: u32,
     pub rate_limit: Option<RateRule>,
-    /// The first N API requests are answered 429 with `Retry-After: retry_after_secs`.
-    #[cfg(feature = "test-controls")]
-    pub force_429: u32,
-    #[cfg(feature = "test-controls")]
-    pub retry_after_secs: u64,
     /// Bytes per second per file body (0 = unthrottled).
     pub slow_body_bps: u64,
     /// How long each vendor API request takes to be answered (a real API's latency; the
     /// sandbox alone answers in well under a millisecond).
     pub api_latency: Duration,
+    /// The faults only fetchdocs' scenario tests inject.
+    #[cfg(feature = "test-controls")]
+    pub test: TestFaults,
+}
+
+/// Test faults alone, everything else as by default: `Faults::from(TestFaults { … })` keeps a
+/// scenario test's set-up as short as the faults it names.
+#[cfg(feature = "test-controls")]
+impl From<TestFaults> for Faults {
+    fn from(test: TestFaults) -> Self {
+        Faults {
+            test,
+            ..Faults::default()
+        }
+    }
+}
+
+/// The faults that only fetchdocs' scenario tests inject (the `test-controls` feature).
+/// Every one is off by default: a new one needs its field and the place it acts, nothing else.
+#[cfg(feature = "test-controls")]
+#[derive(Debug, Clone, Default)]
+pub struct TestFaults {
+    /// The first N URLs minted for each file are already expired.
+    pub expire_first_urls: u32,
+    /// The first N Veridox API requests are answered 429 with `Retry-After: retry_after_secs`.
+    pub force_429: u32,
+    /// The `Retry-After` of the 429s forced here and by [`KeelvarTestFaults`] (`None`: 1 s).
+    pub retry_after_secs: Option<u64>,
     /// The first N vendor API requests are accepted and never answered (no header, no byte):
     /// an API that hangs. `u32::MAX`: none is ever answered.
-    #[cfg(feature = "test-controls")]
     pub api_silent_first: u32,
     /// File bodies that stop sending half-way and never finish (percent).
-    #[cfg(feature = "test-controls")]
     pub stall_percent: u32,
     /// File bodies that end cleanly half-way, short of their `Content-Length` (percent).
-    #[cfg(feature = "test-controls")]
     pub short_body_percent: u32,
     /// File responses without `Content-Length` (percent).
-    #[cfg(feature = "test-controls")]
     pub no_length_percent: u32,
     /// Range requests answered `200` with the whole file (percent).
-    #[cfg(feature = "test-controls")]
     pub ignore_range_percent: u32,
     /// Range requests answered `206` with a `Content-Range` that does not match (percent).
-    #[cfg(feature = "test-controls")]
     pub bad_range_percent: u32,
     /// File requests answered with a redirect to the same file (percent).
-    #[cfg(feature = "test-controls")]
     pub redirect_percent: u32,
     /// API answers that are truncated JSON (percent).
-    #[cfg(feature = "test-controls")]
     pub api_garbage_percent: u32,
     /// API answers padded past 8 MiB (percent).
-    #[cfg(feature = "test-controls")]
     pub api_huge_percent: u32,
     /// API answers also list unrequested IDs, duplicates, and entries missing fields.
-    #[cfg(feature = "test-controls")]
     pub api_noise: bool,
     /// The Veridox endpoint answers with a redirect to another host.
-    #[cfg(feature = "test-controls")]
     pub api_redirect: bool,
     /// These IDs get `ftp://` download URLs.
-    #[cfg(feature = "test-controls")]
     pub bad_scheme_ids: Vec<Uuid>,
     /// The first N connections whose first request is for a given file are reset before any
     /// answer (the client sees a failed request, not a status).
-    #[cfg(feature = "test-controls")]
     pub reset_first_requests: u32,
     /// Veridox's error texts repeat the API key they were sent (as careless APIs do).
-    #[cfg(feature = "test-controls")]
     pub echo_key: bool,
     /// Each file is replaced on the host (new bytes, ETag and date) after its first answer.
-    #[cfg(feature = "test-controls")]
     pub replace_after_first_request: bool,
     /// `If-Range` is ignored: a range is served whatever version the client has.
-    #[cfg(feature = "test-controls")]
     pub ignore_if_range: bool,
     /// No `ETag` or `Last-Modified` on file answers.
-    #[cfg(feature = "test-controls")]
     pub no_validators: bool,
     /// No `ETag` on file answers: `Last-Modified` (well before `Date`) is the only validator.
-    #[cfg(feature = "test-controls")]
     pub no_etag: bool,
     /// The `ETag` only on whole answers (200): a 206 carries none.
-    #[cfg(feature = "test-controls")]
     pub no_etag_on_ranges: bool,
     /// Ranges are answered `206 bytes N-M/*` with M half-way to the end of the file.
-    #[cfg(feature = "test-controls")]
     pub star_range_short: bool,
     /// The file host refuses these files (403) whatever the URL: a deleted object.
-    #[cfg(feature = "test-controls")]
     pub refuse_ids: Vec<Uuid>,
     /// The file host refuses the first N requests for each file (403), then serves.
-    #[cfg(feature = "test-controls")]
     pub refuse_first_requests: u32,
     /// Both APIs leave these IDs out of their answers (neither a URL nor an error).
-    #[cfg(feature = "test-controls")]
     pub omit_ids: Vec<Uuid>,
     /// Expired URLs are refused with 400 and an XML body saying so (as some object stores do)
     /// instead of 403.
-    #[cfg(feature = "test-controls")]
     pub expired_as_400: bool,
     /// The first N requests for each file drip their body at 64 bytes a second.
-    #[cfg(feature = "test-controls")]
     pub drip_first_requests: u32,
     /// Which checksum header file answers carry: `"content-md5"`, `"goog"` (x-goog-hash md5 and
     /// crc32c), `"etag-md5"` (an S3-style ETag that is the MD5), `"etag-kms"` (a 32-hex ETag
@@ -133,53 +128,38 @@ pub struct Faults {
     /// `"repr-sha256"`, `"repr-sha512"` (`Repr-Digest`), `"digest-sha256"`, `"digest-sha512"`
     /// (`Digest`), `"goog-hex"` (x-goog-hash in hex, not base64), `"repr-upper"` (Repr-Digest
     /// with the key `SHA-256`), or `""` (none).
-    #[cfg(feature = "test-controls")]
     pub checksum: &'static str,
     /// The checksum header declares the digest of other bytes (a wrong checksum; for an
     /// `etag-*` kind nothing changes: an ETag is not a checksum).
-    #[cfg(feature = "test-controls")]
     pub checksum_wrong: bool,
     /// The first N answers for each file are cut off half-way through the body.
-    #[cfg(feature = "test-controls")]
     pub cut_first_requests: u32,
     /// The first N answers for each file have one byte of their body changed (same length).
-    #[cfg(feature = "test-controls")]
     pub corrupt_first_requests: u32,
     /// This page of either listing (counting from 1) always answers 500.
-    #[cfg(feature = "test-controls")]
     pub listing_fail_page: Option<u32>,
     /// This page of either listing (counting from 1) is truncated JSON.
-    #[cfg(feature = "test-controls")]
     pub listing_garbage_page: Option<u32>,
     /// The Keelvar feed's first page links its next page to this URL (another host).
-    #[cfg(feature = "test-controls")]
     pub listing_foreign_next: Option<String>,
     /// The Keelvar feed's page N (from 1) links back to its first page, by the URL the client
     /// asked for it: the pages link in a cycle.
-    #[cfg(feature = "test-controls")]
     pub listing_cycle_after: Option<u32>,
     /// Past its last page, the Keelvar feed goes on linking to new cursors, each page empty.
-    #[cfg(feature = "test-controls")]
     pub listing_endless: bool,
     /// Where the Keelvar feed says its next page is: `""` in `Link: rel="next"` (as
     /// documented); `"links"` in the body's JSON:API `links.next` (relative); `"links-href"` in
     /// `links.next.href`; `"next"` in a top-level `next` (absolute).
-    #[cfg(feature = "test-controls")]
     pub listing_next_in: &'static str,
     /// Veridox `GET /files` ignores `offset`: every page is the first.
-    #[cfg(feature = "test-controls")]
     pub files_ignore_offset: bool,
     /// Veridox `GET /files` sends no `total`.
-    #[cfg(feature = "test-controls")]
     pub files_no_total: bool,
     /// Veridox `GET /files` announces this `total`, whatever the catalog holds.
-    #[cfg(feature = "test-controls")]
     pub files_total: Option<u64>,
     /// Veridox `GET /files` holds at most this many entries a page, whatever `limit` asks for.
-    #[cfg(feature = "test-controls")]
     pub files_page_cap: Option<usize>,
     /// Either listing's endpoint answers 404 (as for a wrong base URL).
-    #[cfg(feature = "test-controls")]
     pub listing_not_found: bool,
 }
 
@@ -191,95 +171,11 @@ impl Default for Faults {
             cut_percent: 0,
             max_per_item: 2,
             url_lifetime: Duration::from_secs(3600),
-            #[cfg(feature = "test-controls")]
-            expire_first_urls: 0,
             rate_limit: None,
-            #[cfg(feature = "test-controls")]
-            force_429: 0,
-            #[cfg(feature = "test-controls")]
-            retry_after_secs: 1,
             slow_body_bps: 0,
             api_latency: Duration::ZERO,
             #[cfg(feature = "test-controls")]
-            api_silent_first: 0,
-            #[cfg(feature = "test-controls")]
-            stall_percent: 0,
-            #[cfg(feature = "test-controls")]
-            short_body_percent: 0,
-            #[cfg(feature = "test-controls")]
-            no_length_percent: 0,
-            #[cfg(feature = "test-controls")]
-            ignore_range_percent: 0,
-            #[cfg(feature = "test-controls")]
-            bad_range_percent: 0,
-            #[cfg(feature = "test-controls")]
-            redirect_percent: 0,
-            #[cfg(feature = "test-controls")]
-            api_garbage_percent: 0,
-            #[cfg(feature = "test-controls")]
-            api_huge_percent: 0,
-            #[cfg(feature = "test-controls")]
-            api_noise: false,
-            #[cfg(feature = "test-controls")]
-            api_redirect: false,
-            #[cfg(feature = "test-controls")]
-            bad_scheme_ids: Vec::new(),
-            #[cfg(feature = "test-controls")]
-            reset_first_requests: 0,
-            #[cfg(feature = "test-controls")]
-            echo_key: false,
-            #[cfg(feature = "test-controls")]
-            replace_after_first_request: false,
-            #[cfg(feature = "test-controls")]
-            ignore_if_range: false,
-            #[cfg(feature = "test-controls")]
-            no_validators: false,
-            #[cfg(feature = "test-controls")]
-            no_etag: false,
-            #[cfg(feature = "test-controls")]
-            no_etag_on_ranges: false,
-            #[cfg(feature = "test-controls")]
-            star_range_short: false,
-            #[cfg(feature = "test-controls")]
-            refuse_ids: Vec::new(),
-            #[cfg(feature = "test-controls")]
-            refuse_first_requests: 0,
-            #[cfg(feature = "test-controls")]
-            omit_ids: Vec::new(),
-            #[cfg(feature = "test-controls")]
-            expired_as_400: false,
-            #[cfg(feature = "test-controls")]
-            drip_first_requests: 0,
-            #[cfg(feature = "test-controls")]
-            checksum: "",
-            #[cfg(feature = "test-controls")]
-            checksum_wrong: false,
-            #[cfg(feature = "test-controls")]
-            cut_first_requests: 0,
-            #[cfg(feature = "test-controls")]
-            corrupt_first_requests: 0,
-            #[cfg(feature = "test-controls")]
-            listing_fail_page: None,
-            #[cfg(feature = "test-controls")]
-            listing_garbage_page: None,
-            #[cfg(feature = "test-controls")]
-            listing_foreign_next: None,
-            #[cfg(feature = "test-controls")]
-            listing_cycle_after: None,
-            #[cfg(feature = "test-controls")]
-            listing_endless: false,
-            #[cfg(feature = "test-controls")]
-            listing_next_in: "",
-            #[cfg(feature = "test-controls")]
-            files_ignore_offset: false,
-            #[cfg(feature = "test-controls")]
-            files_no_total: false,
-            #[cfg(feature = "test-controls")]
-            files_total: None,
-            #[cfg(feature = "test-controls")]
-            listing_not_found: false,
-            #[cfg(feature = "test-controls")]
-            files_page_cap: None,
+            test: TestFaults::default(),
         }
     }
 }
@@ -296,9 +192,6 @@ pub struct KeelvarConfig {
     pub min_job_time: Duration,
     /// The first N jobs end FAILED.
     pub fail_first_jobs: u32,
-    /// Jobs never leave RUNNING.
-    #[cfg(feature = "test-controls")]
-    pub never_complete: bool,
     /// URLs die this long after their job completes.
     pub url_lifetime: Duration,
     /// Documented: 30 a minute, with `RateLimit-*` headers.
@@ -306,21 +199,31 @@ pub struct KeelvarConfig {
     /// Documented: 600 an hour sustained, on top of `rate_limit` (a request must fit both; the
     /// `RateLimit-*` headers tell of whichever leaves fewer requests).
     pub rate_limit_hourly: Option<RateRule>,
+    /// Keelvar's faults that only fetchdocs' scenario tests inject.
+    #[cfg(feature = "test-controls")]
+    pub test: KeelvarTestFaults,
+}
+
+/// Keelvar's faults that only fetchdocs' scenario tests inject (the `test-controls` feature).
+/// Every one is off by default: a new one needs its field and the place it acts, nothing else.
+#[cfg(feature = "test-controls")]
+#[derive(Debug, Clone, Default)]
+pub struct KeelvarTestFaults {
+    /// Jobs never leave RUNNING.
+    pub never_complete: bool,
     /// Act as if a proxy stripped `Authorization` (so every request is "no key": 401).
-    #[cfg(feature = "test-controls")]
     pub strip_auth: bool,
-    /// The first N API requests are answered 429 with `Retry-After: retry_after_secs`.
-    #[cfg(feature = "test-controls")]
+    /// The first N Keelvar API requests are answered 429 (with the `Retry-After` of
+    /// [`TestFaults::retry_after_secs`]).
     pub force_429: u32,
-    /// How a submission names its job: `"id"` (documented), `"job_id"`, or `"location"` (only
-    /// a `Location: /api/jobs/{id}` header).
-    #[cfg(feature = "test-controls")]
+    /// How a submission names its job: `""` by `id` (as documented), `"job_id"`, or
+    /// `"location"` (only a `Location: /api/jobs/{id}` header).
     pub job_id_as: &'static str,
-    /// The status word of a job still running after its first poll (documented: `RUNNING`).
-    #[cfg(feature = "test-controls")]
+    /// The status word of a job still running after its first poll: `""` for `RUNNING` (as
+    /// documented), or another word.
     pub running_status: &'static str,
-    /// Every poll is answered 429 with `Retry-After: retry_after_secs` (submissions are not).
-    #[cfg(feature = "test-controls")]
+    /// Every poll is answered 429 (with the `Retry-After` of [`TestFaults::retry_after_secs`]);
+    /// submissions are not.
     pub throttle_polls: bool,
 }
 
@@ -331,21 +234,11 @@ impl Default for KeelvarConfig {
             polls_to_complete: 2,
             min_job_time: Duration::ZERO,
             fail_first_jobs: 0,
-            #[cfg(feature = "test-controls")]
-            never_complete: false,
             url_lifetime: Duration::from_secs(60),
             rate_limit: None,
             rate_limit_hourly: None,
             #[cfg(feature = "test-controls")]
-            strip_auth: false,
-            #[cfg(feature = "test-controls")]
-            force_429: 0,
-            #[cfg(feature = "test-controls")]
-            job_id_as: "id",
-            #[cfg(feature = "test-controls")]
-            running_status: "RUNNING",
-            #[cfg(feature = "test-controls")]
-            throttle_polls: false,
+            test: KeelvarTestFaults::default(),
         }
     }
 }

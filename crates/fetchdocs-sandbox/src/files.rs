@@ -14,7 +14,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::shared::{Counter, FaultKind, Shared};
+use crate::shared::{FaultKind, Shared};
 use crate::{CatalogFile, Stats, key_of, parse_api_uuid};
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -90,7 +90,7 @@ impl Connection {
     /// Whether the first request, once `head` holds its start, is to be answered with a reset.
     #[cfg(feature = "test-controls")]
     fn reset_owed(&self, head: &[u8]) -> bool {
-        let owed = self.shared.cfg.faults.reset_first_requests;
+        let owed = self.shared.cfg.faults.test.reset_first_requests;
         let Some(id) = head
             .strip_prefix(b"GET /dl/")
             .and_then(|rest| rest.get(..36))
@@ -99,7 +99,10 @@ impl Connection {
         else {
             return false;
         };
-        owed > 0 && self.shared.next_count(Counter::Reset, key_of(&id)) < owed
+        owed > 0
+            && self
+                .shared
+                .among_first("reset_first_requests", owed, key_of(&id))
     }
 
     #[cfg(not(feature = "test-controls"))]
@@ -253,7 +256,7 @@ async fn serve(
     let now = shared.now_ms();
     if now >= q.exp {
         stats.expired_hits.fetch_add(1, Ordering::SeqCst);
-        if control!(false, shared.cfg.faults.expired_as_400) {
+        if control!(false, shared.cfg.faults.test.expired_as_400) {
             return expired_400();
         }
         return plain(StatusCode::FORBIDDEN, "Request has expired");
@@ -265,16 +268,22 @@ async fn serve(
     let key = key_of(&id);
     let refused = control!(
         false,
-        f.refuse_ids.contains(&id)
-            || shared.next_count(Counter::Refused, key) < f.refuse_first_requests
+        f.test.refuse_ids.contains(&id)
+            || shared.among_first("refuse_first_requests", f.test.refuse_first_requests, key)
     );
     if refused {
-        return match control!(false, f.expired_as_400) {
+        return match control!(false, f.test.expired_as_400) {
             true => expired_400(),
             false => plain(StatusCode::FORBIDDEN, "Access Denied"),
         };
     }
-    if q.hop.is_none() && shared.fault(FaultKind::Redirect, control!(0, f.redirect_percent), key) {
+    if q.hop.is_none()
+        && shared.fault(
+            FaultKind::Redirect,
+            control!(0, f.test.redirect_percent),
+            key,
+        )
+    {
         let to = format!("/dl/{id}?iat={}&exp={}&sig={}&hop=1", q.iat, q.exp, q.sig);
         let mut resp = plain(StatusCode::FOUND, "moved");
         if let Ok(v) = HeaderValue::from_str(&to) {
@@ -289,8 +298,12 @@ async fn serve(
     Stats::push_sample(&stats.url_ages_ms, now.saturating_sub(q.iat));
     // The object may be replaced on the host after its first answer (a new version: other
     // bytes, another ETag).
-    let served_before = shared.next_count(Counter::Served, key);
-    let version = u32::from(control!(false, f.replace_after_first_request) && served_before > 0);
+    let replaced = control!(
+        false,
+        f.test.replace_after_first_request
+            && !shared.among_first("replace_after_first_request", 1, key)
+    );
+    let version = u32::from(replaced);
     let file = file.version(version);
     let etag = format!("\"{:016x}\"", file.seed);
     let last_modified = LAST_MODIFIED[version as usize];
@@ -306,7 +319,7 @@ async fn serve(
         Some(_)
             if shared.fault(
                 FaultKind::IgnoreRange,
-                control!(0, f.ignore_range_percent),
+                control!(0, f.test.ignore_range_percent),
                 key,
             ) =>
         {
@@ -329,7 +342,7 @@ async fn serve(
             return resp;
         }
     };
-    if status == StatusCode::PARTIAL_CONTENT && control!(false, f.star_range_short) {
+    if status == StatusCode::PARTIAL_CONTENT && control!(false, f.test.star_range_short) {
         // A range that stops half-way to the end, its total hidden behind `*`.
         end = start + ((end - start) / 2).max(1);
     }
@@ -337,21 +350,25 @@ async fn serve(
     let half = start + (end - start) / 2;
     let cut_first = control!(
         false,
-        shared.next_count(Counter::CutFirst, key) < f.cut_first_requests
+        shared.among_first("cut_first_requests", f.test.cut_first_requests, key)
     );
     let ending = if cut_first || shared.fault(FaultKind::Cut, f.cut_percent, key) {
         stats.file_cuts.fetch_add(1, Ordering::SeqCst);
         Some((half, Ending::Cut))
-    } else if shared.fault(FaultKind::Stall, control!(0, f.stall_percent), key) {
+    } else if shared.fault(FaultKind::Stall, control!(0, f.test.stall_percent), key) {
         Some((half, Ending::Stall))
-    } else if shared.fault(FaultKind::Short, control!(0, f.short_body_percent), key) {
+    } else if shared.fault(
+        FaultKind::Short,
+        control!(0, f.test.short_body_percent),
+        key,
+    ) {
         Some((half, Ending::Short))
     } else {
         None
     };
     let dripped = control!(
         false,
-        shared.next_count(Counter::Dripped, key) < f.drip_first_requests
+        shared.among_first("drip_first_requests", f.test.drip_first_requests, key)
     );
     let bps = if dripped { 64 } else { f.slow_body_bps };
     let chunk = if bps > 0 {
@@ -365,12 +382,12 @@ async fn serve(
     let total = file.size;
     let corrupt = control!(
         false,
-        shared.next_count(Counter::Corrupted, key) < f.corrupt_first_requests
+        shared.among_first("corrupt_first_requests", f.test.corrupt_first_requests, key)
     );
     #[cfg(feature = "test-controls")]
     let checksums = checksum_headers(
-        f.checksum,
-        f.checksum_wrong,
+        f.test.checksum,
+        f.test.checksum_wrong,
         &file,
         status == StatusCode::OK,
     );
@@ -397,17 +414,21 @@ async fn serve(
             h.append(name, v);
         }
     }
-    if !shared.fault(FaultKind::NoLength, control!(0, f.no_length_percent), key) {
+    if !shared.fault(
+        FaultKind::NoLength,
+        control!(0, f.test.no_length_percent),
+        key,
+    ) {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if !control!(false, f.no_validators) {
+    if !control!(false, f.test.no_validators) {
         // (With `etag-md5` the ETag is the MD5, set above.)
         let no_etag = control!(
             false,
-            f.no_etag || (f.no_etag_on_ranges && status == StatusCode::PARTIAL_CONTENT)
+            f.test.no_etag || (f.test.no_etag_on_ranges && status == StatusCode::PARTIAL_CONTENT)
         );
-        if !control!(false, f.checksum.starts_with("etag-"))
+        if !control!(false, f.test.checksum.starts_with("etag-"))
             && !no_etag
             && let Ok(v) = HeaderValue::from_str(&etag)
         {
@@ -424,12 +445,16 @@ async fn serve(
     );
     if status == StatusCode::PARTIAL_CONTENT {
         // A wrong Content-Range claims the body starts a byte later than it does.
-        let shown = if shared.fault(FaultKind::BadRange, control!(0, f.bad_range_percent), key) {
+        let shown = if shared.fault(
+            FaultKind::BadRange,
+            control!(0, f.test.bad_range_percent),
+            key,
+        ) {
             start + 1
         } else {
             start
         };
-        let value = if control!(false, f.star_range_short) {
+        let value = if control!(false, f.test.star_range_short) {
             format!("bytes {shown}-{}/*", end - 1)
         } else {
             format!("bytes {shown}-{}/{total}", end - 1)

@@ -67,7 +67,7 @@ fn gate(
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .filter(|_| !control!(false, shared.cfg.keelvar.strip_auth));
+        .filter(|_| !control!(false, shared.cfg.keelvar.test.strip_auth));
     match auth.and_then(|a| a.strip_prefix("Bearer ")) {
         Some(k) if k == shared.cfg.keelvar.key => Ok(limits),
         Some(_) => {
@@ -176,7 +176,7 @@ pub(crate) async fn submit(
 /// the job completed, whenever the client asks.
 fn settle(shared: &Shared, job: &mut Job, now: u64) {
     let kcfg = &shared.cfg.keelvar;
-    if job.end.is_some() || control!(false, kcfg.never_complete) {
+    if job.end.is_some() || control!(false, kcfg.test.never_complete) {
         return;
     }
     let Some(polled_enough) = job.polled_enough_ms else {
@@ -223,7 +223,10 @@ fn job_json(shared: &Shared, id: &str, job: &Job) -> Value {
         Some((s, d)) => (*s, d.clone()),
         None if job.polls == 0 => ("PENDING", Value::Null),
         None => (
-            control!("RUNNING", shared.cfg.keelvar.running_status),
+            match control!("", shared.cfg.keelvar.test.running_status) {
+                "" => "RUNNING",
+                word => word,
+            },
             Value::Null,
         ),
     };
@@ -233,8 +236,9 @@ fn job_json(shared: &Shared, id: &str, job: &Job) -> Value {
         "created": shared.rfc3339_at(job.created_ms),
         "detail": detail,
     });
-    match control!("id", shared.cfg.keelvar.job_id_as) {
+    match control!("", shared.cfg.keelvar.test.job_id_as) {
         "location" => {}
+        "" => body["id"] = json!(id),
         field => body[field] = json!(id),
     }
     body
@@ -250,13 +254,13 @@ pub(crate) async fn poll(
         Err(resp) => return *resp,
     };
     shared.stats.job_polls.fetch_add(1, Ordering::SeqCst);
-    if control!(false, shared.cfg.keelvar.throttle_polls) {
+    if control!(false, shared.cfg.keelvar.test.throttle_polls) {
         shared.stats.api_throttled.fetch_add(1, Ordering::SeqCst);
-        return throttled(control!(1, shared.cfg.faults.retry_after_secs));
+        return throttled(shared.forced_retry_after().as_secs());
     }
     if shared.fault(
         FaultKind::Garbage,
-        control!(0, shared.cfg.faults.api_garbage_percent),
+        control!(0, shared.cfg.faults.test.api_garbage_percent),
         key_of(&id),
     ) {
         return ([("content-type", "application/json")], r#"{"id": "#).into_response();
@@ -351,9 +355,9 @@ async fn feed(
     }
     let mut body = json!({"data": data, "included": included});
     let next = start + page_size;
-    let endless = control!(false, shared.cfg.faults.listing_endless);
+    let endless = control!(false, shared.cfg.faults.test.listing_endless);
     // Where the link is put: the header unless told otherwise.
-    let link_in: &str = control!("", shared.cfg.faults.listing_next_in);
+    let link_in: &str = control!("", shared.cfg.faults.test.listing_next_in);
     let mut link = None;
     if next < responses || endless {
         let host = headers
@@ -365,7 +369,7 @@ async fn feed(
         );
         let cycle = control!(
             false,
-            shared.cfg.faults.listing_cycle_after == Some((start / page_size) as u32 + 1)
+            shared.cfg.faults.test.listing_cycle_after == Some((start / page_size) as u32 + 1)
         );
         let own = if cycle {
             // Back to the first page, by the very URL a client asks for it.
@@ -381,6 +385,7 @@ async fn feed(
             shared
                 .cfg
                 .faults
+                .test
                 .listing_foreign_next
                 .clone()
                 .filter(|_| start == 0)

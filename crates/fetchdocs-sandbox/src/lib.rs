@@ -7,8 +7,9 @@
 //!
 //! It shares no code with the client: what it receives is checked by its own rules (its own
 //! UUIDv7 check, its own `Range` parser), so a bug in fetchdocs' parsers is not mirrored here.
-//! The fault knobs that only fetchdocs' scenario tests use are behind the `test-controls`
-//! feature; without it they read as "off".
+//! The fault knobs that only fetchdocs' scenario tests use are in `TestFaults` and
+//! `KeelvarTestFaults`, which exist only with the `test-controls` feature; without it, where
+//! they act they read as "off" (`control!`).
 
 /// The value of a test-only control: the expression with the `test-controls` feature, `$off`
 /// without it (the field does not exist then).
@@ -46,6 +47,8 @@ pub use catalog::{Catalog, CatalogFile, parse_api_uuid, uuid_v7};
 pub use config::{
     DEFAULT_KEELVAR_KEY, DEFAULT_VERIDOX_KEY, Faults, KeelvarConfig, RateRule, SandboxConfig,
 };
+#[cfg(feature = "test-controls")]
+pub use config::{KeelvarTestFaults, TestFaults};
 pub use routing::{BackgroundSandbox, Sandbox};
 pub use stats::{Stats, StatsSnapshot};
 

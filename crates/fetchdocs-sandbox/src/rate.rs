@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::shared::{Counter, Shared};
+use crate::shared::Shared;
 use crate::{RateRule, Stats, lock};
 
 /// What an admitted API request's `RateLimit-*` headers say.
@@ -47,15 +47,12 @@ impl Shared {
         self.stats.api_requests.fetch_add(1, Ordering::SeqCst);
         Stats::push_sample(&self.stats.api_times_ms, self.now_ms());
         let forced = match vendor {
-            Vendor::Veridox => control!(0, self.cfg.faults.force_429),
-            Vendor::Keelvar => control!(0, self.cfg.keelvar.force_429),
+            Vendor::Veridox => control!(0, self.cfg.faults.test.force_429),
+            Vendor::Keelvar => control!(0, self.cfg.keelvar.test.force_429),
         };
-        if self.next_count(Counter::Throttle, vendor as u64) < forced {
+        if self.among_first("force_429", forced, vendor as u64) {
             self.stats.api_throttled.fetch_add(1, Ordering::SeqCst);
-            return Err(Duration::from_secs(control!(
-                1,
-                self.cfg.faults.retry_after_secs
-            )));
+            return Err(self.forced_retry_after());
         }
         let rules: Vec<RateRule> = self.rate_rules(vendor).collect();
         let Some(longest) = rules.iter().map(|r| r.window).max() else {

@@ -40,7 +40,7 @@ impl Sandbox {
         let vendors = veridox::routes().merge(keelvar::routes());
         let api_latency = shared.cfg.faults.api_latency;
         #[cfg(feature = "test-controls")]
-        let silent_first = shared.cfg.faults.api_silent_first;
+        let silent_first = shared.cfg.faults.test.api_silent_first;
         #[cfg(not(feature = "test-controls"))]
         let silent_first = 0u32;
         let silenced = shared.clone();

@@ -21,34 +21,23 @@ pub(crate) struct Shared {
     started: Instant,
     signer: std::hash::RandomState,
     /// Per-key counters: how often a file/batch was seen (for deterministic faults).
-    counters: Mutex<HashMap<(u8, u64), u32>>,
+    counters: Mutex<HashMap<(Counter, u64), u32>>,
     /// When each vendor's admitted API requests arrived, for its rate limits.
     pub(crate) veridox_log: Mutex<VecDeque<Instant>>,
     pub(crate) keelvar_log: Mutex<VecDeque<Instant>>,
     pub(crate) jobs: Mutex<keelvar::Jobs>,
 }
 
-/// Kinds of counted events, for [`Shared::next_count`].
-#[derive(Clone, Copy)]
-#[repr(u8)]
-#[cfg_attr(not(feature = "test-controls"), allow(dead_code))]
+/// What a per-item counter counts, for [`Shared::next_count`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Counter {
+    /// Requests that could meet a fault of some percentage (the key salted by its [`FaultKind`]).
     Attempt,
+    /// Faults of some percentage injected, held to `max_per_item`.
     Fault,
-    /// URLs minted for a file (for `expire_first_urls`).
-    Mint,
-    Throttle,
-    Reset,
-    /// File answers that got as far as sending bytes.
-    Served,
-    /// File requests refused for `refuse_first_requests`.
-    Refused,
-    /// File bodies dripped for `drip_first_requests`.
-    Dripped,
-    /// File bodies changed for `corrupt_first_requests`.
-    Corrupted,
-    /// File bodies cut for `cut_first_requests`.
-    CutFirst,
+    /// The requests on an item met by a fault that acts on the first N of them, named by its
+    /// field (`"drip_first_requests"`): a fault of that kind needs no counter of its own.
+    First(&'static str),
 }
 
 /// Kinds of injected faults: each has its own attempt counter and cap per item.
@@ -86,7 +75,7 @@ impl Shared {
     pub(crate) fn omitted(&self, id: &Uuid) -> bool {
         #[cfg(not(feature = "test-controls"))]
         let _ = id;
-        control!(false, self.cfg.faults.omit_ids.contains(id))
+        control!(false, self.cfg.faults.test.omit_ids.contains(id))
     }
 
     /// A fault injected into page `page` (from 1) of a listing, if any.
@@ -101,7 +90,7 @@ impl Shared {
             use axum::http::StatusCode;
             use axum::response::IntoResponse;
             let f = &self.cfg.faults;
-            if f.listing_not_found {
+            if f.test.listing_not_found {
                 return Some(
                     (
                         StatusCode::NOT_FOUND,
@@ -110,13 +99,13 @@ impl Shared {
                         .into_response(),
                 );
             }
-            if f.listing_fail_page == Some(page) {
+            if f.test.listing_fail_page == Some(page) {
                 self.stats.api_5xx.fetch_add(1, Ordering::SeqCst);
                 return Some(
                     (StatusCode::INTERNAL_SERVER_ERROR, "listing page failed").into_response(),
                 );
             }
-            if f.listing_garbage_page == Some(page) {
+            if f.test.listing_garbage_page == Some(page) {
                 return Some(
                     (
                         StatusCode::OK,
@@ -138,10 +127,24 @@ impl Shared {
     /// Increment and return the counter for `(kind, key)` (the value before incrementing).
     pub(crate) fn next_count(&self, kind: Counter, key: u64) -> u32 {
         let mut c = lock(&self.counters);
-        let v = c.entry((kind as u8, key)).or_insert(0);
+        let v = c.entry((kind, key)).or_insert(0);
         let before = *v;
         *v += 1;
         before
+    }
+
+    /// Whether this request on `key` is one of the first `n` that the fault named `fault` (its
+    /// field's name) acts on. Each call counts a request: ask once per request.
+    pub(crate) fn among_first(&self, fault: &'static str, n: u32, key: u64) -> bool {
+        self.next_count(Counter::First(fault), key) < n
+    }
+
+    /// The `Retry-After` of a forced 429.
+    pub(crate) fn forced_retry_after(&self) -> Duration {
+        Duration::from_secs(control!(
+            1,
+            self.cfg.faults.test.retry_after_secs.unwrap_or(1)
+        ))
     }
 
     /// Whether to inject a fault of kind `kind` at `percent` on `key` (a file, a batch), honouring

@@ -14,8 +14,6 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::rate::{RateHeaders, Vendor};
-#[cfg(feature = "test-controls")]
-use crate::shared::Counter;
 use crate::shared::{FaultKind, Shared};
 use crate::{key_of, parse_api_uuid};
 
@@ -75,7 +73,7 @@ fn gate(
         presented => {
             shared.stats.api_unauthorized.fetch_add(1, Ordering::SeqCst);
             let message = match presented {
-                Some(k) if control!(false, shared.cfg.faults.echo_key) => {
+                Some(k) if control!(false, shared.cfg.faults.test.echo_key) => {
                     format!("Invalid API key: {k}")
                 }
                 _ => "Invalid API key".to_string(),
@@ -104,7 +102,7 @@ pub(crate) async fn download(
         Ok(l) => l,
         Err(resp) => return *resp,
     };
-    if control!(false, shared.cfg.faults.api_redirect) {
+    if control!(false, shared.cfg.faults.test.api_redirect) {
         let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
         resp.headers_mut().insert(
             "location",
@@ -114,7 +112,7 @@ pub(crate) async fn download(
     }
     if shared.fault(
         FaultKind::Garbage,
-        control!(0, shared.cfg.faults.api_garbage_percent),
+        control!(0, shared.cfg.faults.test.api_garbage_percent),
         key,
     ) {
         return (
@@ -125,7 +123,7 @@ pub(crate) async fn download(
     }
     if shared.fault(
         FaultKind::Huge,
-        control!(0, shared.cfg.faults.api_huge_percent),
+        control!(0, shared.cfg.faults.test.api_huge_percent),
         key,
     ) {
         let pad = "x".repeat(9 * 1024 * 1024);
@@ -187,11 +185,14 @@ fn mint(shared: &Shared, body: &str, presented_key: &str) -> Response {
             Some(f) if !f.denied => {
                 let expired = control!(
                     false,
-                    shared.next_count(Counter::Mint, key_of(&id))
-                        < shared.cfg.faults.expire_first_urls
+                    shared.among_first(
+                        "expire_first_urls",
+                        shared.cfg.faults.test.expire_first_urls,
+                        key_of(&id)
+                    )
                 );
                 let mut url = shared.sign_url(&id, now, shared.cfg.faults.url_lifetime, expired);
-                if control!(false, shared.cfg.faults.bad_scheme_ids.contains(&id)) {
+                if control!(false, shared.cfg.faults.test.bad_scheme_ids.contains(&id)) {
                     url = format!("ftp://files.invalid/{id}");
                 } else {
                     minted += 1;
@@ -208,7 +209,7 @@ fn mint(shared: &Shared, body: &str, presented_key: &str) -> Response {
                     "label": f.label,
                 }));
             }
-            Some(_) if control!(false, shared.cfg.faults.echo_key) => errors.push(json!({
+            Some(_) if control!(false, shared.cfg.faults.test.echo_key) => errors.push(json!({
                 "file_id": id,
                 "error": format!("access_denied for key {presented_key}"),
             })),
@@ -217,7 +218,7 @@ fn mint(shared: &Shared, body: &str, presented_key: &str) -> Response {
         }
     }
     shared.stats.urls_minted.fetch_add(minted, Ordering::SeqCst);
-    if control!(false, shared.cfg.faults.api_noise)
+    if control!(false, shared.cfg.faults.test.api_noise)
         && let Some(first) = files.first().cloned()
     {
         // A duplicate whose URL goes nowhere, an ID nobody asked for, entries missing fields.
@@ -265,7 +266,7 @@ async fn list(
     let all = shared.cfg.catalog.files();
     let skip = control!(
         offset,
-        if shared.cfg.faults.files_ignore_offset {
+        if shared.cfg.faults.test.files_ignore_offset {
             0
         } else {
             offset
@@ -276,6 +277,7 @@ async fn list(
         shared
             .cfg
             .faults
+            .test
             .files_page_cap
             .map_or(limit, |cap| cap.min(limit))
     );
@@ -295,8 +297,8 @@ async fn list(
     let total: Option<u64> = control!(
         Some(all.len() as u64),
         match &shared.cfg.faults {
-            f if f.files_no_total => None,
-            f => Some(f.files_total.unwrap_or(all.len() as u64)),
+            f if f.test.files_no_total => None,
+            f => Some(f.test.files_total.unwrap_or(all.len() as u64)),
         }
     );
     let body = match total {
