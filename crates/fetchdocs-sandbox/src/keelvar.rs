@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::rate::{RateHeaders, Vendor};
 use crate::shared::{FaultKind, Shared};
-use crate::{key_of, lock, parse_api_uuid};
+use crate::{CatalogFile, key_of, lock, parse_api_uuid};
 
 /// Most jobs remembered; the oldest are forgotten first (a long-running sandbox stays bounded).
 const MAX_JOBS: usize = 50_000;
@@ -304,19 +304,9 @@ async fn feed(
         Ok(l) => l,
         Err(resp) => return *resp,
     };
-    let page_size = q.page_size.unwrap_or(50);
-    if !(10..=200).contains(&page_size) {
-        return bad_request(
-            Some("page_size"),
-            "Ensure this value is between 10 and 200.",
-        );
-    }
-    let start: usize = match q.cursor.as_deref() {
-        None => 0,
-        Some(c) => match c.strip_prefix('r').and_then(|n| n.parse().ok()) {
-            Some(n) => n,
-            None => return bad_request(Some("cursor"), "Invalid cursor"),
-        },
+    let (start, page_size) = match feed_page(&q) {
+        Ok(page) => page,
+        Err(resp) => return *resp,
     };
     if let Some(resp) = shared.listing_fault((start / page_size) as u32 + 1) {
         return resp;
@@ -327,9 +317,59 @@ async fn feed(
         .include
         .as_deref()
         .is_some_and(|i| i.split(',').any(|p| p == "questions"));
+    let end = (start + page_size).min(responses);
+    let (data, included) = rfi_responses(files, start..end, with_questions);
+    let mut body = json!({"data": data, "included": included});
+    // Where the link is put: the header unless told otherwise.
+    let link_in: &str = control!("", shared.cfg.faults.test.listing_next_in);
+    let endless = control!(false, shared.cfg.faults.test.listing_endless);
+    let link = (start + page_size < responses || endless)
+        .then(|| next_link(&shared, &headers, start, page_size, link_in));
+    let resp = match place_link(link_in, &mut body, link) {
+        Some(link) => with_link_header(axum::Json(body).into_response(), &link),
+        None => axum::Json(body).into_response(),
+    };
+    shared.with_rate_headers(resp, limits)
+}
+
+/// `resp` with `Link: <link>; rel="next"`.
+fn with_link_header(mut resp: Response, link: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
+        resp.headers_mut().insert(header::LINK, v);
+    }
+    resp
+}
+
+/// The page a feed request asks for, as `(start, page_size)` (the cursor `r{N}` starts at
+/// response N), or the 400 for a page size out of 10..=200 or a cursor that is not one.
+fn feed_page(q: &FeedQuery) -> Result<(usize, usize), Box<Response>> {
+    let page_size = q.page_size.unwrap_or(50);
+    if !(10..=200).contains(&page_size) {
+        return Err(Box::new(bad_request(
+            Some("page_size"),
+            "Ensure this value is between 10 and 200.",
+        )));
+    }
+    let start = match q.cursor.as_deref() {
+        None => 0,
+        Some(c) => c
+            .strip_prefix('r')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| Box::new(bad_request(Some("cursor"), "Invalid cursor")))?,
+    };
+    Ok((start, page_size))
+}
+
+/// The RFI responses numbered `range` (see [`feed`]), and the questions they attach files to
+/// where the client asked for them to be included.
+fn rfi_responses(
+    files: &[CatalogFile],
+    range: std::ops::Range<usize>,
+    with_questions: bool,
+) -> (Vec<Value>, Vec<Value>) {
     let mut data = Vec::new();
     let mut included = Vec::new();
-    for r in start..(start + page_size).min(responses) {
+    for r in range {
         let mut docs = vec![files[2 * r].id.to_string()];
         if r % 7 == 6 {
             docs.push(files[2 * (r - 3)].id.to_string());
@@ -353,59 +393,64 @@ async fn feed(
         }
         data.push(response);
     }
-    let mut body = json!({"data": data, "included": included});
+    (data, included)
+}
+
+/// The URL of the page after the one at `start`: on the host the client asked (a path only
+/// where the link goes in `links`), or as a fault has it: back to the first page
+/// (`listing_cycle_after`), or on another host (`listing_foreign_next`, from the first page).
+fn next_link(
+    shared: &Shared,
+    headers: &HeaderMap,
+    start: usize,
+    page_size: usize,
+    link_in: &str,
+) -> String {
+    #[cfg(not(feature = "test-controls"))]
+    let _ = shared;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
     let next = start + page_size;
-    let endless = control!(false, shared.cfg.faults.test.listing_endless);
-    // Where the link is put: the header unless told otherwise.
-    let link_in: &str = control!("", shared.cfg.faults.test.listing_next_in);
-    let mut link = None;
-    if next < responses || endless {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("127.0.0.1");
-        let path = format!(
-            "/api/feeds/rfi-responses?include=questions&page_size={page_size}&cursor=r{next}"
-        );
-        let cycle = control!(
-            false,
-            shared.cfg.faults.test.listing_cycle_after == Some((start / page_size) as u32 + 1)
-        );
-        let own = if cycle {
-            // Back to the first page, by the very URL a client asks for it.
-            format!("http://{host}/api/feeds/rfi-responses?include=questions&page_size={page_size}")
-        } else if link_in == "links" {
-            // JSON:API servers often give a path.
-            path
-        } else {
-            format!("http://{host}{path}")
-        };
-        let foreign: Option<String> = control!(
-            None,
-            shared
-                .cfg
-                .faults
-                .test
-                .listing_foreign_next
-                .clone()
-                .filter(|_| start == 0)
-        );
-        link = Some(foreign.unwrap_or(own));
-    }
-    let mut header_link = None;
+    let path =
+        format!("/api/feeds/rfi-responses?include=questions&page_size={page_size}&cursor=r{next}");
+    let cycle = control!(
+        false,
+        shared.cfg.faults.test.listing_cycle_after == Some((start / page_size) as u32 + 1)
+    );
+    let own = if cycle {
+        // Back to the first page, by the very URL a client asks for it.
+        format!("http://{host}/api/feeds/rfi-responses?include=questions&page_size={page_size}")
+    } else if link_in == "links" {
+        // JSON:API servers often give a path.
+        path
+    } else {
+        format!("http://{host}{path}")
+    };
+    let foreign: Option<String> = control!(
+        None,
+        shared
+            .cfg
+            .faults
+            .test
+            .listing_foreign_next
+            .clone()
+            .filter(|_| start == 0)
+    );
+    foreign.unwrap_or(own)
+}
+
+/// Put the next page's link (or its absence) in the body where `link_in` says (see
+/// `listing_next_in`); or, as documented, give it back for the `Link` header.
+fn place_link(link_in: &str, body: &mut Value, link: Option<String>) -> Option<String> {
     match link_in {
         "links" => body["links"] = json!({ "next": link }),
         "links-href" => body["links"] = json!({ "next": link.map(|l| json!({ "href": l })) }),
         "next" => body["next"] = json!(link),
-        _ => header_link = link,
+        _ => return link,
     }
-    let mut resp = axum::Json(body).into_response();
-    if let Some(link) = header_link
-        && let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"next\""))
-    {
-        resp.headers_mut().insert(header::LINK, v);
-    }
-    shared.with_rate_headers(resp, limits)
+    None
 }
 
 #[cfg(test)]
