@@ -755,3 +755,94 @@ pub(crate) async fn fetch(shared: &Arc<Shared>, url: &str) -> StatusCode {
     .await
     .status()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Catalog, SandboxConfig, testkit};
+
+    fn ranged(range: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_str(range).unwrap());
+        h
+    }
+
+    fn file(size: u64) -> CatalogFile {
+        CatalogFile {
+            size,
+            ..Catalog::generate(1, 2).files()[0].clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_span_is_the_whole_file_or_the_range_asked_for() {
+        let shared = testkit::shared(SandboxConfig::new(Catalog::generate(1, 2)));
+        let f = file(1000);
+        let span = |h: &HeaderMap| span(&shared, h, &f, 1).ok();
+        assert_eq!(span(&HeaderMap::new()), Some((false, 0, 1000)));
+        assert_eq!(span(&ranged("bytes=10-19")), Some((true, 10, 20)));
+        assert_eq!(span(&ranged("bytes=10-")), Some((true, 10, 1000)));
+        assert_eq!(span(&ranged("bytes=990-5000")), Some((true, 990, 1000)));
+        assert_eq!(shared.stats.snapshot().range_requests, 3);
+    }
+
+    #[tokio::test]
+    async fn a_range_past_the_end_or_not_understood_is_a_416_with_the_size() {
+        let shared = testkit::shared(SandboxConfig::new(Catalog::generate(1, 2)));
+        for range in [
+            "bytes=1000-",
+            "bytes=0-1,5-9",
+            "bytes=-10",
+            "bytes=9-3",
+            "items=0-9",
+        ] {
+            let resp = *span(&shared, &ranged(range), &file(1000), 1).unwrap_err();
+            assert_eq!(resp.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
+            assert_eq!(resp.headers()[header::CONTENT_RANGE], "bytes */1000");
+        }
+    }
+
+    #[cfg(feature = "test-controls")]
+    #[tokio::test]
+    async fn faults_ignore_a_range_or_shorten_it_behind_a_star() {
+        let mut cfg = SandboxConfig::new(Catalog::generate(1, 2));
+        cfg.faults.max_per_item = 0;
+        cfg.faults.test.ignore_range_percent = 100;
+        let shared = testkit::shared(cfg.clone());
+        let f = file(1000);
+        assert_eq!(
+            span(&shared, &ranged("bytes=10-"), &f, 1).ok(),
+            Some((false, 0, 1000))
+        );
+        cfg.faults.test.ignore_range_percent = 0;
+        cfg.faults.test.star_range_short = true;
+        let shared = testkit::shared(cfg);
+        assert_eq!(
+            span(&shared, &ranged("bytes=10-"), &f, 1).ok(),
+            Some((true, 10, 505))
+        );
+        let answer = Answer {
+            file: f,
+            version: 0,
+            key: 1,
+            partial: true,
+            start: 10,
+            end: 505,
+        };
+        assert_eq!(content_range(&shared, &answer), "bytes 10-504/*");
+    }
+
+    #[test]
+    fn a_content_range_names_the_bytes_sent_and_the_size() {
+        let shared = testkit::shared(SandboxConfig::new(Catalog::generate(1, 2)));
+        let answer = Answer {
+            file: file(1000),
+            version: 0,
+            key: 1,
+            partial: true,
+            start: 10,
+            end: 20,
+        };
+        assert_eq!(content_range(&shared, &answer), "bytes 10-19/1000");
+    }
+}

@@ -459,7 +459,7 @@ mod tests {
 
     use axum::extract::{Path, State};
     use axum::http::StatusCode;
-    use serde_json::Value;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::testkit::{self, validity};
@@ -581,5 +581,93 @@ mod tests {
         assert_eq!(poll_job(&shared, &id).await["status"], "FAILED");
         let s = shared.stats.snapshot();
         assert_eq!((s.jobs_failed, s.urls_minted), (1, 0));
+    }
+
+    fn query(page_size: Option<usize>, cursor: Option<&str>) -> FeedQuery {
+        FeedQuery {
+            page_size,
+            cursor: cursor.map(str::to_string),
+            include: None,
+        }
+    }
+
+    #[test]
+    fn a_feed_page_starts_at_its_cursor_and_is_50_by_default() {
+        assert_eq!(feed_page(&query(None, None)).ok(), Some((0, 50)));
+        assert_eq!(
+            feed_page(&query(Some(10), Some("r30"))).ok(),
+            Some((30, 10))
+        );
+        assert_eq!(feed_page(&query(Some(200), None)).ok(), Some((0, 200)));
+    }
+
+    #[tokio::test]
+    async fn a_feed_page_size_out_of_range_is_a_400_on_page_size() {
+        for size in [9, 201] {
+            let resp = feed_page(&query(Some(size), None)).unwrap_err();
+            let (status, _, body) = testkit::read(*resp).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{size}");
+            assert!(body["field_errors"]["page_size"].is_array(), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_feed_cursor_not_of_the_feeds_making_is_a_400_on_cursor() {
+        for cursor in ["", "r", "30", "rx", "r-1"] {
+            let resp = feed_page(&query(None, Some(cursor))).unwrap_err();
+            let (status, _, body) = testkit::read(*resp).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{cursor:?}");
+            assert!(body["field_errors"]["cursor"].is_array(), "{body}");
+        }
+    }
+
+    /// Response 0 nests its attachment in its answers (every third does); response 1's is on
+    /// an included question, when questions are asked for; response 6 names response 3's
+    /// document again.
+    #[test]
+    fn rfi_responses_hold_two_files_each_as_the_feed_documents() {
+        let catalog = Catalog::generate(14, 8);
+        let files = catalog.files();
+        let id = |i: usize| json!(files[i].id.to_string());
+        let (data, included) = rfi_responses(files, 0..7, true);
+        assert_eq!(data.len(), 7);
+        assert_eq!(data[0]["document_file_uuids"], json!([id(0)]));
+        assert_eq!(
+            data[0]["answers"][0]["detail"]["attachment_file_uuids"],
+            json!([id(1)])
+        );
+        assert_eq!(data[1]["answers"], json!([]));
+        assert_eq!(included[0]["id"], "q-1");
+        assert_eq!(included[0]["attachment_file_uuids"], json!([id(3)]));
+        assert_eq!(data[6]["document_file_uuids"], json!([id(12), id(6)]));
+        let (_, without) = rfi_responses(files, 0..7, false);
+        assert!(without.is_empty());
+    }
+
+    #[test]
+    fn the_next_link_goes_where_listing_next_in_says() {
+        let link = || Some("http://h/next".to_string());
+        let mut body = json!({});
+        assert_eq!(place_link("", &mut body, link()), link(), "the Link header");
+        assert_eq!(body, json!({}));
+        for (link_in, expected) in [
+            ("links", json!({"links": {"next": "http://h/next"}})),
+            (
+                "links-href",
+                json!({"links": {"next": {"href": "http://h/next"}}}),
+            ),
+            ("next", json!({"next": "http://h/next"})),
+        ] {
+            let mut body = json!({});
+            assert_eq!(place_link(link_in, &mut body, link()), None, "{link_in}");
+            assert_eq!(body, expected, "{link_in}");
+        }
+        let mut last = json!({});
+        assert_eq!(place_link("links", &mut last, None), None);
+        assert_eq!(
+            last,
+            json!({"links": {"next": null}}),
+            "the last page says so"
+        );
     }
 }

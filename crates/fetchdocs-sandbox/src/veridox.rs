@@ -322,3 +322,44 @@ async fn list(
     let resp = axum::Json(body).into_response();
     shared.with_rate_headers(resp, limits)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit;
+
+    async fn refusal(body: &str) -> String {
+        let resp = batch_ids(body).expect_err(body);
+        let (status, _, v) = testkit::read(*resp).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(v["error_code"], "request.invalid", "{body}");
+        v["error_message"].as_str().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_1_to_25_uuidv7s_in_file_ids() {
+        let v7 = "0193a5e4-7c3b-7d2f-9b6a-1e0c4f8d2a11";
+        let ids = batch_ids(&format!(r#"{{"file_ids": ["{v7}", "{v7}"]}}"#)).unwrap();
+        assert_eq!(ids, vec![v7.parse::<Uuid>().unwrap(); 2]);
+        assert_eq!(refusal("{").await, "Body is not JSON");
+        assert_eq!(refusal(r#"{"ids": []}"#).await, "file_ids must be an array");
+        assert_eq!(
+            refusal(r#"{"file_ids": []}"#).await,
+            "file_ids must hold 1 to 25 IDs"
+        );
+        let too_many = vec![format!("\"{v7}\""); 26].join(",");
+        assert_eq!(
+            refusal(&format!(r#"{{"file_ids": [{too_many}]}}"#)).await,
+            "file_ids must hold 1 to 25 IDs"
+        );
+        let v4 = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b";
+        assert_eq!(
+            refusal(&format!(r#"{{"file_ids": ["{v7}", "{v4}"]}}"#)).await,
+            format!("file_ids: \"{v4}\" is not a UUID version 7")
+        );
+        assert_eq!(
+            refusal(r#"{"file_ids": [7]}"#).await,
+            "file_ids: 7 is not a UUID version 7"
+        );
+    }
+}
