@@ -67,47 +67,12 @@ impl Shared {
         while log.front().is_some_and(|t| *t + longest <= now) {
             log.pop_front();
         }
-        // Where the requests still inside `window` begin.
-        let first_in =
-            |log: &VecDeque<Instant>, window: Duration| log.partition_point(|t| *t + window <= now);
-        let mut wait = None::<Duration>;
-        for rule in &rules {
-            let first = first_in(&log, rule.window);
-            let used = log.len() - first;
-            if used >= rule.limit as usize {
-                // It fits once enough of the window's requests have left it.
-                let frees = log
-                    .get(first + used - rule.limit as usize)
-                    .map_or(rule.window, |t| {
-                        (*t + rule.window).saturating_duration_since(now)
-                    });
-                wait = Some(wait.unwrap_or_default().max(frees));
-            }
-        }
-        if let Some(wait) = wait {
+        if let Some(wait) = wait_to_fit(&rules, &log, now) {
             self.stats.api_throttled.fetch_add(1, Ordering::SeqCst);
             return Err(wait);
         }
         log.push_back(now);
-        let tightest = rules
-            .iter()
-            .map(|rule| {
-                let first = first_in(&log, rule.window);
-                let reset = log.get(first).map_or(0, |t| {
-                    (*t + rule.window)
-                        .saturating_duration_since(now)
-                        .as_secs_f64()
-                        .ceil() as u64
-                });
-                RateHeaders {
-                    limit: rule.limit,
-                    remaining: rule.limit.saturating_sub((log.len() - first) as u32).into(),
-                    reset,
-                }
-            })
-            // The fewest remaining; of equals, the later reset.
-            .min_by_key(|h| (h.remaining, std::cmp::Reverse(h.reset)));
-        Ok(tightest.filter(|_| rules.iter().any(|r| r.headers)))
+        Ok(tightest(&rules, &log, now).filter(|_| rules.iter().any(|r| r.headers)))
     }
 
     /// Add `RateLimit-Limit/Remaining/Reset` to an answer, where the vendor sends them.
@@ -125,6 +90,53 @@ impl Shared {
         }
         resp
     }
+}
+
+/// Where the requests of `log` still inside `window` at `now` begin.
+fn first_in(log: &VecDeque<Instant>, window: Duration, now: Instant) -> usize {
+    log.partition_point(|t| *t + window <= now)
+}
+
+/// How long a request at `now` must wait to fit every rule, given the requests admitted
+/// (`log`, oldest first); `None`: it fits now. Of the rules it does not fit, the longest wait.
+fn wait_to_fit(rules: &[RateRule], log: &VecDeque<Instant>, now: Instant) -> Option<Duration> {
+    let mut wait = None::<Duration>;
+    for rule in rules {
+        let first = first_in(log, rule.window, now);
+        let used = log.len() - first;
+        if used >= rule.limit as usize {
+            // It fits once enough of the window's requests have left it.
+            let frees = log
+                .get(first + used - rule.limit as usize)
+                .map_or(rule.window, |t| {
+                    (*t + rule.window).saturating_duration_since(now)
+                });
+            wait = Some(wait.unwrap_or_default().max(frees));
+        }
+    }
+    wait
+}
+
+/// The `RateLimit-*` values of the rule that leaves the fewest requests once `log` holds the
+/// one just admitted (of equals, the later reset).
+fn tightest(rules: &[RateRule], log: &VecDeque<Instant>, now: Instant) -> Option<RateHeaders> {
+    rules
+        .iter()
+        .map(|rule| {
+            let first = first_in(log, rule.window, now);
+            let reset = log.get(first).map_or(0, |t| {
+                (*t + rule.window)
+                    .saturating_duration_since(now)
+                    .as_secs_f64()
+                    .ceil() as u64
+            });
+            RateHeaders {
+                limit: rule.limit,
+                remaining: rule.limit.saturating_sub((log.len() - first) as u32).into(),
+                reset,
+            }
+        })
+        .min_by_key(|h| (h.remaining, std::cmp::Reverse(h.reset)))
 }
 
 #[cfg(test)]
@@ -213,5 +225,72 @@ mod tests {
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(testkit::num(&h, "retry-after"), 3510);
         assert_eq!(shared.stats.snapshot().api_throttled, 1);
+    }
+
+    fn rule(limit: u32, secs: u64) -> RateRule {
+        RateRule {
+            limit,
+            window: Duration::from_secs(secs),
+            headers: true,
+        }
+    }
+
+    /// A log of requests made `ago` seconds before `now`, oldest first.
+    fn log_of(now: Instant, ago: &[u64]) -> VecDeque<Instant> {
+        ago.iter().map(|&s| now - Duration::from_secs(s)).collect()
+    }
+
+    #[test]
+    fn a_request_fits_while_every_window_has_room() {
+        let now = Instant::now() + Duration::from_secs(10_000);
+        let log = log_of(now, &[50, 10]);
+        assert_eq!(wait_to_fit(&[rule(3, 60), rule(5, 3600)], &log, now), None);
+        // Requests that left the window do not count.
+        assert_eq!(
+            wait_to_fit(&[rule(1, 30)], &log, now),
+            Some(Duration::from_secs(20))
+        );
+    }
+
+    #[test]
+    fn a_full_window_waits_until_its_oldest_needed_request_leaves_and_the_longest_wait_wins() {
+        let now = Instant::now() + Duration::from_secs(10_000);
+        let log = log_of(now, &[3000, 50, 10]);
+        // The minute holds 2 of 2: the one of 50 s ago leaves in 10 s.
+        assert_eq!(
+            wait_to_fit(&[rule(2, 60)], &log, now),
+            Some(Duration::from_secs(10))
+        );
+        // The hour holds 3 of 3 too: the one of 3000 s ago leaves in 600 s.
+        assert_eq!(
+            wait_to_fit(&[rule(2, 60), rule(3, 3600)], &log, now),
+            Some(Duration::from_secs(600))
+        );
+    }
+
+    #[test]
+    fn the_headers_tell_of_the_rule_with_the_fewest_requests_left() {
+        let now = Instant::now() + Duration::from_secs(10_000);
+        let log = log_of(now, &[3000, 0]);
+        let headers = |limit, remaining, reset| RateHeaders {
+            limit,
+            remaining,
+            reset,
+        };
+        assert_eq!(
+            tightest(&[rule(3, 60), rule(3, 3600)], &log, now),
+            Some(headers(3, 1, 600)),
+            "the hour holds both: it leaves fewer"
+        );
+        assert_eq!(
+            tightest(&[rule(2, 60), rule(3, 3600)], &log, now),
+            Some(headers(3, 1, 600)),
+            "one left in either: the later reset"
+        );
+        assert_eq!(
+            tightest(&[rule(2, 60), rule(5, 3600)], &log, now),
+            Some(headers(2, 1, 60))
+        );
+        assert_eq!(tightest(&[], &log, now), None);
     }
 }

@@ -37,37 +37,7 @@ impl Sandbox {
         let files_url = format!("{scheme}://{}", files_listener.local_addr()?);
         let shared = Arc::new(Shared::new(cfg, files_url.clone()));
         let stop = CancellationToken::new();
-        let vendors = veridox::routes().merge(keelvar::routes());
-        let api_latency = shared.cfg.faults.api_latency;
-        #[cfg(feature = "test-controls")]
-        let silent_first = shared.cfg.faults.test.api_silent_first;
-        #[cfg(not(feature = "test-controls"))]
-        let silent_first = 0u32;
-        let silenced = shared.clone();
-        let vendors = if api_latency.is_zero() && silent_first == 0 {
-            vendors
-        } else {
-            vendors.layer(axum::middleware::from_fn(
-                move |req: axum::extract::Request, next: axum::middleware::Next| {
-                    let shared = silenced.clone();
-                    async move {
-                        let seen = shared.stats.api_unanswered.load(Ordering::SeqCst);
-                        if seen < u64::from(silent_first)
-                            && shared.stats.api_unanswered.fetch_add(1, Ordering::SeqCst)
-                                < u64::from(silent_first)
-                        {
-                            // Accepted, never answered.
-                            std::future::pending::<()>().await;
-                        }
-                        tokio::time::sleep(api_latency).await;
-                        next.run(req).await
-                    }
-                },
-            ))
-        };
-        let api: Router = vendors
-            .route("/_sandbox/stats", axum::routing::get(stats_handler))
-            .with_state(shared.clone());
+        let api = api_routes(&shared);
         let file_host: Router = files::routes().with_state(shared.clone());
         match tls {
             #[cfg(feature = "test-controls")]
@@ -104,6 +74,41 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// The API listener's routes: both vendors' (behind the latency and the silence set) and the
+/// stats.
+fn api_routes(shared: &Arc<Shared>) -> Router {
+    let vendors = veridox::routes().merge(keelvar::routes());
+    slowed(vendors, shared)
+        .route("/_sandbox/stats", axum::routing::get(stats_handler))
+        .with_state(shared.clone())
+}
+
+/// `vendors` answering each request after `api_latency`, and the first `api_silent_first`
+/// requests never (accepted, not a header nor a byte sent back).
+fn slowed(vendors: Router<Arc<Shared>>, shared: &Arc<Shared>) -> Router<Arc<Shared>> {
+    let api_latency = shared.cfg.faults.api_latency;
+    let silent_first = u64::from(control!(0u32, shared.cfg.faults.test.api_silent_first));
+    if api_latency.is_zero() && silent_first == 0 {
+        return vendors;
+    }
+    let shared = shared.clone();
+    vendors.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let shared = shared.clone();
+            async move {
+                let unanswered = &shared.stats.api_unanswered;
+                if unanswered.load(Ordering::SeqCst) < silent_first
+                    && unanswered.fetch_add(1, Ordering::SeqCst) < silent_first
+                {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(api_latency).await;
+                next.run(req).await
+            }
+        },
+    ))
 }
 
 /// Serve `router` on `listener` until `stop`.
