@@ -36,6 +36,19 @@ pub(crate) struct Jobs {
     order: VecDeque<String>,
 }
 
+impl Jobs {
+    /// Keep `job` under `id`, forgetting the oldest jobs past [`MAX_JOBS`].
+    fn remember(&mut self, id: String, job: Job) {
+        self.by_id.insert(id.clone(), job);
+        self.order.push_back(id);
+        while self.order.len() > MAX_JOBS {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
+}
+
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/api/jobs/generate-file-download-links", post(submit))
@@ -116,26 +129,10 @@ pub(crate) async fn submit(
         Ok(l) => l,
         Err(resp) => return *resp,
     };
-    let parsed: Value = match serde_json::from_str(&body) {
-        Ok(v) => v,
-        Err(_) => return bad_request(None, "JSON parse error"),
+    let ids = match job_ids(&body) {
+        Ok(ids) => ids,
+        Err(resp) => return *resp,
     };
-    let Some(list) = parsed.get("file_uuids").and_then(Value::as_array) else {
-        return bad_request(Some("file_uuids"), "This field is required.");
-    };
-    if list.is_empty() || list.len() > 50 {
-        return bad_request(
-            Some("file_uuids"),
-            "Ensure this field has 1 to 50 elements.",
-        );
-    }
-    let mut ids = Vec::with_capacity(list.len());
-    for v in list {
-        match v.as_str().and_then(|s| parse_api_uuid(s, false)) {
-            Some(id) => ids.push(id),
-            None => return bad_request(Some("file_uuids"), &format!("{v} is not a valid UUID.")),
-        }
-    }
     let stats = &shared.stats;
     let n = stats.jobs_submitted.fetch_add(1, Ordering::SeqCst);
     stats.mint_batches.fetch_add(1, Ordering::SeqCst);
@@ -155,20 +152,37 @@ pub(crate) async fn submit(
     };
     settle(&shared, &mut job, now);
     let resp = job_json(&shared, &id, &job);
-    let mut jobs = lock(&shared.jobs);
-    jobs.by_id.insert(id.clone(), job);
-    jobs.order.push_back(id.clone());
-    while jobs.order.len() > MAX_JOBS {
-        if let Some(old) = jobs.order.pop_front() {
-            jobs.by_id.remove(&old);
-        }
-    }
-    drop(jobs);
+    lock(&shared.jobs).remember(id.clone(), job);
     let mut resp = (StatusCode::CREATED, axum::Json(resp)).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/api/jobs/{id}")) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
     shared.with_rate_headers(resp, limits)
+}
+
+/// The IDs of a job submission's body, or its 400: a JSON object whose `file_uuids` holds 1 to
+/// 50 UUIDs.
+fn job_ids(body: &str) -> Result<Vec<Uuid>, Box<Response>> {
+    let invalid = |field: Option<&str>, msg: &str| Box::new(bad_request(field, msg));
+    let parsed: Value =
+        serde_json::from_str(body).map_err(|_| invalid(None, "JSON parse error"))?;
+    let list = parsed
+        .get("file_uuids")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid(Some("file_uuids"), "This field is required."))?;
+    if list.is_empty() || list.len() > 50 {
+        return Err(invalid(
+            Some("file_uuids"),
+            "Ensure this field has 1 to 50 elements.",
+        ));
+    }
+    list.iter()
+        .map(|v| {
+            v.as_str()
+                .and_then(|s| parse_api_uuid(s, false))
+                .ok_or_else(|| invalid(Some("file_uuids"), &format!("{v} is not a valid UUID.")))
+        })
+        .collect()
 }
 
 /// Make a job terminal if its work is done by `now` (sandbox ms). The work is done at the later
@@ -669,5 +683,57 @@ mod tests {
             json!({"links": {"next": null}}),
             "the last page says so"
         );
+    }
+
+    async fn job_refusal(body: &str) -> Value {
+        let resp = job_ids(body).expect_err(body);
+        let (status, _, v) = testkit::read(*resp).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        v
+    }
+
+    #[tokio::test]
+    async fn a_job_is_1_to_50_uuids_in_file_uuids() {
+        let v4 = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b";
+        let ids = job_ids(&format!(r#"{{"file_uuids": ["{v4}"]}}"#)).unwrap();
+        assert_eq!(ids, vec![v4.parse::<Uuid>().unwrap()]);
+        assert_eq!(
+            job_refusal("{").await,
+            json!({"errors": ["JSON parse error"]})
+        );
+        let required = json!({"field_errors": {"file_uuids": ["This field is required."]}});
+        assert_eq!(job_refusal(r#"{"ids": []}"#).await, required);
+        let count =
+            json!({"field_errors": {"file_uuids": ["Ensure this field has 1 to 50 elements."]}});
+        assert_eq!(job_refusal(r#"{"file_uuids": []}"#).await, count);
+        let too_many = vec![format!("\"{v4}\""); 51].join(",");
+        assert_eq!(
+            job_refusal(&format!(r#"{{"file_uuids": [{too_many}]}}"#)).await,
+            count
+        );
+        assert_eq!(
+            job_refusal(r#"{"file_uuids": ["nope"]}"#).await,
+            json!({"field_errors": {"file_uuids": ["\"nope\" is not a valid UUID."]}})
+        );
+    }
+
+    #[test]
+    fn past_max_jobs_the_oldest_job_is_forgotten() {
+        let job = || Job {
+            ids: Vec::new(),
+            created_ms: 0,
+            polls: 0,
+            polled_enough_ms: None,
+            fail: false,
+            end: None,
+        };
+        let mut jobs = Jobs::default();
+        for n in 0..=MAX_JOBS {
+            jobs.remember(n.to_string(), job());
+        }
+        assert_eq!(jobs.by_id.len(), MAX_JOBS);
+        assert!(!jobs.by_id.contains_key("0"));
+        assert!(jobs.by_id.contains_key("1"));
+        assert_eq!(jobs.order.front().map(String::as_str), Some("1"));
     }
 }

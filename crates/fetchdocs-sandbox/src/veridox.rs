@@ -277,7 +277,19 @@ async fn list(
     if let Some(resp) = shared.listing_fault((offset / limit) as u32 + 1) {
         return resp;
     }
-    let all = shared.cfg.catalog.files();
+    let files = listed(&shared, offset, limit);
+    let total = announced_total(&shared);
+    let body = match total {
+        Some(total) => json!({"files": files, "total": total}),
+        None => json!({"files": files}),
+    };
+    let resp = axum::Json(body).into_response();
+    shared.with_rate_headers(resp, limits)
+}
+
+/// The catalog's entries from `offset`, at most `limit` of them; or, as a fault has it, from
+/// the first whatever the offset, or fewer than `limit` asks for.
+fn listed(shared: &Shared, offset: usize, limit: usize) -> Vec<Value> {
     let skip = control!(
         offset,
         if shared.cfg.faults.test.files_ignore_offset {
@@ -295,7 +307,10 @@ async fn list(
             .files_page_cap
             .map_or(limit, |cap| cap.min(limit))
     );
-    let files: Vec<Value> = all
+    shared
+        .cfg
+        .catalog
+        .files()
         .iter()
         .skip(skip)
         .take(take)
@@ -307,20 +322,20 @@ async fn list(
                 "case_id": null,
             })
         })
-        .collect();
-    let total: Option<u64> = control!(
-        Some(all.len() as u64),
-        match &shared.cfg.faults {
-            f if f.test.files_no_total => None,
-            f => Some(f.test.files_total.unwrap_or(all.len() as u64)),
+        .collect()
+}
+
+/// The `total` a listing page announces: the catalog's size, or none or another as a fault has
+/// it.
+fn announced_total(shared: &Shared) -> Option<u64> {
+    let size = shared.cfg.catalog.files().len() as u64;
+    control!(
+        Some(size),
+        match &shared.cfg.faults.test {
+            f if f.files_no_total => None,
+            f => Some(f.files_total.unwrap_or(size)),
         }
-    );
-    let body = match total {
-        Some(total) => json!({"files": files, "total": total}),
-        None => json!({"files": files}),
-    };
-    let resp = axum::Json(body).into_response();
-    shared.with_rate_headers(resp, limits)
+    )
 }
 
 #[cfg(test)]
