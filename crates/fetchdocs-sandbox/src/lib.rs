@@ -52,6 +52,8 @@ pub use config::{KeelvarTestFaults, TestFaults};
 pub use routing::{BackgroundSandbox, Sandbox};
 pub use stats::{Stats, StatsSnapshot};
 
+/// A mutex's guard, poisoned or not: a handler that panicked leaves counters and logs that
+/// are still worth reading.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
