@@ -3,13 +3,13 @@
 //! whether it is minting or listing under `--from`. A silence that ends is waited out.
 
 use crate::common::*;
-use fetchdocs_sandbox::{Catalog, Faults};
+use fetchdocs_sandbox::{Catalog, Faults, TestFaults};
 
 fn silent(first: u32) -> Faults {
-    Faults {
+    Faults::from(TestFaults {
         api_silent_first: first,
-        ..Faults::default()
-    }
+        ..TestFaults::default()
+    })
 }
 
 /// Exit 5, and the last line is the one error, naming the API host and the silence.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use fetchdocs_sandbox::{Catalog, Faults};
+use fetchdocs_sandbox::{Catalog, Faults, TestFaults};
 
 #[test]
 fn every_fault_once_per_item_and_every_file_still_intact() {
@@ -59,10 +59,10 @@ fn random_faults_never_cost_a_file() {
 
 #[test]
 fn expired_urls_are_minted_again() {
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         expire_first_urls: 1,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(Catalog::generate(12, 3), faults);
     let (out, report) = env.run(&env.all_ids(), &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -76,10 +76,10 @@ fn expired_urls_are_minted_again() {
 
 #[test]
 fn urls_that_always_expire_fail_with_a_reason_not_a_loop() {
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         expire_first_urls: 1000,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(Catalog::generate(2, 3), faults);
     let (out, report) = env.run(&env.all_ids(), &[]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -112,11 +112,11 @@ fn concurrency_limit_is_never_exceeded_and_no_key_reaches_the_file_host() {
 
 #[test]
 fn retry_after_on_429_is_honoured() {
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         force_429: 1,
-        retry_after_secs: 2,
-        ..Faults::default()
-    };
+        retry_after_secs: Some(2),
+        ..TestFaults::default()
+    });
     let env = Env::new(Catalog::generate(5, 1), faults);
     let (out, report) = env.run(&env.all_ids(), &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use fetchdocs_sandbox::{Catalog, CatalogFile, Faults, SandboxConfig};
+use fetchdocs_sandbox::{Catalog, CatalogFile, Faults, SandboxConfig, TestFaults};
 
 /// `n` files of `size` bytes.
 fn small_files(n: u64, size: u64) -> Catalog {
@@ -26,10 +26,10 @@ fn files(report: &serde_json::Value) -> &Vec<serde_json::Value> {
 fn etags_that_are_not_md5s_never_fail_a_file() {
     // SSE-KMS objects: 32 hex digits that are not the MD5; multipart uploads: `<hex>-N`.
     for (kind, n) in [("etag-kms", 100), ("etag-multipart", 20)] {
-        let faults = Faults {
+        let faults = Faults::from(TestFaults {
             checksum: kind,
-            ..Faults::default()
-        };
+            ..TestFaults::default()
+        });
         let env = Env::new(small_files(n, 8 * 1024), faults);
         let (out, report) = env.run(&env.all_ids(), &[]);
         assert_eq!(code(&out), 0, "{kind}: {}", stderr(&out));
@@ -63,10 +63,10 @@ const DECLARED: [(&str, &str); 12] = [
 #[test]
 fn each_declared_checksum_that_matches_is_named_in_the_report() {
     for (kind, label) in DECLARED {
-        let faults = Faults {
+        let faults = Faults::from(TestFaults {
             checksum: kind,
-            ..Faults::default()
-        };
+            ..TestFaults::default()
+        });
         let env = Env::new(small_files(3, 20_000), faults);
         let (out, report) = env.run(&env.all_ids(), &["--json"]);
         assert_eq!(code(&out), 0, "{kind}: {}", stderr(&out));
@@ -91,11 +91,11 @@ fn each_declared_checksum_that_matches_is_named_in_the_report() {
 /// The host declares a wrong `kind` checksum for every answer: the file fails after its
 /// retries, with a reason naming the header and the algorithm, and nothing takes its name.
 fn wrong_checksum_fails_the_file(kind: &'static str, reason: &str) {
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         checksum: kind,
         checksum_wrong: true,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(small_files(1, 20_000), faults);
     let (out, report) = env.run(&env.all_ids(), &[]);
     assert_eq!(code(&out), 1, "{kind}: {}", stderr(&out));
@@ -160,10 +160,10 @@ fn a_wrong_digest_fails_the_file() {
 #[test]
 fn a_composite_s3_checksum_is_not_taken_for_the_files() {
     // Of the parts, not the file: skipped (checking it would fail every multipart object).
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         checksum: "amz-composite",
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(small_files(3, 20_000), faults);
     let (out, report) = env.run(&env.all_ids(), &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -175,12 +175,12 @@ fn a_composite_s3_checksum_is_not_taken_for_the_files() {
 #[test]
 fn a_resumed_download_is_checked_whole_against_the_hosts_checksum() {
     // No validators: the checksum alone allows the resume, and it covers the kept prefix.
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         checksum: "amz-sha256",
         no_validators: true,
         cut_first_requests: 1,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(small_files(4, 300_000), faults);
     let (out, report) = env.run(&env.all_ids(), &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -202,12 +202,12 @@ fn new_version(f: &CatalogFile) -> Vec<u8> {
 fn a_cut_download_without_a_validator_starts_over_and_gets_the_new_version_whole() {
     // No ETag, no Last-Modified, no checksum; each body is cut half-way the first time, and
     // the file is replaced on the host after that answer.
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         no_validators: true,
         replace_after_first_request: true,
         cut_first_requests: 1,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(small_files(4, 300_000), faults);
     let (out, report) = env.run(&env.all_ids(), &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -229,13 +229,13 @@ fn a_cut_download_without_a_validator_starts_over_and_gets_the_new_version_whole
 fn a_changed_file_under_a_checksum_but_no_validator_is_caught_and_fetched_again() {
     // The checksum allows a resume; the splice of two versions fails it; the next attempt
     // starts over and gets the new version whole.
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         checksum: "repr-sha256",
         no_validators: true,
         replace_after_first_request: true,
         cut_first_requests: 1,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(small_files(3, 300_000), faults);
     let (out, report) = env.run(&env.all_ids(), &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -278,7 +278,10 @@ fn give_up_after_stops_a_body_that_is_still_arriving() {
     // No length announced, 8 KB/s: the 1 MB body would take two minutes.
     let faults = Faults {
         slow_body_bps: 8_000,
-        no_length_percent: 100,
+        test: TestFaults {
+            no_length_percent: 100,
+            ..TestFaults::default()
+        },
         ..Faults::default()
     };
     let env = Env::new(small_files(1, 1_000_000), faults);

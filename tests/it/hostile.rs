@@ -2,7 +2,7 @@
 //! retry or a per-file failure with a reason.
 
 use crate::common::*;
-use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig};
+use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig, TestFaults};
 
 fn no_panic(out: &std::process::Output) {
     let err = stderr(out);
@@ -17,10 +17,13 @@ fn stalled_short_and_unsized_bodies_are_retried_into_whole_files() {
     // Each file meets each fault once: a body that stalls half-way (cut by --read-timeout), one
     // that ends cleanly short of its Content-Length, one with no Content-Length at all.
     let faults = Faults {
-        stall_percent: 100,
-        short_body_percent: 100,
-        no_length_percent: 100,
         max_per_item: 1,
+        test: TestFaults {
+            stall_percent: 100,
+            short_body_percent: 100,
+            no_length_percent: 100,
+            ..TestFaults::default()
+        },
         ..Faults::default()
     };
     let env = Env::new(Catalog::generate(12, 31), faults);
@@ -36,9 +39,12 @@ fn stalled_short_and_unsized_bodies_are_retried_into_whole_files() {
 fn a_server_that_ignores_range_or_answers_the_wrong_range_costs_a_restart_not_a_corrupt_file() {
     let faults = Faults {
         cut_percent: 100,
-        ignore_range_percent: 100,
-        bad_range_percent: 100,
         max_per_item: 1,
+        test: TestFaults {
+            ignore_range_percent: 100,
+            bad_range_percent: 100,
+            ..TestFaults::default()
+        },
         ..Faults::default()
     };
     let env = Env::new(Catalog::generate(10, 32), faults);
@@ -51,8 +57,11 @@ fn a_server_that_ignores_range_or_answers_the_wrong_range_costs_a_restart_not_a_
 #[test]
 fn file_host_redirects_are_followed_without_credentials() {
     let faults = Faults {
-        redirect_percent: 100,
         max_per_item: 1,
+        test: TestFaults {
+            redirect_percent: 100,
+            ..TestFaults::default()
+        },
         ..Faults::default()
     };
     let env = Env::new(Catalog::generate(6, 33), faults);
@@ -71,10 +80,13 @@ fn file_host_redirects_are_followed_without_credentials() {
 #[test]
 fn garbage_oversized_and_noisy_api_answers_are_survived() {
     let faults = Faults {
-        api_garbage_percent: 100,
-        api_huge_percent: 100,
-        api_noise: true,
         max_per_item: 1,
+        test: TestFaults {
+            api_garbage_percent: 100,
+            api_huge_percent: 100,
+            api_noise: true,
+            ..TestFaults::default()
+        },
         ..Faults::default()
     };
     let env = Env::new(Catalog::generate(30, 34), faults);
@@ -98,10 +110,10 @@ fn garbage_oversized_and_noisy_api_answers_are_survived() {
 fn non_http_download_urls_fail_that_file_with_a_reason() {
     let catalog = Catalog::generate(4, 35);
     let bad = catalog.files()[2].id;
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         bad_scheme_ids: vec![bad],
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(catalog, faults);
     let (out, report) = env.run(&env.all_ids(), &[]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -113,10 +125,10 @@ fn non_http_download_urls_fail_that_file_with_a_reason() {
 
 #[test]
 fn an_api_redirect_is_not_followed_with_the_key() {
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         api_redirect: true,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(Catalog::generate(3, 36), faults);
     let (out, report) = env.run(&env.all_ids(), &[]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -128,8 +140,11 @@ fn an_api_redirect_is_not_followed_with_the_key() {
 #[test]
 fn garbage_job_polls_are_retried() {
     let faults = Faults {
-        api_garbage_percent: 100,
         max_per_item: 1,
+        test: TestFaults {
+            api_garbage_percent: 100,
+            ..TestFaults::default()
+        },
         ..Faults::default()
     };
     let kcfg = KeelvarConfig {
@@ -239,10 +254,10 @@ fn a_reset_connection_to_iso_certificate_pdf_is_retried_not_taken_for_a_tls_fail
     // The file host resets the first connection for the file before answering. The request
     // error's text names the URL, and the URL ends in the file's name: …/ISO_Certificate.pdf.
     // Only a real certificate error is fatal; this one is a reset, retried like any other.
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         reset_first_requests: 1,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(
         Catalog::new(vec![file(1, "ISO_Certificate.pdf", 48_213)]),
         faults,
@@ -264,7 +279,10 @@ fn replaced_mid_download(extra: Faults) {
     let faults = Faults {
         cut_percent: 100,
         max_per_item: 1,
-        replace_after_first_request: true,
+        test: TestFaults {
+            replace_after_first_request: true,
+            ..extra.test
+        },
         ..extra
     };
     let env = Env::new(Catalog::generate(6, 41), faults);
@@ -293,10 +311,10 @@ fn a_file_replaced_mid_download_is_fetched_whole_when_the_host_honours_if_range(
 #[test]
 fn a_file_replaced_mid_download_is_fetched_whole_when_the_host_ignores_if_range() {
     // The host answers the resume with a range of the new version: its ETag gives it away.
-    replaced_mid_download(Faults {
+    replaced_mid_download(Faults::from(TestFaults {
         ignore_if_range: true,
-        ..Faults::default()
-    });
+        ..TestFaults::default()
+    }));
 }
 
 #[test]
@@ -306,7 +324,10 @@ fn a_206_that_ends_short_of_the_file_is_not_taken_as_complete() {
     let faults = Faults {
         cut_percent: 100,
         max_per_item: 1,
-        star_range_short: true,
+        test: TestFaults {
+            star_range_short: true,
+            ..TestFaults::default()
+        },
         ..Faults::default()
     };
     let env = Env::new(Catalog::generate(6, 42), faults);
@@ -321,8 +342,11 @@ fn a_206_that_ends_short_of_the_file_is_not_taken_as_complete() {
 #[test]
 fn a_body_without_a_length_is_accepted_when_it_ends_cleanly_and_the_report_says_so() {
     let faults = Faults {
-        no_length_percent: 100,
         max_per_item: 0,
+        test: TestFaults {
+            no_length_percent: 100,
+            ..TestFaults::default()
+        },
         ..Faults::default()
     };
     let env = Env::new(Catalog::generate(4, 43), faults);
@@ -339,11 +363,11 @@ fn a_body_without_a_length_is_accepted_when_it_ends_cleanly_and_the_report_says_
 fn a_host_that_says_expired_with_a_400_gets_a_fresh_url_not_a_failure() {
     // Some object stores refuse an expired signature with 400 and an XML body that says so.
     // Each file's first URL is refused that way although the API said it was good.
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         refuse_first_requests: 1,
         expired_as_400: true,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(Catalog::generate(8, 73), faults);
     let (out, report) = env.run(&env.all_ids(), &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -357,10 +381,10 @@ fn a_host_that_says_expired_with_a_400_gets_a_fresh_url_not_a_failure() {
 fn a_host_that_drips_is_cut_by_the_speed_limit_and_the_file_resumed() {
     // The first answer for each file drips 64 bytes a second: never silent long enough for
     // the read timeout, far below --speed-limit.
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         drip_first_requests: 1,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(Catalog::generate(4, 81), faults);
     let started = std::time::Instant::now();
     let (out, report) = env.run(
@@ -384,8 +408,11 @@ fn files_larger_than_max_file_size_fail_announced_or_not() {
     let files = vec![file(1, "small.pdf", 1_000), file(2, "big.pdf", 50_000)];
     for no_length in [0, 100] {
         let faults = Faults {
-            no_length_percent: no_length,
             max_per_item: 0,
+            test: TestFaults {
+                no_length_percent: no_length,
+                ..TestFaults::default()
+            },
             ..Faults::default()
         };
         let env = Env::new(Catalog::new(files.clone()), faults);

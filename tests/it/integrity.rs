@@ -3,7 +3,7 @@
 //! never ends under a final name.
 
 use crate::common::*;
-use fetchdocs_sandbox::{Catalog, Faults};
+use fetchdocs_sandbox::{Catalog, Faults, TestFaults};
 
 #[test]
 fn every_downloaded_and_skipped_file_has_the_sha256_of_its_bytes_on_disk() {
@@ -39,11 +39,11 @@ fn every_downloaded_and_skipped_file_has_the_sha256_of_its_bytes_on_disk() {
 
 /// Each file's first answer has one byte changed; the host's checksum header says so.
 fn corrupted_with(checksum: &'static str) {
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         checksum,
         corrupt_first_requests: 1,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(Catalog::generate(6, 92), faults);
     let (out, report) = env.run(&env.all_ids(), &[]);
     assert_eq!(code(&out), 0, "{checksum}: {}", stderr(&out));
@@ -80,11 +80,11 @@ fn a_body_that_fails_repr_digest_is_fetched_again_from_zero() {
 
 #[test]
 fn a_body_that_always_fails_its_checksum_fails_the_file_and_leaves_nothing() {
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         checksum: "content-md5",
         corrupt_first_requests: 1000,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(Catalog::generate(2, 93), faults);
     let (out, report) = env.run(&env.all_ids(), &[]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));

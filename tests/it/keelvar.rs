@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig, RateRule};
+use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig, KeelvarTestFaults, RateRule, TestFaults};
 
 fn keelvar(polls: u32) -> KeelvarConfig {
     KeelvarConfig {
@@ -123,7 +123,10 @@ fn jobs_that_keep_failing_end_in_per_file_failures() {
 #[test]
 fn a_job_that_never_completes_times_out_into_per_file_failures() {
     let kcfg = KeelvarConfig {
-        never_complete: true,
+        test: KeelvarTestFaults {
+            never_complete: true,
+            ..KeelvarTestFaults::default()
+        },
         ..keelvar(1)
     };
     let env = Env::keelvar(Catalog::generate(4, 4), Faults::default(), kcfg);
@@ -175,7 +178,10 @@ fn wrong_key_is_a_403_with_an_empty_body_and_exits_3() {
 #[test]
 fn no_key_reaching_the_api_is_a_401_and_exits_3() {
     let kcfg = KeelvarConfig {
-        strip_auth: true,
+        test: KeelvarTestFaults {
+            strip_auth: true,
+            ..KeelvarTestFaults::default()
+        },
         ..keelvar(1)
     };
     let env = Env::keelvar(Catalog::generate(3, 4), Faults::default(), kcfg);
@@ -187,12 +193,15 @@ fn no_key_reaching_the_api_is_a_401_and_exits_3() {
 
 #[test]
 fn retry_after_on_429_is_honoured_by_submissions_and_polls() {
-    let faults = Faults {
-        retry_after_secs: 2,
-        ..Faults::default()
-    };
+    let faults = Faults::from(TestFaults {
+        retry_after_secs: Some(2),
+        ..TestFaults::default()
+    });
     let kcfg = KeelvarConfig {
-        force_429: 1,
+        test: KeelvarTestFaults {
+            force_429: 1,
+            ..KeelvarTestFaults::default()
+        },
         ..keelvar(1)
     };
     let env = Env::keelvar(Catalog::generate(5, 4), faults, kcfg);
@@ -264,7 +273,10 @@ fn a_job_named_by_job_id_or_only_by_location_is_followed() {
             Catalog::generate(20, 71),
             Faults::default(),
             KeelvarConfig {
-                job_id_as: shape,
+                test: KeelvarTestFaults {
+                    job_id_as: shape,
+                    ..KeelvarTestFaults::default()
+                },
                 ..KeelvarConfig::default()
             },
         );
@@ -284,8 +296,11 @@ fn an_undocumented_status_is_said_once_and_polled_until_the_job_completes() {
         Catalog::generate(60, 72),
         Faults::default(),
         KeelvarConfig {
-            running_status: "WARMING_UP",
             polls_to_complete: 3,
+            test: KeelvarTestFaults {
+                running_status: "WARMING_UP",
+                ..KeelvarTestFaults::default()
+            },
             ..KeelvarConfig::default()
         },
     );
@@ -300,15 +315,18 @@ fn an_undocumented_status_is_said_once_and_polled_until_the_job_completes() {
 #[test]
 fn job_timeout_holds_while_polls_are_answered_429() {
     // Every poll is throttled with Retry-After: 5 s, ten of which a request would wait out.
-    let faults = Faults {
-        retry_after_secs: 5,
-        ..Faults::default()
-    };
+    let faults = Faults::from(TestFaults {
+        retry_after_secs: Some(5),
+        ..TestFaults::default()
+    });
     let env = Env::keelvar(
         Catalog::generate(5, 82),
         faults,
         KeelvarConfig {
-            throttle_polls: true,
+            test: KeelvarTestFaults {
+                throttle_polls: true,
+                ..KeelvarTestFaults::default()
+            },
             ..KeelvarConfig::default()
         },
     );

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::process::Output;
 
 use crate::common::*;
-use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig};
+use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig, TestFaults};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -49,10 +49,10 @@ fn no_panic(out: &Output) {
 #[test]
 fn feed_pages_that_link_in_a_cycle_stop_the_walk_before_it_asks_again() {
     // Page 2 links back to page 1 (A → B → A), by the URL the client asked for it.
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         listing_cycle_after: Some(2),
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = keelvar_env(300, faults);
     let (out, report) = run_from(&env, "rfi-responses", &["--page-size", "10"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -76,10 +76,10 @@ fn feed_pages_that_link_in_a_cycle_stop_the_walk_before_it_asks_again() {
 #[test]
 fn an_endless_chain_of_new_cursors_without_new_ids_ends_after_ten_pages() {
     // 60 files: 3 pages of 10 responses; then empty pages, each linking to a new cursor.
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         listing_endless: true,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = keelvar_env(60, faults);
     let (out, report) = run_from(&env, "rfi-responses", &["--page-size", "10"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -137,10 +137,10 @@ fn the_next_page_is_followed_wherever_the_feed_puts_it() {
     // 120 files: 6 pages of 10 responses. The next page's link in JSON:API's `links.next`
     // (a relative URL, or a link object) or in a top-level `next`, never in a `Link` header.
     for place in ["links", "links-href", "next"] {
-        let faults = Faults {
+        let faults = Faults::from(TestFaults {
             listing_next_in: place,
-            ..Faults::default()
-        };
+            ..TestFaults::default()
+        });
         let env = keelvar_env(120, faults);
         let (out, report) = run_from(&env, "rfi-responses", &["--page-size", "10"]);
         assert_eq!(code(&out), 0, "{place}: {}", stderr(&out));
@@ -164,13 +164,13 @@ fn a_next_link_in_the_body_to_another_host_is_refused_too() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         listing_next_in: "next",
         listing_foreign_next: Some(format!(
             "http://127.0.0.1:{port}/api/feeds/rfi-responses?cursor=r10"
         )),
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = keelvar_env(60, faults);
     let (out, report) = run_from(&env, "rfi-responses", &["--page-size", "10"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -189,11 +189,11 @@ fn a_files_listing_that_ignores_offset_stops_at_the_first_repeated_page() {
     // Every page is the first, with a `total` or without one (without, the walk would
     // otherwise never end).
     for no_total in [false, true] {
-        let faults = Faults {
+        let faults = Faults::from(TestFaults {
             files_ignore_offset: true,
             files_no_total: no_total,
-            ..Faults::default()
-        };
+            ..TestFaults::default()
+        });
         let env = veridox_env(300, faults);
         let (out, report) = run_from(&env, "files", &["--page-size", "100"]);
         assert_eq!(code(&out), 1, "no total {no_total}: {}", stderr(&out));
@@ -207,10 +207,10 @@ fn a_files_listing_that_ignores_offset_stops_at_the_first_repeated_page() {
 
 #[test]
 fn a_files_listing_without_total_is_walked_to_its_short_page() {
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         files_no_total: true,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = veridox_env(250, faults);
     let (out, report) = run_from(&env, "files", &["--page-size", "100"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -223,10 +223,10 @@ fn a_files_listing_without_total_is_walked_to_its_short_page() {
 #[test]
 fn a_total_below_what_the_pages_hold_is_flagged_and_not_trusted() {
     // The listing says 120; its pages hold 300.
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         files_total: Some(120),
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = veridox_env(300, faults);
     let (out, report) = run_from(&env, "files", &["--page-size", "50"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -257,10 +257,10 @@ fn a_listing_endpoint_that_answers_404_is_named_and_the_run_exits_2() {
         (
             veridox_env(
                 20,
-                Faults {
+                Faults::from(TestFaults {
                     listing_not_found: true,
-                    ..Faults::default()
-                },
+                    ..TestFaults::default()
+                }),
             ),
             "files",
             "GET /files ",
@@ -268,10 +268,10 @@ fn a_listing_endpoint_that_answers_404_is_named_and_the_run_exits_2() {
         (
             keelvar_env(
                 20,
-                Faults {
+                Faults::from(TestFaults {
                     listing_not_found: true,
-                    ..Faults::default()
-                },
+                    ..TestFaults::default()
+                }),
             ),
             "rfi-responses",
             "GET /api/feeds/rfi-responses ",
@@ -303,10 +303,10 @@ fn a_listing_endpoint_that_answers_404_is_named_and_the_run_exits_2() {
     // is misconfigured.
     let env = veridox_env(
         20,
-        Faults {
+        Faults::from(TestFaults {
             listing_not_found: true,
-            ..Faults::default()
-        },
+            ..TestFaults::default()
+        }),
     );
     let ids = env.ids_file(&env.all_ids()[..5]);
     let (out, report) = run_from(&env, "files", &["--ids", ids.to_str().unwrap()]);

@@ -3,7 +3,7 @@
 //! given says so (`short_of_total`, exit 1) rather than reporting a complete listing.
 
 use crate::common::*;
-use fetchdocs_sandbox::{Catalog, Faults};
+use fetchdocs_sandbox::{Catalog, Faults, TestFaults};
 
 fn veridox_env(n: usize, faults: Faults) -> Env {
     Env::new(Catalog::generate(n, 98), faults)
@@ -14,10 +14,10 @@ fn a_server_that_caps_its_pages_is_walked_to_its_total() {
     // 12 files, pages capped at 3 whatever `limit` asks (100): four short pages, all read.
     let env = veridox_env(
         12,
-        Faults {
+        Faults::from(TestFaults {
             files_page_cap: Some(3),
-            ..Faults::default()
-        },
+            ..TestFaults::default()
+        }),
     );
     let (out, report) = run_from(&env, "files", &["--page-size", "100"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -40,11 +40,11 @@ fn a_walk_that_ends_below_its_total_is_not_complete() {
     // The listing promises 12 but holds 9 (pages of 3): an empty page at offset 9.
     let env = veridox_env(
         9,
-        Faults {
+        Faults::from(TestFaults {
             files_page_cap: Some(3),
             files_total: Some(12),
-            ..Faults::default()
-        },
+            ..TestFaults::default()
+        }),
     );
     let (out, report) = run_from(&env, "files", &["--page-size", "100"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -81,10 +81,10 @@ fn a_walk_that_found_nothing_says_so_in_words() {
     // The first page keeps failing: nothing found, said without "0 ID(s)".
     let env = veridox_env(
         5,
-        Faults {
+        Faults::from(TestFaults {
             listing_fail_page: Some(1),
-            ..Faults::default()
-        },
+            ..TestFaults::default()
+        }),
     );
     let (out, report) = run_from(&env, "files", &["--page-size", "100"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));

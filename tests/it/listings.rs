@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::process::Output;
 
 use crate::common::*;
-use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig};
+use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig, TestFaults};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -97,10 +97,10 @@ fn files_download_while_the_listing_is_still_being_walked() {
 
 #[test]
 fn a_listing_page_that_keeps_failing_stops_the_walk_and_the_report_says_where() {
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         listing_fail_page: Some(3),
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(Catalog::generate(250, 93), faults);
     let (out, report) = run_from(&env, "files", &["--page-size", "50"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -122,10 +122,10 @@ fn a_listing_page_that_keeps_failing_stops_the_walk_and_the_report_says_where() 
 
 #[test]
 fn a_malformed_feed_page_stops_the_walk_with_a_clear_error() {
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         listing_garbage_page: Some(2),
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = keelvar_env(60, faults);
     let (out, report) = run_from(&env, "rfi-responses", &["--page-size", "10"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -144,12 +144,12 @@ fn a_next_link_to_another_host_is_refused_and_the_key_never_goes_there() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         listing_foreign_next: Some(format!(
             "http://127.0.0.1:{port}/api/feeds/rfi-responses?cursor=r10"
         )),
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = keelvar_env(60, faults);
     let (out, report) = run_from(&env, "rfi-responses", &["--page-size", "10"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));

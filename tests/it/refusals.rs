@@ -3,7 +3,7 @@
 //! number of times, alongside others.
 
 use crate::common::*;
-use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig};
+use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig, TestFaults};
 use uuid::Uuid;
 
 fn entry<'a>(report: &'a serde_json::Value, id: &Uuid) -> &'a serde_json::Value {
@@ -38,10 +38,10 @@ fn one_file_always_refused(env: &Env, refused: Uuid) -> fetchdocs_sandbox::Stats
 fn veridox_one_file_always_refused_costs_that_file_and_no_more_than_a_few_requests() {
     let catalog = Catalog::generate(60, 51);
     let refused = catalog.files()[7].id;
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         refuse_ids: vec![refused],
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(catalog, faults);
     let s = one_file_always_refused(&env, refused);
     assert!(s.api_requests <= 10, "{s:?}");
@@ -51,10 +51,10 @@ fn veridox_one_file_always_refused_costs_that_file_and_no_more_than_a_few_reques
 fn keelvar_one_file_always_refused_costs_that_file_and_no_more_than_a_few_jobs() {
     let catalog = Catalog::generate(60, 52);
     let refused = catalog.files()[7].id;
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         refuse_ids: vec![refused],
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::keelvar(catalog, faults, KeelvarConfig::default());
     let s = one_file_always_refused(&env, refused);
     assert!(s.jobs_submitted <= 8, "{s:?}");
@@ -62,10 +62,10 @@ fn keelvar_one_file_always_refused_costs_that_file_and_no_more_than_a_few_jobs()
 
 #[test]
 fn a_host_that_refuses_each_first_request_costs_a_fresh_url_per_file_not_a_failure() {
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         refuse_first_requests: 1,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(Catalog::generate(60, 53), faults);
     let (out, report) = env.run(&env.all_ids(), &["-j", "4"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -87,10 +87,10 @@ fn a_host_that_refuses_each_first_request_costs_a_fresh_url_per_file_not_a_failu
 fn an_id_the_api_leaves_out_is_asked_for_twice_more_then_fails_with_the_reason() {
     let catalog = Catalog::generate(30, 54);
     let left_out = catalog.files()[0].id;
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         omit_ids: vec![left_out],
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(catalog, faults);
     let (out, report) = env.run(&env.all_ids(), &["-j", "4"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));

@@ -4,7 +4,7 @@
 //! keeps beside a `.part` is read only from a regular file.
 
 use crate::common::*;
-use fetchdocs_sandbox::{Catalog, Faults};
+use fetchdocs_sandbox::{Catalog, Faults, TestFaults};
 
 /// Each file is cut half-way on its first answer, then replaced on the host (same length,
 /// other bytes); the host ignores `If-Range`. What ends under the final name is the new
@@ -13,8 +13,11 @@ fn replaced_behind_a_host_that_ignores_if_range(extra: Faults) {
     let faults = Faults {
         cut_percent: 100,
         max_per_item: 1,
-        replace_after_first_request: true,
-        ignore_if_range: true,
+        test: TestFaults {
+            replace_after_first_request: true,
+            ignore_if_range: true,
+            ..extra.test
+        },
         ..extra
     };
     let env = Env::new(Catalog::generate(4, 57), faults);
@@ -45,20 +48,20 @@ fn replaced_behind_a_host_that_ignores_if_range(extra: Faults) {
 #[test]
 fn a_resume_answered_with_another_last_modified_starts_over() {
     // Last-Modified is the only validator (strong: well before the host's Date).
-    replaced_behind_a_host_that_ignores_if_range(Faults {
+    replaced_behind_a_host_that_ignores_if_range(Faults::from(TestFaults {
         no_etag: true,
-        ..Faults::default()
-    });
+        ..TestFaults::default()
+    }));
 }
 
 #[test]
 fn a_resume_answered_without_the_etag_kept_starts_over() {
     // The first answer had an ETag; the 206 has none (and the same Last-Modified would not
     // vouch for it either: here it differs, as the file was replaced).
-    replaced_behind_a_host_that_ignores_if_range(Faults {
+    replaced_behind_a_host_that_ignores_if_range(Faults::from(TestFaults {
         no_etag_on_ranges: true,
-        ..Faults::default()
-    });
+        ..TestFaults::default()
+    }));
 }
 
 #[cfg(unix)]

@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 
 use crate::common::*;
-use fetchdocs_sandbox::{Catalog, Faults};
+use fetchdocs_sandbox::{Catalog, Faults, TestFaults};
 
 /// A bare `fetchdocs` with a clean environment and the config home inside the test's dir.
 fn bare(env: &Env) -> assert_cmd::Command {
@@ -142,10 +142,10 @@ fn a_password_in_base_url_is_never_shown() {
 /// are left alone.
 #[test]
 fn a_short_key_is_refused_and_redaction_takes_the_key_alone() {
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         echo_key: true,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(Catalog::generate(2, 4), faults);
     for short in ["k", "key", "vdx_abc", "vdx_1234567"] {
         let (out, _) = {

@@ -1,7 +1,7 @@
 //! The API key goes to the API host only: never to the file host, never into output.
 
 use crate::common::*;
-use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig};
+use fetchdocs_sandbox::{Catalog, Faults, KeelvarConfig, TestFaults};
 
 fn assert_nowhere(env: &Env, secret: &str, out: &std::process::Output) {
     assert!(!stderr(out).contains(secret), "key on stderr");
@@ -84,9 +84,12 @@ fn a_refused_key_is_not_echoed() {
 fn rust_log_at_trace_for_every_crate_shows_no_key_and_no_signed_url() {
     // Redirects at the file host and retries at the API: the HTTP stack has the most to say.
     let faults = Faults {
-        redirect_percent: 100,
         api_5xx_percent: 100,
         max_per_item: 1,
+        test: TestFaults {
+            redirect_percent: 100,
+            ..TestFaults::default()
+        },
         ..Faults::default()
     };
     let env = Env::new(Catalog::generate(6, 5), faults);
@@ -116,10 +119,10 @@ fn a_key_the_vendor_echoes_back_is_never_printed_or_reported() {
     let mut catalog = Catalog::generate(3, 9);
     let denied = catalog.files()[0].id;
     catalog.deny(&denied);
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         echo_key: true,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(catalog, faults);
     let (out, report) = env.run(&env.all_ids(), &["-vv"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));

@@ -3,14 +3,14 @@
 //! checked, and the run warns once, however many files; the file itself does not fail for it.
 
 use crate::common::*;
-use fetchdocs_sandbox::{Catalog, Faults};
+use fetchdocs_sandbox::{Catalog, Faults, TestFaults};
 
 fn unread(kind: &'static str, want: &[&str]) {
     let n = 5;
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         checksum: kind,
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(Catalog::generate(n, 61), faults);
     let (out, report) = env.run(&env.all_ids(), &[]);
     let err = stderr(&out);
@@ -59,10 +59,10 @@ fn an_uppercase_repr_digest_key_is_reported_unchecked_and_warned_once() {
 fn an_uppercase_digest_algorithm_is_read_and_checked() {
     // RFC 3230 algorithm names are case-insensitive: `Digest: SHA-256=…` is read and checked
     // (that a wrong one fails the file: tests/it/host_checks.rs).
-    let faults = Faults {
+    let faults = Faults::from(TestFaults {
         checksum: "digest-sha256",
-        ..Faults::default()
-    };
+        ..TestFaults::default()
+    });
     let env = Env::new(Catalog::generate(2, 62), faults);
     let (out, report) = env.run(&env.all_ids(), &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));

@@ -732,8 +732,11 @@ fn spawn_as_printed(line: &str, dir: &std::path::Path) -> std::process::Child {
 fn a_repeated_warning_prints_once_then_its_count_at_the_end() {
     // Every mint answer too large once: the same warning for each batch.
     let faults = fetchdocs_sandbox::Faults {
-        api_huge_percent: 100,
         max_per_item: 1,
+        test: fetchdocs_sandbox::TestFaults {
+            api_huge_percent: 100,
+            ..fetchdocs_sandbox::TestFaults::default()
+        },
         ..fetchdocs_sandbox::Faults::default()
     };
     let env = Env::new(fetchdocs_sandbox::Catalog::generate(12, 5), faults);

@@ -13,10 +13,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use serde::Deserialize;
+use uuid::Uuid;
 
-use super::{CatalogFile, FaultKind, Shared, Stats, key_of};
-#[cfg(feature = "test-controls")]
-use super::{Counter, parse_api_uuid};
+use crate::shared::{FaultKind, Shared};
+use crate::{CatalogFile, Stats, key_of, parse_api_uuid};
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     // The name after the ID is decoration, as on real object stores: the signature covers the ID.
@@ -91,7 +91,7 @@ impl Connection {
     /// Whether the first request, once `head` holds its start, is to be answered with a reset.
     #[cfg(feature = "test-controls")]
     fn reset_owed(&self, head: &[u8]) -> bool {
-        let owed = self.shared.cfg.faults.reset_first_requests;
+        let owed = self.shared.cfg.faults.test.reset_first_requests;
         let Some(id) = head
             .strip_prefix(b"GET /dl/")
             .and_then(|rest| rest.get(..36))
@@ -100,7 +100,10 @@ impl Connection {
         else {
             return false;
         };
-        owed > 0 && self.shared.next_count(Counter::Reset, key_of(&id)) < owed
+        owed > 0
+            && self
+                .shared
+                .among_first("reset_first_requests", owed, key_of(&id))
     }
 
     #[cfg(not(feature = "test-controls"))]
@@ -220,13 +223,68 @@ fn plain(status: StatusCode, msg: &'static str) -> Response {
     (status, msg).into_response()
 }
 
+/// `GET /dl/{id}[/{name}]?iat=…&exp=…&sig=…`: the file a signed URL names, whole or the range
+/// asked for, through whatever faults are set. Each fault rolls its own counter (per file), so
+/// the order of the steps below is free only where one step does not decide whether the next
+/// runs.
 async fn serve(
     State(shared): State<Arc<Shared>>,
     Path(path): Path<std::collections::HashMap<String, String>>,
     Query(q): Query<Signed>,
     headers: HeaderMap,
 ) -> Response {
-    let stats = &shared.stats;
+    count_request(&shared.stats, &headers);
+    let guard = InFlight::new(shared.clone());
+    let now = shared.now_ms();
+    let (id, file) = match signed_file(&shared, &path, &q, now) {
+        Ok(found) => found,
+        Err(refusal) => return *refusal,
+    };
+    let key = key_of(&id);
+    if let Some(resp) = injected_refusal(&shared, &q, &id, key) {
+        return resp;
+    }
+    Stats::push_sample(&shared.stats.url_ages_ms, now.saturating_sub(q.iat));
+    let version = control!(0, version_served(&shared, key));
+    let file = file.version(version);
+    let (partial, start, end) = match span(&shared, &headers, &file, key) {
+        Ok(span) => span,
+        Err(unsatisfiable) => return *unsatisfiable,
+    };
+    let answer = Answer {
+        file,
+        version,
+        key,
+        partial,
+        start,
+        end,
+    };
+    let mut resp = Response::new(body(&shared, &answer, guard));
+    *resp.status_mut() = if partial {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    set_headers(&shared, resp.headers_mut(), &answer);
+    resp
+}
+
+/// What the file host is about to send: which version of which file, and which of its bytes.
+struct Answer {
+    /// The version served (see [`CatalogFile::version`]).
+    file: CatalogFile,
+    version: u32,
+    /// The file's key for the per-file fault counters.
+    key: u64,
+    /// A range (206), not the whole file (200).
+    partial: bool,
+    start: u64,
+    end: u64,
+}
+
+/// Count a file request, and whether it carried credentials (a mistake the tests look for) or
+/// said where it came from.
+fn count_request(stats: &Stats, headers: &HeaderMap) {
     stats.file_requests.fetch_add(1, Ordering::SeqCst);
     if headers.contains_key("x-api-key") || headers.contains_key(header::AUTHORIZATION) {
         stats
@@ -238,151 +296,143 @@ async fn serve(
             .file_requests_with_referer
             .fetch_add(1, Ordering::SeqCst);
     }
-    let mut guard = InFlight::new(shared.clone());
-    let Some(id) = path
+}
+
+/// The file a signed URL names, if its signature holds, it has not expired (at `now`) and the
+/// catalog has the file; else the refusal. A URL whose signature holds counts as used, expired
+/// or not: the signature names the URL (its ID, `iat` and `exp`).
+fn signed_file(
+    shared: &Shared,
+    path: &std::collections::HashMap<String, String>,
+    q: &Signed,
+    now: u64,
+) -> Result<(Uuid, CatalogFile), Box<Response>> {
+    let no_such_file = || Box::new(plain(StatusCode::NOT_FOUND, "no such file"));
+    let id = path
         .get("id")
-        .and_then(|id| super::parse_api_uuid(id, false))
-    else {
-        return plain(StatusCode::NOT_FOUND, "no such file");
-    };
-    let valid_sig =
-        u64::from_str_radix(&q.sig, 16).is_ok_and(|sig| sig == shared.signature(&id, q.iat, q.exp));
-    if !valid_sig {
-        return plain(StatusCode::FORBIDDEN, "bad signature");
-    }
-    // (The signature names the URL: its ID, `iat` and `exp`.)
-    if let Ok(sig) = u64::from_str_radix(&q.sig, 16) {
-        stats.url_used(sig);
-    }
-    let now = shared.now_ms();
+        .and_then(|id| parse_api_uuid(id, false))
+        .ok_or_else(no_such_file)?;
+    let sig = u64::from_str_radix(&q.sig, 16)
+        .ok()
+        .filter(|&sig| sig == shared.signature(&id, q.iat, q.exp))
+        .ok_or_else(|| Box::new(plain(StatusCode::FORBIDDEN, "bad signature")))?;
+    shared.stats.url_used(sig);
     if now >= q.exp {
-        stats.expired_hits.fetch_add(1, Ordering::SeqCst);
-        if control!(false, shared.cfg.faults.expired_as_400) {
-            return expired_400();
+        shared.stats.expired_hits.fetch_add(1, Ordering::SeqCst);
+        if control!(false, shared.cfg.faults.test.expired_as_400) {
+            return Err(Box::new(expired_400()));
         }
-        return plain(StatusCode::FORBIDDEN, "Request has expired");
+        return Err(Box::new(plain(
+            StatusCode::FORBIDDEN,
+            "Request has expired",
+        )));
     }
-    let Some(file) = shared.cfg.catalog.get(&id).cloned() else {
-        return plain(StatusCode::NOT_FOUND, "no such file");
-    };
+    let file = shared
+        .cfg
+        .catalog
+        .get(&id)
+        .cloned()
+        .ok_or_else(no_such_file)?;
+    Ok((id, file))
+}
+
+/// An answer injected instead of the file, if any, tried in this order: a refusal (a deleted
+/// object, or one of the first requests refused), a redirect to the same file, a 503.
+fn injected_refusal(shared: &Shared, q: &Signed, id: &Uuid, key: u64) -> Option<Response> {
     let f = &shared.cfg.faults;
-    let key = key_of(&id);
     let refused = control!(
         false,
-        f.refuse_ids.contains(&id)
-            || shared.next_count(super::Counter::Refused, key) < f.refuse_first_requests
+        f.test.refuse_ids.contains(id)
+            || shared.among_first("refuse_first_requests", f.test.refuse_first_requests, key)
     );
     if refused {
-        return match control!(false, f.expired_as_400) {
+        return Some(match control!(false, f.test.expired_as_400) {
             true => expired_400(),
             false => plain(StatusCode::FORBIDDEN, "Access Denied"),
-        };
+        });
     }
-    if q.hop.is_none() && shared.fault(FaultKind::Redirect, control!(0, f.redirect_percent), key) {
+    let redirect_percent = control!(0, f.test.redirect_percent);
+    if q.hop.is_none() && shared.fault(FaultKind::Redirect, redirect_percent, key) {
         let to = format!("/dl/{id}?iat={}&exp={}&sig={}&hop=1", q.iat, q.exp, q.sig);
         let mut resp = plain(StatusCode::FOUND, "moved");
         if let Ok(v) = HeaderValue::from_str(&to) {
             resp.headers_mut().insert(header::LOCATION, v);
         }
-        return resp;
+        return Some(resp);
     }
     if shared.fault(FaultKind::File5xx, f.file_5xx_percent, key) {
-        stats.file_5xx.fetch_add(1, Ordering::SeqCst);
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "try again");
+        shared.stats.file_5xx.fetch_add(1, Ordering::SeqCst);
+        return Some(plain(StatusCode::SERVICE_UNAVAILABLE, "try again"));
     }
-    Stats::push_sample(&stats.url_ages_ms, now.saturating_sub(q.iat));
-    // The object may be replaced on the host after its first answer (a new version: other
-    // bytes, another ETag).
-    let served_before = shared.next_count(super::Counter::Served, key);
-    let version = u32::from(control!(false, f.replace_after_first_request) && served_before > 0);
-    let file = file.version(version);
-    let etag = format!("\"{:016x}\"", file.seed);
-    let last_modified = LAST_MODIFIED[version as usize];
+    None
+}
 
+/// Which version of the file the host has: with `replace_after_first_request`, the object is
+/// replaced after its first answer (a new version: other bytes, another ETag).
+#[cfg(feature = "test-controls")]
+fn version_served(shared: &Shared, key: u64) -> u32 {
+    let replaced = shared.cfg.faults.test.replace_after_first_request
+        && !shared.among_first("replace_after_first_request", 1, key);
+    u32::from(replaced)
+}
+
+/// Which bytes to send, as `(partial, start, end)`: the whole file, or the range asked for
+/// (unless a fault ignores it, or shortens it behind a `*` total); a range that starts past
+/// the end is answered 416.
+fn span(
+    shared: &Shared,
+    headers: &HeaderMap,
+    file: &CatalogFile,
+    key: u64,
+) -> Result<(bool, u64, u64), Box<Response>> {
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(parse_range);
     if range.is_some() {
-        stats.range_requests.fetch_add(1, Ordering::SeqCst);
+        shared.stats.range_requests.fetch_add(1, Ordering::SeqCst);
     }
-    let range = match range {
-        Some(_)
-            if shared.fault(
-                FaultKind::IgnoreRange,
-                control!(0, f.ignore_range_percent),
-                key,
-            ) =>
-        {
-            None
-        }
-        r => r,
-    };
-    let (status, start, mut end) = match range {
-        None => (StatusCode::OK, 0, file.size),
-        Some(Some((s, e))) if s < file.size => (
-            StatusCode::PARTIAL_CONTENT,
-            s,
-            e.map_or(file.size, |e| (e + 1).min(file.size)),
-        ),
+    let ignore_percent = control!(0, shared.cfg.faults.test.ignore_range_percent);
+    let range = range.filter(|_| !shared.fault(FaultKind::IgnoreRange, ignore_percent, key));
+    let (start, end) = match range {
+        None => return Ok((false, 0, file.size)),
+        Some(Some((s, e))) if s < file.size => (s, e.map_or(file.size, |e| (e + 1).min(file.size))),
         Some(_) => {
             let mut resp = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", file.size)) {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);
             }
-            return resp;
+            return Err(Box::new(resp));
         }
     };
-    if status == StatusCode::PARTIAL_CONTENT && control!(false, f.star_range_short) {
+    if control!(false, shared.cfg.faults.test.star_range_short) {
         // A range that stops half-way to the end, its total hidden behind `*`.
-        end = start + ((end - start) / 2).max(1);
+        return Ok((true, start, start + ((end - start) / 2).max(1)));
     }
-    // Faults that end the body half-way through what is being sent.
-    let half = start + (end - start) / 2;
-    let cut_first = control!(
-        false,
-        shared.next_count(super::Counter::CutFirst, key) < f.cut_first_requests
-    );
-    let ending = if cut_first || shared.fault(FaultKind::Cut, f.cut_percent, key) {
-        stats.file_cuts.fetch_add(1, Ordering::SeqCst);
-        Some((half, Ending::Cut))
-    } else if shared.fault(FaultKind::Stall, control!(0, f.stall_percent), key) {
-        Some((half, Ending::Stall))
-    } else if shared.fault(FaultKind::Short, control!(0, f.short_body_percent), key) {
-        Some((half, Ending::Short))
-    } else {
-        None
-    };
-    let dripped = control!(
-        false,
-        shared.next_count(super::Counter::Dripped, key) < f.drip_first_requests
-    );
-    let bps = if dripped { 64 } else { f.slow_body_bps };
-    let chunk = if bps > 0 {
-        (bps / 10).clamp(256, 64 * 1024) as usize
-    } else {
-        64 * 1024
-    };
-    if end == start {
+    Ok((true, start, end))
+}
+
+/// The body: the answer's bytes at the pace set, ended early by a fault, one byte changed for
+/// `corrupt_first_requests`. `guard` counts the request in flight until the last byte.
+fn body(shared: &Arc<Shared>, a: &Answer, mut guard: InFlight) -> Body {
+    let ending = early_ending(shared, a);
+    let (bps, chunk) = pace(shared, a.key);
+    if a.end == a.start {
         guard.release();
     }
-    let total = file.size;
     let corrupt = control!(
         false,
-        shared.next_count(super::Counter::Corrupted, key) < f.corrupt_first_requests
+        shared.among_first(
+            "corrupt_first_requests",
+            shared.cfg.faults.test.corrupt_first_requests,
+            a.key
+        )
     );
-    #[cfg(feature = "test-controls")]
-    let checksums = checksum_headers(
-        f.checksum,
-        f.checksum_wrong,
-        &file,
-        status == StatusCode::OK,
-    );
-    let body = Body::from_stream(futures_util::stream::unfold(
+    Body::from_stream(futures_util::stream::unfold(
         BodyState {
-            file,
-            pos: start,
-            end,
+            file: a.file.clone(),
+            pos: a.start,
+            end: a.end,
             ending,
             chunk,
             bps,
@@ -391,58 +441,118 @@ async fn serve(
             corrupt,
         },
         next_chunk,
-    ));
-    let mut resp = Response::new(body);
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
+    ))
+}
+
+/// Where and how a fault ends the body half-way through what is sent, if one does: cut (the
+/// first requests, or at `cut_percent`), stalled, or short, tried in that order.
+fn early_ending(shared: &Shared, a: &Answer) -> Option<(u64, Ending)> {
+    let f = &shared.cfg.faults;
+    let cut_first = control!(
+        false,
+        shared.among_first("cut_first_requests", f.test.cut_first_requests, a.key)
+    );
+    let how = if cut_first || shared.fault(FaultKind::Cut, f.cut_percent, a.key) {
+        shared.stats.file_cuts.fetch_add(1, Ordering::SeqCst);
+        Ending::Cut
+    } else if shared.fault(FaultKind::Stall, control!(0, f.test.stall_percent), a.key) {
+        Ending::Stall
+    } else if shared.fault(
+        FaultKind::Short,
+        control!(0, f.test.short_body_percent),
+        a.key,
+    ) {
+        Ending::Short
+    } else {
+        return None;
+    };
+    Some((a.start + (a.end - a.start) / 2, how))
+}
+
+/// Bytes per second (0: unthrottled) and per chunk: `slow_body_bps`, or 64 a second for the
+/// first requests of `drip_first_requests`.
+fn pace(shared: &Shared, key: u64) -> (u64, usize) {
+    let f = &shared.cfg.faults;
+    let dripped = control!(
+        false,
+        shared.among_first("drip_first_requests", f.test.drip_first_requests, key)
+    );
+    #[cfg(not(feature = "test-controls"))]
+    let _ = key;
+    let bps = if dripped { 64 } else { f.slow_body_bps };
+    let chunk = if bps > 0 {
+        (bps / 10).clamp(256, 64 * 1024) as usize
+    } else {
+        64 * 1024
+    };
+    (bps, chunk)
+}
+
+/// The answer's headers: its checksums (as the fault asks), length (unless a fault drops it),
+/// validators, type and, for a range, `Content-Range`.
+fn set_headers(shared: &Shared, h: &mut HeaderMap, a: &Answer) {
     #[cfg(feature = "test-controls")]
-    for (name, value) in checksums {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.append(name, v);
+    {
+        let f = &shared.cfg.faults.test;
+        for (name, value) in checksum_headers(f.checksum, f.checksum_wrong, &a.file, !a.partial) {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.append(name, v);
+            }
         }
     }
-    if !shared.fault(FaultKind::NoLength, control!(0, f.no_length_percent), key) {
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    let no_length_percent = control!(0, shared.cfg.faults.test.no_length_percent);
+    if !shared.fault(FaultKind::NoLength, no_length_percent, a.key) {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(a.end - a.start));
     }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if !control!(false, f.no_validators) {
-        // (With `etag-md5` the ETag is the MD5, set above.)
-        let no_etag = control!(
-            false,
-            f.no_etag || (f.no_etag_on_ranges && status == StatusCode::PARTIAL_CONTENT)
-        );
-        if !control!(false, f.checksum.starts_with("etag-"))
-            && !no_etag
-            && let Ok(v) = HeaderValue::from_str(&etag)
-        {
-            h.insert(header::ETAG, v);
-        }
-        h.insert(
-            header::LAST_MODIFIED,
-            HeaderValue::from_static(last_modified),
-        );
-    }
+    set_validators(shared, h, a);
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    if status == StatusCode::PARTIAL_CONTENT {
-        // A wrong Content-Range claims the body starts a byte later than it does.
-        let shown = if shared.fault(FaultKind::BadRange, control!(0, f.bad_range_percent), key) {
-            start + 1
-        } else {
-            start
-        };
-        let value = if control!(false, f.star_range_short) {
-            format!("bytes {shown}-{}/*", end - 1)
-        } else {
-            format!("bytes {shown}-{}/{total}", end - 1)
-        };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(header::CONTENT_RANGE, v);
-        }
+    if a.partial
+        && let Ok(v) = HeaderValue::from_str(&content_range(shared, a))
+    {
+        h.insert(header::CONTENT_RANGE, v);
     }
-    resp
+}
+
+/// `ETag` and `Last-Modified` of the version served, less those a fault leaves out. (With an
+/// `etag-*` checksum the ETag is that checksum's, set with the checksums.)
+fn set_validators(shared: &Shared, h: &mut HeaderMap, a: &Answer) {
+    #[cfg(not(feature = "test-controls"))]
+    let _ = shared;
+    if control!(false, shared.cfg.faults.test.no_validators) {
+        return;
+    }
+    let no_etag = control!(false, {
+        let f = &shared.cfg.faults.test;
+        f.checksum.starts_with("etag-") || f.no_etag || (f.no_etag_on_ranges && a.partial)
+    });
+    if !no_etag && let Ok(v) = HeaderValue::from_str(&format!("\"{:016x}\"", a.file.seed)) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        header::LAST_MODIFIED,
+        HeaderValue::from_static(LAST_MODIFIED[a.version as usize]),
+    );
+}
+
+/// A range answer's `Content-Range`: wrong by a byte at `bad_range_percent` (it claims the body
+/// starts a byte later than it does), with a `*` total under `star_range_short`.
+fn content_range(shared: &Shared, a: &Answer) -> String {
+    let bad_range_percent = control!(0, shared.cfg.faults.test.bad_range_percent);
+    let shown = if shared.fault(FaultKind::BadRange, bad_range_percent, a.key) {
+        a.start + 1
+    } else {
+        a.start
+    };
+    let last = a.end - 1;
+    if control!(false, shared.cfg.faults.test.star_range_short) {
+        format!("bytes {shown}-{last}/*")
+    } else {
+        format!("bytes {shown}-{last}/{}", a.file.size)
+    }
 }
 
 /// How a body that does not run to its end stops.
@@ -644,4 +754,95 @@ pub(crate) async fn fetch(shared: &Arc<Shared>, url: &str) -> StatusCode {
     )
     .await
     .status()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Catalog, SandboxConfig, testkit};
+
+    fn ranged(range: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_str(range).unwrap());
+        h
+    }
+
+    fn file(size: u64) -> CatalogFile {
+        CatalogFile {
+            size,
+            ..Catalog::generate(1, 2).files()[0].clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_span_is_the_whole_file_or_the_range_asked_for() {
+        let shared = testkit::shared(SandboxConfig::new(Catalog::generate(1, 2)));
+        let f = file(1000);
+        let span = |h: &HeaderMap| span(&shared, h, &f, 1).ok();
+        assert_eq!(span(&HeaderMap::new()), Some((false, 0, 1000)));
+        assert_eq!(span(&ranged("bytes=10-19")), Some((true, 10, 20)));
+        assert_eq!(span(&ranged("bytes=10-")), Some((true, 10, 1000)));
+        assert_eq!(span(&ranged("bytes=990-5000")), Some((true, 990, 1000)));
+        assert_eq!(shared.stats.snapshot().range_requests, 3);
+    }
+
+    #[tokio::test]
+    async fn a_range_past_the_end_or_not_understood_is_a_416_with_the_size() {
+        let shared = testkit::shared(SandboxConfig::new(Catalog::generate(1, 2)));
+        for range in [
+            "bytes=1000-",
+            "bytes=0-1,5-9",
+            "bytes=-10",
+            "bytes=9-3",
+            "items=0-9",
+        ] {
+            let resp = *span(&shared, &ranged(range), &file(1000), 1).unwrap_err();
+            assert_eq!(resp.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
+            assert_eq!(resp.headers()[header::CONTENT_RANGE], "bytes */1000");
+        }
+    }
+
+    #[cfg(feature = "test-controls")]
+    #[tokio::test]
+    async fn faults_ignore_a_range_or_shorten_it_behind_a_star() {
+        let mut cfg = SandboxConfig::new(Catalog::generate(1, 2));
+        cfg.faults.max_per_item = 0;
+        cfg.faults.test.ignore_range_percent = 100;
+        let shared = testkit::shared(cfg.clone());
+        let f = file(1000);
+        assert_eq!(
+            span(&shared, &ranged("bytes=10-"), &f, 1).ok(),
+            Some((false, 0, 1000))
+        );
+        cfg.faults.test.ignore_range_percent = 0;
+        cfg.faults.test.star_range_short = true;
+        let shared = testkit::shared(cfg);
+        assert_eq!(
+            span(&shared, &ranged("bytes=10-"), &f, 1).ok(),
+            Some((true, 10, 505))
+        );
+        let answer = Answer {
+            file: f,
+            version: 0,
+            key: 1,
+            partial: true,
+            start: 10,
+            end: 505,
+        };
+        assert_eq!(content_range(&shared, &answer), "bytes 10-504/*");
+    }
+
+    #[test]
+    fn a_content_range_names_the_bytes_sent_and_the_size() {
+        let shared = testkit::shared(SandboxConfig::new(Catalog::generate(1, 2)));
+        let answer = Answer {
+            file: file(1000),
+            version: 0,
+            key: 1,
+            partial: true,
+            start: 10,
+            end: 20,
+        };
+        assert_eq!(content_range(&shared, &answer), "bytes 10-19/1000");
+    }
 }

@@ -12,7 +12,9 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{FaultKind, RateHeaders, Shared, Vendor, key_of, lock, parse_api_uuid};
+use crate::rate::{RateHeaders, Vendor};
+use crate::shared::{FaultKind, Shared};
+use crate::{CatalogFile, key_of, lock, parse_api_uuid};
 
 /// Most jobs remembered; the oldest are forgotten first (a long-running sandbox stays bounded).
 const MAX_JOBS: usize = 50_000;
@@ -32,6 +34,19 @@ pub(crate) struct Job {
 pub(crate) struct Jobs {
     by_id: HashMap<String, Job>,
     order: VecDeque<String>,
+}
+
+impl Jobs {
+    /// Keep `job` under `id`, forgetting the oldest jobs past [`MAX_JOBS`].
+    fn remember(&mut self, id: String, job: Job) {
+        self.by_id.insert(id.clone(), job);
+        self.order.push_back(id);
+        while self.order.len() > MAX_JOBS {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
 }
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -65,7 +80,7 @@ fn gate(
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .filter(|_| !control!(false, shared.cfg.keelvar.strip_auth));
+        .filter(|_| !control!(false, shared.cfg.keelvar.test.strip_auth));
     match auth.and_then(|a| a.strip_prefix("Bearer ")) {
         Some(k) if k == shared.cfg.keelvar.key => Ok(limits),
         Some(_) => {
@@ -114,26 +129,10 @@ pub(crate) async fn submit(
         Ok(l) => l,
         Err(resp) => return *resp,
     };
-    let parsed: Value = match serde_json::from_str(&body) {
-        Ok(v) => v,
-        Err(_) => return bad_request(None, "JSON parse error"),
+    let ids = match job_ids(&body) {
+        Ok(ids) => ids,
+        Err(resp) => return *resp,
     };
-    let Some(list) = parsed.get("file_uuids").and_then(Value::as_array) else {
-        return bad_request(Some("file_uuids"), "This field is required.");
-    };
-    if list.is_empty() || list.len() > 50 {
-        return bad_request(
-            Some("file_uuids"),
-            "Ensure this field has 1 to 50 elements.",
-        );
-    }
-    let mut ids = Vec::with_capacity(list.len());
-    for v in list {
-        match v.as_str().and_then(|s| parse_api_uuid(s, false)) {
-            Some(id) => ids.push(id),
-            None => return bad_request(Some("file_uuids"), &format!("{v} is not a valid UUID.")),
-        }
-    }
     let stats = &shared.stats;
     let n = stats.jobs_submitted.fetch_add(1, Ordering::SeqCst);
     stats.mint_batches.fetch_add(1, Ordering::SeqCst);
@@ -153,15 +152,7 @@ pub(crate) async fn submit(
     };
     settle(&shared, &mut job, now);
     let resp = job_json(&shared, &id, &job);
-    let mut jobs = lock(&shared.jobs);
-    jobs.by_id.insert(id.clone(), job);
-    jobs.order.push_back(id.clone());
-    while jobs.order.len() > MAX_JOBS {
-        if let Some(old) = jobs.order.pop_front() {
-            jobs.by_id.remove(&old);
-        }
-    }
-    drop(jobs);
+    lock(&shared.jobs).remember(id.clone(), job);
     let mut resp = (StatusCode::CREATED, axum::Json(resp)).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/api/jobs/{id}")) {
         resp.headers_mut().insert(header::LOCATION, v);
@@ -169,12 +160,37 @@ pub(crate) async fn submit(
     shared.with_rate_headers(resp, limits)
 }
 
+/// The IDs of a job submission's body, or its 400: a JSON object whose `file_uuids` holds 1 to
+/// 50 UUIDs.
+fn job_ids(body: &str) -> Result<Vec<Uuid>, Box<Response>> {
+    let invalid = |field: Option<&str>, msg: &str| Box::new(bad_request(field, msg));
+    let parsed: Value =
+        serde_json::from_str(body).map_err(|_| invalid(None, "JSON parse error"))?;
+    let list = parsed
+        .get("file_uuids")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid(Some("file_uuids"), "This field is required."))?;
+    if list.is_empty() || list.len() > 50 {
+        return Err(invalid(
+            Some("file_uuids"),
+            "Ensure this field has 1 to 50 elements.",
+        ));
+    }
+    list.iter()
+        .map(|v| {
+            v.as_str()
+                .and_then(|s| parse_api_uuid(s, false))
+                .ok_or_else(|| invalid(Some("file_uuids"), &format!("{v} is not a valid UUID.")))
+        })
+        .collect()
+}
+
 /// Make a job terminal if its work is done by `now` (sandbox ms). The work is done at the later
 /// of `min_job_time` after submission and the poll that met `polls_to_complete`: that is when
 /// the job completed, whenever the client asks.
 fn settle(shared: &Shared, job: &mut Job, now: u64) {
     let kcfg = &shared.cfg.keelvar;
-    if job.end.is_some() || control!(false, kcfg.never_complete) {
+    if job.end.is_some() || control!(false, kcfg.test.never_complete) {
         return;
     }
     let Some(polled_enough) = job.polled_enough_ms else {
@@ -221,7 +237,10 @@ fn job_json(shared: &Shared, id: &str, job: &Job) -> Value {
         Some((s, d)) => (*s, d.clone()),
         None if job.polls == 0 => ("PENDING", Value::Null),
         None => (
-            control!("RUNNING", shared.cfg.keelvar.running_status),
+            match control!("", shared.cfg.keelvar.test.running_status) {
+                "" => "RUNNING",
+                word => word,
+            },
             Value::Null,
         ),
     };
@@ -231,8 +250,9 @@ fn job_json(shared: &Shared, id: &str, job: &Job) -> Value {
         "created": shared.rfc3339_at(job.created_ms),
         "detail": detail,
     });
-    match control!("id", shared.cfg.keelvar.job_id_as) {
+    match control!("", shared.cfg.keelvar.test.job_id_as) {
         "location" => {}
+        "" => body["id"] = json!(id),
         field => body[field] = json!(id),
     }
     body
@@ -248,13 +268,13 @@ pub(crate) async fn poll(
         Err(resp) => return *resp,
     };
     shared.stats.job_polls.fetch_add(1, Ordering::SeqCst);
-    if control!(false, shared.cfg.keelvar.throttle_polls) {
+    if control!(false, shared.cfg.keelvar.test.throttle_polls) {
         shared.stats.api_throttled.fetch_add(1, Ordering::SeqCst);
-        return throttled(control!(1, shared.cfg.faults.retry_after_secs));
+        return throttled(shared.forced_retry_after().as_secs());
     }
     if shared.fault(
         FaultKind::Garbage,
-        control!(0, shared.cfg.faults.api_garbage_percent),
+        control!(0, shared.cfg.faults.test.api_garbage_percent),
         key_of(&id),
     ) {
         return ([("content-type", "application/json")], r#"{"id": "#).into_response();
@@ -298,19 +318,9 @@ async fn feed(
         Ok(l) => l,
         Err(resp) => return *resp,
     };
-    let page_size = q.page_size.unwrap_or(50);
-    if !(10..=200).contains(&page_size) {
-        return bad_request(
-            Some("page_size"),
-            "Ensure this value is between 10 and 200.",
-        );
-    }
-    let start: usize = match q.cursor.as_deref() {
-        None => 0,
-        Some(c) => match c.strip_prefix('r').and_then(|n| n.parse().ok()) {
-            Some(n) => n,
-            None => return bad_request(Some("cursor"), "Invalid cursor"),
-        },
+    let (start, page_size) = match feed_page(&q) {
+        Ok(page) => page,
+        Err(resp) => return *resp,
     };
     if let Some(resp) = shared.listing_fault((start / page_size) as u32 + 1) {
         return resp;
@@ -321,9 +331,59 @@ async fn feed(
         .include
         .as_deref()
         .is_some_and(|i| i.split(',').any(|p| p == "questions"));
+    let end = (start + page_size).min(responses);
+    let (data, included) = rfi_responses(files, start..end, with_questions);
+    let mut body = json!({"data": data, "included": included});
+    // Where the link is put: the header unless told otherwise.
+    let link_in: &str = control!("", shared.cfg.faults.test.listing_next_in);
+    let endless = control!(false, shared.cfg.faults.test.listing_endless);
+    let link = (start + page_size < responses || endless)
+        .then(|| next_link(&shared, &headers, start, page_size, link_in));
+    let resp = match place_link(link_in, &mut body, link) {
+        Some(link) => with_link_header(axum::Json(body).into_response(), &link),
+        None => axum::Json(body).into_response(),
+    };
+    shared.with_rate_headers(resp, limits)
+}
+
+/// `resp` with `Link: <link>; rel="next"`.
+fn with_link_header(mut resp: Response, link: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
+        resp.headers_mut().insert(header::LINK, v);
+    }
+    resp
+}
+
+/// The page a feed request asks for, as `(start, page_size)` (the cursor `r{N}` starts at
+/// response N), or the 400 for a page size out of 10..=200 or a cursor that is not one.
+fn feed_page(q: &FeedQuery) -> Result<(usize, usize), Box<Response>> {
+    let page_size = q.page_size.unwrap_or(50);
+    if !(10..=200).contains(&page_size) {
+        return Err(Box::new(bad_request(
+            Some("page_size"),
+            "Ensure this value is between 10 and 200.",
+        )));
+    }
+    let start = match q.cursor.as_deref() {
+        None => 0,
+        Some(c) => c
+            .strip_prefix('r')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| Box::new(bad_request(Some("cursor"), "Invalid cursor")))?,
+    };
+    Ok((start, page_size))
+}
+
+/// The RFI responses numbered `range` (see [`feed`]), and the questions they attach files to
+/// where the client asked for them to be included.
+fn rfi_responses(
+    files: &[CatalogFile],
+    range: std::ops::Range<usize>,
+    with_questions: bool,
+) -> (Vec<Value>, Vec<Value>) {
     let mut data = Vec::new();
     let mut included = Vec::new();
-    for r in start..(start + page_size).min(responses) {
+    for r in range {
         let mut docs = vec![files[2 * r].id.to_string()];
         if r % 7 == 6 {
             docs.push(files[2 * (r - 3)].id.to_string());
@@ -347,58 +407,64 @@ async fn feed(
         }
         data.push(response);
     }
-    let mut body = json!({"data": data, "included": included});
+    (data, included)
+}
+
+/// The URL of the page after the one at `start`: on the host the client asked (a path only
+/// where the link goes in `links`), or as a fault has it: back to the first page
+/// (`listing_cycle_after`), or on another host (`listing_foreign_next`, from the first page).
+fn next_link(
+    shared: &Shared,
+    headers: &HeaderMap,
+    start: usize,
+    page_size: usize,
+    link_in: &str,
+) -> String {
+    #[cfg(not(feature = "test-controls"))]
+    let _ = shared;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
     let next = start + page_size;
-    let endless = control!(false, shared.cfg.faults.listing_endless);
-    // Where the link is put: the header unless told otherwise.
-    let link_in: &str = control!("", shared.cfg.faults.listing_next_in);
-    let mut link = None;
-    if next < responses || endless {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("127.0.0.1");
-        let path = format!(
-            "/api/feeds/rfi-responses?include=questions&page_size={page_size}&cursor=r{next}"
-        );
-        let cycle = control!(
-            false,
-            shared.cfg.faults.listing_cycle_after == Some((start / page_size) as u32 + 1)
-        );
-        let own = if cycle {
-            // Back to the first page, by the very URL a client asks for it.
-            format!("http://{host}/api/feeds/rfi-responses?include=questions&page_size={page_size}")
-        } else if link_in == "links" {
-            // JSON:API servers often give a path.
-            path
-        } else {
-            format!("http://{host}{path}")
-        };
-        let foreign: Option<String> = control!(
-            None,
-            shared
-                .cfg
-                .faults
-                .listing_foreign_next
-                .clone()
-                .filter(|_| start == 0)
-        );
-        link = Some(foreign.unwrap_or(own));
-    }
-    let mut header_link = None;
+    let path =
+        format!("/api/feeds/rfi-responses?include=questions&page_size={page_size}&cursor=r{next}");
+    let cycle = control!(
+        false,
+        shared.cfg.faults.test.listing_cycle_after == Some((start / page_size) as u32 + 1)
+    );
+    let own = if cycle {
+        // Back to the first page, by the very URL a client asks for it.
+        format!("http://{host}/api/feeds/rfi-responses?include=questions&page_size={page_size}")
+    } else if link_in == "links" {
+        // JSON:API servers often give a path.
+        path
+    } else {
+        format!("http://{host}{path}")
+    };
+    let foreign: Option<String> = control!(
+        None,
+        shared
+            .cfg
+            .faults
+            .test
+            .listing_foreign_next
+            .clone()
+            .filter(|_| start == 0)
+    );
+    foreign.unwrap_or(own)
+}
+
+/// Put the next page's link (or its absence) in the body where `link_in` says (see
+/// `listing_next_in`); or, as documented, give it back for the `Link` header.
+fn place_link(link_in: &str, body: &mut Value, link: Option<String>) -> Option<String> {
     match link_in {
         "links" => body["links"] = json!({ "next": link }),
         "links-href" => body["links"] = json!({ "next": link.map(|l| json!({ "href": l })) }),
         "next" => body["next"] = json!(link),
-        _ => header_link = link,
+        _ => return link,
     }
-    let mut resp = axum::Json(body).into_response();
-    if let Some(link) = header_link
-        && let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"next\""))
-    {
-        resp.headers_mut().insert(header::LINK, v);
-    }
-    shared.with_rate_headers(resp, limits)
+    None
 }
 
 #[cfg(test)]
@@ -407,7 +473,7 @@ mod tests {
 
     use axum::extract::{Path, State};
     use axum::http::StatusCode;
-    use serde_json::Value;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::testkit::{self, validity};
@@ -529,5 +595,145 @@ mod tests {
         assert_eq!(poll_job(&shared, &id).await["status"], "FAILED");
         let s = shared.stats.snapshot();
         assert_eq!((s.jobs_failed, s.urls_minted), (1, 0));
+    }
+
+    fn query(page_size: Option<usize>, cursor: Option<&str>) -> FeedQuery {
+        FeedQuery {
+            page_size,
+            cursor: cursor.map(str::to_string),
+            include: None,
+        }
+    }
+
+    #[test]
+    fn a_feed_page_starts_at_its_cursor_and_is_50_by_default() {
+        assert_eq!(feed_page(&query(None, None)).ok(), Some((0, 50)));
+        assert_eq!(
+            feed_page(&query(Some(10), Some("r30"))).ok(),
+            Some((30, 10))
+        );
+        assert_eq!(feed_page(&query(Some(200), None)).ok(), Some((0, 200)));
+    }
+
+    #[tokio::test]
+    async fn a_feed_page_size_out_of_range_is_a_400_on_page_size() {
+        for size in [9, 201] {
+            let resp = feed_page(&query(Some(size), None)).unwrap_err();
+            let (status, _, body) = testkit::read(*resp).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{size}");
+            assert!(body["field_errors"]["page_size"].is_array(), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_feed_cursor_not_of_the_feeds_making_is_a_400_on_cursor() {
+        for cursor in ["", "r", "30", "rx", "r-1"] {
+            let resp = feed_page(&query(None, Some(cursor))).unwrap_err();
+            let (status, _, body) = testkit::read(*resp).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{cursor:?}");
+            assert!(body["field_errors"]["cursor"].is_array(), "{body}");
+        }
+    }
+
+    /// Response 0 nests its attachment in its answers (every third does); response 1's is on
+    /// an included question, when questions are asked for; response 6 names response 3's
+    /// document again.
+    #[test]
+    fn rfi_responses_hold_two_files_each_as_the_feed_documents() {
+        let catalog = Catalog::generate(14, 8);
+        let files = catalog.files();
+        let id = |i: usize| json!(files[i].id.to_string());
+        let (data, included) = rfi_responses(files, 0..7, true);
+        assert_eq!(data.len(), 7);
+        assert_eq!(data[0]["document_file_uuids"], json!([id(0)]));
+        assert_eq!(
+            data[0]["answers"][0]["detail"]["attachment_file_uuids"],
+            json!([id(1)])
+        );
+        assert_eq!(data[1]["answers"], json!([]));
+        assert_eq!(included[0]["id"], "q-1");
+        assert_eq!(included[0]["attachment_file_uuids"], json!([id(3)]));
+        assert_eq!(data[6]["document_file_uuids"], json!([id(12), id(6)]));
+        let (_, without) = rfi_responses(files, 0..7, false);
+        assert!(without.is_empty());
+    }
+
+    #[test]
+    fn the_next_link_goes_where_listing_next_in_says() {
+        let link = || Some("http://h/next".to_string());
+        let mut body = json!({});
+        assert_eq!(place_link("", &mut body, link()), link(), "the Link header");
+        assert_eq!(body, json!({}));
+        for (link_in, expected) in [
+            ("links", json!({"links": {"next": "http://h/next"}})),
+            (
+                "links-href",
+                json!({"links": {"next": {"href": "http://h/next"}}}),
+            ),
+            ("next", json!({"next": "http://h/next"})),
+        ] {
+            let mut body = json!({});
+            assert_eq!(place_link(link_in, &mut body, link()), None, "{link_in}");
+            assert_eq!(body, expected, "{link_in}");
+        }
+        let mut last = json!({});
+        assert_eq!(place_link("links", &mut last, None), None);
+        assert_eq!(
+            last,
+            json!({"links": {"next": null}}),
+            "the last page says so"
+        );
+    }
+
+    async fn job_refusal(body: &str) -> Value {
+        let resp = job_ids(body).expect_err(body);
+        let (status, _, v) = testkit::read(*resp).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        v
+    }
+
+    #[tokio::test]
+    async fn a_job_is_1_to_50_uuids_in_file_uuids() {
+        let v4 = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b";
+        let ids = job_ids(&format!(r#"{{"file_uuids": ["{v4}"]}}"#)).unwrap();
+        assert_eq!(ids, vec![v4.parse::<Uuid>().unwrap()]);
+        assert_eq!(
+            job_refusal("{").await,
+            json!({"errors": ["JSON parse error"]})
+        );
+        let required = json!({"field_errors": {"file_uuids": ["This field is required."]}});
+        assert_eq!(job_refusal(r#"{"ids": []}"#).await, required);
+        let count =
+            json!({"field_errors": {"file_uuids": ["Ensure this field has 1 to 50 elements."]}});
+        assert_eq!(job_refusal(r#"{"file_uuids": []}"#).await, count);
+        let too_many = vec![format!("\"{v4}\""); 51].join(",");
+        assert_eq!(
+            job_refusal(&format!(r#"{{"file_uuids": [{too_many}]}}"#)).await,
+            count
+        );
+        assert_eq!(
+            job_refusal(r#"{"file_uuids": ["nope"]}"#).await,
+            json!({"field_errors": {"file_uuids": ["\"nope\" is not a valid UUID."]}})
+        );
+    }
+
+    #[test]
+    fn past_max_jobs_the_oldest_job_is_forgotten() {
+        let job = || Job {
+            ids: Vec::new(),
+            created_ms: 0,
+            polls: 0,
+            polled_enough_ms: None,
+            fail: false,
+            end: None,
+        };
+        let mut jobs = Jobs::default();
+        for n in 0..=MAX_JOBS {
+            jobs.remember(n.to_string(), job());
+        }
+        assert_eq!(jobs.by_id.len(), MAX_JOBS);
+        assert!(!jobs.by_id.contains_key("0"));
+        assert!(jobs.by_id.contains_key("1"));
+        assert_eq!(jobs.order.front().map(String::as_str), Some("1"));
     }
 }
