@@ -162,93 +162,19 @@ pub async fn execute(
     let skipped_bad_lines = bad_lines.as_ref().map_or(0, |b| b.total);
     // With a listing, IDs come during the run: the record is indexed by ID, not by place.
     let known = cfg.from.is_none().then_some(&list.ids);
-    // A dry run creates nothing on disk: where no earlier run left a record, its (empty) state
-    // lives in a scratch directory that is gone when it ends. Where one did, that record is
-    // read, under the lock, as by any run.
-    // A bucket's record lives in the bucket: the local state (lock, names) is a scratch one.
-    let scratch =
-        match cfg.bucket.is_some() || (cfg.dry_run && !cfg.output_dir.join(STATE_DIR).is_dir()) {
-            true => match tempfile::tempdir() {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    let e = Fatal::Local(format!(
-                        "cannot make a scratch directory for the dry run: {e}"
-                    ));
-                    return Err(report_early(cfg, list.ids, e));
-                }
-            },
-            false => None,
-        };
-    let state_dir = scratch
-        .as_ref()
-        .map_or(cfg.output_dir.as_path(), |t| t.path());
-    let (_lock, mut state) = match open_output_dir(state_dir, cfg.shard, known, cfg.dry_run) {
-        Ok(opened) => opened,
+    let mut local = match Local::open(cfg, known) {
+        Ok(local) => local,
         Err(e) => return Err(report_early(cfg, list.ids, e)),
     };
-    // Shards of any layout never work on one ID at once (claimed here, released as each ends,
-    // the rest once the last file is placed).
-    // (In a bucket the prefix's leases keep runs apart; the local scratch state has no peers.)
-    let mut claims = match cfg.dry_run || cfg.bucket.is_some() {
-        true => Claims::none(),
-        false => match Claims::open(&cfg.output_dir, cfg.shard) {
-            Ok(claims) => claims,
-            Err(e) => {
-                let e = Fatal::Usage(format!(
-                    "cannot use the output directory {}: {e}",
-                    cfg.output_dir.display()
-                ));
-                return Err(report_early(cfg, list.ids, e));
-            }
-        },
-    };
     let ui = Ui::new(cfg.verbosity, cfg.progress_bars, list.ids.len() as u64);
-    if state.skipped_lines > 0 {
-        log::warn!(
-            "ignored {} unreadable line(s) in the record of finished files (a crash mid-write?)",
-            state.skipped_lines
-        );
-    }
-    if list.duplicates > 0 {
-        log::debug!("{} duplicate ID(s) folded", list.duplicates);
-    }
-
-    let vendor = cfg.provider.vendor();
-    let mut recorder = Recorder::new(vendor.name, list.ids, cfg.lines, cfg.dry_run);
-    recorder.spool_in(&state_dir.join(STATE_DIR));
-    if let Some(bad) = bad_lines {
-        recorder.set_bad_lines(bad);
-    }
-    if cfg.from.is_none() {
-        // Every ID is known: from here on they are found by their index alone.
-        recorder.freeze();
-    }
+    local.say_what_was_read(list.duplicates);
+    let mut recorder = recorder_for(cfg, list.ids, bad_lines, local.dir(cfg));
     let mut names = NameRegistry::default();
-    // A report written into the output directory keeps its name from every download.
-    if let Some(report) = &cfg.report
-        && let Some(name) = name_in_dir(&cfg.output_dir, report)
-    {
-        let mut owner = None;
-        let _ = state.for_each_name(|id, n| {
-            if owner.is_none() && same_name(n, &name) {
-                owner = Some(*id);
-            }
-        });
-        if let Some(owner) = owner {
-            let e = Fatal::Usage(format!(
-                "--report {} is where the file of {owner} was downloaded; choose another path \
-                 for the report",
-                report.display()
-            ));
-            // Not written: that path is the downloaded file's.
-            return Err(e);
-        }
-        names.claim(&name);
-    }
+    keep_report_name(cfg, &local.state, &mut names)?;
 
     let started = Instant::now();
     let dest = match &cfg.bucket {
-        None => destination(state_dir, &state),
+        None => destination(local.dir(cfg), &local.state),
         Some(url) => match open_bucket(cfg, url, &mut recorder, &ui, &cancel, began).await {
             Ok(dest) => Ok(dest),
             // A bucket that cannot be used (held by another run, refused, unreachable) ends
@@ -256,82 +182,44 @@ pub async fn execute(
             // no summary.
             Err(e) => {
                 ui.finish();
-                recorder.fail_unfinished(&format!("not attempted: {e}"));
-                recorder.set_error(e.to_string());
-                write_report(cfg, &mut recorder);
-                return Err(e);
+                return Err(report_refused(cfg, &mut recorder, e));
             }
         },
     };
-    let result = match clients(cfg).and_then(|(p, f)| Ok((p, f, dest?))) {
-        Err(e) => {
-            // What is already here is still reported as such.
-            skip_completed(&mut recorder, &state, cfg.force, &ui);
-            recorder.fail_unfinished(&format!("not attempted: {e}"));
-            Err(e)
-        }
-        Ok((provider, files, dest)) => {
-            let books = Books {
-                ui: &ui,
-                state: &state,
-                names: &mut names,
-                recorder: &mut recorder,
-                claims: &mut claims,
-            };
-            let settings = run_settings(cfg, began, state_dir);
-            let provider = Arc::new(provider);
-            let pipeline = Pipeline::new(provider, files, dest.clone(), settings, books, cancel);
-            let ran = tokio::select! {
-                biased;
-                () = now.cancelled() => None,
-                ran = pipeline.run() => Some(ran.map(|_| ())),
-            };
-            match ran {
-                Some(ran) => {
-                    let lost = dest.lease_lost();
-                    // Every file handed over placed and recorded before the record is closed
-                    // (lane tasks aborted just now may still hold the destination).
-                    dest.close().await;
-                    match lost {
-                        Some(why) => Err(Fatal::Locked(format!(
-                            "-o {}: this run lost its lease on the prefix ({why}): another \
-                             run may be writing there; it placed nothing more, and what it \
-                             had not finished is reported so. Run again once that run ends",
-                            cfg.output_dir.display()
-                        ))),
-                        None => ran,
-                    }
-                }
-                // Interrupted twice: the run (and its wind-down) dropped, no more waiting.
-                None => {
-                    recorder.interrupt_unfinished();
-                    Err(Fatal::Interrupted)
-                }
-            }
-        }
+    let settings = run_settings(cfg, began, local.dir(cfg));
+    let books = Books {
+        ui: &ui,
+        state: &local.state,
+        names: &mut names,
+        recorder: &mut recorder,
+        claims: &mut local.claims,
     };
+    let result = run_downloads(cfg, settings, books, dest, cancel, now).await;
     ui.finish();
-    if let Err(e) = state.close() {
-        log::warn!(
-            "some finished files could not be recorded as done ({e}); the next run will \
-             download them again"
-        );
-    }
+    local.close();
     crate::progress::print_repeated_warnings();
-    let skipped = recorder.summary().skipped;
-    if skipped > 0 {
-        log::debug!("{skipped} file(s) already downloaded by an earlier run; skipped them");
-    }
+    end_of_run(
+        cfg,
+        &mut recorder,
+        &ui,
+        result,
+        started.elapsed(),
+        skipped_bad_lines,
+    )
+}
 
-    // The report is written whatever happened.
-    if let Err(e) = &result {
-        recorder.set_error(e.to_string());
-    }
-    let reported = write_report(cfg, &mut recorder);
-    if cfg.lines == Lines::Json {
-        recorder.print_json_summary();
-    }
-    print_summary(cfg, &recorder, started.elapsed(), &ui);
+/// The report, the summary, and the exit code: 1 when a file failed, the report could not be
+/// written, the listing was not read to its end or bad lines were skipped.
+fn end_of_run(
+    cfg: &Config,
+    recorder: &mut Recorder,
+    ui: &Ui,
+    result: Result<(), Fatal>,
+    took: std::time::Duration,
+    skipped_bad_lines: usize,
+) -> Result<Exit, Fatal> {
+    let reported = report_the_run(cfg, recorder, result.as_ref().err());
+    print_summary(cfg, recorder, took, ui);
     if skipped_bad_lines > 0 {
         ui.info(&format!(
             "fetchdocs: {skipped_bad_lines} bad line(s) of the ID list skipped (--skip-bad-lines; \
@@ -340,14 +228,214 @@ pub async fn execute(
     }
     result?;
     let listing_incomplete = recorder.listing().is_some_and(|l| !l.complete);
+    let failed = recorder.summary().failed > 0;
     Ok(
-        if recorder.summary().failed > 0 || !reported || listing_incomplete || skipped_bad_lines > 0
-        {
-            Exit::FilesFailed
-        } else {
-            Exit::Success
+        match failed || !reported || listing_incomplete || skipped_bad_lines > 0 {
+            true => Exit::FilesFailed,
+            false => Exit::Success,
         },
     )
+}
+
+/// What a run holds locally while it goes: the state of finished files (with its lock) and the
+/// IDs claimed from other shards, in the output directory or, where that is not a directory
+/// of the run's own, in a scratch one. (Fields drop in this order.)
+struct Local {
+    claims: Claims,
+    state: State,
+    _lock: DirLock,
+    scratch: Option<tempfile::TempDir>,
+}
+
+impl Local {
+    fn open(cfg: &Config, known: Option<&IdSet>) -> Result<Local, Fatal> {
+        // A dry run creates nothing on disk: where no earlier run left a record, its (empty)
+        // state lives in a scratch directory that is gone when it ends. Where one did, that
+        // record is read, under the lock, as by any run.
+        // A bucket's record lives in the bucket: the local state (lock, names) is a scratch one.
+        let dry = cfg.dry_run && !cfg.output_dir.join(STATE_DIR).is_dir();
+        let scratch = match cfg.bucket.is_some() || dry {
+            true => Some(tempfile::tempdir().map_err(|e| {
+                Fatal::Local(format!(
+                    "cannot make a scratch directory for the dry run: {e}"
+                ))
+            })?),
+            false => None,
+        };
+        let dir = scratch
+            .as_ref()
+            .map_or(cfg.output_dir.as_path(), |t| t.path());
+        let (lock, state) = open_output_dir(dir, cfg.shard, known, cfg.dry_run)?;
+        // Shards of any layout never work on one ID at once (claimed here, released as each
+        // ends, the rest once the last file is placed). (In a bucket the prefix's leases keep
+        // runs apart; the local scratch state has no peers.)
+        let claims = match cfg.dry_run || cfg.bucket.is_some() {
+            true => Claims::none(),
+            false => Claims::open(&cfg.output_dir, cfg.shard).map_err(|e| {
+                Fatal::Usage(format!(
+                    "cannot use the output directory {}: {e}",
+                    cfg.output_dir.display()
+                ))
+            })?,
+        };
+        Ok(Local {
+            claims,
+            state,
+            _lock: lock,
+            scratch,
+        })
+    }
+
+    /// What reading the record and the ID list found that a user should hear of.
+    fn say_what_was_read(&self, duplicates: usize) {
+        if self.state.skipped_lines > 0 {
+            log::warn!(
+                "ignored {} unreadable line(s) in the record of finished files (a crash \
+                 mid-write?)",
+                self.state.skipped_lines
+            );
+        }
+        if duplicates > 0 {
+            log::debug!("{duplicates} duplicate ID(s) folded");
+        }
+    }
+
+    /// The record of finished files closed (what it cannot record is downloaded again next
+    /// time, and said so).
+    fn close(&mut self) {
+        if let Err(e) = self.state.close() {
+            log::warn!(
+                "some finished files could not be recorded as done ({e}); the next run will \
+                 download them again"
+            );
+        }
+    }
+
+    /// Where the state lives: the scratch directory, or the output directory.
+    fn dir<'a>(&'a self, cfg: &'a Config) -> &'a std::path::Path {
+        (self.scratch.as_ref()).map_or(cfg.output_dir.as_path(), |t| t.path())
+    }
+}
+
+/// The run's recorder: every ID (found by its index alone once all are known), the bad lines
+/// skipped, and its spool beside the record.
+fn recorder_for(
+    cfg: &Config,
+    ids: IdSet,
+    bad_lines: Option<BadLinesReport>,
+    state_dir: &std::path::Path,
+) -> Recorder {
+    let mut recorder = Recorder::new(cfg.provider.vendor().name, ids, cfg.lines, cfg.dry_run);
+    recorder.spool_in(&state_dir.join(STATE_DIR));
+    if let Some(bad) = bad_lines {
+        recorder.set_bad_lines(bad);
+    }
+    if cfg.from.is_none() {
+        recorder.freeze();
+    }
+    recorder
+}
+
+/// A report written into the output directory keeps its name from every download; one where
+/// an earlier run put a file is refused (and not written: that path is the file's).
+fn keep_report_name(cfg: &Config, state: &State, names: &mut NameRegistry) -> Result<(), Fatal> {
+    let Some(report) = &cfg.report else {
+        return Ok(());
+    };
+    let Some(name) = name_in_dir(&cfg.output_dir, report) else {
+        return Ok(());
+    };
+    let mut owner = None;
+    let _ = state.for_each_name(|id, n| {
+        if owner.is_none() && same_name(n, &name) {
+            owner = Some(*id);
+        }
+    });
+    if let Some(owner) = owner {
+        return Err(Fatal::Usage(format!(
+            "--report {} is where the file of {owner} was downloaded; choose another path for \
+             the report",
+            report.display()
+        )));
+    }
+    names.claim(&name);
+    Ok(())
+}
+
+/// The downloads themselves, once the clients and the destination are ready: the pipeline,
+/// dropped at once on a second Ctrl-C (`now`); then every file handed over placed, and a lost
+/// lease said. When they cannot start, what an earlier run completed is still reported so.
+async fn run_downloads(
+    cfg: &Config,
+    settings: RunSettings,
+    books: Books<'_>,
+    dest: Result<Arc<AnyDest>, Fatal>,
+    cancel: CancellationToken,
+    now: CancellationToken,
+) -> Result<(), Fatal> {
+    let (provider, files, dest) = match clients(cfg).and_then(|(p, f)| Ok((p, f, dest?))) {
+        Ok(ready) => ready,
+        Err(e) => {
+            skip_completed(books.recorder, books.state, cfg.force, books.ui);
+            books
+                .recorder
+                .fail_unfinished(&format!("not attempted: {e}"));
+            return Err(e);
+        }
+    };
+    let recorder = books.recorder;
+    let books = Books {
+        recorder: &mut *recorder,
+        ..books
+    };
+    let pipeline = Pipeline::new(
+        Arc::new(provider),
+        files,
+        dest.clone(),
+        settings,
+        books,
+        cancel,
+    );
+    let ran = tokio::select! {
+        biased;
+        () = now.cancelled() => None,
+        ran = pipeline.run() => Some(ran.map(|_| ())),
+    };
+    let Some(ran) = ran else {
+        // Interrupted twice: the run (and its wind-down) dropped, no more waiting.
+        recorder.interrupt_unfinished();
+        return Err(Fatal::Interrupted);
+    };
+    let lost = dest.lease_lost();
+    // Every file handed over placed and recorded before the record is closed (lane tasks
+    // aborted just now may still hold the destination).
+    dest.close().await;
+    match lost {
+        Some(why) => Err(Fatal::Locked(format!(
+            "-o {}: this run lost its lease on the prefix ({why}): another run may be writing \
+             there; it placed nothing more, and what it had not finished is reported so. Run \
+             again once that run ends",
+            cfg.output_dir.display()
+        ))),
+        None => ran,
+    }
+}
+
+/// The report, written whatever happened (with the run's error, if it has one), and the JSON
+/// summary line; whether the report could be written.
+fn report_the_run(cfg: &Config, recorder: &mut Recorder, error: Option<&Fatal>) -> bool {
+    let skipped = recorder.summary().skipped;
+    if skipped > 0 {
+        log::debug!("{skipped} file(s) already downloaded by an earlier run; skipped them");
+    }
+    if let Some(e) = error {
+        recorder.set_error(e.to_string());
+    }
+    let reported = write_report(cfg, recorder);
+    if cfg.lines == Lines::Json {
+        recorder.print_json_summary();
+    }
+    reported
 }
 
 /// What the pipeline is to do, from the run's settings. `began`: `--max-run-time` counts from
@@ -527,9 +615,14 @@ fn save_report(recorder: &mut Recorder, path: &std::path::Path) -> Result<(), St
 /// attempted, with the reason, and `e` is handed on.
 fn report_early(cfg: &Config, ids: IdSet, e: Fatal) -> Fatal {
     let mut recorder = Recorder::new(cfg.provider.vendor().name, ids, Lines::None, cfg.dry_run);
+    report_refused(cfg, &mut recorder, e)
+}
+
+/// [`report_early`] with the run's own recorder (what it knows already is reported too).
+fn report_refused(cfg: &Config, recorder: &mut Recorder, e: Fatal) -> Fatal {
     recorder.fail_unfinished(&format!("not attempted: {e}"));
     recorder.set_error(e.to_string());
-    write_report(cfg, &mut recorder);
+    write_report(cfg, recorder);
     e
 }
 
