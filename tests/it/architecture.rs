@@ -154,6 +154,7 @@ fn the_http_clients_decoders_and_policy_know_nothing_of_the_terminal() {
         "provider",
         "download",
         "scheduler",
+        "transfer",
         "ratelimit",
         "retry",
         "state",
