@@ -1,5 +1,6 @@
 //! Error types, and the exit codes they map to. Printing them is `commands::fatal`'s job alone.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -41,27 +42,31 @@ pub const KEPT_FOR_RESUME: &str = "the next run resumes the partial downloads wh
      a change be detected (a strong ETag or Last-Modified, or a checksum) and starts the others \
      over";
 
-/// Something that ends the run as a whole (as opposed to one file failing).
+/// Something that ends the run as a whole (as opposed to one file failing). Each variant holds
+/// what it comes from, typed, and its message is written here (or where its cause's is).
 #[derive(Debug, thiserror::Error)]
 pub enum Fatal {
-    /// Bad flag, bad ID line, missing file, refused URL: nothing was requested.
+    /// Bad flag, bad ID line, missing file, refused URL: nothing was requested. A usage error
+    /// is its sentence (what is wrong with the input, and often what to do about it), written
+    /// where the input is read: there is no fact beyond it for a caller to act on, since every
+    /// one ends the same way (exit 2).
     #[error("{0}")]
     Usage(String),
-    /// The API host answered 401/403.
-    #[error("{0}")]
-    Auth(String),
-    /// Another live run holds the output directory.
-    #[error("{0}")]
-    Locked(String),
+    /// The API host answered 401/403, or the object store at `-o URL` refused the credentials.
+    #[error(transparent)]
+    Auth(#[from] AuthRefused),
+    /// Another live run holds the output directory (or the bucket prefix).
+    #[error(transparent)]
+    Locked(#[from] Held),
     /// Local trouble that stops the run (the output directory became unusable…).
-    #[error("{0}")]
-    Local(String),
-    /// The API host could not be reached at all.
-    #[error("{0}")]
-    Unreachable(String),
+    #[error(transparent)]
+    Local(Trouble),
+    /// The API host (or the object store at `-o URL`) could not be reached at all.
+    #[error(transparent)]
+    Unreachable(#[from] NotReached),
     /// fetchdocs could not set itself up (runtime, HTTP client, sandbox listener).
-    #[error("{0}")]
-    Internal(String),
+    #[error(transparent)]
+    Internal(Trouble),
     /// SIGINT/SIGTERM.
     #[error("interrupted; {KEPT_FOR_RESUME}")]
     Interrupted,
@@ -81,6 +86,147 @@ impl Fatal {
             Fatal::Internal(_) => Exit::Internal,
             Fatal::Interrupted => Exit::Interrupted,
             Fatal::OutOfTime(_) => Exit::FilesFailed,
+        }
+    }
+
+    /// Local trouble: `what` could not be done, because of `cause`.
+    pub fn local(what: impl Into<String>, cause: impl Into<Cause>) -> Fatal {
+        Fatal::Local(Trouble::failed(what, cause))
+    }
+
+    /// fetchdocs' own trouble: `what` could not be done, because of `cause`.
+    pub fn internal(what: impl Into<String>, cause: impl Into<Cause>) -> Fatal {
+        Fatal::Internal(Trouble::failed(what, cause))
+    }
+}
+
+impl From<Credentials> for Fatal {
+    fn from(e: Credentials) -> Self {
+        Fatal::Auth(AuthRefused::Api(e))
+    }
+}
+
+impl From<Unreachable> for Fatal {
+    fn from(e: Unreachable) -> Self {
+        Fatal::Unreachable(NotReached::Api(e))
+    }
+}
+
+/// The error under a [`Trouble`]: an `io::Error`, a `reqwest::Error`, clap's…, or the words of a
+/// function that reports its failure as text.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Who refused the credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthRefused {
+    /// The API host, in its own words (see [`Credentials`]).
+    #[error(transparent)]
+    Api(Credentials),
+    /// The object store at `-o place`; `reason`: the one line that says so
+    /// (`download::refused_line`: none found, or refused, and the store's code).
+    #[error("-o {place}: {reason}")]
+    Store { place: String, reason: String },
+}
+
+/// Who could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReached {
+    /// The API host (see [`Unreachable`]).
+    #[error(transparent)]
+    Api(Unreachable),
+    /// The object store at `-o place`; `why`: what was being done, where the command says, and
+    /// the store's failure in one line (`download::explain`).
+    #[error("-o {place}: {why}")]
+    Store { place: String, why: String },
+}
+
+/// Who holds what this run needs, and what it was told. Places are as the user named them
+/// (the output directory, the `-o` URL).
+#[derive(Debug, thiserror::Error)]
+pub enum Held {
+    /// Another run holds the output directory `dir` (its `pid`, if it could be read); `shard`:
+    /// this run's `--shard K/N`, if it is one.
+    #[error(
+        "another fetchdocs run ({}) is using {}{}; nothing was done. Wait for it to finish, or \
+         stop it",
+        pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}")),
+        dir.display(),
+        shard.as_ref().map_or_else(String::new, |s| format!(
+            " (shard {s}: shards share a directory, but each runs once, and never beside a run \
+             of the whole)"
+        ))
+    )]
+    Dir {
+        dir: PathBuf,
+        pid: Option<u32>,
+        shard: Option<String>,
+    },
+    /// Shards (their `pids`, as far as they could be read) hold `dir`; this run is of the whole.
+    #[error(
+        "shards are using {} ({}); a run of the whole never runs beside them, and nothing was \
+         done. Wait for them to finish, or stop them",
+        dir.display(),
+        pids_named(pids)
+    )]
+    Shards { dir: PathBuf, pids: Vec<u32> },
+    /// Another run holds the lease on the bucket prefix `place` (`who`: its lease's holder).
+    #[error(
+        "another fetchdocs run is using {place} ({who}); nothing was done. Wait for it to \
+         finish, or stop it: a stopped run's lease expires within a minute"
+    )]
+    Lease { place: String, who: String },
+    /// This run lost its lease on the bucket prefix `place` while it ran (`why`).
+    #[error(
+        "-o {place}: this run lost its lease on the prefix ({why}): another run may be writing \
+         there; it placed nothing more, and what it had not finished is reported so. Run again \
+         once that run ends"
+    )]
+    LeaseLost { place: String, why: String },
+}
+
+/// "pid 7", "pids 7, 8", or "pids unknown".
+fn pids_named(pids: &[u32]) -> String {
+    match pids {
+        [] => "pids unknown".to_string(),
+        [one] => format!("pid {one}"),
+        many => format!(
+            "pids {}",
+            many.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// What could not be done, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum Trouble {
+    /// `what` could not be done ("cannot start writing to DIR") because of `cause`.
+    #[error("{what}: {cause}")]
+    Failed {
+        what: String,
+        #[source]
+        cause: Cause,
+    },
+    /// Something that cannot be, with no error under it (the demo's own command line parsed
+    /// as another command).
+    #[error("{0}")]
+    Said(String),
+    /// The disk refused data in a way that will fail every file (`reason`: how the file that
+    /// met it failed).
+    #[error(
+        "{reason}; stopping the run (free space or fix the output directory, then run again: \
+         finished files are kept)"
+    )]
+    DiskRefused { reason: String },
+}
+
+impl Trouble {
+    pub fn failed(what: impl Into<String>, cause: impl Into<Cause>) -> Trouble {
+        Trouble::Failed {
+            what: what.into(),
+            cause: cause.into(),
         }
     }
 }
@@ -129,7 +275,7 @@ pub enum ApiError {
 }
 
 /// The API refused the credentials (`status`: 401 or 403).
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Credentials {
     /// `said`: the vendor's reason after its status ("HTTP 401: API key expired (…)").
     #[error(
@@ -154,7 +300,7 @@ fn keelvar_refusal(status: StatusCode) -> &'static str {
 }
 
 /// The API host (`scheme://host:port`, never a path) could not be reached, and why.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot reach the API at {host}: {why}. Check --base-url, the network and any proxy")]
 pub struct Unreachable {
     pub host: String,
@@ -162,7 +308,7 @@ pub struct Unreachable {
 }
 
 /// How the API host failed to answer.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoAnswer {
     /// TLS failed (a refused certificate, a host that does not speak TLS): never retried.
     #[error("TLS failed: {cause}")]
@@ -354,6 +500,155 @@ pub mod samples {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_directory_names_its_holder_and_the_shard() {
+        let dir = PathBuf::from("out");
+        let whole = Fatal::from(Held::Dir {
+            dir: dir.clone(),
+            pid: Some(7),
+            shard: None,
+        });
+        assert_eq!(
+            whole.to_string(),
+            "another fetchdocs run (pid 7) is using out; nothing was done. Wait for it to \
+             finish, or stop it"
+        );
+        assert_eq!(whole.exit(), Exit::Locked);
+        let shard = Held::Dir {
+            dir,
+            pid: None,
+            shard: Some("2/3".into()),
+        };
+        assert_eq!(
+            shard.to_string(),
+            "another fetchdocs run (pid unknown) is using out (shard 2/3: shards share a \
+             directory, but each runs once, and never beside a run of the whole); nothing was \
+             done. Wait for it to finish, or stop it"
+        );
+    }
+
+    #[test]
+    fn shards_holding_the_directory_are_named_by_their_pids() {
+        let held = |pids: Vec<u32>| {
+            Held::Shards {
+                dir: PathBuf::from("out"),
+                pids,
+            }
+            .to_string()
+        };
+        let rest = "; a run of the whole never runs beside them, and nothing was done. Wait for \
+                    them to finish, or stop them";
+        assert_eq!(
+            held(vec![]),
+            format!("shards are using out (pids unknown){rest}")
+        );
+        assert_eq!(held(vec![7]), format!("shards are using out (pid 7){rest}"));
+        assert_eq!(
+            held(vec![7, 8]),
+            format!("shards are using out (pids 7, 8){rest}")
+        );
+    }
+
+    #[test]
+    fn a_bucket_lease_held_or_lost_says_by_whom_or_why() {
+        assert_eq!(
+            Held::Lease {
+                place: "s3://b/p".into(),
+                who: "pid 7 on host a".into(),
+            }
+            .to_string(),
+            "another fetchdocs run is using s3://b/p (pid 7 on host a); nothing was done. Wait \
+             for it to finish, or stop it: a stopped run's lease expires within a minute"
+        );
+        assert_eq!(
+            Held::LeaseLost {
+                place: "s3://b/p".into(),
+                why: "taken over".into(),
+            }
+            .to_string(),
+            "-o s3://b/p: this run lost its lease on the prefix (taken over): another run may be \
+             writing there; it placed nothing more, and what it had not finished is reported \
+             so. Run again once that run ends"
+        );
+    }
+
+    #[test]
+    fn refused_credentials_say_who_refused_them() {
+        let ApiError::Auth(api) = samples::auth() else {
+            unreachable!()
+        };
+        let fatal = Fatal::from(api.clone());
+        assert_eq!(fatal.to_string(), api.to_string());
+        assert_eq!(fatal.exit(), Exit::Auth);
+        let store = Fatal::Auth(AuthRefused::Store {
+            place: "s3://b/p".into(),
+            reason: "the store refused the credentials: HTTP 403 AccessDenied".into(),
+        });
+        assert_eq!(
+            store.to_string(),
+            "-o s3://b/p: the store refused the credentials: HTTP 403 AccessDenied"
+        );
+        assert_eq!(store.exit(), Exit::Auth);
+    }
+
+    #[test]
+    fn what_cannot_be_reached_is_named() {
+        let ApiError::Unreachable(api) = samples::unreachable() else {
+            unreachable!()
+        };
+        let fatal = Fatal::from(api.clone());
+        assert_eq!(fatal.to_string(), api.to_string());
+        assert_eq!(fatal.exit(), Exit::Unreachable);
+        let store = Fatal::Unreachable(NotReached::Store {
+            place: "gs://b".into(),
+            why: "cannot read the records: connection refused".into(),
+        });
+        assert_eq!(
+            store.to_string(),
+            "-o gs://b: cannot read the records: connection refused"
+        );
+        assert_eq!(store.exit(), Exit::Unreachable);
+    }
+
+    #[test]
+    fn trouble_says_what_could_not_be_done_and_keeps_its_cause() {
+        use std::error::Error as _;
+        let cause = std::io::Error::other("No space left on device");
+        let local = Fatal::local("cannot start writing to out", cause);
+        assert_eq!(
+            local.to_string(),
+            "cannot start writing to out: No space left on device"
+        );
+        assert_eq!(local.exit(), Exit::FilesFailed);
+        let Fatal::Local(trouble) = &local else {
+            unreachable!()
+        };
+        let source = trouble.source().expect("the cause is its source");
+        assert_eq!(source.to_string(), "No space left on device");
+
+        let internal = Fatal::internal("cannot render the man page", "no such section".to_string());
+        assert_eq!(
+            internal.to_string(),
+            "cannot render the man page: no such section"
+        );
+        assert_eq!(internal.exit(), Exit::Internal);
+        let said = Fatal::Internal(Trouble::Said("the demo's own command line is odd".into()));
+        assert_eq!(said.to_string(), "the demo's own command line is odd");
+    }
+
+    #[test]
+    fn a_disk_that_refuses_data_stops_the_run_keeping_what_is_finished() {
+        let fatal = Fatal::Local(Trouble::DiskRefused {
+            reason: "disk full".into(),
+        });
+        assert_eq!(
+            fatal.to_string(),
+            "disk full; stopping the run (free space or fix the output directory, then run \
+             again: finished files are kept)"
+        );
+        assert_eq!(fatal.exit(), Exit::FilesFailed);
+    }
 
     #[test]
     fn a_stopped_run_does_not_promise_to_resume_what_cannot_be() {

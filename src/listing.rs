@@ -110,24 +110,6 @@ pub struct Listed {
     pub notes: Vec<String>,
 }
 
-/// What the walk hands the run.
-#[derive(Debug)]
-pub enum Event {
-    Page(Box<Listed>),
-    End(WalkEnd),
-}
-
-/// How a walk ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WalkEnd {
-    pub pages: u32,
-    pub bad: usize,
-    /// Why it stopped before the last page, and where.
-    pub incomplete: Option<Incomplete>,
-    /// The API refused the credentials: the whole run stops.
-    pub auth: Option<String>,
-}
-
 /// Why a walk stopped before the listing's last page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {

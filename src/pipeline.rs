@@ -13,12 +13,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::download::{self, AnyDest, AtDest, DownloadPolicy, FileJob, Placing, sleep_until_some};
-use crate::error::{ApiError, Fatal};
+use crate::error::{ApiError, Credentials, Fatal, Trouble};
 use crate::ids::Shard;
 use crate::lanes::Lanes;
-use crate::listing::{
-    Cursor, Event, Guard, Incomplete, Listed, Source, StopReason, Verdict, WalkEnd,
-};
+use crate::listing::{Cursor, Guard, Incomplete, Listed, Source, StopReason, Verdict};
 use crate::lock::Claims;
 use crate::naming::NameRegistry;
 use crate::pacing::Pacing;
@@ -391,7 +389,7 @@ impl<P: Provider> Pipeline<'_, P> {
             time_scale: self.time_scale,
         };
         let lanes = Lanes::new(std::mem::take(&mut self.files))
-            .map_err(|e| Fatal::Internal(format!("cannot start the download threads: {e}")))?;
+            .map_err(|e| Fatal::internal("cannot start the download threads", e))?;
         log::debug!("downloads run on {} thread(s)", lanes.count());
         Ok(Run {
             scheduler: Scheduler::new(settings, Vec::new(), started),
@@ -543,22 +541,23 @@ impl<P: Provider> Pipeline<'_, P> {
                 run.walk.progress.pages,
                 "internal error: the walk of the listing stopped",
             );
-            self.end_listing(&run.walk.progress, Some(why));
+            self.end_listing(&run.walk.progress, Some(why), false);
             return ControlFlow::Continue(());
         };
         match event {
             Event::Page(page) => self.take_page(*page, &mut run.walk.progress),
             Event::End(end) => {
                 run.walk.pages = None;
-                if let Some(msg) = end.auth {
-                    return ControlFlow::Break(Some(Fatal::Auth(msg)));
+                if let Some(refused) = end.auth {
+                    return ControlFlow::Break(Some(refused.into()));
                 }
-                if let Some(fatal) = end.incomplete.as_ref().and_then(walk_fatal) {
+                let said = end.fatal.is_some();
+                if let Some(fatal) = end.fatal {
                     // As when a mint call finds it so: what is under way finishes, then the
                     // run ends with this error alone.
                     run.after_drain.get_or_insert(fatal);
                 }
-                self.end_listing(&run.walk.progress, end.incomplete);
+                self.end_listing(&run.walk.progress, end.incomplete, said);
             }
         }
         ControlFlow::Continue(())
@@ -660,7 +659,7 @@ impl<P: Provider> Pipeline<'_, P> {
                 walk.progress.pages,
                 "the run ended before the listing did",
             );
-            self.end_listing(&walk.progress, Some(why));
+            self.end_listing(&walk.progress, Some(why), false);
         }
     }
 
@@ -777,14 +776,14 @@ impl<P: Provider> Pipeline<'_, P> {
     }
 
     /// The walk of the listing ended: put how it went in the report, and say so if it did not
-    /// reach the end.
-    fn end_listing(&mut self, progress: &WalkProgress, incomplete: Option<Incomplete>) {
+    /// reach the end (unless the error that ends the run says it: `said`).
+    fn end_listing(&mut self, progress: &WalkProgress, incomplete: Option<Incomplete>, said: bool) {
         let Some((source, _)) = self.listing else {
             return;
         };
         match &incomplete {
             // Said once, by the error that ends the run.
-            Some(why) if walk_fatal(why).is_some() => {}
+            Some(_) if said => {}
             Some(why) => {
                 let then = match why.reason {
                     r if r.transient() => "run again to pick up the rest",
@@ -1005,15 +1004,15 @@ impl<P: Provider> Pipeline<'_, P> {
                 Action::Resolved { item, label } => self.resolved(item, &label),
                 // (A file handed to the destination never gets here: `Running::file_ended`.)
                 Action::Complete { item, name, file } => self.complete(&item, name, file),
-                Action::Stop(Stop::Credentials(msg)) => {
-                    return ControlFlow::Break(Fatal::Auth(msg));
+                Action::Stop(Stop::Credentials(refused)) => {
+                    return ControlFlow::Break(refused.into());
                 }
-                Action::Stop(Stop::Unreachable(msg)) => {
-                    log::debug!("{msg}; finishing the downloads under way");
-                    after_drain.get_or_insert(Fatal::Unreachable(msg));
+                Action::Stop(Stop::Unreachable(why)) => {
+                    log::debug!("{why}; finishing the downloads under way");
+                    after_drain.get_or_insert(why.into());
                 }
                 Action::Stop(Stop::Storage(reason)) => {
-                    return ControlFlow::Break(disk_stop(&reason));
+                    return ControlFlow::Break(Fatal::Local(Trouble::DiskRefused { reason }));
                 }
             }
         }
@@ -1099,7 +1098,7 @@ impl<P: Provider> Pipeline<'_, P> {
             Outcome::Whole(file) => self.complete(item, name, file),
             Outcome::StorageFailed(reason) => {
                 self.fail(item, reason.clone(), true);
-                return Some(disk_stop(&reason));
+                return Some(Fatal::Local(Trouble::DiskRefused { reason }));
             }
             Outcome::Failed(reason) => self.fail(item, reason, true),
             Outcome::Expired { .. } | Outcome::Cancelled => self.fail(
@@ -1249,22 +1248,47 @@ impl<P: Provider> Pipeline<'_, P> {
     }
 }
 
-/// What ends the run when the disk refused data in a way that fails every file (`reason`).
-fn disk_stop(reason: &str) -> Fatal {
-    Fatal::Local(format!(
-        "{reason}; stopping the run (free space or fix the output directory, then run again: \
-         finished files are kept)"
-    ))
+/// What the walk hands the run.
+#[derive(Debug)]
+pub enum Event {
+    Page(Box<Listed>),
+    End(WalkEnd),
 }
 
-/// What ends the whole run when the walk stopped so: an API that cannot be reached (exit 5,
-/// as for a mint call), a listing endpoint that is not there (exit 2: a wrong base URL or
-/// provider; only on the first page, since a later page's 404 is a link gone stale).
-fn walk_fatal(why: &Incomplete) -> Option<Fatal> {
-    match why.reason {
-        StopReason::Unreachable => Some(Fatal::Unreachable(why.detail.clone())),
-        StopReason::NotFound if why.page == 1 => Some(Fatal::Usage(why.detail.clone())),
-        _ => None,
+/// How a walk ended.
+#[derive(Debug)]
+pub struct WalkEnd {
+    pub pages: u32,
+    pub bad: usize,
+    /// Why it stopped before the last page, and where (for the report).
+    pub incomplete: Option<Incomplete>,
+    /// The API refused the credentials: the whole run stops.
+    pub auth: Option<Credentials>,
+    /// What ends the whole run once the downloads under way finish ([`page_failed`]).
+    pub fatal: Option<Fatal>,
+}
+
+/// Where the walk stopped when page `page` failed with `e`, and what ends the whole run with
+/// it: an API that cannot be reached (exit 5, as for a mint call), a listing endpoint that is
+/// not there (exit 2: a wrong base URL or provider; only on the first page, since a later
+/// page's 404 is a link gone stale).
+///
+/// The report's [`Incomplete`] keeps the error as text, as it keeps every other reason a walk
+/// stops for: it is what the report says, while the typed error goes to the [`Fatal`].
+fn page_failed(e: ListError, page: u32) -> (Incomplete, Option<Fatal>) {
+    match e {
+        ListError::Api(ApiError::Unreachable(e)) => (
+            Incomplete::at(StopReason::Unreachable, page, e.to_string()),
+            Some(e.into()),
+        ),
+        ListError::Api(e) => (
+            Incomplete::at(StopReason::PageFailed, page, e.to_string()),
+            None,
+        ),
+        ListError::NotFound(msg) => (
+            Incomplete::at(StopReason::NotFound, page, msg.clone()),
+            (page == 1).then_some(Fatal::Usage(msg)),
+        ),
     }
 }
 
@@ -1291,6 +1315,7 @@ pub async fn walk<P: Provider>(
         bad: 0,
         incomplete: None,
         auth: None,
+        fatal: None,
     };
     loop {
         let page_no = walk.pages + 1;
@@ -1313,18 +1338,13 @@ pub async fn walk<P: Provider>(
                 }
             }
             Err(ListError::Api(ApiError::Auth(e))) => {
-                walk.auth = Some(e.to_string());
+                walk.auth = Some(e);
                 break;
             }
             Err(e) => {
-                let (reason, detail) = match e {
-                    ListError::Api(ApiError::Unreachable(e)) => {
-                        (StopReason::Unreachable, e.to_string())
-                    }
-                    ListError::Api(e) => (StopReason::PageFailed, e.to_string()),
-                    ListError::NotFound(msg) => (StopReason::NotFound, msg),
-                };
-                walk.incomplete = Some(Incomplete::at(reason, page_no, detail));
+                let (why, fatal) = page_failed(e, page_no);
+                walk.incomplete = Some(why);
+                walk.fatal = fatal;
                 break;
             }
         }
@@ -1335,6 +1355,41 @@ pub async fn walk<P: Provider>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::samples;
+
+    #[test]
+    fn an_unreachable_api_ends_the_run_with_its_typed_error_and_the_report_keeps_its_words() {
+        let (why, fatal) = page_failed(ListError::Api(samples::unreachable()), 3);
+        let said = samples::unreachable().to_string();
+        assert_eq!(
+            why,
+            Incomplete::at(StopReason::Unreachable, 3, said.clone())
+        );
+        let fatal = fatal.expect("an unreachable API ends the run");
+        assert!(matches!(fatal, Fatal::Unreachable(_)));
+        assert_eq!(fatal.to_string(), said);
+    }
+
+    #[test]
+    fn a_page_that_failed_otherwise_ends_only_the_walk() {
+        let (why, fatal) = page_failed(ListError::Api(samples::down_503()), 2);
+        let said = samples::down_503().to_string();
+        assert_eq!(why, Incomplete::at(StopReason::PageFailed, 2, said));
+        assert!(fatal.is_none());
+    }
+
+    #[test]
+    fn a_listing_not_found_is_a_usage_error_on_its_first_page_only() {
+        let (why, fatal) = page_failed(ListError::NotFound("GET /files: 404".into()), 1);
+        assert_eq!(
+            why,
+            Incomplete::at(StopReason::NotFound, 1, "GET /files: 404")
+        );
+        assert!(matches!(fatal, Some(Fatal::Usage(m)) if m == "GET /files: 404"));
+        let (why, fatal) = page_failed(ListError::NotFound("GET /files: 404".into()), 4);
+        assert_eq!(why.page, 4);
+        assert!(fatal.is_none(), "a later page's 404 is a link gone stale");
+    }
 
     #[test]
     fn what_a_stopped_listing_found_is_said_properly_for_any_count() {

@@ -51,7 +51,7 @@ use reqwest::Url;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Credentials, Unreachable};
 use crate::provider::{MintOutcome, Minted};
 use crate::transfer::{Outcome, Progress, Whole};
 
@@ -299,12 +299,12 @@ pub enum Action {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stop {
     /// The API refused the credentials.
-    Credentials(String),
+    Credentials(Credentials),
     /// The disk refused data in a way that will fail every file.
     Storage(String),
     /// The API host cannot be reached: nothing more is minted; downloads under way finish,
     /// then the run ends with this.
-    Unreachable(String),
+    Unreachable(Unreachable),
 }
 
 /// Counters worth reporting with `-v` and in the evidence scripts.
@@ -740,8 +740,8 @@ impl Scheduler {
         self.call_ended(items.len(), took);
         self.healthy = matches!(result, Ok(_) | Err(ApiError::Rejected(_)));
         match result {
-            Err(ApiError::Auth(e)) => actions.push(Action::Stop(Stop::Credentials(e.to_string()))),
-            Err(ApiError::Unreachable(e)) => self.unreachable(items, e.to_string(), &mut actions),
+            Err(ApiError::Auth(e)) => actions.push(Action::Stop(Stop::Credentials(e))),
+            Err(ApiError::Unreachable(e)) => self.unreachable(items, e, &mut actions),
             Err(ApiError::Rejected(e)) => {
                 let msg = e.to_string();
                 self.failing_calls = 0;
@@ -788,14 +788,15 @@ impl Scheduler {
     /// The API host cannot be reached: nothing more can be minted (every ID waiting for a URL
     /// is not attempted); what is in hand still downloads. The first time, the run is told to
     /// stop once it has.
-    fn unreachable(&mut self, items: Vec<Item>, msg: String, actions: &mut Vec<Action>) {
+    fn unreachable(&mut self, items: Vec<Item>, why: Unreachable, actions: &mut Vec<Action>) {
+        let msg = why.to_string();
         let first = self.abandoned.is_none();
         self.abandon(&format!("not attempted: {msg}"), actions);
         for item in items {
             self.retry_mint(item, &msg, actions);
         }
         if first {
-            actions.push(Action::Stop(Stop::Unreachable(msg)));
+            actions.push(Action::Stop(Stop::Unreachable(why)));
         }
     }
 
@@ -1850,7 +1851,9 @@ mod tests {
             now,
         );
         let bad_key = crate::error::samples::auth().to_string();
-        assert!(matches!(&actions[..], [Action::Stop(Stop::Credentials(m))] if *m == bad_key));
+        assert!(
+            matches!(&actions[..], [Action::Stop(Stop::Credentials(m))] if m.to_string() == bad_key)
+        );
 
         let mut s = Scheduler::new(VERIDOX, items(1), now);
         let ready = mint_and_start(&mut s, now).pop().expect("started");

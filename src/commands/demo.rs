@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::sandbox::{shell_quote, start, write_ids};
 use crate::cli::{Cli, Command, DemoArgs, SandboxArgs};
 use crate::config::{Config, Surroundings};
-use crate::error::{Exit, Fatal};
+use crate::error::{Exit, Fatal, Trouble};
 use crate::progress::{Verbosity, init_logging};
 use crate::provider::ProviderKind;
 
@@ -91,12 +91,10 @@ fn sandbox_command(files: usize) -> Result<(Vec<String>, SandboxArgs), Fatal> {
         .collect();
     match Cli::try_parse_from(&argv).map(|cli| cli.command) {
         Ok(Command::Sandbox(sandbox)) => Ok((argv, sandbox)),
-        Ok(_) => Err(Fatal::Internal(
+        Ok(_) => Err(Fatal::Internal(Trouble::Said(
             "the demo's own sandbox command line is not a sandbox".into(),
-        )),
-        Err(e) => Err(Fatal::Internal(format!(
-            "the demo's own sandbox command line: {e}"
         ))),
+        Err(e) => Err(Fatal::internal("the demo's own sandbox command line", e)),
     }
 }
 
@@ -153,11 +151,11 @@ fn download_config(argv: Vec<OsString>, key: &str) -> Result<Config, Fatal> {
     let download = match Cli::try_parse_from(argv).map(|cli| cli.command) {
         Ok(Command::Download(download)) => download,
         Ok(_) => {
-            return Err(Fatal::Internal(
+            return Err(Fatal::Internal(Trouble::Said(
                 "the demo's own command line is not a download".into(),
-            ));
+            )));
         }
-        Err(e) => return Err(Fatal::Internal(format!("the demo's own command line: {e}"))),
+        Err(e) => return Err(Fatal::internal("the demo's own command line", e)),
     };
     let surroundings = Surroundings {
         api_key: Some(key.into()),

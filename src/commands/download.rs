@@ -13,7 +13,7 @@ use crate::download::{
     AnyDest, BucketDest, BucketError, DownloadPolicy, LocalDir, RateCap, file_host_client,
     refused_line,
 };
-use crate::error::{Exit, Fatal};
+use crate::error::{AuthRefused, Exit, Fatal, Held, NotReached, Trouble};
 use crate::ids::{self, IdList, IdSet, Shard};
 use crate::lanes::lanes_for;
 use crate::lock::{Claims, DirLock, LockError};
@@ -254,14 +254,13 @@ impl Local {
         // record is read, under the lock, as by any run.
         // A bucket's record lives in the bucket: the local state (lock, names) is a scratch one.
         let dry = cfg.dry_run && !cfg.output_dir.join(STATE_DIR).is_dir();
-        let scratch = match cfg.bucket.is_some() || dry {
-            true => Some(tempfile::tempdir().map_err(|e| {
-                Fatal::Local(format!(
-                    "cannot make a scratch directory for the dry run: {e}"
-                ))
-            })?),
-            false => None,
-        };
+        let scratch =
+            match cfg.bucket.is_some() || dry {
+                true => Some(tempfile::tempdir().map_err(|e| {
+                    Fatal::local("cannot make a scratch directory for the dry run", e)
+                })?),
+                false => None,
+            };
         let dir = scratch
             .as_ref()
             .map_or(cfg.output_dir.as_path(), |t| t.path());
@@ -411,12 +410,10 @@ async fn run_downloads(
     // aborted just now may still hold the destination).
     dest.close().await;
     match lost {
-        Some(why) => Err(Fatal::Locked(format!(
-            "-o {}: this run lost its lease on the prefix ({why}): another run may be writing \
-             there; it placed nothing more, and what it had not finished is reported so. Run \
-             again once that run ends",
-            cfg.output_dir.display()
-        ))),
+        Some(why) => Err(Fatal::Locked(Held::LeaseLost {
+            place: cfg.output_dir.display().to_string(),
+            why,
+        })),
         None => ran,
     }
 }
@@ -504,35 +501,15 @@ fn open_output_dir(
         ))
     };
     let lock = DirLock::acquire(dir, shard).map_err(|e| match e {
-        LockError::Held(pid) => Fatal::Locked(format!(
-            "another fetchdocs run ({}) is using {}{}; nothing was done. Wait for it to \
-             finish, or stop it",
-            pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}")),
-            dir.display(),
-            match shard {
-                Some(s) => format!(
-                    " (shard {s}: shards share a directory, but each runs once, and never \
-                     beside a run of the whole)"
-                ),
-                None => String::new(),
-            }
-        )),
-        LockError::Shards(pids) => Fatal::Locked(format!(
-            "shards are using {} ({}); a run of the whole never runs beside them, and nothing \
-             was done. Wait for them to finish, or stop them",
-            dir.display(),
-            match pids.as_slice() {
-                [] => "pids unknown".to_string(),
-                [one] => format!("pid {one}"),
-                many => format!(
-                    "pids {}",
-                    many.iter()
-                        .map(u32::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }
-        )),
+        LockError::Held(pid) => Fatal::Locked(Held::Dir {
+            dir: dir.to_path_buf(),
+            pid,
+            shard: shard.map(|s| s.to_string()),
+        }),
+        LockError::Shards(pids) => Fatal::Locked(Held::Shards {
+            dir: dir.to_path_buf(),
+            pids,
+        }),
         LockError::Io(e) => unusable(e),
     })?;
     let state = State::open(
@@ -675,7 +652,7 @@ fn name_in_dir(dir: &std::path::Path, path: &std::path::Path) -> Option<String> 
 fn destination(dir: &std::path::Path, state: &State) -> Result<Arc<AnyDest>, Fatal> {
     LocalDir::new(dir, &state.partial_dir(), state.log())
         .map(|d| Arc::new(AnyDest::Local(d)))
-        .map_err(|e| Fatal::Local(format!("cannot start writing to {}: {e}", dir.display())))
+        .map_err(|e| Fatal::local(format!("cannot start writing to {}", dir.display()), e))
 }
 
 /// [`bucket_destination`], bounded as the run is: opening reads the prefix's records and
@@ -724,13 +701,19 @@ async fn bucket_destination(
     recorder.keys_in(url.clone());
     let shard = cfg.shard.map(|s| (s.index, s.count));
     let mut dest = BucketDest::open(url, shard).await.map_err(|e| match e {
-        BucketError::Locked(who) => Fatal::Locked(format!(
-            "another fetchdocs run is using {url} ({who}); nothing was done. Wait for it to \
-             finish, or stop it: a stopped run's lease expires within a minute"
-        )),
-        BucketError::Auth(why) => Fatal::Auth(format!("-o {url}: {}", refused_line(&why))),
+        BucketError::Locked(who) => Fatal::Locked(Held::Lease {
+            place: url.to_string(),
+            who,
+        }),
+        BucketError::Auth(why) => Fatal::Auth(AuthRefused::Store {
+            place: url.to_string(),
+            reason: refused_line(&why),
+        }),
         BucketError::Config(why) => Fatal::Usage(format!("-o {url}: {why}")),
-        BucketError::Unreachable(why) => Fatal::Unreachable(format!("-o {url}: {why}")),
+        BucketError::Unreachable(why) => Fatal::Unreachable(NotReached::Store {
+            place: url.to_string(),
+            why,
+        }),
     })?;
     if cfg.dry_run {
         dest.leave_records();
@@ -758,12 +741,13 @@ async fn bucket_destination(
 /// lane (see [`crate::lanes`]). They share one TLS set-up, so the system's root certificates
 /// are read once (see [`crate::tls`]).
 fn clients(cfg: &Config) -> Result<(AnyProvider, Vec<reqwest::Client>), Fatal> {
-    let tls = crate::tls::client_config(&cfg.ca_certs).map_err(Fatal::Internal)?;
+    // (The TLS set-up and the API client say what failed and why in one line of their own.)
+    let tls = crate::tls::client_config(&cfg.ca_certs).map_err(said)?;
     let api = api_client(cfg, &tls)?;
     let files = (0..lanes_for(cfg.concurrency))
         .map(|_| file_host_client(cfg.read_timeout, &tls))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Fatal::Internal(format!("cannot set up the HTTP client: {e}")))?;
+        .map_err(|e| Fatal::internal("cannot set up the HTTP client", e))?;
     let provider = match cfg.provider {
         ProviderKind::Veridox => AnyProvider::Veridox(Veridox::new(api)),
         ProviderKind::Keelvar => {
@@ -800,7 +784,12 @@ fn api_client(cfg: &Config, tls: &rustls::ClientConfig) -> Result<ApiClient, Fat
         cfg.read_timeout,
         tls,
     )
-    .map_err(Fatal::Internal)
+    .map_err(said)
+}
+
+/// fetchdocs could not set itself up, as `message` (composed where it failed) says.
+fn said(message: String) -> Fatal {
+    Fatal::Internal(Trouble::Said(message))
 }
 
 fn print_summary(cfg: &Config, recorder: &Recorder, took: std::time::Duration, ui: &Ui) {

@@ -33,10 +33,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            return fatal(&Fatal::Internal(format!(
-                "cannot start the async runtime: {e}"
-            )))
-            .into();
+            return fatal(&Fatal::internal("cannot start the async runtime", e)).into();
         }
     };
     let result = match cli.command {
@@ -54,7 +51,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Man { command } => man::page(command.as_deref())
             .map_err(|e| match command {
                 Some(_) => Fatal::Usage(format!("fetchdocs man: {e}")),
-                None => Fatal::Internal(format!("cannot render the man page: {e}")),
+                None => Fatal::internal("cannot render the man page", e),
             })
             .and_then(|page| print_out(&page)),
         #[cfg(feature = "sandbox")]
@@ -72,9 +69,9 @@ fn print_out(text: &[u8]) -> Result<Exit, Fatal> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(text).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Fatal::Local(format!(
-            "cannot write to standard output: {e}"
-        ))),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Fatal::local("cannot write to standard output", e))
+        }
         _ => Ok(Exit::Success),
     }
 }

@@ -96,7 +96,7 @@ pub fn config(args: &SandboxArgs) -> SandboxConfig {
 pub async fn start(cfg: SandboxConfig) -> Result<Sandbox, Fatal> {
     Sandbox::start(cfg)
         .await
-        .map_err(|e| Fatal::Internal(format!("cannot start the sandbox: {e}")))
+        .map_err(|e| Fatal::internal("cannot start the sandbox", e))
 }
 
 /// How many times faster than real time the vendors' clocks run (at least 1).

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::download::{
     Failure, RecordLine, build_store, escape_controls, explain, read_bucket_records, refused_line,
 };
-use crate::error::{Exit, Fatal};
+use crate::error::{AuthRefused, Exit, Fatal, NotReached};
 use crate::output::BucketUrl;
 
 /// Objects read at once.
@@ -125,8 +125,14 @@ async fn check(
 fn fatal(url: &BucketUrl, doing: &str, e: object_store::Error) -> Fatal {
     let (failure, why) = explain(&e);
     match failure {
-        Failure::Refused => Fatal::Auth(format!("-o {url}: {}", refused_line(&why))),
+        Failure::Refused => Fatal::Auth(AuthRefused::Store {
+            place: url.to_string(),
+            reason: refused_line(&why),
+        }),
         Failure::NoBucket | Failure::Config => Fatal::Usage(format!("-o {url}: {why}")),
-        Failure::Unreachable => Fatal::Unreachable(format!("-o {url}: {doing}: {why}")),
+        Failure::Unreachable => Fatal::Unreachable(NotReached::Store {
+            place: url.to_string(),
+            why: format!("{doing}: {why}"),
+        }),
     }
 }
