@@ -1,6 +1,6 @@
 //! The vendors' own listings as a source of IDs (`--from`): what a page holds and where the
 //! next one is. Each vendor reads its own pages (`provider/`); the walk that hands them to the
-//! run is the pipeline's ([`crate::pipeline::walk`]).
+//! run is the pipeline's (`pipeline/walk.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
