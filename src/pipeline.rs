@@ -97,18 +97,7 @@ pub struct Pipeline<'a, P: Provider> {
     /// Where finished files go.
     dest: Arc<AnyDest>,
     cancel: CancellationToken,
-    policy: DownloadPolicy,
-    concurrency: usize,
-    dry_run: bool,
-    give_up_after: Duration,
-    time_scale: u32,
-    budget: Budget,
-    deadline: Option<Instant>,
-    output_dir: PathBuf,
-    force: bool,
-    listing: Option<(Source, u32)>,
-    max_pages: u32,
-    shard: Option<Shard>,
+    settings: RunSettings,
     ui: &'a Ui,
     state: &'a State,
     names: &'a mut NameRegistry,
@@ -161,20 +150,6 @@ impl<'a, P: Provider> Pipeline<'a, P> {
         books: Books<'a>,
         cancel: CancellationToken,
     ) -> Self {
-        let RunSettings {
-            policy,
-            concurrency,
-            dry_run,
-            give_up_after,
-            time_scale,
-            budget,
-            deadline,
-            output_dir,
-            force,
-            listing,
-            max_pages,
-            shard,
-        } = settings;
         let Books {
             ui,
             state,
@@ -187,18 +162,7 @@ impl<'a, P: Provider> Pipeline<'a, P> {
             files,
             dest,
             cancel,
-            policy,
-            concurrency,
-            dry_run,
-            give_up_after,
-            time_scale,
-            budget,
-            deadline,
-            output_dir,
-            force,
-            listing,
-            max_pages,
-            shard,
+            settings,
             ui,
             state,
             names,
@@ -226,12 +190,12 @@ impl<P: Provider> Pipeline<'_, P> {
         let started = Instant::now();
         let vendor = self.provider.vendor();
         let settings = Settings {
-            concurrency: self.concurrency,
+            concurrency: self.settings.concurrency,
             max_batch: vendor.max_batch,
-            url_lifetime: vendor.url_lifetime_at(self.time_scale),
-            dry_run: self.dry_run,
-            give_up_after: self.give_up_after,
-            time_scale: self.time_scale,
+            url_lifetime: vendor.url_lifetime_at(self.settings.time_scale),
+            dry_run: self.settings.dry_run,
+            give_up_after: self.settings.give_up_after,
+            time_scale: self.settings.time_scale,
         };
         let lanes = Lanes::new(std::mem::take(&mut self.files))
             .map_err(|e| Fatal::internal("cannot start the download threads", e))?;
@@ -244,18 +208,18 @@ impl<P: Provider> Pipeline<'_, P> {
                 placing: JoinSet::new(),
             },
             walk: self.start_walk(),
-            pacing: Pacing::new(vendor, self.budget),
+            pacing: Pacing::new(vendor, self.settings.budget),
             started,
             // `--max-run-time`: the run begins to stop a little before its end, so that the
             // wind-down is over by then.
-            stop_at: self.deadline.map(|end| stop_time(started, end)),
+            stop_at: self.settings.deadline.map(|end| stop_time(started, end)),
             after_drain: None,
         })
     }
 
     /// The listing's walk, if there is one: a task of its own, a page at a time.
     fn start_walk(&self) -> Walk {
-        let Some((source, size)) = self.listing else {
+        let Some((source, size)) = self.settings.listing else {
             return Walk::default();
         };
         let (tx, rx) = mpsc::channel(1);
@@ -266,7 +230,7 @@ impl<P: Provider> Pipeline<'_, P> {
                 provider,
                 source,
                 size,
-                self.max_pages,
+                self.settings.max_pages,
                 tx,
             ))),
             progress: WalkProgress::default(),
@@ -367,7 +331,7 @@ impl<P: Provider> Pipeline<'_, P> {
     /// resumes it), with the wind-down over by the deadline.
     async fn out_of_time(&mut self, run: &mut Run) -> Fatal {
         self.cancel.cancel();
-        let end = self.deadline.unwrap_or_else(Instant::now);
+        let end = self.settings.deadline.unwrap_or_else(Instant::now);
         self.wind_down(&mut run.scheduler, &mut run.tasks, end)
             .await;
         let limit = end

@@ -69,7 +69,7 @@ impl<P: Provider> Pipeline<'_, P> {
             if self.recorder.is_finished(index) {
                 continue;
             }
-            if !self.force
+            if !self.settings.force
                 && let Some(rec) = self.completed(&id, index)
             {
                 self.recorder.finish(index, FileEntry::skipped(rec));
@@ -118,7 +118,11 @@ impl<P: Provider> Pipeline<'_, P> {
     pub(super) fn claim_failed(&self, e: std::io::Error) -> String {
         format!(
             "cannot claim it in {} ({e})",
-            self.output_dir.join(".fetchdocs").join("claims").display()
+            self.settings
+                .output_dir
+                .join(".fetchdocs")
+                .join("claims")
+                .display()
         )
     }
 
@@ -147,7 +151,9 @@ impl<P: Provider> Pipeline<'_, P> {
             }
             match self.claims.try_claim(id) {
                 Ok(true) => got.push((index, id)),
-                Ok(false) if now.saturating_duration_since(since) >= self.give_up_after => {
+                Ok(false)
+                    if now.saturating_duration_since(since) >= self.settings.give_up_after =>
+                {
                     let reason = format!(
                         "another run sharing the output directory has been working on it for \
                          {}; not downloaded twice at once (run again once it is done)",

@@ -251,13 +251,13 @@ impl<P: Provider> Pipeline<'_, P> {
                 log::warn!("cannot read the names earlier runs used ({e})");
             }
             // And what is in the directory now, whoever put it there.
-            if let Err(e) = names.occupied_in(&self.output_dir)
+            if let Err(e) = names.occupied_in(&self.settings.output_dir)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 log::warn!(
                     "cannot list {} ({e}); a name found taken when the file is moved into \
                      place gets the ID in it",
-                    self.output_dir.display()
+                    self.settings.output_dir.display()
                 );
             }
             self.names.seeded = true;
@@ -299,9 +299,9 @@ impl<P: Provider> Pipeline<'_, P> {
             progress,
             watcher: Box::new(self.ui.file_bar(&name)),
             cancel: self.cancel.child_token(),
-            give_up_at: item.first_mint().map(|t| t + self.give_up_after),
+            give_up_at: item.first_mint().map(|t| t + self.settings.give_up_after),
         };
-        let policy = self.policy.clone();
+        let policy = self.settings.policy.clone();
         let dest = self.dest.clone();
         tasks.lanes.spawn(move |client| async move {
             let (outcome, placing) = download::download(&client, &job, &policy, &*dest).await;

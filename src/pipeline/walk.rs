@@ -160,7 +160,7 @@ impl<P: Provider> Pipeline<'_, P> {
         progress.notes.extend(page.notes);
         let mut added = 0u64;
         for found in page.found {
-            if self.shard.is_some_and(|s| !s.contains(&found.id)) {
+            if self.settings.shard.is_some_and(|s| !s.contains(&found.id)) {
                 continue;
             }
             let Some(index) = self.recorder.add(found.id) else {
@@ -168,8 +168,8 @@ impl<P: Provider> Pipeline<'_, P> {
             };
             added += 1;
             progress.ids += 1;
-            if let (true, Some(label)) = (self.dry_run, found.label) {
-                if !self.force && self.completed(&found.id, index).is_some() {
+            if let (true, Some(label)) = (self.settings.dry_run, found.label) {
+                if !self.settings.force && self.completed(&found.id, index).is_some() {
                     // Reported as skipped when the feed gets to it.
                     continue;
                 }
@@ -193,7 +193,7 @@ impl<P: Provider> Pipeline<'_, P> {
         incomplete: Option<Incomplete>,
         said: bool,
     ) {
-        let Some((source, _)) = self.listing else {
+        let Some((source, _)) = self.settings.listing else {
             return;
         };
         match &incomplete {
