@@ -16,8 +16,10 @@ pub struct Backoff {
     pub max_retries: u32,
 }
 
-/// Set (to anything), it makes a run's own backoff waits zero: for the scenario tests, which
-/// would otherwise spend seconds on each ladder of retries. Hidden (not in `--help` nor in the
+/// Set to `1`, it makes a run's own backoff waits zero: for the scenario tests, which would
+/// otherwise spend seconds on each ladder of retries. Any other value is ignored, so that a
+/// stray `=0` or empty value cannot turn it on; when on, it is said at debug level (`-vv`),
+/// since a real run with it would retry a failing server back to back. Hidden (not in `--help` nor in the
 /// CLI's specification) and read in [`Backoff::default`] alone. Only fetchdocs' own waits go:
 /// the retries are as many, a server's `Retry-After` and `RateLimit-Reset` are still obeyed,
 /// and the bounded windows (`api::UNREACHABLE_WITHIN`, the read timeout) are unchanged.
@@ -36,7 +38,8 @@ impl Default for Backoff {
     /// [`Backoff::PRODUCTION`]; with [`NO_RETRY_DELAY_ENV`] set, the same retries without
     /// waits.
     fn default() -> Self {
-        if std::env::var_os(NO_RETRY_DELAY_ENV).is_some() {
+        if std::env::var_os(NO_RETRY_DELAY_ENV).is_some_and(|v| v == "1") {
+            log::debug!("{NO_RETRY_DELAY_ENV}=1: retries without backoff waits (for tests)");
             Backoff {
                 base: Duration::ZERO,
                 cap: Duration::ZERO,

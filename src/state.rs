@@ -133,12 +133,12 @@ pub struct State {
 }
 
 impl State {
-    /// Open (creating if needed) the state of `output_dir`, which must exist, with the record
-    /// file of this run's own (see [`record_file_name`]); the record files of other shards
-    /// that shared the directory are read too, however many. `requested`: the run's IDs, if no
-    /// others can come (the lookups then take their index in it). `alone`: no other run can
-    /// use the directory meanwhile (a run of the whole): every record file is merged into this
-    /// run's own.
+    /// Open (creating if needed) the state of `output_dir`, which must exist, with this run's
+    /// record file `run_record_name` (see [`record_file_name`]); the record files of other
+    /// shards that shared the directory are read too, however many. `requested`: the run's
+    /// IDs, if no others can come (the lookups then take their index in it). `alone`: no other
+    /// run can use the directory meanwhile (a run of the whole): every record file is merged
+    /// into this run's.
     pub fn open(
         output_dir: &Path,
         run_record_name: &str,
@@ -354,7 +354,7 @@ impl State {
         })
     }
 
-    /// Replace this run's own record file atomically with the current lines of the record
+    /// Replace this run's record file atomically with the current lines of the record
     /// files `which` (its own among them), in that order; then remove the others, in the same
     /// order, once that is durable. Whatever point a crash stops this at, the record files read
     /// back the same: the new file holds each ID's current state, and the files left are a
@@ -1308,7 +1308,7 @@ mod tests {
         // A file whose bytes are not what was recorded is not complete.
         fs::write(dir.path().join("b.pdf"), b"1234").unwrap();
         assert!(others.completed(&Uuid::from_u128(2)).is_none());
-        // This run's own record is not another's.
+        // This run's record is not another's.
         me.log().unwrap().record(rec(3, "a.pdf", 5)).unwrap();
         me.log().unwrap().write_out().unwrap();
         others.refresh().unwrap();

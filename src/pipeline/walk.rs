@@ -49,22 +49,22 @@ impl Walk {
 
 /// What the walk hands the run.
 #[derive(Debug)]
-pub enum Event {
+pub(super) enum Event {
     Page(Box<Listed>),
     End(WalkEnd),
 }
 
 /// How a walk ended.
 #[derive(Debug)]
-pub struct WalkEnd {
-    pub pages: u32,
-    pub bad: usize,
+pub(super) struct WalkEnd {
+    pub(super) pages: u32,
+    pub(super) bad: usize,
     /// Why it stopped before the last page, and where (for the report).
-    pub incomplete: Option<Incomplete>,
+    pub(super) incomplete: Option<Incomplete>,
     /// The API refused the credentials: the whole run stops.
-    pub auth: Option<Credentials>,
+    pub(super) auth: Option<Credentials>,
     /// What ends the whole run once the downloads under way finish ([`page_failed`]).
-    pub fatal: Option<Fatal>,
+    pub(super) fatal: Option<Fatal>,
 }
 
 /// Where the walk stopped when page `page` failed with `e`, and what ends the whole run with
@@ -100,7 +100,7 @@ pub(super) fn page_failed(e: ListError, page: u32) -> (Incomplete, Option<Fatal>
 /// it is running out of IDs to hand the scheduler. So listing requests are spent as they are
 /// needed, between mint calls on the same rate limiter, and memory holds at most a page or two
 /// beyond the per-ID bookkeeping.
-pub async fn walk<P: Provider>(
+pub(super) async fn walk<P: Provider>(
     provider: Arc<P>,
     source: Source,
     page_size: u32,
