@@ -57,7 +57,7 @@ pub enum Fatal {
     Auth(#[from] AuthRefused),
     /// Another live run holds the output directory (or the bucket prefix).
     #[error(transparent)]
-    Locked(#[from] Held),
+    Locked(#[from] InUse),
     /// Local trouble that stops the run (the output directory became unusable…).
     #[error(transparent)]
     Local(Trouble),
@@ -140,10 +140,11 @@ pub enum NotReached {
     Store { place: String, why: String },
 }
 
-/// Who holds what this run needs, and what it was told. Places are as the user named them
-/// (the output directory, the `-o` URL).
+/// What this run needs is in use by another run (or no longer this run's): who holds it, and
+/// what it was told. Places are as the user named them (the output directory, the `-o` URL).
+/// (Not `lease::Held`, this run's own hold on a bucket prefix.)
 #[derive(Debug, thiserror::Error)]
-pub enum Held {
+pub enum InUse {
     /// Another run holds the output directory `dir` (its `pid`, if it could be read); `shard`:
     /// this run's `--shard K/N`, if it is one.
     #[error(
@@ -504,7 +505,7 @@ mod tests {
     #[test]
     fn a_held_directory_names_its_holder_and_the_shard() {
         let dir = PathBuf::from("out");
-        let whole = Fatal::from(Held::Dir {
+        let whole = Fatal::from(InUse::Dir {
             dir: dir.clone(),
             pid: Some(7),
             shard: None,
@@ -515,7 +516,7 @@ mod tests {
              finish, or stop it"
         );
         assert_eq!(whole.exit(), Exit::Locked);
-        let shard = Held::Dir {
+        let shard = InUse::Dir {
             dir,
             pid: None,
             shard: Some("2/3".into()),
@@ -531,7 +532,7 @@ mod tests {
     #[test]
     fn shards_holding_the_directory_are_named_by_their_pids() {
         let held = |pids: Vec<u32>| {
-            Held::Shards {
+            InUse::Shards {
                 dir: PathBuf::from("out"),
                 pids,
             }
@@ -553,7 +554,7 @@ mod tests {
     #[test]
     fn a_bucket_lease_held_or_lost_says_by_whom_or_why() {
         assert_eq!(
-            Held::Lease {
+            InUse::Lease {
                 place: "s3://b/p".into(),
                 who: "pid 7 on host a".into(),
             }
@@ -562,7 +563,7 @@ mod tests {
              for it to finish, or stop it: a stopped run's lease expires within a minute"
         );
         assert_eq!(
-            Held::LeaseLost {
+            InUse::LeaseLost {
                 place: "s3://b/p".into(),
                 why: "taken over".into(),
             }

@@ -13,7 +13,7 @@ use crate::download::{
     AnyDest, BucketDest, BucketError, DownloadPolicy, LocalDir, RateCap, file_host_client,
     refused_line,
 };
-use crate::error::{AuthRefused, Exit, Fatal, Held, NotReached, Trouble};
+use crate::error::{AuthRefused, Exit, Fatal, InUse, NotReached, Trouble};
 use crate::ids::{self, IdList, IdSet, Shard};
 use crate::lanes::lanes_for;
 use crate::lock::{Claims, DirLock, LockError};
@@ -382,6 +382,8 @@ async fn run_downloads(
             return Err(e);
         }
     };
+    // The recorder is lent on to the pipeline, not given: after a second Ctrl-C drops the
+    // pipeline, it still says what was left unfinished.
     let recorder = books.recorder;
     let books = Books {
         recorder: &mut *recorder,
@@ -410,7 +412,7 @@ async fn run_downloads(
     // aborted just now may still hold the destination).
     dest.close().await;
     match lost {
-        Some(why) => Err(Fatal::Locked(Held::LeaseLost {
+        Some(why) => Err(Fatal::Locked(InUse::LeaseLost {
             place: cfg.output_dir.display().to_string(),
             why,
         })),
@@ -501,12 +503,12 @@ fn open_output_dir(
         ))
     };
     let lock = DirLock::acquire(dir, shard).map_err(|e| match e {
-        LockError::Held(pid) => Fatal::Locked(Held::Dir {
+        LockError::Held(pid) => Fatal::Locked(InUse::Dir {
             dir: dir.to_path_buf(),
             pid,
             shard: shard.map(|s| s.to_string()),
         }),
-        LockError::Shards(pids) => Fatal::Locked(Held::Shards {
+        LockError::Shards(pids) => Fatal::Locked(InUse::Shards {
             dir: dir.to_path_buf(),
             pids,
         }),
@@ -701,7 +703,7 @@ async fn bucket_destination(
     recorder.keys_in(url.clone());
     let shard = cfg.shard.map(|s| (s.index, s.count));
     let mut dest = BucketDest::open(url, shard).await.map_err(|e| match e {
-        BucketError::Locked(who) => Fatal::Locked(Held::Lease {
+        BucketError::Locked(who) => Fatal::Locked(InUse::Lease {
             place: url.to_string(),
             who,
         }),
