@@ -529,10 +529,14 @@ mod tests {
         assert!(d.finish().unwrap().verified.is_empty());
     }
 
-    #[test]
-    fn the_hosts_checksums_are_read_from_their_headers() {
-        let data = b"123456789";
-        let sum = |alg| b64_of_hex(&digest(alg, data));
+    /// The sum of `data` by `alg`, base64, as headers carry it.
+    fn sum_of(data: &[u8], alg: Algorithm) -> String {
+        b64_of_hex(&digest(alg, data))
+    }
+
+    /// Every header a host may declare a checksum of `data` in, each of its algorithms.
+    fn every_checksum_header(data: &[u8]) -> HeaderMap {
+        let sum = |alg| sum_of(data, alg);
         let mut h = HeaderMap::new();
         h.insert("content-md5", sum(Algorithm::Md5).parse().unwrap());
         // GCS: repeated, and comma-joined.
@@ -578,6 +582,13 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
+        h
+    }
+
+    #[test]
+    fn the_hosts_checksums_are_read_from_their_headers() {
+        let data = b"123456789";
+        let h = every_checksum_header(data);
         let e = Expected::of(&h, true);
         let mut d = Digests::new(e.clone());
         d.update(data);
@@ -598,6 +609,11 @@ mod tests {
                 "sha256:digest",
             ]
         );
+    }
+
+    #[test]
+    fn a_partial_bodys_content_md5_says_nothing_about_the_file() {
+        let h = every_checksum_header(b"123456789");
         // Content-MD5 of a partial body says nothing about the file.
         assert!(
             !Expected::of(&h, false)
@@ -605,6 +621,11 @@ mod tests {
                 .iter()
                 .any(|d| d.from == "Content-MD5")
         );
+    }
+
+    #[test]
+    fn composite_s3_checksums_are_not_the_files() {
+        let sum = |alg| sum_of(b"123456789", alg);
         // Composite S3 checksums (the type says so, or a `-N` part count) are not the file's.
         let mut composite = HeaderMap::new();
         composite.insert(
@@ -619,6 +640,11 @@ mod tests {
             format!("{}-3", sum(Algorithm::Sha256)).parse().unwrap(),
         );
         assert_eq!(Expected::of(&parts, true), Expected::default());
+    }
+
+    #[test]
+    fn garbage_and_wrong_lengths_declare_nothing_and_are_said_unread() {
+        let sum = |alg| sum_of(b"123456789", alg);
         // Garbage and wrong lengths declare nothing.
         let mut bad = HeaderMap::new();
         bad.insert("content-md5", "not base64!".parse().unwrap());
